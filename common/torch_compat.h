@@ -1,0 +1,20 @@
+// The one place where LibTorch 1.13 (Debian, CPU flavour) and 2.x (PyTorch, CUDA flavour)
+// differ for us. Everything else includes this instead of testing versions itself.
+#pragma once
+
+#include <torch/version.h>
+
+// Debian's 1.13.1 reports 1.13.0: compare major/minor only.
+#define HYDRA_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) ||        \
+   (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+// at::scaled_dot_product_attention with `scale` (2.1+) and `enable_gqa` (2.5+).
+#define HYDRA_HAS_SDPA HYDRA_TORCH_AT_LEAST(2, 5)
+
+namespace hydra::common {
+
+constexpr int kTorchMajor = TORCH_VERSION_MAJOR;
+constexpr int kTorchMinor = TORCH_VERSION_MINOR;
+
+}  // namespace hydra::common

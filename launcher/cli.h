@@ -1,0 +1,24 @@
+// The command line of docs/INTERFACE.md: `hydra SUBCOMMAND [options]`. Parsing needs no
+// MPI, so `--help` and usage errors work anywhere. Usage errors throw ConfigError (exit 2).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hydra::launcher {
+
+struct CliArgs {
+  std::string command;               // "info", ...; empty with --help/--version alone
+  bool help = false;
+  bool version = false;
+  std::string config;                // --config FILE
+  std::vector<std::string> sets;     // --set key.path=value, in order
+  bool json = false;                 // --json (info)
+};
+
+CliArgs parse_cli(int argc, const char* const* argv);
+
+// The text of `hydra --help` (command empty) or `hydra COMMAND --help`.
+std::string help_text(const std::string& command);
+
+}  // namespace hydra::launcher

@@ -1,0 +1,108 @@
+// `hydra info`: the resolved config, the process grid with every rank's coordinates and
+// groups, and the model's sizes. Rank 0 prints; every rank resolves the grid, so a world
+// size that does not fit the config fails the same way everywhere.
+#include <cstdio>
+#include <string>
+
+#include "common/json.h"
+#include "common/torch_compat.h"
+#include "launcher/commands.h"
+#include "launcher/config_load.h"
+#include "model/model_info.h"
+#include "parallel/process_grid.h"
+
+namespace hydra::launcher {
+namespace {
+
+common::Json int_list(const std::vector<int>& values) {
+  common::Json list = common::Json::array();
+  for (int v : values) list.push(v);
+  return list;
+}
+
+common::Json grid_json(const parallel::GridShape& shape) {
+  common::Json grid = common::Json::object();
+  grid["world"] = shape.world();
+  grid["dp"] = shape.dp;
+  grid["tp"] = shape.tp;
+  grid["pp"] = shape.pp;
+  grid["rank_order"] = "rank = tp + tp * (dp + dp * pp): tp fastest, then dp, then pp";
+  common::Json ranks = common::Json::array();
+  for (int r = 0; r < shape.world(); ++r) {
+    const parallel::ProcessGrid g = parallel::make_process_grid(shape, r);
+    common::Json row = common::Json::object();
+    row["rank"] = r;
+    row["dp"] = g.coord.dp;
+    row["tp"] = g.coord.tp;
+    row["pp"] = g.coord.pp;
+    row["tp_group"] = int_list(g.tp_ranks);
+    row["dp_group"] = int_list(g.dp_ranks);
+    row["pp_group"] = int_list(g.pp_ranks);
+    row["pp_prev"] = g.pp_prev;
+    row["pp_next"] = g.pp_next;
+    ranks.push(row);
+  }
+  grid["ranks"] = ranks;
+  return grid;
+}
+
+common::Json model_json(const Config& config, const parallel::GridShape& shape) {
+  const model::ModelStats s = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
+  common::Json m = common::Json::object();
+  m["vocab_padded"] = s.vocab_padded;
+  m["params_total"] = s.params_total;
+  m["params_non_embedding"] = s.params_non_embedding;
+  common::Json by_type = common::Json::object();
+  for (const auto& [type, count] : s.params_by_type) by_type[type] = count;
+  m["params_by_type"] = by_type;
+  m["effective_layers"] = s.effective_layers;
+  m["kv_cache_bytes_per_token"] = s.kv_cache_bytes_per_token;
+  m["flops_per_token"] = s.flops_per_token;
+  return m;
+}
+
+void print_text(const common::Json& info, const Config& config, const parallel::GridShape& shape) {
+  const model::ModelStats s = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
+  std::printf("config      %s\n", config.source.c_str());
+  std::printf("grid        world %d = dp %d x tp %d x pp %d (tp fastest, then dp, then pp)\n",
+              shape.world(), shape.dp, shape.tp, shape.pp);
+  for (int r = 0; r < shape.world(); ++r) {
+    const parallel::GridCoord c = parallel::coord_of(shape, r);
+    std::printf("  rank %-4d dp %-3d tp %-3d pp %-3d\n", r, c.dp, c.tp, c.pp);
+  }
+  std::printf("model       E %d, H %d, H_kv %d, %d macro-blocks x %zu layers x %d recursions = %d layers\n",
+              config.model.dim, config.model.heads, config.model.kv_heads, config.model.macro_blocks,
+              config.model.pattern.size(), config.model.mor.recursions, s.effective_layers);
+  std::printf("params      %.2fM total, %.2fM non-embedding\n", s.params_total / 1e6,
+              s.params_non_embedding / 1e6);
+  std::printf("flops/token %.3g (training)\n", s.flops_per_token);
+  (void)info;
+}
+
+}  // namespace
+
+int run_info(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
+  const parallel::GridShape shape = parallel::resolve_grid_shape(
+      launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
+  if (launch.rank != 0) return 0;
+  common::Json info = common::Json::object();
+  info["version"] = HYDRA_VERSION;
+#ifdef HYDRA_CUDA
+  info["build"] = "cuda";
+#else
+  info["build"] = "cpu";
+#endif
+  info["torch"] = std::to_string(common::kTorchMajor) + "." + std::to_string(common::kTorchMinor);
+  info["config"] = config_to_json(config);
+  info["grid"] = grid_json(shape);
+  info["model"] = model_json(config, shape);
+  if (args.json) {
+    std::printf("%s\n", info.dump(2).c_str());
+  } else {
+    print_text(info, config, shape);
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace hydra::launcher

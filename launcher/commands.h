@@ -1,0 +1,13 @@
+// The subcommands. Each receives the resolved config and what the launcher knows about the
+// process (rank, world); each returns the process exit code.
+#pragma once
+
+#include "launcher/cli.h"
+#include "launcher/config.h"
+#include "parallel/mpi_session.h"
+
+namespace hydra::launcher {
+
+int run_info(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
+
+}  // namespace hydra::launcher

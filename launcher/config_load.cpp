@@ -1,0 +1,316 @@
+#include "launcher/config_load.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "common/errors.h"
+#include "launcher/config_schema.h"
+#include "model/model_checks.h"
+
+namespace hydra::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+using common::ConfigError;
+
+// Where a value came from, for messages: "configs/run.yaml:12" or "--set".
+std::string where(const std::string& origin, const YAML::Node& node) {
+  if (origin == "--set" || !node.IsDefined() || node.Mark().line < 0) return origin;
+  return origin + ":" + std::to_string(node.Mark().line + 1);
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1] ? 1 : 0)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string did_you_mean(const std::string& path) {
+  const KeySpec* best = nullptr;
+  size_t best_d = 4;  // suggest only near misses
+  for (const auto& spec : config_schema()) {
+    const size_t d = edit_distance(path, spec.path);
+    if (d < best_d) best_d = d, best = &spec;
+  }
+  return best ? std::string(" (did you mean ") + best->path + "?)" : "";
+}
+
+bool is_section(const std::string& prefix) {
+  for (const auto& spec : config_schema()) {
+    if (std::string(spec.path).rfind(prefix + ".", 0) == 0) return true;
+  }
+  return false;
+}
+
+// Parses one scalar; throws with the expectation on failure.
+template <typename T>
+T scalar_as(const YAML::Node& node, const KeySpec& spec, const std::string& loc) {
+  const std::string got = node.IsScalar() ? "'" + node.Scalar() + "'" : "a list or map";
+  try {
+    if (!node.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "not a scalar");
+    if constexpr (std::is_same_v<T, int>) {
+      const long long v = node.as<long long>();
+      if (v < spec.min || v > spec.max) throw YAML::Exception(YAML::Mark::null_mark(), "range");
+      return static_cast<int>(v);
+    } else if constexpr (std::is_same_v<T, double>) {
+      const double v = node.as<double>();
+      if (!std::isfinite(v) || v < spec.min || v > spec.max) {
+        throw YAML::Exception(YAML::Mark::null_mark(), "range");
+      }
+      return v;
+    } else if constexpr (std::is_same_v<T, bool>) {
+      return node.as<bool>();
+    } else {
+      const std::string v = node.Scalar();
+      if (!spec.choices.empty() &&
+          std::find(spec.choices.begin(), spec.choices.end(), v) == spec.choices.end()) {
+        throw YAML::Exception(YAML::Mark::null_mark(), "choice");
+      }
+      return v;
+    }
+  } catch (const YAML::Exception&) {
+    HYDRA_FAIL(ConfigError, loc << ": " << spec.path << ": expected " << describe_expected(spec)
+                                << ", got " << got);
+  }
+}
+
+template <typename T>
+std::vector<T> list_as(const YAML::Node& node, const KeySpec& spec, const std::string& loc) {
+  if (!node.IsSequence()) {
+    HYDRA_FAIL(ConfigError, loc << ": " << spec.path << ": expected " << describe_expected(spec)
+                                << ", got " << (node.IsScalar() ? "'" + node.Scalar() + "'" : "a map"));
+  }
+  std::vector<T> out;
+  for (const auto& item : node) out.push_back(scalar_as<T>(item, spec, loc));
+  return out;
+}
+
+void assign(Config& config, const KeySpec& spec, const YAML::Node& node, const std::string& loc) {
+  std::visit(
+      [&](auto* member) {
+        using Member = std::remove_pointer_t<decltype(member)>;
+        if constexpr (std::is_same_v<Member, std::vector<int>>) {
+          *member = list_as<int>(node, spec, loc);
+        } else if constexpr (std::is_same_v<Member, std::vector<std::string>>) {
+          *member = list_as<std::string>(node, spec, loc);
+        } else {
+          *member = scalar_as<Member>(node, spec, loc);
+        }
+      },
+      spec.field(config));
+}
+
+struct Loader {
+  Config config;
+  std::set<std::string> assigned;  // keys some layer set (for the required check)
+
+  // key: the YAML key node (for the line of an unknown key); undefined for --set.
+  void apply(const std::string& path, const YAML::Node& key, const YAML::Node& node,
+             const std::string& origin) {
+    const KeySpec* spec = find_key(path);
+    if (!spec) HYDRA_FAIL(ConfigError, where(origin, key) << ": unknown key '" << path << "'" << did_you_mean(path));
+    assign(config, *spec, node, where(origin, node));
+    assigned.insert(path);
+  }
+
+  // Walks a YAML map whose keys are below `prefix`; skip names a key to leave out.
+  void apply_map(const std::string& prefix, const YAML::Node& map, const std::string& origin,
+                 const std::string& skip = "") {
+    for (const auto& item : map) {
+      const std::string key = item.first.as<std::string>();
+      const std::string path = prefix.empty() ? key : prefix + "." + key;
+      if (path == skip) continue;
+      if (!find_key(path) && is_section(path)) {
+        if (item.second.IsNull()) continue;  // an empty section: nothing to set
+        if (!item.second.IsMap()) {
+          HYDRA_FAIL(ConfigError, where(origin, item.second) << ": " << path << ": expected a map of keys");
+        }
+        apply_map(path, item.second, origin, skip);
+      } else {
+        apply(path, item.first, item.second, origin);
+      }
+    }
+  }
+};
+
+YAML::Node load_yaml_file(const std::string& path, const std::string& what) {
+  if (!fs::is_regular_file(path)) HYDRA_FAIL(ConfigError, path << ": cannot read " << what << " (no such file)");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::ParserException& e) {
+    HYDRA_FAIL(ConfigError, path << ":" << e.mark.line + 1 << ":" << e.mark.column + 1
+                                 << ": YAML syntax error: " << e.msg);
+  } catch (const YAML::Exception& e) {
+    HYDRA_FAIL(ConfigError, path << ": cannot read " << what << ": " << e.what());
+  }
+  if (!root.IsNull() && !root.IsMap()) HYDRA_FAIL(ConfigError, path << ": expected a map of sections at the top level");
+  return root;
+}
+
+std::string find_preset(const std::string& name, const std::string& config_path, const std::string& loc) {
+  std::vector<std::string> known;
+  for (const auto& dir : preset_search_dirs(config_path)) {
+    const fs::path candidate = fs::path(dir) / (name + ".yaml");
+    if (!name.empty() && name.find('/') == std::string::npos && fs::is_regular_file(candidate)) {
+      return candidate.string();
+    }
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".yaml") known.push_back(entry.path().stem().string());
+    }
+  }
+  std::sort(known.begin(), known.end());
+  known.erase(std::unique(known.begin(), known.end()), known.end());
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  HYDRA_FAIL(ConfigError, loc << ": model.preset: no variant named '" << name << "' (known: " << list << ")");
+}
+
+// Splits "--set key.path=value" and parses the value as YAML (so lists work: [1, 3]).
+std::pair<std::string, YAML::Node> parse_set(const std::string& set) {
+  const size_t eq = set.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    HYDRA_FAIL(ConfigError, "--set '" << set << "': expected key.path=value");
+  }
+  const std::string path = set.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(set.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    HYDRA_FAIL(ConfigError, "--set " << path << ": cannot parse value '" << set.substr(eq + 1) << "': " << e.msg);
+  }
+  if (!find_key(path)) {
+    HYDRA_FAIL(ConfigError, "--set: unknown key '" << path << "'" << did_you_mean(path));
+  }
+  Config probe;
+  if (value.IsNull() && std::holds_alternative<std::string*>(find_key(path)->field(probe))) {
+    value = YAML::Node(std::string());  // "--set data.path=" means the empty string
+  }
+  return {path, value};
+}
+
+}  // namespace
+
+std::vector<std::string> preset_search_dirs(const std::string& config_path) {
+  std::vector<std::string> dirs;
+  if (!config_path.empty()) {
+    const fs::path parent = fs::path(config_path).parent_path();
+    dirs.push_back(parent.empty() ? "." : parent.string());
+  }
+  dirs.push_back(HYDRA_CONFIG_DIR);
+  return dirs;
+}
+
+Config load_config(const std::string& config_path, const std::vector<std::string>& sets) {
+  Loader loader;
+  const YAML::Node root = config_path.empty() ? YAML::Node() : load_yaml_file(config_path, "config file");
+  std::vector<std::pair<std::string, YAML::Node>> overrides;
+  for (const auto& set : sets) overrides.push_back(parse_set(set));
+
+  // The preset is resolved first because it sits below the file in precedence; the last
+  // word on its name may come from --set.
+  std::string preset;
+  std::string preset_origin = config_path;
+  YAML::Node preset_node;
+  if (root.IsMap() && root["model"] && root["model"].IsMap() && root["model"]["preset"]) {
+    preset_node = root["model"]["preset"];
+    loader.apply("model.preset", preset_node, preset_node, config_path);
+  }
+  for (const auto& [path, value] : overrides) {
+    if (path == "model.preset") {
+      loader.apply(path, YAML::Node(), value, "--set");
+      preset_origin = "--set";
+      preset_node = value;
+    }
+  }
+  preset = loader.config.model.preset;
+  if (!preset.empty()) {
+    const std::string preset_file = find_preset(preset, config_path, where(preset_origin, preset_node));
+    const YAML::Node preset_root = load_yaml_file(preset_file, "preset");
+    if (preset_root.IsMap() && preset_root["model"]) {
+      if (preset_root["model"]["preset"]) {
+        HYDRA_FAIL(ConfigError, where(preset_file, preset_root["model"]["preset"])
+                                    << ": model.preset: a preset cannot name another preset");
+      }
+      loader.apply_map("model", preset_root["model"], preset_file);
+    }
+  }
+  if (root.IsMap()) loader.apply_map("", root, config_path, "model.preset");
+  for (const auto& [path, value] : overrides) {
+    if (path != "model.preset") loader.apply(path, YAML::Node(), value, "--set");
+  }
+
+  for (const auto& spec : config_schema()) {
+    if (spec.required && !loader.assigned.count(spec.path)) {
+      HYDRA_FAIL(ConfigError, (config_path.empty() ? std::string("config") : config_path)
+                                  << ": missing required key " << spec.path << " (" << spec.help
+                                  << "; set it, name a model.preset, or pass --set " << spec.path << "=...)");
+    }
+  }
+  loader.config.source = config_path;
+  check_config(loader.config);
+  return loader.config;
+}
+
+void check_config(const Config& c) {
+  const std::string loc = c.source.empty() ? "config" : c.source;
+  try {
+    model::check_model_config(c.model);
+  } catch (const ConfigError& e) {
+    HYDRA_FAIL(ConfigError, loc << ": " << e.what());
+  }
+  if (c.train.min_lr > c.train.lr) {
+    HYDRA_FAIL(ConfigError, loc << ": train.min_lr " << c.train.min_lr << " exceeds train.lr " << c.train.lr);
+  }
+#ifndef HYDRA_CUDA
+  if (c.train.device == "cuda") {
+    HYDRA_FAIL(ConfigError, loc << ": train.device: cuda needs the CUDA build (cmake -DHYDRA_CUDA=ON); this is the CPU build");
+  }
+  if (c.parallel.backend == "nccl") {
+    HYDRA_FAIL(ConfigError, loc << ": parallel.backend: nccl needs the CUDA build; use mpi or auto");
+  }
+#endif
+  if (c.train.device == "cpu" && c.parallel.backend == "nccl") {
+    HYDRA_FAIL(ConfigError, loc << ": parallel.backend: nccl needs train.device: cuda");
+  }
+  if (c.model.ccqa.kernel == "fused" && c.train.device != "cuda") {
+    HYDRA_FAIL(ConfigError, loc << ": model.ccqa.kernel: fused needs train.device: cuda (use reference)");
+  }
+}
+
+common::Json config_to_json(const Config& config) {
+  common::Json out = common::Json::object();
+  Config copy = config;  // field() hands out non-const pointers; read through a copy
+  for (const auto& spec : config_schema()) {
+    std::visit(
+        [&](auto* member) {
+          using Member = std::remove_pointer_t<decltype(member)>;
+          if constexpr (std::is_same_v<Member, std::vector<int>> ||
+                        std::is_same_v<Member, std::vector<std::string>>) {
+            common::Json list = common::Json::array();
+            for (const auto& v : *member) list.push(v);
+            out.set_path(spec.path, list);
+          } else {
+            out.set_path(spec.path, *member);
+          }
+        },
+        spec.field(copy));
+  }
+  return out;
+}
+
+}  // namespace hydra::launcher

@@ -1,0 +1,30 @@
+// Loading the run config. Precedence, lowest first:
+//   1. defaults (the config structs' member initialisers)
+//   2. the `model` section of the preset named by model.preset (configs/<name>.yaml)
+//   3. the config file
+//   4. --set key.path=value overrides, in command-line order
+// Every value is type- and range-checked against the schema; a bad key, type, range,
+// preset or missing required key throws ConfigError (exit 2) naming the file, line and key.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/json.h"
+#include "launcher/config.h"
+
+namespace hydra::launcher {
+
+// config_path may be empty (defaults, presets and --set only).
+Config load_config(const std::string& config_path, const std::vector<std::string>& sets);
+
+// Cross-key checks that need no world size (model shape, lr bounds, device vs build).
+void check_config(const Config& config);
+
+// The resolved config as JSON, nested by section, every key of the schema.
+common::Json config_to_json(const Config& config);
+
+// Where presets are looked up: the config file's directory, then the installed configs/.
+std::vector<std::string> preset_search_dirs(const std::string& config_path);
+
+}  // namespace hydra::launcher

@@ -1,0 +1,55 @@
+// The `hydra` executable: parse the command line, start MPI, load and validate the config,
+// run the subcommand, tear down. Errors become exit codes here and nowhere else.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "common/errors.h"
+#include "common/logging.h"
+#include "launcher/cli.h"
+#include "launcher/commands.h"
+#include "launcher/config_load.h"
+#include "parallel/mpi_session.h"
+
+namespace {
+
+int run(int argc, char** argv, int& rank) {
+  using namespace hydra;
+  const launcher::CliArgs args = launcher::parse_cli(argc, argv);
+  if (args.version) {
+    std::printf("hydra %s\n", HYDRA_VERSION);
+    return 0;
+  }
+  if (args.help) {
+    std::printf("%s", launcher::help_text(args.command).c_str());
+    return 0;
+  }
+  parallel::MpiSession mpi(&argc, &argv);
+  const parallel::LaunchInfo launch = mpi.launch();
+  rank = launch.rank;
+  common::setup_logging({launch.rank, launch.world, "info", false});
+  const launcher::Config config = launcher::load_config(args.config, args.sets);
+  common::setup_logging({launch.rank, launch.world, config.log.level, config.log.all_ranks});
+  if (args.command == "info") return launcher::run_info(config, args, launch);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int rank = 0;
+  try {
+    return run(argc, argv, rank);
+  } catch (const hydra::common::ConfigError& e) {
+    // Every rank sees the same config error; one message is enough.
+    if (rank == 0) std::fprintf(stderr, "hydra: error: %s\n", e.what());
+    return static_cast<int>(e.code());
+  } catch (const hydra::common::HydraError& e) {
+    std::fprintf(stderr, "hydra: error (rank %d): %s\n", rank, e.what());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hydra: internal error (rank %d): %s\n", rank, e.what());
+    return static_cast<int>(hydra::common::ExitCode::kRuntime);
+  }
+}

@@ -1,0 +1,55 @@
+// The model section of the run config (docs/INTERFACE.md, MODEL.md). Plain data: the
+// launcher fills and validates it (launcher/config_schema.cpp holds defaults and ranges).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hydra::model {
+
+struct CcqaConfig {
+  int compression = 4;            // C: latent head size d_h = d / C
+  int conv_kernel = 3;            // K of both causal convolutions
+  bool use_convs = true;
+  bool qk_mean = true;
+  double qk_mean_gain = 0.25;     // gamma
+  bool value_shift = true;
+  std::string kernel = "reference";  // fused|reference (fused: CUDA build only)
+};
+
+struct MlaConfig {
+  double latent_ratio = 0.5;      // d_c = d_cq = latent_ratio * E
+};
+
+struct ModConfig {
+  bool enabled = false;
+  double capacity = 0.75;
+  std::vector<int> layers = {1, 3, 5, 7};  // positions within a macro-block
+  double aux_weight = 0.01;
+};
+
+struct MorConfig {
+  int recursions = 1;             // R; 1 = off
+  double aux_weight = 0.01;
+};
+
+struct ModelConfig {
+  std::string preset;             // name of a variant in configs/, or empty
+  int dim = 0;                    // E
+  int heads = 0;                  // H
+  int kv_heads = 0;               // H_kv of CCQA (MQA has 1, MLA has H)
+  double mlp_ratio = 4.0;
+  int macro_blocks = 0;
+  std::vector<std::string> pattern = {"mqa", "mqa", "ccqa", "ccqa", "ccqa", "mla", "mqa", "mla"};
+  int vocab_size = 0;             // before padding to a multiple of 128 x tp
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  CcqaConfig ccqa;
+  MlaConfig mla;
+  ModConfig mod;
+  MorConfig mor;
+};
+
+}  // namespace hydra::model

@@ -1,0 +1,26 @@
+// Sizes the launcher reports for a model config without building it: parameter counts by
+// type, effective depth, KV-cache bytes and training FLOPs per token (`hydra info --json`).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "model/config.h"
+
+namespace hydra::model {
+
+struct ModelStats {
+  int64_t vocab_padded = 0;
+  int64_t params_total = 0;
+  int64_t params_non_embedding = 0;
+  std::map<std::string, int64_t> params_by_type;  // mqa, ccqa, mla, mlp, embedding, routers, norms
+  int effective_layers = 0;
+  int64_t kv_cache_bytes_per_token = 0;  // bf16
+  double flops_per_token = 0;            // training (forward + backward)
+};
+
+// tp: tensor-parallel size (the vocabulary pads to a multiple of 128 * tp).
+ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp = 1);
+
+}  // namespace hydra::model

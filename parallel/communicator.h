@@ -1,0 +1,63 @@
+// One interface for collectives over at::Tensor, with two backends:
+//   MPI  (mpi_communicator.cpp): CPU tensors; the CI backend.
+//   NCCL (nccl_communicator.cpp, CUDA build only): CUDA tensors.
+//
+// Contract (both backends):
+// - Every rank of the group calls the same collectives in the same order (as in MPI and
+//   NCCL). Each call gets the next sequence number of this communicator.
+// - MPI: calls return when the result is in place. NCCL: calls are enqueued on the current
+//   CUDA stream of the tensor's device and return at once; stream order makes the result
+//   visible to later work on that stream. Callers on another stream must wait on it.
+// - Tensors must be contiguous. fp32, fp64 and bf16 are supported (bf16 sums are computed in
+//   fp32 by the MPI backend and rounded once).
+// - Uneven sizes: reduce_scatter and all_gather split the flat input into `size()` parts with
+//   shard_range() below (the first numel % size parts one element longer).
+// - Timeouts: each call that has not completed within the configured timeout stops the run
+//   with exit code 4 after logging the collective, the group, its sequence number and this
+//   rank's recent collectives (CollectiveLog). There is no hang without a message.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace hydra::parallel {
+
+enum class ReduceOp { kSum, kAvg, kMax };
+const char* reduce_op_name(ReduceOp op);
+
+// The [begin, end) element range of part `index` when `numel` elements are split in `parts`.
+struct Range {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+};
+Range shard_range(int64_t numel, int parts, int index);
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;              // rank within this group
+  virtual int size() const = 0;              // ranks in this group
+  virtual const std::string& name() const = 0;  // group name for messages: "tp", "dp", ...
+  virtual const std::vector<int>& world_ranks() const = 0;  // group rank -> world rank
+
+  // In place on `tensor`.
+  virtual void all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
+  // input: the full flat buffer (same numel on every rank); output: this rank's part,
+  // numel == shard_range(input.numel(), size(), rank()).size().
+  virtual void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) = 0;
+  // input: this rank's part as above; output: the full buffer.
+  virtual void all_gather(const at::Tensor& input, at::Tensor& output) = 0;
+  // In place; `root` is a rank within this group.
+  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  // Point to point; `peer` is a rank within this group. Sizes and dtypes must match.
+  virtual void send(const at::Tensor& tensor, int peer) = 0;
+  virtual void recv(at::Tensor& tensor, int peer) = 0;
+  virtual void barrier() = 0;
+};
+
+}  // namespace hydra::parallel

@@ -1,0 +1,19 @@
+// The parallel section of the run config. Plain data: the launcher fills and validates it.
+#pragma once
+
+#include <string>
+
+namespace hydra::parallel {
+
+struct ParallelConfig {
+  int dp = 0;                     // 0: world / (tp * pp)
+  int tp = 1;
+  int pp = 1;
+  int zero_stage = 0;
+  int micro_batches = 1;          // micro-batches per step per data-parallel rank (pipeline)
+  bool sequence_parallel = false;
+  std::string backend = "auto";   // auto|mpi|nccl (auto: nccl on cuda, mpi on cpu)
+  double timeout_s = 600.0;       // every collective; on expiry exit 4 naming it
+};
+
+}  // namespace hydra::parallel
