@@ -3,6 +3,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdarg>
+#include <cstdio>
+
 namespace hydra::common {
 
 void setup_logging(const LogSetup& setup) {
@@ -20,5 +23,41 @@ void setup_logging(const LogSetup& setup) {
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
 }
+
+namespace {
+
+std::string vformat(const char* format, va_list args) {
+  va_list copy;
+  va_copy(copy, args);
+  const int n = std::vsnprintf(nullptr, 0, format, copy);
+  va_end(copy);
+  std::string out(n > 0 ? static_cast<size_t>(n) : 0, '\0');
+  if (n > 0) std::vsnprintf(out.data(), out.size() + 1, format, args);
+  return out;
+}
+
+}  // namespace
+
+std::string strprintf(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  std::string out = vformat(format, args);
+  va_end(args);
+  return out;
+}
+
+#define HYDRA_DEFINE_LOG(fn, level)             \
+  void fn(const char* format, ...) {            \
+    va_list args;                               \
+    va_start(args, format);                     \
+    const std::string text = vformat(format, args); \
+    va_end(args);                               \
+    spdlog::log(level, "{}", text);             \
+  }
+HYDRA_DEFINE_LOG(log_debug, spdlog::level::debug)
+HYDRA_DEFINE_LOG(log_info, spdlog::level::info)
+HYDRA_DEFINE_LOG(log_warn, spdlog::level::warn)
+HYDRA_DEFINE_LOG(log_error, spdlog::level::err)
+#undef HYDRA_DEFINE_LOG
 
 }  // namespace hydra::common

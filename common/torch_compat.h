@@ -12,6 +12,12 @@
 // at::scaled_dot_product_attention with `scale` (2.1+) and `enable_gqa` (2.5+).
 #define HYDRA_HAS_SDPA HYDRA_TORCH_AT_LEAST(2, 5)
 
+// Autocast state per device type (2.4+: at::autocast::is_autocast_enabled(at::kCUDA),
+// get_autocast_dtype / set_autocast_enabled / set_autocast_dtype(at::kCUDA, ...)); before
+// that the CUDA state is is_enabled() / get_autocast_gpu_dtype() / set_enabled /
+// set_autocast_gpu_dtype. Code that saves and restores autocast state branches on this.
+#define HYDRA_AUTOCAST_PER_DEVICE HYDRA_TORCH_AT_LEAST(2, 4)
+
 namespace hydra::common {
 
 constexpr int kTorchMajor = TORCH_VERSION_MAJOR;

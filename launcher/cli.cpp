@@ -23,11 +23,26 @@ const std::map<std::string, CommandSpec>& commands() {
        {"print the resolved config, the process grid and the model's sizes",
         "hydra info --config FILE [--set key.path=value]... [--json]",
         {"--config", "--set", "--json"}}},
+      {"train",
+       {"train a model (one process, or every rank under mpirun/srun)",
+        "hydra train --config FILE [--set key.path=value]... [--resume latest|DIR] [--init-from DIR]",
+        {"--config", "--set", "--resume", "--init-from"}}},
+      {"eval",
+       {"validation loss and perplexity of a checkpoint (causal routing)",
+        "hydra eval --config FILE --checkpoint DIR [--set key.path=value]...",
+        {"--config", "--set", "--checkpoint"}}},
+      {"data prepare",
+       {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
+        "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
+        {"--input", "--output", "--tokenizer", "--val-fraction"}}},
   };
   return table;
 }
 
-bool takes_value(const std::string& option) { return option == "--config" || option == "--set"; }
+bool takes_value(const std::string& option) { return option != "--json"; }
+
+// Commands of two words ("data prepare") take their second word here.
+bool has_action(const std::string& word) { return word == "data"; }
 
 }  // namespace
 
@@ -38,16 +53,33 @@ std::string help_text(const std::string& command) {
     out += "usage: hydra COMMAND [options]      (one process)\n";
     out += "       mpirun -np N hydra COMMAND [options]   or   srun hydra COMMAND [options]\n\n";
     out += "commands:\n";
-    for (const auto& [name, spec] : commands()) out += "  " + name + std::string(10 - name.size(), ' ') + spec.summary + "\n";
+    for (const auto& [name, spec] : commands()) {
+      out += "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + spec.summary + "\n";
+    }
     out += "\nhydra COMMAND --help shows a command's options. Exit codes: 0 success, 2 usage or config\n";
     out += "error, 3 bad data or checkpoint, 4 runtime failure, 75 checkpointed on SIGTERM/SIGUSR1.\n";
     return out;
   }
   const auto& spec = commands().at(command);
   out += "usage: " + std::string(spec.usage) + "\n\n" + spec.summary + "\n\noptions:\n";
+  if (command == "data prepare") {
+    out += "  --input PATH...        .txt files, .jsonl files (a \"text\" field per line), directories of them\n";
+    out += "  --output DIR           where the shards and manifest.json go (data.path of a run)\n";
+    out += "  --tokenizer NAME       gpt2 (default; files from scripts/fetch-tokenizer.sh) or bytes\n";
+    out += "  --val-fraction F       share of tokens held out for validation (default 0.005)\n";
+    out += "  --help                 this text\n";
+    return out;
+  }
   out += "  --config FILE          run config (YAML; docs/INTERFACE.md lists the keys)\n";
   out += "  --set key.path=value   override one key (repeatable; applied after the file, in order)\n";
   if (command == "info") out += "  --json                 print JSON instead of text\n";
+  if (command == "train") {
+    out += "  --resume latest|DIR    continue a run: the newest complete checkpoint under\n";
+    out += "                         checkpoint.dir, or the checkpoint DIR (exact: same data, same losses)\n";
+    out += "  --init-from DIR        start from the weights of checkpoint DIR with a fresh optimizer\n";
+    out += "                         and data position (fine-tuning)\n";
+  }
+  if (command == "eval") out += "  --checkpoint DIR       the checkpoint to evaluate\n";
   out += "  --help                 this text\n";
   return out;
 }
@@ -56,6 +88,10 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   CliArgs args;
   int i = 1;
   if (i < argc && argv[i][0] != '-') args.command = argv[i++];
+  if (has_action(args.command)) {
+    if (i >= argc || argv[i][0] == '-') HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs an action (see hydra --help)");
+    args.command += std::string(" ") + argv[i++];
+  }
   if (!args.command.empty() && !commands().count(args.command)) {
     HYDRA_FAIL(ConfigError, "unknown command '" << args.command << "' (see hydra --help)");
   }
@@ -83,12 +119,34 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--config") args.config = value;
     if (arg == "--set") args.sets.push_back(value);
     if (arg == "--json") args.json = true;
+    if (arg == "--resume") args.resume = value;
+    if (arg == "--init-from") args.init_from = value;
+    if (arg == "--checkpoint") args.checkpoint = value;
+    if (arg == "--output") args.output = value;
+    if (arg == "--tokenizer") args.tokenizer = value;
+    if (arg == "--val-fraction") args.val_fraction = value;
+    if (arg == "--input") {
+      args.inputs.push_back(value);  // --input takes every following word up to the next option
+      while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
+    }
   }
   if (!args.help && !args.version && args.command.empty()) {
     HYDRA_FAIL(ConfigError, "no command given (see hydra --help)");
   }
-  if (!args.help && args.command == "info" && args.config.empty()) {
-    HYDRA_FAIL(ConfigError, "hydra info needs --config FILE");
+  if (args.command == "data prepare" && !args.help) {
+    if (args.inputs.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --input PATH...");
+    if (args.output.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --output DIR");
+    return args;
+  }
+  if (!args.help && args.config.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --config FILE");
+  }
+  if (!args.help && args.command == "eval" && args.checkpoint.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra eval needs --checkpoint DIR");
+  }
+  if (!args.resume.empty() && !args.init_from.empty()) {
+    HYDRA_FAIL(ConfigError, "--resume and --init-from exclude each other (resume continues a run; "
+                            "init-from starts a new one from its weights)");
   }
   return args;
 }

@@ -8,12 +8,19 @@
 namespace hydra::launcher {
 
 struct CliArgs {
-  std::string command;               // "info", ...; empty with --help/--version alone
+  std::string command;               // "info", "data prepare", ...; empty with --help/--version alone
   bool help = false;
   bool version = false;
   std::string config;                // --config FILE
   std::vector<std::string> sets;     // --set key.path=value, in order
   bool json = false;                 // --json (info)
+  std::string resume;                // --resume latest|DIR (train)
+  std::string init_from;             // --init-from DIR (train)
+  std::string checkpoint;            // --checkpoint DIR (eval)
+  std::vector<std::string> inputs;   // --input PATH... (data prepare)
+  std::string output;                // --output DIR (data prepare)
+  std::string tokenizer;             // --tokenizer gpt2|bytes (data prepare)
+  std::string val_fraction;          // --val-fraction F (data prepare), validated by the command
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

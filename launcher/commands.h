@@ -9,5 +9,8 @@
 namespace hydra::launcher {
 
 int run_info(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
+int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
+int run_data_prepare(const CliArgs& args, const parallel::LaunchInfo& launch);
+int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 
 }  // namespace hydra::launcher

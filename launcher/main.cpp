@@ -1,6 +1,5 @@
 // The `hydra` executable: parse the command line, start MPI, load and validate the config,
 // run the subcommand, tear down. Errors become exit codes here and nowhere else.
-#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <exception>
@@ -29,9 +28,12 @@ int run(int argc, char** argv, int& rank) {
   const parallel::LaunchInfo launch = mpi.launch();
   rank = launch.rank;
   common::setup_logging({launch.rank, launch.world, "info", false});
+  if (args.command == "data prepare") return launcher::run_data_prepare(args, launch);
   const launcher::Config config = launcher::load_config(args.config, args.sets);
   common::setup_logging({launch.rank, launch.world, config.log.level, config.log.all_ranks});
   if (args.command == "info") return launcher::run_info(config, args, launch);
+  if (args.command == "train") return launcher::run_train(config, args, launch);
+  if (args.command == "eval") return launcher::run_eval(config, args, launch);
   return 0;
 }
 

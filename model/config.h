@@ -7,6 +7,10 @@
 
 namespace hydra::model {
 
+struct MqaConfig {
+  double residual_scale = 1.0;    // alpha: h = x + alpha * Attn(RMSNorm(x)) (MODEL.md "Layer")
+};
+
 struct CcqaConfig {
   int compression = 4;            // C: latent head size d_h = d / C
   int conv_kernel = 3;            // K of both causal convolutions
@@ -15,10 +19,12 @@ struct CcqaConfig {
   double qk_mean_gain = 0.25;     // gamma
   bool value_shift = true;
   std::string kernel = "reference";  // fused|reference (fused: CUDA build only)
+  double residual_scale = 0.5;    // alpha of CCQA layers
 };
 
 struct MlaConfig {
   double latent_ratio = 0.5;      // d_c = d_cq = latent_ratio * E
+  double residual_scale = 0.5;    // alpha of MLA layers
 };
 
 struct ModConfig {
@@ -46,6 +52,7 @@ struct ModelConfig {
   double init_std = 0.02;
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
+  MqaConfig mqa;
   CcqaConfig ccqa;
   MlaConfig mla;
   ModConfig mod;

@@ -1,41 +1,81 @@
 #include "model/model_checks.h"
 
+#include <algorithm>
+#include <cmath>
+#include <set>
+
 #include "common/errors.h"
+#include "model/dims.h"
 
 namespace hydra::model {
 
 void check_model_config(const ModelConfig& c) {
   using common::ConfigError;
+  if (c.dim < 1) HYDRA_FAIL(ConfigError, "model.dim: " << c.dim << " must be positive");
+  if (c.heads < 1) HYDRA_FAIL(ConfigError, "model.heads: " << c.heads << " must be positive");
+  if (c.kv_heads < 1) HYDRA_FAIL(ConfigError, "model.kv_heads: " << c.kv_heads << " must be positive");
+  if (c.macro_blocks < 1) HYDRA_FAIL(ConfigError, "model.macro_blocks: " << c.macro_blocks << " must be positive");
+  if (c.vocab_size < 1) HYDRA_FAIL(ConfigError, "model.vocab_size: " << c.vocab_size << " must be positive");
+  if (c.mlp_ratio <= 0) HYDRA_FAIL(ConfigError, "model.mlp_ratio: " << c.mlp_ratio << " must be positive");
   if (c.dim % c.heads != 0) {
-    HYDRA_FAIL(ConfigError, "model.heads " << c.heads << " does not divide model.dim " << c.dim);
+    HYDRA_FAIL(ConfigError, "model.heads: " << c.heads << " does not divide model.dim " << c.dim);
   }
-  const int head_dim = c.dim / c.heads;
-  if (head_dim % 2 != 0) {
-    HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << head_dim << " must be even (RoPE rotates pairs)");
-  }
+  const int d = c.dim / c.heads;
   if (c.heads % c.kv_heads != 0) {
-    HYDRA_FAIL(ConfigError, "model.kv_heads " << c.kv_heads << " does not divide model.heads " << c.heads);
+    HYDRA_FAIL(ConfigError, "model.kv_heads: " << c.kv_heads << " does not divide model.heads " << c.heads);
   }
   if (c.pattern.empty()) HYDRA_FAIL(ConfigError, "model.pattern: expected at least one layer");
-  bool has_ccqa = false;
-  for (const auto& type : c.pattern) has_ccqa |= type == "ccqa";
-  if (has_ccqa) {
-    const int latent = head_dim / c.ccqa.compression;
-    if (head_dim % c.ccqa.compression != 0 || latent % 2 != 0) {
-      HYDRA_FAIL(ConfigError, "model.ccqa.compression " << c.ccqa.compression << ": head size " << head_dim
-                                  << " must split into an even latent head size (d % C == 0, d / C even)");
+  std::set<std::string> types;
+  for (size_t i = 0; i < c.pattern.size(); ++i) {
+    const std::string& t = c.pattern[i];
+    if (t != "mqa" && t != "ccqa" && t != "mla") {
+      HYDRA_FAIL(ConfigError, "model.pattern[" << i << "]: '" << t << "' is not one of mqa|ccqa|mla");
+    }
+    types.insert(t);
+  }
+  if (types.count("mqa") && d % 2 != 0) {
+    HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d << ": MQA's head size must be even (RoPE rotates pairs)");
+  }
+  if (types.count("ccqa")) {
+    const int C = c.ccqa.compression;
+    if (C < 1 || d % C != 0 || (d / C) % 2 != 0) {
+      HYDRA_FAIL(ConfigError, "model.ccqa.compression: " << C << " must divide the head size model.dim / model.heads = "
+                                  << d << " into an even latent head size (RoPE and the value shift split it in halves)");
+    }
+    if (c.ccqa.conv_kernel < 1) {
+      HYDRA_FAIL(ConfigError, "model.ccqa.conv_kernel: " << c.ccqa.conv_kernel << " must be at least 1");
+    }
+  }
+  if (types.count("mla")) {
+    if (d % 4 != 0) {
+      HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d
+                                  << ": MLA needs a head size divisible by 4 (decoupled RoPE of d/2, rotated in pairs)");
+    }
+    const double latent = c.mla.latent_ratio * c.dim;
+    if (latent < 1 || std::fabs(latent - std::round(latent)) > 1e-6) {
+      HYDRA_FAIL(ConfigError, "model.mla.latent_ratio: " << c.mla.latent_ratio << " times model.dim " << c.dim
+                                  << " must be a whole number of latent channels (at least 1)");
     }
   }
   if (c.mod.enabled) {
+    if (!(c.mod.capacity > 0 && c.mod.capacity <= 1)) {
+      HYDRA_FAIL(ConfigError, "model.mod.capacity: " << c.mod.capacity << " must be in (0, 1]");
+    }
+    if (c.mod.layers.empty()) HYDRA_FAIL(ConfigError, "model.mod.layers: empty while model.mod.enabled is true");
+    std::set<int> seen;
     for (int layer : c.mod.layers) {
-      if (layer >= static_cast<int>(c.pattern.size())) {
+      if (layer < 0 || layer >= static_cast<int>(c.pattern.size())) {
         HYDRA_FAIL(ConfigError, "model.mod.layers: position " << layer << " is outside the macro-block of "
                                     << c.pattern.size() << " layers (model.pattern)");
       }
+      if (!seen.insert(layer).second) HYDRA_FAIL(ConfigError, "model.mod.layers: position " << layer << " is listed twice");
     }
   }
-  const int mla_latent = static_cast<int>(c.mla.latent_ratio * c.dim);
-  if (mla_latent < 1) HYDRA_FAIL(ConfigError, "model.mla.latent_ratio " << c.mla.latent_ratio << " leaves no latent");
+  if (c.mor.recursions < 1) {
+    HYDRA_FAIL(ConfigError, "model.mor.recursions: " << c.mor.recursions << " must be at least 1");
+  }
+  if (c.mod.aux_weight < 0) HYDRA_FAIL(ConfigError, "model.mod.aux_weight: " << c.mod.aux_weight << " must be >= 0");
+  if (c.mor.aux_weight < 0) HYDRA_FAIL(ConfigError, "model.mor.aux_weight: " << c.mor.aux_weight << " must be >= 0");
 }
 
 }  // namespace hydra::model

@@ -1,14 +1,120 @@
+// Analytic sizes of a model config; docs/MODEL.md ("Counting") states every formula used here.
+// The parameter count must equal the built model's exactly (tests/model/test_model_stats.cpp).
 #include "model/model_info.h"
 
-namespace hydra::model {
+#include <algorithm>
 
-ModelStats compute_model_stats(const ModelConfig& config, int /*seq_len*/, int tp) {
+#include "model/dims.h"
+
+namespace hydra::model {
+namespace {
+
+bool mod_layer(const ModelConfig& c, int position) {
+  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
+}
+
+int64_t conv_params(const Dims& m) {  // both convolutions, query and key parts, with biases
+  const int64_t ch = m.Lq + m.Lk;
+  return (ch * m.K + ch) + (ch * m.dh * m.K + ch);
+}
+
+// Weights of the attention's projections (the matmuls a token goes through).
+int64_t attention_matmul_params(const std::string& type, const Dims& m) {
+  if (type == "mqa") return m.E * m.H * m.d + 2 * m.E * m.d + m.H * m.d * m.E;
+  if (type == "ccqa") return m.E * m.Lq + 2 * m.E * m.Lk + m.Lq * m.E;
+  // mla: W_dq, W_uq, W_qr, W_dkv, W_uk, W_uv, W_kr, W_o
+  return m.E * m.dc + m.dc * m.H * m.d + m.dc * m.H * m.dr + m.E * m.dc + 2 * m.dc * m.H * m.d + m.E * m.dr +
+         m.H * m.d * m.E;
+}
+
+// Attention parameters that are not norm weights: projections, convolutions, temperatures.
+int64_t attention_params(const std::string& type, const ModelConfig& c, const Dims& m) {
+  int64_t p = attention_matmul_params(type, m);
+  if (type == "ccqa") p += (c.ccqa.use_convs ? conv_params(m) : 0) + m.Hkv;
+  return p;
+}
+
+// Norm weights inside an attention: QK/post-mix/latent norms and the per-head output norm.
+int64_t attention_norm_params(const std::string& type, const Dims& m) {
+  if (type == "mqa") return 2 * m.d + m.H * m.d;
+  if (type == "ccqa") return 2 * m.dh + m.Lq;
+  return 2 * m.dc + m.H * m.d;
+}
+
+// bf16 bytes a token leaves in one layer's KV cache.
+int64_t kv_bytes(const std::string& type, const Dims& m) {
+  if (type == "mqa") return 2 * (2 * m.d);        // k, v: one head of d
+  if (type == "ccqa") return 2 * (2 * m.Lk);      // k, v latents (value-shift halves included)
+  return 2 * (m.dc + m.dr);                       // c_kv and the shared k_r
+}
+
+// Forward FLOPs of one layer run densely on a sequence of n tokens: 2 per weight per token
+// for every matmul, the convolutions, and the causal attention (n(n+1)/2 query-key pairs).
+double layer_flops(const std::string& type, const ModelConfig& c, const Dims& m, int64_t n) {
+  const double tokens = static_cast<double>(n);
+  double matmul = static_cast<double>(attention_matmul_params(type, m) + 3 * m.E * m.F);
+  if (type == "ccqa" && c.ccqa.use_convs) matmul += static_cast<double>((m.Lq + m.Lk) * m.K * (1 + m.dh));
+  double per_pair = 0;  // FLOPs per (query, key) pair summed over heads: scores + weighted values
+  if (type == "mqa") per_pair = 2.0 * m.H * (m.d + m.d);
+  if (type == "ccqa") per_pair = 2.0 * m.H * (m.dh + m.dh);
+  if (type == "mla") per_pair = 2.0 * m.H * ((m.d + m.dr) + m.d);
+  return 2.0 * matmul * tokens + per_pair * tokens * (tokens + 1) / 2.0;
+}
+
+// One pass of a macro-block over n tokens, MoD routers and capacities applied.
+double block_pass_flops(const ModelConfig& c, const Dims& m, int64_t n) {
+  double f = 0;
+  for (int l = 0; l < static_cast<int>(c.pattern.size()); ++l) {
+    if (mod_layer(c, l)) {
+      f += 2.0 * static_cast<double>(m.E) * n;  // router
+      f += layer_flops(c.pattern[l], c, m, mod_capacity_tokens(c.mod.capacity, n));
+    } else {
+      f += layer_flops(c.pattern[l], c, m, n);
+    }
+  }
+  return f;
+}
+
+}  // namespace
+
+ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
+  const ModelConfig& c = config;
+  const Dims m = model_dims(c);
   ModelStats s;
-  const int64_t multiple = 128LL * tp;
-  s.vocab_padded = (config.vocab_size + multiple - 1) / multiple * multiple;
-  s.effective_layers = static_cast<int>(config.pattern.size()) * config.macro_blocks *
-                       config.mor.recursions;
-  return s;  // parameter and FLOP counts arrive with the model issue
+  s.vocab_padded = padded_vocab(c.vocab_size, tp);
+  s.effective_layers = static_cast<int>(m.effective_depth);
+  auto& by = s.params_by_type;
+  for (const char* key : {"mqa", "ccqa", "mla", "mlp", "embedding", "routers", "norms"}) by[key] = 0;
+
+  // Parameters of one macro-block, times the macro-blocks (recursions share them).
+  for (int l = 0; l < static_cast<int>(c.pattern.size()); ++l) {
+    const std::string& type = c.pattern[l];
+    by[type] += c.macro_blocks * attention_params(type, c, m);
+    by["norms"] += c.macro_blocks * (attention_norm_params(type, m) + 2 * m.E);  // + attn_norm, mlp_norm
+    by["mlp"] += c.macro_blocks * 3 * m.E * m.F;
+    if (mod_layer(c, l)) by["routers"] += c.macro_blocks * (m.E + 1);
+    s.kv_cache_bytes_per_token += kv_bytes(type, m) * c.macro_blocks * c.mor.recursions;
+  }
+  by["routers"] += static_cast<int64_t>(c.macro_blocks) * (c.mor.recursions - 1) * (m.E + 1);
+  by["norms"] += m.E;  // final norm
+  by["embedding"] = s.vocab_padded * m.E * (c.tie_embeddings ? 1 : 2);
+  for (const auto& [key, count] : by) s.params_total += count;
+  s.params_non_embedding = s.params_total - by["embedding"];
+
+  // Forward FLOPs of one sequence, then per token, then x3 for forward + backward.
+  const int64_t S = seq_len > 0 ? seq_len : 1;
+  double forward = 0;
+  for (int b = 0; b < c.macro_blocks; ++b) {
+    forward += block_pass_flops(c, m, S);  // recursion 1: every token
+    for (int r = 2; r <= c.mor.recursions; ++r) {
+      // The router scores the whole sequence (inactive tokens are masked afterwards).
+      forward += 2.0 * static_cast<double>(m.E) * S;
+      forward += block_pass_flops(c, m, mor_capacity_tokens(S, r, c.mor.recursions));
+    }
+  }
+  forward += 2.0 * static_cast<double>(m.E) * static_cast<double>(s.vocab_padded) * S;  // LM head
+  s.flops_per_token = 3.0 * forward / static_cast<double>(S);
+  return s;
 }
 
 }  // namespace hydra::model

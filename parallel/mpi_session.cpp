@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <exception>
 #include <sstream>
 
 #include "common/errors.h"
@@ -49,7 +50,8 @@ LaunchInfo query_launch_info(MPI_Comm world) {
   // The shared-memory split groups the processes of one node; key = world rank keeps the
   // local order equal to the launch order, so local rank k drives GPU k.
   MPI_Comm node = MPI_COMM_NULL;
-  HYDRA_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &node));
+  HYDRA_MPI_CHECK(
+      MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, info.rank, MPI_INFO_NULL, &node));
   const int rank_rc = MPI_Comm_rank(node, &info.local_rank);
   const int size_rc = MPI_Comm_size(node, &info.local_world);
   HYDRA_MPI_CHECK(MPI_Comm_free(&node));
@@ -67,8 +69,8 @@ MpiSession::MpiSession(int* argc, char*** argv) {
     owns_mpi_ = true;
     if (provided < MPI_THREAD_FUNNELED) {
       MPI_Finalize();
-      HYDRA_FAIL(common::RuntimeFailure,
-                 "MPI provides thread level " << provided << " but HYDRA needs MPI_THREAD_FUNNELED");
+      HYDRA_FAIL(common::RuntimeFailure, "MPI provides thread level "
+                                             << provided << " but HYDRA needs MPI_THREAD_FUNNELED");
     }
     // Return codes instead of MPI's default abort-on-error, so HYDRA_MPI_CHECK can report
     // the failing call with file, line and rank. Sub-communicators inherit the handler.
@@ -78,10 +80,14 @@ MpiSession::MpiSession(int* argc, char*** argv) {
 }
 
 MpiSession::~MpiSession() {
-  if (owns_mpi_ && mpi_is_live()) {
-    // A destructor must not throw; a failing MPI_Finalize at exit has nobody left to tell.
-    MPI_Finalize();
-  }
+  if (!owns_mpi_ || !mpi_is_live()) return;
+  // Unwinding from an exception in a run of several ranks: the others may be waiting for this
+  // one inside a collective, and Open MPI's MPI_Finalize waits for every process (a fence),
+  // so finalizing would turn the error into a hang until their timeout. Leaving without it,
+  // mpirun ends the job and returns this process's exit code (checked with Open MPI 4.1).
+  if (std::uncaught_exceptions() > 0 && launch_.world > 1) return;
+  // A destructor must not throw; a failing MPI_Finalize at exit has nobody left to tell.
+  MPI_Finalize();
 }
 
 void MpiSession::abort(int exit_code) const {

@@ -28,7 +28,11 @@ class MpiSession {
   // argc/argv may be null. Throws RuntimeFailure if MPI cannot give MPI_THREAD_FUNNELED.
   MpiSession(int* argc, char*** argv);
   MpiSession() : MpiSession(nullptr, nullptr) {}
-  // Finalizes MPI if this session initialised it and nobody finalized it yet.
+  // Finalizes MPI if this session initialised it and nobody finalized it yet. Exception:
+  // when destroyed while an exception propagates in a multi-rank run, it skips MPI_Finalize
+  // (which would wait for ranks that may be blocked waiting for this one); mpirun then ends
+  // the job and returns this process's exit code. So main() may simply catch and return the
+  // error's code, as long as the session lives inside the try block.
   ~MpiSession();
 
   MpiSession(const MpiSession&) = delete;
@@ -62,10 +66,10 @@ int world_rank_or_unknown();
 // Checks the return code of an MPI call. Only meaningful on communicators whose error
 // handler is MPI_ERRORS_RETURN (the MPI default, MPI_ERRORS_ARE_FATAL, aborts first);
 // make_mpi_communicator sets it on every communicator it creates.
-#define HYDRA_MPI_CHECK(call)                                                         \
-  do {                                                                                \
-    const int hydra_mpi_rc_ = (call);                                                 \
-    if (hydra_mpi_rc_ != MPI_SUCCESS) {                                               \
-      ::hydra::parallel::throw_mpi_error(hydra_mpi_rc_, #call, __FILE__, __LINE__);    \
-    }                                                                                 \
+#define HYDRA_MPI_CHECK(call)                                                       \
+  do {                                                                              \
+    const int hydra_mpi_rc_ = (call);                                               \
+    if (hydra_mpi_rc_ != MPI_SUCCESS) {                                             \
+      ::hydra::parallel::throw_mpi_error(hydra_mpi_rc_, #call, __FILE__, __LINE__); \
+    }                                                                               \
   } while (0)

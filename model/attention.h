@@ -1,0 +1,89 @@
+// The three attention types of MODEL.md: MQA, CCQA (compressed convolutional GQA) and MLA.
+// Each maps x [B, S, E] and the tokens' positions [B, S] (int64) to [B, S, E], ends with the
+// per-head RMSNorm and W_o, and calls the one attention core (attention_core.h).
+//
+// Head counts are read off the projected tensors (view(..., -1, head_size)), never off the
+// config, so that column-parallel projections that return a slice of the heads work unchanged.
+#pragma once
+
+#include <string>
+
+#include <torch/nn/module.h>
+
+#include "model/config.h"
+#include "model/dims.h"
+#include "model/layers.h"
+#include "model/projection.h"
+
+namespace hydra::model {
+
+struct AttentionImpl : torch::nn::Module {
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) = 0;
+};
+using Attention = std::shared_ptr<AttentionImpl>;
+
+// MQA: H query heads of size d, one key/value head; QK-norm (weights of size d) then RoPE.
+struct MqaAttention : AttentionImpl {
+  MqaAttention(const ModelConfig& config, const ProjectionFactory& factory);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
+  static LayerSharding sharding(const Dims& dims);
+
+  Dims dims;
+  double eps, theta;
+  Projection wq, wk, wv, wo;
+  RMSNorm q_norm, k_norm, out_norm;  // out_norm: H*d entries, applied per head
+};
+
+// A causal 1-D convolution over the sequence with a bias, left-padded by K-1 so that output
+// t sees inputs <= t. Channels are grouped in runs of `group_size` (1: depthwise).
+// Initialised as the identity: last tap 1 on each channel's own input, others 0, bias 0.
+struct CausalConvImpl : torch::nn::Module {
+  CausalConvImpl(int64_t channels, int64_t group_size, int64_t kernel);
+  torch::Tensor forward(const torch::Tensor& x);  // x [B, S, channels]
+  int64_t group_size;
+  torch::Tensor weight;  // [channels, group_size, K]
+  torch::Tensor bias;    // [channels]
+};
+using CausalConv = std::shared_ptr<CausalConvImpl>;
+
+// CCQA (MODEL.md steps 1-8). The spec's packed u0 = [q0 ; k0] is stored as a query part and a
+// key part of each convolution: conv1 is depthwise and conv2's groups are whole heads, so no
+// filter spans both parts and the split convolutions compute exactly the packed ones, while
+// each part shards by heads on its own (query heads and KV heads split separately).
+struct CcqaAttention : AttentionImpl {
+  CcqaAttention(const ModelConfig& config, const ProjectionFactory& factory);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
+  // Step 2: values [B, S, H_kv, d_h]; with value shift the last d_h/2 channels of each KV
+  // head come from the previous token (zero at t = 0). Public for the tests.
+  torch::Tensor values(const torch::Tensor& x);
+  static LayerSharding sharding(const Dims& dims);
+
+  Dims dims;
+  CcqaConfig cfg;
+  double eps, theta;
+  Projection wq, wk, wv, wo;
+  CausalConv conv1_q, conv1_k, conv2_q, conv2_k;  // empty without use_convs
+  RMSNorm q_norm, k_norm, out_norm;               // post-mix norms (d_h); per-head out norm (Lq)
+  torch::Tensor tau;                              // [H_kv] key temperatures, k *= exp(tau)
+};
+
+// MLA with latent ratio latent_ratio and decoupled RoPE of size d_r = d/2 (key part shared by
+// all heads).
+struct MlaAttention : AttentionImpl {
+  MlaAttention(const ModelConfig& config, const ProjectionFactory& factory);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
+  static LayerSharding sharding(const Dims& dims);
+
+  Dims dims;
+  double eps, theta;
+  Projection w_dq, w_uq, w_qr, w_dkv, w_uk, w_uv, w_kr, wo;
+  RMSNorm q_norm, kv_norm, out_norm;  // latent norms (d_c), per-head out norm (H*d)
+};
+
+// "mqa" | "ccqa" | "mla".
+Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory);
+// The residual scale alpha of a type: h = x + alpha * Attn(RMSNorm(x)).
+double residual_scale(const std::string& type, const ModelConfig& config);
+LayerSharding attention_sharding(const std::string& type, const Dims& dims);
+
+}  // namespace hydra::model

@@ -1,0 +1,122 @@
+// CCQA: compressed convolutional grouped-query attention (MODEL.md, steps 1-8; CCGQA of
+// arXiv:2510.04476 with the HYDRA defaults). Attention runs entirely in the latent head size
+// d_h = d / C; W_o is the only up-projection.
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "model/attention.h"
+#include "model/attention_core.h"
+
+namespace hydra::model {
+
+CausalConvImpl::CausalConvImpl(int64_t channels, int64_t group_size_, int64_t kernel) : group_size(group_size_) {
+  weight = register_parameter("weight", torch::zeros({channels, group_size, kernel}));
+  bias = register_parameter("bias", torch::zeros({channels}));
+  // Identity: output channel c takes its own input channel (index c mod group_size within its
+  // group) at the last tap, i.e. at the current token.
+  torch::NoGradGuard no_grad;
+  for (int64_t c = 0; c < channels; ++c) weight[c][c % group_size][kernel - 1] = 1.0;
+}
+
+torch::Tensor CausalConvImpl::forward(const torch::Tensor& x) {
+  const int64_t kernel = weight.size(2);
+  const int64_t groups = weight.size(0) / group_size;  // from the weight: a head shard works too
+  // [B, S, C] -> [B, C, S], K-1 zeros on the left: output t sees inputs t-K+1 .. t.
+  const torch::Tensor padded = torch::constant_pad_nd(x.transpose(1, 2), {kernel - 1, 0}, 0.0);
+  // (Explicit IntArrayRefs: plain ints make the conv1d overloads ambiguous.)
+  const std::vector<int64_t> one = {1}, zero = {0};
+  return torch::conv1d(padded, weight, bias, /*stride=*/one, /*padding=*/zero, /*dilation=*/one, groups).transpose(1, 2);
+}
+
+LayerSharding CcqaAttention::sharding(const Dims& m) {
+  const auto col = ShardRole::kColumn, row = ShardRole::kRow;
+  // Everything splits by heads: query heads for the query part, KV heads for the key/value
+  // part (so tp must divide H_kv), in units of the latent head size d_h.
+  return {{{"wq", m.E, m.Lq, col, m.dh, m.init_std},
+           {"wk", m.E, m.Lk, col, m.dh, m.init_std},
+           {"wv", m.E, m.Lk, col, m.dh, m.init_std},
+           {"wo", m.Lq, m.E, row, m.dh, m.out_std}},
+          {{"conv1_q.weight", true, m.dh, "depthwise, query channels"},
+           {"conv1_q.bias", true, m.dh, ""},
+           {"conv1_k.weight", true, m.dh, "depthwise, key channels"},
+           {"conv1_k.bias", true, m.dh, ""},
+           {"conv2_q.weight", true, m.dh, "one group per query head"},
+           {"conv2_q.bias", true, m.dh, ""},
+           {"conv2_k.weight", true, m.dh, "one group per KV head"},
+           {"conv2_k.bias", true, m.dh, ""},
+           {"q_norm.weight", false, 1, "post-mix norm over d_h, shared by heads"},
+           {"k_norm.weight", false, 1, "post-mix norm over d_h"},
+           {"tau", true, 1, "one temperature per KV head"},
+           {"out_norm.weight", true, m.dh, "per-head output norm"}}};
+}
+
+CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& factory)
+    : dims(model_dims(c)), cfg(c.ccqa), eps(c.norm_eps), theta(c.rope_theta) {
+  const auto specs = sharding(dims).projections;
+  wq = register_module("wq", make_projection(specs, "wq", factory));
+  wk = register_module("wk", make_projection(specs, "wk", factory));
+  wv = register_module("wv", make_projection(specs, "wv", factory));
+  wo = register_module("wo", make_projection(specs, "wo", factory));
+  if (cfg.use_convs) {
+    conv1_q = register_module("conv1_q", std::make_shared<CausalConvImpl>(dims.Lq, 1, dims.K));
+    conv1_k = register_module("conv1_k", std::make_shared<CausalConvImpl>(dims.Lk, 1, dims.K));
+    conv2_q = register_module("conv2_q", std::make_shared<CausalConvImpl>(dims.Lq, dims.dh, dims.K));
+    conv2_k = register_module("conv2_k", std::make_shared<CausalConvImpl>(dims.Lk, dims.dh, dims.K));
+  }
+  q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
+  k_norm = register_module("k_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
+  tau = register_parameter("tau", torch::zeros({dims.Hkv}));
+  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.Lq, eps));
+}
+
+torch::Tensor CcqaAttention::values(const torch::Tensor& x) {
+  const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
+  // v = x W_v holds both halves: per KV head, channels [0, d_h/2) are x W_v1 and
+  // [d_h/2, d_h) are x W_v2 of MODEL.md.
+  const torch::Tensor v = wv->forward(x).view({B, S, -1, dh});
+  if (!cfg.value_shift) return v;
+  const int64_t half = dh / 2;
+  // The second half moves one token later: v2 at t is x_(t-1) W_v2, zero at t = 0.
+  const torch::Tensor v2 = v.narrow(-1, half, dh - half);
+  const torch::Tensor v2_prev = torch::cat({torch::zeros_like(v2.narrow(1, 0, 1)), v2.narrow(1, 0, S - 1)}, 1);
+  return torch::cat({v.narrow(-1, 0, half), v2_prev}, -1);
+}
+
+torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
+  // 1. Down-projections into the latent.
+  const torch::Tensor q0 = wq->forward(x);  // [B, S, H d_h]
+  const torch::Tensor k0 = wk->forward(x);  // [B, S, H_kv d_h]
+  // 2. Values, with the per-KV-head shift.
+  const torch::Tensor v = values(x);
+  // 3. Two causal convolutions: depthwise, then grouped per head.
+  torch::Tensor q = q0, k = k0;
+  if (cfg.use_convs) {
+    q = conv2_q->forward(conv1_q->forward(q0));
+    k = conv2_k->forward(conv1_k->forward(k0));
+  }
+  q = q.view({B, S, -1, dh});
+  k = k.view({B, S, -1, dh});
+  const int64_t heads = q.size(2), kv_heads = k.size(2), group = heads / kv_heads;
+  // 4. qk-mean on the pre-convolution latents: m = (q0 + repeat_kv(k0)) / 2 per query head;
+  //    a KV head adds the mean of m over its group of query heads.
+  if (cfg.qk_mean) {
+    const torch::Tensor q0h = q0.view({B, S, heads, dh});
+    const torch::Tensor k0h = k0.view({B, S, kv_heads, dh});
+    const torch::Tensor m = 0.5 * (q0h + k0h.repeat_interleave(group, /*dim=*/2));
+    q = q + cfg.qk_mean_gain * m;
+    k = k + cfg.qk_mean_gain * m.view({B, S, kv_heads, group, dh}).mean(3);
+  }
+  // 5. Post-mix RMSNorm over d_h. 6. Key temperature per KV head.
+  q = q_norm->forward(q);
+  k = k_norm->forward(k) * torch::exp(tau).view({1, 1, -1, 1});
+  // 7. RoPE over d_h, causal GQA attention at the latent head size.
+  q = apply_rope(q, positions, theta);
+  k = apply_rope(k, positions, theta);
+  const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(dh)));
+  // 8. Per-head norm over d_h, then the one up-projection W_o.
+  return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, dh, eps));
+}
+
+}  // namespace hydra::model

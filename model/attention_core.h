@@ -1,0 +1,25 @@
+// The attention core: the one function every attention type calls, and the one that fused
+// kernels will replace. Causal softmax attention with grouped-query heads.
+//
+// Layout [batch, seq, heads, head_dim] for all three inputs:
+//   q [B, S, H, Dqk], k [B, S, H_kv, Dqk], v [B, S, H_kv, Dv], H_kv divides H; query head h
+//   uses key/value head h / (H / H_kv) (repeat_interleave order, as SDPA's enable_gqa).
+// Returns [B, S, H, Dv]. Causality is by index within the given sequence: output i sees
+// keys 0..i. Mixture-of-Depths passes a subsequence already in position order, so masking
+// by index is exactly masking by position.
+//
+// CPU (and the oracle for fused kernels): matmul + masked softmax, softmax in float32 at least.
+// CUDA with LibTorch >= 2.5: at::scaled_dot_product_attention(is_causal, scale, enable_gqa).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace hydra::model {
+
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+
+// The matmul + softmax path on any device: what causal_attention computes on CPU.
+at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      double scale);
+
+}  // namespace hydra::model

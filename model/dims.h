@@ -1,0 +1,76 @@
+// The sizes MODEL.md derives from a ModelConfig (head size, latent sizes, SwiGLU width, init
+// scales), computed in one place so that the modules and the analytic counts in model_info
+// cannot disagree. Header-only and torch-free: model_info.cpp and the launcher use it cheaply.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "model/config.h"
+
+namespace hydra::model {
+
+struct Dims {
+  int64_t E = 0;       // model width
+  int64_t H = 0;       // query heads
+  int64_t d = 0;       // head size E / H
+  int64_t F = 0;       // SwiGLU width round_up(mlp_ratio * E, 64)
+  // MQA: one key/value head of size d.
+  // CCQA (compression C): latent head size d_h = d / C, query latent Lq = H d_h,
+  // key/value latent Lk = H_kv d_h, convolution kernel K.
+  int64_t Hkv = 0;
+  int64_t dh = 0;
+  int64_t Lq = 0;
+  int64_t Lk = 0;
+  int64_t K = 0;
+  // MLA: latent sizes d_c = d_cq = latent_ratio * E, decoupled RoPE size d_r = d / 2.
+  int64_t dc = 0;
+  int64_t dr = 0;
+  int64_t layers_per_block = 0;  // pattern size
+  int64_t effective_depth = 0;   // L = pattern size * macro_blocks * recursions
+  double init_std = 0.02;        // every linear and embedding weight
+  double out_std = 0.02;         // W_o and W_down: init_std / sqrt(2 L)
+};
+
+inline int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+
+// The vocabulary as the model stores it: a multiple of 128 * tp, so that every
+// tensor-parallel shard of the embedding and LM head has the same, aligned size.
+inline int64_t padded_vocab(int64_t vocab_size, int tp) { return round_up(vocab_size, 128LL * tp); }
+
+// Tokens a top-k router lets through out of n (MoD): max(1, floor(capacity * n)).
+// The 1e-9 keeps 0.75 * 32 = 24 from flooring to 23 through representation error.
+inline int64_t mod_capacity_tokens(double capacity, int64_t n) {
+  const auto k = static_cast<int64_t>(std::floor(capacity * static_cast<double>(n) + 1e-9));
+  return k < 1 ? 1 : (k > n ? n : k);
+}
+
+// Tokens that MoR recursion r (1-based, r >= 2) takes out of a sequence of S: ceil(S (R-r+1) / R).
+inline int64_t mor_capacity_tokens(int64_t S, int recursion, int R) {
+  return (S * (R - recursion + 1) + R - 1) / R;
+}
+
+inline Dims model_dims(const ModelConfig& c) {
+  Dims m;
+  m.E = c.dim;
+  m.H = c.heads;
+  m.d = c.heads > 0 ? c.dim / c.heads : 0;
+  // mlp_ratio * E is rounded to the nearest integer first (3.5 * 896 is exact in decimal but
+  // not always in binary), then up to a multiple of 64.
+  m.F = round_up(static_cast<int64_t>(std::llround(c.mlp_ratio * c.dim)), 64);
+  m.Hkv = c.kv_heads;
+  m.dh = c.ccqa.compression > 0 ? m.d / c.ccqa.compression : 0;
+  m.Lq = m.H * m.dh;
+  m.Lk = m.Hkv * m.dh;
+  m.K = c.ccqa.conv_kernel;
+  m.dc = static_cast<int64_t>(std::llround(c.mla.latent_ratio * c.dim));
+  m.dr = m.d / 2;
+  m.layers_per_block = static_cast<int64_t>(c.pattern.size());
+  m.effective_depth = m.layers_per_block * c.macro_blocks * c.mor.recursions;
+  m.init_std = c.init_std;
+  m.out_std = m.effective_depth > 0 ? c.init_std / std::sqrt(2.0 * static_cast<double>(m.effective_depth))
+                                    : c.init_std;
+  return m;
+}
+
+}  // namespace hydra::model

@@ -1,0 +1,242 @@
+#include "model/hydra_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "common/errors.h"
+#include "model/model_checks.h"
+
+namespace hydra::model {
+namespace {
+
+bool is_mod_layer(const ModelConfig& c, int position) {
+  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
+}
+
+// Router spec: the one linear layer with a bias (MODEL.md "Init"); replicated.
+ProjectionSpec router_spec(const std::string& name, const Dims& m, double capacity) {
+  ProjectionSpec s{name, m.E, 1, ShardRole::kReplicated, 1, m.init_std};
+  s.bias = true;
+  s.bias_init = router_bias(capacity);
+  return s;
+}
+
+torch::Tensor zero_aux(const torch::Tensor& like) { return torch::zeros({}, like.options()); }
+
+}  // namespace
+
+double router_bias(double p) {
+  // capacity 1 would need an infinite bias; 1 - 1e-3 gives sigmoid 0.999, which is "near".
+  const double q = std::min(std::max(p, 1e-3), 1.0 - 1e-3);
+  return std::log(q / (1.0 - q));
+}
+
+LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed) {
+  const Dims m = model_dims(config);
+  LayerSharding out;
+  for (auto spec : attention_sharding(type, m).projections) {
+    spec.name = "attn." + spec.name;
+    out.projections.push_back(spec);
+  }
+  for (auto spec : MlpImpl::sharding(m).projections) {
+    spec.name = "mlp." + spec.name;
+    out.projections.push_back(spec);
+  }
+  if (mod_routed) out.projections.push_back(router_spec("router", m, config.mod.capacity));
+  out.params.push_back({"attn_norm.weight", false, 1, "pre-attention RMSNorm"});
+  out.params.push_back({"mlp_norm.weight", false, 1, "pre-MLP RMSNorm"});
+  for (auto p : attention_sharding(type, m).params) {
+    p.name = "attn." + p.name;
+    out.params.push_back(p);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer
+LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_routed, double aux_scale_,
+                     const ProjectionFactory& factory, std::string name_)
+    : type(type_), name(std::move(name_)), alpha(residual_scale(type_, c)), capacity(c.mod.capacity),
+      aux_scale(aux_scale_) {
+  const Dims m = model_dims(c);
+  attn_norm = register_module("attn_norm", std::make_shared<RMSNormImpl>(m.E, c.norm_eps));
+  attn = register_module("attn", make_attention(type, c, factory));
+  mlp_norm = register_module("mlp_norm", std::make_shared<RMSNormImpl>(m.E, c.norm_eps));
+  mlp = register_module("mlp", std::make_shared<MlpImpl>(m, factory));
+  if (mod_routed) router = register_module("router", factory(router_spec("router", m, c.mod.capacity)));
+}
+
+torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& positions) {
+  const torch::Tensor h = x + alpha * attn->forward(attn_norm->forward(x), positions);
+  return h + mlp->forward(mlp_norm->forward(h));
+}
+
+std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,
+                                              const RunContext& run) {
+  if (!router) return {dense(x, positions), zero_aux(x)};
+  // Mixture-of-Depths: score on the layer input, run the layer on the chosen tokens only.
+  const torch::Tensor logits = router->forward(x).squeeze(-1);  // [B, S]
+  const int64_t S = x.size(1);
+  const Selection sel = select_tokens(logits, {}, mod_capacity_tokens(capacity, S), run.route);
+  if (run.log) run.log->push_back({name + ".router", sel.selected_count, x.size(0) * S});
+  auto routed = apply_routed(x, positions, logits, sel, [this](const torch::Tensor& xs, const torch::Tensor& ps) {
+    return std::vector<torch::Tensor>{dense(xs, ps), torch::Tensor()};
+  });
+  const torch::Tensor aux =
+      run.route == RouteMode::kTopK ? aux_scale * router_aux_loss(logits, sel, {}) : zero_aux(x);
+  return {routed[0], aux};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Macro-block
+MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing checkpointing_,
+                               const ProjectionFactory& factory)
+    : recursions(c.mor.recursions), checkpointing(checkpointing_), name("blocks." + std::to_string(index)) {
+  const Dims m = model_dims(c);
+  const int n_layers = static_cast<int>(c.pattern.size());
+  int mod_layers = 0;
+  for (int l = 0; l < n_layers; ++l) mod_layers += is_mod_layer(c, l) ? 1 : 0;
+  // Auxiliary weights are means over router applications, so that mod.aux_weight and
+  // mor.aux_weight mean the same at every depth.
+  const double mod_applications = static_cast<double>(mod_layers) * c.macro_blocks * c.mor.recursions;
+  const double mor_applications = static_cast<double>(c.mor.recursions - 1) * c.macro_blocks;
+  const double mod_scale = mod_applications > 0 ? c.mod.aux_weight / mod_applications : 0.0;
+  mor_aux_scale = mor_applications > 0 ? c.mor.aux_weight / mor_applications : 0.0;
+
+  layer_list = register_module("layers", torch::nn::ModuleList());
+  for (int l = 0; l < n_layers; ++l) {
+    auto layer = std::make_shared<LayerImpl>(c, c.pattern[l], is_mod_layer(c, l), mod_scale, factory,
+                                             name + ".layers." + std::to_string(l));
+    layer_list->push_back(layer);
+    layers.push_back(layer);
+  }
+  router_list = register_module("mor_routers", torch::nn::ModuleList());
+  for (int r = 2; r <= recursions; ++r) {
+    // Recursion r keeps (R - r + 1) / R of the sequence: that is the gate it starts near.
+    const double capacity = static_cast<double>(recursions - r + 1) / recursions;
+    auto router = factory(router_spec("router", m, capacity));
+    router_list->push_back(router);
+    mor_routers.push_back(router);
+  }
+}
+
+std::vector<torch::Tensor> MacroBlockImpl::run_layers(const torch::Tensor& x, const torch::Tensor& positions,
+                                                      const RunContext& run) {
+  torch::Tensor h = x, aux = zero_aux(x);
+  for (const Layer& layer : layers) {
+    std::vector<torch::Tensor> out;
+    if (checkpointing == Checkpointing::kLayer) {
+      out = checkpointed(h, [layer, positions, run](const torch::Tensor& in, bool first) {
+        RunContext inner = run;
+        if (!first) inner.log = nullptr;
+        return layer->forward(in, positions, inner);
+      });
+    } else {
+      out = layer->forward(h, positions, run);
+    }
+    h = out[0];
+    aux = aux + out[1];
+  }
+  return {h, aux};
+}
+
+std::vector<torch::Tensor> MacroBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,
+                                                   const RunContext& run) {
+  // One pass through the shared layers, checkpointed as a whole in block mode.
+  auto pass = [this, run](const torch::Tensor& in, const torch::Tensor& pos) {
+    if (checkpointing != Checkpointing::kBlock) return run_layers(in, pos, run);
+    // The recompute closure lives in the autograd graph: hold the block by shared pointer.
+    auto self = std::static_pointer_cast<MacroBlockImpl>(shared_from_this());
+    return checkpointed(in, [self, pos, run](const torch::Tensor& xin, bool first) {
+      RunContext inner = run;
+      if (!first) inner.log = nullptr;
+      return self->run_layers(xin, pos, inner);
+    });
+  };
+  // Recursion 1 takes every token.
+  std::vector<torch::Tensor> out = pass(x, positions);
+  torch::Tensor h = out[0], aux = out[1];
+  const int64_t B = x.size(0), S = x.size(1);
+  torch::Tensor active;  // [B, S] bool: tokens still recursing (undefined: all)
+  for (int r = 2; r <= recursions; ++r) {
+    const Projection& router = mor_routers[r - 2];
+    const torch::Tensor logits = router->forward(h).squeeze(-1);
+    const Selection sel = select_tokens(logits, active, mor_capacity_tokens(S, r, recursions), run.route);
+    if (run.log) {
+      const int64_t candidates = active.defined() ? active.sum().item<int64_t>() : B * S;
+      run.log->push_back({name + ".mor_routers." + std::to_string(r - 2), sel.selected_count, candidates});
+    }
+    auto routed = apply_routed(h, positions, logits, sel, pass);
+    if (run.route == RouteMode::kTopK) aux = aux + mor_aux_scale * router_aux_loss(logits, sel, active);
+    aux = aux + routed[1];
+    h = routed[0];
+    active = sel.member > 0.5;
+  }
+  return {h, aux};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model
+HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options)
+    : config(c), dims(model_dims(c)), vocab_padded(padded_vocab(c.vocab_size, options.tp)),
+      checkpointing(parse_checkpointing(options.activation_checkpointing)) {
+  check_model_config(c);
+  auto table = register_module("embed", std::make_shared<torch::nn::Module>());
+  embed = table->register_parameter("weight", torch::empty({vocab_padded, dims.E}));
+  {
+    torch::NoGradGuard no_grad;
+    embed.normal_(0.0, dims.init_std);
+  }
+  block_list = register_module("blocks", torch::nn::ModuleList());
+  for (int b = 0; b < c.macro_blocks; ++b) {
+    auto block = std::make_shared<MacroBlockImpl>(c, b, checkpointing, options.projection_factory);
+    block_list->push_back(block);
+    blocks.push_back(block);
+  }
+  final_norm = register_module("final_norm", std::make_shared<RMSNormImpl>(dims.E, c.norm_eps));
+  if (!c.tie_embeddings) {
+    // Column-parallel over the vocabulary (the padded size divides by tp).
+    head = register_module("head", options.projection_factory(
+                                        {"head", dims.E, vocab_padded, ShardRole::kColumn, 128, dims.init_std}));
+  }
+}
+
+ModelOutput HydraModelImpl::forward(const torch::Tensor& tokens, const torch::Tensor& targets,
+                                    const ForwardOptions& options) {
+  ModelOutput result;
+  const int64_t B = tokens.size(0), S = tokens.size(1);
+  RunContext run;
+  run.route = options.causal_routing ? RouteMode::kThreshold : RouteMode::kTopK;
+  run.log = &result.routing;
+  const torch::Tensor positions =
+      torch::arange(S, tokens.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
+  torch::Tensor h = torch::embedding(embed, tokens);
+  torch::Tensor aux = zero_aux(h);
+  for (const MacroBlock& block : blocks) {
+    auto out = block->forward(h, positions, run);
+    h = out[0];
+    aux = aux + out[1];
+  }
+  h = final_norm->forward(h);
+  torch::Tensor logits = head ? head->forward(h) : torch::linear(h, embed);
+  if (vocab_padded > config.vocab_size) {
+    // Padded vocabulary entries never get probability: -inf before the softmax.
+    torch::Tensor pad = torch::zeros({vocab_padded}, logits.options());
+    pad.narrow(0, config.vocab_size, vocab_padded - config.vocab_size).fill_(-std::numeric_limits<double>::infinity());
+    logits = logits + pad;
+  }
+  if (targets.defined()) {
+    const auto type = logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+    const torch::Tensor logp = torch::log_softmax(logits.to(type).view({B * S, vocab_padded}), -1);
+    result.lm_loss = torch::nll_loss(logp, targets.reshape({B * S}), /*weight=*/{}, at::Reduction::Mean,
+                                     /*ignore_index=*/-100);
+  }
+  result.aux_loss = aux;
+  if (options.return_logits) result.logits = logits;
+  return result;
+}
+
+}  // namespace hydra::model

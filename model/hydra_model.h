@@ -1,0 +1,122 @@
+// The HYDRA model (MODEL.md "Macro-block and model"): embedding, macro-blocks of layers with
+// Mixture-of-Depths routers on some layers and Mixture-of-Recursions routers per macro-block,
+// final RMSNorm, LM head over a padded vocabulary, next-token cross entropy.
+//
+// Parameter names (docs/MODEL.md lists them with shapes):
+//   embed.weight, blocks.<b>.layers.<l>.{attn_norm,mlp_norm}.weight,
+//   blocks.<b>.layers.<l>.attn.<projection>.weight, blocks.<b>.layers.<l>.mlp.w_{gate,up,down}.weight,
+//   blocks.<b>.layers.<l>.router.{weight,bias} (MoD), blocks.<b>.mor_routers.<i>.{weight,bias}
+//   (MoR, i = 0 routes recursion 2), final_norm.weight, head.weight (untied only).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include "model/attention.h"
+#include "model/config.h"
+#include "model/dims.h"
+#include "model/layers.h"
+#include "model/projection.h"
+#include "model/recompute.h"
+#include "model/routing.h"
+
+namespace hydra::model {
+
+// How a forward pass routes and what it runs: shared by the layers of one forward.
+struct RunContext {
+  RouteMode route = RouteMode::kTopK;
+  RoutingLog* log = nullptr;  // null: record nothing (and always null during a recompute)
+};
+
+// h = x + alpha Attn(RMSNorm(x)); y = h + MLP(RMSNorm(h)). With a MoD router, only the routed
+// tokens run it: x + sigmoid(r) (y - x) for them, x for the others.
+struct LayerImpl : torch::nn::Module {
+  LayerImpl(const ModelConfig& config, const std::string& type, bool mod_routed, double aux_scale,
+            const ProjectionFactory& factory, std::string name);
+  // The layer on every token it is given: y.
+  torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& positions);
+  // {y, weighted aux loss (a scalar, zero without a router)}.
+  std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& positions, const RunContext& run);
+
+  std::string type, name;
+  double alpha;
+  double capacity;    // MoD capacity
+  double aux_scale;   // mod.aux_weight / number of MoD router applications in a forward
+  RMSNorm attn_norm, mlp_norm;
+  Attention attn;
+  Mlp mlp;
+  Projection router;  // MoD router (E -> 1, with bias), or null
+};
+using Layer = std::shared_ptr<LayerImpl>;
+
+// One macro-block: its layers (shared weights), run R times with MoR routing between runs.
+struct MacroBlockImpl : torch::nn::Module {
+  MacroBlockImpl(const ModelConfig& config, int index, Checkpointing checkpointing, const ProjectionFactory& factory);
+  // One pass through the layers: {y, aux}. Layer checkpointing happens here.
+  std::vector<torch::Tensor> run_layers(const torch::Tensor& x, const torch::Tensor& positions, const RunContext& run);
+  // The R recursions: {y, aux}. Block checkpointing wraps each pass.
+  std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& positions, const RunContext& run);
+
+  int recursions;
+  double mor_aux_scale;  // mor.aux_weight / number of MoR router applications in a forward
+  Checkpointing checkpointing;
+  std::string name;
+  std::vector<Layer> layers;
+  std::vector<Projection> mor_routers;  // mor_routers[i] routes recursion i + 2
+  torch::nn::ModuleList layer_list{nullptr}, router_list{nullptr};
+};
+using MacroBlock = std::shared_ptr<MacroBlockImpl>;
+
+// Built once per run.
+struct ModelOptions {
+  std::string activation_checkpointing = "none";  // none|layer|block (train.activation_checkpointing)
+  int tp = 1;                                      // the vocabulary pads to a multiple of 128 * tp
+  ProjectionFactory projection_factory = default_projection_factory();
+};
+
+struct ForwardOptions {
+  // false: training routing (top-k per sequence, aux losses). true: causal threshold routing
+  // (sigmoid(r) > 0.5), for evaluation and inference; aux_loss is then 0.
+  bool causal_routing = false;
+  bool return_logits = true;
+};
+
+struct ModelOutput {
+  torch::Tensor logits;   // [B, S, V_padded], padded columns -inf (when requested)
+  torch::Tensor lm_loss;  // mean next-token cross entropy (when targets are given)
+  torch::Tensor aux_loss; // weighted router losses (0-dim; zero without routers)
+  RoutingLog routing;     // one entry per router application
+  // What the optimizer minimises: lm_loss + aux_loss.
+  torch::Tensor loss() const { return lm_loss + aux_loss; }
+};
+
+struct HydraModelImpl : torch::nn::Module {
+  explicit HydraModelImpl(const ModelConfig& config, const ModelOptions& options = {});
+  // tokens [B, S] int64 in [0, vocab_size); targets [B, S] int64 (the next tokens; -100 is
+  // ignored) or undefined for logits only.
+  ModelOutput forward(const torch::Tensor& tokens, const torch::Tensor& targets = {},
+                      const ForwardOptions& options = {});
+
+  ModelConfig config;
+  Dims dims;
+  int64_t vocab_padded;
+  Checkpointing checkpointing;
+  torch::Tensor embed;  // registered as embed.weight through a holder module
+  std::vector<MacroBlock> blocks;
+  torch::nn::ModuleList block_list{nullptr};
+  RMSNorm final_norm;
+  Projection head;      // null when tied (the head is embed.weight)
+};
+using HydraModel = std::shared_ptr<HydraModelImpl>;
+
+// The sharding spec of one layer of a type (names relative to the layer, e.g. "attn.wq"),
+// routers included when mod_routed.
+LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed);
+
+// logit(p), p clamped to [1e-3, 1 - 1e-3]: the router bias that makes sigmoid(r) start at p.
+double router_bias(double p);
+
+}  // namespace hydra::model

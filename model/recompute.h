@@ -1,0 +1,31 @@
+// Activation checkpointing: LibTorch's C++ API has none, so this is a recompute autograd
+// Function. Forward runs fn(x) without keeping its activations (grad off); backward re-runs
+// fn on a detached copy of x with grad on, under the RNG and autocast state of the first run,
+// and back-propagates through the recomputed graph. Parameter gradients accumulate during
+// that inner backward (reentrant), so train with loss.backward(), not autograd::grad on
+// parameters.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace hydra::model {
+
+enum class Checkpointing { kNone, kLayer, kBlock };
+
+// "none" | "layer" | "block" (train.activation_checkpointing); ConfigError otherwise.
+Checkpointing parse_checkpointing(const std::string& mode);
+
+// fn(x, first_pass) returns the outputs; first_pass is false on the recompute, where side
+// effects (routing statistics) must not repeat.
+using RecomputeFn = std::function<std::vector<at::Tensor>(const at::Tensor& x, bool first_pass)>;
+
+// Outside grad mode this is fn(x, true). Otherwise x must be the only tensor input that needs
+// a gradient (parameters are reached through fn). If x does not require grad, a detached copy
+// that does is used, so that backward still reaches the parameters inside fn.
+std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn);
+
+}  // namespace hydra::model

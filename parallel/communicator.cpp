@@ -1,0 +1,31 @@
+#include "parallel/communicator.h"
+
+#include <algorithm>
+
+#include "common/errors.h"
+
+namespace hydra::parallel {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMax: return "max";
+  }
+  return "?";
+}
+
+Range shard_range(int64_t numel, int parts, int index) {
+  HYDRA_CHECK(numel >= 0, "numel " << numel);
+  HYDRA_CHECK(parts >= 1 && index >= 0 && index < parts, "part " << index << " of " << parts);
+  // The first numel % parts parts get one extra element, so sizes differ by at most one and
+  // every part's begin is a closed form (no prefix sum over the other parts).
+  const int64_t base = numel / parts;
+  const int64_t extra = numel % parts;
+  Range r;
+  r.begin = index * base + std::min<int64_t>(index, extra);
+  r.end = r.begin + base + (index < extra ? 1 : 0);
+  return r;
+}
+
+}  // namespace hydra::parallel

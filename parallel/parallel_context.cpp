@@ -1,0 +1,56 @@
+#include "parallel/parallel_context.h"
+
+#include <mpi.h>
+
+#include <numeric>
+
+#include "common/errors.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/mpi_session.h"
+#ifdef HYDRA_CUDA
+#include "parallel/nccl_communicator.h"
+#endif
+
+namespace hydra::parallel {
+
+std::unique_ptr<ParallelContext> make_parallel_context(const ProcessGrid& grid,
+                                                       const std::string& backend,
+                                                       double timeout_s) {
+  const LaunchInfo launch = query_launch_info(MPI_COMM_WORLD);
+  if (grid.shape.world() != launch.world || grid.rank != launch.rank) {
+    HYDRA_FAIL(common::RuntimeFailure, "process grid " << grid.shape.dp << "x" << grid.shape.tp
+                                                       << "x" << grid.shape.pp << " for rank "
+                                                       << grid.rank << " does not match MPI: rank "
+                                                       << launch.rank << " of " << launch.world);
+  }
+  auto ctx = std::make_unique<ParallelContext>();
+  ctx->grid = grid;
+  ctx->backend = backend;
+  std::vector<int> all(static_cast<size_t>(launch.world));
+  std::iota(all.begin(), all.end(), 0);
+
+  // Same order on every rank (world, tp, dp, pp): the MPI groups are created by their
+  // members only and the NCCL splits by everyone, and both need one order to not deadlock.
+  if (backend == "mpi") {
+    ctx->world = make_mpi_communicator(MPI_COMM_WORLD, all, "world", timeout_s);
+    ctx->tp = make_mpi_communicator(MPI_COMM_WORLD, grid.tp_ranks, "tp", timeout_s);
+    ctx->dp = make_mpi_communicator(MPI_COMM_WORLD, grid.dp_ranks, "dp", timeout_s);
+    ctx->pp = make_mpi_communicator(MPI_COMM_WORLD, grid.pp_ranks, "pp", timeout_s);
+  } else if (backend == "nccl") {
+#ifdef HYDRA_CUDA
+    ctx->world = make_nccl_world_communicator(MPI_COMM_WORLD, launch.local_rank, timeout_s);
+    ctx->tp = split_nccl_communicator(*ctx->world, grid.tp_ranks, "tp", timeout_s);
+    ctx->dp = split_nccl_communicator(*ctx->world, grid.dp_ranks, "dp", timeout_s);
+    ctx->pp = split_nccl_communicator(*ctx->world, grid.pp_ranks, "pp", timeout_s);
+#else
+    HYDRA_FAIL(common::ConfigError,
+               "parallel.backend: 'nccl' needs the CUDA build (-DHYDRA_CUDA=ON); use 'mpi' here");
+#endif
+  } else {
+    HYDRA_FAIL(common::ConfigError,
+               "parallel.backend: expected 'mpi' or 'nccl', got '" << backend << "'");
+  }
+  return ctx;
+}
+
+}  // namespace hydra::parallel

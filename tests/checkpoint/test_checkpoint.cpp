@@ -1,0 +1,110 @@
+// Checkpoint save/load on one process: weights and AdamW state come back bit for bit, only
+// committed directories are found, old ones are pruned, and bad checkpoints are InputErrors
+// that name the file and the parameter.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "checkpoint/checkpoint.h"
+#include "common/errors.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace hydra;
+
+parallel::NamedParams make_params(int seed, int64_t width = 3) {
+  at::manual_seed(seed);
+  return {{"embed.weight", at::randn({5, width})},
+          {"blocks.0.layers.0.attn_norm.weight", at::randn({width})},
+          {"head.weight", at::randn({5, width}).to(at::kBFloat16)}};
+}
+
+struct CheckpointTest : ::testing::Test {
+  void SetUp() override {
+    root = (fs::temp_directory_path() / ("hydra_ckpt_" + std::to_string(::getpid()))).string();
+    fs::remove_all(root);
+  }
+  void TearDown() override { fs::remove_all(root); }
+  checkpoint::SaveRequest request(int64_t step) {
+    checkpoint::SaveRequest r;
+    r.root = root;
+    r.keep = 2;
+    r.progress = {step, step * 8, step * 8 * 16, 1};
+    r.config_yaml = "model:\n  dim: 3\n";
+    r.layout = {{"world", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"zero_stage", 0}, {"micro_batches", 1}};
+    return r;
+  }
+  std::string root;
+};
+
+TEST_F(CheckpointTest, WeightsAndOptimizerRoundTripExactly) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  parallel::AdamWState optim = parallel::make_adamw_state(layout, params, {0, layout.numel});
+  parallel::adamw_step(optim, at::randn({layout.numel}), {});
+  const std::string dir = checkpoint::save_checkpoint(request(7), params, layout, &optim, nullptr);
+  EXPECT_TRUE(fs::exists(fs::path(dir) / "COMMIT"));
+
+  parallel::NamedParams fresh = make_params(2);
+  parallel::AdamWState fresh_optim = parallel::make_adamw_state(layout, fresh, {0, layout.numel});
+  const auto loaded = checkpoint::load_checkpoint(dir, fresh, layout, &fresh_optim);
+  EXPECT_EQ(loaded.progress.step, 7);
+  EXPECT_EQ(loaded.progress.consumed_samples, 56);
+  EXPECT_EQ(loaded.progress.skipped, 1);
+  EXPECT_EQ(loaded.config_yaml, "model:\n  dim: 3\n");
+  EXPECT_EQ(loaded.layout.at("world"), 1);
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(at::equal(fresh[i].second, params[i].second)) << params[i].first;
+    EXPECT_EQ(fresh[i].second.scalar_type(), params[i].second.scalar_type());
+  }
+  EXPECT_TRUE(at::equal(fresh_optim.master, optim.master));
+  EXPECT_TRUE(at::equal(fresh_optim.exp_avg, optim.exp_avg));
+  EXPECT_TRUE(at::equal(fresh_optim.exp_avg_sq, optim.exp_avg_sq));
+  EXPECT_EQ(fresh_optim.step, 1);
+}
+
+TEST_F(CheckpointTest, OnlyCommittedAreFoundAndOldOnesPruned) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  for (int64_t step : {10, 20, 30}) checkpoint::save_checkpoint(request(step), params, layout, nullptr, nullptr);
+  EXPECT_FALSE(fs::exists(fs::path(root) / checkpoint::step_dir_name(10)));  // keep = 2
+  // A save that died before its commit marker is never picked.
+  fs::create_directories(fs::path(root) / checkpoint::step_dir_name(40));
+  fs::create_directories(fs::path(root) / (checkpoint::step_dir_name(50) + ".tmp"));
+  EXPECT_EQ(checkpoint::find_latest(root), (fs::path(root) / checkpoint::step_dir_name(30)).string());
+  EXPECT_THROW(checkpoint::read_index((fs::path(root) / checkpoint::step_dir_name(40)).string()),
+               common::InputError);
+}
+
+TEST_F(CheckpointTest, AnotherModelShapeNamesTheParameter) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  const std::string dir = checkpoint::save_checkpoint(request(1), params, layout, nullptr, nullptr);
+  parallel::NamedParams wider = make_params(1, 4);
+  try {
+    checkpoint::load_checkpoint(dir, wider, parallel::make_flat_layout(wider), nullptr);
+    FAIL() << "shape mismatch not detected";
+  } catch (const common::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("embed.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("another model shape"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CheckpointTest, TruncatedRankFileIsInputErrorNamingIt) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  const std::string dir = checkpoint::save_checkpoint(request(1), params, layout, nullptr, nullptr);
+  const fs::path rank_file = fs::path(dir) / "rank_00000.h5";
+  fs::resize_file(rank_file, fs::file_size(rank_file) / 3);
+  try {
+    checkpoint::load_checkpoint(dir, params, layout, nullptr);
+    FAIL() << "truncation not detected";
+  } catch (const common::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank_00000.h5"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

@@ -1,0 +1,204 @@
+// Layers and attention types: causality, gradients (central differences, float64), CCQA
+// against an independently written GQA layer, value shift, RoPE shift invariance.
+#include <cmath>
+
+#include "model/attention.h"
+#include "model/attention_core.h"
+#include "model/layers.h"
+#include "model_test_util.h"
+
+namespace hydra::model {
+namespace {
+
+using test::small_config;
+
+torch::Tensor positions_for(int64_t B, int64_t S, int64_t offset = 0) {
+  return (torch::arange(S, torch::kLong) + offset).unsqueeze(0).expand({B, S}).contiguous();
+}
+
+Attention build(const std::string& type, const ModelConfig& c) {
+  torch::manual_seed(7);
+  Attention a = make_attention(type, c, default_projection_factory());
+  a->to(torch::kDouble);
+  // Move norms, convolutions and temperatures off their identity init so the tests see them.
+  torch::NoGradGuard no_grad;
+  for (auto& p : a->named_parameters()) {
+    if (p.key().find("norm") != std::string::npos || p.key() == "tau" || p.key().find("conv") != std::string::npos) {
+      p.value().add_(0.1 * torch::randn_like(p.value()));
+    }
+  }
+  return a;
+}
+
+class AttentionTypes : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AttentionTypes, CausalOutputsBitIdentical) {
+  const ModelConfig c = small_config();
+  Attention a = build(GetParam(), c);
+  torch::NoGradGuard no_grad;
+  const int64_t B = 2, S = 12, t = 5;
+  const torch::Tensor x = torch::randn({B, S, c.dim}, torch::kDouble);
+  torch::Tensor x2 = x.clone();
+  x2.narrow(1, t + 1, S - t - 1).copy_(torch::randn({B, S - t - 1, c.dim}, torch::kDouble));
+  const auto pos = positions_for(B, S);
+  const torch::Tensor y = a->forward(x, pos), y2 = a->forward(x2, pos);
+  EXPECT_TRUE(test::bit_identical(y.narrow(1, 0, t + 1), y2.narrow(1, 0, t + 1)));
+  EXPECT_FALSE(torch::allclose(y.narrow(1, t + 1, S - t - 1), y2.narrow(1, t + 1, S - t - 1)));
+}
+
+TEST_P(AttentionTypes, GradientsMatchCentralDifferences) {
+  const ModelConfig c = small_config();
+  Attention a = build(GetParam(), c);
+  const auto pos = positions_for(2, 6);
+  const torch::Tensor x = torch::randn({2, 6, c.dim}, torch::kDouble).requires_grad_(true);
+  const torch::Tensor w = torch::randn({2, 6, c.dim}, torch::kDouble);
+  std::vector<torch::Tensor> inputs = {x};
+  for (auto& p : a->parameters()) inputs.push_back(p);
+  test::expect_gradients_match([&] { return (a->forward(x, pos) * w).sum(); }, inputs, 2);
+}
+
+TEST_P(AttentionTypes, ShiftingAllPositionsLeavesOutputsUnchanged) {
+  // RoPE scores depend on position differences only: the same offset everywhere changes
+  // nothing but rounding.
+  const ModelConfig c = small_config();
+  Attention a = build(GetParam(), c);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::randn({2, 10, c.dim}, torch::kDouble);
+  const torch::Tensor y = a->forward(x, positions_for(2, 10));
+  const torch::Tensor y_shifted = a->forward(x, positions_for(2, 10, 1000));
+  EXPECT_TRUE(torch::allclose(y, y_shifted, 1e-9, 1e-9));
+}
+
+INSTANTIATE_TEST_SUITE_P(Model, AttentionTypes, ::testing::Values("mqa", "ccqa", "mla"));
+
+TEST(ModelLayers, MlpGradientsMatchCentralDifferences) {
+  const ModelConfig c = small_config();
+  torch::manual_seed(3);
+  auto mlp = std::make_shared<MlpImpl>(model_dims(c), default_projection_factory());
+  mlp->to(torch::kDouble);
+  const torch::Tensor x = torch::randn({2, 5, c.dim}, torch::kDouble).requires_grad_(true);
+  std::vector<torch::Tensor> inputs = {x};
+  for (auto& p : mlp->parameters()) inputs.push_back(p);
+  test::expect_gradients_match([&] { return mlp->forward(x).pow(2).sum(); }, inputs, 3);
+}
+
+TEST(ModelLayers, MlpWidthIsRoundedUpTo64) {
+  ModelConfig c = small_config();
+  c.dim = 96;
+  c.mlp_ratio = 2.5;  // 240 -> 256
+  EXPECT_EQ(model_dims(c).F, 256);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CCQA against a plain GQA layer with QK RMS-norm, written here from scratch with loops.
+
+torch::Tensor naive_rms(const torch::Tensor& v, const torch::Tensor& w) {
+  return v / torch::sqrt(v.pow(2).mean() + 1e-6) * w;
+}
+
+torch::Tensor naive_rope(const torch::Tensor& v, int64_t pos, double theta) {
+  const int64_t D = v.size(0), half = D / 2;
+  torch::Tensor out = v.clone();
+  for (int64_t i = 0; i < half; ++i) {
+    const double a = pos * std::pow(theta, -2.0 * i / D);
+    out[i] = v[i] * std::cos(a) - v[i + half] * std::sin(a);
+    out[i + half] = v[i + half] * std::cos(a) + v[i] * std::sin(a);
+  }
+  return out;
+}
+
+TEST(ModelCcqa, WithoutConvsMeanAndShiftEqualsPlainGqa) {
+  ModelConfig c = small_config();
+  c.ccqa.use_convs = false;
+  c.ccqa.qk_mean = false;
+  c.ccqa.value_shift = false;
+  torch::manual_seed(11);
+  auto a = std::make_shared<CcqaAttention>(c, default_projection_factory());
+  a->to(torch::kDouble);
+  {
+    torch::NoGradGuard no_grad;
+    a->q_norm->weight.add_(0.1 * torch::randn_like(a->q_norm->weight));
+    a->k_norm->weight.add_(0.1 * torch::randn_like(a->k_norm->weight));
+    a->out_norm->weight.add_(0.1 * torch::randn_like(a->out_norm->weight));
+  }
+  torch::NoGradGuard no_grad;
+  const int64_t S = 6, H = c.heads, Hkv = c.kv_heads, dh = model_dims(c).dh;
+  const torch::Tensor x = torch::randn({1, S, c.dim}, torch::kDouble);
+  const torch::Tensor y = a->forward(x, positions_for(1, S))[0];
+
+  const torch::Tensor Wq = a->named_parameters()["wq.weight"], Wk = a->named_parameters()["wk.weight"];
+  const torch::Tensor Wv = a->named_parameters()["wv.weight"], Wo = a->named_parameters()["wo.weight"];
+  const torch::Tensor qn = a->q_norm->weight, kn = a->k_norm->weight, on = a->out_norm->weight;
+  for (int64_t t = 0; t < S; ++t) {
+    std::vector<torch::Tensor> heads;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t j = h / (H / Hkv);  // the KV head of query head h
+      const torch::Tensor q = naive_rope(naive_rms(Wq.narrow(0, h * dh, dh).mv(x[0][t]), qn), t, c.rope_theta);
+      std::vector<double> scores;
+      for (int64_t s = 0; s <= t; ++s) {
+        const torch::Tensor k = naive_rope(naive_rms(Wk.narrow(0, j * dh, dh).mv(x[0][s]), kn), s, c.rope_theta);
+        scores.push_back(q.dot(k).item<double>() / std::sqrt(static_cast<double>(dh)));
+      }
+      const double mx = *std::max_element(scores.begin(), scores.end());
+      double z = 0;
+      for (double& sc : scores) z += (sc = std::exp(sc - mx));
+      torch::Tensor o = torch::zeros({dh}, torch::kDouble);
+      for (int64_t s = 0; s <= t; ++s) o += scores[s] / z * Wv.narrow(0, j * dh, dh).mv(x[0][s]);
+      heads.push_back(naive_rms(o, on.narrow(0, h * dh, dh)));
+    }
+    const torch::Tensor expected = Wo.mv(torch::cat(heads));
+    EXPECT_TRUE(torch::allclose(y[t], expected, 1e-10, 1e-10)) << "token " << t;
+  }
+}
+
+TEST(ModelCcqa, IdentityConvolutionsEqualNoConvolutions) {
+  ModelConfig with = small_config(), without = small_config();
+  without.ccqa.use_convs = false;
+  torch::manual_seed(5);
+  auto a = std::make_shared<CcqaAttention>(with, default_projection_factory());
+  auto b = std::make_shared<CcqaAttention>(without, default_projection_factory());
+  a->to(torch::kDouble);
+  b->to(torch::kDouble);
+  test::copy_parameters(*a, *b);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::randn({2, 9, with.dim}, torch::kDouble);
+  const auto pos = positions_for(2, 9);
+  EXPECT_TRUE(torch::allclose(a->forward(x, pos), b->forward(x, pos), 1e-12, 1e-12));
+}
+
+TEST(ModelCcqa, ValueShiftTakesTheSecondHalfFromThePreviousToken) {
+  const ModelConfig c = small_config();
+  torch::manual_seed(9);
+  auto a = std::make_shared<CcqaAttention>(c, default_projection_factory());
+  a->to(torch::kDouble);
+  torch::NoGradGuard no_grad;
+  const int64_t S = 7, t = 3, half = model_dims(c).dh / 2;
+  const torch::Tensor x = torch::randn({1, S, c.dim}, torch::kDouble);
+  torch::Tensor x2 = x.clone();
+  x2[0][t].add_(1.0);  // change token t only
+  const torch::Tensor v = a->values(x), v2 = a->values(x2);  // [1, S, H_kv, d_h]
+  const auto first = [&](const torch::Tensor& u, int64_t s) { return u[0][s].narrow(-1, 0, half); };
+  const auto second = [&](const torch::Tensor& u, int64_t s) { return u[0][s].narrow(-1, half, half); };
+  for (int64_t s = 0; s < S; ++s) {
+    // First halves move only at t, second halves only at t + 1.
+    EXPECT_EQ(torch::equal(first(v, s), first(v2, s)), s != t) << s;
+    EXPECT_EQ(torch::equal(second(v, s), second(v2, s)), s != t + 1) << s;
+  }
+  // x_(-1) = 0: the second half of token 0 is zero.
+  EXPECT_TRUE(torch::equal(second(v, 0), torch::zeros_like(second(v, 0))));
+}
+
+TEST(ModelAttentionCore, GqaMatchesRepeatedKeysAndValues) {
+  torch::manual_seed(2);
+  const torch::Tensor q = torch::randn({2, 5, 6, 4}, torch::kDouble);
+  const torch::Tensor k = torch::randn({2, 5, 2, 4}, torch::kDouble);
+  const torch::Tensor v = torch::randn({2, 5, 2, 3}, torch::kDouble);
+  const torch::Tensor out = causal_attention(q, k, v, 0.5);
+  const torch::Tensor out_rep = causal_attention(q, k.repeat_interleave(3, 2), v.repeat_interleave(3, 2), 0.5);
+  EXPECT_TRUE(torch::allclose(out, out_rep, 1e-12, 1e-12));
+  // Token 0 sees only itself: its output is its own value.
+  EXPECT_TRUE(torch::allclose(out.select(1, 0), v.select(1, 0).repeat_interleave(3, 1), 1e-12, 1e-12));
+}
+
+}  // namespace
+}  // namespace hydra::model

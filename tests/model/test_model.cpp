@@ -1,0 +1,201 @@
+// The whole model: parameter names, padded vocabulary, gradients, overfitting one batch; the
+// variant table and the analytic counts of compute_model_stats; check_model_config.
+#include <map>
+
+#include "common/errors.h"
+#include "model/hydra_model.h"
+#include "model/model_checks.h"
+#include "model/model_info.h"
+#include "model_test_util.h"
+
+namespace hydra::model {
+namespace {
+
+using test::load_variant;
+using test::small_config;
+
+TEST(ModelWhole, ParameterNamesAndShapes) {
+  torch::manual_seed(0);
+  const ModelConfig c = load_variant("tiny");
+  auto model = std::make_shared<HydraModelImpl>(c);
+  auto params = model->named_parameters();
+  const std::map<std::string, std::vector<int64_t>> expected = {
+      {"embed.weight", {50304, 64}},
+      {"blocks.0.layers.0.attn_norm.weight", {64}},
+      {"blocks.0.layers.0.attn.wq.weight", {64, 64}},
+      {"blocks.0.layers.0.attn.wk.weight", {16, 64}},
+      {"blocks.0.layers.1.router.weight", {1, 64}},
+      {"blocks.0.layers.1.router.bias", {1}},
+      {"blocks.0.layers.2.attn.wq.weight", {16, 64}},  // Lq = E / C
+      {"blocks.0.layers.2.attn.conv2_q.weight", {16, 4, 3}},
+      {"blocks.0.layers.2.attn.tau", {2}},
+      {"blocks.0.layers.5.attn.w_dkv.weight", {32, 64}},
+      {"blocks.0.layers.5.attn.w_kr.weight", {8, 64}},
+      {"blocks.0.layers.7.mlp.w_down.weight", {64, 128}},
+      {"blocks.0.mor_routers.0.weight", {1, 64}},
+      {"final_norm.weight", {64}},
+  };
+  for (const auto& [name, shape] : expected) {
+    const torch::Tensor* p = params.find(name);
+    ASSERT_NE(p, nullptr) << name;
+    EXPECT_EQ(p->sizes().vec(), shape) << name;
+  }
+  EXPECT_EQ(params.find("head.weight"), nullptr);  // tied
+  // Router bias logit(capacity): MoD 0.75, MoR recursion 2 of 2 keeps 1/2.
+  EXPECT_NEAR(params["blocks.0.layers.1.router.bias"].item<double>(), std::log(3.0), 1e-6);
+  EXPECT_NEAR(params["blocks.0.mor_routers.0.bias"].item<double>(), 0.0, 1e-6);
+  // W_o and W_down are depth-scaled: 0.02 / sqrt(2 * 16).
+  EXPECT_NEAR(params["blocks.0.layers.7.mlp.w_down.weight"].std().item<double>(), 0.02 / std::sqrt(32.0), 4e-4);
+}
+
+TEST(ModelWhole, PaddedVocabularyGetsNoProbability) {
+  ModelConfig c = small_config(100);  // pads to 128 (tp 1) or 256 (tp 2)
+  ModelOptions options;
+  options.tp = 2;
+  auto model = std::make_shared<HydraModelImpl>(c, options);
+  EXPECT_EQ(model->vocab_padded, 256);
+  torch::NoGradGuard no_grad;
+  const ModelOutput out = model->forward(torch::randint(100, {1, 5}, torch::kLong), torch::randint(100, {1, 5}, torch::kLong));
+  EXPECT_TRUE(torch::isinf(out.logits.narrow(-1, 100, 156)).all().item<bool>());
+  EXPECT_TRUE(torch::isfinite(out.logits.narrow(-1, 0, 100)).all().item<bool>());
+  EXPECT_TRUE(std::isfinite(out.lm_loss.item<double>()));
+}
+
+TEST(ModelWhole, GradientsMatchCentralDifferences) {
+  ModelConfig c = small_config();
+  c.mod.enabled = true;
+  c.mor.recursions = 2;
+  c.tie_embeddings = false;
+  torch::manual_seed(4);
+  auto model = std::make_shared<HydraModelImpl>(c);
+  model->to(torch::kDouble);
+  const auto tokens = torch::randint(97, {2, 8}, torch::kLong);
+  const auto targets = torch::randint(97, {2, 8}, torch::kLong);
+  test::expect_gradients_match([&] { return model->forward(tokens, targets).loss(); }, model->parameters(), 1,
+                               1e-6, 1e-5);
+}
+
+TEST(ModelWhole, TinyOverfitsOneBatch) {
+  torch::manual_seed(0);
+  const ModelConfig c = load_variant("tiny");
+  auto model = std::make_shared<HydraModelImpl>(c);
+  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(3e-3).weight_decay(0.0));
+  const auto tokens = torch::randint(c.vocab_size, {2, 16}, torch::kLong);
+  const auto targets = torch::randint(c.vocab_size, {2, 16}, torch::kLong);
+  double loss = 1e9;
+  int step = 0;
+  for (; step < 300 && loss >= 0.5; ++step) {
+    opt.zero_grad();
+    const ModelOutput out = model->forward(tokens, targets, {false, false});
+    out.loss().backward();
+    opt.step();
+    loss = out.lm_loss.item<double>();
+  }
+  EXPECT_LT(loss, 0.5) << "after " << step << " steps";
+  RecordProperty("steps", step);
+}
+
+// ---------------------------------------------------------------------------------------------
+// compute_model_stats
+
+TEST(ModelStats, VariantsLandWithinTenPercentOfTheirTargets) {
+  const std::map<std::string, double> targets = {
+      {"small", 220e6}, {"medium", 350e6}, {"large", 480e6}, {"100m", 100.5e6}, {"250m", 216.3e6},
+      {"500m", 569.6e6}, {"750m", 926.8e6}, {"900m", 1194.8e6}, {"1b", 1420.4e6}, {"1.5b", 2182.3e6},
+      {"4b", 4000e6}};
+  const std::map<std::string, int> effective_layers = {
+      {"small", 24}, {"medium", 24}, {"large", 24}, {"100m", 32}, {"250m", 48}, {"500m", 64},
+      {"750m", 80}, {"900m", 80}, {"1b", 96}, {"1.5b", 120}, {"4b", 160}};
+  for (const auto& [name, target] : targets) {
+    const ModelConfig c = load_variant(name);
+    EXPECT_NO_THROW(check_model_config(c)) << name;
+    const ModelStats s = compute_model_stats(c, 2048);
+    EXPECT_NEAR(static_cast<double>(s.params_total) / target, 1.0, 0.10) << name << ": " << s.params_total;
+    EXPECT_EQ(s.effective_layers, effective_layers.at(name)) << name;
+    int64_t sum = 0;
+    for (const auto& kv : s.params_by_type) sum += kv.second;
+    EXPECT_EQ(sum, s.params_total) << name;
+    EXPECT_EQ(s.params_non_embedding, s.params_total - s.params_by_type.at("embedding")) << name;
+  }
+}
+
+void expect_exact_count(const ModelConfig& c) {
+  torch::manual_seed(0);
+  auto model = std::make_shared<HydraModelImpl>(c);
+  const ModelStats s = compute_model_stats(c, 256);
+  EXPECT_EQ(s.params_total, test::count_parameters(*model));
+  int64_t routers = 0, embedding = 0;
+  for (const auto& p : model->named_parameters()) {
+    if (p.key().find("router") != std::string::npos) routers += p.value().numel();
+    if (p.key() == "embed.weight" || p.key() == "head.weight") embedding += p.value().numel();
+  }
+  EXPECT_EQ(s.params_by_type.at("routers"), routers);
+  EXPECT_EQ(s.params_by_type.at("embedding"), embedding);
+}
+
+TEST(ModelStats, AnalyticCountEqualsTheBuiltTiny) { expect_exact_count(load_variant("tiny")); }
+
+TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithOneBlock) {
+  ModelConfig c = load_variant("small");  // untied, dense
+  c.macro_blocks = 1;
+  expect_exact_count(c);
+}
+
+TEST(ModelStats, AnalyticCountEqualsTheBuilt100m) {
+  ModelConfig c = load_variant("100m");  // tied, MoD + MoR, 1 macro-block
+  c.ccqa.use_convs = false;              // and the no-convolution branch
+  expect_exact_count(c);
+}
+
+TEST(ModelStats, FlopsFollowCapacities) {
+  ModelConfig dense = small_config(128);
+  ModelConfig mod = dense;
+  mod.mod.enabled = true;
+  mod.mod.capacity = 1.0;
+  const ModelStats a = compute_model_stats(dense, 64), b = compute_model_stats(mod, 64);
+  // Capacity 1 adds only the routers: 3 (fwd+bwd) x 2 E per token per MoD layer.
+  EXPECT_DOUBLE_EQ(b.flops_per_token - a.flops_per_token, 3.0 * 2 * dense.dim * mod.mod.layers.size());
+  mod.mod.capacity = 0.5;
+  EXPECT_LT(compute_model_stats(mod, 64).flops_per_token, a.flops_per_token);
+  // Dense: at least 6 x the non-embedding matmul weights per token, plus the head.
+  EXPECT_GT(a.flops_per_token, 6.0 * (a.params_non_embedding - a.params_by_type.at("norms")));
+  EXPECT_GT(a.kv_cache_bytes_per_token, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// check_model_config
+
+void expect_config_error(const ModelConfig& c, const std::string& key) {
+  try {
+    check_model_config(c);
+    ADD_FAILURE() << "no error; expected one naming " << key;
+  } catch (const common::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelChecks, CrossKeyErrorsNameTheKey) {
+  ModelConfig c = small_config();
+  EXPECT_NO_THROW(check_model_config(c));
+  c.heads = 5;
+  expect_config_error(c, "model.heads");
+  c = small_config();
+  c.kv_heads = 3;
+  expect_config_error(c, "model.kv_heads");
+  c = small_config();
+  c.ccqa.compression = 8;  // d = 8 -> d_h = 1, odd
+  expect_config_error(c, "model.ccqa.compression");
+  c = small_config();
+  c.pattern = {"mqa", "gqa"};
+  expect_config_error(c, "model.pattern");
+  c = small_config();
+  c.mod.enabled = true;
+  c.mod.layers = {1, 9};
+  expect_config_error(c, "model.mod.layers");
+  c = small_config();
+  c.mla.latent_ratio = 0.3;  // 9.6 channels
+  expect_config_error(c, "model.mla.latent_ratio");
+}
+
+}  // namespace
+}  // namespace hydra::model

@@ -1,0 +1,43 @@
+// The metrics file (docs/INTERFACE.md): JSON Lines written by rank 0, one object per logged
+// step — step, loss, lr, grad_norm, tokens, tok_s, mfu (null on CPU), skipped — and
+// evaluation rows with val_loss. Floats round-trip, so two runs compare bit for bit.
+#pragma once
+
+#include <cstdio>
+#include <optional>
+#include <string>
+
+namespace hydra::train {
+
+struct StepMetrics {
+  int step = 0;                  // optimizer steps completed
+  double loss = 0;               // LM loss (mean over the global batch)
+  double aux_loss = 0;           // MoD/MoR router losses, reported separately
+  double lr = 0;
+  double grad_norm = 0;          // before clipping
+  long long tokens = 0;          // consumed so far
+  double tok_s = 0;
+  std::optional<double> mfu;     // CUDA only
+  int skipped = 0;               // non-finite steps skipped so far
+  std::optional<double> val_loss;
+};
+
+class MetricsFile {
+ public:
+  // Opens `path` for appending (empty path: writes nothing). On resume at `resume_step`,
+  // rows of later steps (written before the crash) are dropped first, through a temporary
+  // file and a rename, so the file reads as one uninterrupted run.
+  MetricsFile(const std::string& path, int resume_step);
+  ~MetricsFile();
+  MetricsFile(const MetricsFile&) = delete;
+  MetricsFile& operator=(const MetricsFile&) = delete;
+
+  void write(const StepMetrics& row);
+
+ private:
+  std::FILE* file_ = nullptr;
+};
+
+std::string metrics_row(const StepMetrics& row);
+
+}  // namespace hydra::train

@@ -1,0 +1,42 @@
+// The training loop: micro-batches with gradient accumulation, the data-parallel gradient
+// average, global-norm clipping, AdamW on fp32 master weights, the schedule, metrics,
+// evaluation and checkpoints. One function a run; the launcher builds what it needs.
+//
+// A step, on every rank:
+//   1. for each micro-batch: forward (training routing), (lm_loss + aux) / accumulation,
+//      backward — gradients accumulate in the parameters' .grad
+//   2. flatten the gradients into fp32 (parallel/flat_layout.h); with dp > 1 average them
+//      over the data-parallel group
+//   3. global gradient norm; non-finite loss or norm: skip the step (all ranks see the same
+//      values, so all skip) or halt with exit 4, as train.on_nonfinite says
+//   4. clip to train.clip, AdamW on the master weights, copy them back into the parameters
+//   5. consumed samples += global batch; log, evaluate and save on their schedules
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "launcher/config.h"
+#include "parallel/parallel_context.h"
+
+namespace hydra::train {
+
+struct RunRequest {
+  std::optional<std::string> resume;     // "latest" or a checkpoint directory
+  std::optional<std::string> init_from;  // weights only, fresh optimizer and data position
+  std::string config_text;               // the resolved config, stored in checkpoints
+};
+
+struct RunResult {
+  int steps_done = 0;
+  double last_loss = 0;
+  std::optional<double> last_val_loss;
+  std::string last_checkpoint;
+};
+
+RunResult run_training(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request);
+
+// Evaluates a checkpoint: validation loss and perplexity in causal routing mode.
+double run_evaluation(const launcher::Config& config, parallel::ParallelContext& ctx, const std::string& checkpoint);
+
+}  // namespace hydra::train
