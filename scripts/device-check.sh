@@ -36,6 +36,26 @@ exclude="multigpu"
 ctest --test-dir "$BUILD_DIR" -L "$labels" -LE "$exclude" --output-on-failure \
   > "$OUT/gpu-tests.log" 2>&1
 rc=$?
-tail -40 "$OUT/gpu-tests.log"
+grep -E "tests passed|tests failed|\*\*\*|Failed|Passed" "$OUT/gpu-tests.log" | tail -30
 echo "device-check: gpu tests exit $rc"
+
+# Training throughput of the `small` variant in bf16 on the prepared corpus that travels with
+# the call (data-cache/gpu-tokens, made by `hydra data prepare`): one GPU, then data
+# parallelism over all GPUs, in the same call so the numbers compare.
+DATA=${HYDRA_GPU_DATA:-data-cache/gpu-tokens}
+if [ -f "$DATA/manifest.json" ]; then
+  train_args=(train --config configs/small.yaml --set data.path="$DATA" --set train.device=cuda
+              --set train.dtype=bf16 --set train.steps=${HYDRA_BENCH_STEPS:-40} --set train.global_batch=16
+              --set train.micro_batch=8 --set train.seq_len=1024 --set train.warmup_steps=5
+              --set train.lr=6e-4 --set train.min_lr=6e-5 --set train.eval_batches=2 --set log.every=10
+              --set checkpoint.dir=/tmp/hydra-bench-ckpt --set checkpoint.keep=1)
+  timeout 240 "$BUILD_DIR/hydra" "${train_args[@]}" --set log.jsonl="$OUT/train-small-1gpu.jsonl" \
+    > "$OUT/train.log" 2>&1 || echo "device-check: 1-GPU training FAILED (exit $?)"
+  if (( ngpu >= 2 )); then
+    timeout 240 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" "${train_args[@]}" \
+      --set log.jsonl="$OUT/train-small-${ngpu}gpu.jsonl" >> "$OUT/train.log" 2>&1 ||
+      echo "device-check: ${ngpu}-GPU training FAILED (exit $?)"
+  fi
+  grep -E "step|error|train:" "$OUT/train.log" | tail -20
+fi
 exit $rc
