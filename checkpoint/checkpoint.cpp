@@ -2,6 +2,7 @@
 #include "checkpoint/checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -58,7 +59,7 @@ void write_rank_file(const std::string& path, const SaveRequest& req, const para
       const int64_t start = slot.offset + piece.elements.begin - optim->range.begin;
       for (const auto& [group, tensor] : optim_tensors(*optim)) {
         const std::string object = "/optim/" + group + "/" + slot.name;
-        f.write_tensor(object, tensor.narrow(0, start, piece.elements.size()).contiguous());
+        f.write_tensor(object, tensor.narrow(0, start, piece.elements.size()).cpu().contiguous());
         f.set_attr(object, "param_shape", slot.shape);
         f.set_attr(object, "flat_range", std::vector<int64_t>{piece.elements.begin, piece.elements.end});
       }
@@ -191,7 +192,7 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
   std::vector<H5File> files;
   for (int64_t r = 0; r < world; ++r) files.push_back(H5File::open_read((fs::path(dir) / rank_file_name(static_cast<int>(r))).string()));
 
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   for (const auto& [name, param] : params) {
     const std::string object = "/model/" + name;
     const H5File* holder = nullptr;

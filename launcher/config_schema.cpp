@@ -81,6 +81,8 @@ std::vector<KeySpec> build_schema() {
       {"train.on_nonfinite", HYDRA_FIELD(train.on_nonfinite), -kInf, kInf, {"skip", "halt"}},
       {"train.activation_checkpointing", HYDRA_FIELD(train.activation_checkpointing), -kInf, kInf,
        {"none", "layer", "block"}},
+      {"train.stop_at_step", HYDRA_FIELD(train.stop_at_step), 0, 1e9, {}, false,
+       "stop with a checkpoint at this step, schedule unchanged; 0: run to train.steps"},
       {"train.eval_every", HYDRA_FIELD(train.eval_every), 0, 1e9},
       {"train.eval_batches", HYDRA_FIELD(train.eval_batches), 1, 1e6},
 

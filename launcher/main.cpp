@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "common/crash_report.h"
 #include "common/errors.h"
 #include "common/logging.h"
 #include "launcher/cli.h"
@@ -27,6 +28,7 @@ int run(int argc, char** argv, int& rank) {
   parallel::MpiSession mpi(&argc, &argv);
   const parallel::LaunchInfo launch = mpi.launch();
   rank = launch.rank;
+  common::install_crash_report(launch.rank);
   common::setup_logging({launch.rank, launch.world, "info", false});
   if (args.command == "data prepare") return launcher::run_data_prepare(args, launch);
   const launcher::Config config = launcher::load_config(args.config, args.sets);

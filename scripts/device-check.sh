@@ -51,11 +51,15 @@ if [ -f "$DATA/manifest.json" ]; then
               --set checkpoint.dir=/tmp/hydra-bench-ckpt --set checkpoint.keep=1)
   timeout 240 "$BUILD_DIR/hydra" "${train_args[@]}" --set log.jsonl="$OUT/train-small-1gpu.jsonl" \
     > "$OUT/train.log" 2>&1 || echo "device-check: 1-GPU training FAILED (exit $?)"
+  # The checkpoint it wrote loads back onto the GPU.
+  latest=$(ls -d /tmp/hydra-bench-ckpt/step_* 2>/dev/null | sort | tail -1)
+  [ -n "$latest" ] && "$BUILD_DIR/hydra" eval "${train_args[@]:1}" --checkpoint "$latest" >> "$OUT/train.log" 2>&1 ||
+    echo "device-check: eval of $latest FAILED"
   if (( ngpu >= 2 )); then
     timeout 240 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" "${train_args[@]}" \
       --set log.jsonl="$OUT/train-small-${ngpu}gpu.jsonl" >> "$OUT/train.log" 2>&1 ||
       echo "device-check: ${ngpu}-GPU training FAILED (exit $?)"
   fi
-  grep -E "step|error|train:" "$OUT/train.log" | tail -20
+  grep -E "step 40|error|train:|eval:|checkpoint:" "$OUT/train.log" | tail -20
 fi
 exit $rc

@@ -23,6 +23,8 @@ struct TrainConfig {
   std::string device = "cpu";     // cpu|cuda
   std::string on_nonfinite = "skip";  // skip|halt
   std::string activation_checkpointing = "none";  // none|layer|block
+  int stop_at_step = 0;           // stop (with a checkpoint) at this step without changing the
+                                  // schedule, to split a run across allocations; 0: run to `steps`
   int eval_every = 0;             // 0: only at the end
   int eval_batches = 8;
 };

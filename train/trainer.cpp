@@ -226,7 +226,8 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
     }
     ++window_steps;
     result.last_loss = step.loss;
-    const bool last = run.progress.step == t.steps;
+    const bool stop_here = t.stop_at_step > 0 && run.progress.step == t.stop_at_step;
+    const bool last = run.progress.step == t.steps || stop_here;
     const bool eval_now = last || (t.eval_every > 0 && run.progress.step % t.eval_every == 0);
     const bool log_now = last || eval_now || run.progress.step % config.log.every == 0;
     if (log_now) {
@@ -249,6 +250,10 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
     }
     const bool save_now = last || (config.checkpoint.every > 0 && run.progress.step % config.checkpoint.every == 0);
     if (save_now) result.last_checkpoint = save(run, request.config_text);
+    if (stop_here) {
+      common::log_info("train: stopped at step %d (train.stop_at_step); continue with --resume latest", t.stop_at_step);
+      break;
+    }
   }
   result.steps_done = static_cast<int>(run.progress.step);
   return result;

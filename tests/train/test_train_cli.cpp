@@ -1,0 +1,163 @@
+// `hydra train` end to end on a small model and a small corpus (bytes tokenizer), as a user
+// runs it: exact resume, resume past a save that died, fine-tuning init, and bad inputs.
+// Every run is a real `hydra` process; the reference is the uninterrupted run.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "tests/launcher/run_hydra.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using hydra::test::run_hydra;
+
+// All three attention types, MoD and MoR on, tiny sizes: a step takes milliseconds.
+const char* kConfig = R"(model:
+  dim: 32
+  heads: 2
+  kv_heads: 1
+  mlp_ratio: 2.0
+  macro_blocks: 1
+  pattern: [mqa, ccqa, mla, ccqa]
+  vocab_size: 256
+  tie_embeddings: false
+  mod: {enabled: true, capacity: 0.5, layers: [1, 3]}
+  mor: {recursions: 2}
+train:
+  steps: 6
+  global_batch: 4
+  micro_batch: 2
+  seq_len: 32
+  lr: 0.01
+  min_lr: 0.001
+  warmup_steps: 2
+  eval_batches: 2
+log:
+  every: 1
+data:
+  tokenizer: bytes
+)";  // data.path is appended per test suite
+
+struct TrainCli : ::testing::Test {
+  static void SetUpTestSuite() {
+    root() = fs::temp_directory_path() / ("hydra_train_cli_" + std::to_string(::getpid()));
+    fs::remove_all(root());
+    fs::create_directories(root() / "text");
+    // Real English text every Debian system has.
+    fs::copy_file("/usr/share/common-licenses/GPL-3", root() / "text" / "gpl3.txt");
+    const auto prep = run_hydra({"data", "prepare", "--input", (root() / "text").string(), "--output",
+                                 (root() / "tokens").string(), "--tokenizer", "bytes", "--val-fraction", "0.1"},
+                                (root() / "prepare.log").string());
+    ASSERT_EQ(prep.exit_code, 0) << prep.output;
+    std::ofstream(root() / "run.yaml") << kConfig << "  path: " << (root() / "tokens").string() << "\n";
+  }
+  static void TearDownTestSuite() { fs::remove_all(root()); }
+  static fs::path& root() {
+    static fs::path path;
+    return path;
+  }
+
+  // Runs `hydra train` with a private checkpoint dir and metrics file under `name`.
+  hydra::test::HydraRun train(const std::string& name, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"train", "--config", (root() / "run.yaml").string(),
+                                     "--set", "checkpoint.dir=" + (root() / name / "ckpt").string(),
+                                     "--set", "log.jsonl=" + (root() / name / "metrics.jsonl").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    fs::create_directories(root() / name);
+    return run_hydra(args, (root() / name / "out.log").string());
+  }
+
+  // step -> the metrics row's training fields (loss, grad_norm, lr) as written, bit for bit.
+  static std::map<int, std::string> training_rows(const std::string& name) {
+    std::map<int, std::string> rows;
+    std::ifstream in(root() / name / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const int step = std::stoi(line.substr(line.find("\"step\": ") + 8));
+      const size_t from = line.find("\"loss\"");
+      rows[step] = line.substr(from, line.find(", \"tokens\"") - from);  // loss, aux, lr, grad_norm
+    }
+    return rows;
+  }
+};
+
+TEST_F(TrainCli, ResumeIsBitIdenticalToTheUninterruptedRun) {
+  ASSERT_EQ(train("straight").exit_code, 0);
+  const auto first = train("split", {"--set", "train.stop_at_step=3"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("stopped at step 3"), std::string::npos) << first.output;
+  const auto second = train("split", {"--resume", "latest"});
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("resume:"), std::string::npos) << second.output;
+
+  const auto straight = training_rows("straight");
+  const auto split = training_rows("split");
+  ASSERT_EQ(straight.size(), 6u);
+  ASSERT_EQ(split.size(), 6u);  // the resumed run continues the same metrics file
+  for (const auto& [step, fields] : straight) EXPECT_EQ(split.at(step), fields) << "step " << step;
+}
+
+TEST_F(TrainCli, ResumeLatestSkipsASaveThatDied) {
+  ASSERT_EQ(train("killed", {"--set", "checkpoint.every=2", "--set", "checkpoint.keep=5",
+                             "--set", "train.stop_at_step=4"}).exit_code, 0);
+  // What a SIGKILL in the middle of saving step 6 leaves: a temporary directory with a
+  // partial file, and (killed after the rename) a directory without its commit marker.
+  const fs::path ckpt = root() / "killed" / "ckpt";
+  fs::create_directories(ckpt / "step_00000006.tmp");
+  std::ofstream(ckpt / "step_00000006.tmp" / "rank_00000.h5") << "partial";
+  fs::copy(ckpt / "step_00000004", ckpt / "step_00000005", fs::copy_options::recursive);
+  fs::remove(ckpt / "step_00000005" / "COMMIT");
+  const auto resumed = train("killed", {"--resume", "latest"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("step_00000004 at step 4"), std::string::npos) << resumed.output;
+  ASSERT_EQ(train("killed_ref").exit_code, 0);
+  EXPECT_EQ(training_rows("killed").at(6), training_rows("killed_ref").at(6));
+}
+
+TEST_F(TrainCli, InitFromLoadsWeightsWithAFreshOptimizerAndDataPosition) {
+  ASSERT_EQ(train("base").exit_code, 0);
+  const std::string ckpt = (root() / "base" / "ckpt" / "step_00000006").string();
+  const auto tuned = train("tuned", {"--init-from", ckpt, "--set", "train.steps=2"});
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.output;
+  EXPECT_NE(tuned.output.find("init-from"), std::string::npos);
+  // Starting from trained weights, the first loss is far below a fresh model's (ln 256 = 5.5).
+  const std::string row = training_rows("tuned").at(1);
+  const double loss = std::stod(row.substr(row.find(": ") + 2));
+  const std::string base_row = training_rows("base").at(1);
+  const double fresh_loss = std::stod(base_row.substr(base_row.find(": ") + 2));
+  EXPECT_LT(loss, fresh_loss - 0.3) << "init-from loss " << loss << " vs fresh " << fresh_loss;
+}
+
+TEST_F(TrainCli, BadInputsExitThreeNamingTheCulprit) {
+  auto run = train("bad_data", {"--set", "data.path=" + (root() / "nope").string()});
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find((root() / "nope").string()), std::string::npos) << run.output;
+
+  // A corrupted shard header.
+  fs::copy(root() / "tokens", root() / "tokens_bad", fs::copy_options::recursive);
+  for (const auto& entry : fs::directory_iterator(root() / "tokens_bad")) {
+    if (entry.path().filename().string().rfind("train_", 0) != 0) continue;
+    std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.write("XXXX", 4);
+  }
+  run = train("bad_shard", {"--set", "data.path=" + (root() / "tokens_bad").string()});
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find("train_000000"), std::string::npos) << run.output;
+
+  // A truncated checkpoint, and a checkpoint of another model shape.
+  ASSERT_EQ(train("src").exit_code, 0);
+  const fs::path ckpt = root() / "src" / "ckpt" / "step_00000006";
+  run = train("other_shape", {"--init-from", ckpt.string(), "--set", "model.dim=64"});
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find("another model shape"), std::string::npos) << run.output;
+  fs::resize_file(ckpt / "rank_00000.h5", fs::file_size(ckpt / "rank_00000.h5") / 2);
+  run = train("truncated", {"--init-from", ckpt.string()});
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find("rank_00000.h5"), std::string::npos) << run.output;
+}
+
+}  // namespace
