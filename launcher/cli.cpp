@@ -35,6 +35,10 @@ const std::map<std::string, CommandSpec>& commands() {
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
         {"--input", "--output", "--tokenizer", "--val-fraction"}}},
+      {"ckpt inspect",
+       {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
+        "hydra ckpt inspect DIR [--json]",
+        {"--json"}}},
   };
   return table;
 }
@@ -42,7 +46,10 @@ const std::map<std::string, CommandSpec>& commands() {
 bool takes_value(const std::string& option) { return option != "--json"; }
 
 // Commands of two words ("data prepare") take their second word here.
-bool has_action(const std::string& word) { return word == "data"; }
+bool has_action(const std::string& word) { return word == "data" || word == "ckpt"; }
+
+// Commands that take one positional argument (a directory), not a --config.
+bool takes_target(const std::string& command) { return command == "ckpt inspect"; }
 
 }  // namespace
 
@@ -62,6 +69,11 @@ std::string help_text(const std::string& command) {
   }
   const auto& spec = commands().at(command);
   out += "usage: " + std::string(spec.usage) + "\n\n" + spec.summary + "\n\noptions:\n";
+  if (command == "ckpt inspect") {
+    out += "  --json                 print JSON instead of text\n  --help                 this text\n";
+    out += "\nExit code 0 when the checkpoint is complete and every checksum verifies, 3 otherwise.\n";
+    return out;
+  }
   if (command == "data prepare") {
     out += "  --input PATH...        .txt files, .jsonl files (a \"text\" field per line), directories of them\n";
     out += "  --output DIR           where the shards and manifest.json go (data.path of a run)\n";
@@ -72,7 +84,7 @@ std::string help_text(const std::string& command) {
   }
   out += "  --config FILE          run config (YAML; docs/INTERFACE.md lists the keys)\n";
   out += "  --set key.path=value   override one key (repeatable; applied after the file, in order)\n";
-  if (command == "info") out += "  --json                 print JSON instead of text\n";
+  if (command == "info" || command == "ckpt inspect") out += "  --json                 print JSON instead of text\n";
   if (command == "train") {
     out += "  --resume latest|DIR    continue a run: the newest complete checkpoint under\n";
     out += "                         checkpoint.dir, or the checkpoint DIR (exact: same data, same losses)\n";
@@ -103,6 +115,10 @@ CliArgs parse_cli(int argc, const char* const* argv) {
       value = arg.substr(eq + 1), arg = arg.substr(0, eq), has_value = true;  // --config=FILE
     }
     if (arg == "--help" || arg == "-h") { args.help = true; continue; }
+    if (arg[0] != '-' && takes_target(args.command) && args.target.empty()) {
+      args.target = arg;
+      continue;
+    }
     if (arg == "--version" && args.command.empty()) { args.version = true; continue; }
     const std::string where = args.command.empty() ? "hydra" : "hydra " + args.command;
     if (args.command.empty()) HYDRA_FAIL(ConfigError, "expected a command before '" << arg << "' (see hydra --help)");
@@ -132,6 +148,10 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   }
   if (!args.help && !args.version && args.command.empty()) {
     HYDRA_FAIL(ConfigError, "no command given (see hydra --help)");
+  }
+  if (takes_target(args.command) && !args.help) {
+    if (args.target.empty()) HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs a DIR");
+    return args;
   }
   if (args.command == "data prepare" && !args.help) {
     if (args.inputs.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --input PATH...");

@@ -21,6 +21,7 @@ struct CliArgs {
   std::string output;                // --output DIR (data prepare)
   std::string tokenizer;             // --tokenizer gpt2|bytes (data prepare)
   std::string val_fraction;          // --val-fraction F (data prepare), validated by the command
+  std::string target;                // the DIR of `ckpt inspect DIR`
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

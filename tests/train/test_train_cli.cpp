@@ -160,4 +160,31 @@ TEST_F(TrainCli, BadInputsExitThreeNamingTheCulprit) {
   EXPECT_NE(run.output.find("rank_00000.h5"), std::string::npos) << run.output;
 }
 
+TEST_F(TrainCli, CkptInspectVerifiesAndCountsParameters) {
+  ASSERT_EQ(train("inspect").exit_code, 0);
+  const fs::path ckpt = root() / "inspect" / "ckpt" / "step_00000006";
+  const auto out = (root() / "inspect" / "inspect.log").string();
+  auto run = run_hydra({"ckpt", "inspect", ckpt.string(), "--json"}, out);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("\"step\": 6,"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("\"verified\": true"), std::string::npos) << run.output;
+  // The parameter count equals the model's, as `hydra info` computes it from the config.
+  const auto info = run_hydra({"info", "--config", (root() / "run.yaml").string(), "--json"}, out + ".info");
+  const size_t at = info.output.find("\"params_total\": ");
+  ASSERT_NE(at, std::string::npos) << info.output;
+  const std::string count = info.output.substr(at + 16, info.output.find(',', at) - at - 16);
+  EXPECT_NE(run.output.find("\"parameters\": " + count + ","), std::string::npos) << count << "\n" << run.output;
+
+  // Damage: flip bytes in the middle of the rank file; inspect says so and exits 3.
+  const fs::path file = ckpt / "rank_00000.h5";
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(file) / 2));
+    f.write("\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8", 8);
+  }
+  run = run_hydra({"ckpt", "inspect", ckpt.string()}, out);
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find("rank_00000.h5"), std::string::npos) << run.output;
+}
+
 }  // namespace
