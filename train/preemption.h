@@ -1,0 +1,22 @@
+// Preemption: SIGTERM or SIGUSR1 on any rank asks the run to save a checkpoint at the next
+// step boundary and stop with exit code 75 (docs/INTERFACE.md), so a Slurm script can requeue.
+// The signal handler only sets a flag; at each step boundary every rank contributes its flag
+// to one all-reduce (max) over the world, so all ranks agree on the same step even when the
+// signal reached only some of them.
+#pragma once
+
+#include "parallel/communicator.h"
+
+namespace hydra::train {
+
+// Installs the handlers (idempotent). Returns nothing; the flag starts cleared.
+void install_preemption_handlers();
+
+// This process received SIGTERM or SIGUSR1 since the handlers were installed.
+bool preemption_signalled();
+
+// Whether any rank was signalled: one all-reduce (max) over `world` (null: this process).
+// Every rank must call it at the same step.
+bool preemption_agreed(parallel::Communicator* world, const at::TensorOptions& device);
+
+}  // namespace hydra::train
