@@ -39,7 +39,7 @@ std::vector<std::pair<std::string, at::Tensor>> optim_tensors(const parallel::Ad
 }
 
 void write_rank_file(const std::string& path, const SaveRequest& req, const parallel::NamedParams& params,
-                     const parallel::FlatLayout& layout, const parallel::AdamWState* optim) {
+                     const parallel::FlatLayout& layout, const std::vector<const parallel::AdamWState*>& optims) {
   H5File f = H5File::create(path);
   f.set_attr("/", "rank", static_cast<int64_t>(req.rank));
   f.set_attr("/", "step", req.progress.step);
@@ -52,8 +52,8 @@ void write_rank_file(const std::string& path, const SaveRequest& req, const para
     f.set_attr(object, "global_shape", shape_of(value));
     f.set_attr(object, "global_offset", std::vector<int64_t>(value.dim(), 0));
   }
-  if (optim) {
-    f.set_attr("/", "optim_step", optim->step);
+  for (const parallel::AdamWState* optim : optims) {
+    f.set_attr("/", "optim_step", optim->step);  // the same in every state
     for (const auto& piece : parallel::pieces_in(layout, optim->range)) {
       const parallel::ParamSlot& slot = layout.slots[piece.slot];
       const int64_t start = slot.offset + piece.elements.begin - optim->range.begin;
@@ -138,6 +138,14 @@ std::string step_dir_name(int64_t step) {
 std::string save_checkpoint(const SaveRequest& req, const parallel::NamedParams& params,
                             const parallel::FlatLayout& layout, const parallel::AdamWState* optim,
                             parallel::Communicator* world_comm) {
+  std::vector<const parallel::AdamWState*> optims;
+  if (optim) optims.push_back(optim);
+  return save_checkpoint(req, params, layout, optims, world_comm);
+}
+
+std::string save_checkpoint(const SaveRequest& req, const parallel::NamedParams& params,
+                            const parallel::FlatLayout& layout, const std::vector<const parallel::AdamWState*>& optim,
+                            parallel::Communicator* world_comm) {
   const fs::path final_dir = fs::path(req.root) / step_dir_name(req.progress.step);
   const fs::path tmp_dir = fs::path(req.root) / (step_dir_name(req.progress.step) + ".tmp");
   if (req.rank == 0) {
@@ -187,6 +195,13 @@ LoadedCheckpoint read_index(const std::string& dir) {
 
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
                                  const parallel::FlatLayout& layout, parallel::AdamWState* optim) {
+  std::vector<parallel::AdamWState*> optims;
+  if (optim) optims.push_back(optim);
+  return load_checkpoint(dir, params, layout, optims);
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
+                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optims) {
   LoadedCheckpoint ckpt = read_index(dir);
   const int64_t world = ckpt.layout.count("world") ? ckpt.layout.at("world") : 1;
   std::vector<H5File> files;
@@ -208,29 +223,35 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
     }
     param.detach().copy_(holder->read_tensor(object));
   }
-  if (!optim) return ckpt;
-
-  // Optimizer state: copy every stored flat piece that overlaps the range this rank owns.
-  for (const auto& piece : parallel::pieces_in(layout, optim->range)) {
-    const parallel::ParamSlot& slot = layout.slots[piece.slot];
-    int64_t covered = 0;
-    for (const auto& f : files) {
-      if (!f.exists("/optim/master/" + slot.name)) continue;
-      const std::vector<int64_t> range = f.attr_ints("/optim/master/" + slot.name, "flat_range");
-      const int64_t begin = std::max(range[0], piece.elements.begin);
-      const int64_t end = std::min(range[1], piece.elements.end);
-      if (begin >= end) continue;
-      for (const auto& [group, tensor] : optim_tensors(*optim)) {
-        const at::Tensor stored = f.read_tensor("/optim/" + group + "/" + slot.name);
-        tensor.narrow(0, slot.offset + begin - optim->range.begin, end - begin)
-            .copy_(stored.narrow(0, begin - range[0], end - begin));
+  // Optimizer state: copy every stored flat piece that overlaps a range this rank owns. The
+  // step count is the same in every file; set it on every state, including those whose range
+  // is empty (a ZeRO rank may own nothing of a small bucket), so that all stay in step.
+  for (const auto& f : files) {
+    if (!f.has_attr("/", "optim_step")) continue;
+    for (parallel::AdamWState* optim : optims) optim->step = f.attr_int("/", "optim_step");
+    break;
+  }
+  for (parallel::AdamWState* optim : optims) {
+    for (const auto& piece : parallel::pieces_in(layout, optim->range)) {
+      const parallel::ParamSlot& slot = layout.slots[piece.slot];
+      int64_t covered = 0;
+      for (const auto& f : files) {
+        if (!f.exists("/optim/master/" + slot.name)) continue;
+        const std::vector<int64_t> range = f.attr_ints("/optim/master/" + slot.name, "flat_range");
+        const int64_t begin = std::max(range[0], piece.elements.begin);
+        const int64_t end = std::min(range[1], piece.elements.end);
+        if (begin >= end) continue;
+        for (const auto& [group, tensor] : optim_tensors(*optim)) {
+          const at::Tensor stored = f.read_tensor("/optim/" + group + "/" + slot.name);
+          tensor.narrow(0, slot.offset + begin - optim->range.begin, end - begin)
+              .copy_(stored.narrow(0, begin - range[0], end - begin));
+        }
+        covered += end - begin;
       }
-      if (f.has_attr("/", "optim_step")) optim->step = f.attr_int("/", "optim_step");
-      covered += end - begin;
-    }
-    if (covered != piece.elements.size()) {
-      HYDRA_FAIL(InputError, dir << ": optimizer state of " << slot.name << " is incomplete ("
-                                 << covered << " of " << piece.elements.size() << " elements found)");
+      if (covered != piece.elements.size()) {
+        HYDRA_FAIL(InputError, dir << ": optimizer state of " << slot.name << " is incomplete ("
+                                   << covered << " of " << piece.elements.size() << " elements found)");
+      }
     }
   }
   return ckpt;

@@ -48,6 +48,12 @@ struct SaveRequest {
 std::string save_checkpoint(const SaveRequest& request, const parallel::NamedParams& params,
                             const parallel::FlatLayout& layout, const parallel::AdamWState* optim,
                             parallel::Communicator* world_comm);
+// The same with the optimizer state in several ranges of the flat space (the ZeRO optimizer
+// keeps one per bucket, parallel/zero_optimizer.h). The ranges must not share a parameter:
+// each parameter is stored at most once per rank file.
+std::string save_checkpoint(const SaveRequest& request, const parallel::NamedParams& params,
+                            const parallel::FlatLayout& layout, const std::vector<const parallel::AdamWState*>& optim,
+                            parallel::Communicator* world_comm);
 
 struct LoadedCheckpoint {
   std::string dir;
@@ -64,6 +70,10 @@ LoadedCheckpoint read_index(const std::string& dir);
 // InputError naming the parameter.
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
                                  const parallel::FlatLayout& layout, parallel::AdamWState* optim);
+// The same for several optimizer ranges: every state is filled from whatever pieces the
+// checkpoint's rank files hold, so any dp size, ZeRO stage or bucket plan loads any other.
+LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
+                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optim);
 
 // The newest committed checkpoint under root, if any.
 std::optional<std::string> find_latest(const std::string& root);

@@ -17,10 +17,10 @@ namespace {
 std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
   const parallel::GridShape shape =
       parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
-  // Tensor and pipeline parallelism and ZeRO sharding arrive with the parallelism issue;
-  // until then a run that asks for them stops here rather than silently training dp-only.
-  if (shape.tp > 1 || shape.pp > 1 || config.parallel.zero_stage > 0) {
-    HYDRA_FAIL(common::ConfigError, "parallel.tp/pp > 1 and parallel.zero_stage > 0 are not available yet "
+  // Tensor and pipeline parallelism arrive with the parallelism issue; until then a run that
+  // asks for them stops here rather than silently training dp-only.
+  if (shape.tp > 1 || shape.pp > 1) {
+    HYDRA_FAIL(common::ConfigError, "parallel.tp/pp > 1 are not available yet "
                                     "in `hydra train`; use data parallelism (parallel.dp) for now");
   }
   std::string backend = config.parallel.backend;

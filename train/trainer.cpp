@@ -14,6 +14,7 @@
 #include "model/model_info.h"
 #include "parallel/adamw.h"
 #include "parallel/flat_layout.h"
+#include "parallel/zero_optimizer.h"
 #include "train/batches.h"
 #include "train/metrics.h"
 #include "train/progress.h"
@@ -31,7 +32,7 @@ struct Run {
   model::HydraModel model;
   parallel::NamedParams params;
   parallel::FlatLayout layout;
-  parallel::AdamWState optim;
+  parallel::ZeroOptimizer optim;  // AdamW, sharded over ctx.dp as parallel.zero_stage says
   checkpoint::Progress progress;
   BatchSource batches;
   int micro_batch = 0;     // sequences per forward on this rank
@@ -76,9 +77,10 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   // Master weights come from the fp32 init, before the model is cast to its compute dtype.
   run.device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
   run.model->to(run.device.device());
-  run.optim = parallel::make_adamw_state(run.layout, run.params, {0, run.layout.numel});
+  run.optim = parallel::make_zero_optimizer(run.layout, run.params, ctx.dp.get(), config.parallel.zero_stage);
   if (config.train.dtype == "bf16") run.model->to(at::kBFloat16);
   run.params = named_params(run.model);  // the same names, now in the compute dtype
+  parallel::log_zero_memory(run.optim, run.params, ctx.grid.rank);
   run.batches = open_batches(config.data, config.train.seq_len, config.train.seed);
   return run;
 }
@@ -109,16 +111,14 @@ StepResult train_step(Run& run, double lr) {
     loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / run.accumulation;
     loss_sum[1] += out.aux_loss.detach().to(at::kDouble) / run.accumulation;
   }
-  at::Tensor grad = at::empty({run.layout.numel}, run.device.dtype(at::kFloat));
-  parallel::gather_flat(run.layout, run.params, {0, run.layout.numel}, parallel::Source::kGrad, grad);
-  if (dp > 1) {
-    run.ctx.dp->all_reduce(grad, parallel::ReduceOp::kAvg);
-    run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
-  }
+  // Averaged over dp (all-reduce or reduce-scatter by ZeRO stage); this rank keeps its part.
+  parallel::zero_reduce_gradients(run.optim, run.layout, run.params);
+  if (dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
   StepResult r;
   r.loss = loss_sum[0].item<double>();
   r.aux = loss_sum[1].item<double>();
-  r.grad_norm = grad.norm().item<double>();
+  // Collective: the same value on every rank, so the skip/halt decision below is too.
+  r.grad_norm = parallel::zero_grad_norm(run.optim);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (t.on_nonfinite == "halt") {
       HYDRA_FAIL(common::RuntimeFailure, "non-finite loss " << r.loss << " or gradient norm " << r.grad_norm
@@ -128,10 +128,9 @@ StepResult train_step(Run& run, double lr) {
     r.skipped = true;
     return r;
   }
-  if (t.clip > 0 && r.grad_norm > t.clip) grad.mul_(t.clip / (r.grad_norm + 1e-6));
+  if (t.clip > 0 && r.grad_norm > t.clip) parallel::zero_scale_gradients(run.optim, t.clip / (r.grad_norm + 1e-6));
   parallel::AdamWHyper hyper{lr, t.beta1, t.beta2, t.eps, t.weight_decay};
-  parallel::adamw_step(run.optim, grad, hyper);
-  parallel::scatter_flat(run.layout, run.params, {0, run.layout.numel}, run.optim.master);
+  parallel::zero_step(run.optim, run.layout, run.params, hyper);
   return r;
 }
 
@@ -167,7 +166,8 @@ std::string save(Run& run, const std::string& config_text) {
   req.rank = run.ctx.grid.rank;
   req.world = shape.world();
   const auto start = Clock::now();
-  const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout, &run.optim,
+  const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout,
+                                                      parallel::zero_states(std::as_const(run.optim)),
                                                       shape.world() > 1 ? run.ctx.world.get() : nullptr);
   common::log_info("checkpoint: saved %s in %.2f s", dir.c_str(),
                    std::chrono::duration<double>(Clock::now() - start).count());
@@ -185,13 +185,14 @@ void restore(Run& run, const RunRequest& request) {
       }
       dir = *latest;
     }
-    const auto ckpt = checkpoint::load_checkpoint(dir, run.params, run.layout, &run.optim);
+    // Every rank assembles its optimizer part from the pieces of any dp size or ZeRO stage.
+    const auto ckpt = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim));
     run.progress = ckpt.progress;
     common::log_info("resume: %s at step %lld, %lld samples consumed", dir.c_str(),
                      static_cast<long long>(ckpt.progress.step), static_cast<long long>(ckpt.progress.consumed_samples));
   } else if (request.init_from) {
     checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr);
-    run.optim = parallel::make_adamw_state(run.layout, run.params, {0, run.layout.numel});
+    run.optim = parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), run.config.parallel.zero_stage);
     common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
   }
 }

@@ -5,11 +5,14 @@
 // A step, on every rank:
 //   1. for each micro-batch: forward (training routing), (lm_loss + aux) / accumulation,
 //      backward — gradients accumulate in the parameters' .grad
-//   2. flatten the gradients into fp32 (parallel/flat_layout.h); with dp > 1 average them
-//      over the data-parallel group
-//   3. global gradient norm; non-finite loss or norm: skip the step (all ranks see the same
-//      values, so all skip) or halt with exit 4, as train.on_nonfinite says
-//   4. clip to train.clip, AdamW on the master weights, copy them back into the parameters
+//   2. the ZeRO optimizer (parallel/zero_optimizer.h) averages the gradients over the
+//      data-parallel group bucket by bucket: all-reduce (stage 0) or reduce-scatter to the
+//      rank that owns each part (stages 1, 2)
+//   3. global gradient norm, one collective over the shards; non-finite loss or norm: skip
+//      the step (every rank holds the same reduced value, so all skip) or halt with exit 4,
+//      as train.on_nonfinite says
+//   4. clip to train.clip, AdamW on the fp32 master weights this rank owns, all-gather the
+//      updated weights (stages 1, 2) and copy them into the parameters
 //   5. consumed samples += global batch; log, evaluate and save on their schedules
 #pragma once
 

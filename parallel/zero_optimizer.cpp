@@ -1,0 +1,191 @@
+#include "common/logging.h"
+#include "parallel/zero_optimizer.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/errors.h"
+
+namespace hydra::parallel {
+namespace {
+
+int group_size(const ZeroOptimizer& opt) { return opt.dp ? opt.dp->size() : 1; }
+
+// This rank's part of the reduced gradient of bucket `b`.
+at::Tensor owned_grad(ZeroOptimizer& opt, size_t b) {
+  const ZeroBucket& bucket = opt.buckets[b];
+  return opt.grad_shard.narrow(0, bucket.local, bucket.owned.size());
+}
+
+// Where bucket `b`'s full flat contents live during a collective: its range of the flat
+// buffer (stages 0-1) or the front of the staging buffer (stage 2).
+at::Tensor bucket_buffer(ZeroOptimizer& opt, size_t b) {
+  const Range& flat = opt.buckets[b].flat;
+  return opt.stage == 2 ? opt.staging.narrow(0, 0, flat.size()) : opt.flat_grad.narrow(0, flat.begin, flat.size());
+}
+
+}  // namespace
+
+std::vector<Range> plan_buckets(const FlatLayout& layout, int64_t bucket_numel) {
+  HYDRA_CHECK(bucket_numel > 0, "bucket size " << bucket_numel);
+  std::vector<Range> buckets;
+  for (const ParamSlot& slot : layout.slots) {
+    const bool fits = !buckets.empty() && buckets.back().size() + slot.numel <= bucket_numel;
+    if (fits) {
+      buckets.back().end += slot.numel;
+    } else if (buckets.empty() || buckets.back().size() > 0) {
+      buckets.push_back({slot.offset, slot.offset + slot.numel});
+    } else {
+      buckets.back().end += slot.numel;  // only zero-size slots so far
+    }
+  }
+  return buckets;
+}
+
+ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& params, Communicator* dp,
+                                  int stage, int64_t bucket_numel) {
+  HYDRA_CHECK(stage >= 0 && stage <= 2, "zero stage " << stage);
+  ZeroOptimizer opt;
+  opt.dp = dp && dp->size() > 1 ? dp : nullptr;
+  opt.stage = opt.dp ? stage : 0;  // one rank: nothing to shard
+  const int parts = group_size(opt);
+  const int rank = opt.dp ? opt.dp->rank() : 0;
+  int64_t owned_total = 0;
+  int64_t largest = 0;
+  for (const Range& flat : plan_buckets(layout, bucket_numel)) {
+    ZeroBucket bucket;
+    bucket.flat = flat;
+    if (opt.stage == 0) {
+      bucket.owned = flat;
+    } else {
+      const Range part = shard_range(flat.size(), parts, rank);
+      bucket.owned = {flat.begin + part.begin, flat.begin + part.end};
+    }
+    bucket.local = owned_total;
+    owned_total += bucket.owned.size();
+    largest = std::max(largest, flat.size());
+    opt.buckets.push_back(bucket);
+    opt.states.push_back(make_adamw_state(layout, params, bucket.owned));
+  }
+  const auto fp32 = params.empty() ? at::TensorOptions().dtype(at::kFloat)
+                                   : params.front().second.options().dtype(at::kFloat);
+  if (opt.stage < 2) opt.flat_grad = at::zeros({layout.numel}, fp32);
+  if (opt.stage == 2) opt.staging = at::zeros({largest}, fp32);
+  // Stage 0 owns everything in flat order, so its shard is the flat buffer itself.
+  opt.grad_shard = opt.stage == 0 ? opt.flat_grad : at::zeros({owned_total}, fp32);
+  return opt;
+}
+
+std::vector<AdamWState*> zero_states(ZeroOptimizer& opt) {
+  std::vector<AdamWState*> out;
+  for (auto& s : opt.states) out.push_back(&s);
+  return out;
+}
+
+std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt) {
+  std::vector<const AdamWState*> out;
+  for (const auto& s : opt.states) out.push_back(&s);
+  return out;
+}
+
+void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params) {
+  c10::NoGradGuard no_grad;
+  // Buckets in a fixed order on every rank (the communicator's contract). Each bucket is
+  // complete before its collective: gather it, reduce it, move on; the staging buffer of
+  // stage 2 is reused because the MPI calls (and NCCL calls, in stream order) are done with
+  // it before the next gather writes it.
+  for (size_t b = 0; b < opt.buckets.size(); ++b) {
+    const ZeroBucket& bucket = opt.buckets[b];
+    at::Tensor full = bucket_buffer(opt, b);
+    gather_flat(layout, params, bucket.flat, Source::kGrad, full);
+    if (!opt.dp) continue;
+    if (opt.stage == 0) {
+      opt.dp->all_reduce(full, ReduceOp::kAvg);
+    } else {
+      at::Tensor mine = owned_grad(opt, b);
+      opt.dp->reduce_scatter(full, mine, ReduceOp::kAvg);
+    }
+  }
+}
+
+double zero_grad_norm(ZeroOptimizer& opt) {
+  c10::NoGradGuard no_grad;
+  // Sum of squares in fp64 so that adding the shards' parts loses nothing.
+  at::Tensor sumsq = opt.grad_shard.norm().to(at::kDouble).pow(2).reshape({1});
+  // Stage 0: every rank holds the same all-reduced gradient; its local norm is the global one.
+  if (opt.dp && opt.stage > 0) opt.dp->all_reduce(sumsq, ReduceOp::kSum);
+  return std::sqrt(sumsq.item<double>());
+}
+
+void zero_scale_gradients(ZeroOptimizer& opt, double factor) {
+  c10::NoGradGuard no_grad;
+  opt.grad_shard.mul_(factor);
+}
+
+void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper) {
+  c10::NoGradGuard no_grad;
+  for (size_t b = 0; b < opt.buckets.size(); ++b) {
+    const ZeroBucket& bucket = opt.buckets[b];
+    AdamWState& state = opt.states[b];
+    adamw_step(state, owned_grad(opt, b), hyper);
+    if (opt.stage == 0) {
+      scatter_flat(layout, params, bucket.owned, state.master);
+      continue;
+    }
+    // The gradient in the bucket's buffer has been consumed (reduce-scattered), so the
+    // buffer takes the gathered weights.
+    at::Tensor full = bucket_buffer(opt, b);
+    opt.dp->all_gather(state.master, full);
+    scatter_flat(layout, params, bucket.flat, full);
+  }
+}
+
+ZeroMemory zero_memory(const ZeroOptimizer& opt, const NamedParams& params) {
+  ZeroMemory m;
+  for (const auto& [name, p] : params) {
+    m.weights += static_cast<int64_t>(p.nbytes());
+    m.gradients += static_cast<int64_t>(p.nbytes());  // .grad has the parameter's dtype and shape
+  }
+  auto bytes = [](const at::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0}; };
+  m.gradients += bytes(opt.flat_grad) + bytes(opt.staging);
+  if (opt.stage > 0) m.gradients += bytes(opt.grad_shard);  // stage 0: the flat buffer itself
+  for (const AdamWState& s : opt.states) {
+    m.optimizer += bytes(s.master) + bytes(s.exp_avg) + bytes(s.exp_avg_sq) + bytes(s.decay_mask);
+  }
+  return m;
+}
+
+ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket) {
+  ZeroMemory m;
+  m.weights = dtype_bytes * numel;
+  m.gradients = dtype_bytes * numel;
+  if (stage == 0) m.gradients += 4 * numel;
+  if (stage == 1) m.gradients += 4 * numel + 4 * owned;
+  if (stage == 2) m.gradients += 4 * largest_bucket + 4 * owned;
+  m.optimizer = 16 * owned;
+  return m;
+}
+
+void log_zero_memory(const ZeroOptimizer& opt, const NamedParams& params, int world_rank) {
+  const ZeroMemory m = zero_memory(opt, params);
+  int64_t numel = 0;
+  for (const auto& item : params) numel += item.second.numel();
+  const int dtype_bytes = params.empty() ? 4 : static_cast<int>(params.front().second.element_size());
+  int64_t owned = 0;
+  int64_t largest = 0;
+  for (const ZeroBucket& b : opt.buckets) owned += b.owned.size(), largest = std::max(largest, b.flat.size());
+  const ZeroMemory f = zero_memory_formula(opt.stage, numel, dtype_bytes, owned, largest);
+  const bool match = f.weights == m.weights && f.gradients == m.gradients && f.optimizer == m.optimizer;
+  const double mib = 1.0 / (1 << 20);
+  common::log_info("memory: rank %d, zero stage %d over %d dp ranks, %zu buckets: weights %lld B (%.2f MiB), "
+                   "gradients %lld B (%.2f MiB), optimizer %lld B (%.2f MiB)%s",
+                   world_rank, opt.stage, group_size(opt), opt.buckets.size(), static_cast<long long>(m.weights),
+                   m.weights * mib, static_cast<long long>(m.gradients), m.gradients * mib,
+                   static_cast<long long>(m.optimizer), m.optimizer * mib,
+                   match ? "; matches the ZeRO formula" : "; DIFFERS from the ZeRO formula");
+}
+
+}  // namespace hydra::parallel

@@ -1,0 +1,123 @@
+// Data-parallel AdamW with ZeRO sharding over the dp communicator (DISTRIBUTED-NOTES.md):
+//   stage 0: all-reduce (avg) the flat fp32 gradient; every rank steps every element.
+//   stage 1: reduce-scatter (avg) the gradient; each rank steps the part it owns (fp32 master
+//            weights, m, v of that part only); all-gather the updated weights.
+//   stage 2: as stage 1, but the full flat fp32 gradient buffer is never kept: each bucket is
+//            gathered from the parameters' .grad into a bucket-sized staging buffer, reduce-
+//            scattered, and only this rank's reduced part stays (see "Memory" below).
+//
+// Buckets. The flat space (parallel/flat_layout.h) is cut into buckets of whole parameters,
+// about `bucket_numel` elements each (a parameter larger than that is a bucket of its own).
+// Each bucket is one collective, so no reduction is ever as large as the model, and a
+// bucket's gradient is complete as soon as backward has passed its parameters. Ownership is
+// per bucket: rank r owns part r of every bucket, shard_range(bucket size, dp, r) (uneven
+// sizes: the first size % dp parts one element longer; a part may be empty). That is what
+// lets a bucket be reduce-scattered while backward still runs on earlier layers; with one
+// bucket it is exactly shard_range of the whole flat space. Because buckets hold whole
+// parameters, a rank owns at most one contiguous piece of each parameter, so the checkpoint
+// stores the state in parameter space unchanged (/optim/<group>/<name> + flat_range) and
+// loads it into any other dp size, stage or bucket size.
+//
+// Stream contract (CUDA/NCCL). Today every collective runs on the current stream of the
+// gradients' device, after backward in stream order, so no extra synchronisation is needed.
+// Overlap with backward (a per-bucket autograd hook, not implemented yet) must: record an
+// event on the compute stream once the bucket's last gradient is written; make the
+// communication stream wait on it; gather + reduce-scatter there; call record_stream(comm)
+// on the staging/grad tensors the collective reads or writes (so the caching allocator does
+// not reuse them early); and before the norm/step, make the compute stream wait on an event
+// recorded on the communication stream after the last bucket. Buckets must be issued in the
+// same order on every rank (the communicator's contract), i.e. in fixed reverse bucket
+// order, not in hook-firing order.
+//
+// Memory (bytes per rank; N parameters, s = bytes of the model dtype, P = dp, S = elements
+// this rank owns = N at stage 0, sum of its bucket parts ~ N/P at stages 1-2, B = largest
+// bucket; every number counts a tensor that really exists, see zero_memory()):
+//   weights:    s*N                 (the model's parameters, replicated)
+//   gradients:  s*N                 (.grad, filled by autograd; kept at every stage)
+//             + stage 0: 4N         (flat fp32 buffer, all-reduced in place)
+//               stage 1: 4N + 4S    (flat fp32 buffer + reduced shard)
+//               stage 2: 4B + 4S    (bucket staging buffer + reduced shard)
+//   optimizer:  16*S                (fp32 master, m, v and AdamW's fp32 decay mask)
+// With fp32 weights that is 28 bytes/param at stage 0, 12 + 20/P at stage 1 and 4 + 4 + 20/P
+// (+ 4B/N) at stage 2, against the notes' mixed-precision 16, 4 + 12/P and 2 + 14/P: our
+// master copy duplicates the fp32 weights, the decay mask costs 4/P, and stage 2 cannot free
+// the .grad tensors autograd accumulates into (the saving is the flat fp32 buffer: 4N - 4B).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "parallel/adamw.h"
+#include "parallel/communicator.h"
+#include "parallel/flat_layout.h"
+
+namespace hydra::parallel {
+
+// 16M elements (64 MiB of fp32) per bucket: large enough for full NCCL bandwidth.
+constexpr int64_t kDefaultBucketNumel = int64_t{1} << 24;
+
+struct ZeroBucket {
+  Range flat;         // the bucket's elements in the flat space (whole parameters)
+  Range owned;        // this rank's part of it: all of `flat` at stage 0
+  int64_t local = 0;  // where `owned` starts in ZeroOptimizer::grad_shard
+};
+
+struct ZeroOptimizer {
+  int stage = 0;
+  Communicator* dp = nullptr;      // the data-parallel group; null means one rank
+  std::vector<ZeroBucket> buckets;
+  std::vector<AdamWState> states;  // one per bucket, range = bucket.owned
+  at::Tensor flat_grad;   // fp32 [N]: stages 0 and 1 (stage 1 also all-gathers into it)
+  at::Tensor staging;     // fp32 [largest bucket]: stage 2 only
+  at::Tensor grad_shard;  // fp32 [owned elements]; at stage 0 the same storage as flat_grad
+};
+
+// The bucket ranges of `layout`: whole parameters, at most `bucket_numel` elements unless a
+// single parameter is larger. Pure arithmetic (tested on its own).
+std::vector<Range> plan_buckets(const FlatLayout& layout, int64_t bucket_numel);
+
+// Builds the state from the parameters' current values (master weights) on their device.
+// `dp` may be null (one rank); `stage` 0, 1 or 2. With one rank there is nothing to shard:
+// the optimizer runs (and reports its memory) as stage 0 whatever `stage` says.
+ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& params, Communicator* dp,
+                                  int stage, int64_t bucket_numel = kDefaultBucketNumel);
+
+// The AdamW states, for checkpoints (checkpoint/checkpoint.h takes lists of them).
+std::vector<AdamWState*> zero_states(ZeroOptimizer& opt);
+std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt);
+
+// Reads the accumulated .grad of every parameter, averages it over dp bucket by bucket and
+// leaves this rank's owned part in grad_shard. Collective over dp.
+void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params);
+
+// The L2 norm of the whole averaged gradient: the local sum of squares of grad_shard, summed
+// over dp (stages 1-2; each element is owned by exactly one rank, so none counts twice).
+// Collective at stages 1-2; the result is bitwise the same on every rank, so a non-finite
+// norm makes every rank skip (or halt on) the same step.
+double zero_grad_norm(ZeroOptimizer& opt);
+
+// grad_shard *= factor (clipping).
+void zero_scale_gradients(ZeroOptimizer& opt, double factor);
+
+// AdamW on the owned elements, then the updated weights into every rank's parameters
+// (all-gather per bucket at stages 1-2). Collective at stages 1-2.
+void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper);
+
+// Bytes this rank holds, by kind (the Memory section above).
+struct ZeroMemory {
+  int64_t weights = 0;
+  int64_t gradients = 0;
+  int64_t optimizer = 0;
+};
+// Measured: the nbytes of the tensors that exist (parameters, .grad as autograd will
+// allocate it in the parameters' dtype, the optimizer's buffers and states).
+ZeroMemory zero_memory(const ZeroOptimizer& opt, const NamedParams& params);
+// The closed form of the Memory section for `numel` parameters of `dtype_bytes` each.
+ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket);
+
+// Logs this rank's ZeroMemory through hydra::common::log_info.
+void log_zero_memory(const ZeroOptimizer& opt, const NamedParams& params, int world_rank);
+
+}  // namespace hydra::parallel

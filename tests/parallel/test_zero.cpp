@@ -1,0 +1,286 @@
+// The ZeRO optimizer (parallel/zero_optimizer.h) against a local reference: every rank knows
+// every rank's gradient (a closed form of rank, element and step), so it can average them
+// itself and run plain AdamW over the whole flat space. Small buckets (several per model, parts
+// of uneven and zero size) exercise what the end-to-end tests (tests/train/test_zero_train.cpp,
+// one bucket) cannot. Also: the memory report against its closed form, the collective
+// non-finite norm, and checkpoints of one stage and bucket plan loaded into another.
+//
+// Usage: test_zero under mpirun with any number of ranks (all of them data-parallel).
+// Only rank 0 prints gtest output; other ranks print their failures; every rank exits
+// non-zero if any rank failed.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "common/errors.h"
+#include "parallel/mpi_session.h"
+#include "parallel/parallel_context.h"
+#include "parallel/process_grid.h"
+#include "parallel/zero_optimizer.h"
+
+namespace hydra::parallel {
+namespace {
+
+ParallelContext* g_ctx = nullptr;  // built by main() before RUN_ALL_TESTS
+
+// Parameters of odd sizes; names decide weight decay (2-dim: yes, 1-dim and "router": no).
+NamedParams make_params() {
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> spec = {
+      {"embed", {7, 3}}, {"norm", {5}}, {"router.w", {4, 2}}, {"mlp.w", {11, 2}}, {"bias", {1}}, {"head", {13, 3}}};
+  NamedParams params;
+  int64_t k = 0;
+  for (const auto& [name, shape] : spec) {
+    at::Tensor p = at::empty(shape, at::kFloat);
+    float* d = p.data_ptr<float>();
+    for (int64_t i = 0; i < p.numel(); ++i, ++k) d[i] = 0.1f * static_cast<float>((k * 7) % 19) - 0.9f;
+    params.emplace_back(name, p.requires_grad_(true));
+  }
+  return params;
+}
+
+double grad_value(int rank, int64_t flat_index, int step) {
+  return 0.01 * static_cast<double>((rank * 13 + flat_index * 5 + step * 3) % 17) - 0.08;
+}
+
+// Sets every parameter's .grad to this rank's closed-form gradient of `step`.
+void set_grads(const NamedParams& params, const FlatLayout& layout, int rank, int step) {
+  for (size_t s = 0; s < params.size(); ++s) {
+    at::Tensor g = at::empty_like(params[s].second.detach());
+    float* d = g.data_ptr<float>();
+    for (int64_t i = 0; i < g.numel(); ++i) d[i] = static_cast<float>(grad_value(rank, layout.slots[s].offset + i, step));
+    params[s].second.mutable_grad() = g;
+  }
+}
+
+// The dp-averaged flat gradient of `step`, computed locally.
+at::Tensor average_grad(int64_t numel, int ranks, int step) {
+  at::Tensor g = at::zeros({numel}, at::kDouble);
+  double* d = g.data_ptr<double>();
+  for (int r = 0; r < ranks; ++r)
+    for (int64_t i = 0; i < numel; ++i) d[i] += grad_value(r, i, step) / ranks;
+  return g.to(at::kFloat);
+}
+
+const AdamWHyper kHyper{0.05, 0.9, 0.95, 1e-8, 0.1};
+constexpr double kClip = 0.1;  // below the gradient norm: clipping is exercised
+
+struct Case {
+  int stage;
+  int64_t bucket_numel;
+};
+
+class ZeroStep : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ZeroStep, ThreeStepsEqualPlainAdamWOnTheAverage) {
+  const Case c = GetParam();
+  Communicator& dp = *g_ctx->dp;
+  NamedParams params = make_params();
+  const FlatLayout layout = make_flat_layout(params);
+  ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, c.stage, c.bucket_numel);
+  // Reference: one AdamW over everything on the locally averaged gradient.
+  NamedParams ref_params = make_params();
+  AdamWState ref = make_adamw_state(layout, ref_params, {0, layout.numel});
+  for (int step = 0; step < 3; ++step) {
+    set_grads(params, layout, dp.rank(), step);
+    zero_reduce_gradients(opt, layout, params);
+    const double norm = zero_grad_norm(opt);
+    at::Tensor avg = average_grad(layout.numel, dp.size(), step);
+    const double ref_norm = avg.norm().item<double>();
+    EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
+    zero_scale_gradients(opt, kClip / (norm + 1e-6));
+    avg.mul_(kClip / (ref_norm + 1e-6));
+    zero_step(opt, layout, params, kHyper);
+    adamw_step(ref, avg, kHyper);
+    scatter_flat(layout, ref_params, {0, layout.numel}, ref.master);
+  }
+  for (size_t s = 0; s < params.size(); ++s) {
+    const double diff = (params[s].second - ref_params[s].second).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-6) << params[s].first;
+  }
+  // Each rank owns its shard_range part of every bucket, and the parts tile the flat space.
+  int64_t owned = 0;
+  for (const ZeroBucket& b : opt.buckets) owned += b.owned.size();
+  at::Tensor total = at::tensor({static_cast<double>(owned)}, at::kDouble);
+  dp.all_reduce(total, ReduceOp::kSum);
+  const int64_t expect = c.stage == 0 || dp.size() == 1 ? layout.numel * dp.size() : layout.numel;
+  EXPECT_EQ(static_cast<int64_t>(total.item<double>()), expect);
+}
+
+INSTANTIATE_TEST_SUITE_P(StagesAndBuckets, ZeroStep,
+                         ::testing::Values(Case{0, 1 << 20}, Case{0, 20}, Case{1, 1 << 20}, Case{1, 20}, Case{1, 1},
+                                           Case{2, 1 << 20}, Case{2, 20}, Case{2, 1}),
+                         [](const auto& info) {
+                           return "stage" + std::to_string(info.param.stage) + "_bucket" +
+                                  std::to_string(info.param.bucket_numel);
+                         });
+
+TEST(ZeroBuckets, WholeParametersUpToTheBucketSize) {
+  const NamedParams params = make_params();  // sizes 21, 5, 8, 22, 1, 39
+  const FlatLayout layout = make_flat_layout(params);
+  const auto buckets = plan_buckets(layout, 30);
+  ASSERT_EQ(buckets.size(), 4u);
+  EXPECT_EQ(buckets[0].begin, 0);
+  EXPECT_EQ(buckets[0].end, 26);   // embed 21 + norm 5 (router's 8 would make 34)
+  EXPECT_EQ(buckets[1].end, 56);   // router 8 + mlp 22: exactly 30
+  EXPECT_EQ(buckets[2].end, 57);   // bias 1 (head's 39 would not fit)
+  EXPECT_EQ(buckets[3].end, 96);   // head 39 > 30: a bucket of its own
+  EXPECT_EQ(plan_buckets(layout, 1 << 20).size(), 1u);
+  EXPECT_EQ(plan_buckets(layout, 1).size(), params.size());
+}
+
+TEST(ZeroMemory, MeasuredBytesEqualTheFormula) {
+  Communicator& dp = *g_ctx->dp;
+  const NamedParams params = make_params();
+  const FlatLayout layout = make_flat_layout(params);
+  const int64_t n = layout.numel;  // 96
+  const int p = dp.size();
+  for (int stage : {0, 1, 2}) {
+    for (int64_t bucket : {int64_t{30}, int64_t{1} << 20}) {
+      const ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, stage, bucket);
+      const int effective = p == 1 ? 0 : stage;
+      EXPECT_EQ(opt.stage, effective);
+      int64_t owned = 0;
+      int64_t largest = 0;
+      for (const ZeroBucket& b : opt.buckets) owned += b.owned.size(), largest = std::max(largest, b.flat.size());
+      // Closed form of the owned count: the sum over buckets of shard_range parts.
+      int64_t expect_owned = 0;
+      for (const Range& r : plan_buckets(layout, bucket))
+        expect_owned += effective == 0 ? r.size() : shard_range(r.size(), p, dp.rank()).size();
+      EXPECT_EQ(owned, expect_owned);
+      const ZeroMemory m = zero_memory(opt, params);
+      EXPECT_EQ(m.weights, 4 * n);
+      EXPECT_EQ(m.optimizer, 16 * owned);  // master, m, v, decay mask: fp32 each
+      const int64_t flat = effective == 2 ? 4 * largest : 4 * n;
+      EXPECT_EQ(m.gradients, 4 * n + flat + (effective > 0 ? 4 * owned : 0)) << "stage " << stage;
+      const ZeroMemory f = zero_memory_formula(effective, n, 4, owned, largest);
+      EXPECT_EQ(f.weights, m.weights);
+      EXPECT_EQ(f.gradients, m.gradients);
+      EXPECT_EQ(f.optimizer, m.optimizer);
+    }
+  }
+  // The notes' per-parameter numbers for fp32 weights, N = 1e6 split in P = 4 and one bucket
+  // of 2^16: stage 1 12 + 20/P bytes, stage 2 8 + 20/P plus the staging bucket.
+  const ZeroMemory s1 = zero_memory_formula(1, 1000000, 4, 250000, 65536);
+  EXPECT_EQ(s1.weights + s1.gradients + s1.optimizer, 12 * 1000000 + 20 * 250000);
+  const ZeroMemory s2 = zero_memory_formula(2, 1000000, 4, 250000, 65536);
+  EXPECT_EQ(s2.weights + s2.gradients + s2.optimizer, 8 * 1000000 + 20 * 250000 + 4 * 65536);
+}
+
+TEST(ZeroNorm, ANonFiniteGradientOnOneRankIsSeenByAll) {
+  Communicator& dp = *g_ctx->dp;
+  for (int stage : {0, 1, 2}) {
+    NamedParams params = make_params();
+    const FlatLayout layout = make_flat_layout(params);
+    ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, stage, 20);
+    set_grads(params, layout, dp.rank(), 0);
+    // The last rank poisons one element of the first parameter, owned by rank 0 at stages 1-2.
+    if (dp.rank() == dp.size() - 1) params[0].second.mutable_grad().view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+    zero_reduce_gradients(opt, layout, params);
+    EXPECT_FALSE(std::isfinite(zero_grad_norm(opt))) << "stage " << stage << " rank " << dp.rank();
+  }
+}
+
+TEST(ZeroCheckpoint, StateOfOneStageAndBucketPlanLoadsIntoAnother) {
+  Communicator& dp = *g_ctx->dp;
+  int pid = static_cast<int>(::getpid());
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);  // one directory for all ranks
+  const std::string root = (std::filesystem::temp_directory_path() / ("hydra_test_zero_" + std::to_string(pid))).string();
+  NamedParams params = make_params();
+  const FlatLayout layout = make_flat_layout(params);
+  ZeroOptimizer saved = make_zero_optimizer(layout, params, &dp, 1, 20);
+  for (int step = 0; step < 2; ++step) {
+    set_grads(params, layout, dp.rank(), step);
+    zero_reduce_gradients(saved, layout, params);
+    zero_step(saved, layout, params, kHyper);
+  }
+  checkpoint::SaveRequest req;
+  req.root = root;
+  req.progress.step = 2;
+  req.layout = {{"world", dp.size()}, {"dp", dp.size()}, {"tp", 1}, {"pp", 1}, {"zero_stage", 1}};
+  req.rank = g_ctx->grid.rank;
+  req.world = dp.size();
+  const std::string dir =
+      checkpoint::save_checkpoint(req, params, layout, zero_states(std::as_const(saved)), g_ctx->world.get());
+  // Gather the saved state everywhere: the expected content of any other plan.
+  auto full = [&](ZeroOptimizer& opt, int which) {
+    at::Tensor out = at::zeros({layout.numel}, at::kFloat);
+    for (size_t b = 0; b < opt.buckets.size(); ++b) {
+      const AdamWState& s = opt.states[b];
+      const at::Tensor t = which == 0 ? s.master : which == 1 ? s.exp_avg : s.exp_avg_sq;
+      out.narrow(0, s.range.begin, s.range.size()).copy_(t);
+    }
+    if (opt.stage > 0) dp.all_reduce(out, ReduceOp::kSum);  // parts are disjoint
+    return out;
+  };
+  for (const Case& into : {Case{2, 7}, Case{0, 1 << 20}, Case{1, 1}}) {
+    NamedParams fresh = make_params();
+    ZeroOptimizer loaded = make_zero_optimizer(layout, fresh, &dp, into.stage, into.bucket_numel);
+    checkpoint::load_checkpoint(dir, fresh, layout, zero_states(loaded));
+    for (int which = 0; which < 3; ++which) {
+      EXPECT_TRUE(at::equal(full(loaded, which), full(saved, which))) << "stage " << into.stage << " state " << which;
+    }
+    for (const AdamWState& s : loaded.states) EXPECT_EQ(s.step, 2);
+  }
+  g_ctx->world->barrier();
+  if (g_ctx->grid.rank == 0) std::filesystem::remove_all(root);
+}
+
+// Prints failed assertions of ranks other than 0, tagged with the rank.
+class RankFailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit RankFailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (r.failed()) std::fprintf(stderr, "[rank %d] %s:%d\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
+                                 r.line_number(), r.summary());
+  }
+
+ private:
+  int rank_;
+};
+
+int run(int argc, char** argv, const MpiSession& session) {
+  const LaunchInfo& launch = session.launch();
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
+  if (launch.rank != 0) {
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new RankFailurePrinter(launch.rank));
+  }
+  const GridShape shape = resolve_grid_shape(launch.world, launch.world, 1, 1);
+  std::unique_ptr<ParallelContext> ctx = make_parallel_context(make_process_grid(shape, launch.rank), "mpi", 60);
+  g_ctx = ctx.get();
+  const int local = RUN_ALL_TESTS();
+  g_ctx = nullptr;
+  ctx.reset();
+  int any = 0;
+  MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return any == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace hydra::parallel
+
+int main(int argc, char** argv) {
+  try {
+    hydra::parallel::MpiSession session(&argc, &argv);
+    try {
+      return hydra::parallel::run(argc, argv, session);
+    } catch (const hydra::common::HydraError& e) {
+      std::fprintf(stderr, "test_zero: rank %d: %s\n", session.launch().rank, e.what());
+      session.abort(static_cast<int>(e.code()));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "test_zero: %s\n", e.what());
+  }
+  return 1;
+}
