@@ -39,6 +39,11 @@ struct RuntimeFailure : HydraError {
   explicit RuntimeFailure(const std::string& what) : HydraError(ExitCode::kRuntime, what) {}
 };
 
+// The run saved a checkpoint on SIGTERM/SIGUSR1 and stops so that it can be requeued (75).
+struct Preempted : HydraError {
+  explicit Preempted(const std::string& what) : HydraError(ExitCode::kPreempted, what) {}
+};
+
 // Builds a message from stream pieces: HYDRA_FAIL(InputError, "shard " << path << " ...").
 #define HYDRA_FAIL(ErrorType, pieces)                      \
   do {                                                      \

@@ -83,6 +83,8 @@ std::vector<KeySpec> build_schema() {
        {"none", "layer", "block"}},
       {"train.stop_at_step", HYDRA_FIELD(train.stop_at_step), 0, 1e9, {}, false,
        "stop with a checkpoint at this step, schedule unchanged; 0: run to train.steps"},
+      {"train.inject_nonfinite_step", HYDRA_FIELD(train.inject_nonfinite_step), 0, 1e9, {}, false,
+       "testing aid: rank 0's loss of this step is made NaN, to exercise train.on_nonfinite; 0: off"},
       {"train.eval_every", HYDRA_FIELD(train.eval_every), 0, 1e9},
       {"train.eval_batches", HYDRA_FIELD(train.eval_batches), 1, 1e6},
 

@@ -50,6 +50,10 @@ int main(int argc, char** argv) {
     // Every rank sees the same config error; one message is enough.
     if (rank == 0) std::fprintf(stderr, "hydra: error: %s\n", e.what());
     return static_cast<int>(e.code());
+  } catch (const hydra::common::Preempted& e) {
+    // Every rank agreed and saved; one line is enough.
+    if (rank == 0) std::fprintf(stderr, "hydra: %s (exit 75)\n", e.what());
+    return static_cast<int>(e.code());
   } catch (const hydra::common::HydraError& e) {
     std::fprintf(stderr, "hydra: error (rank %d): %s\n", rank, e.what());
     return static_cast<int>(e.code());

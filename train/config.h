@@ -25,6 +25,7 @@ struct TrainConfig {
   std::string activation_checkpointing = "none";  // none|layer|block
   int stop_at_step = 0;           // stop (with a checkpoint) at this step without changing the
                                   // schedule, to split a run across allocations; 0: run to `steps`
+  int inject_nonfinite_step = 0;  // testing aid: rank 0's loss of this step becomes NaN; 0: off
   int eval_every = 0;             // 0: only at the end
   int eval_batches = 8;
 };

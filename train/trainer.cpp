@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "checkpoint/checkpoint.h"
 #include "common/errors.h"
@@ -17,6 +18,7 @@
 #include "parallel/zero_optimizer.h"
 #include "train/batches.h"
 #include "train/metrics.h"
+#include "train/preemption.h"
 #include "train/progress.h"
 #include "train/schedule.h"
 
@@ -107,7 +109,11 @@ StepResult train_step(Run& run, double lr) {
     model::ForwardOptions fwd;
     fwd.return_logits = false;
     const model::ModelOutput out = run.model->forward(batch.inputs, batch.targets, fwd);
-    (out.loss() / run.accumulation).backward();
+    at::Tensor loss = out.loss() / run.accumulation;
+    if (micro == 0 && run.ctx.grid.rank == 0 && t.inject_nonfinite_step == run.progress.step + 1) {
+      loss = loss * std::numeric_limits<double>::quiet_NaN();  // testing aid (train.inject_nonfinite_step)
+    }
+    loss.backward();
     loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / run.accumulation;
     loss_sum[1] += out.aux_loss.detach().to(at::kDouble) / run.accumulation;
   }
@@ -200,6 +206,7 @@ void restore(Run& run, const RunRequest& request) {
 }  // namespace
 
 RunResult run_training(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request) {
+  install_preemption_handlers();  // before the first step: a signal during setup counts too
   Run run = build_run(config, ctx);
   restore(run, request);
   const auto& t = config.train;
@@ -251,6 +258,12 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
     }
     const bool save_now = last || (config.checkpoint.every > 0 && run.progress.step % config.checkpoint.every == 0);
     if (save_now) result.last_checkpoint = save(run, request.config_text);
+    // SIGTERM/SIGUSR1 on any rank: all ranks agree at this step boundary, save, exit 75.
+    if (preemption_agreed(ctx.grid.shape.world() > 1 ? ctx.world.get() : nullptr, run.device)) {
+      if (!save_now) result.last_checkpoint = save(run, request.config_text);
+      HYDRA_FAIL(common::Preempted, "preempted by a signal at step " << run.progress.step << "; checkpoint "
+                                        << result.last_checkpoint << " saved; continue with --resume latest");
+    }
     if (stop_here) {
       common::log_info("train: stopped at step %d (train.stop_at_step); continue with --resume latest", t.stop_at_step);
       break;

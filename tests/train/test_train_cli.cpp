@@ -187,4 +187,61 @@ TEST_F(TrainCli, CkptInspectVerifiesAndCountsParameters) {
   EXPECT_NE(run.output.find("rank_00000.h5"), std::string::npos) << run.output;
 }
 
+TEST_F(TrainCli, NonFiniteStepIsSkippedAndCountedOrHalts) {
+  auto run = train("nan_skip", {"--set", "train.inject_nonfinite_step=3"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::ifstream in(root() / "nan_skip" / "metrics.jsonl");
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(in, line);) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 6u);
+  EXPECT_NE(rows[1].find("\"skipped\": 0"), std::string::npos) << rows[1];
+  EXPECT_NE(rows[2].find("\"grad_norm\": null"), std::string::npos) << rows[2];  // NaN is null in JSON
+  EXPECT_NE(rows[5].find("\"skipped\": 1"), std::string::npos) << rows[5];
+  // The skipped update left the weights finite: every later row has a finite gradient norm.
+  EXPECT_EQ(rows[5].find("\"grad_norm\": null"), std::string::npos) << rows[5];
+
+  run = train("nan_halt", {"--set", "train.inject_nonfinite_step=2", "--set", "train.on_nonfinite=halt"});
+  EXPECT_EQ(run.exit_code, 4) << run.output;
+  EXPECT_NE(run.output.find("at step 2"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("train.on_nonfinite: halt"), std::string::npos) << run.output;
+}
+
+// SIGTERM mid-run: exit 75 with a checkpoint; the resumed run continues the loss curve of an
+// uninterrupted one exactly.
+TEST_F(TrainCli, SigtermSavesExitsSeventyFiveAndResumesExactly) {
+  const fs::path dir = root() / "preempt";
+  fs::create_directories(dir);
+  const std::string args = std::string("train --config ") + (root() / "run.yaml").string() +
+                           " --set train.steps=100000 --set checkpoint.dir=" + (dir / "ckpt").string() +
+                           " --set log.jsonl=" + (dir / "metrics.jsonl").string();
+  // Start, wait for the third metrics row, send SIGTERM, report the exit code.
+  const std::string metrics = (dir / "metrics.jsonl").string();
+  std::ofstream(dir / "run.sh") << "'" HYDRA_BIN "' " << args << " > " << (dir / "out.log").string() << " 2>&1 &\n"
+                                << "pid=$!\n"
+                                << "for i in $(seq 1200); do\n"
+                                << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge 3 ]; then break; fi\n"
+                                << "  sleep 0.05\n"
+                                << "done\n"
+                                << "kill -TERM $pid\n"
+                                << "wait $pid\n";
+  const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
+  std::ifstream log_in(dir / "out.log");
+  const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  ASSERT_EQ(WEXITSTATUS(status), 75) << log;
+  EXPECT_NE(log.find("preempted by a signal"), std::string::npos) << log;
+  const auto rows = training_rows("preempt");
+  const int stopped = rows.rbegin()->first;
+  ASSERT_TRUE(fs::exists(dir / "ckpt" / ("step_" + std::string(8 - std::to_string(stopped).size(), '0') +
+                                         std::to_string(stopped)) / "COMMIT"));
+  const std::string stop = "train.stop_at_step=" + std::to_string(stopped + 3);
+  const auto resumed = train("preempt", {"--resume", "latest", "--set", "train.steps=100000", "--set", stop});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  ASSERT_EQ(train("preempt_ref", {"--set", "train.steps=100000", "--set", stop}).exit_code, 0);
+  const auto ref = training_rows("preempt_ref");
+  const auto got = training_rows("preempt");
+  ASSERT_EQ(got.size(), ref.size());
+  for (const auto& [step, fields] : ref) EXPECT_EQ(got.at(step), fields) << "step " << step;
+}
+
 }  // namespace
