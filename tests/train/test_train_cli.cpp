@@ -6,80 +6,37 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 
-#include "tests/launcher/run_hydra.h"
+#include "tests/train/train_sandbox.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using hydra::test::run_hydra;
 
-// All three attention types, MoD and MoR on, tiny sizes: a step takes milliseconds.
-const char* kConfig = R"(model:
-  dim: 32
-  heads: 2
-  kv_heads: 1
-  mlp_ratio: 2.0
-  macro_blocks: 1
-  pattern: [mqa, ccqa, mla, ccqa]
-  vocab_size: 256
-  tie_embeddings: false
-  mod: {enabled: true, capacity: 0.5, layers: [1, 3]}
-  mor: {recursions: 2}
-train:
-  steps: 6
-  global_batch: 4
-  micro_batch: 2
-  seq_len: 32
-  lr: 0.01
-  min_lr: 0.001
-  warmup_steps: 2
-  eval_batches: 2
-log:
-  every: 1
-data:
-  tokenizer: bytes
-)";  // data.path is appended per test suite
-
 struct TrainCli : ::testing::Test {
   static void SetUpTestSuite() {
-    root() = fs::temp_directory_path() / ("hydra_train_cli_" + std::to_string(::getpid()));
-    fs::remove_all(root());
-    fs::create_directories(root() / "text");
-    // Real English text every Debian system has.
-    fs::copy_file("/usr/share/common-licenses/GPL-3", root() / "text" / "gpl3.txt");
-    const auto prep = run_hydra({"data", "prepare", "--input", (root() / "text").string(), "--output",
-                                 (root() / "tokens").string(), "--tokenizer", "bytes", "--val-fraction", "0.1"},
-                                (root() / "prepare.log").string());
-    ASSERT_EQ(prep.exit_code, 0) << prep.output;
-    std::ofstream(root() / "run.yaml") << kConfig << "  path: " << (root() / "tokens").string() << "\n";
+    sandbox() = std::make_unique<hydra::test::TrainSandbox>("hydra_train_cli", 6);
+    ASSERT_EQ(sandbox()->prepare_run().exit_code, 0) << sandbox()->prepare_run().output;
   }
-  static void TearDownTestSuite() { fs::remove_all(root()); }
-  static fs::path& root() {
-    static fs::path path;
-    return path;
+  static void TearDownTestSuite() { sandbox().reset(); }
+  static std::unique_ptr<hydra::test::TrainSandbox>& sandbox() {
+    static std::unique_ptr<hydra::test::TrainSandbox> box;
+    return box;
+  }
+  static fs::path root() { return sandbox()->root(); }
+
+  // `hydra train` of the sandbox's config, one process, with extra arguments.
+  static hydra::test::HydraRun train(const std::string& name, const std::vector<std::string>& extra = {}) {
+    return sandbox()->train(name, 0, {}, extra);
   }
 
-  // Runs `hydra train` with a private checkpoint dir and metrics file under `name`.
-  hydra::test::HydraRun train(const std::string& name, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"train", "--config", (root() / "run.yaml").string(),
-                                     "--set", "checkpoint.dir=" + (root() / name / "ckpt").string(),
-                                     "--set", "log.jsonl=" + (root() / name / "metrics.jsonl").string()};
-    args.insert(args.end(), extra.begin(), extra.end());
-    fs::create_directories(root() / name);
-    return run_hydra(args, (root() / name / "out.log").string());
-  }
-
-  // step -> the metrics row's training fields (loss, grad_norm, lr) as written, bit for bit.
+  // step -> the row's training fields (loss, aux_loss, lr, grad_norm), bit for bit.
   static std::map<int, std::string> training_rows(const std::string& name) {
     std::map<int, std::string> rows;
-    std::ifstream in(root() / name / "metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const int step = std::stoi(line.substr(line.find("\"step\": ") + 8));
-      const size_t from = line.find("\"loss\"");
-      rows[step] = line.substr(from, line.find(", \"tokens\"") - from);  // loss, aux, lr, grad_norm
-    }
+    for (const auto& [step, row] : sandbox()->metrics_rows(name)) rows[step] = hydra::test::TrainSandbox::training_fields(row);
     return rows;
   }
 };
@@ -124,10 +81,8 @@ TEST_F(TrainCli, InitFromLoadsWeightsWithAFreshOptimizerAndDataPosition) {
   ASSERT_EQ(tuned.exit_code, 0) << tuned.output;
   EXPECT_NE(tuned.output.find("init-from"), std::string::npos);
   // Starting from trained weights, the first loss is far below a fresh model's (ln 256 = 5.5).
-  const std::string row = training_rows("tuned").at(1);
-  const double loss = std::stod(row.substr(row.find(": ") + 2));
-  const std::string base_row = training_rows("base").at(1);
-  const double fresh_loss = std::stod(base_row.substr(base_row.find(": ") + 2));
+  const double loss = hydra::test::TrainSandbox::loss_of(sandbox()->metrics_rows("tuned").at(1));
+  const double fresh_loss = hydra::test::TrainSandbox::loss_of(sandbox()->metrics_rows("base").at(1));
   EXPECT_LT(loss, fresh_loss - 0.3) << "init-from loss " << loss << " vs fresh " << fresh_loss;
 }
 

@@ -12,105 +12,43 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "checkpoint/h5_file.h"
-#include "tests/launcher/run_hydra.h"
+#include "tests/train/train_sandbox.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using hydra::test::HydraRun;
-using hydra::test::run_hydra;
 
 constexpr double kRel = 1e-4;
 
-// The small config of test_train_cli.cpp (all three attention types, MoD and MoR on), five
-// steps: a run takes about a second.
-const char* kConfig = R"(model:
-  dim: 32
-  heads: 2
-  kv_heads: 1
-  mlp_ratio: 2.0
-  macro_blocks: 1
-  pattern: [mqa, ccqa, mla, ccqa]
-  vocab_size: 256
-  tie_embeddings: false
-  mod: {enabled: true, capacity: 0.5, layers: [1, 3]}
-  mor: {recursions: 2}
-train:
-  steps: 5
-  global_batch: 4
-  micro_batch: 2
-  seq_len: 32
-  lr: 0.01
-  min_lr: 0.001
-  warmup_steps: 2
-  eval_batches: 2
-log:
-  every: 1
-data:
-  tokenizer: bytes
-)";  // data.path is appended
-
 struct ZeroTrain : ::testing::Test {
   static void SetUpTestSuite() {
-    root() = fs::temp_directory_path() / ("hydra_zero_train_" + std::to_string(::getpid()));
-    fs::remove_all(root());
-    fs::create_directories(root() / "text");
-    fs::copy_file("/usr/share/common-licenses/GPL-3", root() / "text" / "gpl3.txt");
-    const auto prep = run_hydra({"data", "prepare", "--input", (root() / "text").string(), "--output",
-                                 (root() / "tokens").string(), "--tokenizer", "bytes", "--val-fraction", "0.1"},
-                                (root() / "prepare.log").string());
-    ASSERT_EQ(prep.exit_code, 0) << prep.output;
-    std::ofstream(root() / "run.yaml") << kConfig << "  path: " << (root() / "tokens").string() << "\n";
+    sandbox() = std::make_unique<hydra::test::TrainSandbox>("hydra_zero_train", 5);
+    ASSERT_EQ(sandbox()->prepare_run().exit_code, 0) << sandbox()->prepare_run().output;
   }
-  static void TearDownTestSuite() { fs::remove_all(root()); }
-  static fs::path& root() {
-    static fs::path path;
-    return path;
+  static void TearDownTestSuite() { sandbox().reset(); }
+  static std::unique_ptr<hydra::test::TrainSandbox>& sandbox() {
+    static std::unique_ptr<hydra::test::TrainSandbox> box;
+    return box;
   }
+  static fs::path root() { return sandbox()->root(); }
 
-  // `hydra train` on `np` ranks (np 0: no mpirun) with a private checkpoint dir and metrics
-  // file under `name`, and `--set` overrides.
+  // `hydra train` on `np` ranks (np 0: no mpirun) with `--set` overrides.
   static HydraRun train(const std::string& name, int np, const std::vector<std::string>& sets,
                         const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"train", "--config", (root() / "run.yaml").string(),
-                                     "--set", "checkpoint.dir=" + (root() / name / "ckpt").string(),
-                                     "--set", "log.jsonl=" + (root() / name / "metrics.jsonl").string()};
-    for (const auto& s : sets) args.insert(args.end(), {"--set", s});
-    args.insert(args.end(), extra.begin(), extra.end());
-    fs::create_directories(root() / name);
-    const std::string out = (root() / name / "out.log").string();
-    if (np == 0) return run_hydra(args, out);
-    // run_hydra runs HYDRA_BIN; put mpirun in front of it through a shell wrapper.
-    const fs::path wrapper = root() / name / "mpirun.sh";
-    std::ofstream(wrapper) << "#!/bin/sh\nexport OMPI_MCA_btl_vader_single_copy_mechanism=none\nexec " << HYDRA_MPIEXEC << " --allow-run-as-root --oversubscribe -np " << np
-                           << " " << HYDRA_BIN << " \"$@\"\n";
-    fs::permissions(wrapper, fs::perms::owner_all);
-    std::string cmd = hydra::test::shell_quote(wrapper.string());
-    for (const auto& a : args) cmd += " " + hydra::test::shell_quote(a);
-    cmd += " > " + hydra::test::shell_quote(out) + " 2>&1";
-    const int status = std::system(cmd.c_str());
-    HydraRun run;
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::ifstream in(out);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    run.output = ss.str();
-    return run;
+    return sandbox()->train(name, np, sets, extra);
   }
 
   // step -> loss, from the metrics file.
   static std::map<int, double> losses(const std::string& name) {
     std::map<int, double> out;
-    std::ifstream in(root() / name / "metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const int step = std::stoi(line.substr(line.find("\"step\": ") + 8));
-      out[step] = std::stod(line.substr(line.find("\"loss\": ") + 8));
-    }
+    for (const auto& [step, row] : sandbox()->metrics_rows(name)) out[step] = hydra::test::TrainSandbox::loss_of(row);
     return out;
   }
 
@@ -211,6 +149,47 @@ TEST_F(ZeroTrain, ResumeDp2Zero1IntoDp1AndIntoDp2Zero2) {
   for (const std::string name : {"into_dp1", "into_dp2_zero2"}) {
     expect_same_losses(name, "straight");
     expect_same_weights(name, "straight");
+  }
+}
+
+// SIGUSR1 to ONE rank of a dp2 zero1 run: every rank agrees at the next step boundary, the
+// checkpoint is complete, every rank exits 75 (so does mpirun), and the resumed run continues
+// the uninterrupted run's losses.
+TEST_F(ZeroTrain, SignalToOneRankStopsAllWithSeventyFiveAndResumes) {
+  const std::string name = "preempt_np2";
+  const fs::path dir = root() / name;
+  fs::create_directories(dir);
+  const std::string metrics = (dir / "metrics.jsonl").string();
+  std::string launch = "OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_MPIEXEC
+                       " --allow-run-as-root --oversubscribe -np 2 '" HYDRA_BIN "' train --config " +
+                       (root() / "run.yaml").string() +
+                       " --set parallel.dp=2 --set parallel.zero_stage=1 --set train.steps=100000" +
+                       " --set checkpoint.dir=" + (dir / "ckpt").string() + " --set log.jsonl=" + metrics;
+  std::ofstream(dir / "run.sh") << launch << " > " << (dir / "out.log").string() << " 2>&1 &\n"
+                                << "pid=$!\n"
+                                << "for i in $(seq 1200); do\n"
+                                << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge 3 ]; then break; fi\n"
+                                << "  sleep 0.05\n"
+                                << "done\n"
+                                // One rank only: the processes whose command line starts with hydra.
+                                << "pkill -USR1 -o -f '^" HYDRA_BIN " train'\n"
+                                << "wait $pid\n";
+  const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
+  std::ifstream log_in(dir / "out.log");
+  const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  ASSERT_EQ(WEXITSTATUS(status), 75) << log;
+  const int stopped = sandbox()->metrics_rows(name).rbegin()->first;
+  const std::string stop = "train.stop_at_step=" + std::to_string(stopped + 2);
+  const std::vector<std::string> sets = {"parallel.dp=2", "parallel.zero_stage=1", "train.steps=100000", stop};
+  expect_ok(train(name, 2, sets, {"--resume", "latest"}));
+  expect_ok(train("preempt_np2_ref", 2, sets));
+  const auto got = sandbox()->metrics_rows(name);
+  const auto want = sandbox()->metrics_rows("preempt_np2_ref");
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [step, row] : want) {
+    EXPECT_EQ(hydra::test::TrainSandbox::training_fields(got.at(step)), hydra::test::TrainSandbox::training_fields(row))
+        << "step " << step;
   }
 }
 

@@ -1,0 +1,115 @@
+// A scratch directory for end-to-end `hydra train` tests: a small real-text corpus prepared
+// with the bytes tokenizer, a small run config (all three attention types, MoD and MoR on),
+// and helpers that run the real binary — alone or under mpirun — and read its metrics file.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/launcher/run_hydra.h"
+
+namespace hydra::test {
+
+// A step takes milliseconds on one core. TrainSandbox appends train.steps and the data section.
+inline const char* kSmallRunConfig = R"(model:
+  dim: 32
+  heads: 2
+  kv_heads: 1
+  mlp_ratio: 2.0
+  macro_blocks: 1
+  pattern: [mqa, ccqa, mla, ccqa]
+  vocab_size: 256
+  tie_embeddings: false
+  mod: {enabled: true, capacity: 0.5, layers: [1, 3]}
+  mor: {recursions: 2}
+log:
+  every: 1
+train:
+  global_batch: 4
+  micro_batch: 2
+  seq_len: 32
+  lr: 0.01
+  min_lr: 0.001
+  warmup_steps: 2
+  eval_batches: 2
+)";
+
+class TrainSandbox {
+ public:
+  // Prepares <tmp>/<tag>_<pid>/tokens from a GPL text every Debian system has, and run.yaml
+  // (kSmallRunConfig with train.steps = steps and data.path set).
+  TrainSandbox(const std::string& tag, int steps) {
+    namespace fs = std::filesystem;
+    root_ = fs::temp_directory_path() / (tag + "_" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "text");
+    fs::copy_file("/usr/share/common-licenses/GPL-3", root_ / "text" / "gpl3.txt");
+    prepare_ = run_hydra({"data", "prepare", "--input", (root_ / "text").string(), "--output",
+                          (root_ / "tokens").string(), "--tokenizer", "bytes", "--val-fraction", "0.1"},
+                         (root_ / "prepare.log").string());
+    std::ofstream(root_ / "run.yaml") << kSmallRunConfig << "  steps: " << steps << "\n"
+                                      << "data:\n  tokenizer: bytes\n  path: " << (root_ / "tokens").string() << "\n";
+  }
+  ~TrainSandbox() { std::filesystem::remove_all(root_); }
+  TrainSandbox(const TrainSandbox&) = delete;
+  TrainSandbox& operator=(const TrainSandbox&) = delete;
+
+  const std::filesystem::path& root() const { return root_; }
+  const HydraRun& prepare_run() const { return prepare_; }
+
+  // `hydra train` on `np` ranks (0: no mpirun) with checkpoint dir and metrics file under
+  // root/name, then each `--set` of `sets`, then `extra` arguments.
+  HydraRun train(const std::string& name, int np, const std::vector<std::string>& sets = {},
+                 const std::vector<std::string>& extra = {}) const {
+    namespace fs = std::filesystem;
+    std::vector<std::string> args = {"train", "--config", (root_ / "run.yaml").string(),
+                                     "--set", "checkpoint.dir=" + (root_ / name / "ckpt").string(),
+                                     "--set", "log.jsonl=" + (root_ / name / "metrics.jsonl").string()};
+    for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+    args.insert(args.end(), extra.begin(), extra.end());
+    fs::create_directories(root_ / name);
+    const std::string out = (root_ / name / "out.log").string();
+    if (np == 0) return run_hydra(args, out);
+    std::string cmd = "OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_MPIEXEC
+                      " --allow-run-as-root --oversubscribe -np " + std::to_string(np) + " " + shell_quote(HYDRA_BIN);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    cmd += " > " + shell_quote(out) + " 2>&1";
+    const int status = std::system(cmd.c_str());
+    HydraRun run;
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::ifstream in(out);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    run.output = ss.str();
+    return run;
+  }
+
+  // step -> the metrics row of the run `name`, as written.
+  std::map<int, std::string> metrics_rows(const std::string& name) const {
+    std::map<int, std::string> rows;
+    std::ifstream in(root_ / name / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) rows[std::stoi(line.substr(line.find("\"step\": ") + 8))] = line;
+    return rows;
+  }
+
+  // The training fields of a row (loss, aux_loss, lr, grad_norm) as written, bit for bit.
+  static std::string training_fields(const std::string& row) {
+    const size_t from = row.find("\"loss\"");
+    return row.substr(from, row.find(", \"tokens\"") - from);
+  }
+
+  static double loss_of(const std::string& row) { return std::stod(row.substr(row.find("\"loss\": ") + 8)); }
+
+ private:
+  std::filesystem::path root_;
+  HydraRun prepare_;
+};
+
+}  // namespace hydra::test
