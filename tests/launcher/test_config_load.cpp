@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "common/errors.h"
 #include "launcher/config_load.h"
 
@@ -17,7 +19,8 @@ using hydra::launcher::load_config;
 class ConfigLoad : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / "hydra_cfg_load";
+    // Per process: ctest runs the tests of this file in parallel processes.
+    dir_ = fs::temp_directory_path() / ("hydra_cfg_load_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // A preset beside the config file: found before the installed configs/.
