@@ -5,7 +5,6 @@
 
 #include <cstdlib>
 
-#include "common/logging.h"
 #include "common/errors.h"
 #include "data/prepare.h"
 #include "launcher/commands.h"
@@ -28,13 +27,7 @@ int prepare_on_this_rank(const CliArgs& args) {
   options.output_dir = args.output;
   if (!args.tokenizer.empty()) options.tokenizer = args.tokenizer;
   if (!args.val_fraction.empty()) options.val_fraction = parse_val_fraction(args.val_fraction);
-  const data::PrepareSummary s = data::prepare_corpus(options);
-  common::log_info("data prepare: %llu files, %.1f MB, %llu documents -> %llu train tokens in %zu shards, "
-                   "%llu val tokens in %zu shards (%.1f s) in %s",
-                   static_cast<unsigned long long>(s.input_files), s.input_bytes / 1e6,
-                   static_cast<unsigned long long>(s.documents), static_cast<unsigned long long>(s.train_tokens),
-                   s.train_shards, static_cast<unsigned long long>(s.val_tokens), s.val_shards, s.seconds,
-                   args.output.c_str());
+  data::prepare_corpus(options);  // prints its own summary line
   return 0;
 }
 

@@ -17,11 +17,11 @@ namespace {
 std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
   const parallel::GridShape shape =
       parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
-  // Tensor and pipeline parallelism arrive with the parallelism issue; until then a run that
-  // asks for them stops here rather than silently training dp-only.
-  if (shape.tp > 1 || shape.pp > 1) {
-    HYDRA_FAIL(common::ConfigError, "parallel.tp/pp > 1 are not available yet "
-                                    "in `hydra train`; use data parallelism (parallel.dp) for now");
+  // Pipeline parallelism arrives with the parallelism issue; until then a run that asks for
+  // it stops here rather than silently training without it.
+  if (shape.pp > 1) {
+    HYDRA_FAIL(common::ConfigError, "parallel.pp > 1 is not available yet "
+                                    "in `hydra train`; use data and tensor parallelism (parallel.dp, parallel.tp) for now");
   }
   std::string backend = config.parallel.backend;
   if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";

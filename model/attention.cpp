@@ -12,7 +12,7 @@ namespace hydra::model {
 
 // ---------------------------------------------------------------------------------------------
 // MQA
-LayerSharding MqaAttention::sharding(const Dims& m) {
+LayerSharding MqaAttention::sharding(const Dims& m, int /*tp*/) {
   const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
   return {{{"wq", m.E, m.H * m.d, col, m.d, m.init_std},
            // One key/value head: every rank needs it whole.
@@ -24,16 +24,18 @@ LayerSharding MqaAttention::sharding(const Dims& m) {
            {"out_norm.weight", true, m.d, "per-head output norm, split with the heads"}}};
 }
 
-MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factory)
+MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factory, const TensorParallelHooks& tp)
     : dims(model_dims(c)), eps(c.norm_eps), theta(c.rope_theta) {
-  const auto specs = sharding(dims).projections;
+  const LayerSharding shard = sharding(dims, tp.size);
+  const auto& specs = shard.projections;
   wq = register_module("wq", make_projection(specs, "wq", factory));
   wk = register_module("wk", make_projection(specs, "wk", factory));
   wv = register_module("wv", make_projection(specs, "wv", factory));
   wo = register_module("wo", make_projection(specs, "wo", factory));
   q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.d, eps));
   k_norm = register_module("k_norm", std::make_shared<RMSNormImpl>(dims.d, eps));
-  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.H * dims.d, eps));
+  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.H * dims.d / tp.size, eps));
+  mark_region_replicated(*this, shard, tp);
 }
 
 torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
@@ -49,7 +51,7 @@ torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor&
 
 // ---------------------------------------------------------------------------------------------
 // MLA
-LayerSharding MlaAttention::sharding(const Dims& m) {
+LayerSharding MlaAttention::sharding(const Dims& m, int /*tp*/) {
   const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
   return {{// The down-projections feed an RMSNorm over the whole latent: replicated.
            {"w_dq", m.E, m.dc, rep, 1, m.init_std},
@@ -66,9 +68,10 @@ LayerSharding MlaAttention::sharding(const Dims& m) {
            {"out_norm.weight", true, m.d, "per-head output norm, split with the heads"}}};
 }
 
-MlaAttention::MlaAttention(const ModelConfig& c, const ProjectionFactory& factory)
+MlaAttention::MlaAttention(const ModelConfig& c, const ProjectionFactory& factory, const TensorParallelHooks& tp)
     : dims(model_dims(c)), eps(c.norm_eps), theta(c.rope_theta) {
-  const auto specs = sharding(dims).projections;
+  const LayerSharding shard = sharding(dims, tp.size);
+  const auto& specs = shard.projections;
   w_dq = register_module("w_dq", make_projection(specs, "w_dq", factory));
   w_uq = register_module("w_uq", make_projection(specs, "w_uq", factory));
   w_qr = register_module("w_qr", make_projection(specs, "w_qr", factory));
@@ -79,7 +82,8 @@ MlaAttention::MlaAttention(const ModelConfig& c, const ProjectionFactory& factor
   wo = register_module("wo", make_projection(specs, "wo", factory));
   q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.dc, eps));
   kv_norm = register_module("kv_norm", std::make_shared<RMSNormImpl>(dims.dc, eps));
-  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.H * dims.d, eps));
+  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.H * dims.d / tp.size, eps));
+  mark_region_replicated(*this, shard, tp);
 }
 
 torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
@@ -101,10 +105,11 @@ torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor&
 }
 
 // ---------------------------------------------------------------------------------------------
-Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory) {
-  if (type == "mqa") return std::make_shared<MqaAttention>(config, factory);
-  if (type == "ccqa") return std::make_shared<CcqaAttention>(config, factory);
-  if (type == "mla") return std::make_shared<MlaAttention>(config, factory);
+Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory,
+                         const TensorParallelHooks& tp) {
+  if (type == "mqa") return std::make_shared<MqaAttention>(config, factory, tp);
+  if (type == "ccqa") return std::make_shared<CcqaAttention>(config, factory, tp);
+  if (type == "mla") return std::make_shared<MlaAttention>(config, factory, tp);
   HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (mqa|ccqa|mla)");
 }
 
@@ -114,11 +119,30 @@ double residual_scale(const std::string& type, const ModelConfig& config) {
   return config.mla.residual_scale;
 }
 
-LayerSharding attention_sharding(const std::string& type, const Dims& dims) {
-  if (type == "mqa") return MqaAttention::sharding(dims);
-  if (type == "ccqa") return CcqaAttention::sharding(dims);
-  if (type == "mla") return MlaAttention::sharding(dims);
+LayerSharding attention_sharding(const std::string& type, const Dims& dims, int tp) {
+  if (type == "mqa") return MqaAttention::sharding(dims, tp);
+  if (type == "ccqa") return CcqaAttention::sharding(dims, tp);
+  if (type == "mla") return MlaAttention::sharding(dims, tp);
   HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (mqa|ccqa|mla)");
+}
+
+void mark_region_replicated(torch::nn::Module& module, const LayerSharding& sharding, const TensorParallelHooks& tp) {
+  if (!tp.active()) return;
+  const auto named = module.named_parameters();
+  auto mark = [&](const std::string& name) {
+    if (const at::Tensor* p = named.find(name)) {
+      at::Tensor param = *p;
+      tp.sum_grad(param);
+    }
+  };
+  for (const auto& spec : sharding.projections) {
+    if (spec.role != ShardRole::kReplicated) continue;
+    mark(spec.name + ".weight");
+    mark(spec.name + ".bias");
+  }
+  for (const auto& p : sharding.params) {
+    if (!p.sharded) mark(p.name);  // absent ones (convolutions switched off) are skipped
+  }
 }
 
 }  // namespace hydra::model

@@ -14,9 +14,13 @@
 #include "model/dims.h"
 #include "model/layers.h"
 #include "model/projection.h"
+#include "model/tp_hooks.h"
 
 namespace hydra::model {
 
+// Tensor parallelism (model/tp_hooks.h): each type's sharding(dims, tp) says what splits;
+// the constructors size their per-head parameters to this rank's heads (tp.size, tp.rank) and
+// mark the replicated parameters inside the tp region with tp.sum_grad.
 struct AttentionImpl : torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) = 0;
 };
@@ -24,9 +28,9 @@ using Attention = std::shared_ptr<AttentionImpl>;
 
 // MQA: H query heads of size d, one key/value head; QK-norm (weights of size d) then RoPE.
 struct MqaAttention : AttentionImpl {
-  MqaAttention(const ModelConfig& config, const ProjectionFactory& factory);
+  MqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
-  static LayerSharding sharding(const Dims& dims);
+  static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;
   double eps, theta;
@@ -51,15 +55,19 @@ using CausalConv = std::shared_ptr<CausalConvImpl>;
 // filter spans both parts and the split convolutions compute exactly the packed ones, while
 // each part shards by heads on its own (query heads and KV heads split separately).
 struct CcqaAttention : AttentionImpl {
-  CcqaAttention(const ModelConfig& config, const ProjectionFactory& factory);
+  CcqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
   // Step 2: values [B, S, H_kv, d_h]; with value shift the last d_h/2 channels of each KV
   // head come from the previous token (zero at t = 0). Public for the tests.
   torch::Tensor values(const torch::Tensor& x);
-  static LayerSharding sharding(const Dims& dims);
+  // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
+  // their convolution channels and temperatures), with gradients summed over tp.
+  static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
+  static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;
   CcqaConfig cfg;
+  TensorParallelHooks tp;
   double eps, theta;
   Projection wq, wk, wv, wo;
   CausalConv conv1_q, conv1_k, conv2_q, conv2_k;  // empty without use_convs
@@ -70,9 +78,9 @@ struct CcqaAttention : AttentionImpl {
 // MLA with latent ratio latent_ratio and decoupled RoPE of size d_r = d/2 (key part shared by
 // all heads).
 struct MlaAttention : AttentionImpl {
-  MlaAttention(const ModelConfig& config, const ProjectionFactory& factory);
+  MlaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
-  static LayerSharding sharding(const Dims& dims);
+  static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;
   double eps, theta;
@@ -81,9 +89,14 @@ struct MlaAttention : AttentionImpl {
 };
 
 // "mqa" | "ccqa" | "mla".
-Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory);
+Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory,
+                         const TensorParallelHooks& tp = {});
 // The residual scale alpha of a type: h = x + alpha * Attn(RMSNorm(x)).
 double residual_scale(const std::string& type, const ModelConfig& config);
-LayerSharding attention_sharding(const std::string& type, const Dims& dims);
+LayerSharding attention_sharding(const std::string& type, const Dims& dims, int tp = 1);
+// Calls tp.sum_grad on every parameter of `module` that `sharding` leaves replicated (its
+// replicated projections and unsharded params): inside the tp region their gradients are
+// partial sums on each rank. Nothing without tensor parallelism.
+void mark_region_replicated(torch::nn::Module& module, const LayerSharding& sharding, const TensorParallelHooks& tp);
 
 }  // namespace hydra::model

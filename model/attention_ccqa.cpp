@@ -29,45 +29,53 @@ torch::Tensor CausalConvImpl::forward(const torch::Tensor& x) {
   return torch::conv1d(padded, weight, bias, /*stride=*/one, /*padding=*/zero, /*dilation=*/one, groups).transpose(1, 2);
 }
 
-LayerSharding CcqaAttention::sharding(const Dims& m) {
-  const auto col = ShardRole::kColumn, row = ShardRole::kRow;
+LayerSharding CcqaAttention::sharding(const Dims& m, int tp) {
+  const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
   // Everything splits by heads: query heads for the query part, KV heads for the key/value
-  // part (so tp must divide H_kv), in units of the latent head size d_h.
+  // part, in units of the latent head size d_h. When tp does not divide H_kv the key/value
+  // part stays whole on every rank (its gradients summed over tp, see tp_hooks.h).
+  const bool kv = kv_split(m, tp);
   return {{{"wq", m.E, m.Lq, col, m.dh, m.init_std},
-           {"wk", m.E, m.Lk, col, m.dh, m.init_std},
-           {"wv", m.E, m.Lk, col, m.dh, m.init_std},
+           {"wk", m.E, m.Lk, kv ? col : rep, m.dh, m.init_std},
+           {"wv", m.E, m.Lk, kv ? col : rep, m.dh, m.init_std},
            {"wo", m.Lq, m.E, row, m.dh, m.out_std}},
           {{"conv1_q.weight", true, m.dh, "depthwise, query channels"},
            {"conv1_q.bias", true, m.dh, ""},
-           {"conv1_k.weight", true, m.dh, "depthwise, key channels"},
-           {"conv1_k.bias", true, m.dh, ""},
+           {"conv1_k.weight", kv, m.dh, "depthwise, key channels"},
+           {"conv1_k.bias", kv, m.dh, ""},
            {"conv2_q.weight", true, m.dh, "one group per query head"},
            {"conv2_q.bias", true, m.dh, ""},
-           {"conv2_k.weight", true, m.dh, "one group per KV head"},
-           {"conv2_k.bias", true, m.dh, ""},
+           {"conv2_k.weight", kv, m.dh, "one group per KV head"},
+           {"conv2_k.bias", kv, m.dh, ""},
            {"q_norm.weight", false, 1, "post-mix norm over d_h, shared by heads"},
            {"k_norm.weight", false, 1, "post-mix norm over d_h"},
-           {"tau", true, 1, "one temperature per KV head"},
+           {"tau", kv, 1, "one temperature per KV head"},
            {"out_norm.weight", true, m.dh, "per-head output norm"}}};
 }
 
-CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& factory)
-    : dims(model_dims(c)), cfg(c.ccqa), eps(c.norm_eps), theta(c.rope_theta) {
-  const auto specs = sharding(dims).projections;
+CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& factory, const TensorParallelHooks& tp_)
+    : dims(model_dims(c)), cfg(c.ccqa), tp(tp_), eps(c.norm_eps), theta(c.rope_theta) {
+  const LayerSharding shard = sharding(dims, tp.size);
+  const auto& specs = shard.projections;
+  // This rank's channels: its query heads, and its KV heads (all of them when replicated).
+  const int64_t lq = dims.Lq / tp.size;
+  const int64_t kv_parts = kv_split(dims, tp.size) ? tp.size : 1;
+  const int64_t lk = dims.Lk / kv_parts;
   wq = register_module("wq", make_projection(specs, "wq", factory));
   wk = register_module("wk", make_projection(specs, "wk", factory));
   wv = register_module("wv", make_projection(specs, "wv", factory));
   wo = register_module("wo", make_projection(specs, "wo", factory));
   if (cfg.use_convs) {
-    conv1_q = register_module("conv1_q", std::make_shared<CausalConvImpl>(dims.Lq, 1, dims.K));
-    conv1_k = register_module("conv1_k", std::make_shared<CausalConvImpl>(dims.Lk, 1, dims.K));
-    conv2_q = register_module("conv2_q", std::make_shared<CausalConvImpl>(dims.Lq, dims.dh, dims.K));
-    conv2_k = register_module("conv2_k", std::make_shared<CausalConvImpl>(dims.Lk, dims.dh, dims.K));
+    conv1_q = register_module("conv1_q", std::make_shared<CausalConvImpl>(lq, 1, dims.K));
+    conv1_k = register_module("conv1_k", std::make_shared<CausalConvImpl>(lk, 1, dims.K));
+    conv2_q = register_module("conv2_q", std::make_shared<CausalConvImpl>(lq, dims.dh, dims.K));
+    conv2_k = register_module("conv2_k", std::make_shared<CausalConvImpl>(lk, dims.dh, dims.K));
   }
   q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
   k_norm = register_module("k_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
-  tau = register_parameter("tau", torch::zeros({dims.Hkv}));
-  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(dims.Lq, eps));
+  tau = register_parameter("tau", torch::zeros({dims.Hkv / kv_parts}));
+  out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(lq, eps));
+  mark_region_replicated(*this, shard, tp);
 }
 
 torch::Tensor CcqaAttention::values(const torch::Tensor& x) {
@@ -98,10 +106,26 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   }
   q = q.view({B, S, -1, dh});
   k = k.view({B, S, -1, dh});
-  const int64_t heads = q.size(2), kv_heads = k.size(2), group = heads / kv_heads;
+  const int64_t heads = q.size(2), kv_heads = k.size(2);
+  // Replicated KV heads under tp: this rank's query heads are a slice of the global ones and
+  // each uses KV head (global head) / G, G = H / H_kv; a KV group may span ranks.
+  const bool kv_whole = tp.active() && !kv_split(dims, tp.size);
+  const int64_t group = kv_whole ? dims.H / dims.Hkv : heads / kv_heads;
+  torch::Tensor kv_of_head;  // [heads] int64: the KV head of each local query head (kv_whole)
+  if (kv_whole) {
+    kv_of_head = torch::div(torch::arange(heads, x.options().dtype(torch::kLong)) + tp.rank * heads, group, "floor");
+  }
   // 4. qk-mean on the pre-convolution latents: m = (q0 + repeat_kv(k0)) / 2 per query head;
   //    a KV head adds the mean of m over its group of query heads.
-  if (cfg.qk_mean) {
+  if (cfg.qk_mean && kv_whole) {
+    const torch::Tensor q0h = q0.view({B, S, heads, dh});
+    const torch::Tensor k0h = k0.view({B, S, kv_heads, dh});
+    q = q + cfg.qk_mean_gain * 0.5 * (q0h + k0h.index_select(2, kv_of_head));
+    // Mean of m over a group = (k0 + mean of the group's q0) / 2; the group's q0 are summed
+    // here per KV head over this rank's heads, then over the ranks.
+    const torch::Tensor q0_sum = tp.sum_partial(torch::zeros_like(k0h).index_add(2, kv_of_head, q0h));
+    k = k + cfg.qk_mean_gain * 0.5 * (k0h + q0_sum / static_cast<double>(group));
+  } else if (cfg.qk_mean) {
     const torch::Tensor q0h = q0.view({B, S, heads, dh});
     const torch::Tensor k0h = k0.view({B, S, kv_heads, dh});
     const torch::Tensor m = 0.5 * (q0h + k0h.repeat_interleave(group, /*dim=*/2));
@@ -114,7 +138,9 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   // 7. RoPE over d_h, causal GQA attention at the latent head size.
   q = apply_rope(q, positions, theta);
   k = apply_rope(k, positions, theta);
-  const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(dh)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
+  const torch::Tensor o = kv_whole ? causal_attention(q, k.index_select(2, kv_of_head), v.index_select(2, kv_of_head), scale)
+                                   : causal_attention(q, k, v, scale);
   // 8. Per-head norm over d_h, then the one up-projection W_o.
   return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, dh, eps));
 }

@@ -34,10 +34,11 @@ double router_bias(double p) {
   return std::log(q / (1.0 - q));
 }
 
-LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed) {
+LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed, int tp) {
   const Dims m = model_dims(config);
   LayerSharding out;
-  for (auto spec : attention_sharding(type, m).projections) {
+  const LayerSharding attn = attention_sharding(type, m, tp);
+  for (auto spec : attn.projections) {
     spec.name = "attn." + spec.name;
     out.projections.push_back(spec);
   }
@@ -48,7 +49,7 @@ LayerSharding layer_sharding(const std::string& type, const ModelConfig& config,
   if (mod_routed) out.projections.push_back(router_spec("router", m, config.mod.capacity));
   out.params.push_back({"attn_norm.weight", false, 1, "pre-attention RMSNorm"});
   out.params.push_back({"mlp_norm.weight", false, 1, "pre-MLP RMSNorm"});
-  for (auto p : attention_sharding(type, m).params) {
+  for (auto p : attn.params) {
     p.name = "attn." + p.name;
     out.params.push_back(p);
   }
@@ -58,20 +59,22 @@ LayerSharding layer_sharding(const std::string& type, const ModelConfig& config,
 // ---------------------------------------------------------------------------------------------
 // Layer
 LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_routed, double aux_scale_,
-                     const ProjectionFactory& factory, std::string name_)
+                     const ProjectionFactory& factory, std::string name_, const TensorParallelHooks& tp_)
     : type(type_), name(std::move(name_)), alpha(residual_scale(type_, c)), capacity(c.mod.capacity),
-      aux_scale(aux_scale_) {
+      aux_scale(aux_scale_), tp(tp_) {
   const Dims m = model_dims(c);
   attn_norm = register_module("attn_norm", std::make_shared<RMSNormImpl>(m.E, c.norm_eps));
-  attn = register_module("attn", make_attention(type, c, factory));
+  attn = register_module("attn", make_attention(type, c, factory, tp));
   mlp_norm = register_module("mlp_norm", std::make_shared<RMSNormImpl>(m.E, c.norm_eps));
   mlp = register_module("mlp", std::make_shared<MlpImpl>(m, factory));
   if (mod_routed) router = register_module("router", factory(router_spec("router", m, c.mod.capacity)));
 }
 
 torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& positions) {
-  const torch::Tensor h = x + alpha * attn->forward(attn_norm->forward(x), positions);
-  return h + mlp->forward(mlp_norm->forward(h));
+  // Each sub-layer is one tp region: it enters at the normalised input and leaves through its
+  // row-parallel output projection (tp_hooks.h).
+  const torch::Tensor h = x + alpha * attn->forward(tp.enter_region(attn_norm->forward(x)), positions);
+  return h + mlp->forward(tp.enter_region(mlp_norm->forward(h)));
 }
 
 std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,
@@ -93,7 +96,7 @@ std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torc
 // ---------------------------------------------------------------------------------------------
 // Macro-block
 MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing checkpointing_,
-                               const ProjectionFactory& factory)
+                               const ProjectionFactory& factory, const TensorParallelHooks& tp)
     : recursions(c.mor.recursions), checkpointing(checkpointing_), name("blocks." + std::to_string(index)) {
   const Dims m = model_dims(c);
   const int n_layers = static_cast<int>(c.pattern.size());
@@ -109,7 +112,7 @@ MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing ch
   layer_list = register_module("layers", torch::nn::ModuleList());
   for (int l = 0; l < n_layers; ++l) {
     auto layer = std::make_shared<LayerImpl>(c, c.pattern[l], is_mod_layer(c, l), mod_scale, factory,
-                                             name + ".layers." + std::to_string(l));
+                                             name + ".layers." + std::to_string(l), tp);
     layer_list->push_back(layer);
     layers.push_back(layer);
   }
@@ -182,26 +185,61 @@ std::vector<torch::Tensor> MacroBlockImpl::forward(const torch::Tensor& x, const
 // Model
 HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options)
     : config(c), dims(model_dims(c)), vocab_padded(padded_vocab(c.vocab_size, options.tp)),
-      checkpointing(parse_checkpointing(options.activation_checkpointing)) {
+      checkpointing(parse_checkpointing(options.activation_checkpointing)), tp(options.tp_hooks) {
   check_model_config(c);
+  // options.tp pads the vocabulary; the hooks shard the model. Without hooks the model is
+  // whole (a single process padded as for tp ranks, e.g. to read its checkpoints).
+  HYDRA_CHECK(tp.size == 1 || tp.size == options.tp,
+              "ModelOptions: tp " << options.tp << " but tp_hooks.size " << tp.size);
+  vocab_local = vocab_padded / tp.size;
+  vocab_begin = vocab_local * tp.rank;
+  // The rows one process would draw (vocabulary padded for tp = 1), so that every later
+  // parameter draws the same numbers at any tp; this rank keeps its rows, the extra padding
+  // of a larger tp starts at 0 (padded rows are never read).
+  const int64_t drawn = padded_vocab(c.vocab_size, 1);
   auto table = register_module("embed", std::make_shared<torch::nn::Module>());
-  embed = table->register_parameter("weight", torch::empty({vocab_padded, dims.E}));
   {
     torch::NoGradGuard no_grad;
-    embed.normal_(0.0, dims.init_std);
+    const torch::Tensor full = torch::empty({drawn, dims.E}).normal_(0.0, dims.init_std);
+    torch::Tensor local = torch::zeros({vocab_local, dims.E});
+    const int64_t kept = std::max<int64_t>(0, std::min(vocab_begin + vocab_local, drawn) - vocab_begin);
+    if (kept > 0) local.narrow(0, 0, kept).copy_(full.narrow(0, vocab_begin, kept));
+    embed = table->register_parameter("weight", local);
   }
   block_list = register_module("blocks", torch::nn::ModuleList());
   for (int b = 0; b < c.macro_blocks; ++b) {
-    auto block = std::make_shared<MacroBlockImpl>(c, b, checkpointing, options.projection_factory);
+    auto block = std::make_shared<MacroBlockImpl>(c, b, checkpointing, options.projection_factory, tp);
     block_list->push_back(block);
     blocks.push_back(block);
   }
   final_norm = register_module("final_norm", std::make_shared<RMSNormImpl>(dims.E, c.norm_eps));
   if (!c.tie_embeddings) {
     // Column-parallel over the vocabulary (the padded size divides by tp).
-    head = register_module("head", options.projection_factory(
-                                        {"head", dims.E, vocab_padded, ShardRole::kColumn, 128, dims.init_std}));
+    ProjectionSpec spec{"head", dims.E, vocab_padded, ShardRole::kColumn, 128, dims.init_std};
+    spec.init_rows = drawn;
+    head = register_module("head", options.projection_factory(spec));
   }
+}
+
+bool HydraModelImpl::tp_split(const std::string& name) const {
+  if (!tp.active()) return false;
+  if (name == "embed.weight" || name == "head.weight") return true;
+  // blocks.<b>.layers.<l>.<rest>: look <rest> up in the layer's sharding spec.
+  const std::string marker = ".layers.";
+  const size_t at = name.find(marker);
+  if (name.rfind("blocks.", 0) != 0 || at == std::string::npos) return false;  // MoR routers, norms
+  const size_t l_begin = at + marker.size();
+  const size_t l_end = name.find('.', l_begin);
+  const int l = std::stoi(name.substr(l_begin, l_end - l_begin));
+  const std::string rest = name.substr(l_end + 1);
+  const LayerSharding shard = layer_sharding(config.pattern.at(l), config, is_mod_layer(config, l), tp.size);
+  for (const auto& spec : shard.projections) {
+    if (rest == spec.name + ".weight" || rest == spec.name + ".bias") return spec.role != ShardRole::kReplicated;
+  }
+  for (const auto& p : shard.params) {
+    if (rest == p.name) return p.sharded;
+  }
+  return false;
 }
 
 ModelOutput HydraModelImpl::forward(const torch::Tensor& tokens, const torch::Tensor& targets,
@@ -213,22 +251,34 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& tokens, const torch::Te
   run.log = &result.routing;
   const torch::Tensor positions =
       torch::arange(S, tokens.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
-  torch::Tensor h = torch::embedding(embed, tokens);
+  torch::Tensor h;
+  if (tp.active()) {
+    // Vocab-parallel lookup: rows of other ranks read as zero; the sum over tp is the embedding.
+    const torch::Tensor mine = (tokens >= vocab_begin) & (tokens < vocab_begin + vocab_local);
+    const torch::Tensor local_ids = (tokens - vocab_begin) * mine;
+    h = tp.reduce(torch::embedding(embed, local_ids) * mine.unsqueeze(-1).to(embed.scalar_type()));
+  } else {
+    h = torch::embedding(embed, tokens);
+  }
   torch::Tensor aux = zero_aux(h);
   for (const MacroBlock& block : blocks) {
     auto out = block->forward(h, positions, run);
     h = out[0];
     aux = aux + out[1];
   }
-  h = final_norm->forward(h);
+  // The LM head is column-parallel over the vocabulary: its input enters the tp region.
+  h = tp.enter_region(final_norm->forward(h));
   torch::Tensor logits = head ? head->forward(h) : torch::linear(h, embed);
-  if (vocab_padded > config.vocab_size) {
+  if (vocab_begin + vocab_local > config.vocab_size) {
     // Padded vocabulary entries never get probability: -inf before the softmax.
-    torch::Tensor pad = torch::zeros({vocab_padded}, logits.options());
-    pad.narrow(0, config.vocab_size, vocab_padded - config.vocab_size).fill_(-std::numeric_limits<double>::infinity());
+    torch::Tensor pad = torch::zeros({vocab_local}, logits.options());
+    const int64_t first_pad = std::max<int64_t>(0, config.vocab_size - vocab_begin);
+    pad.narrow(0, first_pad, vocab_local - first_pad).fill_(-std::numeric_limits<double>::infinity());
     logits = logits + pad;
   }
-  if (targets.defined()) {
+  if (targets.defined() && tp.active()) {
+    result.lm_loss = tp.cross_entropy(logits, targets, vocab_begin);
+  } else if (targets.defined()) {
     const auto type = logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
     const torch::Tensor logp = torch::log_softmax(logits.to(type).view({B * S, vocab_padded}), -1);
     result.lm_loss = torch::nll_loss(logp, targets.reshape({B * S}), /*weight=*/{}, at::Reduction::Mean,

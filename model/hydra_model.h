@@ -22,6 +22,7 @@
 #include "model/projection.h"
 #include "model/recompute.h"
 #include "model/routing.h"
+#include "model/tp_hooks.h"
 
 namespace hydra::model {
 
@@ -35,7 +36,7 @@ struct RunContext {
 // tokens run it: x + sigmoid(r) (y - x) for them, x for the others.
 struct LayerImpl : torch::nn::Module {
   LayerImpl(const ModelConfig& config, const std::string& type, bool mod_routed, double aux_scale,
-            const ProjectionFactory& factory, std::string name);
+            const ProjectionFactory& factory, std::string name, const TensorParallelHooks& tp = {});
   // The layer on every token it is given: y.
   torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& positions);
   // {y, weighted aux loss (a scalar, zero without a router)}.
@@ -49,12 +50,14 @@ struct LayerImpl : torch::nn::Module {
   Attention attn;
   Mlp mlp;
   Projection router;  // MoD router (E -> 1, with bias), or null
+  TensorParallelHooks tp;  // the attention and MLP inputs enter the tp region
 };
 using Layer = std::shared_ptr<LayerImpl>;
 
 // One macro-block: its layers (shared weights), run R times with MoR routing between runs.
 struct MacroBlockImpl : torch::nn::Module {
-  MacroBlockImpl(const ModelConfig& config, int index, Checkpointing checkpointing, const ProjectionFactory& factory);
+  MacroBlockImpl(const ModelConfig& config, int index, Checkpointing checkpointing, const ProjectionFactory& factory,
+                 const TensorParallelHooks& tp = {});
   // One pass through the layers: {y, aux}. Layer checkpointing happens here.
   std::vector<torch::Tensor> run_layers(const torch::Tensor& x, const torch::Tensor& positions, const RunContext& run);
   // The R recursions: {y, aux}. Block checkpointing wraps each pass.
@@ -75,6 +78,9 @@ struct ModelOptions {
   std::string activation_checkpointing = "none";  // none|layer|block (train.activation_checkpointing)
   int tp = 1;                                      // the vocabulary pads to a multiple of 128 * tp
   ProjectionFactory projection_factory = default_projection_factory();
+  // Tensor parallelism (tp > 1): parallel::make_tp_hooks and parallel::make_tp_projection_factory
+  // of the same group; tp_hooks.size must equal tp (or be 1: the whole model, padded for tp).
+  TensorParallelHooks tp_hooks;
 };
 
 struct ForwardOptions {
@@ -85,7 +91,7 @@ struct ForwardOptions {
 };
 
 struct ModelOutput {
-  torch::Tensor logits;   // [B, S, V_padded], padded columns -inf (when requested)
+  torch::Tensor logits;   // [B, S, V_padded / tp] (this rank's vocabulary slice), padded columns -inf
   torch::Tensor lm_loss;  // mean next-token cross entropy (when targets are given)
   torch::Tensor aux_loss; // weighted router losses (0-dim; zero without routers)
   RoutingLog routing;     // one entry per router application
@@ -100,9 +106,17 @@ struct HydraModelImpl : torch::nn::Module {
   ModelOutput forward(const torch::Tensor& tokens, const torch::Tensor& targets = {},
                       const ForwardOptions& options = {});
 
+  // Whether this rank holds a tensor-parallel slice of parameter `name` (false: the whole
+  // tensor, the same on every tp rank; always false without tp). For the gradient norm and
+  // checkpoints.
+  bool tp_split(const std::string& name) const;
+
   ModelConfig config;
   Dims dims;
   int64_t vocab_padded;
+  int64_t vocab_local;  // rows of embed.weight (and head.weight) on this rank: vocab_padded / tp
+  int64_t vocab_begin;  // the first of them
+  TensorParallelHooks tp;
   Checkpointing checkpointing;
   torch::Tensor embed;  // registered as embed.weight through a holder module
   std::vector<MacroBlock> blocks;
@@ -114,7 +128,7 @@ using HydraModel = std::shared_ptr<HydraModelImpl>;
 
 // The sharding spec of one layer of a type (names relative to the layer, e.g. "attn.wq"),
 // routers included when mod_routed.
-LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed);
+LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed, int tp = 1);
 
 // logit(p), p clamped to [1e-3, 1 - 1e-3]: the router bias that makes sigmoid(r) start at p.
 double router_bias(double p);

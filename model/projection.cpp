@@ -1,5 +1,7 @@
 #include "model/projection.h"
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include "common/errors.h"
@@ -15,10 +17,17 @@ const char* to_string(ShardRole role) {
   return "?";
 }
 
-LinearProjection::LinearProjection(const ProjectionSpec& spec) {
-  weight = register_parameter("weight", torch::empty({spec.out, spec.in}));
+torch::Tensor init_projection_weight(const ProjectionSpec& spec) {
   torch::NoGradGuard no_grad;
-  weight.normal_(0.0, spec.init_std);
+  const int64_t rows = spec.init_rows > 0 ? std::min(spec.init_rows, spec.out) : spec.out;
+  if (rows == spec.out) return torch::empty({spec.out, spec.in}).normal_(0.0, spec.init_std);
+  torch::Tensor w = torch::zeros({spec.out, spec.in});
+  w.narrow(0, 0, rows).normal_(0.0, spec.init_std);  // the leading rows: contiguous, same draws
+  return w;
+}
+
+LinearProjection::LinearProjection(const ProjectionSpec& spec) {
+  weight = register_parameter("weight", init_projection_weight(spec));
   if (spec.bias) {
     bias = register_parameter("bias", torch::full({spec.out}, spec.bias_init));
   }

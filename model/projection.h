@@ -39,6 +39,10 @@ struct ProjectionSpec {
   double init_std = 0.02;    // weight ~ N(0, init_std)
   bool bias = false;         // only routers have one (MODEL.md)
   double bias_init = 0.0;
+  // Rows of W drawn from N(0, init_std), the rest start at 0 (0: all). The LM head sets the
+  // vocabulary padded for tp = 1, so that the draws, and every later parameter's init, are
+  // the same whatever padding tensor parallelism adds.
+  int64_t init_rows = 0;
 };
 
 // The interface a projection module offers to the model: a forward and its parameters
@@ -58,6 +62,11 @@ struct LinearProjection : ProjectionImpl {
 };
 
 ProjectionFactory default_projection_factory();
+
+// The full [out, in] weight of a spec as one process initialises it (from the global RNG).
+// Tensor-parallel projections call it on every rank and keep their slice, so the union of the
+// slices is the single-process matrix.
+torch::Tensor init_projection_weight(const ProjectionSpec& spec);
 
 // A parameter that is not a projection, and how tensor parallelism treats it.
 struct ParamSharding {

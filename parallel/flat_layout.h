@@ -22,6 +22,11 @@ struct ParamSlot {
   int64_t offset = 0;          // first element in the flat space
   int64_t numel = 0;
   bool decay = false;          // AdamW weight decay applies
+  // Tensor parallelism: this rank holds a tp slice of the parameter (column/row-parallel
+  // weights, vocab rows, per-head norms/convs/temperatures). The global gradient norm sums
+  // the squares of split slots over the tp group and counts unsplit ones (identical on every
+  // tp rank) once. Set by the trainer from HydraModelImpl::tp_split; false without tp.
+  bool tp_split = false;
 };
 
 struct FlatLayout {

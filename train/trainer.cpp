@@ -15,6 +15,7 @@
 #include "model/model_info.h"
 #include "parallel/adamw.h"
 #include "parallel/flat_layout.h"
+#include "parallel/tensor_parallel.h"
 #include "parallel/zero_optimizer.h"
 #include "train/batches.h"
 #include "train/metrics.h"
@@ -69,13 +70,25 @@ void plan_batches(Run& run) {
 Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   Run run{config, ctx};
   plan_batches(run);
+  // The data first: a wrong path or tokenizer fails in a second, not after building a model.
+  run.batches = open_batches(config.data, config.train.seq_len, config.train.seed);
+  if (run.batches.vocab_size > config.model.vocab_size) {
+    HYDRA_FAIL(common::ConfigError, "model.vocab_size " << config.model.vocab_size << " is smaller than the "
+                                        << run.batches.vocab_size << " token ids of the corpus in data.path "
+                                        << config.data.path << " (tokenizer " << config.data.tokenizer << ")");
+  }
   at::manual_seed(config.train.seed);  // parameter init
   model::ModelOptions options;
   options.activation_checkpointing = config.train.activation_checkpointing;
   options.tp = ctx.grid.shape.tp;
+  if (ctx.grid.shape.tp > 1) {  // Megatron-style tensor parallelism over ctx.tp (parallel/tensor_parallel.h)
+    options.projection_factory = parallel::make_tp_projection_factory(*ctx.tp);
+    options.tp_hooks = parallel::make_tp_hooks(*ctx.tp);
+  }
   run.model = std::make_shared<model::HydraModelImpl>(config.model, options);
   run.params = named_params(run.model);
   run.layout = parallel::make_flat_layout(run.params);
+  for (auto& slot : run.layout.slots) slot.tp_split = run.model->tp_split(slot.name);
   // Master weights come from the fp32 init, before the model is cast to its compute dtype.
   run.device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
   run.model->to(run.device.device());
@@ -83,7 +96,6 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   if (config.train.dtype == "bf16") run.model->to(at::kBFloat16);
   run.params = named_params(run.model);  // the same names, now in the compute dtype
   parallel::log_zero_memory(run.optim, run.params, ctx.grid.rank);
-  run.batches = open_batches(config.data, config.train.seq_len, config.train.seed);
   return run;
 }
 
