@@ -178,7 +178,11 @@ TEST_F(TrainCli, SigtermSavesExitsSeventyFiveAndResumesExactly) {
                                 << "  sleep 0.05\n"
                                 << "done\n"
                                 << "kill -TERM $pid\n"
-                                << "wait $pid\n";
+                                // Never hang the suite: a run that ignores the signal is killed.
+                                << "( sleep 120; kill -9 $pid ) 2>/dev/null & guard=$!\n"
+                                << "wait $pid; rc=$?\n"
+                                << "kill $guard 2>/dev/null\n"
+                                << "exit $rc\n";
   const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
   std::ifstream log_in(dir / "out.log");
   const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());

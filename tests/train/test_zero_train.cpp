@@ -171,9 +171,15 @@ TEST_F(ZeroTrain, SignalToOneRankStopsAllWithSeventyFiveAndResumes) {
                                 << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge 3 ]; then break; fi\n"
                                 << "  sleep 0.05\n"
                                 << "done\n"
-                                // One rank only: the processes whose command line starts with hydra.
-                                << "pkill -USR1 -o -f '^" HYDRA_BIN " train'\n"
-                                << "wait $pid\n";
+                                // One rank of this run only: the processes whose command line starts
+                                // with hydra (not mpirun) and names this run's checkpoint directory
+                                // (other tests may be training at the same time).
+                                << "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" << (dir / "ckpt").string() << "'\n"
+                                // Never hang the suite: a run that ignores the signal is killed.
+                                << "( sleep 120; pkill -9 -f '" << (dir / "ckpt").string() << "' ) 2>/dev/null & guard=$!\n"
+                                << "wait $pid; rc=$?\n"
+                                << "kill $guard 2>/dev/null\n"
+                                << "exit $rc\n";
   const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
   std::ifstream log_in(dir / "out.log");
   const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
