@@ -204,6 +204,12 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
                                  const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optims) {
   LoadedCheckpoint ckpt = read_index(dir);
   const int64_t world = ckpt.layout.count("world") ? ckpt.layout.at("world") : 1;
+  // Tensor-parallel shards are stored with zero offsets (their global placement is not yet
+  // written), so loading one would hand every rank the first file's slice: refuse instead.
+  if (ckpt.layout.count("tp") && ckpt.layout.at("tp") > 1) {
+    HYDRA_FAIL(InputError, dir << ": checkpoints of tensor-parallel runs (tp " << ckpt.layout.at("tp")
+                               << ") cannot be loaded yet");
+  }
   std::vector<H5File> files;
   for (int64_t r = 0; r < world; ++r) files.push_back(H5File::open_read((fs::path(dir) / rank_file_name(static_cast<int>(r))).string()));
 

@@ -111,11 +111,30 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
   }
 }
 
-double zero_grad_norm(ZeroOptimizer& opt) {
+double zero_grad_norm(ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp) {
   c10::NoGradGuard no_grad;
-  // Sum of squares in fp64 so that adding the shards' parts loses nothing.
-  at::Tensor sumsq = opt.grad_shard.norm().to(at::kDouble).pow(2).reshape({1});
-  // Stage 0: every rank holds the same all-reduced gradient; its local norm is the global one.
+  // Sums of squares in fp64 so that adding the shards' parts loses nothing: [0] over the
+  // slots split across tp (each tp rank holds a different slice), [1] over the replicated
+  // ones (every tp rank holds the same values: counted once).
+  const bool split_tp = tp && tp->size() > 1;
+  at::Tensor sums = at::zeros({2}, opt.grad_shard.options().dtype(at::kDouble));
+  if (!split_tp) {
+    sums[1] = opt.grad_shard.to(at::kDouble).pow(2).sum();
+  } else {
+    for (size_t b = 0; b < opt.buckets.size(); ++b) {
+      const ZeroBucket& bucket = opt.buckets[b];
+      const at::Tensor mine = owned_grad(opt, b);
+      for (const SlotPiece& piece : pieces_in(layout, bucket.owned)) {
+        const ParamSlot& slot = layout.slots[piece.slot];
+        const at::Tensor part = mine.narrow(0, slot.offset + piece.elements.begin - bucket.owned.begin, piece.elements.size());
+        sums[slot.tp_split ? 0 : 1] += part.to(at::kDouble).pow(2).sum();
+      }
+    }
+  }
+  // One scalar: split parts summed over tp, replicated parts once (rep / tp summed tp times).
+  at::Tensor sumsq = (sums[0] + sums[1] / (split_tp ? tp->size() : 1)).reshape({1});
+  if (split_tp) tp->all_reduce(sumsq, ReduceOp::kSum);
+  // Stage 0: every dp rank holds the same all-reduced gradient; its local norm is the global one.
   if (opt.dp && opt.stage > 0) opt.dp->all_reduce(sumsq, ReduceOp::kSum);
   return std::sqrt(sumsq.item<double>());
 }

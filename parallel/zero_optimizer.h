@@ -92,11 +92,13 @@ std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt);
 // leaves this rank's owned part in grad_shard. Collective over dp.
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params);
 
-// The L2 norm of the whole averaged gradient: the local sum of squares of grad_shard, summed
-// over dp (stages 1-2; each element is owned by exactly one rank, so none counts twice).
-// Collective at stages 1-2; the result is bitwise the same on every rank, so a non-finite
-// norm makes every rank skip (or halt on) the same step.
-double zero_grad_norm(ZeroOptimizer& opt);
+// The L2 norm of the whole averaged gradient of the model: the local sum of squares of
+// grad_shard, summed over dp (stages 1-2; each element is owned by exactly one rank, so none
+// counts twice) and, with `tp` of more than one rank, over tp for the slots split across it
+// (ParamSlot::tp_split) while replicated slots count once. Collective over tp (if split) and
+// over dp at stages 1-2; the result is the same on every rank, so a non-finite norm makes
+// every rank skip (or halt on) the same step.
+double zero_grad_norm(ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp = nullptr);
 
 // grad_shard *= factor (clipping).
 void zero_scale_gradients(ZeroOptimizer& opt, double factor);

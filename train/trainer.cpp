@@ -136,7 +136,7 @@ StepResult train_step(Run& run, double lr) {
   r.loss = loss_sum[0].item<double>();
   r.aux = loss_sum[1].item<double>();
   // Collective: the same value on every rank, so the skip/halt decision below is too.
-  r.grad_norm = parallel::zero_grad_norm(run.optim);
+  r.grad_norm = parallel::zero_grad_norm(run.optim, run.layout, run.ctx.tp.get());
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (t.on_nonfinite == "halt") {
       HYDRA_FAIL(common::RuntimeFailure, "non-finite loss " << r.loss << " or gradient norm " << r.grad_norm

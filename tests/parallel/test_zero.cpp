@@ -93,7 +93,7 @@ TEST_P(ZeroStep, ThreeStepsEqualPlainAdamWOnTheAverage) {
   for (int step = 0; step < 3; ++step) {
     set_grads(params, layout, dp.rank(), step);
     zero_reduce_gradients(opt, layout, params);
-    const double norm = zero_grad_norm(opt);
+    const double norm = zero_grad_norm(opt, layout);
     at::Tensor avg = average_grad(layout.numel, dp.size(), step);
     const double ref_norm = avg.norm().item<double>();
     EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
@@ -186,7 +186,7 @@ TEST(ZeroNorm, ANonFiniteGradientOnOneRankIsSeenByAll) {
     // The last rank poisons one element of the first parameter, owned by rank 0 at stages 1-2.
     if (dp.rank() == dp.size() - 1) params[0].second.mutable_grad().view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
     zero_reduce_gradients(opt, layout, params);
-    EXPECT_FALSE(std::isfinite(zero_grad_norm(opt))) << "stage " << stage << " rank " << dp.rank();
+    EXPECT_FALSE(std::isfinite(zero_grad_norm(opt, layout))) << "stage " << stage << " rank " << dp.rank();
   }
 }
 

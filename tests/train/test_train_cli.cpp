@@ -179,7 +179,7 @@ TEST_F(TrainCli, SigtermSavesExitsSeventyFiveAndResumesExactly) {
                                 << "done\n"
                                 << "kill -TERM $pid\n"
                                 // Never hang the suite: a run that ignores the signal is killed.
-                                << "( sleep 120; kill -9 $pid ) 2>/dev/null & guard=$!\n"
+                                << "( sleep 120; kill -9 $pid ) >/dev/null 2>&1 & guard=$!\n"
                                 << "wait $pid; rc=$?\n"
                                 << "kill $guard 2>/dev/null\n"
                                 << "exit $rc\n";

@@ -176,7 +176,7 @@ TEST_F(ZeroTrain, SignalToOneRankStopsAllWithSeventyFiveAndResumes) {
                                 // (other tests may be training at the same time).
                                 << "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" << (dir / "ckpt").string() << "'\n"
                                 // Never hang the suite: a run that ignores the signal is killed.
-                                << "( sleep 120; pkill -9 -f '" << (dir / "ckpt").string() << "' ) 2>/dev/null & guard=$!\n"
+                                << "( sleep 120; pkill -9 -f '" << (dir / "ckpt").string() << "' ) >/dev/null 2>&1 & guard=$!\n"
                                 << "wait $pid; rc=$?\n"
                                 << "kill $guard 2>/dev/null\n"
                                 << "exit $rc\n";
