@@ -194,24 +194,32 @@ LoadedCheckpoint read_index(const std::string& dir) {
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
-                                 const parallel::FlatLayout& layout, parallel::AdamWState* optim) {
+                                 const parallel::FlatLayout& layout, parallel::AdamWState* optim, TpPosition tp) {
   std::vector<parallel::AdamWState*> optims;
   if (optim) optims.push_back(optim);
-  return load_checkpoint(dir, params, layout, optims);
+  return load_checkpoint(dir, params, layout, optims, tp);
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
-                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optims) {
+                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optims,
+                                 TpPosition tp) {
   LoadedCheckpoint ckpt = read_index(dir);
   const int64_t world = ckpt.layout.count("world") ? ckpt.layout.at("world") : 1;
-  // Tensor-parallel shards are stored with zero offsets (their global placement is not yet
-  // written), so loading one would hand every rank the first file's slice: refuse instead.
-  if (ckpt.layout.count("tp") && ckpt.layout.at("tp") > 1) {
-    HYDRA_FAIL(InputError, dir << ": checkpoints of tensor-parallel runs (tp " << ckpt.layout.at("tp")
-                               << ") cannot be loaded yet");
+  // Tensor-parallel slices are stored under the parameter's name with zero offsets (their
+  // global placement is not written yet), so they load only into the same tp size, each
+  // rank reading the files of the ranks that had its tp coordinate (tp is the fastest grid
+  // axis: rank r had tp coordinate r % tp). Any dp size and ZeRO stage still load.
+  const int64_t saved_tp = ckpt.layout.count("tp") ? ckpt.layout.at("tp") : 1;
+  if (saved_tp != tp.size) {
+    HYDRA_FAIL(InputError, dir << ": saved with parallel.tp " << saved_tp << ", loading with parallel.tp " << tp.size
+                               << "; load it with parallel.tp " << saved_tp
+                               << " (resharding tensor-parallel checkpoints is not available yet)");
   }
   std::vector<H5File> files;
-  for (int64_t r = 0; r < world; ++r) files.push_back(H5File::open_read((fs::path(dir) / rank_file_name(static_cast<int>(r))).string()));
+  for (int64_t r = 0; r < world; ++r) {
+    if (r % saved_tp != tp.rank) continue;
+    files.push_back(H5File::open_read((fs::path(dir) / rank_file_name(static_cast<int>(r))).string()));
+  }
 
   c10::NoGradGuard no_grad;
   for (const auto& [name, param] : params) {

@@ -65,15 +65,23 @@ struct LoadedCheckpoint {
 // Reads the index of a committed checkpoint (InputError naming what is wrong otherwise).
 LoadedCheckpoint read_index(const std::string& dir);
 
+// This rank's place in its tensor-parallel group: tp slices load only into the same tp size.
+struct TpPosition {
+  int size = 1;
+  int rank = 0;
+};
+
 // Loads parameter values (and, if `optim` is given, the optimizer state of its range) into
 // this rank's tensors. Shapes must match the model: a checkpoint of another model shape is an
-// InputError naming the parameter.
+// InputError naming the parameter; so is one saved with another tp size.
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
-                                 const parallel::FlatLayout& layout, parallel::AdamWState* optim);
+                                 const parallel::FlatLayout& layout, parallel::AdamWState* optim,
+                                 TpPosition tp = {});
 // The same for several optimizer ranges: every state is filled from whatever pieces the
 // checkpoint's rank files hold, so any dp size, ZeRO stage or bucket plan loads any other.
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
-                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optim);
+                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optim,
+                                 TpPosition tp = {});
 
 // The newest committed checkpoint under root, if any.
 std::optional<std::string> find_latest(const std::string& root);

@@ -172,6 +172,10 @@ double evaluate(Run& run) {
   return totals[0].item<double>() / std::max(1.0, totals[1].item<double>());
 }
 
+checkpoint::TpPosition tp_position(const Run& run) {
+  return {run.ctx.grid.shape.tp, run.ctx.grid.coord.tp};
+}
+
 std::string save(Run& run, const std::string& config_text) {
   checkpoint::SaveRequest req;
   req.root = run.config.checkpoint.dir;
@@ -204,12 +208,13 @@ void restore(Run& run, const RunRequest& request) {
       dir = *latest;
     }
     // Every rank assembles its optimizer part from the pieces of any dp size or ZeRO stage.
-    const auto ckpt = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim));
+    const auto ckpt = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim),
+                                                  tp_position(run));
     run.progress = ckpt.progress;
     common::log_info("resume: %s at step %lld, %lld samples consumed", dir.c_str(),
                      static_cast<long long>(ckpt.progress.step), static_cast<long long>(ckpt.progress.consumed_samples));
   } else if (request.init_from) {
-    checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr);
+    checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, tp_position(run));
     run.optim = parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), run.config.parallel.zero_stage);
     common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
   }
@@ -287,7 +292,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
 
 double run_evaluation(const launcher::Config& config, parallel::ParallelContext& ctx, const std::string& dir) {
   Run run = build_run(config, ctx);
-  checkpoint::load_checkpoint(dir, run.params, run.layout, nullptr);
+  checkpoint::load_checkpoint(dir, run.params, run.layout, nullptr, tp_position(run));
   const double loss = evaluate(run);
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
                    config.train.eval_batches);

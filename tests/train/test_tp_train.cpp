@@ -63,4 +63,27 @@ TEST_F(TpTrain, Tp2Dp2Zero1EqualsOneProcess) {
   expect_equals_one_process("tp2_dp2_zero1", false, 4, {"parallel.tp=2", "parallel.zero_stage=1"});
 }
 
+// A tp2 run stopped at step 2 and resumed with tp2 continues bit for bit; a tp2 checkpoint
+// loaded with another tp size is refused (exit 3) rather than loaded into the wrong slices.
+TEST_F(TpTrain, Tp2ResumesExactlyAndRefusesAnotherTpSize) {
+  const std::vector<std::string> tp2 = {"parallel.tp=2"};
+  ASSERT_EQ(sandbox()->train("tp2_straight", 2, tp2).exit_code, 0);
+  std::vector<std::string> stop = tp2;
+  stop.push_back("train.stop_at_step=2");
+  ASSERT_EQ(sandbox()->train("tp2_split", 2, stop).exit_code, 0);
+  const auto resumed = sandbox()->train("tp2_split", 2, tp2, {"--resume", "latest"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const auto want = sandbox()->metrics_rows("tp2_straight");
+  const auto got = sandbox()->metrics_rows("tp2_split");
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [step, row] : want) {
+    EXPECT_EQ(hydra::test::TrainSandbox::training_fields(got.at(step)), hydra::test::TrainSandbox::training_fields(row))
+        << "step " << step;
+  }
+  const std::string ckpt = (sandbox()->root() / "tp2_straight" / "ckpt" / "step_00000005").string();
+  const auto other = sandbox()->train("tp2_into_tp1", 0, {}, {"--init-from", ckpt});
+  EXPECT_EQ(other.exit_code, 3) << other.output;
+  EXPECT_NE(other.output.find("saved with parallel.tp 2"), std::string::npos) << other.output;
+}
+
 }  // namespace
