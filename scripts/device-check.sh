@@ -48,18 +48,24 @@ if [ -f "$DATA/manifest.json" ]; then
               --set train.dtype=bf16 --set train.steps=${HYDRA_BENCH_STEPS:-40} --set train.global_batch=16
               --set train.micro_batch=8 --set train.seq_len=1024 --set train.warmup_steps=5
               --set train.lr=6e-4 --set train.min_lr=6e-5 --set train.eval_batches=2 --set log.every=10
-              --set checkpoint.dir=/tmp/hydra-bench-ckpt --set checkpoint.keep=1)
+              --set checkpoint.keep=1)
+  rm -rf /tmp/hydra-bench-ckpt*
   timeout 240 "$BUILD_DIR/hydra" "${train_args[@]}" --set log.jsonl="$OUT/train-small-1gpu.jsonl" \
+    --set checkpoint.dir=/tmp/hydra-bench-ckpt-1 \
     > "$OUT/train.log" 2>&1 || echo "device-check: 1-GPU training FAILED (exit $?)"
   # The checkpoint it wrote loads back onto the GPU.
-  latest=$(ls -d /tmp/hydra-bench-ckpt/step_* 2>/dev/null | sort | tail -1)
+  latest=$(ls -d /tmp/hydra-bench-ckpt-1/step_* 2>/dev/null | sort | tail -1)
   [ -n "$latest" ] && "$BUILD_DIR/hydra" eval "${train_args[@]:1}" --checkpoint "$latest" >> "$OUT/train.log" 2>&1 ||
     echo "device-check: eval of $latest FAILED"
   if (( ngpu >= 2 )); then
     timeout 240 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" "${train_args[@]}" \
-      --set log.jsonl="$OUT/train-small-${ngpu}gpu.jsonl" >> "$OUT/train.log" 2>&1 ||
-      echo "device-check: ${ngpu}-GPU training FAILED (exit $?)"
+      --set log.jsonl="$OUT/train-small-${ngpu}gpu.jsonl" --set checkpoint.dir=/tmp/hydra-bench-ckpt-dp \
+      >> "$OUT/train.log" 2>&1 || echo "device-check: ${ngpu}-GPU training FAILED (exit $?)"
+    # Tensor parallelism over NCCL: tp 2 (and dp = GPUs / 2).
+    timeout 240 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" "${train_args[@]}" \
+      --set parallel.tp=2 --set log.jsonl="$OUT/train-small-tp2.jsonl" --set checkpoint.dir=/tmp/hydra-bench-ckpt-tp \
+      >> "$OUT/train.log" 2>&1 || echo "device-check: tp2 training FAILED (exit $?)"
   fi
-  grep -E "step 40|error|train:|eval:|checkpoint:" "$OUT/train.log" | tail -20
+  grep -E "step 40|error|fatal|train:|eval:|checkpoint:" "$OUT/train.log" | tail -20
 fi
 exit $rc
