@@ -271,6 +271,13 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
   return ckpt;
 }
 
+std::vector<std::string> list_committed(const std::string& root) {
+  std::vector<std::string> out;
+  const auto done = committed(root);
+  for (auto it = done.rbegin(); it != done.rend(); ++it) out.push_back(it->second.string());
+  return out;
+}
+
 std::optional<std::string> find_latest(const std::string& root) {
   const auto done = committed(root);
   if (done.empty()) return std::nullopt;

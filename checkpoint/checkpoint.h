@@ -85,6 +85,8 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
 
 // The newest committed checkpoint under root, if any.
 std::optional<std::string> find_latest(const std::string& root);
+// Every committed checkpoint under root, newest first.
+std::vector<std::string> list_committed(const std::string& root);
 
 std::string step_dir_name(int64_t step);
 

@@ -196,23 +196,46 @@ std::string save(Run& run, const std::string& config_text) {
   return dir;
 }
 
+// Loads `dir` on every rank; true only if it loaded on all of them (one collective), so that
+// no rank continues from a checkpoint another rank could not read.
+bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpoint& out, std::string& problem) {
+  try {
+    // Every rank assembles its optimizer part from the pieces of any dp size or ZeRO stage.
+    out = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim), tp_position(run));
+  } catch (const common::InputError& e) {
+    problem = e.what();
+  }
+  if (run.ctx.grid.shape.world() == 1) return problem.empty();
+  at::Tensor failed = at::full({1}, problem.empty() ? 0.0 : 1.0, run.device.dtype(at::kFloat));
+  run.ctx.world->all_reduce(failed, parallel::ReduceOp::kMax);
+  if (failed.cpu().item<float>() > 0.5f && problem.empty()) problem = "it could not be read on another rank";
+  return problem.empty();
+}
+
 void restore(Run& run, const RunRequest& request) {
   if (request.resume) {
-    std::string dir = *request.resume;
-    if (dir == "latest") {
-      const auto latest = checkpoint::find_latest(run.config.checkpoint.dir);
-      if (!latest) {
-        common::log_info("resume: no complete checkpoint under %s; starting fresh", run.config.checkpoint.dir.c_str());
+    // An explicit directory must load; `latest` falls back to the newest that does.
+    std::vector<std::string> candidates = {*request.resume};
+    if (*request.resume == "latest") candidates = checkpoint::list_committed(run.config.checkpoint.dir);
+    if (candidates.empty()) {
+      common::log_info("resume: no complete checkpoint under %s; starting fresh", run.config.checkpoint.dir.c_str());
+      return;
+    }
+    for (const std::string& dir : candidates) {
+      checkpoint::LoadedCheckpoint ckpt;
+      std::string problem;
+      if (load_everywhere(run, dir, ckpt, problem)) {
+        run.progress = ckpt.progress;
+        common::log_info("resume: %s at step %lld, %lld samples consumed", dir.c_str(),
+                         static_cast<long long>(ckpt.progress.step),
+                         static_cast<long long>(ckpt.progress.consumed_samples));
         return;
       }
-      dir = *latest;
+      if (*request.resume != "latest") HYDRA_FAIL(common::InputError, problem);
+      common::log_warn("resume: skipping %s: %s; trying the previous checkpoint", dir.c_str(), problem.c_str());
     }
-    // Every rank assembles its optimizer part from the pieces of any dp size or ZeRO stage.
-    const auto ckpt = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim),
-                                                  tp_position(run));
-    run.progress = ckpt.progress;
-    common::log_info("resume: %s at step %lld, %lld samples consumed", dir.c_str(),
-                     static_cast<long long>(ckpt.progress.step), static_cast<long long>(ckpt.progress.consumed_samples));
+    HYDRA_FAIL(common::InputError, "resume: none of the " << candidates.size() << " complete checkpoints under "
+                                       << run.config.checkpoint.dir << " could be loaded (see the warnings above)");
   } else if (request.init_from) {
     checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, tp_position(run));
     run.optim = parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), run.config.parallel.zero_stage);

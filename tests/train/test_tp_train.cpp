@@ -16,6 +16,8 @@
 
 namespace {
 
+namespace fs = std::filesystem;
+
 struct TpTrain : ::testing::Test {
   static void SetUpTestSuite() {
     sandbox() = std::make_unique<hydra::test::TrainSandbox>("hydra_tp_train", 5);
@@ -84,6 +86,20 @@ TEST_F(TpTrain, Tp2ResumesExactlyAndRefusesAnotherTpSize) {
   const auto other = sandbox()->train("tp2_into_tp1", 0, {}, {"--init-from", ckpt});
   EXPECT_EQ(other.exit_code, 3) << other.output;
   EXPECT_NE(other.output.find("saved with parallel.tp 2"), std::string::npos) << other.output;
+}
+
+// Under tp each rank reads only its own slices' files: damage rank 1's file of the newest
+// checkpoint and rank 0 alone could load it. The ranks must agree and both fall back.
+TEST_F(TpTrain, RanksAgreeToSkipACheckpointOnlyOneOfThemCannotRead) {
+  const std::vector<std::string> sets = {"parallel.tp=2", "checkpoint.every=2", "checkpoint.keep=5"};
+  ASSERT_EQ(sandbox()->train("tp2_damaged", 2, sets).exit_code, 0);
+  const fs::path newest = sandbox()->root() / "tp2_damaged" / "ckpt" / "step_00000004";
+  hydra::test::TrainSandbox::damage(newest / "rank_00001.h5");
+  fs::remove_all(sandbox()->root() / "tp2_damaged" / "ckpt" / "step_00000005");
+  const auto resumed = sandbox()->train("tp2_damaged", 2, {"parallel.tp=2"}, {"--resume", "latest"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("step_00000002 at step 2"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("could not be read on another rank"), std::string::npos) << resumed.output;
 }
 
 }  // namespace

@@ -203,4 +203,29 @@ TEST_F(TrainCli, SigtermSavesExitsSeventyFiveAndResumesExactly) {
   for (const auto& [step, fields] : ref) EXPECT_EQ(got.at(step), fields) << "step " << step;
 }
 
+// `--resume latest` skips a damaged newest checkpoint, says so, and continues exactly from
+// the previous one; an explicitly named damaged checkpoint is an error (exit 3).
+TEST_F(TrainCli, ResumeLatestFallsBackPastADamagedCheckpoint) {
+  const std::vector<std::string> every2 = {"--set", "checkpoint.every=2", "--set", "checkpoint.keep=5"};
+  ASSERT_EQ(train("damaged", every2).exit_code, 0);
+  const fs::path newest = root() / "damaged" / "ckpt" / "step_00000006";
+  hydra::test::TrainSandbox::damage(newest / "rank_00000.h5");
+  fs::remove(root() / "damaged" / "metrics.jsonl");  // the resumed run's rows only
+  const auto resumed = train("damaged", {"--resume", "latest"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("skipping " + newest.string()), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("step_00000004 at step 4"), std::string::npos) << resumed.output;
+  ASSERT_EQ(train("damaged_ref").exit_code, 0);
+  const auto got = training_rows("damaged");
+  const auto want = training_rows("damaged_ref");
+  ASSERT_EQ(got.size(), 2u);  // steps 5 and 6
+  for (const auto& [step, fields] : got) EXPECT_EQ(fields, want.at(step)) << "step " << step;
+
+  // The resumed run saved step 6 afresh; damage it again, then name it explicitly.
+  hydra::test::TrainSandbox::damage(newest / "rank_00000.h5");
+  const auto named = train("damaged_named", {"--resume", newest.string()});
+  EXPECT_EQ(named.exit_code, 3) << named.output;
+  EXPECT_NE(named.output.find("rank_00000.h5"), std::string::npos) << named.output;
+}
+
 }  // namespace

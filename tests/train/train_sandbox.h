@@ -107,6 +107,13 @@ class TrainSandbox {
 
   static double loss_of(const std::string& row) { return std::stod(row.substr(row.find("\"loss\": ") + 8)); }
 
+  // Overwrites 64 bytes in the middle of a file: data or metadata, either must be detected.
+  static void damage(const std::filesystem::path& file) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(file) / 2));
+    f.write(std::string(64, '\x5a').data(), 64);
+  }
+
  private:
   std::filesystem::path root_;
   HydraRun prepare_;
