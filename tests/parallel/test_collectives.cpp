@@ -28,6 +28,7 @@
 #include "parallel/mpi_session.h"
 #include "parallel/parallel_context.h"
 #include "parallel/process_grid.h"
+#include "tests/parallel/mpi_test_main.h"
 
 namespace hydra::parallel {
 namespace {
@@ -253,26 +254,6 @@ TEST(ShardRange, SplitsWithTheFirstPartsLonger) {
   EXPECT_EQ(shard_range(0, 2, 1).size(), 0);
 }
 
-// Prints only failed assertions, tagged with the rank (the default printer stays on rank 0).
-class FailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit FailurePrinter(int rank) : rank_(rank) {}
-  // The test name is kept here: UnitTest::current_test_info() takes the lock that gtest
-  // already holds while it reports a part result (calling it there deadlocks).
-  void OnTestStart(const ::testing::TestInfo& info) override {
-    test_ = std::string(info.test_suite_name()) + "." + info.name();
-  }
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] FAILED %s at %s:%d\n%s\n", rank_, test_.c_str(),
-                 r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-  std::string test_;
-};
-
 struct Options {
   int dp = 0, tp = 1, pp = 1;
   std::string backend = "mpi";
@@ -300,52 +281,23 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-int run(int argc, char** argv, const MpiSession& session) {
-  const LaunchInfo& launch = session.launch();
-  ::testing::InitGoogleTest(&argc, argv);  // removes the gtest flags it knows
+hydra::test::MpiTestSetup configure(int argc, char** argv, const LaunchInfo& launch) {
   const Options opt = parse_options(argc, argv);
   if (opt.backend == "nccl") {
     HYDRA_CHECK(at::hasCUDA(), "--backend nccl needs CUDA");
     g_device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
   }
-  ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
-  if (launch.rank != 0) {
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter(launch.rank));
-  }
   const GridShape shape = resolve_grid_shape(launch.world, opt.dp, opt.tp, opt.pp);
-  std::unique_ptr<ParallelContext> ctx =
-      make_parallel_context(make_process_grid(shape, launch.rank), opt.backend, opt.timeout_s);
-  g_ctx = ctx.get();
   if (launch.rank == 0) {
-    std::printf("test_collectives: %d ranks, dp %d tp %d pp %d, backend %s\n", launch.world,
-                shape.dp, shape.tp, shape.pp, opt.backend.c_str());
+    std::printf("test_collectives: %d ranks, dp %d tp %d pp %d, backend %s\n", launch.world, shape.dp, shape.tp,
+                shape.pp, opt.backend.c_str());
   }
-  const int local = RUN_ALL_TESTS();
-  g_ctx = nullptr;
-  ctx.reset();  // communicators go before MPI does
-  int any = 0;
-  HYDRA_MPI_CHECK(MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
-  if (launch.rank == 0 && any != local)
-    std::printf("test_collectives: FAILED on another rank (see its output)\n");
-  return any == 0 ? 0 : 1;
+  return {shape, opt.backend, opt.timeout_s};
 }
 
 }  // namespace
 }  // namespace hydra::parallel
 
 int main(int argc, char** argv) {
-  try {
-    hydra::parallel::MpiSession session(&argc, &argv);
-    try {
-      return hydra::parallel::run(argc, argv, session);
-    } catch (const hydra::common::HydraError& e) {
-      std::fprintf(stderr, "test_collectives: rank %d: %s\n", session.launch().rank, e.what());
-      std::fflush(stderr);
-      session.abort(static_cast<int>(e.code()));  // the other ranks may be waiting on this one
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "test_collectives: %s\n", e.what());
-    return 1;
-  }
+  return hydra::test::mpi_test_main(argc, argv, "test_collectives", hydra::parallel::configure, hydra::parallel::g_ctx);
 }

@@ -17,6 +17,7 @@
 #include "parallel/mpi_session.h"
 #include "parallel/parallel_context.h"
 #include "parallel/tensor_parallel.h"
+#include "tests/parallel/mpi_test_main.h"
 
 namespace hydra::parallel {
 namespace {
@@ -165,50 +166,16 @@ void check_model(bool tied) {
 TEST(TensorParallel, TiedModelEqualsOneProcess) { check_model(true); }
 TEST(TensorParallel, UntiedModelEqualsOneProcess) { check_model(false); }
 
-// A printer for ranks other than 0: failures only, prefixed with the rank.
-struct FailurePrinter : ::testing::EmptyTestEventListener {
-  explicit FailurePrinter(int rank) : rank(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed()) std::printf("rank %d: %s:%d: %s\n", rank, r.file_name(), r.line_number(), r.summary());
-  }
-  int rank;
-};
-
-int run(int argc, char** argv, const MpiSession& session) {
-  const LaunchInfo& launch = session.launch();
-  ::testing::InitGoogleTest(&argc, argv);
-  ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
-  if (launch.rank != 0) {
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new FailurePrinter(launch.rank));
-  }
-  torch::set_num_threads(1);  // ranks share the cores
-  const GridShape shape = resolve_grid_shape(launch.world, 1, launch.world, 1);
-  std::unique_ptr<ParallelContext> ctx = make_parallel_context(make_process_grid(shape, launch.rank), "mpi", 60.0);
-  g_ctx = ctx.get();
-  const int local = RUN_ALL_TESTS();
-  g_ctx = nullptr;
-  ctx.reset();
-  int any = 0;
-  MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return any == 0 ? 0 : 1;
-}
-
 }  // namespace
 }  // namespace hydra::parallel
 
 int main(int argc, char** argv) {
-  try {
-    hydra::parallel::MpiSession session(&argc, &argv);
-    try {
-      return hydra::parallel::run(argc, argv, session);
-    } catch (const hydra::common::HydraError& e) {
-      std::fprintf(stderr, "test_tensor_parallel: rank %d: %s\n", session.launch().rank, e.what());
-      std::fflush(stderr);
-      session.abort(static_cast<int>(e.code()));
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "test_tensor_parallel: %s\n", e.what());
-    return 1;
-  }
+  // Every rank is in one tensor-parallel group.
+  return hydra::test::mpi_test_main(
+      argc, argv, "test_tensor_parallel",
+      [](int, char**, const hydra::parallel::LaunchInfo& launch) {
+        torch::set_num_threads(1);  // ranks share the cores
+        return hydra::test::MpiTestSetup{hydra::parallel::resolve_grid_shape(launch.world, 1, launch.world, 1)};
+      },
+      hydra::parallel::g_ctx);
 }

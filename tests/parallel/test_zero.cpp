@@ -27,6 +27,7 @@
 #include "parallel/parallel_context.h"
 #include "parallel/process_grid.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/parallel/mpi_test_main.h"
 
 namespace hydra::parallel {
 namespace {
@@ -236,51 +237,15 @@ TEST(ZeroCheckpoint, StateOfOneStageAndBucketPlanLoadsIntoAnother) {
 }
 
 // Prints failed assertions of ranks other than 0, tagged with the rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed()) std::fprintf(stderr, "[rank %d] %s:%d\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
-                                 r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-};
-
-int run(int argc, char** argv, const MpiSession& session) {
-  const LaunchInfo& launch = session.launch();
-  ::testing::InitGoogleTest(&argc, argv);
-  ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
-  if (launch.rank != 0) {
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new RankFailurePrinter(launch.rank));
-  }
-  const GridShape shape = resolve_grid_shape(launch.world, launch.world, 1, 1);
-  std::unique_ptr<ParallelContext> ctx = make_parallel_context(make_process_grid(shape, launch.rank), "mpi", 60);
-  g_ctx = ctx.get();
-  const int local = RUN_ALL_TESTS();
-  g_ctx = nullptr;
-  ctx.reset();
-  int any = 0;
-  MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return any == 0 ? 0 : 1;
-}
-
 }  // namespace
 }  // namespace hydra::parallel
 
 int main(int argc, char** argv) {
-  try {
-    hydra::parallel::MpiSession session(&argc, &argv);
-    try {
-      return hydra::parallel::run(argc, argv, session);
-    } catch (const hydra::common::HydraError& e) {
-      std::fprintf(stderr, "test_zero: rank %d: %s\n", session.launch().rank, e.what());
-      session.abort(static_cast<int>(e.code()));
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "test_zero: %s\n", e.what());
-  }
-  return 1;
+  // Every rank is a data-parallel replica.
+  return hydra::test::mpi_test_main(
+      argc, argv, "test_zero",
+      [](int, char**, const hydra::parallel::LaunchInfo& launch) {
+        return hydra::test::MpiTestSetup{hydra::parallel::resolve_grid_shape(launch.world, launch.world, 1, 1)};
+      },
+      hydra::parallel::g_ctx);
 }

@@ -18,16 +18,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TpTrain : ::testing::Test {
-  static void SetUpTestSuite() {
-    sandbox() = std::make_unique<hydra::test::TrainSandbox>("hydra_tp_train", 5);
-    ASSERT_EQ(sandbox()->prepare_run().exit_code, 0) << sandbox()->prepare_run().output;
-  }
-  static void TearDownTestSuite() { sandbox().reset(); }
-  static std::unique_ptr<hydra::test::TrainSandbox>& sandbox() {
-    static std::unique_ptr<hydra::test::TrainSandbox> box;
-    return box;
-  }
+struct TpTrain : hydra::test::SandboxTest<TpTrain> {
+  static constexpr const char* kTag = "hydra_tp_train";
+  static constexpr int kSteps = 5;
   // step -> {loss, grad_norm}.
   static std::map<int, std::pair<double, double>> curve(const std::string& name) {
     std::map<int, std::pair<double, double>> out;

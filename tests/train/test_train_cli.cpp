@@ -16,17 +16,9 @@ namespace {
 namespace fs = std::filesystem;
 using hydra::test::run_hydra;
 
-struct TrainCli : ::testing::Test {
-  static void SetUpTestSuite() {
-    sandbox() = std::make_unique<hydra::test::TrainSandbox>("hydra_train_cli", 6);
-    ASSERT_EQ(sandbox()->prepare_run().exit_code, 0) << sandbox()->prepare_run().output;
-  }
-  static void TearDownTestSuite() { sandbox().reset(); }
-  static std::unique_ptr<hydra::test::TrainSandbox>& sandbox() {
-    static std::unique_ptr<hydra::test::TrainSandbox> box;
-    return box;
-  }
-  static fs::path root() { return sandbox()->root(); }
+struct TrainCli : hydra::test::SandboxTest<TrainCli> {
+  static constexpr const char* kTag = "hydra_train_cli";
+  static constexpr int kSteps = 6;
 
   // `hydra train` of the sandbox's config, one process, with extra arguments.
   static hydra::test::HydraRun train(const std::string& name, const std::vector<std::string>& extra = {}) {

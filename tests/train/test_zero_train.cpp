@@ -27,17 +27,9 @@ using hydra::test::HydraRun;
 
 constexpr double kRel = 1e-4;
 
-struct ZeroTrain : ::testing::Test {
-  static void SetUpTestSuite() {
-    sandbox() = std::make_unique<hydra::test::TrainSandbox>("hydra_zero_train", 5);
-    ASSERT_EQ(sandbox()->prepare_run().exit_code, 0) << sandbox()->prepare_run().output;
-  }
-  static void TearDownTestSuite() { sandbox().reset(); }
-  static std::unique_ptr<hydra::test::TrainSandbox>& sandbox() {
-    static std::unique_ptr<hydra::test::TrainSandbox> box;
-    return box;
-  }
-  static fs::path root() { return sandbox()->root(); }
+struct ZeroTrain : hydra::test::SandboxTest<ZeroTrain> {
+  static constexpr const char* kTag = "hydra_zero_train";
+  static constexpr int kSteps = 5;
 
   // `hydra train` on `np` ranks (np 0: no mpirun) with `--set` overrides.
   static HydraRun train(const std::string& name, int np, const std::vector<std::string>& sets,

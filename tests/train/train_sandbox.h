@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include <memory>
+
 #include "tests/launcher/run_hydra.h"
 
 namespace hydra::test {
@@ -117,6 +121,22 @@ class TrainSandbox {
  private:
   std::filesystem::path root_;
   HydraRun prepare_;
+};
+
+// A GoogleTest fixture whose test suite shares one sandbox: `Suite` names it with
+// `static constexpr const char* kTag` and `static constexpr int kSteps`.
+template <typename Suite>
+struct SandboxTest : ::testing::Test {
+  static void SetUpTestSuite() {
+    sandbox() = std::make_unique<TrainSandbox>(Suite::kTag, Suite::kSteps);
+    ASSERT_EQ(sandbox()->prepare_run().exit_code, 0) << sandbox()->prepare_run().output;
+  }
+  static void TearDownTestSuite() { sandbox().reset(); }
+  static std::unique_ptr<TrainSandbox>& sandbox() {
+    static std::unique_ptr<TrainSandbox> box;
+    return box;
+  }
+  static std::filesystem::path root() { return sandbox()->root(); }
 };
 
 }  // namespace hydra::test
