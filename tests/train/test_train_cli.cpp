@@ -220,4 +220,56 @@ TEST_F(TrainCli, ResumeLatestFallsBackPastADamagedCheckpoint) {
   EXPECT_NE(named.output.find("rank_00000.h5"), std::string::npos) << named.output;
 }
 
+// A real SIGKILL while a checkpoint is being written (its step_N.tmp directory exists):
+// `--resume latest` loads the previous complete checkpoint and the run continues exactly.
+TEST_F(TrainCli, SigkillDuringASaveResumesFromThePreviousCheckpoint) {
+  const fs::path dir = root() / "sigkill";
+  fs::create_directories(dir / "ckpt");
+  // A 50k vocabulary makes each save write ~26 MB: a window wide enough to kill it in.
+  const std::vector<std::string> sets = {"--set", "model.vocab_size=50257", "--set", "train.steps=100000",
+                                         "--set", "checkpoint.every=2", "--set", "checkpoint.keep=3"};
+  std::string args = std::string("train --config ") + (root() / "run.yaml").string() + " --set checkpoint.dir=" +
+                     (dir / "ckpt").string() + " --set log.jsonl=" + (dir / "metrics.jsonl").string();
+  for (const auto& a : sets) args += " " + a;
+  std::ofstream(dir / "run.sh") << "'" HYDRA_BIN "' " << args << " > " << (dir / "out.log").string() << " 2>&1 &\n"
+                                << "pid=$!\n"
+                                << "for i in $(seq 20000); do\n"
+                                // The second save or later, caught in the middle.
+                                << "  if ls -d " << (dir / "ckpt").string() << "/step_*.tmp 2>/dev/null | grep -qv step_00000002; then\n"
+                                << "    kill -9 $pid; break\n"
+                                << "  fi\n"
+                                << "  sleep 0.002\n"
+                                << "done\n"
+                                << "( sleep 120; kill -9 $pid ) >/dev/null 2>&1 & guard=$!\n"
+                                << "wait $pid; rc=$?\n"
+                                << "kill $guard 2>/dev/null\n"
+                                << "exit $rc\n";
+  const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 128 + 9) << "the run was not killed mid-save";
+  bool partial = false;
+  for (const auto& entry : fs::directory_iterator(dir / "ckpt")) partial |= entry.path().extension() == ".tmp";
+  ASSERT_TRUE(partial) << "no half-written checkpoint left behind";
+
+  // The newest checkpoint with its commit marker is what resume must load.
+  int loaded = 0;
+  for (const auto& entry : fs::directory_iterator(dir / "ckpt")) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension().empty() && fs::exists(entry.path() / "COMMIT")) loaded = std::max(loaded, std::stoi(name.substr(5)));
+  }
+  ASSERT_GE(loaded, 2);
+  std::vector<std::string> resume = sets;
+  const std::string stop = "train.stop_at_step=" + std::to_string(loaded + 2);
+  resume.insert(resume.end(), {"--resume", "latest", "--set", stop});
+  const auto resumed = train("sigkill", resume);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("at step " + std::to_string(loaded) + ","), std::string::npos) << resumed.output;
+  std::vector<std::string> ref = sets;
+  ref.insert(ref.end(), {"--set", stop});
+  ASSERT_EQ(train("sigkill_ref", ref).exit_code, 0);
+  const auto got = training_rows("sigkill");
+  const auto want = training_rows("sigkill_ref");
+  for (const auto& [step, fields] : want) EXPECT_EQ(got.at(step), fields) << "step " << step;
+}
+
 }  // namespace
