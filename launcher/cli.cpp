@@ -35,6 +35,10 @@ const std::map<std::string, CommandSpec>& commands() {
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
         {"--input", "--output", "--tokenizer", "--val-fraction"}}},
+      {"ckpt consolidate",
+       {"one HDF5 file with every parameter whole (for fine-tuning and other tools)",
+        "hydra ckpt consolidate DIR --output FILE",
+        {"--output"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -49,7 +53,7 @@ bool takes_value(const std::string& option) { return option != "--json"; }
 bool has_action(const std::string& word) { return word == "data" || word == "ckpt"; }
 
 // Commands that take one positional argument (a directory), not a --config.
-bool takes_target(const std::string& command) { return command == "ckpt inspect"; }
+bool takes_target(const std::string& command) { return command == "ckpt inspect" || command == "ckpt consolidate"; }
 
 }  // namespace
 
@@ -69,6 +73,11 @@ std::string help_text(const std::string& command) {
   }
   const auto& spec = commands().at(command);
   out += "usage: " + std::string(spec.usage) + "\n\n" + spec.summary + "\n\noptions:\n";
+  if (command == "ckpt consolidate") {
+    out += "  --output FILE          the HDF5 file to write (through a temporary and a rename)\n";
+    out += "  --help                 this text\n";
+    return out;
+  }
   if (command == "ckpt inspect") {
     out += "  --json                 print JSON instead of text\n  --help                 this text\n";
     out += "\nExit code 0 when the checkpoint is complete and every checksum verifies, 3 otherwise.\n";
@@ -151,6 +160,9 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   }
   if (takes_target(args.command) && !args.help) {
     if (args.target.empty()) HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs a DIR");
+    if (args.command == "ckpt consolidate" && args.output.empty()) {
+      HYDRA_FAIL(ConfigError, "hydra ckpt consolidate needs --output FILE");
+    }
     return args;
   }
   if (args.command == "data prepare" && !args.help) {

@@ -12,6 +12,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
 int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_data_prepare(const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_ckpt_inspect(const CliArgs& args, const parallel::LaunchInfo& launch);
+int run_ckpt_consolidate(const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 
 }  // namespace hydra::launcher

@@ -79,6 +79,11 @@ TEST_F(TpTrain, Tp2ResumesExactlyAndRefusesAnotherTpSize) {
   const auto other = sandbox()->train("tp2_into_tp1", 0, {}, {"--init-from", ckpt});
   EXPECT_EQ(other.exit_code, 3) << other.output;
   EXPECT_NE(other.output.find("saved with parallel.tp 2"), std::string::npos) << other.output;
+  // Nor can its slices be consolidated yet: a clear refusal, not a file of half matrices.
+  const std::string weights = (sandbox()->root() / "tp2_straight" / "weights.h5").string();
+  const auto joined = hydra::test::run_hydra({"ckpt", "consolidate", ckpt, "--output", weights}, weights + ".log");
+  EXPECT_EQ(joined.exit_code, 3) << joined.output;
+  EXPECT_FALSE(fs::exists(weights));
 }
 
 // Under tp each rank reads only its own slices' files: damage rank 1's file of the newest

@@ -272,4 +272,17 @@ TEST_F(TrainCli, SigkillDuringASaveResumesFromThePreviousCheckpoint) {
   for (const auto& [step, fields] : want) EXPECT_EQ(got.at(step), fields) << "step " << step;
 }
 
+// `hydra ckpt consolidate`: one h5py-readable file equal to the checkpoint's weights.
+TEST_F(TrainCli, ConsolidateWritesEveryWeightWhole) {
+  ASSERT_EQ(train("consolidate", {"--set", "parallel.zero_stage=1"}).exit_code, 0);
+  const fs::path ckpt = root() / "consolidate" / "ckpt" / "step_00000006";
+  const std::string out = (root() / "consolidate" / "weights.h5").string();
+  const auto run = run_hydra({"ckpt", "consolidate", ckpt.string(), "--output", out}, out + ".log");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+  const std::string cmd = "/usr/bin/python3 " HYDRA_SOURCE_DIR "/tests/checkpoint/compare_consolidated.py " +
+                          ckpt.string() + " " + out;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
 }  // namespace
