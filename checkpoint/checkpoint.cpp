@@ -43,7 +43,7 @@ void write_rank_file(const std::string& path, const SaveRequest& req, const para
   H5File f = H5File::create(path);
   f.set_attr("/", "rank", static_cast<int64_t>(req.rank));
   f.set_attr("/", "step", req.progress.step);
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (size_t i = 0; req.write_weights && i < params.size(); ++i) {
     const at::Tensor value = params[i].second.detach().cpu().contiguous();
     const std::string object = "/model/" + params[i].first;
     f.write_tensor(object, value);

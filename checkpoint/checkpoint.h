@@ -41,6 +41,9 @@ struct SaveRequest {
   std::map<std::string, int64_t> layout;  // world, dp, tp, pp, zero_stage, micro_batches
   int rank = 0;
   int world = 1;
+  // Whether this rank writes /model/*: data-parallel replicas hold the same weights, so only
+  // one replica (dp rank 0) of each tp slice writes them; every rank writes its optimizer part.
+  bool write_weights = true;
 };
 
 // Saves; returns the committed directory. `optim` may be null (weights only). `world_comm`

@@ -187,6 +187,7 @@ std::string save(Run& run, const std::string& config_text) {
                 {"zero_stage", run.config.parallel.zero_stage}, {"micro_batches", run.config.parallel.micro_batches}};
   req.rank = run.ctx.grid.rank;
   req.world = shape.world();
+  req.write_weights = run.ctx.grid.coord.dp == 0;
   const auto start = Clock::now();
   const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout,
                                                       parallel::zero_states(std::as_const(run.optim)),
