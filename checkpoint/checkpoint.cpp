@@ -18,11 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 using common::InputError;
 
-std::string rank_file_name(int rank) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "rank_%05d.h5", rank);
-  return buf;
-}
 
 std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
 
@@ -128,6 +123,12 @@ void prune(const std::string& root, int keep) {
 }
 
 }  // namespace
+
+std::string rank_file_name(int rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "rank_%05d.h5", rank);
+  return buf;
+}
 
 std::string step_dir_name(int64_t step) {
   char buf[32];

@@ -92,5 +92,7 @@ std::optional<std::string> find_latest(const std::string& root);
 std::vector<std::string> list_committed(const std::string& root);
 
 std::string step_dir_name(int64_t step);
+// "rank_00003.h5": the file rank R writes in a checkpoint directory.
+std::string rank_file_name(int rank);
 
 }  // namespace hydra::checkpoint

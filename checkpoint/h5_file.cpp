@@ -57,24 +57,16 @@ struct Handle {
   operator hid_t() const { return id; }
 };
 
-// bf16 as HDF5 has no such type: IEEE float32 with the low 16 mantissa bits cut off. Same
-// exponent field and bias (127), so h5py widens it to float32 exactly.
-hid_t make_bf16_type() {
+// A 16-bit IEEE-style float type: HDF5 1.10 predefines none. bf16 is float32 with the low 16
+// mantissa bits cut off (8 exponent bits, bias 127), so h5py widens it to float32 exactly;
+// half has 5 exponent bits and bias 15.
+hid_t make_float16_type(size_t exponent_bits, size_t bias) {
+  const size_t mantissa_bits = 15 - exponent_bits;
   hid_t t = H5Tcopy(H5T_IEEE_F32LE);
-  H5Tset_fields(t, 15, 7, 8, 0, 7);
+  H5Tset_fields(t, 15, mantissa_bits, exponent_bits, 0, mantissa_bits);
   H5Tset_precision(t, 16);
   H5Tset_size(t, 2);
-  H5Tset_ebias(t, 127);
-  return t;
-}
-
-// IEEE half built the same way (HDF5 1.10 has no predefined 16-bit float type).
-hid_t make_half_type() {
-  hid_t t = H5Tcopy(H5T_IEEE_F32LE);
-  H5Tset_fields(t, 15, 10, 5, 0, 10);
-  H5Tset_precision(t, 16);
-  H5Tset_size(t, 2);
-  H5Tset_ebias(t, 15);
+  H5Tset_ebias(t, bias);
   return t;
 }
 
@@ -83,8 +75,8 @@ hid_t type_of(at::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat: return H5Tcopy(H5T_IEEE_F32LE);
     case at::kDouble: return H5Tcopy(H5T_IEEE_F64LE);
-    case at::kBFloat16: return make_bf16_type();
-    case at::kHalf: return make_half_type();
+    case at::kBFloat16: return make_float16_type(8, 127);
+    case at::kHalf: return make_float16_type(5, 15);
     case at::kLong: return H5Tcopy(H5T_STD_I64LE);
     case at::kInt: return H5Tcopy(H5T_STD_I32LE);
     case at::kByte: return H5Tcopy(H5T_STD_U8LE);

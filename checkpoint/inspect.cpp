@@ -66,8 +66,7 @@ InspectReport inspect_checkpoint(const std::string& dir) {
     std::map<std::string, int64_t> params;  // name -> global elements, counted once
     int64_t total_bytes = 0;
     for (int64_t r = 0; r < world; ++r) {
-      char name[32];
-      std::snprintf(name, sizeof(name), "rank_%05lld.h5", static_cast<long long>(r));
+      const std::string name = rank_file_name(static_cast<int>(r));
       const std::string path = (fs::path(dir) / name).string();
       const H5File f = H5File::open_read(path);
       const int64_t datasets = verify_group(f, "/");
@@ -77,7 +76,7 @@ InspectReport inspect_checkpoint(const std::string& dir) {
       const auto bytes = static_cast<int64_t>(fs::file_size(path));
       total_bytes += bytes;
       common::Json row = common::Json::object();
-      row["file"] = std::string(name);
+      row["file"] = name;
       row["bytes"] = bytes;
       row["datasets"] = datasets;
       row["verified"] = true;

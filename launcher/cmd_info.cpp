@@ -46,8 +46,7 @@ common::Json grid_json(const parallel::GridShape& shape) {
   return grid;
 }
 
-common::Json model_json(const Config& config, const parallel::GridShape& shape) {
-  const model::ModelStats s = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
+common::Json model_json(const model::ModelStats& s) {
   common::Json m = common::Json::object();
   m["vocab_padded"] = s.vocab_padded;
   m["params_total"] = s.params_total;
@@ -61,8 +60,7 @@ common::Json model_json(const Config& config, const parallel::GridShape& shape) 
   return m;
 }
 
-void print_text(const common::Json& info, const Config& config, const parallel::GridShape& shape) {
-  const model::ModelStats s = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
+void print_text(const model::ModelStats& s, const Config& config, const parallel::GridShape& shape) {
   std::printf("config      %s\n", config.source.c_str());
   std::printf("grid        world %d = dp %d x tp %d x pp %d (tp fastest, then dp, then pp)\n",
               shape.world(), shape.dp, shape.tp, shape.pp);
@@ -76,7 +74,6 @@ void print_text(const common::Json& info, const Config& config, const parallel::
   std::printf("params      %.2fM total, %.2fM non-embedding\n", s.params_total / 1e6,
               s.params_non_embedding / 1e6);
   std::printf("flops/token %.3g (training)\n", s.flops_per_token);
-  (void)info;
 }
 
 }  // namespace
@@ -95,11 +92,12 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   info["torch"] = std::to_string(common::kTorchMajor) + "." + std::to_string(common::kTorchMinor);
   info["config"] = config_to_json(config);
   info["grid"] = grid_json(shape);
-  info["model"] = model_json(config, shape);
+  const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
+  info["model"] = model_json(stats);
   if (args.json) {
     std::printf("%s\n", info.dump(2).c_str());
   } else {
-    print_text(info, config, shape);
+    print_text(stats, config, shape);
   }
   std::fflush(stdout);
   return 0;

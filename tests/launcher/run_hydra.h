@@ -23,8 +23,10 @@ inline std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-inline HydraRun run_hydra(const std::vector<std::string>& args, const std::string& out_file) {
-  std::string cmd = shell_quote(HYDRA_BIN);
+// `launcher` goes in front of the binary (e.g. "mpirun -np 2"); empty: one plain process.
+inline HydraRun run_hydra(const std::vector<std::string>& args, const std::string& out_file,
+                          const std::string& launcher = "") {
+  std::string cmd = (launcher.empty() ? "" : launcher + " ") + shell_quote(HYDRA_BIN);
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += " > " + shell_quote(out_file) + " 2>&1";
   const int status = std::system(cmd.c_str());

@@ -157,27 +157,12 @@ TEST_F(TrainCli, NonFiniteStepIsSkippedAndCountedOrHalts) {
 // uninterrupted one exactly.
 TEST_F(TrainCli, SigtermSavesExitsSeventyFiveAndResumesExactly) {
   const fs::path dir = root() / "preempt";
-  fs::create_directories(dir);
   const std::string args = std::string("train --config ") + (root() / "run.yaml").string() +
                            " --set train.steps=100000 --set checkpoint.dir=" + (dir / "ckpt").string() +
                            " --set log.jsonl=" + (dir / "metrics.jsonl").string();
   // Start, wait for the third metrics row, send SIGTERM, report the exit code.
-  const std::string metrics = (dir / "metrics.jsonl").string();
-  std::ofstream(dir / "run.sh") << "'" HYDRA_BIN "' " << args << " > " << (dir / "out.log").string() << " 2>&1 &\n"
-                                << "pid=$!\n"
-                                << "for i in $(seq 1200); do\n"
-                                << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge 3 ]; then break; fi\n"
-                                << "  sleep 0.05\n"
-                                << "done\n"
-                                << "kill -TERM $pid\n"
-                                // Never hang the suite: a run that ignores the signal is killed.
-                                << "( sleep 120; kill -9 $pid ) >/dev/null 2>&1 & guard=$!\n"
-                                << "wait $pid; rc=$?\n"
-                                << "kill $guard 2>/dev/null\n"
-                                << "exit $rc\n";
-  const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
-  std::ifstream log_in(dir / "out.log");
-  const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  const auto [status, log] = sandbox()->run_and_signal("preempt", "'" HYDRA_BIN "' " + args, 3, "kill -TERM $pid",
+                                                       "kill -9 $pid");
   ASSERT_TRUE(WIFEXITED(status)) << log;
   ASSERT_EQ(WEXITSTATUS(status), 75) << log;
   EXPECT_NE(log.find("preempted by a signal"), std::string::npos) << log;

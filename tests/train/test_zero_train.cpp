@@ -155,31 +155,16 @@ TEST_F(ZeroTrain, ResumeDp2Zero1IntoDp1AndIntoDp2Zero2) {
 TEST_F(ZeroTrain, SignalToOneRankStopsAllWithSeventyFiveAndResumes) {
   const std::string name = "preempt_np2";
   const fs::path dir = root() / name;
-  fs::create_directories(dir);
-  const std::string metrics = (dir / "metrics.jsonl").string();
-  std::string launch = "OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_MPIEXEC
-                       " --allow-run-as-root --oversubscribe -np 2 '" HYDRA_BIN "' train --config " +
-                       (root() / "run.yaml").string() +
-                       " --set parallel.dp=2 --set parallel.zero_stage=1 --set train.steps=100000" +
-                       " --set checkpoint.dir=" + (dir / "ckpt").string() + " --set log.jsonl=" + metrics;
-  std::ofstream(dir / "run.sh") << launch << " > " << (dir / "out.log").string() << " 2>&1 &\n"
-                                << "pid=$!\n"
-                                << "for i in $(seq 1200); do\n"
-                                << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge 3 ]; then break; fi\n"
-                                << "  sleep 0.05\n"
-                                << "done\n"
-                                // One rank of this run only: the processes whose command line starts
-                                // with hydra (not mpirun) and names this run's checkpoint directory
-                                // (other tests may be training at the same time).
-                                << "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" << (dir / "ckpt").string() << "'\n"
-                                // Never hang the suite: a run that ignores the signal is killed.
-                                << "( sleep 120; pkill -9 -f '" << (dir / "ckpt").string() << "' ) >/dev/null 2>&1 & guard=$!\n"
-                                << "wait $pid; rc=$?\n"
-                                << "kill $guard 2>/dev/null\n"
-                                << "exit $rc\n";
-  const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
-  std::ifstream log_in(dir / "out.log");
-  const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  const std::string launch = hydra::test::TrainSandbox::mpirun_prefix(2) + " '" HYDRA_BIN "' train --config " +
+                             (root() / "run.yaml").string() +
+                             " --set parallel.dp=2 --set parallel.zero_stage=1 --set train.steps=100000" +
+                             " --set checkpoint.dir=" + (dir / "ckpt").string() +
+                             " --set log.jsonl=" + (dir / "metrics.jsonl").string();
+  // One rank of this run only: the processes whose command line starts with hydra (not
+  // mpirun) and names this run's checkpoint directory (other tests may be training too).
+  const auto [status, log] = sandbox()->run_and_signal(
+      name, launch, 3, "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" + (dir / "ckpt").string() + "'",
+      "pkill -9 -f '" + (dir / "ckpt").string() + "'");
   ASSERT_TRUE(WIFEXITED(status)) << log;
   ASSERT_EQ(WEXITSTATUS(status), 75) << log;
   const int stopped = sandbox()->metrics_rows(name).rbegin()->first;

@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -79,20 +80,41 @@ class TrainSandbox {
     for (const auto& s : sets) args.insert(args.end(), {"--set", s});
     args.insert(args.end(), extra.begin(), extra.end());
     fs::create_directories(root_ / name);
-    const std::string out = (root_ / name / "out.log").string();
-    if (np == 0) return run_hydra(args, out);
-    std::string cmd = "OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_MPIEXEC
-                      " --allow-run-as-root --oversubscribe -np " + std::to_string(np) + " " + shell_quote(HYDRA_BIN);
-    for (const auto& a : args) cmd += " " + shell_quote(a);
-    cmd += " > " + shell_quote(out) + " 2>&1";
-    const int status = std::system(cmd.c_str());
-    HydraRun run;
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::ifstream in(out);
+    return run_hydra(args, (root_ / name / "out.log").string(), np == 0 ? "" : mpirun_prefix(np));
+  }
+
+  // The command that starts `np` ranks on this machine (root, 2 cores, inside a container).
+  static std::string mpirun_prefix(int np) {
+    return "OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_MPIEXEC " --allow-run-as-root --oversubscribe -np " +
+           std::to_string(np);
+  }
+
+  // Starts `command` (output to root/name/out.log) in the background, waits until the run's
+  // metrics file under root/name has `rows` rows, runs `signal_command` ($pid is the started
+  // process), and returns {wait status, the output}. A run that ignores the signal is killed
+  // by `kill_command` after 120 s, so a broken signal path never hangs the suite.
+  std::pair<int, std::string> run_and_signal(const std::string& name, const std::string& command, int rows,
+                                             const std::string& signal_command, const std::string& kill_command) const {
+    const std::filesystem::path dir = root_ / name;
+    std::filesystem::create_directories(dir);
+    const std::string metrics = (dir / "metrics.jsonl").string();
+    std::ofstream(dir / "run.sh") << command << " > " << (dir / "out.log").string() << " 2>&1 &\n"
+                                  << "pid=$!\n"
+                                  << "for i in $(seq 1200); do\n"
+                                  << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge " << rows
+                                  << " ]; then break; fi\n"
+                                  << "  sleep 0.05\n"
+                                  << "done\n"
+                                  << signal_command << "\n"
+                                  << "( sleep 120; " << kill_command << " ) >/dev/null 2>&1 & guard=$!\n"
+                                  << "wait $pid; rc=$?\n"
+                                  << "kill $guard 2>/dev/null\n"
+                                  << "exit $rc\n";
+    const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
+    std::ifstream in(dir / "out.log");
     std::stringstream ss;
     ss << in.rdbuf();
-    run.output = ss.str();
-    return run;
+    return {status, ss.str()};
   }
 
   // step -> the metrics row of the run `name`, as written.
