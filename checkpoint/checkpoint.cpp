@@ -1,4 +1,3 @@
-#include "common/logging.h"
 #include "checkpoint/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -11,6 +10,7 @@
 
 #include "checkpoint/h5_file.h"
 #include "common/errors.h"
+#include "common/logging.h"
 
 namespace hydra::checkpoint {
 namespace {

@@ -1,4 +1,3 @@
-#include "common/logging.h"
 #include "train/progress.h"
 
 #include <unistd.h>
@@ -10,6 +9,8 @@
 #ifdef HYDRA_CUDA
 #include <cuda_runtime_api.h>
 #endif
+
+#include "common/logging.h"
 
 namespace hydra::train {
 namespace {

@@ -1,4 +1,3 @@
-#include "common/logging.h"
 #include "train/trainer.h"
 
 #include <ATen/ATen.h>
@@ -11,6 +10,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "common/errors.h"
+#include "common/logging.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
 #include "parallel/adamw.h"
