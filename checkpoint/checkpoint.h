@@ -1,14 +1,17 @@
 // Training checkpoints (docs/CHECKPOINT.md). A checkpoint is a directory
 //   <checkpoint.dir>/step_<8 digits>/
-//     index.h5          rank 0: format, version, step, consumed samples, layout, config, files
+//     index.h5          rank 0: format, version, step, consumed samples, layout, config, files,
+//                       and the catalog of every stored tensor part
 //     rank_<5 digits>.h5  per rank: its parameters and optimizer state in parameter space
 //     COMMIT            written last; a directory without it is never loaded
-// Every tensor is stored under its model name with its global shape and offsets as
-// attributes, so a checkpoint is read by name, never as ranges of a flat buffer.
+// Every tensor is stored under its model name with the parameter's global shape and the
+// offset of the part as attributes, so a checkpoint is read by name and region, never as
+// ranges of a flat buffer, and loads into any (dp, tp, pp, ZeRO stage, micro-batches).
 //
-// Save protocol: each rank writes into step_N.tmp/, fsyncs its file; barrier; rank 0 writes
-// the index, fsyncs, renames step_N.tmp -> step_N, writes COMMIT, fsyncs the directory, then
-// deletes the oldest complete checkpoints beyond checkpoint.keep.
+// Save protocol: each rank writes into step_N.tmp/, fsyncs its file; barrier; rank 0 joins
+// the ranks' catalogs into the index, fsyncs, renames step_N.tmp -> step_N, writes COMMIT,
+// fsyncs the directory, then deletes the oldest complete checkpoints beyond checkpoint.keep.
+// checkpoint/async_save.h runs the same steps with the rank file written in the background.
 #pragma once
 
 #include <cstdint>
@@ -19,11 +22,14 @@
 
 #include "parallel/adamw.h"
 #include "parallel/communicator.h"
+#include "model/shard_info.h"
 #include "parallel/flat_layout.h"
 
 namespace hydra::checkpoint {
 
-constexpr int kFormatVersion = 1;
+// 2: parts carry their real global offset (tp slices), the global shape excludes vocabulary
+// padding, and index.h5 holds the catalog. Version 1 checkpoints are refused.
+constexpr int kFormatVersion = 2;
 
 // Training position: with the seed it fixes the data order (data/), so resume is exact.
 struct Progress {
@@ -44,6 +50,10 @@ struct SaveRequest {
   // Whether this rank writes /model/*: data-parallel replicas hold the same weights, so only
   // one replica (dp rank 0) of each tp slice writes them; every rank writes its optimizer part.
   bool write_weights = true;
+  // Where each of `params` sits in its whole parameter (HydraModelImpl::shard_of), in the
+  // same order; empty: every parameter whole, written by this rank. Parts that are not
+  // `primary` (replicas another rank writes) are skipped, weights and optimizer state alike.
+  std::vector<model::ShardInfo> placements;
 };
 
 // Saves; returns the committed directory. `optim` may be null (weights only). `world_comm`
@@ -63,28 +73,26 @@ struct LoadedCheckpoint {
   Progress progress;
   std::string config_yaml;
   std::map<std::string, int64_t> layout;
+  int64_t optim_step = -1;  // AdamW's step count, -1 when the checkpoint holds no optimizer state
 };
 
 // Reads the index of a committed checkpoint (InputError naming what is wrong otherwise).
 LoadedCheckpoint read_index(const std::string& dir);
 
-// This rank's place in its tensor-parallel group: tp slices load only into the same tp size.
-struct TpPosition {
-  int size = 1;
-  int rank = 0;
-};
-
-// Loads parameter values (and, if `optim` is given, the optimizer state of its range) into
-// this rank's tensors. Shapes must match the model: a checkpoint of another model shape is an
-// InputError naming the parameter; so is one saved with another tp size.
+// Loads parameter values (and, if `optim` is given, the optimizer state of its ranges) into
+// this rank's tensors from whatever rank files hold the overlapping parts, whatever layout
+// wrote them. `placements` as in SaveRequest (empty: every parameter whole). A checkpoint of
+// another model shape, or one missing a part this rank needs, is an InputError naming the
+// parameter (and the file where one is involved). Reads only the files and datasets that
+// overlap this rank's parts, each whole so that its checksum is verified.
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
                                  const parallel::FlatLayout& layout, parallel::AdamWState* optim,
-                                 TpPosition tp = {});
-// The same for several optimizer ranges: every state is filled from whatever pieces the
-// checkpoint's rank files hold, so any dp size, ZeRO stage or bucket plan loads any other.
+                                 const std::vector<model::ShardInfo>& placements = {});
+// The same for several optimizer ranges (the ZeRO optimizer's buckets): any dp size, ZeRO
+// stage, bucket plan or tp size loads any other.
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
                                  const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optim,
-                                 TpPosition tp = {});
+                                 const std::vector<model::ShardInfo>& placements = {});
 
 // The newest committed checkpoint under root, if any.
 std::optional<std::string> find_latest(const std::string& root);

@@ -9,7 +9,7 @@ struct CheckpointConfig {
   std::string dir = "checkpoints";
   int every = 0;                  // 0: only at the end
   int keep = 3;
-  bool async = false;
+  bool async = false;             // write rank files in a background thread (checkpoint/async_save.h)
 };
 
 }  // namespace hydra::checkpoint

@@ -1,25 +1,73 @@
 #include "checkpoint/consolidate.h"
 
+#include <ATen/ATen.h>
+
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <memory>
 
+#include "checkpoint/catalog.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5_file.h"
+#include "checkpoint/regions.h"
 #include "common/errors.h"
 
 namespace hydra::checkpoint {
+namespace {
+
+// Reads one weight part, checked against its catalog line (the checksum is verified too).
+at::Tensor read_weight(const std::string& dir, const CatalogEntry& e, std::map<int, H5File>& files) {
+  auto it = files.find(e.file);
+  if (it == files.end()) {
+    const std::string path = (std::filesystem::path(dir) / rank_file_name(e.file)).string();
+    it = files.emplace(e.file, H5File::open_read(path)).first;
+  }
+  const at::Tensor data = it->second.read_tensor("/model/" + e.name);
+  if (data.numel() != e.part.end - e.part.begin) {
+    HYDRA_FAIL(common::InputError, it->second.path() << ": /model/" << e.name << " has " << data.numel()
+                                                     << " elements, the index's catalog says "
+                                                     << e.part.end - e.part.begin);
+  }
+  return data;
+}
+
+// One parameter whole: its weight parts (tp slices, pipeline stages: whichever files hold
+// them) placed by their offsets. Every element must come from some part.
+at::Tensor assemble(const std::string& dir, const std::string& name, const std::vector<const CatalogEntry*>& parts,
+                    std::map<int, H5File>& files) {
+  const std::vector<int64_t>& global = parts.front()->global_shape;
+  int64_t numel = 1;
+  for (int64_t n : global) numel *= n;
+  const FlatPart whole{std::vector<int64_t>(global.size(), 0), global, 0, numel};
+  std::unique_ptr<PartAssembler> assembler;  // made with the first part's dtype
+  for (const CatalogEntry* e : parts) {
+    if (e->global_shape != global) {
+      HYDRA_FAIL(common::InputError, dir << "/" << rank_file_name(e->file) << ": /model/" << name << " has global shape "
+                                         << shape_text(e->global_shape) << ", another part has " << shape_text(global));
+    }
+    const at::Tensor data = read_weight(dir, *e, files);
+    if (!assembler) assembler = std::make_unique<PartAssembler>(whole, global, 1, data.scalar_type());
+    assembler->add(e->part, {data});
+  }
+  if (assembler->missing() > 0) {
+    HYDRA_FAIL(common::InputError, dir << ": the weights of " << name << " are incomplete ("
+                                       << numel - assembler->missing() << " of " << numel
+                                       << " elements found): a rank file is missing parts");
+  }
+  return assembler->result(0).view(global).contiguous();
+}
+
+}  // namespace
 
 int consolidate_checkpoint(const std::string& dir, const std::string& output) {
   const LoadedCheckpoint index = read_index(dir);
-  const int64_t tp = index.layout.count("tp") ? index.layout.at("tp") : 1;
-  const int64_t pp = index.layout.count("pp") ? index.layout.at("pp") : 1;
-  if (tp > 1 || pp > 1) {
-    HYDRA_FAIL(common::InputError, dir << ": saved with tp " << tp << ", pp " << pp
-                                       << "; consolidating sharded weights is not available yet");
+  std::map<std::string, std::vector<const CatalogEntry*>> weights;  // sorted by name
+  const std::vector<CatalogEntry> catalog = index_catalog(dir);
+  for (const auto& e : catalog) {
+    if (!e.optim) weights[e.name].push_back(&e);
   }
-  // Without tensor or pipeline parallelism every rank file holds every weight whole: the
-  // first one is enough (its checksums are verified as it is read).
-  const H5File source = H5File::open_read((std::filesystem::path(dir) / "rank_00000.h5").string());
+  std::map<int, H5File> files;
   const std::string tmp = output + ".tmp";
   int count = 0;
   {
@@ -30,8 +78,8 @@ int consolidate_checkpoint(const std::string& dir, const std::string& output) {
     out.set_attr("/", "tokens", index.progress.tokens);
     out.set_attr("/", "config", index.config_yaml);
     out.set_attr("/", "source", dir);
-    for (const auto& name : source.list("/model")) {
-      out.write_tensor("/model/" + name, source.read_tensor("/model/" + name));
+    for (const auto& [name, parts] : weights) {
+      out.write_tensor("/model/" + name, assemble(dir, name, parts, files));
       ++count;
     }
     out.close();

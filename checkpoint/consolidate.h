@@ -7,8 +7,9 @@
 namespace hydra::checkpoint {
 
 // Writes FILE (through a temporary and a rename). Returns the number of parameters (tensors).
-// InputError naming the file or dataset for a checkpoint that is incomplete, damaged, or
-// saved with tensor parallelism (its slices cannot be joined yet).
+// Each parameter is assembled from its parts by their global offsets, whatever tp, pp or dp
+// layout wrote them; vocabulary padding is not stored, so embed/head hold model.vocab_size
+// rows. InputError naming the file or dataset for a checkpoint that is incomplete or damaged.
 int consolidate_checkpoint(const std::string& dir, const std::string& output);
 
 }  // namespace hydra::checkpoint

@@ -112,7 +112,12 @@ hid_t link_create_props() {
 
 H5File H5File::create(const std::string& path) {
   silence_hdf5_printing();
-  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  // The 1.8 file format or later: its metadata (object headers with their attributes, group
+  // indexes) carries checksums, so damage outside the datasets' bytes is detected on open
+  // too, not only damage to tensor data (our crc32). HDF5 >= 1.8 and h5py read it.
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+  const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   HYDRA_H5_CHECK(id, path, "/", "create");
   return H5File(id, path);
 }

@@ -39,6 +39,10 @@ const std::map<std::string, CommandSpec>& commands() {
        {"one HDF5 file with every parameter whole (for fine-tuning and other tools)",
         "hydra ckpt consolidate DIR --output FILE",
         {"--output"}}},
+      {"bench attention",
+       {"time the CCQA layer (fused and reference kernels) against GQA+FlashAttention (CUDA build)",
+        "hydra bench attention [--json FILE]",
+        {"--json"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -47,10 +51,13 @@ const std::map<std::string, CommandSpec>& commands() {
   return table;
 }
 
-bool takes_value(const std::string& option) { return option != "--json"; }
+// --json is a flag, except for `hydra bench ...` where it names the output file.
+bool takes_value(const std::string& command, const std::string& option) {
+  return option != "--json" || command.rfind("bench", 0) == 0;
+}
 
 // Commands of two words ("data prepare") take their second word here.
-bool has_action(const std::string& word) { return word == "data" || word == "ckpt"; }
+bool has_action(const std::string& word) { return word == "data" || word == "ckpt" || word == "bench"; }
 
 // Commands that take one positional argument (a directory), not a --config.
 bool takes_target(const std::string& command) { return command == "ckpt inspect" || command == "ckpt consolidate"; }
@@ -76,6 +83,11 @@ std::string help_text(const std::string& command) {
   if (command == "ckpt consolidate") {
     out += "  --output FILE          the HDF5 file to write (through a temporary and a rename)\n";
     out += "  --help                 this text\n";
+    return out;
+  }
+  if (command == "bench attention") {
+    out += "  --json FILE            also write every figure as JSON to FILE\n  --help                 this text\n";
+    out += "\nNeeds the CUDA build (exit 2 in the CPU build). docs/PERF.md records the results.\n";
     return out;
   }
   if (command == "ckpt inspect") {
@@ -135,15 +147,15 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (std::find(allowed.begin(), allowed.end(), arg) == allowed.end()) {
       HYDRA_FAIL(ConfigError, "unknown option '" << arg << "' for " << where << " (see " << where << " --help)");
     }
-    if (takes_value(arg) && !has_value) {
+    if (takes_value(args.command, arg) && !has_value) {
       if (i + 1 >= argc) HYDRA_FAIL(ConfigError, arg << " needs a value (see " << where << " --help)");
       value = argv[++i];
-    } else if (!takes_value(arg) && has_value) {
+    } else if (!takes_value(args.command, arg) && has_value) {
       HYDRA_FAIL(ConfigError, arg << " takes no value");
     }
     if (arg == "--config") args.config = value;
     if (arg == "--set") args.sets.push_back(value);
-    if (arg == "--json") args.json = true;
+    if (arg == "--json") args.json = true, args.json_path = value;
     if (arg == "--resume") args.resume = value;
     if (arg == "--init-from") args.init_from = value;
     if (arg == "--checkpoint") args.checkpoint = value;
@@ -165,6 +177,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     }
     return args;
   }
+  if (args.command.rfind("bench", 0) == 0) return args;  // no config: fixed shapes
   if (args.command == "data prepare" && !args.help) {
     if (args.inputs.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --input PATH...");
     if (args.output.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --output DIR");

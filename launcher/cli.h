@@ -14,6 +14,7 @@ struct CliArgs {
   std::string config;                // --config FILE
   std::vector<std::string> sets;     // --set key.path=value, in order
   bool json = false;                 // --json (info)
+  std::string json_path;             // --json FILE (bench)
   std::string resume;                // --resume latest|DIR (train)
   std::string init_from;             // --init-from DIR (train)
   std::string checkpoint;            // --checkpoint DIR (eval)

@@ -9,6 +9,7 @@
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
 #include "model/model_info.h"
+#include "parallel/pipeline_plan.h"
 #include "parallel/process_grid.h"
 
 namespace hydra::launcher {
@@ -60,6 +61,30 @@ common::Json model_json(const model::ModelStats& s) {
   return m;
 }
 
+// The layers and parameters of each pipeline stage (parallel/pipeline_plan.h).
+common::Json pipeline_json(const Config& config, const std::vector<model::StageLayers>& plan) {
+  const std::vector<int64_t> params = parallel::stage_params(config.model, plan);
+  common::Json stages = common::Json::array();
+  for (size_t s = 0; s < plan.size(); ++s) {
+    common::Json row = common::Json::object();
+    row["stage"] = static_cast<int>(s);
+    row["first_layer"] = plan[s].first;
+    row["end_layer"] = plan[s].end;
+    row["params"] = params[s];
+    stages.push(row);
+  }
+  return stages;
+}
+
+void print_pipeline(const Config& config, const std::vector<model::StageLayers>& plan) {
+  if (plan.size() < 2) return;
+  const std::vector<int64_t> params = parallel::stage_params(config.model, plan);
+  for (size_t s = 0; s < plan.size(); ++s) {
+    std::printf("  stage %-3zu layers %d..%d, %.2fM params%s%s\n", s, plan[s].first, plan[s].end - 1, params[s] / 1e6,
+                s == 0 ? ", with the embedding" : "", s + 1 == plan.size() ? ", with the final norm and head" : "");
+  }
+}
+
 void print_text(const model::ModelStats& s, const Config& config, const parallel::GridShape& shape) {
   std::printf("config      %s\n", config.source.c_str());
   std::printf("grid        world %d = dp %d x tp %d x pp %d (tp fastest, then dp, then pp)\n",
@@ -94,10 +119,14 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   info["grid"] = grid_json(shape);
   const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
   info["model"] = model_json(stats);
+  // Planned here too, so that an impossible split fails before a job is launched.
+  const auto plan = parallel::plan_pipeline_stages(config.model, shape.pp, config.parallel.pp_layers);
+  info["pipeline"] = pipeline_json(config, plan);
   if (args.json) {
     std::printf("%s\n", info.dump(2).c_str());
   } else {
     print_text(stats, config, shape);
+    print_pipeline(config, plan);
   }
   std::fflush(stdout);
   return 0;

@@ -17,12 +17,6 @@ namespace {
 std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
   const parallel::GridShape shape =
       parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
-  // Pipeline parallelism arrives with the parallelism issue; until then a run that asks for
-  // it stops here rather than silently training without it.
-  if (shape.pp > 1) {
-    HYDRA_FAIL(common::ConfigError, "parallel.pp > 1 is not available yet "
-                                    "in `hydra train`; use data and tensor parallelism (parallel.dp, parallel.tp) for now");
-  }
   std::string backend = config.parallel.backend;
   if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";
   return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend,

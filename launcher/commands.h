@@ -13,6 +13,8 @@ int run_train(const Config& config, const CliArgs& args, const parallel::LaunchI
 int run_data_prepare(const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_ckpt_inspect(const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_ckpt_consolidate(const CliArgs& args, const parallel::LaunchInfo& launch);
+// `hydra bench attention`: the CUDA build runs bench/; the CPU build exits 2.
+int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 
 }  // namespace hydra::launcher

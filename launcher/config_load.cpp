@@ -261,6 +261,13 @@ Config load_config(const std::string& config_path, const std::vector<std::string
                                   << "; set it, name a model.preset, or pass --set " << spec.path << "=...)");
     }
   }
+#ifdef HYDRA_CUDA
+  // The CUDA build runs CCQA on the fused kernels by default; a CPU run (or an explicit
+  // setting) keeps what it has, so the default never trips the fused-needs-cuda check.
+  if (!loader.assigned.count("model.ccqa.kernel") && loader.config.train.device == "cuda") {
+    loader.config.model.ccqa.kernel = "fused";
+  }
+#endif
   loader.config.source = config_path;
   check_config(loader.config);
   return loader.config;
@@ -286,6 +293,11 @@ void check_config(const Config& c) {
 #endif
   if (c.train.device == "cpu" && c.parallel.backend == "nccl") {
     HYDRA_FAIL(ConfigError, loc << ": parallel.backend: nccl needs train.device: cuda");
+  }
+  if (c.parallel.sequence_parallel) {
+    // Refused rather than ignored: a run that asked for it must not silently train without.
+    HYDRA_FAIL(ConfigError, loc << ": parallel.sequence_parallel: true is not implemented yet (MoD and MoR route "
+                                   "over whole sequences); leave it false");
   }
   if (c.model.ccqa.kernel == "fused" && c.train.device != "cuda") {
     HYDRA_FAIL(ConfigError, loc << ": model.ccqa.kernel: fused needs train.device: cuda (use reference)");

@@ -56,6 +56,8 @@ std::vector<KeySpec> build_schema() {
       {"parallel.pp", HYDRA_FIELD(parallel.pp), 1, 1024},
       {"parallel.zero_stage", HYDRA_FIELD(parallel.zero_stage), 0, 2},
       {"parallel.micro_batches", HYDRA_FIELD(parallel.micro_batches), 1, 1 << 16},
+      {"parallel.pp_layers", HYDRA_FIELD(parallel.pp_layers), 1, 1 << 16, {}, false,
+       "layers of each pipeline stage; empty: balanced by parameter count"},
       {"parallel.sequence_parallel", HYDRA_FIELD(parallel.sequence_parallel)},
       {"parallel.backend", HYDRA_FIELD(parallel.backend), -kInf, kInf, {"auto", "mpi", "nccl"}},
       {"parallel.timeout_s", HYDRA_FIELD(parallel.timeout_s), 0.1, 86400, {}, false,

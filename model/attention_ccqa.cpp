@@ -7,6 +7,11 @@
 
 #include "model/attention.h"
 #include "model/attention_core.h"
+#ifdef HYDRA_CUDA
+#include "model/attention_fused.h"  // kernel: fused (CUDA build only)
+#include "model/ccqa_prologue_fused.h"  // kernel: fused, steps 2-7 (CUDA build only)
+#include "model/head_norm_node.h"  // kernel: fused, step 8's norm as one autograd node
+#endif
 
 namespace hydra::model {
 
@@ -91,11 +96,50 @@ torch::Tensor CcqaAttention::values(const torch::Tensor& x) {
   return torch::cat({v.narrow(-1, 0, half), v2_prev}, -1);
 }
 
-torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+#ifdef HYDRA_CUDA
+namespace {
+
+// Steps 2-7 through the fused prologue. Every combination of use_convs, qk_mean and
+// value_shift is fused; q, k, v stay undefined (the caller runs the reference path) when the
+// kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3, float16/float64, CPU).
+void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& x,
+                    const torch::Tensor& positions, torch::Tensor& q, torch::Tensor& k, torch::Tensor& v) {
+  CcqaPrologueOptions o;
+  o.head_dim = a.dims.dh;
+  o.conv_kernel = a.dims.K;
+  o.use_convs = a.cfg.use_convs;
+  o.value_shift = a.cfg.value_shift;
+  o.qk_gain = a.cfg.qk_mean ? a.cfg.qk_mean_gain : 0.0;
+  o.eps = a.q_norm->eps;
+  o.theta = a.theta;
+  if (!ccqa_prologue_fused_applies(q0, k0, o)) return;
+  CcqaPrologueWeights w;
+  if (o.use_convs) {
+    w.conv1_q_w = a.conv1_q->weight;
+    w.conv1_q_b = a.conv1_q->bias;
+    w.conv1_k_w = a.conv1_k->weight;
+    w.conv1_k_b = a.conv1_k->bias;
+    w.conv2_q_w = a.conv2_q->weight;
+    w.conv2_q_b = a.conv2_q->bias;
+    w.conv2_k_w = a.conv2_k->weight;
+    w.conv2_k_b = a.conv2_k->bias;
+  }
+  w.q_norm_w = a.q_norm->weight;
+  w.k_norm_w = a.k_norm->weight;
+  w.tau = a.tau;
+  const std::vector<torch::Tensor> qkv = ccqa_prologue_fused(q0, k0, a.wv->forward(x), positions, w, o);
+  q = qkv[0];
+  k = qkv[1];
+  v = qkv[2];
+}
+
+}  // namespace
+#endif
+
+std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& x, const torch::Tensor& q0,
+                                                             const torch::Tensor& k0, const torch::Tensor& positions,
+                                                             const torch::Tensor& kv_of_head) {
   const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
-  // 1. Down-projections into the latent.
-  const torch::Tensor q0 = wq->forward(x);  // [B, S, H d_h]
-  const torch::Tensor k0 = wk->forward(x);  // [B, S, H_kv d_h]
   // 2. Values, with the per-KV-head shift.
   const torch::Tensor v = values(x);
   // 3. Two causal convolutions: depthwise, then grouped per head.
@@ -107,14 +151,8 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   q = q.view({B, S, -1, dh});
   k = k.view({B, S, -1, dh});
   const int64_t heads = q.size(2), kv_heads = k.size(2);
-  // Replicated KV heads under tp: this rank's query heads are a slice of the global ones and
-  // each uses KV head (global head) / G, G = H / H_kv; a KV group may span ranks.
-  const bool kv_whole = tp.active() && !kv_split(dims, tp.size);
+  const bool kv_whole = kv_of_head.defined();
   const int64_t group = kv_whole ? dims.H / dims.Hkv : heads / kv_heads;
-  torch::Tensor kv_of_head;  // [heads] int64: the KV head of each local query head (kv_whole)
-  if (kv_whole) {
-    kv_of_head = torch::div(torch::arange(heads, x.options().dtype(torch::kLong)) + tp.rank * heads, group, "floor");
-  }
   // 4. qk-mean on the pre-convolution latents: m = (q0 + repeat_kv(k0)) / 2 per query head;
   //    a KV head adds the mean of m over its group of query heads.
   if (cfg.qk_mean && kv_whole) {
@@ -135,14 +173,56 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   // 5. Post-mix RMSNorm over d_h. 6. Key temperature per KV head.
   q = q_norm->forward(q);
   k = k_norm->forward(k) * torch::exp(tau).view({1, 1, -1, 1});
-  // 7. RoPE over d_h, causal GQA attention at the latent head size.
-  q = apply_rope(q, positions, theta);
-  k = apply_rope(k, positions, theta);
+  // 7. RoPE over d_h.
+  return {apply_rope(q, positions, theta), apply_rope(k, positions, theta), v};
+}
+
+torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
+  // 1. Down-projections into the latent.
+  const torch::Tensor q0 = wq->forward(x);  // [B, S, H d_h]
+  const torch::Tensor k0 = wk->forward(x);  // [B, S, H_kv d_h]
+  // Replicated KV heads under tp: this rank's query heads are a slice of the global ones and
+  // each uses KV head (global head) / G, G = H / H_kv; a KV group may span ranks.
+  torch::Tensor kv_of_head;  // [heads] int64: the KV head of each local query head
+  if (tp.active() && !kv_split(dims, tp.size)) {
+    const int64_t heads = q0.size(-1) / dh;
+    kv_of_head = torch::div(torch::arange(heads, x.options().dtype(torch::kLong)) + tp.rank * heads,
+                            dims.H / dims.Hkv, "floor");
+  }
+  // 2-7. Values, convolutions, qk-mean, norms, temperature, RoPE.
+  torch::Tensor q, k, v;
+#ifdef HYDRA_CUDA
+  // kernel: fused runs steps 2-7 as the fused prologue (kernels/ccqa_prologue.h) on CUDA
+  // tensors. Only when this rank holds whole KV groups: replicated KV heads under tp need
+  // the cross-rank qk-mean sum and keep the reference path.
+  if (cfg.kernel == "fused" && x.is_cuda() && !kv_of_head.defined()) fused_prologue(*this, q0, k0, x, positions, q, k, v);
+#endif
+  if (!q.defined()) {  // not fused, or shapes the kernels do not take
+    const std::vector<torch::Tensor> qkv = reference_prologue(x, q0, k0, positions, kv_of_head);
+    q = qkv[0], k = qkv[1], v = qkv[2];
+  }
+  // 7. Causal GQA attention at the latent head size (the fused kernels on CUDA when asked).
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-  const torch::Tensor o = kv_whole ? causal_attention(q, k.index_select(2, kv_of_head), v.index_select(2, kv_of_head), scale)
-                                   : causal_attention(q, k, v, scale);
+  const auto attend = [&](const torch::Tensor& qa, const torch::Tensor& ka, const torch::Tensor& va) {
+#ifdef HYDRA_CUDA
+    if (cfg.kernel == "fused" && qa.is_cuda()) return causal_attention_fused(qa, ka, va, scale);
+#endif
+    return causal_attention(qa, ka, va, scale);
+  };
+  const torch::Tensor o = kv_of_head.defined()
+                              ? attend(q, k.index_select(2, kv_of_head), v.index_select(2, kv_of_head))
+                              : attend(q, k, v);
   // 8. Per-head norm over d_h, then the one up-projection W_o.
-  return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, dh, eps));
+  const torch::Tensor flat = o.reshape({B, S, -1});
+#ifdef HYDRA_CUDA
+  // The same norm as one autograd node: on the fused path the host-side cost of its eleven
+  // nodes is comparable to the kernels themselves.
+  if (cfg.kernel == "fused" && flat.is_cuda() && !ccqa_fused_baseline()) {
+    return wo->forward(head_rms_norm_node(flat, out_norm->weight, dh, eps));
+  }
+#endif
+  return wo->forward(head_rms_norm(flat, out_norm->weight, dh, eps));
 }
 
 }  // namespace hydra::model

@@ -18,7 +18,10 @@ struct CcqaConfig {
   bool qk_mean = true;
   double qk_mean_gain = 0.25;     // gamma
   bool value_shift = true;
-  std::string kernel = "reference";  // fused|reference (fused: CUDA build only)
+  // fused|reference. fused: CUDA build only; the launcher makes it the default there when
+  // train.device is cuda (launcher/config_load.cpp), so this struct's default stays the same in
+  // every translation unit of both builds.
+  std::string kernel = "reference";
   double residual_scale = 0.5;    // alpha of CCQA layers
 };
 

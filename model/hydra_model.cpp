@@ -96,7 +96,7 @@ std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torc
 // ---------------------------------------------------------------------------------------------
 // Macro-block
 MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing checkpointing_,
-                               const ProjectionFactory& factory, const TensorParallelHooks& tp)
+                               const ProjectionFactory& factory, const TensorParallelHooks& tp, int first, int end)
     : recursions(c.mor.recursions), checkpointing(checkpointing_), name("blocks." + std::to_string(index)) {
   const Dims m = model_dims(c);
   const int n_layers = static_cast<int>(c.pattern.size());
@@ -109,11 +109,16 @@ MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing ch
   const double mod_scale = mod_applications > 0 ? c.mod.aux_weight / mod_applications : 0.0;
   mor_aux_scale = mor_applications > 0 ? c.mor.aux_weight / mor_applications : 0.0;
 
-  layer_list = register_module("layers", torch::nn::ModuleList());
+  if (end < 0) end = n_layers;
+  HYDRA_CHECK(0 <= first && first <= end && end <= n_layers, name << ": layers [" << first << ", " << end << ")");
+  HYDRA_CHECK(recursions == 1 || (first == 0 && end == n_layers),
+              name << ": with MoR recursions a pipeline stage holds whole macro-blocks");
+  layer_holder = register_module("layers", std::make_shared<torch::nn::Module>());
   for (int l = 0; l < n_layers; ++l) {
     auto layer = std::make_shared<LayerImpl>(c, c.pattern[l], is_mod_layer(c, l), mod_scale, factory,
                                              name + ".layers." + std::to_string(l), tp);
-    layer_list->push_back(layer);
+    if (l < first || l >= end) continue;  // built for its random draws only
+    layer_holder->register_module(std::to_string(l), layer);
     layers.push_back(layer);
   }
   router_list = register_module("mor_routers", torch::nn::ModuleList());
@@ -191,27 +196,48 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
   // whole (a single process padded as for tp ranks, e.g. to read its checkpoints).
   HYDRA_CHECK(tp.size == 1 || tp.size == options.tp,
               "ModelOptions: tp " << options.tp << " but tp_hooks.size " << tp.size);
+  const int per_block = static_cast<int>(c.pattern.size());
+  const int total_layers = per_block * c.macro_blocks;
+  first_layer = options.stage.first;
+  end_layer = options.stage.end < 0 ? total_layers : options.stage.end;
+  HYDRA_CHECK(0 <= first_layer && first_layer < end_layer && end_layer <= total_layers,
+              "ModelOptions: stage layers [" << first_layer << ", " << end_layer << ") of " << total_layers);
+  first_stage = first_layer == 0;
+  last_stage = end_layer == total_layers;
   vocab_local = vocab_padded / tp.size;
   vocab_begin = vocab_local * tp.rank;
+  // Every stage builds the model's parameters in the same order as the whole model and keeps
+  // its own, so that each parameter draws the same random numbers at any pipeline layout.
   // The rows one process would draw (vocabulary padded for tp = 1), so that every later
   // parameter draws the same numbers at any tp; this rank keeps its rows, the extra padding
   // of a larger tp starts at 0 (padded rows are never read).
   const int64_t drawn = padded_vocab(c.vocab_size, 1);
-  auto table = register_module("embed", std::make_shared<torch::nn::Module>());
   {
     torch::NoGradGuard no_grad;
     const torch::Tensor full = torch::empty({drawn, dims.E}).normal_(0.0, dims.init_std);
-    torch::Tensor local = torch::zeros({vocab_local, dims.E});
-    const int64_t kept = std::max<int64_t>(0, std::min(vocab_begin + vocab_local, drawn) - vocab_begin);
-    if (kept > 0) local.narrow(0, 0, kept).copy_(full.narrow(0, vocab_begin, kept));
-    embed = table->register_parameter("weight", local);
+    if (first_stage || (last_stage && c.tie_embeddings)) {
+      torch::Tensor local = torch::zeros({vocab_local, dims.E});
+      const int64_t kept = std::max<int64_t>(0, std::min(vocab_begin + vocab_local, drawn) - vocab_begin);
+      if (kept > 0) local.narrow(0, 0, kept).copy_(full.narrow(0, vocab_begin, kept));
+      auto table = register_module("embed", std::make_shared<torch::nn::Module>());
+      embed = table->register_parameter("weight", local);
+    }
   }
-  block_list = register_module("blocks", torch::nn::ModuleList());
+  block_holder = register_module("blocks", std::make_shared<torch::nn::Module>());
   for (int b = 0; b < c.macro_blocks; ++b) {
-    auto block = std::make_shared<MacroBlockImpl>(c, b, checkpointing, options.projection_factory, tp);
-    block_list->push_back(block);
+    const int block_first = b * per_block;
+    if (block_first >= end_layer) break;  // nothing this stage holds draws after here
+    const int first = std::max(first_layer - block_first, 0);
+    const int end = std::min(end_layer - block_first, per_block);
+    if (first >= end) {  // an earlier stage's block: built for its random draws only
+      MacroBlockImpl(c, b, checkpointing, options.projection_factory, tp);
+      continue;
+    }
+    auto block = std::make_shared<MacroBlockImpl>(c, b, checkpointing, options.projection_factory, tp, first, end);
+    block_holder->register_module(std::to_string(b), block);
     blocks.push_back(block);
   }
+  if (!last_stage) return;
   final_norm = register_module("final_norm", std::make_shared<RMSNormImpl>(dims.E, c.norm_eps));
   if (!c.tie_embeddings) {
     // Column-parallel over the vocabulary (the padded size divides by tp).
@@ -242,17 +268,62 @@ bool HydraModelImpl::tp_split(const std::string& name) const {
   return false;
 }
 
-ModelOutput HydraModelImpl::forward(const torch::Tensor& tokens, const torch::Tensor& targets,
+// ---------------------------------------------------------------------------------------------
+// Checkpoint placement (model/shard_info.h). Only row-parallel projection weights split along
+// dim 1 (their input features); every other split tensor splits along dim 0 (output features,
+// vocabulary rows, per-head channels and temperatures), in equal slices, tp rank r holding
+// slice r, so the offset is the local size times the rank.
+namespace {
+
+bool is_row_parallel_weight(const HydraModelImpl& m, const std::string& name) {
+  const std::string marker = ".layers.";
+  const size_t at = name.find(marker);
+  if (name.rfind("blocks.", 0) != 0 || at == std::string::npos) return false;
+  const size_t l_begin = at + marker.size();
+  const size_t l_end = name.find('.', l_begin);
+  const int l = std::stoi(name.substr(l_begin, l_end - l_begin));
+  const std::string rest = name.substr(l_end + 1);
+  const LayerSharding shard = layer_sharding(m.config.pattern.at(l), m.config, is_mod_layer(m.config, l), m.tp.size);
+  for (const auto& spec : shard.projections) {
+    if (rest == spec.name + ".weight") return spec.role == ShardRole::kRow;
+  }
+  return false;
+}
+
+}  // namespace
+
+ShardInfo HydraModelImpl::shard_of(const std::string& name) const {
+  const auto params = named_parameters();
+  const torch::Tensor* param = params.find(name);
+  HYDRA_CHECK(param != nullptr, "shard_of: no parameter named " << name);
+  ShardInfo s;
+  s.global_shape.assign(param->sizes().begin(), param->sizes().end());
+  s.offset.assign(param->dim(), 0);
+  if (name == "embed.weight" || name == "head.weight") s.valid_rows = config.vocab_size;
+  if (!tp_split(name)) {
+    s.primary = !tp.active() || tp.rank == 0;  // replicas: tp rank 0 stores them
+    return s;
+  }
+  s.split_dim = is_row_parallel_weight(*this, name) ? 1 : 0;
+  s.global_shape[s.split_dim] *= tp.size;
+  s.offset[s.split_dim] = param->size(s.split_dim) * tp.rank;
+  return s;
+}
+
+ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Tensor& targets,
                                     const ForwardOptions& options) {
   ModelOutput result;
-  const int64_t B = tokens.size(0), S = tokens.size(1);
+  const int64_t B = input.size(0), S = input.size(1);
   RunContext run;
   run.route = options.causal_routing ? RouteMode::kThreshold : RouteMode::kTopK;
   run.log = &result.routing;
   const torch::Tensor positions =
-      torch::arange(S, tokens.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
+      torch::arange(S, input.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
+  const torch::Tensor& tokens = input;
   torch::Tensor h;
-  if (tp.active()) {
+  if (!first_stage) {
+    h = input;  // the previous stage's hidden state
+  } else if (tp.active()) {
     // Vocab-parallel lookup: rows of other ranks read as zero; the sum over tp is the embedding.
     const torch::Tensor mine = (tokens >= vocab_begin) & (tokens < vocab_begin + vocab_local);
     const torch::Tensor local_ids = (tokens - vocab_begin) * mine;
@@ -265,6 +336,11 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& tokens, const torch::Te
     auto out = block->forward(h, positions, run);
     h = out[0];
     aux = aux + out[1];
+  }
+  result.aux_loss = aux;
+  if (!last_stage) {
+    result.hidden = h;
+    return result;
   }
   // The LM head is column-parallel over the vocabulary: its input enters the tp region.
   h = tp.enter_region(final_norm->forward(h));
@@ -284,7 +360,6 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& tokens, const torch::Te
     result.lm_loss = torch::nll_loss(logp, targets.reshape({B * S}), /*weight=*/{}, at::Reduction::Mean,
                                      /*ignore_index=*/-100);
   }
-  result.aux_loss = aux;
   if (options.return_logits) result.logits = logits;
   return result;
 }

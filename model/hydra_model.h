@@ -22,6 +22,8 @@
 #include "model/projection.h"
 #include "model/recompute.h"
 #include "model/routing.h"
+#include "model/shard_info.h"
+#include "model/stage_layers.h"
 #include "model/tp_hooks.h"
 
 namespace hydra::model {
@@ -55,9 +57,12 @@ struct LayerImpl : torch::nn::Module {
 using Layer = std::shared_ptr<LayerImpl>;
 
 // One macro-block: its layers (shared weights), run R times with MoR routing between runs.
+// A pipeline stage may hold only layers [first, end) of it (positions within the block; only
+// with MoR off): every layer is still built, so that each parameter draws the same random
+// numbers as in the whole model, and only the held ones are kept.
 struct MacroBlockImpl : torch::nn::Module {
   MacroBlockImpl(const ModelConfig& config, int index, Checkpointing checkpointing, const ProjectionFactory& factory,
-                 const TensorParallelHooks& tp = {});
+                 const TensorParallelHooks& tp = {}, int first = 0, int end = -1);
   // One pass through the layers: {y, aux}. Layer checkpointing happens here.
   std::vector<torch::Tensor> run_layers(const torch::Tensor& x, const torch::Tensor& positions, const RunContext& run);
   // The R recursions: {y, aux}. Block checkpointing wraps each pass.
@@ -67,9 +72,11 @@ struct MacroBlockImpl : torch::nn::Module {
   double mor_aux_scale;  // mor.aux_weight / number of MoR router applications in a forward
   Checkpointing checkpointing;
   std::string name;
-  std::vector<Layer> layers;
+  std::vector<Layer> layers;            // the held layers, in order
   std::vector<Projection> mor_routers;  // mor_routers[i] routes recursion i + 2
-  torch::nn::ModuleList layer_list{nullptr}, router_list{nullptr};
+  // Holders that give the parameters their names: layers.<position>, mor_routers.<i>.
+  std::shared_ptr<torch::nn::Module> layer_holder;
+  torch::nn::ModuleList router_list{nullptr};
 };
 using MacroBlock = std::shared_ptr<MacroBlockImpl>;
 
@@ -81,6 +88,11 @@ struct ModelOptions {
   // Tensor parallelism (tp > 1): parallel::make_tp_hooks and parallel::make_tp_projection_factory
   // of the same group; tp_hooks.size must equal tp (or be 1: the whole model, padded for tp).
   TensorParallelHooks tp_hooks;
+  // Pipeline parallelism: the layers this stage holds (parallel/pipeline_plan.h chooses them).
+  // The first stage also holds the embedding, the last the final norm and the head (and, with
+  // tied embeddings, its own copy of embed.weight, kept equal to the first stage's by the
+  // trainer). Parameters keep the names they have in the whole model.
+  StageLayers stage;
 };
 
 struct ForwardOptions {
@@ -91,6 +103,7 @@ struct ForwardOptions {
 };
 
 struct ModelOutput {
+  torch::Tensor hidden;   // [B, S, E]: a pipeline stage's output, on every stage but the last
   torch::Tensor logits;   // [B, S, V_padded / tp] (this rank's vocabulary slice), padded columns -inf
   torch::Tensor lm_loss;  // mean next-token cross entropy (when targets are given)
   torch::Tensor aux_loss; // weighted router losses (0-dim; zero without routers)
@@ -101,15 +114,22 @@ struct ModelOutput {
 
 struct HydraModelImpl : torch::nn::Module {
   explicit HydraModelImpl(const ModelConfig& config, const ModelOptions& options = {});
-  // tokens [B, S] int64 in [0, vocab_size); targets [B, S] int64 (the next tokens; -100 is
-  // ignored) or undefined for logits only.
-  ModelOutput forward(const torch::Tensor& tokens, const torch::Tensor& targets = {},
+  // input: on the first stage (and in a whole model) the tokens [B, S] int64 in
+  // [0, vocab_size); on a later stage the previous stage's hidden state [B, S, E].
+  // targets [B, S] int64 (the next tokens; -100 is ignored) or undefined for logits only;
+  // read on the last stage. A stage before the last returns `hidden` and its aux loss.
+  ModelOutput forward(const torch::Tensor& input, const torch::Tensor& targets = {},
                       const ForwardOptions& options = {});
 
   // Whether this rank holds a tensor-parallel slice of parameter `name` (false: the whole
   // tensor, the same on every tp rank; always false without tp). For the gradient norm and
   // checkpoints.
   bool tp_split(const std::string& name) const;
+  // Where this rank's tensor of parameter `name` sits in the whole parameter, for
+  // checkpoints (model/shard_info.h): split along dim 0 for column-parallel projections,
+  // vocabulary rows and per-head parameters, along dim 1 for row-parallel weights, whole
+  // otherwise; embed/head rows from config.vocab_size on are padding.
+  ShardInfo shard_of(const std::string& name) const;
 
   ModelConfig config;
   Dims dims;
@@ -118,11 +138,15 @@ struct HydraModelImpl : torch::nn::Module {
   int64_t vocab_begin;  // the first of them
   TensorParallelHooks tp;
   Checkpointing checkpointing;
-  torch::Tensor embed;  // registered as embed.weight through a holder module
-  std::vector<MacroBlock> blocks;
-  torch::nn::ModuleList block_list{nullptr};
-  RMSNorm final_norm;
-  Projection head;      // null when tied (the head is embed.weight)
+  int first_layer = 0;  // the global layers [first_layer, end_layer) this stage holds
+  int end_layer = 0;
+  bool first_stage = true;  // holds the embedding lookup
+  bool last_stage = true;   // holds the final norm, the head and the loss
+  torch::Tensor embed;  // embed.weight (first stage, and the last when tied); else undefined
+  std::vector<MacroBlock> blocks;  // the held (parts of) macro-blocks, in order
+  std::shared_ptr<torch::nn::Module> block_holder;  // names them blocks.<index>
+  RMSNorm final_norm;   // null before the last stage
+  Projection head;      // null when tied (the head is embed.weight) or before the last stage
 };
 using HydraModel = std::shared_ptr<HydraModelImpl>;
 

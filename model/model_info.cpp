@@ -77,6 +77,13 @@ double block_pass_flops(const ModelConfig& c, const Dims& m, int64_t n) {
 
 }  // namespace
 
+int64_t layer_params(const ModelConfig& c, int position) {
+  const Dims m = model_dims(c);
+  const std::string& type = c.pattern.at(position);
+  return attention_params(type, c, m) + attention_norm_params(type, m) + 2 * m.E + 3 * m.E * m.F +
+         (mod_layer(c, position) ? m.E + 1 : 0);
+}
+
 ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   const ModelConfig& c = config;
   const Dims m = model_dims(c);

@@ -23,4 +23,9 @@ struct ModelStats {
 // tp: tensor-parallel size (the vocabulary pads to a multiple of 128 * tp).
 ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp = 1);
 
+// Parameters of the layer at `position` within a macro-block: attention (projections, convs,
+// temperatures, its norms), the two pre-norms, the MLP and a MoD router. The pipeline
+// planner balances stages with it.
+int64_t layer_params(const ModelConfig& config, int position);
+
 }  // namespace hydra::model

@@ -57,6 +57,11 @@ class Communicator {
   // Point to point; `peer` is a rank within this group. Sizes and dtypes must match.
   virtual void send(const at::Tensor& tensor, int peer) = 0;
   virtual void recv(at::Tensor& tensor, int peer) = 0;
+  // Sends `out` to `send_peer` and receives `in` from `recv_peer` as one operation: both are
+  // posted before either is waited for, so two ranks that exchange with each other (a
+  // pipeline stage sending activations forward while the next sends gradients back) never
+  // wait on each other's send. The peers may differ.
+  virtual void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) = 0;
   virtual void barrier() = 0;
 };
 

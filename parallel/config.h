@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace hydra::parallel {
 
@@ -11,6 +12,7 @@ struct ParallelConfig {
   int pp = 1;
   int zero_stage = 0;
   int micro_batches = 1;          // micro-batches per step per data-parallel rank (pipeline)
+  std::vector<int> pp_layers;     // layers of each pipeline stage; empty: balanced by parameters
   bool sequence_parallel = false;
   std::string backend = "auto";   // auto|mpi|nccl (auto: nccl on cuda, mpi on cpu)
   double timeout_s = 600.0;       // every collective; on expiry exit 4 naming it

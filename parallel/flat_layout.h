@@ -27,6 +27,11 @@ struct ParamSlot {
   // the squares of split slots over the tp group and counts unsplit ones (identical on every
   // tp rank) once. Set by the trainer from HydraModelImpl::tp_split; false without tp.
   bool tp_split = false;
+  // Pipeline parallelism with tied embeddings: the last stage holds a copy of embed.weight
+  // (the first stage holds the original). Its gradient is summed with the original's before
+  // the step, so both stay equal; the norm counts it once (here: not at all) and
+  // checkpoints store the first stage's copy only. Set by the trainer.
+  bool duplicate = false;
 };
 
 struct FlatLayout {

@@ -94,6 +94,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(at::Tensor& tensor, int root) override;
   void send(const at::Tensor& tensor, int peer) override;
   void recv(at::Tensor& tensor, int peer) override;
+  void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) override;
   void barrier() override;
 
  private:
@@ -298,6 +299,30 @@ void MpiCommunicator::recv(at::Tensor& tensor, int peer) {
     HYDRA_FAIL(RuntimeFailure, "recv on '" << name_ << "' from rank " << peer << ": got "
                                            << received << " elements, expected " << tensor.numel()
                                            << " (send and recv sizes must match)");
+  }
+  log_.end(seq);
+}
+
+void MpiCommunicator::exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) {
+  check_tensor(out, "exchange", "out");
+  check_tensor(in, "exchange", "in");
+  check_peer(send_peer, "exchange", "send_peer");
+  check_peer(recv_peer, "exchange", "recv_peer");
+  const uint64_t seq = log_.begin("exchange", nbytes(out) + nbytes(in));
+  const MPI_Datatype in_type = transfer_type(in.scalar_type());
+  MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  HYDRA_MPI_CHECK(MPI_Irecv(in.data_ptr(), as_count(in.numel(), "exchange"), in_type, recv_peer, kP2pTag, comm_,
+                            &requests[0]));
+  HYDRA_MPI_CHECK(MPI_Isend(out.data_ptr(), as_count(out.numel(), "exchange"), transfer_type(out.scalar_type()),
+                            send_peer, kP2pTag, comm_, &requests[1]));
+  MPI_Status status;
+  wait(&requests[0], seq, &status);
+  wait(&requests[1], seq);
+  int received = 0;
+  HYDRA_MPI_CHECK(MPI_Get_count(&status, in_type, &received));
+  if (received != in.numel()) {
+    HYDRA_FAIL(RuntimeFailure, "exchange on '" << name_ << "' from rank " << recv_peer << ": got " << received
+                                               << " elements, expected " << in.numel());
   }
   log_.end(seq);
 }

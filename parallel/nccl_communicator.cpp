@@ -80,6 +80,7 @@ class NcclCommunicator final : public Communicator {
   void broadcast(at::Tensor& tensor, int root) override;
   void send(const at::Tensor& tensor, int peer) override;
   void recv(at::Tensor& tensor, int peer) override;
+  void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) override;
   void barrier() override;
 
   ncclComm_t comm() const { return comm_; }
@@ -426,6 +427,23 @@ void NcclCommunicator::recv(at::Tensor& tensor, int peer) {
   const uint64_t seq = log_.begin("recv", nbytes(tensor));
   HYDRA_NCCL_CHECK(ncclRecv(tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                             nccl_type(tensor.scalar_type()), peer, comm_, s));
+  enqueued(seq, s);
+}
+
+void NcclCommunicator::exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) {
+  check_tensor(out, "exchange", "out");
+  check_tensor(in, "exchange", "in");
+  check_peer(send_peer, "exchange", "send_peer");
+  check_peer(recv_peer, "exchange", "recv_peer");
+  const cudaStream_t s = stream();
+  const uint64_t seq = log_.begin("exchange", nbytes(out) + nbytes(in));
+  // One group: NCCL starts both together, so a pair exchanging with each other cannot block.
+  HYDRA_NCCL_CHECK(ncclGroupStart());
+  HYDRA_NCCL_CHECK(ncclSend(out.data_ptr(), static_cast<size_t>(out.numel()), nccl_type(out.scalar_type()), send_peer,
+                            comm_, s));
+  HYDRA_NCCL_CHECK(ncclRecv(in.data_ptr(), static_cast<size_t>(in.numel()), nccl_type(in.scalar_type()), recv_peer,
+                            comm_, s));
+  HYDRA_NCCL_CHECK(ncclGroupEnd());
   enqueued(seq, s);
 }
 

@@ -97,8 +97,11 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
 // counts twice) and, with `tp` of more than one rank, over tp for the slots split across it
 // (ParamSlot::tp_split) while replicated slots count once. Collective over tp (if split) and
 // over dp at stages 1-2; the result is the same on every rank, so a non-finite norm makes
-// every rank skip (or halt on) the same step.
-double zero_grad_norm(ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp = nullptr);
+// every rank skip (or halt on) the same step. With `pp` of more than one stage, the stages'
+// sums are added (collective over pp), and slots marked ParamSlot::duplicate (the tied
+// embedding's copy on the last stage) are left out, so that each parameter counts once.
+double zero_grad_norm(ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp = nullptr,
+                      Communicator* pp = nullptr);
 
 // grad_shard *= factor (clipping).
 void zero_scale_gradients(ZeroOptimizer& opt, double factor);

@@ -39,6 +39,13 @@ rc=$?
 grep -E "tests passed|tests failed|\*\*\*|Failed|Passed" "$OUT/gpu-tests.log" | tail -30
 echo "device-check: gpu tests exit $rc"
 
+# The attention benchmark (issue 7, docs/PERF.md): CCQA fused vs reference vs GQA+flash.
+# HYDRA_BENCH_ATTENTION=0 skips the attention benchmark (a few minutes) when device time is short.
+if [ "${HYDRA_BENCH_ATTENTION:-1}" != 0 ]; then
+  timeout 300 "$BUILD_DIR/hydra" bench attention --json "$OUT/bench-attention.json" 2>&1 | tail -16 ||
+    echo "device-check: bench attention FAILED"
+fi
+
 # Training throughput of the `small` variant in bf16 on the prepared corpus that travels with
 # the call (data-cache/gpu-tokens, made by `hydra data prepare`): one GPU, then data
 # parallelism over all GPUs, in the same call so the numbers compare.
@@ -67,5 +74,53 @@ if [ -f "$DATA/manifest.json" ]; then
       >> "$OUT/train.log" 2>&1 || echo "device-check: tp2 training FAILED (exit $?)"
   fi
   grep -E "step 40|error|fatal|train:|eval:|checkpoint:" "$OUT/train.log" | tail -20
+fi
+
+# Checkpoint timing (docs/CHECKPOINT.md) for the largest variant that fits one GPU comfortably
+# (configs/1b.yaml, bf16; HYDRA_CKPT_CONFIG overrides, HYDRA_CKPT_TIMING=0 skips): saves at
+# steps 2, 4 and 5, synchronous and then checkpoint.async, and a resume (the load). The
+# trainer reports each save's stall of the loop, its write time and the load time in the
+# metrics rows (ckpt_*); they are gathered into $OUT/checkpoint-timing.json. One checkpoint is
+# ~17 GB (bf16 weights, fp32 master and moments): at most two exist at a time.
+CKPT_CONFIG=${HYDRA_CKPT_CONFIG:-configs/1b.yaml}
+if [ -f "$DATA/manifest.json" ] && [ "${HYDRA_CKPT_TIMING:-1}" != 0 ]; then
+  ck_args=(train --config "$CKPT_CONFIG" --set data.path="$DATA" --set train.device=cuda --set train.dtype=bf16
+           --set train.global_batch=2 --set train.micro_batch=1 --set train.seq_len=512 --set train.warmup_steps=1
+           --set train.eval_batches=1 --set log.every=1 --set checkpoint.every=2 --set checkpoint.keep=1)
+  ck=/tmp/hydra-ckpt-timing
+  rm -rf "$ck" && mkdir -p "$ck"
+  for mode in sync async; do
+    async=false; [ "$mode" = async ] && async=true
+    timeout 420 "$BUILD_DIR/hydra" "${ck_args[@]}" --set train.steps=5 --set checkpoint.async=$async \
+      --set checkpoint.dir="$ck/$mode" --set log.jsonl="$ck/$mode.jsonl" >> "$OUT/train.log" 2>&1 ||
+      echo "device-check: checkpoint timing ($mode saves) FAILED (exit $?)"
+    if [ "$mode" = sync ]; then  # the load: resume the step-5 checkpoint for one more step
+      timeout 300 "$BUILD_DIR/hydra" "${ck_args[@]}" --set train.steps=6 --set checkpoint.dir="$ck/sync" \
+        --set log.jsonl="$ck/load.jsonl" --resume latest >> "$OUT/train.log" 2>&1 ||
+        echo "device-check: checkpoint timing (load) FAILED (exit $?)"
+      du -sb "$ck/sync"/step_* 2>/dev/null | tail -1 | cut -f1 > "$ck/bytes"
+      rm -rf "$ck/sync"
+    fi
+  done
+  python3 - "$ck" "$CKPT_CONFIG" > "$OUT/checkpoint-timing.json" <<'PY'
+import json, os, sys
+ck, config = sys.argv[1], sys.argv[2]
+def rows(name):
+    path = os.path.join(ck, name + ".jsonl")
+    return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+def field(name, key):
+    return [r[key] for r in rows(name) if key in r]
+size = open(os.path.join(ck, "bytes")).read().strip() if os.path.exists(os.path.join(ck, "bytes")) else ""
+print(json.dumps({
+    "config": config, "checkpoint_bytes": int(size) if size else None,
+    "note": "saves at steps 2 and 4 are reported in rows 3 and 5; async stall = host copy (+ wait/commit of the previous save)",
+    "sync_save_ms": field("sync", "ckpt_stall_ms"),
+    "async_stall_ms": field("async", "ckpt_stall_ms"),
+    "async_background_write_ms": field("async", "ckpt_write_ms"),
+    "load_ms": field("load", "ckpt_load_ms"),
+}, indent=1))
+PY
+  cat "$OUT/checkpoint-timing.json"
+  rm -rf "$ck"
 fi
 exit $rc

@@ -20,6 +20,9 @@ std::string metrics_row(const StepMetrics& r) {
   row["mfu"] = r.mfu ? common::Json(*r.mfu) : common::Json();
   row["skipped"] = r.skipped;
   if (r.val_loss) row["val_loss"] = *r.val_loss;
+  if (r.checkpoint.stall_ms) row["ckpt_stall_ms"] = *r.checkpoint.stall_ms;
+  if (r.checkpoint.write_ms) row["ckpt_write_ms"] = *r.checkpoint.write_ms;
+  if (r.checkpoint.load_ms) row["ckpt_load_ms"] = *r.checkpoint.load_ms;
   return row.dump();
 }
 

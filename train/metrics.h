@@ -1,6 +1,7 @@
 // The metrics file (docs/INTERFACE.md): JSON Lines written by rank 0, one object per logged
 // step — step, loss, lr, grad_norm, tokens, tok_s, mfu (null on CPU), skipped — and
-// evaluation rows with val_loss. Floats round-trip, so two runs compare bit for bit.
+// evaluation rows with val_loss; ckpt_stall_ms, ckpt_write_ms, ckpt_load_ms after
+// checkpoints. Floats round-trip, so two runs compare bit for bit.
 #pragma once
 
 #include <cstdio>
@@ -8,6 +9,14 @@
 #include <string>
 
 namespace hydra::train {
+
+// Checkpoint timings since the previous row; absent when nothing happened (docs/CHECKPOINT.md).
+struct CheckpointTimes {
+  std::optional<double> stall_ms;  // the loop stood still for saves: a sync save whole; for
+                                   // checkpoint.async the host copy, waits and commits
+  std::optional<double> write_ms;  // writing the last completed save (in the background for async)
+  std::optional<double> load_ms;   // loading the checkpoint the run resumed from
+};
 
 struct StepMetrics {
   int step = 0;                  // optimizer steps completed
@@ -20,6 +29,7 @@ struct StepMetrics {
   std::optional<double> mfu;     // CUDA only
   int skipped = 0;               // non-finite steps skipped so far
   std::optional<double> val_loss;
+  CheckpointTimes checkpoint;
 };
 
 class MetricsFile {

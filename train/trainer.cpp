@@ -7,7 +7,11 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <memory>
+#include <string>
+#include <utility>
 
+#include "checkpoint/async_save.h"
 #include "checkpoint/checkpoint.h"
 #include "common/errors.h"
 #include "common/logging.h"
@@ -15,6 +19,8 @@
 #include "model/model_info.h"
 #include "parallel/adamw.h"
 #include "parallel/flat_layout.h"
+#include "parallel/pipeline_plan.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/zero_optimizer.h"
 #include "train/batches.h"
@@ -41,6 +47,12 @@ struct Run {
   int micro_batch = 0;     // sequences per forward on this rank
   int accumulation = 0;    // micro-batches per step on this rank
   at::TensorOptions device;
+  // Checkpoints (save/restore below): where each of `params` sits in the whole model (filled
+  // on first use), the background writer of checkpoint.async, and the times to report in the
+  // next metrics row.
+  std::vector<model::ShardInfo> placements;
+  std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer = std::make_unique<checkpoint::AsyncCheckpointWriter>();
+  CheckpointTimes ckpt_times;
 };
 
 parallel::NamedParams named_params(const model::HydraModel& model) {
@@ -67,6 +79,15 @@ void plan_batches(Run& run) {
   run.accumulation = per_rank / run.micro_batch;
 }
 
+// With tied embeddings and several stages, the last stage's embed.weight is a copy of the
+// first stage's (ParamSlot::duplicate).
+bool has_tied_copy(const Run& run) {
+  return run.config.model.tie_embeddings && run.ctx.grid.shape.pp > 1;
+}
+bool tied_copy(const Run& run, const std::string& name) {
+  return has_tied_copy(run) && run.ctx.grid.last_stage() && name == "embed.weight";
+}
+
 Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   Run run{config, ctx};
   plan_batches(run);
@@ -85,10 +106,16 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
     options.projection_factory = parallel::make_tp_projection_factory(*ctx.tp);
     options.tp_hooks = parallel::make_tp_hooks(*ctx.tp);
   }
+  // Pipeline parallelism: this stage's layers (the same plan on every rank).
+  const auto stages = parallel::plan_pipeline_stages(config.model, ctx.grid.shape.pp, config.parallel.pp_layers);
+  options.stage = stages.at(ctx.grid.coord.pp);
   run.model = std::make_shared<model::HydraModelImpl>(config.model, options);
   run.params = named_params(run.model);
   run.layout = parallel::make_flat_layout(run.params);
-  for (auto& slot : run.layout.slots) slot.tp_split = run.model->tp_split(slot.name);
+  for (auto& slot : run.layout.slots) {
+    slot.tp_split = run.model->tp_split(slot.name);
+    slot.duplicate = tied_copy(run, slot.name);
+  }
   // Master weights come from the fp32 init, before the model is cast to its compute dtype.
   run.device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
   run.model->to(run.device.device());
@@ -106,29 +133,64 @@ struct StepResult {
   bool skipped = false;
 };
 
+// The pipeline over this rank's micro-batches (one stage without pipeline parallelism):
+// activations of micro_batch sequences of seq_len tokens, in the model's dtype.
+parallel::PipelineSpec pipeline_spec(const Run& run, int micro_batches) {
+  parallel::PipelineSpec spec;
+  spec.pp = run.ctx.pp.get();
+  spec.micro_batches = micro_batches;
+  spec.activation_shape = {run.micro_batch, run.config.train.seq_len, run.config.model.dim};
+  spec.activation_options = run.device.dtype(run.params.front().second.scalar_type());
+  return spec;
+}
+
+// The first and last stage hold the tied embedding; their gradients are summed so that both
+// copies take the same step (a + b on one, b + a on the other: the same bits).
+void sync_tied_embedding_grads(Run& run) {
+  if (!has_tied_copy(run)) return;
+  const auto& grid = run.ctx.grid;
+  if (!grid.first_stage() && !grid.last_stage()) return;
+  at::Tensor grad = run.model->embed.grad();
+  const at::Tensor mine = grad.defined() ? grad.contiguous() : at::zeros_like(run.model->embed);
+  at::Tensor other = at::empty_like(mine);
+  const int peer = grid.first_stage() ? grid.shape.pp - 1 : 0;
+  run.ctx.pp->exchange(mine, peer, other, peer);
+  run.model->embed.mutable_grad() = mine + other;
+}
+
 StepResult train_step(Run& run, double lr) {
   const auto& t = run.config.train;
   run.model->zero_grad();
   const int dp = run.ctx.grid.shape.dp;
   const int dp_rank = run.ctx.grid.coord.dp;
+  const bool last_stage = run.ctx.grid.last_stage();
   // LM and aux loss sums, on the device so that the NCCL backend can average them.
   at::Tensor loss_sum = at::zeros({2}, run.device.dtype(at::kDouble));
-  for (int micro = 0; micro < run.accumulation; ++micro) {
+  auto forward = [&](int micro, const at::Tensor& input) {
     // Global sample order: micro-batch m of dp rank r takes the samples
     // consumed + (m * dp + r) * micro_batch ...: independent of how the step is split.
     const int64_t first = run.progress.consumed_samples + (static_cast<int64_t>(micro) * dp + dp_rank) * run.micro_batch;
     const Batch batch = run.batches.train(first, run.micro_batch, run.device);
     model::ForwardOptions fwd;
     fwd.return_logits = false;
-    const model::ModelOutput out = run.model->forward(batch.inputs, batch.targets, fwd);
-    at::Tensor loss = out.loss() / run.accumulation;
+    const model::ModelOutput out = run.model->forward(input.defined() ? input : batch.inputs, batch.targets, fwd);
+    parallel::StageForward result;
+    result.output = out.hidden;
+    result.loss = (last_stage ? out.loss() : out.aux_loss) / run.accumulation;
     if (micro == 0 && run.ctx.grid.rank == 0 && t.inject_nonfinite_step == run.progress.step + 1) {
-      loss = loss * std::numeric_limits<double>::quiet_NaN();  // testing aid (train.inject_nonfinite_step)
+      // Testing aid (train.inject_nonfinite_step): poisons this rank's gradients and its loss
+      // (rank 0 may be a pipeline stage without the LM loss, or without a router).
+      result.loss = result.loss * std::numeric_limits<double>::quiet_NaN();
+      loss_sum[1] += std::numeric_limits<double>::quiet_NaN();
     }
-    loss.backward();
-    loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / run.accumulation;
+    if (last_stage) loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / run.accumulation;
     loss_sum[1] += out.aux_loss.detach().to(at::kDouble) / run.accumulation;
-  }
+    return result;
+  };
+  parallel::run_1f1b(pipeline_spec(run, run.accumulation), forward);
+  sync_tied_embedding_grads(run);
+  // The LM loss lives on the last stage, aux losses on every stage: their sum over stages.
+  if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(loss_sum, parallel::ReduceOp::kSum);
   // Averaged over dp (all-reduce or reduce-scatter by ZeRO stage); this rank keeps its part.
   parallel::zero_reduce_gradients(run.optim, run.layout, run.params);
   if (dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
@@ -136,7 +198,7 @@ StepResult train_step(Run& run, double lr) {
   r.loss = loss_sum[0].item<double>();
   r.aux = loss_sum[1].item<double>();
   // Collective: the same value on every rank, so the skip/halt decision below is too.
-  r.grad_norm = parallel::zero_grad_norm(run.optim, run.layout, run.ctx.tp.get());
+  r.grad_norm = parallel::zero_grad_norm(run.optim, run.layout, run.ctx.tp.get(), run.ctx.pp.get());
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (t.on_nonfinite == "halt") {
       HYDRA_FAIL(common::RuntimeFailure, "non-finite loss " << r.loss << " or gradient norm " << r.grad_norm
@@ -153,29 +215,70 @@ StepResult train_step(Run& run, double lr) {
 }
 
 // Validation loss in causal routing mode over train.eval_batches batches, averaged over dp.
+// With pipeline stages the batches pass the stages in order and the last stage scores them.
 double evaluate(Run& run) {
-  c10::NoGradGuard no_grad;
   const auto& t = run.config.train;
-  double sum = 0;
-  int count = 0;
-  for (int b = run.ctx.grid.coord.dp; b < t.eval_batches; b += run.ctx.grid.shape.dp) {
-    const Batch batch = run.batches.validation(b, run.micro_batch, run.device);
+  std::vector<int> mine;  // this dp rank's validation batches
+  for (int b = run.ctx.grid.coord.dp; b < t.eval_batches; b += run.ctx.grid.shape.dp) mine.push_back(b);
+  at::Tensor totals = at::zeros({2}, run.device.dtype(at::kDouble));  // loss sum, batches
+  const bool last_stage = run.ctx.grid.last_stage();
+  auto forward = [&](int i, const at::Tensor& input) {
+    const Batch batch = run.batches.validation(mine[i], run.micro_batch, run.device);
     model::ForwardOptions fwd;
     fwd.causal_routing = true;
     fwd.return_logits = false;
-    sum += run.model->forward(batch.inputs, batch.targets, fwd).lm_loss.item<double>();
-    ++count;
-  }
-  at::Tensor totals = at::tensor({sum, static_cast<double>(count)}, at::kDouble).to(run.device.device());
+    const model::ModelOutput out = run.model->forward(input.defined() ? input : batch.inputs, batch.targets, fwd);
+    if (last_stage) {
+      totals[0] += out.lm_loss.to(at::kDouble);
+      totals[1] += 1.0;
+    }
+    return parallel::StageForward{out.hidden, {}};
+  };
+  if (!mine.empty()) parallel::run_forward_only(pipeline_spec(run, static_cast<int>(mine.size())), forward);
+  if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(totals, parallel::ReduceOp::kSum);
   if (run.ctx.grid.shape.dp > 1) run.ctx.dp->all_reduce(totals, parallel::ReduceOp::kSum);
   totals = totals.cpu();
   return totals[0].item<double>() / std::max(1.0, totals[1].item<double>());
 }
 
-checkpoint::TpPosition tp_position(const Run& run) {
-  return {run.ctx.grid.shape.tp, run.ctx.grid.coord.tp};
+// Where each parameter of this rank sits in the whole model, for checkpoints. Under pipeline
+// parallelism the stages after the first hold a copy of the tied embedding: the first
+// stage's is the one stored.
+const std::vector<model::ShardInfo>& placements(Run& run) {
+  if (run.placements.size() != run.params.size()) {
+    run.placements.clear();
+    for (const auto& item : run.params) {
+      model::ShardInfo shard = run.model->shard_of(item.first);
+      if (item.first == "embed.weight" && run.ctx.grid.coord.pp > 0) shard.primary = false;
+      run.placements.push_back(std::move(shard));
+    }
+  }
+  return run.placements;
 }
 
+parallel::Communicator* world_of(Run& run) { return run.ctx.grid.shape.world() > 1 ? run.ctx.world.get() : nullptr; }
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Commits a pending checkpoint.async save (collective: every rank has one pending at the same
+// points). The wait for the writer thread and the commit count as a stall of the loop.
+std::string finish_async_save(Run& run) {
+  if (!run.writer->pending()) return "";
+  const auto start = Clock::now();
+  const checkpoint::AsyncCheckpointWriter::Finished done = run.writer->finish(world_of(run));
+  const double stall = ms_since(start);
+  run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + stall;
+  run.ckpt_times.write_ms = done.write_ms;
+  common::log_info("checkpoint: saved %s (written in the background in %.2f s; the loop waited %.1f ms for it)",
+                   done.dir.c_str(), done.write_ms / 1e3, stall);
+  return done.dir;
+}
+
+// Saves at this step boundary. checkpoint.async: commits the previous save, copies the state
+// to host memory and leaves the file to a background thread; otherwise writes and commits
+// now. Returns the directory (committed, or to be committed by finish_async_save).
 std::string save(Run& run, const std::string& config_text) {
   checkpoint::SaveRequest req;
   req.root = run.config.checkpoint.dir;
@@ -188,12 +291,25 @@ std::string save(Run& run, const std::string& config_text) {
   req.rank = run.ctx.grid.rank;
   req.world = shape.world();
   req.write_weights = run.ctx.grid.coord.dp == 0;
+  req.placements = placements(run);
+  std::vector<const parallel::AdamWState*> states = parallel::zero_states(std::as_const(run.optim));
+  // ZeRO stage 0: every dp rank holds the whole state; dp rank 0's copy is stored.
+  if (run.optim.stage == 0 && run.ctx.grid.coord.dp != 0) states.clear();
+  if (run.config.checkpoint.async) {
+    finish_async_save(run);
+    const auto start = Clock::now();
+    const std::string dir = run.writer->start(req, run.params, run.layout, states, world_of(run));
+    const double stall = ms_since(start);
+    run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + stall;
+    common::log_info("checkpoint: %s copied to host in %.1f ms, writing in the background", dir.c_str(), stall);
+    return dir;
+  }
   const auto start = Clock::now();
-  const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout,
-                                                      parallel::zero_states(std::as_const(run.optim)),
-                                                      shape.world() > 1 ? run.ctx.world.get() : nullptr);
-  common::log_info("checkpoint: saved %s in %.2f s", dir.c_str(),
-                   std::chrono::duration<double>(Clock::now() - start).count());
+  const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout, states, world_of(run));
+  const double took = ms_since(start);
+  run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + took;
+  run.ckpt_times.write_ms = took;
+  common::log_info("checkpoint: saved %s in %.2f s", dir.c_str(), took / 1e3);
   return dir;
 }
 
@@ -202,7 +318,10 @@ std::string save(Run& run, const std::string& config_text) {
 bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpoint& out, std::string& problem) {
   try {
     // Every rank assembles its optimizer part from the pieces of any dp size or ZeRO stage.
-    out = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim), tp_position(run));
+    // Any dp, tp, pp, ZeRO stage: each rank reads the parts that overlap its own.
+    const auto start = Clock::now();
+    out = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim), placements(run));
+    run.ckpt_times.load_ms = ms_since(start);
   } catch (const common::InputError& e) {
     problem = e.what();
   }
@@ -238,7 +357,7 @@ void restore(Run& run, const RunRequest& request) {
     HYDRA_FAIL(common::InputError, "resume: none of the " << candidates.size() << " complete checkpoints under "
                                        << run.config.checkpoint.dir << " could be loaded (see the warnings above)");
   } else if (request.init_from) {
-    checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, tp_position(run));
+    checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, placements(run));
     run.optim = parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), run.config.parallel.zero_stage);
     common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
   }
@@ -292,6 +411,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
       if (config.train.device == "cuda") row.mfu = row.tok_s * stats.flops_per_token / (989e12 * ctx.grid.shape.world());
       row.skipped = static_cast<int>(run.progress.skipped);
       if (eval_now) row.val_loss = evaluate(run), result.last_val_loss = row.val_loss;
+      row.checkpoint = std::exchange(run.ckpt_times, {});
       metrics.write(row);
       progress_line.print(row);
       window_start = Clock::now();
@@ -302,6 +422,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
     // SIGTERM/SIGUSR1 on any rank: all ranks agree at this step boundary, save, exit 75.
     if (preemption_agreed(ctx.grid.shape.world() > 1 ? ctx.world.get() : nullptr, run.device)) {
       if (!save_now) result.last_checkpoint = save(run, request.config_text);
+      finish_async_save(run);
       HYDRA_FAIL(common::Preempted, "preempted by a signal at step " << run.progress.step << "; checkpoint "
                                         << result.last_checkpoint << " saved; continue with --resume latest");
     }
@@ -310,13 +431,14 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
       break;
     }
   }
+  finish_async_save(run);  // the last save is committed before the run reports it
   result.steps_done = static_cast<int>(run.progress.step);
   return result;
 }
 
 double run_evaluation(const launcher::Config& config, parallel::ParallelContext& ctx, const std::string& dir) {
   Run run = build_run(config, ctx);
-  checkpoint::load_checkpoint(dir, run.params, run.layout, nullptr, tp_position(run));
+  checkpoint::load_checkpoint(dir, run.params, run.layout, nullptr, placements(run));
   const double loss = evaluate(run);
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
                    config.train.eval_batches);

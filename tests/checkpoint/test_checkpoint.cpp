@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/h5_file.h"
 #include "common/errors.h"
 
 namespace {
@@ -104,6 +105,55 @@ TEST_F(CheckpointTest, TruncatedRankFileIsInputErrorNamingIt) {
     FAIL() << "truncation not detected";
   } catch (const common::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("rank_00000.h5"), std::string::npos) << e.what();
+  }
+}
+
+// Vocabulary padding (rows from model.vocab_size on) is never stored: a tensor padded to 8
+// rows for one tp size is stored as its 5 real rows, and loads into one padded to 12 rows
+// with the padding zero, weights and AdamW state alike.
+TEST_F(CheckpointTest, VocabularyPaddingIsNotStoredAndLoadsAsZero) {
+  at::manual_seed(4);
+  parallel::NamedParams params = {{"embed.weight", at::randn({8, 3})}};
+  const auto layout = parallel::make_flat_layout(params);
+  parallel::AdamWState optim = parallel::make_adamw_state(layout, params, {0, layout.numel});
+  parallel::adamw_step(optim, at::randn({layout.numel}), {});
+  model::ShardInfo shard{{8, 3}, {0, 0}, -1, 5, true};
+  auto req = request(1);
+  req.placements = {shard};
+  const std::string dir = checkpoint::save_checkpoint(req, params, layout, &optim, nullptr);
+  {
+    const auto f = checkpoint::H5File::open_read(dir + "/rank_00000.h5");
+    EXPECT_EQ(f.dataset_shape("/model/embed.weight"), (std::vector<int64_t>{5, 3}));
+    EXPECT_EQ(f.attr_ints("/model/embed.weight", "global_shape"), (std::vector<int64_t>{5, 3}));
+    EXPECT_EQ(f.attr_ints("/optim/master/embed.weight", "flat_range"), (std::vector<int64_t>{0, 15}));
+  }
+  parallel::NamedParams bigger = {{"embed.weight", at::ones({12, 3})}};
+  const auto big_layout = parallel::make_flat_layout(bigger);
+  parallel::AdamWState big_optim = parallel::make_adamw_state(big_layout, bigger, {0, big_layout.numel});
+  parallel::adamw_step(big_optim, at::ones({big_layout.numel}), {});
+  checkpoint::load_checkpoint(dir, bigger, big_layout, &big_optim, {model::ShardInfo{{12, 3}, {0, 0}, -1, 5, true}});
+  EXPECT_TRUE(at::equal(bigger[0].second.narrow(0, 0, 5), params[0].second.narrow(0, 0, 5)));
+  EXPECT_TRUE(at::equal(bigger[0].second.narrow(0, 5, 7), at::zeros({7, 3})));
+  EXPECT_TRUE(at::equal(big_optim.exp_avg.narrow(0, 0, 15), optim.exp_avg.narrow(0, 0, 15)));
+  EXPECT_TRUE(at::equal(big_optim.exp_avg_sq.narrow(0, 15, 21), at::zeros({21})));
+}
+
+// Version 1 checkpoints (no offsets, no catalog) are refused with a message that says why.
+TEST_F(CheckpointTest, FormatVersionOneIsRefusedClearly) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  const std::string dir = checkpoint::save_checkpoint(request(1), params, layout, nullptr, nullptr);
+  {
+    auto f = checkpoint::H5File::create(dir + "/index.h5");
+    f.set_attr("/", "format", std::string("hydra-checkpoint"));
+    f.set_attr("/", "version", int64_t{1});
+  }
+  try {
+    checkpoint::load_checkpoint(dir, params, layout, nullptr);
+    FAIL() << "version 1 loaded";
+  } catch (const common::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("format version 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("index.h5"), std::string::npos) << e.what();
   }
 }
 

@@ -199,6 +199,22 @@ TEST_P(Collectives, SendRecvAroundTheRing) {
   }
 }
 
+// Every rank sends to the next and receives from the previous at once: with blocking sends
+// of large messages this cycle would wait forever; exchange posts both before waiting. One
+// rank exchanges with itself.
+TEST_P(Collectives, ExchangeAroundTheRingAllAtOnce) {
+  const int size = comm().size();
+  const int next = (comm().rank() + 1) % size;
+  const int prev = (comm().rank() + size - 1) % size;
+  for (int64_t n : {int64_t{1}, int64_t{1003}, int64_t{1} << 20}) {
+    const at::Tensor out = make_input(me(), n, 0, dtype());
+    at::Tensor in = at::empty({n}, out.options());
+    comm().exchange(out, next, in, prev);
+    const int prev_world = comm().world_ranks()[static_cast<size_t>(prev)];
+    expect_close(to_host(in), contribution(prev_world, n, 0, dtype()), dtype(), label("exchange from prev", n));
+  }
+}
+
 TEST_P(Collectives, Barrier) {
   for (int i = 0; i < 3; ++i) comm().barrier();
   SUCCEED();

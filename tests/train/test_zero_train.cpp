@@ -91,11 +91,12 @@ TEST_F(ZeroTrain, Dp2EveryStageMatchesOneProcess) {
     EXPECT_NE(run.output.find("matches the ZeRO formula"), std::string::npos) << run.output;
     expect_same_losses(name, "ref");
     expect_same_weights(name, "ref");
-    // The replica of dp rank 1 holds the same weights: only its optimizer part is written.
+    // The replica of dp rank 1 holds the same weights: only its optimizer part is written
+    // (at stage 0 it holds the whole optimizer state too, so dp rank 0's copy is the one stored).
     const auto replica = hydra::checkpoint::H5File::open_read(
         (root() / name / "ckpt" / "step_00000005" / "rank_00001.h5").string());
     EXPECT_FALSE(replica.exists("/model"));
-    EXPECT_TRUE(replica.exists("/optim/master"));
+    EXPECT_EQ(replica.exists("/optim/master"), stage > 0);
   }
 }
 

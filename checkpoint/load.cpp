@@ -1,0 +1,162 @@
+// load_checkpoint: every rank assembles each of its tensors from the stored parts that
+// overlap it, found in the index's catalog (checkpoint/catalog.h), whatever layout wrote them.
+// Only the files and datasets that overlap are read, each whole so that its CRC-32 is checked.
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <filesystem>
+#include <map>
+#include <unordered_map>
+
+#include "checkpoint/catalog.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/h5_file.h"
+#include "checkpoint/regions.h"
+#include "common/errors.h"
+
+namespace hydra::checkpoint {
+namespace {
+
+using common::InputError;
+
+// The rank files of one checkpoint, opened on first use.
+class RankFiles {
+ public:
+  explicit RankFiles(std::string dir) : dir_(std::move(dir)) {}
+  const H5File& get(int rank) {
+    auto it = files_.find(rank);
+    if (it == files_.end()) {
+      it = files_.emplace(rank, H5File::open_read((std::filesystem::path(dir_) / rank_file_name(rank)).string())).first;
+    }
+    return it->second;
+  }
+
+ private:
+  std::string dir_;
+  std::map<int, H5File> files_;
+};
+
+// The catalog entries of each parameter, weights and optimizer state apart.
+struct Parts {
+  std::unordered_map<std::string, std::vector<const CatalogEntry*>> model, optim;
+};
+
+std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
+
+std::string object_of(const CatalogEntry& e, const std::string& group = "master") {
+  return e.optim ? "/optim/" + group + "/" + e.name : "/model/" + e.name;
+}
+
+// The parts of `name`, after checking that they describe the same whole parameter.
+const std::vector<const CatalogEntry*>& parts_of(const std::unordered_map<std::string, std::vector<const CatalogEntry*>>& all,
+                                                 const std::string& dir, const std::string& name, const char* what,
+                                                 const std::vector<int64_t>& global) {
+  const auto it = all.find(name);
+  if (it == all.end()) {
+    HYDRA_FAIL(InputError, dir << ": " << what << " of parameter " << name
+                               << " is missing (checkpoint of another model, or saved without it?)");
+  }
+  for (const CatalogEntry* e : it->second) {
+    if (e->global_shape != global) {
+      HYDRA_FAIL(InputError, dir << "/" << rank_file_name(e->file) << ": " << object_of(*e) << " has shape "
+                                 << shape_text(e->global_shape) << ", the model expects " << shape_text(global)
+                                 << " (checkpoint of another model shape)");
+    }
+  }
+  return it->second;
+}
+
+// Reads one stored part (verifying its checksum) and checks it against its catalog line.
+at::Tensor read_part(RankFiles& files, const CatalogEntry& e, const std::string& group = "master") {
+  const H5File& f = files.get(e.file);
+  const at::Tensor data = f.read_tensor(object_of(e, group));
+  if (data.numel() != e.part.end - e.part.begin) {
+    HYDRA_FAIL(InputError, f.path() << ": " << object_of(e, group) << " has " << data.numel()
+                                    << " elements, the index's catalog says " << e.part.end - e.part.begin);
+  }
+  return data;
+}
+
+void fail_incomplete(const std::string& dir, const std::string& name, const char* what, int64_t missing, int64_t total) {
+  HYDRA_FAIL(InputError, dir << ": " << what << " of " << name << " is incomplete (" << total - missing << " of " << total
+                             << " elements found): a rank file is missing parts");
+}
+
+void load_weight(const std::string& dir, RankFiles& files, const Parts& parts, const std::string& name,
+                 const at::Tensor& param, const model::ShardInfo& shard) {
+  const std::vector<int64_t> global = stored_global_shape(shard);
+  const auto& sources = parts_of(parts.model, dir, name, "the weights", global);
+  const FlatPart target{shard.offset, shape_of(param), 0, param.numel()};
+  PartAssembler assembler(target, global, 1, param.scalar_type());
+  for (const CatalogEntry* e : sources) {
+    if (assembler.overlaps(e->part)) assembler.add(e->part, {read_part(files, *e)});
+  }
+  if (assembler.missing() > 0) fail_incomplete(dir, name, "the weights", assembler.missing(), param.numel());
+  param.detach().copy_(assembler.result(0).view(param.sizes()));
+}
+
+void load_optim_piece(const std::string& dir, RankFiles& files, const Parts& parts, parallel::AdamWState& optim,
+                      const parallel::ParamSlot& slot, const parallel::Range& elements, const model::ShardInfo& shard) {
+  const std::vector<int64_t> global = stored_global_shape(shard);
+  const auto& sources = parts_of(parts.optim, dir, slot.name, "the optimizer state", global);
+  const FlatPart target{shard.offset, slot.shape, elements.begin, elements.end};
+  PartAssembler assembler(target, global, 3, at::kFloat);
+  for (const CatalogEntry* e : sources) {
+    if (!assembler.overlaps(e->part)) continue;
+    assembler.add(e->part, {read_part(files, *e, "master"), read_part(files, *e, "exp_avg"),
+                            read_part(files, *e, "exp_avg_sq")});
+  }
+  if (assembler.missing() > 0) fail_incomplete(dir, slot.name, "the optimizer state", assembler.missing(), elements.size());
+  const int64_t start = slot.offset + elements.begin - optim.range.begin;
+  optim.master.narrow(0, start, elements.size()).copy_(assembler.result(0));
+  optim.exp_avg.narrow(0, start, elements.size()).copy_(assembler.result(1));
+  optim.exp_avg_sq.narrow(0, start, elements.size()).copy_(assembler.result(2));
+}
+
+}  // namespace
+
+LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
+                                 const parallel::FlatLayout& layout, parallel::AdamWState* optim,
+                                 const std::vector<model::ShardInfo>& placements) {
+  std::vector<parallel::AdamWState*> optims;
+  if (optim) optims.push_back(optim);
+  return load_checkpoint(dir, params, layout, optims, placements);
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
+                                 const parallel::FlatLayout& layout, const std::vector<parallel::AdamWState*>& optims,
+                                 const std::vector<model::ShardInfo>& placements) {
+  HYDRA_CHECK(placements.empty() || placements.size() == params.size(),
+              "load_checkpoint: " << placements.size() << " placements for " << params.size() << " parameters");
+  LoadedCheckpoint ckpt = read_index(dir);
+  const std::vector<CatalogEntry> catalog = index_catalog(dir);
+  Parts parts;
+  for (const auto& e : catalog) (e.optim ? parts.optim : parts.model)[e.name].push_back(&e);
+  RankFiles files(dir);
+  std::unordered_map<std::string, model::ShardInfo> shards;
+
+  c10::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, param] = params[i];
+    const model::ShardInfo shard = placements.empty() ? whole(param) : placements[i];
+    load_weight(dir, files, parts, name, param, shard);
+    shards[name] = shard;
+  }
+  if (!optims.empty() && ckpt.optim_step < 0) {
+    HYDRA_FAIL(InputError, dir << ": holds no optimizer state (saved weights only); use --init-from for weights");
+  }
+  for (parallel::AdamWState* optim : optims) {
+    // Every state gets the step count, also one whose range is empty (a ZeRO rank may own
+    // nothing of a small bucket), so that all stay in step.
+    optim->step = ckpt.optim_step;
+    for (const auto& piece : parallel::pieces_in(layout, optim->range)) {
+      const parallel::ParamSlot& slot = layout.slots[piece.slot];
+      const auto it = shards.find(slot.name);
+      HYDRA_CHECK(it != shards.end(), "optimizer slot " << slot.name << " is not among the parameters");
+      load_optim_piece(dir, files, parts, *optim, slot, piece.elements, it->second);
+    }
+  }
+  return ckpt;
+}
+
+}  // namespace hydra::checkpoint
