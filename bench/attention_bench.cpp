@@ -1,0 +1,398 @@
+// `hydra bench attention` (issue 7): one run measures, side by side and with the same inputs,
+//   - the CCQA layer (projections included) with model.ccqa.kernel fused and reference;
+//   - a GQA layer of the same E, H, H_kv at full head size (projections, SDPA, W_o);
+//   - the latent attention kernels alone, as TFLOP/s and GB/s against a bf16 matmul and a
+//     device-to-device copy measured in the same run, and the floor those ceilings set.
+// Forward timings run without autograd; forward+backward runs the layer and backward from a
+// random output gradient, with x requiring grad. The fused layer is timed twice: as it is and
+// with model::set_ccqa_fused_baseline (its host-side glue as before the fixed-cost work:
+// per-parameter casts, the eleven-node output norm), so that one run shows both.
+// HYDRA_BENCH_SHAPES=8x1024,1x4096 keeps the rows of those B x S (for a profiler run).
+#include "bench/attention_bench.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/torch.h>
+
+#include "bench/timing.h"
+#include "common/errors.h"
+#include "common/json.h"
+#include "kernels/latent_attention.h"
+#include "model/attention.h"
+#include "model/ccqa_prologue_fused.h"
+#include "model/projection.h"
+
+namespace hydra::bench {
+namespace {
+
+using common::Json;
+
+struct Shape {
+  int E, H, Hkv, C, B, S;
+};
+
+// The seed matrix, then the long sequences of the paper's comparison.
+std::vector<Shape> shapes() {
+  std::vector<Shape> out;
+  for (int B : {1, 4, 8}) {
+    for (int S : {256, 512, 1024}) out.push_back({768, 12, 3, 4, B, S});
+  }
+  for (int S : {4096, 8192, 16384}) out.push_back({2048, 16, 4, 4, 1, S});
+  const char* only = std::getenv("HYDRA_BENCH_SHAPES");
+  if (only == nullptr || *only == '\0') return out;
+  const std::string keep = std::string(",") + only + ",";
+  std::vector<Shape> kept;
+  for (const Shape& s : out) {
+    if (keep.find("," + std::to_string(s.B) + "x" + std::to_string(s.S) + ",") != std::string::npos) kept.push_back(s);
+  }
+  return kept;
+}
+
+struct Ceilings {
+  double matmul_tflops = 0, copy_gbs = 0, ex2_per_s = 0;
+};
+
+Ceilings measure_ceilings() {
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  Ceilings c;
+  {
+    const int64_t n = 8192;
+    const torch::Tensor a = torch::randn({n, n}, bf), b = torch::randn({n, n}, bf);
+    torch::Tensor out = torch::empty({n, n}, bf);
+    const Timing t = time_device([&] { at::mm_out(out, a, b); });
+    c.matmul_tflops = 2.0 * n * n * n / (t.median_ms * 1e-3) / 1e12;
+  }
+  {
+    const int64_t n = int64_t{1} << 29;  // 1 GiB of bf16
+    const torch::Tensor src = torch::randn({n}, bf);
+    torch::Tensor dst = torch::empty_like(src);
+    const Timing t = time_device([&] { dst.copy_(src); });
+    c.copy_gbs = 2.0 * 2.0 * n / (t.median_ms * 1e-3) / 1e9;  // bytes read + bytes written
+  }
+  // The special-function units: 16 ex2 per clock per SM on sm_90 (the softmax's exp). Not
+  // measured: from the clock the device reports.
+  int sms = 0, khz = 0, dev = 0;
+  HYDRA_BENCH_CUDA(cudaGetDevice(&dev));
+  HYDRA_BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  HYDRA_BENCH_CUDA(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+  c.ex2_per_s = 16.0 * sms * khz * 1e3;
+  return c;
+}
+
+// A GQA layer at full head size d = E / H: x W_q, x W_k, x W_v, SDPA (causal, GQA), W_o.
+struct GqaLayer {
+  int H, Hkv, d;
+  torch::Tensor wq, wk, wv, wo;
+  GqaLayer(int E, int H_, int Hkv_) : H(H_), Hkv(Hkv_), d(E / H_) {
+    const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+    wq = (0.02 * torch::randn({E, E}, o)).requires_grad_();
+    wk = (0.02 * torch::randn({Hkv * d, E}, o)).requires_grad_();
+    wv = (0.02 * torch::randn({Hkv * d, E}, o)).requires_grad_();
+    wo = (0.02 * torch::randn({E, E}, o)).requires_grad_();
+  }
+  torch::Tensor forward(const torch::Tensor& x) const {
+    const int64_t B = x.size(0), S = x.size(1);
+    const torch::Tensor q = at::linear(x, wq).view({B, S, H, d}).transpose(1, 2);
+    const torch::Tensor k = at::linear(x, wk).view({B, S, Hkv, d}).transpose(1, 2);
+    const torch::Tensor v = at::linear(x, wv).view({B, S, Hkv, d}).transpose(1, 2);
+    const torch::Tensor o = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true,
+                                                             1.0 / std::sqrt(static_cast<double>(d)), /*enable_gqa=*/true);
+    return at::linear(o.transpose(1, 2).reshape({B, S, -1}), wo);
+  }
+  std::vector<torch::Tensor> parameters() const { return {wq, wk, wv, wo}; }
+};
+
+std::shared_ptr<model::CcqaAttention> make_ccqa(const Shape& s, const std::string& kernel) {
+  model::ModelConfig c;
+  c.dim = s.E, c.heads = s.H, c.kv_heads = s.Hkv, c.mlp_ratio = 4.0, c.macro_blocks = 1, c.vocab_size = 128;
+  c.ccqa.compression = s.C;
+  c.ccqa.kernel = kernel;
+  torch::manual_seed(11);
+  auto layer = std::make_shared<model::CcqaAttention>(c, model::default_projection_factory());
+  layer->to(torch::kCUDA, torch::kBFloat16);
+  return layer;
+}
+
+struct FwdBwd {
+  Timing fwd, fwdbwd;
+  // Medians of a separate loop: host time to return from the forward (with autograd) and from
+  // backward(), and wall time from the forward's start to the device's finish.
+  double host_fwd_ms = 0, host_bwd_ms = 0, wall_ms = 0;
+};
+
+void time_layer_passes(const std::function<torch::Tensor(const torch::Tensor&)>& fn, const torch::Tensor& x,
+                       const torch::Tensor& dy, const std::vector<torch::Tensor>& params, FwdBwd& r);
+
+// Times forward (no autograd) and forward+backward of fn(x); gradients are dropped after
+// each iteration so that no accumulation kernels are timed.
+FwdBwd time_layer(const std::function<torch::Tensor(const torch::Tensor&)>& fn, const torch::Tensor& x,
+                  const torch::Tensor& dy, const std::vector<torch::Tensor>& params) {
+  FwdBwd r;
+  r.fwd.median_ms = r.fwdbwd.median_ms = std::nan("");  // stays NaN (null in JSON) if a pass fails
+  r.host_fwd_ms = r.host_bwd_ms = r.wall_ms = std::nan("");
+  try {
+    time_layer_passes(fn, x, dy, params, r);
+  } catch (const c10::Error& e) {  // out of memory at the largest sizes: report, keep going
+    std::printf(" [failed: %s]", std::string(e.what_without_backtrace()).substr(0, 120).c_str());
+    c10::cuda::CUDACachingAllocator::emptyCache();
+  }
+  return r;
+}
+
+void time_layer_passes(const std::function<torch::Tensor(const torch::Tensor&)>& fn, const torch::Tensor& x,
+                       const torch::Tensor& dy, const std::vector<torch::Tensor>& params, FwdBwd& r) {
+  {
+    torch::NoGradGuard no_grad;
+    r.fwd = time_device([&] { fn(x); });
+  }
+  const torch::Tensor xg = x.detach().requires_grad_();
+  const auto drop_grads = [&] {
+    for (auto p : params) p.mutable_grad().reset();
+    xg.mutable_grad().reset();
+  };
+  r.fwdbwd = time_device([&] {
+    fn(xg).backward(dy);
+    drop_grads();
+  });
+  // Where the forward+backward's time goes: if host_fwd + host_bwd is close to wall, the
+  // device waits for the host (launch and autograd overhead), not the other way round.
+  using clock = std::chrono::steady_clock;
+  const auto ms = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  std::vector<double> f, b, w;
+  for (int i = 0; i < 21; ++i) {
+    HYDRA_BENCH_CUDA(cudaDeviceSynchronize());
+    const auto t0 = clock::now();
+    const torch::Tensor y = fn(xg);
+    const auto t1 = clock::now();
+    y.backward(dy);
+    const auto t2 = clock::now();
+    HYDRA_BENCH_CUDA(cudaDeviceSynchronize());
+    const auto t3 = clock::now();
+    drop_grads();
+    f.push_back(ms(t0, t1));
+    b.push_back(ms(t1, t2));
+    w.push_back(ms(t0, t3));
+  }
+  const auto median = [](std::vector<double>& v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  r.host_fwd_ms = median(f);
+  r.host_bwd_ms = median(b);
+  r.wall_ms = median(w);
+}
+
+struct KernelFigures {
+  Timing fwd, bwd;               // the default variant (what the model runs)
+  double fwd_mt_ms[2], bwd_mt_ms[2];  // medians of 1 and 2 rows of 16 per warp (NaN: not built)
+  double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
+};
+
+// The latent attention launchers alone on the CCQA latent shape (head size E / H / C).
+KernelFigures time_kernels(const Shape& s) {
+  const int D = s.E / s.H / s.C;
+  const kernels::LatentAttentionShape shape{s.B, s.S, s.H, s.Hkv, D};
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor q = torch::randn({s.B, s.S, s.H, D}, bf), k = torch::randn({s.B, s.S, s.Hkv, D}, bf),
+                      v = torch::randn({s.B, s.S, s.Hkv, D}, bf), dout = torch::randn({s.B, s.S, s.H, D}, bf);
+  torch::Tensor out = torch::empty_like(q), dq = torch::empty_like(q), dk = torch::empty_like(k),
+                dv = torch::empty_like(v);
+  torch::Tensor lse = torch::empty({s.B, s.H, s.S}, bf.dtype(torch::kFloat));
+  torch::Tensor ws = torch::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape))},
+                                  bf.dtype(torch::kByte));
+  auto cv = [](const torch::Tensor& t) {
+    return kernels::BshdConst{reinterpret_cast<const __nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
+  };
+  auto mv = [](torch::Tensor& t) {
+    return kernels::BshdMut{reinterpret_cast<__nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
+  };
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  KernelFigures f;
+  f.fwd = time_device([&] {
+    kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream);
+  });
+  f.bwd = time_device([&] {
+    kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
+                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream);
+  });
+  for (int mt = 1; mt <= 2; ++mt) {
+    f.fwd_mt_ms[mt - 1] = f.bwd_mt_ms[mt - 1] = std::nan("");
+    if (D == 64 && mt == 2) continue;  // spills: not built
+    const kernels::LatentAttentionVariant variant{mt, mt};
+    f.fwd_mt_ms[mt - 1] = time_device([&] {
+      kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream, variant);
+    }).median_ms;
+    f.bwd_mt_ms[mt - 1] = time_device([&] {
+      kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
+                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream, variant);
+    }).median_ms;
+  }
+  const double scores = static_cast<double>(s.B) * s.H * s.S * (s.S + 1.0) / 2.0;  // causal q.k pairs
+  const double q_bytes = 2.0 * s.B * s.S * s.H * D, kv_bytes = 2.0 * s.B * s.S * s.Hkv * D, lse_bytes = 4.0 * s.B * s.H * s.S;
+  f.flops_fwd = 4.0 * scores * D;   // q k^T and p v
+  f.flops_bwd = 10.0 * scores * D;  // q k^T again, dout v^T, p^T dout, ds^T q, ds k
+  f.bytes_fwd = 2 * q_bytes + 2 * kv_bytes + lse_bytes;  // read q, k, v; write out, lse
+  f.bytes_bwd = 4 * q_bytes + 4 * kv_bytes + lse_bytes;  // read q, k, v, out, dout, lse; write dq, dk, dv
+  f.ex2 = scores;
+  return f;
+}
+
+Json timing_json(const Timing& t) {
+  Json j = Json::object();
+  j["median_ms"] = t.median_ms;
+  j["min_ms"] = t.min_ms;
+  j["iters"] = t.iters;
+  j["host_median_ms"] = t.host_median_ms;
+  return j;
+}
+
+Json layer_json(const FwdBwd& t) {
+  Json j = Json::object();
+  j["forward"] = timing_json(t.fwd);
+  j["forward_backward"] = timing_json(t.fwdbwd);
+  j["host_forward_with_autograd_ms"] = t.host_fwd_ms;
+  j["host_backward_ms"] = t.host_bwd_ms;
+  j["wall_forward_backward_ms"] = t.wall_ms;
+  return j;
+}
+
+Json kernel_json(const KernelFigures& f, const Ceilings& c) {
+  Json j = Json::object();
+  auto pass = [&](const char* name, const Timing& t, double flops, double bytes) {
+    const double s = t.median_ms * 1e-3;
+    const double floor_ms = std::max(flops / (c.matmul_tflops * 1e12), bytes / (c.copy_gbs * 1e9)) * 1e3;
+    Json p = timing_json(t);
+    p["tflops"] = flops / s / 1e12;
+    p["gbs"] = bytes / s / 1e9;
+    p["floor_ms"] = floor_ms;
+    p["of_floor"] = floor_ms / t.median_ms;  // 1.0 = at the floor the ceilings set
+    p["ex2_floor_ms"] = f.ex2 / c.ex2_per_s * 1e3;
+    j[name] = std::move(p);
+  };
+  pass("forward", f.fwd, f.flops_fwd, f.bytes_fwd);
+  pass("backward", f.bwd, f.flops_bwd, f.bytes_bwd);
+  Json v = Json::object();
+  v["forward_mtiles1_ms"] = f.fwd_mt_ms[0];
+  v["forward_mtiles2_ms"] = f.fwd_mt_ms[1];
+  v["backward_mtiles1_ms"] = f.bwd_mt_ms[0];
+  v["backward_mtiles2_ms"] = f.bwd_mt_ms[1];
+  j["variants"] = std::move(v);
+  return j;
+}
+
+std::string today() {
+  char buf[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  return buf;
+}
+
+}  // namespace
+
+int run_attention_bench(const std::string& json_path) {
+  HYDRA_CHECK(torch::cuda::is_available(), "hydra bench attention: no CUDA device");
+  cudaDeviceProp prop{};
+  HYDRA_BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("bench attention: %s, %d SMs; measuring ceilings\n", prop.name, prop.multiProcessorCount);
+  std::fflush(stdout);
+  const Ceilings ceil = measure_ceilings();
+  std::printf("bench attention: bf16 matmul %.0f TFLOP/s, copy %.0f GB/s\n", ceil.matmul_tflops, ceil.copy_gbs);
+
+  Json root = Json::object();
+  root["device"] = std::string(prop.name);
+  root["sms"] = prop.multiProcessorCount;
+  root["date"] = today();
+  root["torch"] = std::string(TORCH_VERSION);
+  Json& ceilings = root["ceilings"] = Json::object();
+  ceilings["bf16_matmul_tflops"] = ceil.matmul_tflops;
+  ceilings["copy_gbs"] = ceil.copy_gbs;
+  ceilings["ex2_per_s_nominal"] = ceil.ex2_per_s;
+  Json& rows = root["rows"] = Json::array();
+
+  const std::vector<Shape> all = shapes();
+  std::vector<std::vector<double>> table;  // for the closing table
+  for (size_t i = 0; i < all.size(); ++i) {
+    const Shape& s = all[i];
+    std::printf("[%zu/%zu] E %d H %d H_kv %d C %d B %d S %d ...", i + 1, all.size(), s.E, s.H, s.Hkv, s.C, s.B, s.S);
+    std::fflush(stdout);
+    const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+    const torch::Tensor x = torch::randn({s.B, s.S, s.E}, bf), dy = torch::randn({s.B, s.S, s.E}, bf);
+    const torch::Tensor pos = torch::arange(s.S, bf.dtype(torch::kLong)).unsqueeze(0).expand({s.B, s.S}).contiguous();
+
+    auto fused = make_ccqa(s, "fused");
+    const FwdBwd tf = time_layer([&](const torch::Tensor& in) { return fused->forward(in, pos); }, x, dy, fused->parameters());
+    model::set_ccqa_fused_baseline(true);
+    const FwdBwd tb = time_layer([&](const torch::Tensor& in) { return fused->forward(in, pos); }, x, dy, fused->parameters());
+    model::set_ccqa_fused_baseline(false);
+    fused.reset();
+    auto ref = make_ccqa(s, "reference");
+    const FwdBwd tr = time_layer([&](const torch::Tensor& in) { return ref->forward(in, pos); }, x, dy, ref->parameters());
+    ref.reset();
+    const GqaLayer gqa(s.E, s.H, s.Hkv);
+    const FwdBwd tg = time_layer([&](const torch::Tensor& in) { return gqa.forward(in); }, x, dy, gqa.parameters());
+    const KernelFigures kf = time_kernels(s);
+
+    Json row = Json::object();
+    row["E"] = s.E, row["H"] = s.H, row["H_kv"] = s.Hkv, row["C"] = s.C, row["B"] = s.B, row["S"] = s.S;
+    row["ccqa_fused"] = layer_json(tf);
+    row["ccqa_fused_baseline"] = layer_json(tb);
+    row["ccqa_reference"] = layer_json(tr);
+    row["gqa_flash"] = layer_json(tg);
+    row["speedup_fwdbwd_vs_baseline"] = tb.fwdbwd.median_ms / tf.fwdbwd.median_ms;
+    row["speedup_fwdbwd_vs_reference"] = tr.fwdbwd.median_ms / tf.fwdbwd.median_ms;
+    row["speedup_fwdbwd_vs_gqa_flash"] = tg.fwdbwd.median_ms / tf.fwdbwd.median_ms;
+    row["latent_kernels"] = kernel_json(kf, ceil);
+    rows.push(std::move(row));
+    const double fwd_floor = std::max(kf.flops_fwd / (ceil.matmul_tflops * 1e12), kf.bytes_fwd / (ceil.copy_gbs * 1e9)) * 1e3;
+    const double bwd_floor = std::max(kf.flops_bwd / (ceil.matmul_tflops * 1e12), kf.bytes_bwd / (ceil.copy_gbs * 1e9)) * 1e3;
+    table.push_back({tf.fwd.median_ms, tf.fwdbwd.median_ms, tr.fwd.median_ms, tr.fwdbwd.median_ms, tg.fwd.median_ms,
+                     tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.bwd.median_ms, fwd_floor / kf.fwd.median_ms,
+                     bwd_floor / kf.bwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms});
+    std::printf(" fused %.3f / %.3f ms (baseline %.3f / %.3f), reference %.3f / %.3f ms, gqa %.3f / %.3f ms (fwd / "
+                "fwd+bwd); kernels fwd %.3f (1 row/warp %.3f, 2 %.3f) bwd %.3f (%.3f, %.3f) ms\n",
+                tf.fwd.median_ms, tf.fwdbwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, tr.fwd.median_ms,
+                tr.fwdbwd.median_ms, tg.fwd.median_ms, tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.fwd_mt_ms[0],
+                kf.fwd_mt_ms[1], kf.bwd.median_ms, kf.bwd_mt_ms[0], kf.bwd_mt_ms[1]);
+    // Host side of forward+backward: enqueue time inside the timed iteration, then the
+    // separate loop's forward / backward() / wall medians.
+    const auto host = [](const char* name, const FwdBwd& t) {
+      std::printf("    %-14s f+b %.3f ms on the device, host %.3f ms in the iteration; host fwd %.3f + bwd %.3f, wall %.3f ms\n",
+                  name, t.fwdbwd.median_ms, t.fwdbwd.host_median_ms, t.host_fwd_ms, t.host_bwd_ms, t.wall_ms);
+    };
+    host("fused", tf);
+    host("fused baseline", tb);
+    host("reference", tr);
+    host("gqa", tg);
+    std::fflush(stdout);
+  }
+
+  if (!json_path.empty()) {
+    std::ofstream f(json_path);
+    f << root.dump(2) << "\n";
+    if (!f) HYDRA_FAIL(common::InputError, "hydra bench attention: cannot write " << json_path);
+  }
+  std::printf("\n%-6s %-5s %-6s | %-17s | %-17s | %-17s | %-17s | %-8s %-8s | %-15s | %-11s\n", "E", "B", "S",
+              "fused fwd/f+b ms", "baseline fwd/f+b", "ref fwd/f+b ms", "gqa fwd/f+b ms", "x ref", "x gqa",
+              "kern fwd/bwd ms", "of floor");
+  for (size_t i = 0; i < all.size(); ++i) {
+    const auto& t = table[i];
+    std::printf("%-6d %-5d %-6d | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %8.2f %8.2f | %6.3f %8.3f | %4.2f %4.2f\n",
+                all[i].E, all[i].B, all[i].S, t[0], t[1], t[10], t[11], t[2], t[3], t[4], t[5], t[3] / t[1], t[5] / t[1],
+                t[6], t[7], t[8], t[9]);
+  }
+  return 0;
+}
+
+}  // namespace hydra::bench

@@ -1,0 +1,596 @@
+// Fused CCQA prologue, forward and backward (MODEL.md CCQA steps 2-7; launchers in
+// ccqa_prologue.h).
+//
+// Design invariants
+// - Work unit: one KV group (its G = H/H_kv query heads and its key head) for a tile of T
+//   consecutive tokens of one sequence. The group is the smallest unit closed under the
+//   qk-mean, which couples a key head with its query heads at the same token (forward and
+//   backward); every other step is per head and per token, or causal over at most K-1 tokens.
+// - One read of q0/k0 per tile into shared memory (float32), with a left halo of 2(K-1)
+//   tokens (conv1 then conv2; the backward also a right halo of 2(K-1) tokens, since the
+//   transposed convolutions look ahead). Rows outside [0, S) read as zero: that is the
+//   causal zero padding of conv1's input; conv2's input is padded with zeros too (not with
+//   conv1's bias), so conv1 outputs at t < 0 are stored as zero.
+// - All arithmetic in float32 (RoPE angles in float64); inputs and outputs are float32 or
+//   bfloat16, rounded once on store.
+// - The forward writes only q and k; nothing is saved. The backward recomputes the forward
+//   of its tile (plus halo) from q0, k0.
+// - Parameter gradients are deterministic: each backward block loops over a fixed set of
+//   tiles (persistent grid, P blocks per group) and accumulates into its own workspace slice,
+//   each element owned by one thread (plain read-modify-write, no atomics); the per-warp
+//   norm/tau partials are summed in warp order; a last kernel sums the P slices in order.
+// - The convolution loops (conv2 forward, its input and weight gradients) keep kRows tokens or
+//   a window of K taps per thread in registers and read shared memory in 16-byte vectors where
+//   the warp's lanes share the address (broadcast); staged weights have an odd 16-byte stride.
+// - Conv1 at t < 0 is zero and never receives a gradient; outputs and input gradients are
+//   written only for t < S; incoming gradients at t >= S are treated as zero.
+#include "kernels/ccqa_prologue.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "common/errors.h"
+#include "kernels/ccqa_prologue_device.cuh"  // layouts, arguments and per-tile stages
+
+// Every CUDA runtime call goes through this: a failure throws a RuntimeFailure with file:line.
+#define CCQA_CUDA_CHECK(call)                                                                     \
+  do {                                                                                            \
+    const cudaError_t ccqa_rc_ = (call);                                                          \
+    if (ccqa_rc_ != cudaSuccess) {                                                                \
+      HYDRA_FAIL(::hydra::common::RuntimeFailure,                                                 \
+                 __FILE__ << ":" << __LINE__ << ": " #call " failed: " << cudaGetErrorString(ccqa_rc_)); \
+    }                                                                                             \
+  } while (0)
+
+namespace hydra::kernels {
+namespace {
+
+using namespace ccqa_prologue_detail;  // NOLINT: the building blocks of these kernels
+
+template <typename T, int DH, int K, bool CONV>
+__global__ void __launch_bounds__(kThreads) prologue_forward_kernel(const Args<T> a) {
+  extern __shared__ float smem[];
+  constexpr int HL = CONV ? K - 1 : 0;
+  constexpr int HALF = DH / 2;
+  const int G = a.G, cg = (G + 1) * DH, TT = a.T_tile;
+  const int tile = blockIdx.x % a.n_tiles, b = blockIdx.x / a.n_tiles, g = blockIdx.y;
+  const int t0 = tile * TT;
+  float* s_u = smem;                                       // (TT + 2HL) x cg, first token t0 - 2HL
+  float* s_a = s_u + (TT + 2 * HL) * cg;                   // (TT + HL) x DH, first token t0 - HL
+  float* s_w = s_a + (CONV ? (TT + HL) * DH : 0);          // DH x w_stride
+  float* s_y = s_w + (CONV ? DH * w_stride(DH, K) : 0);    // TT x DH
+  float* s_cos = s_y + TT * DH;                            // TT x HALF
+  float* s_sin = s_cos + TT * HALF;
+  float* s_rs = s_sin + TT * HALF;                         // TT
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  rope_table<T, DH>(a, b, t0, TT, s_cos, s_sin);
+  load_group<T, DH>(a, b, g, t0 - 2 * HL, TT + 2 * HL, s_u);
+  __syncthreads();
+  for (int lh = 0; lh <= G; ++lh) {
+    const bool key = lh == G;
+    const int64_t base = key ? static_cast<int64_t>(g) * DH : static_cast<int64_t>(g * G + lh) * DH;
+    if constexpr (CONV) {
+      stage_conv2<DH, K>((key ? a.p.conv2_k_w : a.p.conv2_q_w) + base * DH * K, s_w);
+      conv1_rows<DH, K>(s_u, cg, lh, t0 - HL, TT + HL, (key ? a.p.conv1_k_w : a.p.conv1_q_w) + base * K,
+                        (key ? a.p.conv1_k_b : a.p.conv1_q_b) + base, s_a);
+      __syncthreads();
+    }
+    premix_rows<DH, K, CONV>(s_u, s_a, s_w, CONV ? (key ? a.p.conv2_k_b : a.p.conv2_q_b) + base : nullptr, G, lh, TT,
+                             2 * HL, a.gamma, s_y);
+    __syncthreads();
+    for (int r = warp; r < TT; r += kWarps) {
+      float ss = 0.f;
+      for (int c = lane; c < DH; c += 32) ss += s_y[r * DH + c] * s_y[r * DH + c];
+      ss = warp_sum(ss);
+      if (lane == 0) s_rs[r] = rsqrtf(ss / DH + a.eps);
+    }
+    __syncthreads();
+    const float scale = key ? expf(a.p.tau[g]) : 1.f;
+    const float* wn = key ? a.p.k_norm_w : a.p.q_norm_w;
+    T* out = key ? a.k : a.q;
+    for (int i = threadIdx.x; i < TT * HALF; i += kThreads) {
+      const int r = i / HALF, f = i % HALF, t = t0 + r;
+      if (t >= a.S) continue;
+      const float rs = s_rs[r] * scale;
+      const float x1 = s_y[r * DH + f] * rs * wn[f];
+      const float x2 = s_y[r * DH + f + HALF] * rs * wn[f + HALF];
+      const float cs = s_cos[i], sn = s_sin[i];
+      const int64_t tok = static_cast<int64_t>(b) * a.S + t;
+      const int64_t o = key ? (tok * a.Hkv + g) * DH : (tok * a.H + g * G + lh) * DH;
+      store_f(out, o + f, x1 * cs - x2 * sn);
+      store_f(out, o + f + HALF, x2 * cs + x1 * sn);
+    }
+    __syncthreads();  // s_a, s_w, s_y, s_rs are reused by the next head
+  }
+}
+
+template <typename T, int DH, int K, bool CONV>
+__global__ void __launch_bounds__(kThreads) prologue_backward_kernel(const Args<T> a) {
+  extern __shared__ float smem[];
+  constexpr int HL = CONV ? K - 1 : 0;
+  constexpr int HALF = DH / 2;
+  const int G = a.G, cg = (G + 1) * DH, TT = a.T_tile, g = blockIdx.y;
+  const int rows_y = TT + 2 * HL;  // tokens t0 .. t0 + TT + 2HL - 1 get their pre-norm gradient
+  float* s_u = smem;                                       // (TT + 4HL) x cg, first token t0 - 2HL
+  float* s_a = s_u + (TT + 4 * HL) * cg;                   // (TT + 3HL) x DH, first token t0 - HL
+  float* s_w = s_a + (CONV ? (TT + 3 * HL) * DH : 0);      // DH x w_stride
+  float* s_da = s_w + (CONV ? DH * w_stride(DH, K) : 0);   // (TT + HL) x DH, first token t0
+  float* s_y = s_da + (CONV ? (TT + HL) * DH : 0);         // rows_y x DH: y, then its gradient
+  float* s_gin = s_y + rows_y * DH;                        // rows_y x DH: gradient of q or k
+  float* s_gk = s_gin + rows_y * DH;                       // TT x DH: key pre-norm gradient
+  float* s_gsum = s_gk + TT * DH;                          // TT x DH: sum of the query ones
+  float* s_dk = s_gsum + TT * DH;                          // TT x DH: dk0 without the q part
+  float* s_cos = s_dk + TT * DH;                           // rows_y x HALF
+  float* s_sin = s_cos + rows_y * HALF;
+  float* s_rs = s_sin + rows_y * HALF;                     // rows_y (unused slot kept simple)
+  float* s_dqn = s_rs + rows_y;                            // kWarps x DH
+  float* s_dkn = s_dqn + kWarps * DH;                      // kWarps x DH
+  float* s_dtau = s_dkn + kWarps * DH;                     // kWarps
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const SliceLayout L = slice_layout(G, DH, K);
+  float* ws = a.ws + (static_cast<int64_t>(blockIdx.x) * a.Hkv + g) * a.slice;
+
+  for (int i = threadIdx.x; i < 2 * kWarps * DH + kWarps; i += kThreads) s_dqn[i] = 0.f;
+  const float scale_k = expf(a.p.tau[g]);
+
+  for (int w = blockIdx.x; w < a.B * a.n_tiles; w += gridDim.x) {
+    const int b = w / a.n_tiles, t0 = (w % a.n_tiles) * TT;
+    __syncthreads();  // the previous tile is done with shared memory
+    rope_table<T, DH>(a, b, t0, rows_y, s_cos, s_sin);
+    load_group<T, DH>(a, b, g, t0 - 2 * HL, TT + 4 * HL, s_u);
+    for (int i = threadIdx.x; i < TT * DH; i += kThreads) s_gsum[i] = 0.f;
+    __syncthreads();
+    // The key head first: its pre-norm gradient feeds every query head's dq0 (qk-mean).
+    for (int step = 0; step <= G; ++step) {
+      const int lh = step == 0 ? G : step - 1;
+      const bool key = lh == G;
+      const int64_t base = key ? static_cast<int64_t>(g) * DH : static_cast<int64_t>(g * G + lh) * DH;
+      const float* w1 = CONV ? (key ? a.p.conv1_k_w : a.p.conv1_q_w) + base * K : nullptr;
+      // The head's incoming gradient, staged in one coalesced pass (its latency overlaps the
+      // convolutions below instead of stalling the per-token norm loop).
+      const T* gout = key ? a.dk : a.dq;
+      const int heads = key ? a.Hkv : a.H, head = key ? g : g * G + lh;
+      for (int i = threadIdx.x; i < rows_y * DH; i += kThreads) {
+        const int r = i / DH, c = i % DH, t = t0 + r;
+        s_gin[i] = t < a.S ? load_f(gout, ((static_cast<int64_t>(b) * a.S + t) * heads + head) * DH + c) : 0.f;
+      }
+      if constexpr (CONV) {
+        stage_conv2<DH, K>((key ? a.p.conv2_k_w : a.p.conv2_q_w) + base * DH * K, s_w);
+        conv1_rows<DH, K>(s_u, cg, lh, t0 - HL, TT + 3 * HL, w1, (key ? a.p.conv1_k_b : a.p.conv1_q_b) + base, s_a);
+        __syncthreads();
+      }
+      premix_rows<DH, K, CONV>(s_u, s_a, s_w, CONV ? (key ? a.p.conv2_k_b : a.p.conv2_q_b) + base : nullptr, G, lh,
+                               rows_y, 2 * HL, a.gamma, s_y);
+      __syncthreads();
+      // Norm forward and backward, RoPE backward: one warp per token, lane f holds the
+      // RoPE pair (f, f + d_h/2).
+      const float scale = key ? scale_k : 1.f;
+      const float* wn = key ? a.p.k_norm_w : a.p.q_norm_w;
+      float* dn = (key ? s_dkn : s_dqn) + warp * DH;
+      for (int r = warp; r < rows_y; r += kWarps) {
+        const int t = t0 + r;
+        if (t >= a.S) {  // beyond the sequence: no gradient
+          for (int c = lane; c < DH; c += 32) s_y[r * DH + c] = 0.f;
+          continue;
+        }
+        float ss = 0.f;
+        for (int c = lane; c < DH; c += 32) ss += s_y[r * DH + c] * s_y[r * DH + c];
+        ss = warp_sum(ss);
+        const float rs = rsqrtf(ss / DH + a.eps);
+        float n1 = 0.f, n2 = 0.f, gx1 = 0.f, gx2 = 0.f, gn1 = 0.f, gn2 = 0.f;
+        if (lane < HALF) {
+          n1 = s_y[r * DH + lane] * rs;
+          n2 = s_y[r * DH + lane + HALF] * rs;
+          const float g1 = s_gin[r * DH + lane], g2 = s_gin[r * DH + lane + HALF];
+          const float cs = s_cos[r * HALF + lane], sn = s_sin[r * HALF + lane];
+          // RoPE is a rotation: its transpose rotates back.
+          gx1 = g1 * cs + g2 * sn;
+          gx2 = g2 * cs - g1 * sn;
+          gn1 = gx1 * wn[lane] * scale;
+          gn2 = gx2 * wn[lane + HALF] * scale;
+        }
+        const float mean = warp_sum(gn1 * n1 + gn2 * n2) / DH;
+        __syncwarp();
+        if (lane < HALF) {
+          s_y[r * DH + lane] = rs * (gn1 - n1 * mean);
+          s_y[r * DH + lane + HALF] = rs * (gn2 - n2 * mean);
+          if (r < TT) {  // parameters: this tile's own tokens only (the halo belongs to the next)
+            dn[lane] += gx1 * n1 * scale;
+            dn[lane + HALF] += gx2 * n2 * scale;
+          }
+        }
+        if (key && r < TT) {
+          const float d = lane < HALF ? (gx1 * n1 * wn[lane] + gx2 * n2 * wn[lane + HALF]) * scale : 0.f;
+          const float dsum = warp_sum(d);
+          if (lane == 0) s_dtau[warp] += dsum;
+        }
+      }
+      __syncthreads();
+      if constexpr (CONV) {
+        // conv2: weight and bias gradients over this tile's tokens, then the gradient of its
+        // input (conv1's output) for tokens t0 .. t0 + TT + HL - 1.
+        float* ws_w2 = ws + L.w2 + static_cast<int64_t>(lh) * DH * DH * K;
+        // Weight gradient: thread (c, c + DH/2, c') walks the tile's rows with a window of K
+        // values of a in registers, so each row costs one load of a and two of G.
+        for (int e = threadIdx.x; e < DH * DH / 2; e += kThreads) {
+          const int c = e / DH, cp = e % DH;
+          float acc0[K], acc1[K], win[K];
+#pragma unroll
+          for (int j = 0; j < K; ++j) {
+            acc0[j] = acc1[j] = 0.f;
+            win[j] = j < K - 1 ? s_a[j * DH + cp] : 0.f;
+          }
+          for (int r = 0; r < TT; ++r) {
+            win[K - 1] = s_a[(r + K - 1) * DH + cp];
+            const float g0 = s_y[r * DH + c], g1 = s_y[r * DH + c + DH / 2];
+#pragma unroll
+            for (int j = 0; j < K; ++j) {
+              acc0[j] += g0 * win[j];
+              acc1[j] += g1 * win[j];
+            }
+#pragma unroll
+            for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
+          }
+#pragma unroll
+          for (int j = 0; j < K; ++j) {
+            ws_w2[(c * DH + cp) * K + j] += acc0[j];
+            ws_w2[((c + DH / 2) * DH + cp) * K + j] += acc1[j];
+          }
+        }
+        for (int c = threadIdx.x; c < DH; c += kThreads) {
+          float acc = 0.f;
+          for (int r = 0; r < TT; ++r) acc += s_y[r * DH + c];
+          ws[L.b2 + lh * DH + c] += acc;
+        }
+        // Input gradient of conv2 for rows [0, TT + HL): kRows to a thread, then the rest.
+        const int tiles = (TT + HL) / kRows, singles = TT + HL - tiles * kRows;
+        for (int task = threadIdx.x; task < (tiles + singles) * DH; task += kThreads) {
+          const int cp = task % DH, q = task / DH;
+          if (q < tiles) {
+            float acc[kRows];
+            conv2_input_grad_rows<DH, K, kRows>(s_y, s_w, q * kRows, cp, acc);
+#pragma unroll
+            for (int i = 0; i < kRows; ++i) s_da[(q * kRows + i) * DH + cp] = acc[i];
+          } else {
+            const int r = tiles * kRows + (q - tiles);
+            float acc[1];
+            conv2_input_grad_rows<DH, K, 1>(s_y, s_w, r, cp, acc);
+            s_da[r * DH + cp] = acc[0];
+          }
+        }
+        __syncthreads();
+        // conv1: weight and bias gradients over this tile's tokens.
+        for (int e = threadIdx.x; e < DH * K; e += kThreads) {
+          const int c = e / K, j = e % K;
+          float acc = 0.f;
+          for (int r = 0; r < TT; ++r) acc += s_da[r * DH + c] * s_u[(r + HL + j) * cg + lh * DH + c];
+          ws[L.w1 + (lh * DH + c) * K + j] += acc;
+        }
+        for (int c = threadIdx.x; c < DH; c += kThreads) {
+          float acc = 0.f;
+          for (int r = 0; r < TT; ++r) acc += s_da[r * DH + c];
+          ws[L.b1 + lh * DH + c] += acc;
+        }
+      }
+      // Input gradient: through the convolutions, plus the qk-mean's direct paths.
+      for (int i = threadIdx.x; i < TT * DH; i += kThreads) {
+        const int r = i / DH, c = i % DH, t = t0 + r;
+        const float gcur = s_y[i];
+        float d = gcur;
+        if constexpr (CONV) {
+          d = 0.f;
+#pragma unroll
+          for (int j = 0; j < K; ++j) d += w1[c * K + j] * s_da[(r + HL - j) * DH + c];
+        }
+        if (key) {
+          s_gk[i] = gcur;
+          s_dk[i] = d + 0.5f * a.gamma * gcur;
+        } else {
+          s_gsum[i] += gcur;
+          d += 0.5f * a.gamma * (gcur + s_gk[i] / static_cast<float>(G));
+          if (t < a.S) store_f(a.dq0, ((static_cast<int64_t>(b) * a.S + t) * a.H + g * G + lh) * DH + c, d);
+        }
+      }
+      __syncthreads();  // s_w, s_a, s_y, s_da are reused by the next head
+    }
+    for (int i = threadIdx.x; i < TT * DH; i += kThreads) {
+      const int r = i / DH, c = i % DH, t = t0 + r;
+      if (t < a.S) {
+        store_f(a.dk0, ((static_cast<int64_t>(b) * a.S + t) * a.Hkv + g) * DH + c,
+                s_dk[i] + 0.5f * a.gamma * s_gsum[i]);
+      }
+    }
+  }
+  __syncthreads();
+  // Norm and temperature partials of this block, summed over warps in order.
+  for (int c = threadIdx.x; c < DH; c += kThreads) {
+    float q = 0.f, k = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      q += s_dqn[w * DH + c];
+      k += s_dkn[w * DH + c];
+    }
+    ws[L.qn + c] = q;
+    ws[L.kn + c] = k;
+  }
+  if (threadIdx.x == 0) {
+    float t = 0.f;
+    for (int w = 0; w < kWarps; ++w) t += s_dtau[w];
+    ws[L.tau] = t;
+  }
+}
+
+// Sums the P per-block slices of each group in order and scatters them to the parameter
+// gradients; the norm weights are shared by all groups and are summed over groups too.
+__global__ void reduce_param_grads(const float* ws, int P, int Hkv, int G, int dh, int K, bool conv, int64_t slice,
+                                   CcqaPrologueParamGrads out) {
+  const SliceLayout L = slice_layout(G, dh, K);
+  const int64_t total = static_cast<int64_t>(Hkv) * L.size;
+  const int64_t per_head = static_cast<int64_t>(dh) * dh * K;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int g = static_cast<int>(i / L.size);
+    const int64_t e = i % L.size;
+    if (e >= L.qn && e < L.tau) {
+      if (g != 0) continue;
+      float s = 0.f;
+      for (int gg = 0; gg < Hkv; ++gg)
+        for (int p = 0; p < P; ++p) s += ws[(static_cast<int64_t>(p) * Hkv + gg) * slice + e];
+      if (e < L.kn) out.q_norm_w[e - L.qn] = s;
+      else out.k_norm_w[e - L.kn] = s;
+      continue;
+    }
+    if (!conv && e < L.qn) continue;
+    float s = 0.f;
+    for (int p = 0; p < P; ++p) s += ws[(static_cast<int64_t>(p) * Hkv + g) * slice + e];
+    if (e == L.tau) {
+      out.tau[g] = s;
+    } else if (e < L.b1 || (e >= L.w2 && e < L.b2)) {  // weights
+      const bool w1 = e < L.b1;
+      const int64_t x = w1 ? e : e - L.w2;
+      const int64_t per = w1 ? static_cast<int64_t>(dh) * K : per_head;  // floats per local head
+      const int lh = static_cast<int>(x / per);
+      const int64_t r = x % per;
+      if (lh < G) (w1 ? out.conv1_q_w : out.conv2_q_w)[static_cast<int64_t>(g * G + lh) * per + r] = s;
+      else (w1 ? out.conv1_k_w : out.conv2_k_w)[static_cast<int64_t>(g) * per + r] = s;
+    } else {  // biases
+      const bool b1 = e < L.w2;
+      const int64_t ch = b1 ? e - L.b1 : e - L.b2;
+      const int lh = static_cast<int>(ch / dh), c = static_cast<int>(ch % dh);
+      if (lh < G) (b1 ? out.conv1_q_b : out.conv2_q_b)[static_cast<int64_t>(g * G + lh) * dh + c] = s;
+      else (b1 ? out.conv1_k_b : out.conv2_k_b)[static_cast<int64_t>(g) * dh + c] = s;
+    }
+  }
+}
+
+// Value shift and its transpose over [B*S, width] (width = H_kv d_h).
+template <typename T>
+__global__ void value_shift_kernel(const T* in, T* out, int64_t n, int64_t S, int64_t width, int dh, bool backward) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % width % dh);
+    const int64_t t = i / width % S;
+    float v;
+    if (c < dh / 2) v = load_f(in, i);
+    else if (!backward) v = t > 0 ? load_f(in, i - width) : 0.f;      // x_(t-1) W_v2
+    else v = t + 1 < S ? load_f(in, i + width) : 0.f;                  // gradient from t + 1
+    store_f(out, i, v);
+  }
+}
+
+// ---- host side ----
+
+template <typename T, int DH, int K, bool CONV>
+struct Cfg {
+  using type = T;
+  static constexpr int dh = DH;
+  static constexpr int k = K;
+  static constexpr bool conv = CONV;
+};
+
+template <typename T, int DH, typename F>
+void by_kernel(const CcqaPrologueShape& s, F&& f) {
+  if (!s.use_convs) return f(Cfg<T, DH, 1, false>{});
+  switch (s.conv_kernel) {
+    case 1: return f(Cfg<T, DH, 1, true>{});
+    case 2: return f(Cfg<T, DH, 2, true>{});
+    case 3: return f(Cfg<T, DH, 3, true>{});
+    default: HYDRA_FAIL(common::RuntimeFailure, "ccqa prologue: unsupported conv kernel " << s.conv_kernel);
+  }
+}
+template <typename T, typename F>
+void by_head_dim(const CcqaPrologueShape& s, F&& f) {
+  switch (s.head_dim) {
+    case 16: return by_kernel<T, 16>(s, f);
+    case 32: return by_kernel<T, 32>(s, f);
+    case 64: return by_kernel<T, 64>(s, f);
+    default: HYDRA_FAIL(common::RuntimeFailure, "ccqa prologue: unsupported head size " << s.head_dim);
+  }
+}
+template <typename F>
+void dispatch(const CcqaPrologueShape& s, F&& f) {
+  if (s.dtype == CcqaDtype::kFloat32) by_head_dim<float>(s, f);
+  else by_head_dim<__nv_bfloat16>(s, f);
+}
+
+// The two device attributes the launch planning reads, queried once per device: a layer call
+// plans five times (applies, forward, workspace size, backward), and these never change.
+struct DeviceLimits {
+  int smem_optin = 0, sms = 0;
+};
+constexpr int kMaxDevices = 64;
+
+const DeviceLimits& device_limits() {
+  int dev = 0;
+  CCQA_CUDA_CHECK(cudaGetDevice(&dev));
+  HYDRA_CHECK(dev >= 0 && dev < kMaxDevices, "ccqa prologue: device " << dev);
+  static std::once_flag once[kMaxDevices];
+  static DeviceLimits limits[kMaxDevices];
+  std::call_once(once[dev], [dev] {
+    CCQA_CUDA_CHECK(cudaDeviceGetAttribute(&limits[dev].smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CCQA_CUDA_CHECK(cudaDeviceGetAttribute(&limits[dev].sms, cudaDevAttrMultiProcessorCount, dev));
+  });
+  return limits[dev];
+}
+
+int effective_kernel(const CcqaPrologueShape& s) { return s.use_convs ? s.conv_kernel : 1; }
+
+// Largest token tile (64, 32, 16; no larger than the sequence needs) whose shared memory
+// leaves room for two blocks per SM, else the largest that fits at all; 0 if none does.
+int pick_tile(const CcqaPrologueShape& s, bool backward) {
+  const int optin = device_limits().smem_optin;
+  const int G = s.heads / s.kv_heads, K = effective_kernel(s);
+  int cap = 16;
+  while (cap < s.seq && cap < 64) cap *= 2;
+  for (const int64_t limit : {static_cast<int64_t>(113 * 1024), static_cast<int64_t>(optin)}) {
+    for (const int T : {64, 32, 16}) {
+      if (T > cap) continue;
+      const int64_t floats = backward ? bwd_smem_floats(T, s.head_dim, K, s.use_convs, G)
+                                      : fwd_smem_floats(T, s.head_dim, K, s.use_convs, G);
+      if (floats * static_cast<int64_t>(sizeof(float)) <= limit) return T;
+    }
+  }
+  return 0;
+}
+
+struct BackwardPlan {
+  int T = 0, n_tiles = 0, P = 0;
+  int64_t slice = 0;
+  size_t workspace_bytes = 0;
+};
+
+BackwardPlan backward_plan(const CcqaPrologueShape& s) {
+  BackwardPlan plan;
+  plan.T = pick_tile(s, true);
+  HYDRA_CHECK(plan.T > 0, "ccqa prologue backward: no tile fits in shared memory");
+  plan.n_tiles = static_cast<int>((s.seq + plan.T - 1) / plan.T);
+  const int64_t work = s.batch * plan.n_tiles;
+  const int64_t target = (2LL * device_limits().sms + s.kv_heads - 1) / s.kv_heads;
+  plan.P = static_cast<int>(std::max<int64_t>(1, std::min(work, target)));
+  plan.slice = slice_layout(s.heads / s.kv_heads, s.head_dim, effective_kernel(s)).size;
+  plan.workspace_bytes = static_cast<size_t>(plan.P) * s.kv_heads * plan.slice * sizeof(float);
+  return plan;
+}
+
+template <typename T>
+Args<T> make_args(const CcqaPrologueShape& s, int tile, const void* q0, const void* k0, const int64_t* positions,
+                  const CcqaPrologueParams& params) {
+  Args<T> a{};
+  a.B = static_cast<int>(s.batch);
+  a.S = static_cast<int>(s.seq);
+  a.H = s.heads;
+  a.Hkv = s.kv_heads;
+  a.G = s.heads / s.kv_heads;
+  a.T_tile = tile;
+  a.n_tiles = static_cast<int>((s.seq + tile - 1) / tile);
+  a.gamma = s.qk_gain;
+  a.eps = s.eps;
+  for (int i = 0; i < s.head_dim / 2; ++i) a.inv_freq[i] = std::pow(s.rope_theta, -2.0 * i / s.head_dim);
+  a.q0 = static_cast<const T*>(q0);
+  a.k0 = static_cast<const T*>(k0);
+  a.positions = positions;
+  a.p = params;
+  return a;
+}
+
+int elementwise_blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n + 255) / 256, 4096)); }
+
+}  // namespace
+
+bool ccqa_prologue_supports(const CcqaPrologueShape& s) {
+  if (s.batch <= 0 || s.seq <= 0 || s.seq > (1LL << 30) || s.heads <= 0 || s.kv_heads <= 0) return false;
+  if (s.heads % s.kv_heads != 0 || s.kv_heads > 65535) return false;
+  if (s.head_dim != 16 && s.head_dim != 32 && s.head_dim != 64) return false;
+  if (s.use_convs && (s.conv_kernel < 1 || s.conv_kernel > 3)) return false;
+  if (pick_tile(s, false) == 0 || pick_tile(s, true) == 0) return false;
+  return s.batch * ((s.seq + 15) / 16) < (1LL << 31);
+}
+
+void ccqa_prologue_forward(const CcqaPrologueShape& s, const void* q0, const void* k0, const int64_t* positions,
+                           const CcqaPrologueParams& params, void* q, void* k, cudaStream_t stream) {
+  HYDRA_CHECK(ccqa_prologue_supports(s), "ccqa prologue: unsupported shape");
+  const int tile = pick_tile(s, false);
+  dispatch(s, [&](auto cfg) {
+    using C = decltype(cfg);
+    using T = typename C::type;
+    Args<T> a = make_args<T>(s, tile, q0, k0, positions, params);
+    a.q = static_cast<T*>(q);
+    a.k = static_cast<T*>(k);
+    const size_t bytes = fwd_smem_floats(tile, C::dh, C::k, C::conv, a.G) * sizeof(float);
+    auto kernel = prologue_forward_kernel<T, C::dh, C::k, C::conv>;
+    CCQA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    kernel<<<dim3(a.B * a.n_tiles, a.Hkv), kThreads, bytes, stream>>>(a);
+    CCQA_CUDA_CHECK(cudaGetLastError());
+  });
+}
+
+void ccqa_value_shift_forward(const CcqaPrologueShape& s, const void* v, void* v_out, cudaStream_t stream) {
+  const int64_t width = static_cast<int64_t>(s.kv_heads) * s.head_dim, n = s.batch * s.seq * width;
+  if (n == 0) return;
+  if (s.dtype == CcqaDtype::kFloat32) {
+    value_shift_kernel<float><<<elementwise_blocks(n), 256, 0, stream>>>(
+        static_cast<const float*>(v), static_cast<float*>(v_out), n, s.seq, width, s.head_dim, false);
+  } else {
+    value_shift_kernel<__nv_bfloat16><<<elementwise_blocks(n), 256, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(v_out), n, s.seq, width, s.head_dim, false);
+  }
+  CCQA_CUDA_CHECK(cudaGetLastError());
+}
+
+void ccqa_value_shift_backward(const CcqaPrologueShape& s, const void* dv_out, void* dv, cudaStream_t stream) {
+  const int64_t width = static_cast<int64_t>(s.kv_heads) * s.head_dim, n = s.batch * s.seq * width;
+  if (n == 0) return;
+  if (s.dtype == CcqaDtype::kFloat32) {
+    value_shift_kernel<float><<<elementwise_blocks(n), 256, 0, stream>>>(
+        static_cast<const float*>(dv_out), static_cast<float*>(dv), n, s.seq, width, s.head_dim, true);
+  } else {
+    value_shift_kernel<__nv_bfloat16><<<elementwise_blocks(n), 256, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(dv_out), static_cast<__nv_bfloat16*>(dv), n, s.seq, width, s.head_dim,
+        true);
+  }
+  CCQA_CUDA_CHECK(cudaGetLastError());
+}
+
+size_t ccqa_prologue_backward_workspace(const CcqaPrologueShape& s) {
+  HYDRA_CHECK(ccqa_prologue_supports(s), "ccqa prologue: unsupported shape");
+  return backward_plan(s).workspace_bytes;
+}
+
+void ccqa_prologue_backward(const CcqaPrologueShape& s, const void* q0, const void* k0, const int64_t* positions,
+                            const CcqaPrologueParams& params, const void* dq, const void* dk, void* dq0, void* dk0,
+                            const CcqaPrologueParamGrads& grads, void* workspace, size_t workspace_bytes,
+                            cudaStream_t stream) {
+  HYDRA_CHECK(ccqa_prologue_supports(s), "ccqa prologue: unsupported shape");
+  const BackwardPlan plan = backward_plan(s);
+  HYDRA_CHECK(workspace_bytes >= plan.workspace_bytes,
+              "ccqa prologue: workspace of " << workspace_bytes << " bytes, need " << plan.workspace_bytes);
+  CCQA_CUDA_CHECK(cudaMemsetAsync(workspace, 0, plan.workspace_bytes, stream));
+  const int G = s.heads / s.kv_heads;
+  dispatch(s, [&](auto cfg) {
+    using C = decltype(cfg);
+    using T = typename C::type;
+    Args<T> a = make_args<T>(s, plan.T, q0, k0, positions, params);
+    a.dq = static_cast<const T*>(dq);
+    a.dk = static_cast<const T*>(dk);
+    a.dq0 = static_cast<T*>(dq0);
+    a.dk0 = static_cast<T*>(dk0);
+    a.ws = static_cast<float*>(workspace);
+    a.slice = plan.slice;
+    const size_t bytes = bwd_smem_floats(plan.T, C::dh, C::k, C::conv, G) * sizeof(float);
+    auto kernel = prologue_backward_kernel<T, C::dh, C::k, C::conv>;
+    CCQA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    kernel<<<dim3(plan.P, a.Hkv), kThreads, bytes, stream>>>(a);
+    CCQA_CUDA_CHECK(cudaGetLastError());
+  });
+  const int64_t total = static_cast<int64_t>(s.kv_heads) * plan.slice;
+  reduce_param_grads<<<elementwise_blocks(total), 256, 0, stream>>>(static_cast<const float*>(workspace), plan.P,
+                                                                    s.kv_heads, G, s.head_dim, effective_kernel(s),
+                                                                    s.use_convs, plan.slice, grads);
+  CCQA_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace hydra::kernels

@@ -1,0 +1,244 @@
+// Latent flash attention: causal GQA attention at the latent head sizes of CCQA (d_h = 16, 32,
+// 64), forward and backward, on sm_90 tensor cores through mma.sync (m16n8k16, bf16 -> fp32).
+//
+// Design invariants
+// - Layout [B, S, heads, D] for q, k, v, out and all gradients; D contiguous, other strides
+//   multiples of 8 elements, base pointers 16-byte aligned (tiles move as 16-byte cp.async).
+//   Query head h reads key/value head h / G, G = H / H_kv.
+// - bf16 storage; fp32 accumulation in the tensor cores and in the softmax. Scores live in the
+//   log2 domain (scale * log2 e folded into one multiply) so that each exp is one ex2.approx.
+// - Tiles of 64 queries x 64 keys; each warp owns MT m-tiles of 16 rows (forward: queries;
+//   backward: keys), so a block has 4 / MT warps. Equal tile sizes make the causal diagonal
+//   exactly one tile, the only one that is masked.
+// - Shared rows are padded by 8 elements (16 bytes): ldmatrix rows then fall in distinct banks.
+// - Rows past S are zero-filled on load, never left as garbage (0 * NaN would leak into valid
+//   rows); in the backward, query rows past S get lse = +inf so that their P is exactly 0.
+// - The forward saves lse [B, H, S] (fp32, natural log), the only extra state of the backward.
+// - Backward in FlashAttention-2 order: a block owns one key tile of one KV head and walks the
+//   G query heads of its group and every query tile at or after the diagonal, so dk and dv are
+//   summed over the group in registers and written once, without atomics; dq is summed over
+//   key tiles with fp32 atomic adds into a workspace and converted (times scale) at the end.
+// - Launchers take an explicit stream, never synchronise, and check every launch.
+//
+// This file: the forward kernel and the shared entry points; the backward lives in
+// latent_attention_backward.cu, the mma.sync building blocks in latent_attention_common.cuh.
+#include "kernels/latent_attention.h"
+
+#include "kernels/latent_attention_common.cuh"
+
+namespace hydra::kernels {
+namespace {
+
+using namespace detail;
+
+// ---------------------------------------------------------------------------------------------
+// Forward: one block per (query tile, head, batch); each warp owns MT m-tiles of 16 queries, so
+// that every K and V fragment read from shared memory feeds MT tensor-core products.
+
+struct FwdParams {
+  const bf16 *q, *k, *v;
+  bf16* out;
+  float* lse;
+  Strides qs, ks, vs, os;
+  int seq, heads, group;
+  float scale_log2;  // scale * log2 e
+};
+
+template <int D, int MT>
+__global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParams p) {
+  constexpr int W = D + kPad, kT = threads_for(MT);
+  __shared__ __align__(16) bf16 sq[kTile][W];
+  __shared__ __align__(16) bf16 sk[2][kTile][W];
+  __shared__ __align__(16) bf16 sv[2][kTile][W];
+
+  const int qt = gridDim.x - 1 - blockIdx.x;  // the longest rows first
+  const int h = blockIdx.y, b = blockIdx.z, hk = h / p.group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
+  const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
+  const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
+  const int q0 = qt * kTile;
+  const int row_base = warp * 16 * MT;  // m-tile mt holds rows row_base + 16 mt + g (+ 8)
+  const float c = p.scale_log2;
+
+  load_tile<D, kT>(sq, q, p.qs.s, q0, p.seq);
+  load_tile<D, kT>(sk[0], k, p.ks.s, 0, p.seq);
+  load_tile<D, kT>(sv[0], v, p.vs.s, 0, p.seq);
+  cp_async_commit();
+
+  uint32_t qf[MT][D / 16][4];
+  float o[MT][D / 8][4];
+  float m[MT][2], l[MT][2];  // running max (raw scores) and this thread's part of the row sum
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+
+  for (int j = 0; j <= qt; ++j) {
+    const int st = j & 1;
+    cp_async_wait_all();
+    __syncthreads();  // tile j visible; everyone is done with stage st ^ 1
+    if (j < qt) {
+      load_tile<D, kT>(sk[st ^ 1], k, p.ks.s, (j + 1) * kTile, p.seq);
+      load_tile<D, kT>(sv[st ^ 1], v, p.vs.s, (j + 1) * kTile, p.seq);
+    }
+    cp_async_commit();
+    if (j == 0) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int kc = 0; kc < D / 16; ++kc) a_frag<W>(qf[mt][kc], sq, row_base + 16 * mt, kc * 16, lane);
+      }
+    }
+
+    // Raw scores q k^T: MT x 16 queries x 64 keys.
+    float s[MT][8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+    }
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t bb[4];
+        b_pair<W>(bb, sk[st], np * 16, kc * 16, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma(s[mt][2 * np], qf[mt][kc], bb[0], bb[1]);
+          mma(s[mt][2 * np + 1], qf[mt][kc], bb[2], bb[3]);
+        }
+      }
+    }
+
+    // Online softmax. The max is taken on raw scores (scale > 0), so that each probability
+    // is one FFMA and one ex2: p = exp2(s c - m c). Only the diagonal tile is masked.
+    const bool diag = j == qt;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = nb * 8 + 2 * t + (e & 1), row = row_base + 16 * mt + g + (e >> 1) * 8;
+          if (diag && key > row) s[mt][nb][e] = -INFINITY;
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nb][e]);
+        }
+      }
+      float neg[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        // Every row sees key 0 in tile 0, so the running max is finite from the first tile on.
+        const float m_new = fmaxf(m[mt][r], mx[r]);
+        const float alpha = exp2_approx((m[mt][r] - m_new) * c);
+        m[mt][r] = m_new;
+        neg[r] = -m_new * c;
+        l[mt][r] *= alpha;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          o[mt][i][2 * r] *= alpha;
+          o[mt][i][2 * r + 1] *= alpha;
+        }
+      }
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[mt][nb][e] = exp2_approx(fmaf(s[mt][nb][e], c, neg[e >> 1]));
+          l[mt][e >> 1] += s[mt][nb][e];
+        }
+      }
+    }
+
+    // o += p v.
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) acc_as_a(a[mt], s[mt], kk);
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        uint32_t bb[4];
+        bt_pair<W>(bb, sv[st], kk * 16, np * 16, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma(o[mt][2 * np], a[mt], bb[0], bb[1]);
+          mma(o[mt][2 * np + 1], a[mt], bb[2], bb[3]);
+        }
+      }
+    }
+  }
+
+  // Epilogue: the quad's partial sums, normalise, write out and lse.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float sum = l[mt][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = q0 + row_base + 16 * mt + g + r * 8;
+      if (row >= p.seq) continue;
+      const float inv = 1.f / sum;
+      bf16* out = p.out + b * p.os.b + row * p.os.s + h * p.os.h;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        *reinterpret_cast<__nv_bfloat162*>(out + i * 8 + 2 * t) =
+            __floats2bfloat162_rn(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
+      }
+      if (t == 0) {
+        p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.seq + row] = (m[mt][r] * c + log2f(sum)) * kLn2;
+      }
+    }
+  }
+}
+
+// m-tiles per warp. 2 is built only where ptxas -v reports no spills (not at D = 64). The
+// default is 1: on an H100 it was faster at all 12 benchmark shapes in the forward and at 10
+// of 12 in the backward (docs/PERF.md, 2026-11-23): fewer registers, more warps in flight,
+// which these latency-bound kernels need more than the halved shared-memory reads of 2.
+int fwd_mtiles(int D, int asked) { return D == 64 ? 1 : asked ? asked : 1; }
+
+template <int D, int MT>
+void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
+  const dim3 grid((x.seq + kTile - 1) / kTile, x.heads, x.batch);
+  forward_kernel<D, MT><<<grid, threads_for(MT), 0, stream>>>(p);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+bool latent_attention_supports(int head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64; }
+
+void latent_attention_forward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k, BshdConst v,
+                              BshdMut out, float* lse, cudaStream_t stream, const LatentAttentionVariant& variant) {
+  check_shape(shape);
+  check_view(q.data, strides_of(q), "q");
+  check_view(k.data, strides_of(k), "k");
+  check_view(v.data, strides_of(v), "v");
+  check_view(out.data, strides_of(out), "out");
+  HYDRA_CHECK(lse != nullptr, "lse is null");
+  const FwdParams p{q.data,         k.data,         v.data,         out.data,   lse,
+                    strides_of(q),  strides_of(k),  strides_of(v),  strides_of(out),
+                    shape.seq,      shape.heads,    shape.heads / shape.kv_heads,
+                    scale * kLog2e};
+  HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
+  const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
+  switch (shape.head_dim * 10 + mt) {
+    case 161: return forward_launch<16, 1>(shape, p, stream);
+    case 162: return forward_launch<16, 2>(shape, p, stream);
+    case 321: return forward_launch<32, 1>(shape, p, stream);
+    case 322: return forward_launch<32, 2>(shape, p, stream);
+    default: return forward_launch<64, 1>(shape, p, stream);
+  }
+}
+
+
+}  // namespace hydra::kernels

@@ -1,0 +1,65 @@
+// Latent flash attention: causal grouped-query attention at CCQA's latent head sizes, forward
+// and backward, for bf16 tensors on the GPU. Launchers only: raw device pointers, sizes,
+// element strides and an explicit stream; nothing here synchronises the stream.
+//
+// Layout [B, S, heads, D] (as model/attention_core.h): q and out have H heads, k and v H_kv
+// heads; query head h uses key/value head h / (H / H_kv). D is contiguous (stride 1), every
+// other stride is a multiple of 8 elements and every base pointer is 16-byte aligned.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace hydra::kernels {
+
+struct LatentAttentionShape {
+  int batch = 0;
+  int seq = 0;
+  int heads = 0;     // H (query heads)
+  int kv_heads = 0;  // H_kv, divides H
+  int head_dim = 0;  // D: 16, 32 or 64
+};
+
+// A [B, S, heads, D] bf16 tensor in device memory: base pointer and element strides.
+struct BshdConst {
+  const __nv_bfloat16* data = nullptr;
+  int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
+};
+struct BshdMut {
+  __nv_bfloat16* data = nullptr;
+  int64_t batch_stride = 0, seq_stride = 0, head_stride = 0;
+};
+
+// Rows of 16 per warp (1 or 2) of the forward (queries) and the backward (keys); 0 takes the
+// default for the head size. Two rows per warp halve shared-memory reads per score at the cost
+// of registers and warps in flight. For the dev benchmark; the model uses the defaults.
+struct LatentAttentionVariant {
+  int fwd_mtiles = 0;
+  int bwd_mtiles = 0;
+};
+
+// True when the kernels handle this head size.
+bool latent_attention_supports(int head_dim);
+
+// out = softmax(scale * q k^T, causal) v per head; lse [B, H, S] fp32 (contiguous) receives the
+// natural log of each query row's softmax denominator, the state the backward needs.
+void latent_attention_forward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k,
+                              BshdConst v, BshdMut out, float* lse, cudaStream_t stream,
+                              const LatentAttentionVariant& variant = {});
+
+// Bytes of device workspace the backward needs (fp32 dq accumulator and row sums).
+size_t latent_attention_backward_workspace(const LatentAttentionShape& shape);
+
+// dq [B, S, H, D], dk and dv [B, S, H_kv, D] (dk, dv summed over the query heads of each
+// group) from the forward's inputs, out, lse and the output gradient dout. workspace holds
+// latent_attention_backward_workspace(shape) bytes, 16-byte aligned; its contents on entry
+// do not matter.
+void latent_attention_backward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k,
+                               BshdConst v, BshdConst out, BshdConst dout, const float* lse, BshdMut dq,
+                               BshdMut dk, BshdMut dv, void* workspace, cudaStream_t stream,
+                               const LatentAttentionVariant& variant = {});
+
+}  // namespace hydra::kernels

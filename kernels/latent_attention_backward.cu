@@ -1,0 +1,354 @@
+// Latent flash attention, backward: dq, dk, dv from q, k, v, out, dout and the forward's lse.
+// The design invariants are stated at the top of latent_attention.cu; in short, a block owns
+// one key tile of one KV head and walks the query heads of its group, so dk and dv are summed
+// over the group in registers, and dq is summed over key tiles by fp32 atomics into a
+// workspace, then scaled and converted to bf16.
+#include "kernels/latent_attention.h"
+
+#include "kernels/latent_attention_common.cuh"
+
+namespace hydra::kernels {
+namespace {
+
+using namespace detail;
+
+
+// delta[b, h, i] = sum_d dout * out (fp32), one thread per row.
+template <int D>
+__global__ void row_dot_kernel(const bf16* out, Strides os, const bf16* dout, Strides ds, float* delta, int batch,
+                               int seq, int heads) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // over [B, H, S]
+  if (idx >= static_cast<int64_t>(batch) * heads * seq) return;
+  const int i = idx % seq, h = (idx / seq) % heads, b = idx / (static_cast<int64_t>(seq) * heads);
+  const uint4* o = reinterpret_cast<const uint4*>(out + b * os.b + i * os.s + h * os.h);
+  const uint4* d = reinterpret_cast<const uint4*>(dout + b * ds.b + i * ds.s + h * ds.h);
+  float acc = 0.f;
+#pragma unroll
+  for (int c = 0; c < D / 8; ++c) {
+    const uint4 ov = o[c], dv = d[c];
+    const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&ov);
+    const __nv_bfloat162* d2 = reinterpret_cast<const __nv_bfloat162*>(&dv);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 a = __bfloat1622float2(o2[e]), c2 = __bfloat1622float2(d2[e]);
+      acc += a.x * c2.x + a.y * c2.y;
+    }
+  }
+  delta[idx] = acc;
+}
+
+struct BwdParams {
+  const bf16 *q, *k, *v, *dout;
+  const float *lse, *delta;  // [B, H, S]
+  float* dq_acc;             // [B, S, H, D] fp32, zeroed
+  bf16 *dk, *dv;
+  Strides qs, ks, vs, dos, dks, dvs;
+  int seq, heads, group;
+  float scale, scale_log2;
+};
+
+template <int D>
+struct BwdSmem {
+  static constexpr int W = D + kPad;
+  bf16 k[kTile][W];
+  bf16 v[kTile][W];
+  bf16 q[2][kTile][W];
+  bf16 dout[2][kTile][W];
+  bf16 ds[kTile][kTile + kPad];  // dS^T of the current tile pair: [key][query]
+  float lse2[2][kTile];          // lse in log2 units; +inf past S
+  float delta[2][kTile];
+};
+
+// One block per (key tile, KV head, batch); each warp owns MT m-tiles of 16 keys, so that every
+// q and dout fragment read from shared memory feeds MT products. The k and v fragments of the
+// A operand are re-read from shared memory each step rather than held: registers go to the
+// score and gradient accumulators.
+template <int D, int MT>
+__global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdParams p) {
+  constexpr int W = D + kPad, kT = threads_for(MT);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  BwdSmem<D>& sm = *reinterpret_cast<BwdSmem<D>*>(smem_raw);
+
+  const int kt = blockIdx.x;  // tile 0 has the most query tiles: it starts first
+  const int hk = blockIdx.y, b = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int k0 = kt * kTile;
+  const int n_qtiles = (p.seq + kTile - 1) / kTile;
+  const int per_head = n_qtiles - kt;  // query tiles kt .. n_qtiles - 1
+  const int total = per_head * p.group;
+  const int row_base = warp * 16 * MT;  // keys (and, for dq, queries) of this warp's m-tiles
+
+  // Stage st <- (query head of the group, query tile) of step it.
+  auto load_step = [&](int it, int st) {
+    const int h = hk * p.group + it / per_head, qt = kt + it % per_head;
+    load_tile<D, kT>(sm.q[st], p.q + b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq);
+    load_tile<D, kT>(sm.dout[st], p.dout + b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq);
+    const int64_t base = (static_cast<int64_t>(b) * p.heads + h) * p.seq;
+    for (int i = threadIdx.x; i < kTile; i += kT) {
+      const int row = qt * kTile + i;
+      sm.lse2[st][i] = row < p.seq ? p.lse[base + row] * kLog2e : INFINITY;
+      sm.delta[st][i] = row < p.seq ? p.delta[base + row] : 0.f;
+    }
+  };
+
+  load_tile<D, kT>(sm.k, p.k + b * p.ks.b + hk * p.ks.h, p.ks.s, k0, p.seq);
+  load_tile<D, kT>(sm.v, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0, p.seq);
+  load_step(0, 0);
+  cp_async_commit();
+
+  float dk[MT][D / 8][4], dv[MT][D / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dk[mt][i][e] = dv[mt][i][e] = 0.f;
+    }
+  }
+
+  for (int it = 0; it < total; ++it) {
+    const int st = it & 1;
+    const int h = hk * p.group + it / per_head, qt = kt + it % per_head;
+    cp_async_wait_all();
+    __syncthreads();  // step it visible; stage st ^ 1 and ds free
+    if (it + 1 < total) load_step(it + 1, st ^ 1);
+    cp_async_commit();
+
+    // s = k q^T and dp = v dout^T: MT x 16 keys x 64 queries each.
+    float s[MT][8][4], dp[MT][8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][i][e] = dp[mt][i][e] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+      uint32_t kf[MT][4], vf[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        a_frag<W>(kf[mt], sm.k, row_base + 16 * mt, kc * 16, lane);
+        a_frag<W>(vf[mt], sm.v, row_base + 16 * mt, kc * 16, lane);
+      }
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t bq[4], bd[4];
+        b_pair<W>(bq, sm.q[st], np * 16, kc * 16, lane);
+        b_pair<W>(bd, sm.dout[st], np * 16, kc * 16, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma(s[mt][2 * np], kf[mt], bq[0], bq[1]);
+          mma(s[mt][2 * np + 1], kf[mt], bq[2], bq[3]);
+          mma(dp[mt][2 * np], vf[mt], bd[0], bd[1]);
+          mma(dp[mt][2 * np + 1], vf[mt], bd[2], bd[3]);
+        }
+      }
+    }
+
+    // p = exp2(s * scale log2 e - lse2) with the causal mask; ds = p (dp - delta).
+    const bool diag = qt == kt;
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int cc = 0; cc < 2; ++cc) {
+        const int query = nb * 8 + 2 * t + cc;
+        const float lse2 = sm.lse2[st][query], delta = sm.delta[st][query];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int e = 2 * r + cc, key = row_base + 16 * mt + g + 8 * r;
+            float pr = exp2_approx(fmaf(s[mt][nb][e], p.scale_log2, -lse2));
+            if (diag && key > query) pr = 0.f;
+            s[mt][nb][e] = pr;
+            dp[mt][nb][e] = pr * (dp[mt][nb][e] - delta);
+          }
+        }
+      }
+    }
+
+    // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t ap[MT][4], ad[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        acc_as_a(ap[mt], s[mt], kk);
+        acc_as_a(ad[mt], dp[mt], kk);
+      }
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        uint32_t bd[4], bq[4];
+        bt_pair<W>(bd, sm.dout[st], kk * 16, np * 16, lane);
+        bt_pair<W>(bq, sm.q[st], kk * 16, np * 16, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma(dv[mt][2 * np], ap[mt], bd[0], bd[1]);
+          mma(dv[mt][2 * np + 1], ap[mt], bd[2], bd[3]);
+          mma(dk[mt][2 * np], ad[mt], bq[0], bq[1]);
+          mma(dk[mt][2 * np + 1], ad[mt], bq[2], bq[3]);
+        }
+      }
+    }
+
+    // ds^T to shared memory: the dq product needs all 64 keys of the tile, held by all warps.
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int key = row_base + 16 * mt + g;
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
+        *reinterpret_cast<uint32_t*>(&sm.ds[key][nb * 8 + 2 * t]) = pack_bf16(dp[mt][nb][0], dp[mt][nb][1]);
+        *reinterpret_cast<uint32_t*>(&sm.ds[key + 8][nb * 8 + 2 * t]) = pack_bf16(dp[mt][nb][2], dp[mt][nb][3]);
+      }
+    }
+    __syncthreads();
+
+    // dq (this warp's MT x 16 queries) += ds k, summed over key tiles by atomic adds.
+    float dq[MT][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) dq[mt][i][0] = dq[mt][i][1] = dq[mt][i][2] = dq[mt][i][3] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) at_frag<kTile + kPad>(a[mt], sm.ds, kk * 16, row_base + 16 * mt, lane);
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        uint32_t bb[4];
+        bt_pair<W>(bb, sm.k, kk * 16, np * 16, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma(dq[mt][2 * np], a[mt], bb[0], bb[1]);
+          mma(dq[mt][2 * np + 1], a[mt], bb[2], bb[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = qt * kTile + row_base + 16 * mt + g + r * 8;
+        if (row >= p.seq) continue;
+        float* dst = p.dq_acc + ((static_cast<int64_t>(b) * p.seq + row) * p.heads + h) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[mt][i][2 * r], dq[mt][i][2 * r + 1]));
+        }
+      }
+    }
+  }
+
+  // dk (times scale) and dv, each key row written once.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = k0 + row_base + 16 * mt + g + r * 8;
+      if (row >= p.seq) continue;
+      bf16* dkp = p.dk + b * p.dks.b + row * p.dks.s + hk * p.dks.h;
+      bf16* dvp = p.dv + b * p.dvs.b + row * p.dvs.s + hk * p.dvs.h;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        *reinterpret_cast<__nv_bfloat162*>(dkp + i * 8 + 2 * t) =
+            __floats2bfloat162_rn(dk[mt][i][2 * r] * p.scale, dk[mt][i][2 * r + 1] * p.scale);
+        *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) =
+            __floats2bfloat162_rn(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
+      }
+    }
+  }
+}
+
+// dq = scale * dq_acc, fp32 [B, S, H, D] -> bf16 with dq's strides; 8 elements per thread.
+template <int D>
+__global__ void dq_convert_kernel(const float* acc, bf16* dq, Strides s, int batch, int seq, int heads, float scale) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // over [B, S, H, D / 8]
+  if (idx >= static_cast<int64_t>(batch) * seq * heads * (D / 8)) return;
+  const int c = idx % (D / 8);
+  const int64_t row = idx / (D / 8);  // (b S + i) H + h
+  const int h = row % heads, i = (row / heads) % seq, b = row / (static_cast<int64_t>(heads) * seq);
+  const float4 x0 = reinterpret_cast<const float4*>(acc)[2 * idx];
+  const float4 x1 = reinterpret_cast<const float4*>(acc)[2 * idx + 1];
+  __align__(16) __nv_bfloat162 v[4] = {__floats2bfloat162_rn(x0.x * scale, x0.y * scale),
+                                       __floats2bfloat162_rn(x0.z * scale, x0.w * scale),
+                                       __floats2bfloat162_rn(x1.x * scale, x1.y * scale),
+                                       __floats2bfloat162_rn(x1.z * scale, x1.w * scale)};
+  *reinterpret_cast<uint4*>(dq + b * s.b + i * s.s + h * s.h + c * 8) = *reinterpret_cast<const uint4*>(v);
+}
+
+// m-tiles per warp: see fwd_mtiles in latent_attention.cu for why 1 is the default.
+int bwd_mtiles(int D, int asked) { return D == 64 ? 1 : asked ? asked : 1; }
+
+template <int D, int kMt>
+void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq,
+                   void* workspace, cudaStream_t stream) {
+  const int64_t rows = static_cast<int64_t>(x.batch) * x.heads * x.seq;
+  const size_t acc_bytes = align16(sizeof(float) * rows * D);
+  float* dq_acc = static_cast<float*>(workspace);
+  float* delta = reinterpret_cast<float*>(static_cast<char*>(workspace) + acc_bytes);
+  HYDRA_KERNEL_CHECK(cudaMemsetAsync(dq_acc, 0, acc_bytes, stream));
+  constexpr int kRowThreads = 256;
+  row_dot_kernel<D><<<static_cast<unsigned>((rows + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(
+      out.data, strides_of(out), dout.data, strides_of(dout), delta, x.batch, x.seq, x.heads);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+
+  p.dq_acc = dq_acc;
+  p.delta = delta;
+  const int smem = static_cast<int>(sizeof(BwdSmem<D>));
+  // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
+  HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid((x.seq + kTile - 1) / kTile, x.kv_heads, x.batch);
+  backward_kernel<D, kMt><<<grid, threads_for(kMt), smem, stream>>>(p);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+
+  const int64_t pieces = rows * (D / 8);
+  dq_convert_kernel<D><<<static_cast<unsigned>((pieces + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(
+      dq_acc, dq.data, strides_of(dq), x.batch, x.seq, x.heads, p.scale);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+
+}  // namespace
+
+size_t latent_attention_backward_workspace(const LatentAttentionShape& shape) {
+  const size_t rows = static_cast<size_t>(shape.batch) * shape.heads * shape.seq;
+  return align16(sizeof(float) * rows * shape.head_dim) + align16(sizeof(float) * rows);
+}
+
+void latent_attention_backward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k, BshdConst v,
+                               BshdConst out, BshdConst dout, const float* lse, BshdMut dq, BshdMut dk, BshdMut dv,
+                               void* workspace, cudaStream_t stream, const LatentAttentionVariant& variant) {
+  check_shape(shape);
+  check_view(q.data, strides_of(q), "q");
+  check_view(k.data, strides_of(k), "k");
+  check_view(v.data, strides_of(v), "v");
+  check_view(out.data, strides_of(out), "out");
+  check_view(dout.data, strides_of(dout), "dout");
+  check_view(dq.data, strides_of(dq), "dq");
+  check_view(dk.data, strides_of(dk), "dk");
+  check_view(dv.data, strides_of(dv), "dv");
+  HYDRA_CHECK(lse != nullptr && workspace != nullptr, "lse or workspace is null");
+  HYDRA_CHECK(reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "workspace is not 16-byte aligned");
+  BwdParams p{};
+  p.q = q.data, p.k = k.data, p.v = v.data, p.dout = dout.data, p.lse = lse;
+  p.dk = dk.data, p.dv = dv.data;
+  p.qs = strides_of(q), p.ks = strides_of(k), p.vs = strides_of(v), p.dos = strides_of(dout);
+  p.dks = strides_of(dk), p.dvs = strides_of(dv);
+  p.seq = shape.seq, p.heads = shape.heads, p.group = shape.heads / shape.kv_heads;
+  p.scale = scale, p.scale_log2 = scale * kLog2e;
+  HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
+  const int mt = bwd_mtiles(shape.head_dim, variant.bwd_mtiles);
+  switch (shape.head_dim * 10 + mt) {
+    case 161: return backward_impl<16, 1>(shape, p, out, dout, dq, workspace, stream);
+    case 162: return backward_impl<16, 2>(shape, p, out, dout, dq, workspace, stream);
+    case 321: return backward_impl<32, 1>(shape, p, out, dout, dq, workspace, stream);
+    case 322: return backward_impl<32, 2>(shape, p, out, dout, dq, workspace, stream);
+    default: return backward_impl<64, 1>(shape, p, out, dout, dq, workspace, stream);
+  }
+}
+
+}  // namespace hydra::kernels

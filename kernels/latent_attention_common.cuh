@@ -1,0 +1,160 @@
+// Private to kernels/: the mma.sync building blocks shared by the latent attention forward
+// (latent_attention.cu) and backward (latent_attention_backward.cu), and their host-side
+// argument checks. Included by those .cu files only; the design invariants are stated at the
+// top of latent_attention.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "common/errors.h"
+#include "kernels/latent_attention.h"
+
+// A failed CUDA call becomes a RuntimeFailure carrying file:line and CUDA's message.
+#define HYDRA_KERNEL_CHECK(call)                                                                   \
+  do {                                                                                             \
+    const cudaError_t hydra_rc_ = (call);                                                          \
+    if (hydra_rc_ != cudaSuccess) {                                                                \
+      HYDRA_FAIL(::hydra::common::RuntimeFailure,                                                  \
+                 __FILE__ << ":" << __LINE__ << ": " #call ": " << cudaGetErrorString(hydra_rc_)); \
+    }                                                                                              \
+  } while (0)
+
+namespace hydra::kernels::detail {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kTile = 64;  // queries and keys per tile
+// A block has 64 / (16 MT) warps, each owning MT m-tiles of 16 rows (MT = 1 or 2).
+__host__ __device__ constexpr int threads_for(int mt) { return 32 * kTile / (16 * mt); }
+constexpr int kPad = 8;  // bf16 elements of padding per shared-memory row
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ---------------------------------------------------------------------------------------------
+// Small PTX wrappers.
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; valid == false writes 16 zero bytes instead.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+// d += a b for one m16n8k16 tile: a 16x16 (row), b 16x8 (col), d 16x8 fp32.
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = +0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fragment helpers. Lane l = 4 g + t. An m16n8 accumulator holds rows g and g + 8, columns 2t
+// and 2t + 1. A 16-row slab stored [row][col] in shared memory gives:
+//   a_frag:  the A operand (rows x k) of an mma, k-chunk kc (16 columns);
+//   b_pair:  B operands for two n-blocks of 8 rows (B[k][n] = M[n][k]), k-chunk kc;
+//   bt_pair: B operands for two n-blocks of 8 columns (B[k][n] = M[k][n]), rows k0..k0+15.
+
+template <int W>
+__device__ __forceinline__ void a_frag(uint32_t (&r)[4], const bf16 (*m)[W], int row0, int col0, int lane) {
+  ldsm_x4(r, &m[row0 + ((lane >> 3) & 1) * 8 + (lane & 7)][col0 + (lane >> 4) * 8]);
+}
+template <int W>
+__device__ __forceinline__ void b_pair(uint32_t (&r)[4], const bf16 (*m)[W], int row0, int col0, int lane) {
+  ldsm_x4(r, &m[row0 + (lane >> 4) * 8 + (lane & 7)][col0 + ((lane >> 3) & 1) * 8]);
+}
+template <int W>
+__device__ __forceinline__ void bt_pair(uint32_t (&r)[4], const bf16 (*m)[W], int row0, int col0, int lane) {
+  ldsm_x4_t(r, &m[row0 + ((lane >> 3) & 1) * 8 + (lane & 7)][col0 + (lane >> 4) * 8]);
+}
+// The A operand (rows x k) read transposed from a matrix stored [k][row].
+template <int W>
+__device__ __forceinline__ void at_frag(uint32_t (&r)[4], const bf16 (*m)[W], int k0, int row0, int lane) {
+  ldsm_x4_t(r, &m[k0 + (lane >> 4) * 8 + (lane & 7)][row0 + ((lane >> 3) & 1) * 8]);
+}
+
+// Accumulators of 8 n-blocks (64 columns) as the A operand of k-chunk kk (columns 16 kk ..).
+__device__ __forceinline__ void acc_as_a(uint32_t (&a)[4], const float (&s)[8][4], int kk) {
+  a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+  a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+  a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+// Rows row0 .. row0 + 63 of a [S, D] slab (row stride in elements) into shared memory,
+// asynchronously; rows at or past seq are zero-filled.
+template <int D, int kT>
+__device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src, int64_t row_stride, int row0,
+                                          int seq) {
+  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+  static_assert(kTile * kChunks % kT == 0, "every thread moves the same number of pieces");
+#pragma unroll
+  for (int i = 0; i < kTile * kChunks / kT; ++i) {
+    const int c = threadIdx.x + i * kT;
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const bool valid = row0 + r < seq;
+    cp_async16(&dst[r][col], src + (valid ? static_cast<int64_t>(row0 + r) * row_stride : 0) + col, valid);
+  }
+}
+
+struct Strides {
+  int64_t b, s, h;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Host-side argument checks.
+
+inline Strides strides_of(const BshdConst& x) { return {x.batch_stride, x.seq_stride, x.head_stride}; }
+inline Strides strides_of(const BshdMut& x) { return {x.batch_stride, x.seq_stride, x.head_stride}; }
+
+inline void check_view(const void* data, Strides s, const char* name) {
+  HYDRA_CHECK(data != nullptr, name << " is null");
+  HYDRA_CHECK(reinterpret_cast<uintptr_t>(data) % 16 == 0, name << " is not 16-byte aligned");
+  HYDRA_CHECK(s.b % 8 == 0 && s.s % 8 == 0 && s.h % 8 == 0,
+              name << " strides (" << s.b << ", " << s.s << ", " << s.h << ") are not multiples of 8 elements");
+}
+
+inline void check_shape(const LatentAttentionShape& x) {
+  HYDRA_CHECK(x.batch > 0 && x.seq > 0 && x.heads > 0 && x.kv_heads > 0, "empty latent attention shape");
+  HYDRA_CHECK(x.heads % x.kv_heads == 0, "heads " << x.heads << " not a multiple of kv_heads " << x.kv_heads);
+  HYDRA_CHECK(latent_attention_supports(x.head_dim), "latent attention: head size " << x.head_dim
+                                                                                      << " (supported: 16, 32, 64)");
+  HYDRA_CHECK(x.batch <= 65535 && x.kv_heads <= 65535 && x.heads <= 65535, "grid too large");
+}
+
+inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+}  // namespace hydra::kernels::detail

@@ -1,0 +1,52 @@
+// The fused CCQA prologue (kernels/ccqa_prologue.h) as differentiable LibTorch functions: steps
+// 2-7 of MODEL.md's CCQA from q0, k0 and v = x W_v to attention-ready q, k, v. CUDA build only;
+// the reference ops in attention_ccqa.cpp stay the CPU path and the oracle.
+//
+// Precision: q0, k0 and v run in q0's dtype (float32 or bfloat16; k0 and v are cast to it),
+// the parameters in float32 (bf16 ones packed into one float32 buffer inside the autograd
+// Function, their gradients rounded back to bf16 in one launch); all arithmetic is float32.
+// The outputs have q0's dtype.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace hydra::model {
+
+struct CcqaPrologueOptions {
+  int64_t head_dim = 0;     // d_h
+  int64_t conv_kernel = 1;  // K
+  bool use_convs = true;
+  bool value_shift = true;
+  double qk_gain = 0.0;     // gamma; 0 = no qk-mean
+  double eps = 1e-6;
+  double theta = 10000.0;
+};
+
+// Parameters as CcqaAttention holds them; the conv ones are undefined without use_convs.
+struct CcqaPrologueWeights {
+  at::Tensor conv1_q_w, conv1_q_b, conv1_k_w, conv1_k_b;
+  at::Tensor conv2_q_w, conv2_q_b, conv2_k_w, conv2_k_b;
+  at::Tensor q_norm_w, k_norm_w, tau;
+};
+
+// True when the kernels handle q0 [B, S, H d_h], k0 [B, S, H_kv d_h] with these options
+// (CUDA tensors, float32 or bfloat16, supported d_h / K / grouping).
+bool ccqa_prologue_fused_applies(const at::Tensor& q0, const at::Tensor& k0, const CcqaPrologueOptions& options);
+
+// {q [B, S, H, d_h], k [B, S, H_kv, d_h], v [B, S, H_kv, d_h]}; positions [B, S] (or
+// broadcastable to it) int64.
+std::vector<at::Tensor> ccqa_prologue_fused(const at::Tensor& q0, const at::Tensor& k0, const at::Tensor& v,
+                                            const at::Tensor& positions, const CcqaPrologueWeights& weights,
+                                            const CcqaPrologueOptions& options);
+
+// For `hydra bench attention`'s before/after columns (and a test) only: true brings back the
+// fused layer's host-side glue as it was before the fixed-cost work (docs/PERF.md): each
+// parameter cast to float32 outside the prologue's autograd Function (one cast and one node
+// per tensor each way), and the output norm as head_rms_norm's eleven autograd nodes instead
+// of head_rms_norm_node. Process-wide; off by default.
+void set_ccqa_fused_baseline(bool on);
+bool ccqa_fused_baseline();
+
+}  // namespace hydra::model

@@ -1,0 +1,223 @@
+// Latent flash attention (kernels/latent_attention.cu) against the matmul + softmax reference
+// in float64, on fresh random inputs, with every output poisoned (NaN) before the kernels run;
+// then the autograd wrapper and the CCQA layer with kernel: fused against kernel: reference.
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kernels/latent_attention.h"
+#include "model/attention.h"
+#include "model/attention_core.h"
+#include "model/attention_fused.h"
+
+namespace hydra::kernels {
+namespace {
+
+struct Case {
+  int batch, seq, heads, kv_heads, dim;
+};
+
+std::string name(const Case& c) {
+  return "B" + std::to_string(c.batch) + " S" + std::to_string(c.seq) + " H" + std::to_string(c.heads) + " Hkv" +
+         std::to_string(c.kv_heads) + " D" + std::to_string(c.dim);
+}
+
+// Every sequence length, head size and grouping; batch and KV heads vary along the way.
+std::vector<Case> sweep() {
+  std::vector<Case> cases;
+  int i = 0;
+  for (int seq : {1, 7, 129, 1000, 4096}) {
+    for (int dim : {16, 32, 64}) {
+      for (int group : {1, 3, 4, 7}) {
+        const int kv = 1 + i % 2;
+        const int batch = seq >= 4096 ? 1 + i % 2 : 1 + (i * 3) % 8;
+        cases.push_back({batch, seq, group * kv, kv, dim});
+        ++i;
+      }
+    }
+  }
+  return cases;
+}
+
+double rel_l2(const torch::Tensor& got, const torch::Tensor& ref) {
+  return (got.to(torch::kDouble) - ref).norm().item<double>() / ref.norm().item<double>();
+}
+
+// As rel_l2, but against `scale` where the reference is exactly zero (S = 1: one key, so the
+// softmax is constant and dq = dk = 0; the kernels leave bf16 rounding there).
+double grad_error(const torch::Tensor& got, const torch::Tensor& ref, const torch::Tensor& scale) {
+  const double ref_norm = ref.norm().item<double>();
+  const double diff = (got.to(torch::kDouble) - ref).norm().item<double>();
+  return ref_norm > 0 ? diff / ref_norm : diff / scale.to(torch::kDouble).norm().item<double>();
+}
+
+BshdConst cview(const torch::Tensor& x) {
+  return {reinterpret_cast<const __nv_bfloat16*>(x.data_ptr<at::BFloat16>()), x.stride(0), x.stride(1), x.stride(2)};
+}
+BshdMut mview(torch::Tensor& x) {
+  return {reinterpret_cast<__nv_bfloat16*>(x.data_ptr<at::BFloat16>()), x.stride(0), x.stride(1), x.stride(2)};
+}
+
+torch::Tensor poisoned_like(const torch::Tensor& x) { return torch::full_like(x, std::nan("")); }
+
+class LatentAttention : public ::testing::TestWithParam<Case> {};
+
+// The launchers directly: forward outputs and dq, dk, dv within 1e-2 relative L2 of float64.
+TEST_P(LatentAttention, MatchesFloat64Reference) {
+  const Case c = GetParam();
+  torch::manual_seed(1000 + c.seq * 7 + c.dim * 3 + c.heads);
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  // Queries a little larger than unit scale so that some rows are peaked, not flat.
+  const torch::Tensor q = (1.5 * torch::randn({c.batch, c.seq, c.heads, c.dim}, bf)).to(torch::kBFloat16);
+  const torch::Tensor k = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
+  const torch::Tensor v = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
+  const torch::Tensor dout = torch::randn({c.batch, c.seq, c.heads, c.dim}, bf);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+  const LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  torch::Tensor qd = q.to(torch::kDouble).requires_grad_(), kd = k.to(torch::kDouble).requires_grad_(),
+                vd = v.to(torch::kDouble).requires_grad_();
+  const torch::Tensor ref = model::causal_attention_reference(qd, kd, vd, scale);
+  ref.backward(dout.to(torch::kDouble));
+  // lse against log-sum-exp of the float64 scores, with the causal mask.
+  const torch::Tensor scores =
+      torch::einsum("bihd,bjhd->bhij", {qd.detach(), kd.detach().repeat_interleave(c.heads / c.kv_heads, 2)}) * scale;
+  const torch::Tensor lse_ref =
+      scores.masked_fill(torch::ones({c.seq, c.seq}, scores.options().dtype(torch::kBool)).triu(1), -INFINITY)
+          .logsumexp(-1);
+
+  // Every kernel variant (rows per warp; 0 = the default) on the same inputs.
+  for (const int mtiles : {0, 1, 2}) {
+    const LatentAttentionVariant variant{mtiles, mtiles};
+    torch::Tensor out = poisoned_like(q);
+    torch::Tensor lse = torch::full({c.batch, c.heads, c.seq}, std::nan(""), bf.dtype(torch::kFloat));
+    latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
+                             lse.data_ptr<float>(), stream, variant);
+    torch::Tensor dq = poisoned_like(q), dk = poisoned_like(k), dv = poisoned_like(v);
+    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape))}, 255,
+                                   bf.dtype(torch::kByte));  // 0xff bytes: NaN floats
+    latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(out),
+                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), stream,
+                              variant);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::string what = name(c) + " mtiles " + std::to_string(mtiles);
+    for (const auto& [label, t] : {std::pair{"out", out}, {"dq", dq}, {"dk", dk}, {"dv", dv}, {"lse", lse}}) {
+      ASSERT_TRUE(torch::isfinite(t).all().item<bool>()) << what << ": " << label << " has unwritten or non-finite elements";
+    }
+    const double e_out = rel_l2(out, ref.detach()), e_lse = rel_l2(lse, lse_ref);
+    const double e_dq = grad_error(dq, qd.grad(), vd.grad()), e_dk = grad_error(dk, kd.grad(), vd.grad()),
+                 e_dv = rel_l2(dv, vd.grad());
+    std::printf("%s: rel L2 out %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", what.c_str(), e_out, e_lse, e_dq, e_dk, e_dv);
+    const double tol = 1e-2;
+    EXPECT_LT(e_out, tol) << what;
+    EXPECT_LT(e_lse, 1e-3) << what;
+    EXPECT_LT(e_dq, tol) << what;
+    EXPECT_LT(e_dk, tol) << what;
+    EXPECT_LT(e_dv, tol) << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, LatentAttention, ::testing::ValuesIn(sweep()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           const Case& c = info.param;
+                           return "B" + std::to_string(c.batch) + "_S" + std::to_string(c.seq) + "_H" +
+                                  std::to_string(c.heads) + "_Hkv" + std::to_string(c.kv_heads) + "_D" +
+                                  std::to_string(c.dim);
+                         });
+
+// Strided (non-contiguous) views as the CCQA layer produces them: q, k, v as slices of one
+// packed tensor, through the launchers.
+TEST(LatentAttentionStrides, PackedQkvSlices) {
+  const int B = 2, S = 200, H = 6, Hkv = 2, D = 32;
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor packed = torch::randn({B, S, H + 2 * Hkv, D}, bf);
+  const torch::Tensor q = packed.narrow(2, 0, H), k = packed.narrow(2, H, Hkv), v = packed.narrow(2, H + Hkv, Hkv);
+  const double scale = 0.2;
+  torch::Tensor out = torch::full({B, S, H, D}, std::nan(""), bf);
+  torch::Tensor lse = torch::empty({B, H, S}, bf.dtype(torch::kFloat));
+  latent_attention_forward({B, S, H, Hkv, D}, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
+                           lse.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+  const torch::Tensor ref =
+      model::causal_attention_reference(q.to(torch::kDouble), k.to(torch::kDouble), v.to(torch::kDouble), scale);
+  EXPECT_LT(rel_l2(out, ref), 1e-2);
+}
+
+// The autograd wrapper: bf16 leaves, and fp32 leaves under autocast (cast inside, gradients
+// flow back to fp32).
+TEST(LatentAttentionAutograd, GradientsThroughTheFunction) {
+  const int B = 3, S = 300, H = 8, Hkv = 2, D = 16;
+  for (const bool autocast : {false, true}) {
+    const auto dtype = autocast ? torch::kFloat : torch::kBFloat16;
+    const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+    torch::Tensor q = torch::randn({B, S, H, D}, o).requires_grad_(), k = torch::randn({B, S, Hkv, D}, o).requires_grad_(),
+                  v = torch::randn({B, S, Hkv, D}, o).requires_grad_();
+    const torch::Tensor dout = torch::randn({B, S, H, D}, o);
+    ASSERT_TRUE(autocast || model::fused_attention_applies(q, k, v));
+    at::autocast::set_autocast_enabled(at::kCUDA, autocast);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    ASSERT_TRUE(model::fused_attention_applies(q, k, v));
+    const torch::Tensor out = model::causal_attention_fused(q, k, v, 0.25);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    out.backward(dout.to(out.scalar_type()));
+    torch::Tensor qd = q.detach().to(torch::kDouble).requires_grad_(), kd = k.detach().to(torch::kDouble).requires_grad_(),
+                  vd = v.detach().to(torch::kDouble).requires_grad_();
+    const torch::Tensor ref = model::causal_attention_reference(qd, kd, vd, 0.25);
+    ref.backward(dout.to(torch::kDouble));
+    EXPECT_EQ(q.grad().scalar_type(), dtype);
+    // fp32 leaves cast to bf16 inside: the bf16 rounding of the inputs bounds the agreement.
+    const double tol = 1.5e-2;
+    EXPECT_LT(rel_l2(out.detach(), ref.detach()), tol) << "autocast " << autocast;
+    EXPECT_LT(rel_l2(q.grad(), qd.grad()), tol) << "autocast " << autocast;
+    EXPECT_LT(rel_l2(k.grad(), kd.grad()), tol) << "autocast " << autocast;
+    EXPECT_LT(rel_l2(v.grad(), vd.grad()), tol) << "autocast " << autocast;
+  }
+}
+
+// The CCQA layer of the seed defaults (d_h 16) with kernel: fused against kernel: reference,
+// same weights, bf16 parameters: output and every parameter gradient.
+TEST(LatentAttentionCcqa, FusedLayerMatchesReferenceLayer) {
+  model::ModelConfig c;
+  c.dim = 768, c.heads = 12, c.kv_heads = 3, c.mlp_ratio = 3.0, c.macro_blocks = 1, c.vocab_size = 128;
+  c.ccqa.compression = 4;
+  model::ModelConfig cf = c;
+  c.ccqa.kernel = "reference";
+  cf.ccqa.kernel = "fused";
+  torch::manual_seed(3);
+  auto ref_layer = std::make_shared<model::CcqaAttention>(c, model::default_projection_factory());
+  auto fused_layer = std::make_shared<model::CcqaAttention>(cf, model::default_projection_factory());
+  {
+    torch::NoGradGuard no_grad;
+    auto src = ref_layer->named_parameters();
+    for (auto& p : fused_layer->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  ref_layer->to(torch::kCUDA, torch::kBFloat16);
+  fused_layer->to(torch::kCUDA, torch::kBFloat16);
+  const int64_t B = 2, S = 513;
+  const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor x = torch::randn({B, S, c.dim}, o);
+  const torch::Tensor pos = torch::arange(S, o.dtype(torch::kLong)).unsqueeze(0).expand({B, S}).contiguous();
+  const torch::Tensor dy = torch::randn({B, S, c.dim}, o);
+  const torch::Tensor y_ref = ref_layer->forward(x, pos);
+  const torch::Tensor y_fused = fused_layer->forward(x, pos);
+  y_ref.backward(dy);
+  y_fused.backward(dy);
+  EXPECT_LT(rel_l2(y_fused.detach(), y_ref.detach().to(torch::kDouble)), 2e-2);
+  auto ref_params = ref_layer->named_parameters();
+  for (const auto& p : fused_layer->named_parameters()) {
+    const torch::Tensor g_ref = ref_params[p.key()].grad();
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    if (g_ref.norm().item<double>() == 0.0) continue;
+    // Both sides are bf16 end to end; the reference is no more exact than the fused path.
+    EXPECT_LT(rel_l2(p.value().grad(), g_ref.to(torch::kDouble)), 5e-2) << p.key();
+  }
+}
+
+}  // namespace
+}  // namespace hydra::kernels
