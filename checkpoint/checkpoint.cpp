@@ -13,6 +13,7 @@
 #include "checkpoint/h5_file.h"
 #include "checkpoint/snapshot.h"
 #include "common/errors.h"
+#include "common/remove_tree.h"
 #include "common/logging.h"
 
 namespace hydra::checkpoint {
@@ -77,7 +78,7 @@ void prune(const std::string& root, int keep) {
   auto done = committed(root);
   while (static_cast<int>(done.size()) > keep) {
     common::log_info("checkpoint: removing old %s", done.front().second.string().c_str());
-    fs::remove_all(done.front().second);
+    common::remove_tree(done.front().second.string());
     done.erase(done.begin());
   }
 }
@@ -116,7 +117,7 @@ std::string save_checkpoint(const SaveRequest& req, const parallel::NamedParams&
 std::string begin_save(const SaveRequest& req, parallel::Communicator* world) {
   const fs::path tmp_dir = fs::path(req.root) / (step_dir_name(req.progress.step) + ".tmp");
   if (req.rank == 0) {
-    fs::remove_all(tmp_dir);  // a leftover of a save that died
+    common::remove_tree(tmp_dir.string());  // a leftover of a save that died
     fs::create_directories(tmp_dir);
   }
   if (world) world->barrier();
@@ -136,7 +137,7 @@ std::string commit_save(const SaveRequest& req, int64_t optim_step, parallel::Co
     }
     write_index((tmp_dir / "index.h5").string(), req, optim_step, catalog);
     fsync_path(tmp_dir.string());
-    fs::remove_all(final_dir);  // an uncommitted directory of the same step
+    common::remove_tree(final_dir.string());  // an uncommitted directory of the same step
     fs::rename(tmp_dir, final_dir);
     write_commit_marker(final_dir.string());
     prune(req.root, req.keep);
