@@ -10,6 +10,7 @@
 
 #include "checkpoint/catalog.h"
 #include "checkpoint/commit.h"
+#include "checkpoint/file_checksum.h"
 #include "checkpoint/h5_file.h"
 #include "checkpoint/snapshot.h"
 #include "common/errors.h"
@@ -23,7 +24,8 @@ namespace fs = std::filesystem;
 using common::InputError;
 
 
-void write_index(const std::string& path, const SaveRequest& req, int64_t optim_step, const std::string& catalog) {
+void write_index(const std::string& path, const SaveRequest& req, int64_t optim_step, const std::string& catalog,
+                 const std::map<std::string, FileChecksum>& checksums) {
   H5File f = H5File::create(path);
   f.set_attr("/", "format", std::string("hydra-checkpoint"));
   f.set_attr("/", "version", static_cast<int64_t>(kFormatVersion));
@@ -36,6 +38,7 @@ void write_index(const std::string& path, const SaveRequest& req, int64_t optim_
   std::string files;
   for (int r = 0; r < req.world; ++r) files += (r ? "\n" : "") + rank_file_name(r);
   f.set_attr("/", "files", files);
+  f.set_attr("/", "file_checksums", format_file_checksums(checksums));
   if (optim_step >= 0) f.set_attr("/", "optim_step", optim_step);
   write_catalog(f, catalog);
   f.close();
@@ -132,10 +135,14 @@ std::string commit_save(const SaveRequest& req, int64_t optim_step, parallel::Co
     // Each rank file ends with its catalog: reading them all back also checks that every
     // file is complete before anything is published.
     std::string catalog;
+    std::map<std::string, FileChecksum> checksums;
     for (int r = 0; r < req.world; ++r) {
-      catalog += read_catalog(H5File::open_read((tmp_dir / rank_file_name(r)).string()));
+      const std::string file = (tmp_dir / rank_file_name(r)).string();
+      catalog += read_catalog(H5File::open_read(file));
+      checksums[rank_file_name(r)] = read_checksum_sidecar(file);
     }
-    write_index((tmp_dir / "index.h5").string(), req, optim_step, catalog);
+    write_index((tmp_dir / "index.h5").string(), req, optim_step, catalog, checksums);
+    for (int r = 0; r < req.world; ++r) std::remove(((tmp_dir / rank_file_name(r)).string() + ".crc32").c_str());
     fsync_path(tmp_dir.string());
     common::remove_tree(final_dir.string());  // an uncommitted directory of the same step
     fs::rename(tmp_dir, final_dir);
@@ -170,6 +177,7 @@ LoadedCheckpoint read_index(const std::string& dir) {
   out.progress.tokens = f.attr_int("/", "tokens");
   out.progress.skipped = f.attr_int("/", "skipped");
   out.config_yaml = f.attr_string("/", "config");
+  if (f.has_attr("/", "file_checksums")) out.files = parse_file_checksums(f.attr_string("/", "file_checksums"), f.path());
   for (const char* key : {"world", "dp", "tp", "pp", "zero_stage", "micro_batches"}) {
     if (f.has_attr("/", std::string("layout_") + key)) out.layout[key] = f.attr_int("/", std::string("layout_") + key);
   }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/file_checksum.h"
 #include "parallel/adamw.h"
 #include "parallel/communicator.h"
 #include "model/shard_info.h"
@@ -74,6 +75,7 @@ struct LoadedCheckpoint {
   std::string config_yaml;
   std::map<std::string, int64_t> layout;
   int64_t optim_step = -1;  // AdamW's step count, -1 when the checkpoint holds no optimizer state
+  std::map<std::string, FileChecksum> files;  // rank file name -> bytes and CRC-32 (index)
 };
 
 // Reads the index of a committed checkpoint (InputError naming what is wrong otherwise).

@@ -75,6 +75,16 @@ InspectReport inspect_checkpoint(const std::string& dir) {
       }
       const auto bytes = static_cast<int64_t>(fs::file_size(path));
       total_bytes += bytes;
+      // The whole file against the index (damage outside any dataset, or a swapped file).
+      const auto recorded = index.files.find(name);
+      if (recorded != index.files.end()) {
+        check_file_size(path, recorded->second);
+        const FileChecksum sum = checksum_file(path);
+        if (sum.crc32 != recorded->second.crc32) {
+          HYDRA_FAIL(common::InputError, path << ": file CRC-32 " << std::hex << sum.crc32 << " differs from the index's "
+                                              << recorded->second.crc32 << std::dec);
+        }
+      }
       common::Json row = common::Json::object();
       row["file"] = name;
       row["bytes"] = bytes;

@@ -20,19 +20,25 @@ namespace {
 using common::InputError;
 
 // The rank files of one checkpoint, opened on first use.
+// A file whose size differs from the index's is refused before it is read.
 class RankFiles {
  public:
-  explicit RankFiles(std::string dir) : dir_(std::move(dir)) {}
+  RankFiles(std::string dir, const std::map<std::string, FileChecksum>& checksums)
+      : dir_(std::move(dir)), checksums_(checksums) {}
   const H5File& get(int rank) {
     auto it = files_.find(rank);
     if (it == files_.end()) {
-      it = files_.emplace(rank, H5File::open_read((std::filesystem::path(dir_) / rank_file_name(rank)).string())).first;
+      const std::string path = (std::filesystem::path(dir_) / rank_file_name(rank)).string();
+      const auto sum = checksums_.find(rank_file_name(rank));
+      if (sum != checksums_.end()) check_file_size(path, sum->second);
+      it = files_.emplace(rank, H5File::open_read(path)).first;
     }
     return it->second;
   }
 
  private:
   std::string dir_;
+  const std::map<std::string, FileChecksum>& checksums_;
   std::map<int, H5File> files_;
 };
 
@@ -132,7 +138,7 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
   const std::vector<CatalogEntry> catalog = index_catalog(dir);
   Parts parts;
   for (const auto& e : catalog) (e.optim ? parts.optim : parts.model)[e.name].push_back(&e);
-  RankFiles files(dir);
+  RankFiles files(dir, ckpt.files);
   std::unordered_map<std::string, model::ShardInfo> shards;
 
   c10::NoGradGuard no_grad;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "checkpoint/file_checksum.h"
 #include "checkpoint/h5_file.h"
 #include "common/errors.h"
 
@@ -102,6 +103,7 @@ void write_snapshot(const RankSnapshot& snap, const std::string& path) {
   write_catalog(f, format_catalog(snap.catalog));
   f.close();
   fsync_path(path);
+  write_checksum_sidecar(path);  // for the index (file_checksum.h)
 }
 
 }  // namespace hydra::checkpoint

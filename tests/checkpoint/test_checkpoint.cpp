@@ -5,7 +5,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5_file.h"
@@ -105,6 +107,45 @@ TEST_F(CheckpointTest, TruncatedRankFileIsInputErrorNamingIt) {
     FAIL() << "truncation not detected";
   } catch (const common::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("rank_00000.h5"), std::string::npos) << e.what();
+  }
+}
+
+// The index records each rank file's size and whole-file CRC-32, equal to what Python's zlib
+// computes over the file; the per-rank sidecars they came from are gone after the commit.
+TEST_F(CheckpointTest, IndexRecordsEachFilesSizeAndCrc) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  const std::string dir = checkpoint::save_checkpoint(request(1), params, layout, nullptr, nullptr);
+  const fs::path rank_file = fs::path(dir) / "rank_00000.h5";
+  const auto index = checkpoint::read_index(dir);
+  ASSERT_EQ(index.files.size(), 1u);
+  const checkpoint::FileChecksum recorded = index.files.at("rank_00000.h5");
+  EXPECT_EQ(recorded.bytes, static_cast<int64_t>(fs::file_size(rank_file)));
+  const std::string command = "/usr/bin/python3 -c 'import sys, zlib; print(zlib.crc32(open(sys.argv[1], \"rb\").read()))' " +
+                              rank_file.string();
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  unsigned long long want = 0;
+  ASSERT_EQ(std::fscanf(pipe, "%llu", &want), 1) << command;
+  ::pclose(pipe);
+  EXPECT_EQ(recorded.crc32, static_cast<uint32_t>(want));
+  EXPECT_FALSE(fs::exists(rank_file.string() + ".crc32"));
+}
+
+// A rank file that grew (appended bytes no dataset covers, or another file put in its place)
+// disagrees with the index and is refused before any read, naming the file.
+TEST_F(CheckpointTest, FileOfAnotherSizeThanTheIndexIsRefused) {
+  parallel::NamedParams params = make_params(1);
+  const auto layout = parallel::make_flat_layout(params);
+  const std::string dir = checkpoint::save_checkpoint(request(1), params, layout, nullptr, nullptr);
+  const fs::path rank_file = fs::path(dir) / "rank_00000.h5";
+  std::ofstream(rank_file, std::ios::app | std::ios::binary) << std::string(100, 'x');
+  try {
+    checkpoint::load_checkpoint(dir, params, layout, nullptr);
+    FAIL() << "a rank file that disagrees with the index was loaded";
+  } catch (const common::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank_00000.h5"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("the index records"), std::string::npos) << e.what();
   }
 }
 
