@@ -113,10 +113,7 @@ TEST_F(CheckpointTrain, AsyncSavePendingAtPreemptionIsCommittedBeforeExit) {
                        (root() / "run.yaml").string() + " --set checkpoint.dir=" + (dir / "ckpt").string() +
                        " --set log.jsonl=" + (dir / "metrics.jsonl").string();
   for (const auto& set : sets) launch += " --set " + set;
-  // One rank of this run only (other tests may be training too).
-  const auto [status, log] = sandbox()->run_and_signal(
-      name, launch, 3, "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" + (dir / "ckpt").string() + "'",
-      "pkill -9 -f '" + (dir / "ckpt").string() + "'");
+  const auto [status, log] = sandbox()->run_and_preempt_one_rank(name, launch, 3);
   ASSERT_TRUE(WIFEXITED(status)) << log;
   ASSERT_EQ(WEXITSTATUS(status), 75) << log;
   const int stopped = sandbox()->metrics_rows(name).rbegin()->first;

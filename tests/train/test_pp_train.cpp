@@ -26,11 +26,7 @@ struct PpTrain : hydra::test::SandboxTest<PpTrain> {
 
   // step -> {loss, grad_norm}.
   static std::map<int, std::pair<double, double>> curve(const std::string& name) {
-    std::map<int, std::pair<double, double>> out;
-    for (const auto& [step, row] : sandbox()->metrics_rows(name)) {
-      out[step] = {hydra::test::TrainSandbox::loss_of(row), std::stod(row.substr(row.find("\"grad_norm\": ") + 13))};
-    }
-    return out;
+    return sandbox()->loss_and_grad_norm(name);
   }
 
   struct Layout {

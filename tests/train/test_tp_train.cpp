@@ -23,11 +23,7 @@ struct TpTrain : hydra::test::SandboxTest<TpTrain> {
   static constexpr int kSteps = 5;
   // step -> {loss, grad_norm}.
   static std::map<int, std::pair<double, double>> curve(const std::string& name) {
-    std::map<int, std::pair<double, double>> out;
-    for (const auto& [step, row] : sandbox()->metrics_rows(name)) {
-      out[step] = {hydra::test::TrainSandbox::loss_of(row), std::stod(row.substr(row.find("\"grad_norm\": ") + 13))};
-    }
-    return out;
+    return sandbox()->loss_and_grad_norm(name);
   }
 
   // `np` ranks with `layout` settings against one process, same global batch.

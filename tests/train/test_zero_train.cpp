@@ -161,11 +161,7 @@ TEST_F(ZeroTrain, SignalToOneRankStopsAllWithSeventyFiveAndResumes) {
                              " --set parallel.dp=2 --set parallel.zero_stage=1 --set train.steps=100000" +
                              " --set checkpoint.dir=" + (dir / "ckpt").string() +
                              " --set log.jsonl=" + (dir / "metrics.jsonl").string();
-  // One rank of this run only: the processes whose command line starts with hydra (not
-  // mpirun) and names this run's checkpoint directory (other tests may be training too).
-  const auto [status, log] = sandbox()->run_and_signal(
-      name, launch, 3, "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" + (dir / "ckpt").string() + "'",
-      "pkill -9 -f '" + (dir / "ckpt").string() + "'");
+  const auto [status, log] = sandbox()->run_and_preempt_one_rank(name, launch, 3);
   ASSERT_TRUE(WIFEXITED(status)) << log;
   ASSERT_EQ(WEXITSTATUS(status), 75) << log;
   const int stopped = sandbox()->metrics_rows(name).rbegin()->first;

@@ -133,6 +133,26 @@ class TrainSandbox {
 
   static double loss_of(const std::string& row) { return std::stod(row.substr(row.find("\"loss\": ") + 8)); }
 
+  // step -> {loss, grad_norm} of the run `name`.
+  std::map<int, std::pair<double, double>> loss_and_grad_norm(const std::string& name) const {
+    std::map<int, std::pair<double, double>> out;
+    for (const auto& [step, row] : metrics_rows(name)) {
+      out[step] = {loss_of(row), std::stod(row.substr(row.find("\"grad_norm\": ") + 13))};
+    }
+    return out;
+  }
+
+  // Starts `launch` (a `hydra train` under mpirun whose checkpoint.dir is root/name/ckpt),
+  // waits for `rows` metrics rows, then sends SIGUSR1 to one rank of this run only: the
+  // oldest process whose command line starts with hydra (not mpirun) and names this run's
+  // checkpoint directory (other tests may be training too). Returns {wait status, output}.
+  std::pair<int, std::string> run_and_preempt_one_rank(const std::string& name, const std::string& launch,
+                                                       int rows) const {
+    const std::string ckpt = (root_ / name / "ckpt").string();
+    return run_and_signal(name, launch, rows, "pkill -USR1 -o -f '^" HYDRA_BIN " train .*" + ckpt + "'",
+                          "pkill -9 -f '" + ckpt + "'");
+  }
+
   // Overwrites 64 bytes in the middle of a file: data or metadata, either must be detected.
   static void damage(const std::filesystem::path& file) {
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
