@@ -60,6 +60,10 @@ struct PpTrain : hydra::test::SandboxTest<PpTrain> {
         const double rel = step == 1 ? 1e-5 : 1e-3;
         EXPECT_NEAR(got.at(step).second, v.second, rel * std::abs(v.second)) << name << " grad_norm at step " << step;
       }
+      // Validation at the last step (forward-only through the stages, causal routing).
+      const auto val = [](const std::string& row) { return std::stod(row.substr(row.find("\"val_loss\": ") + 12)); };
+      const double want_val = val(sandbox()->metrics_rows(tag + "_ref").rbegin()->second);
+      EXPECT_NEAR(val(sandbox()->metrics_rows(name).rbegin()->second), want_val, 1e-4 * want_val) << name << " val_loss";
       // The final weights, gathered from the stages, tp slices and ZeRO shards by consolidate.
       hydra::test::expect_same_consolidated(root(), name, tag + "_ref", "step_00000005");
     }
