@@ -123,6 +123,15 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   if (config.train.dtype == "bf16") run.model->to(at::kBFloat16);
   run.params = named_params(run.model);  // the same names, now in the compute dtype
   parallel::log_zero_memory(run.optim, run.params, ctx.grid.rank);
+  if (ctx.grid.shape.pp > 1) {  // (info lines print on rank 0)
+    const auto held = parallel::stage_params(config.model, stages);
+    for (size_t s = 0; s < stages.size(); ++s) {
+      common::log_info("pipeline: stage %zu holds layers %d..%d (%.2fM parameters)", s, stages[s].first,
+                       stages[s].end - 1, held[s] / 1e6);
+    }
+    common::log_info("pipeline: %d micro-batches per step through %d stages, 1F1B bubble (pp - 1) / micro-batches = %.0f%%",
+                     run.accumulation, ctx.grid.shape.pp, 100.0 * (ctx.grid.shape.pp - 1) / run.accumulation);
+  }
   return run;
 }
 
