@@ -4,7 +4,8 @@
 // with 2 macro-blocks, so that stages hold whole macro-blocks; clipping is active (clip
 // below the gradient norms), so the global norm over stages, tp slices and dp shards
 // matters. Compared per step: loss within 1e-4 relative, the gradient norm within 1e-5 at
-// step 1 and 1e-3 after; and the final weights (consolidated) within 1e-4 relative L2.
+// step 1 and 1e-3 after; the final validation loss and the final weights (consolidated)
+// within 1e-4 relative (L2 for the weights). `hydra eval` through stages as well.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -119,6 +120,28 @@ TEST_F(PpTrain, DeepUnevenAndAccumulatingPipelinesEqualOneProcess) {
   // ulps, which AdamW turns into ~5e-4 of the embedding's norm after five steps at this
   // learning rate; test_zero_train covers accumulation under dp.)
   expect_layouts_equal_one_process("accum", {"train.micro_batch=1"}, {{"pp2", 2, {"parallel.pp=2"}}});
+}
+
+// `hydra eval` through 2 stages scores a checkpoint as one process does (the pp2 checkpoint
+// read back on one process, and on two stages).
+TEST_F(PpTrain, EvalThroughStagesEqualsOneProcess) {
+  const Sets model = {"model.macro_blocks=2"};
+  Sets pp2 = model;
+  pp2.push_back("parallel.pp=2");
+  ASSERT_EQ(sandbox()->train("eval_pp2", 2, pp2).exit_code, 0);
+  const std::string ckpt = (root() / "eval_pp2" / "ckpt" / "step_00000005").string();
+  auto eval = [&](int np, const Sets& sets) {
+    std::vector<std::string> args = {"eval", "--config", (root() / "run.yaml").string(), "--checkpoint", ckpt};
+    for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+    const auto run = hydra::test::run_hydra(args, (root() / ("eval_" + std::to_string(np) + ".log")).string(),
+                                            np == 0 ? "" : hydra::test::TrainSandbox::mpirun_prefix(np));
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    const size_t at = run.output.rfind("val_loss ");  // the printed result, after the log lines
+    return at == std::string::npos ? -1.0 : std::stod(run.output.substr(at + 9));
+  };
+  const double one = eval(0, model), staged = eval(2, pp2);
+  EXPECT_GT(one, 0.0);
+  EXPECT_NEAR(staged, one, 1e-5 * one);
 }
 
 // A pipeline that cannot be: more stages than macro-blocks with MoR on is a config error
