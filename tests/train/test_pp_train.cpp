@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tests/train/consolidated_weights.h"
+#include "tests/train/preemption_check.h"
 #include "tests/train/train_sandbox.h"
 
 namespace {
@@ -142,6 +143,14 @@ TEST_F(PpTrain, EvalThroughStagesEqualsOneProcess) {
   const double one = eval(0, model), staged = eval(2, pp2);
   EXPECT_GT(one, 0.0);
   EXPECT_NEAR(staged, one, 1e-5 * one);
+}
+
+// Preemption of a 3D run: SIGUSR1 to one rank of pp2 x tp2 (tied embeddings: the copy on the
+// last stage is not stored and comes back from the first stage's) -> every rank exits 75, and
+// the resumed run continues bit for bit.
+TEST_F(PpTrain, SignalToOneRankOfAPipelineSavesAndResumesExactly) {
+  hydra::test::expect_preemption_resumes_exactly(
+      *sandbox(), "preempt_pp2_tp2", 4, {"model.macro_blocks=2", "model.tie_embeddings=true", "parallel.pp=2", "parallel.tp=2"});
 }
 
 // A pipeline that cannot be: more stages than macro-blocks with MoR on is a config error

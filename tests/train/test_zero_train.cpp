@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "checkpoint/h5_file.h"
+#include "tests/train/preemption_check.h"
 #include "tests/train/train_sandbox.h"
 
 namespace {
@@ -154,28 +155,7 @@ TEST_F(ZeroTrain, ResumeDp2Zero1IntoDp1AndIntoDp2Zero2) {
 // checkpoint is complete, every rank exits 75 (so does mpirun), and the resumed run continues
 // the uninterrupted run's losses.
 TEST_F(ZeroTrain, SignalToOneRankStopsAllWithSeventyFiveAndResumes) {
-  const std::string name = "preempt_np2";
-  const fs::path dir = root() / name;
-  const std::string launch = hydra::test::TrainSandbox::mpirun_prefix(2) + " '" HYDRA_BIN "' train --config " +
-                             (root() / "run.yaml").string() +
-                             " --set parallel.dp=2 --set parallel.zero_stage=1 --set train.steps=100000" +
-                             " --set checkpoint.dir=" + (dir / "ckpt").string() +
-                             " --set log.jsonl=" + (dir / "metrics.jsonl").string();
-  const auto [status, log] = sandbox()->run_and_preempt_one_rank(name, launch, 3);
-  ASSERT_TRUE(WIFEXITED(status)) << log;
-  ASSERT_EQ(WEXITSTATUS(status), 75) << log;
-  const int stopped = sandbox()->metrics_rows(name).rbegin()->first;
-  const std::string stop = "train.stop_at_step=" + std::to_string(stopped + 2);
-  const std::vector<std::string> sets = {"parallel.dp=2", "parallel.zero_stage=1", "train.steps=100000", stop};
-  expect_ok(train(name, 2, sets, {"--resume", "latest"}));
-  expect_ok(train("preempt_np2_ref", 2, sets));
-  const auto got = sandbox()->metrics_rows(name);
-  const auto want = sandbox()->metrics_rows("preempt_np2_ref");
-  ASSERT_EQ(got.size(), want.size());
-  for (const auto& [step, row] : want) {
-    EXPECT_EQ(hydra::test::TrainSandbox::training_fields(got.at(step)), hydra::test::TrainSandbox::training_fields(row))
-        << "step " << step;
-  }
+  hydra::test::expect_preemption_resumes_exactly(*sandbox(), "preempt_np2", 2, {"parallel.dp=2", "parallel.zero_stage=1"});
 }
 
 }  // namespace
