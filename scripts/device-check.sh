@@ -53,9 +53,11 @@ if [ "${HYDRA_BENCH_ATTENTION:-1}" != 0 ]; then
     echo "device-check: bench attention FAILED"
 fi
 
-# Training throughput of the `small` variant in bf16 on the prepared corpus that travels with
-# the call (data-cache/gpu-tokens, made by `hydra data prepare`): one GPU, then data
-# parallelism over all GPUs, in the same call so the numbers compare.
+# Training throughput and memory of the `small` variant in bf16 on the prepared corpus that
+# travels with the call (data-cache/gpu-tokens, made by `hydra data prepare`): one GPU, then,
+# with several GPUs, data parallelism over all of them at ZeRO 0, 1 and 2, tp 2 and pp 2, in
+# the same call so the numbers compare. Every run's metrics rows (tok_s, mfu, mem_gb) are
+# gathered into $OUT/train-small.json ({run: [rows]}); the logs go to $OUT/train.log.
 DATA=${HYDRA_GPU_DATA:-data-cache/gpu-tokens}
 if [ -f "$DATA/manifest.json" ] && [ "${HYDRA_TRAIN_BENCH:-1}" != 0 ]; then
   train_args=(train --config configs/small.yaml --set data.path="$DATA" --set train.device=cuda
@@ -63,24 +65,40 @@ if [ -f "$DATA/manifest.json" ] && [ "${HYDRA_TRAIN_BENCH:-1}" != 0 ]; then
               --set train.micro_batch=8 --set train.seq_len=1024 --set train.warmup_steps=5
               --set train.lr=6e-4 --set train.min_lr=6e-5 --set train.eval_batches=2 --set log.every=10
               --set checkpoint.keep=1)
-  rm -rf /tmp/hydra-bench-ckpt*
-  timeout 240 "$BUILD_DIR/hydra" "${train_args[@]}" --set log.jsonl="$OUT/train-small-1gpu.jsonl" \
-    --set checkpoint.dir=/tmp/hydra-bench-ckpt-1 \
-    > "$OUT/train.log" 2>&1 || echo "device-check: 1-GPU training FAILED (exit $?)"
+  runs=/tmp/hydra-bench-runs
+  rm -rf /tmp/hydra-bench-ckpt* "$runs" && mkdir -p "$runs"
+  : > "$OUT/train.log"
+  # bench_run NAME NP [--set ...]: one training run (NP 1: no mpirun).
+  bench_run() {
+    local name=$1 np=$2
+    shift 2
+    local launch=("$BUILD_DIR/hydra")
+    (( np > 1 )) && launch=(mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra")
+    echo "== $name" >> "$OUT/train.log"
+    timeout 240 "${launch[@]}" "${train_args[@]}" "$@" --set log.jsonl="$runs/$name.jsonl" \
+      --set checkpoint.dir="/tmp/hydra-bench-ckpt-$name" >> "$OUT/train.log" 2>&1 ||
+      echo "device-check: training run $name FAILED (exit $?)"
+  }
+  bench_run 1gpu 1
   # The checkpoint it wrote loads back onto the GPU.
-  latest=$(ls -d /tmp/hydra-bench-ckpt-1/step_* 2>/dev/null | sort | tail -1)
+  latest=$(ls -d /tmp/hydra-bench-ckpt-1gpu/step_* 2>/dev/null | sort | tail -1)
   [ -n "$latest" ] && "$BUILD_DIR/hydra" eval "${train_args[@]:1}" --checkpoint "$latest" >> "$OUT/train.log" 2>&1 ||
     echo "device-check: eval of $latest FAILED"
   if (( ngpu >= 2 )); then
-    timeout 240 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" "${train_args[@]}" \
-      --set log.jsonl="$OUT/train-small-${ngpu}gpu.jsonl" --set checkpoint.dir=/tmp/hydra-bench-ckpt-dp \
-      >> "$OUT/train.log" 2>&1 || echo "device-check: ${ngpu}-GPU training FAILED (exit $?)"
-    # Tensor parallelism over NCCL: tp 2 (and dp = GPUs / 2).
-    timeout 240 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" "${train_args[@]}" \
-      --set parallel.tp=2 --set log.jsonl="$OUT/train-small-tp2.jsonl" --set checkpoint.dir=/tmp/hydra-bench-ckpt-tp \
-      >> "$OUT/train.log" 2>&1 || echo "device-check: tp2 training FAILED (exit $?)"
+    for zero in 0 1 2; do bench_run "dp${ngpu}_zero$zero" "$ngpu" --set parallel.zero_stage=$zero; done
+    bench_run tp2 "$ngpu" --set parallel.tp=2                       # dp = GPUs / 2
+    bench_run pp2 "$ngpu" --set parallel.pp=2 --set train.micro_batch=2  # micro-batches of 2: several in flight
   fi
-  grep -E "step 40|error|fatal|train:|eval:|checkpoint:" "$OUT/train.log" | tail -20
+  python3 - "$runs" > "$OUT/train-small.json" <<'PY'
+import json, os, sys
+runs = sys.argv[1]
+out = {}
+for f in sorted(os.listdir(runs)):
+    if f.endswith(".jsonl"):
+        out[f[:-6]] = [json.loads(l) for l in open(os.path.join(runs, f)) if l.strip()]
+print(json.dumps(out, indent=1))
+PY
+  grep -E "^== |step 40|error|fatal|train:|eval:" "$OUT/train.log" | tail -30
 fi
 
 # Checkpoint timing (docs/CHECKPOINT.md) for the largest variant that fits one GPU comfortably

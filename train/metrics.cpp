@@ -19,6 +19,7 @@ std::string metrics_row(const StepMetrics& r) {
   row["tok_s"] = r.tok_s;
   row["mfu"] = r.mfu ? common::Json(*r.mfu) : common::Json();
   row["skipped"] = r.skipped;
+  if (r.mem_gb) row["mem_gb"] = *r.mem_gb;
   if (r.val_loss) row["val_loss"] = *r.val_loss;
   if (r.checkpoint.stall_ms) row["ckpt_stall_ms"] = *r.checkpoint.stall_ms;
   if (r.checkpoint.write_ms) row["ckpt_write_ms"] = *r.checkpoint.write_ms;

@@ -1,5 +1,5 @@
 // The metrics file (docs/INTERFACE.md): JSON Lines written by rank 0, one object per logged
-// step — step, loss, lr, grad_norm, tokens, tok_s, mfu (null on CPU), skipped — and
+// step — step, loss, lr, grad_norm, tokens, tok_s, mfu (null on CPU), skipped, mem_gb — and
 // evaluation rows with val_loss; ckpt_stall_ms, ckpt_write_ms, ckpt_load_ms after
 // checkpoints. Floats round-trip, so two runs compare bit for bit.
 #pragma once
@@ -28,6 +28,7 @@ struct StepMetrics {
   double tok_s = 0;
   std::optional<double> mfu;     // CUDA only
   int skipped = 0;               // non-finite steps skipped so far
+  std::optional<double> mem_gb;  // memory in use on rank 0: its GPU (cudaMemGetInfo), else its RSS
   std::optional<double> val_loss;
   CheckpointTimes checkpoint;
 };

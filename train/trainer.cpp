@@ -419,6 +419,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
       row.tok_s = window_steps * tokens_per_step / std::max(seconds, 1e-9);
       if (config.train.device == "cuda") row.mfu = row.tok_s * stats.flops_per_token / (989e12 * ctx.grid.shape.world());
       row.skipped = static_cast<int>(run.progress.skipped);
+      row.mem_gb = memory_in_use_bytes(config.train.device == "cuda") / 1e9;
       if (eval_now) row.val_loss = evaluate(run), result.last_val_loss = row.val_loss;
       row.checkpoint = std::exchange(run.ckpt_times, {});
       metrics.write(row);
