@@ -16,12 +16,21 @@
 namespace hydra::checkpoint {
 namespace {
 
+// The rank files of the checkpoint, opened on first use; a file whose size differs from the
+// index's is refused before it is read.
+struct OpenFiles {
+  const LoadedCheckpoint& index;
+  std::map<int, H5File> open;
+};
+
 // Reads one weight part, checked against its catalog line (the checksum is verified too).
-at::Tensor read_weight(const std::string& dir, const CatalogEntry& e, std::map<int, H5File>& files) {
-  auto it = files.find(e.file);
-  if (it == files.end()) {
+at::Tensor read_weight(const std::string& dir, const CatalogEntry& e, OpenFiles& files) {
+  auto it = files.open.find(e.file);
+  if (it == files.open.end()) {
     const std::string path = (std::filesystem::path(dir) / rank_file_name(e.file)).string();
-    it = files.emplace(e.file, H5File::open_read(path)).first;
+    const auto recorded = files.index.files.find(rank_file_name(e.file));
+    if (recorded != files.index.files.end()) check_file_size(path, recorded->second);
+    it = files.open.emplace(e.file, H5File::open_read(path)).first;
   }
   const at::Tensor data = it->second.read_tensor("/model/" + e.name);
   if (data.numel() != e.part.end - e.part.begin) {
@@ -35,7 +44,7 @@ at::Tensor read_weight(const std::string& dir, const CatalogEntry& e, std::map<i
 // One parameter whole: its weight parts (tp slices, pipeline stages: whichever files hold
 // them) placed by their offsets. Every element must come from some part.
 at::Tensor assemble(const std::string& dir, const std::string& name, const std::vector<const CatalogEntry*>& parts,
-                    std::map<int, H5File>& files) {
+                    OpenFiles& files) {
   const std::vector<int64_t>& global = parts.front()->global_shape;
   int64_t numel = 1;
   for (int64_t n : global) numel *= n;
@@ -67,10 +76,10 @@ int consolidate_checkpoint(const std::string& dir, const std::string& output) {
   for (const auto& e : catalog) {
     if (!e.optim) weights[e.name].push_back(&e);
   }
-  std::map<int, H5File> files;
+  OpenFiles files{index, {}};
   const std::string tmp = output + ".tmp";
   int count = 0;
-  {
+  try {
     H5File out = H5File::create(tmp);
     out.set_attr("/", "format", std::string("hydra-weights"));
     out.set_attr("/", "version", int64_t{1});
@@ -83,6 +92,9 @@ int consolidate_checkpoint(const std::string& dir, const std::string& output) {
       ++count;
     }
     out.close();
+  } catch (...) {
+    std::remove(tmp.c_str());  // no half-written output left behind
+    throw;
   }
   fsync_path(tmp);
   std::filesystem::rename(tmp, output);

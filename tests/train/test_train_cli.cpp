@@ -268,6 +268,15 @@ TEST_F(TrainCli, ConsolidateWritesEveryWeightWhole) {
   const std::string cmd = "/usr/bin/python3 " HYDRA_SOURCE_DIR "/tests/checkpoint/compare_consolidated.py " +
                           ckpt.string() + " " + out;
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // A rank file that disagrees with the index (bytes appended): exit 3 naming it, and neither
+  // the output nor a temporary is left behind.
+  std::ofstream(ckpt / "rank_00000.h5", std::ios::app | std::ios::binary) << std::string(64, 'x');
+  const std::string bad = (root() / "consolidate" / "bad.h5").string();
+  const auto refused = run_hydra({"ckpt", "consolidate", ckpt.string(), "--output", bad}, bad + ".log");
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;
+  EXPECT_NE(refused.output.find("rank_00000.h5"), std::string::npos) << refused.output;
+  EXPECT_FALSE(fs::exists(bad));
+  EXPECT_FALSE(fs::exists(bad + ".tmp"));
 }
 
 }  // namespace
