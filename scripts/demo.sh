@@ -34,4 +34,5 @@ with h5py.File(d + "/rank_00000.h5") as f:
     print(f"  {len(names)} parameters, {total:,} values; embed.weight", f["model"]["embed.weight"].shape,
           f["model"]["embed.weight"].dtype)
 PY
-echo "demo: loss curve in runs/tiny/metrics.jsonl; trained and evaluated in $(( $(date +%s) - start )) s"
+/usr/bin/python3 scripts/plot-perf.py runs/tiny/metrics.jsonl > /dev/null  # -> runs/tiny/metrics.png
+echo "demo: loss curve in runs/tiny/metrics.jsonl and runs/tiny/metrics.png; trained and evaluated in $(( $(date +%s) - start )) s"

