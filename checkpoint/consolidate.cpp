@@ -10,44 +10,19 @@
 #include "checkpoint/catalog.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5_file.h"
+#include "checkpoint/rank_files.h"
 #include "checkpoint/regions.h"
 #include "common/errors.h"
 
 namespace hydra::checkpoint {
 namespace {
 
-// The rank files of the checkpoint, opened on first use; a file whose size differs from the
-// index's is refused before it is read.
-struct OpenFiles {
-  const LoadedCheckpoint& index;
-  std::map<int, H5File> open;
-};
-
-// Reads one weight part, checked against its catalog line (the checksum is verified too).
-at::Tensor read_weight(const std::string& dir, const CatalogEntry& e, OpenFiles& files) {
-  auto it = files.open.find(e.file);
-  if (it == files.open.end()) {
-    const std::string path = (std::filesystem::path(dir) / rank_file_name(e.file)).string();
-    const auto recorded = files.index.files.find(rank_file_name(e.file));
-    if (recorded != files.index.files.end()) check_file_size(path, recorded->second);
-    it = files.open.emplace(e.file, H5File::open_read(path)).first;
-  }
-  const at::Tensor data = it->second.read_tensor("/model/" + e.name);
-  if (data.numel() != e.part.end - e.part.begin) {
-    HYDRA_FAIL(common::InputError, it->second.path() << ": /model/" << e.name << " has " << data.numel()
-                                                     << " elements, the index's catalog says "
-                                                     << e.part.end - e.part.begin);
-  }
-  return data;
-}
-
 // One parameter whole: its weight parts (tp slices, pipeline stages: whichever files hold
 // them) placed by their offsets. Every element must come from some part.
 at::Tensor assemble(const std::string& dir, const std::string& name, const std::vector<const CatalogEntry*>& parts,
-                    OpenFiles& files) {
+                    RankFiles& files) {
   const std::vector<int64_t>& global = parts.front()->global_shape;
-  int64_t numel = 1;
-  for (int64_t n : global) numel *= n;
+  const int64_t numel = element_count(global);
   const FlatPart whole{std::vector<int64_t>(global.size(), 0), global, 0, numel};
   std::unique_ptr<PartAssembler> assembler;  // made with the first part's dtype
   for (const CatalogEntry* e : parts) {
@@ -55,7 +30,7 @@ at::Tensor assemble(const std::string& dir, const std::string& name, const std::
       HYDRA_FAIL(common::InputError, dir << "/" << rank_file_name(e->file) << ": /model/" << name << " has global shape "
                                          << shape_text(e->global_shape) << ", another part has " << shape_text(global));
     }
-    const at::Tensor data = read_weight(dir, *e, files);
+    const at::Tensor data = read_part(files, *e);
     if (!assembler) assembler = std::make_unique<PartAssembler>(whole, global, 1, data.scalar_type());
     assembler->add(e->part, {data});
   }
@@ -76,7 +51,7 @@ int consolidate_checkpoint(const std::string& dir, const std::string& output) {
   for (const auto& e : catalog) {
     if (!e.optim) weights[e.name].push_back(&e);
   }
-  OpenFiles files{index, {}};
+  RankFiles files(dir, index.files);
   const std::string tmp = output + ".tmp";
   int count = 0;
   try {

@@ -7,18 +7,13 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5_file.h"
+#include "checkpoint/regions.h"
 #include "common/errors.h"
 
 namespace hydra::checkpoint {
 namespace {
 
 namespace fs = std::filesystem;
-
-int64_t product(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
 
 // Reads every dataset under `group` (recursively), which verifies its CRC-32; returns the
 // number of datasets.
@@ -71,7 +66,7 @@ InspectReport inspect_checkpoint(const std::string& dir) {
       const H5File f = H5File::open_read(path);
       const int64_t datasets = verify_group(f, "/");
       for (const auto& p : f.exists("/model") ? f.list("/model") : std::vector<std::string>{}) {
-        params[p] = product(f.attr_ints("/model/" + p, "global_shape"));
+        params[p] = element_count(f.attr_ints("/model/" + p, "global_shape"));
       }
       const auto bytes = static_cast<int64_t>(fs::file_size(path));
       total_bytes += bytes;

@@ -4,13 +4,13 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
-#include <filesystem>
 #include <map>
 #include <unordered_map>
 
 #include "checkpoint/catalog.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/h5_file.h"
+#include "checkpoint/rank_files.h"
 #include "checkpoint/regions.h"
 #include "common/errors.h"
 
@@ -19,39 +19,10 @@ namespace {
 
 using common::InputError;
 
-// The rank files of one checkpoint, opened on first use.
-// A file whose size differs from the index's is refused before it is read.
-class RankFiles {
- public:
-  RankFiles(std::string dir, const std::map<std::string, FileChecksum>& checksums)
-      : dir_(std::move(dir)), checksums_(checksums) {}
-  const H5File& get(int rank) {
-    auto it = files_.find(rank);
-    if (it == files_.end()) {
-      const std::string path = (std::filesystem::path(dir_) / rank_file_name(rank)).string();
-      const auto sum = checksums_.find(rank_file_name(rank));
-      if (sum != checksums_.end()) check_file_size(path, sum->second);
-      it = files_.emplace(rank, H5File::open_read(path)).first;
-    }
-    return it->second;
-  }
-
- private:
-  std::string dir_;
-  const std::map<std::string, FileChecksum>& checksums_;
-  std::map<int, H5File> files_;
-};
-
 // The catalog entries of each parameter, weights and optimizer state apart.
 struct Parts {
   std::unordered_map<std::string, std::vector<const CatalogEntry*>> model, optim;
 };
-
-std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
-
-std::string object_of(const CatalogEntry& e, const std::string& group = "master") {
-  return e.optim ? "/optim/" + group + "/" + e.name : "/model/" + e.name;
-}
 
 // The parts of `name`, after checking that they describe the same whole parameter.
 const std::vector<const CatalogEntry*>& parts_of(const std::unordered_map<std::string, std::vector<const CatalogEntry*>>& all,
@@ -70,17 +41,6 @@ const std::vector<const CatalogEntry*>& parts_of(const std::unordered_map<std::s
     }
   }
   return it->second;
-}
-
-// Reads one stored part (verifying its checksum) and checks it against its catalog line.
-at::Tensor read_part(RankFiles& files, const CatalogEntry& e, const std::string& group = "master") {
-  const H5File& f = files.get(e.file);
-  const at::Tensor data = f.read_tensor(object_of(e, group));
-  if (data.numel() != e.part.end - e.part.begin) {
-    HYDRA_FAIL(InputError, f.path() << ": " << object_of(e, group) << " has " << data.numel()
-                                    << " elements, the index's catalog says " << e.part.end - e.part.begin);
-  }
-  return data;
 }
 
 void fail_incomplete(const std::string& dir, const std::string& name, const char* what, int64_t missing, int64_t total) {

@@ -9,12 +9,6 @@
 namespace hydra::checkpoint {
 namespace {
 
-int64_t product(const std::vector<int64_t>& v, size_t from = 0) {
-  int64_t n = 1;
-  for (size_t i = from; i < v.size(); ++i) n *= v[i];
-  return n;
-}
-
 // A 0-dim tensor is one element: a box of shape [1], so that rows always exist.
 FlatPart with_rows(FlatPart p) {
   if (p.shape.empty()) {
@@ -27,7 +21,7 @@ FlatPart with_rows(FlatPart p) {
 // The whole rows of p's box that its flat range touches, and where the range starts in them.
 FlatPart row_box(const FlatPart& part, int64_t* skip) {
   FlatPart box = with_rows(part);
-  const int64_t inner = product(box.shape, 1);
+  const int64_t inner = element_count(box.shape, 1);
   int64_t first = 0, last = 0;
   if (inner > 0 && part.end > part.begin) {
     first = part.begin / inner;
@@ -36,7 +30,7 @@ FlatPart row_box(const FlatPart& part, int64_t* skip) {
   box.origin[0] += first;
   box.shape[0] = last - first;
   box.begin = 0;
-  box.end = product(box.shape);
+  box.end = element_count(box.shape);
   if (skip) *skip = part.begin - first * inner;
   return box;
 }
@@ -79,6 +73,14 @@ model::ShardInfo whole(const at::Tensor& tensor) {
   s.global_shape.assign(tensor.sizes().begin(), tensor.sizes().end());
   s.offset.assign(tensor.dim(), 0);
   return s;
+}
+
+std::vector<int64_t> shape_of(const at::Tensor& tensor) { return {tensor.sizes().begin(), tensor.sizes().end()}; }
+
+int64_t element_count(const std::vector<int64_t>& shape, size_t from_dim) {
+  int64_t n = 1;
+  for (size_t i = from_dim; i < shape.size(); ++i) n *= shape[i];
+  return n;
 }
 
 std::string shape_text(const std::vector<int64_t>& shape) {

@@ -30,6 +30,10 @@ int64_t stored_rows(const model::ShardInfo& shard, int64_t rows);
 // The placement of a tensor held whole by one rank (no parallelism).
 model::ShardInfo whole(const at::Tensor& tensor);
 
+// Shapes as lists: a tensor's, their element count (of the dimensions from `from_dim` on),
+// and as text ("[2, 3]").
+std::vector<int64_t> shape_of(const at::Tensor& tensor);
+int64_t element_count(const std::vector<int64_t>& shape, size_t from_dim = 0);
 std::string shape_text(const std::vector<int64_t>& shape);
 
 // Fills the flat range of `target` (one or more tensors of the same geometry, e.g. the

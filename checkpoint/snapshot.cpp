@@ -19,14 +19,6 @@ at::Tensor host_copy(const at::Tensor& t) {
   return t.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false, /*copy=*/true).contiguous();
 }
 
-std::vector<int64_t> shape_of(const at::Tensor& t) { return {t.sizes().begin(), t.sizes().end()}; }
-
-int64_t inner_size(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (size_t i = 1; i < shape.size(); ++i) n *= shape[i];
-  return n;
-}
-
 std::vector<std::pair<std::string, at::Tensor>> optim_tensors(const parallel::AdamWState& s) {
   return {{"master", s.master}, {"exp_avg", s.exp_avg}, {"exp_avg_sq", s.exp_avg_sq}};
 }
@@ -44,7 +36,7 @@ void add_weight(RankSnapshot& snap, const std::string& name, const at::Tensor& p
 void add_optim_piece(RankSnapshot& snap, const parallel::AdamWState& optim, const parallel::ParamSlot& slot,
                      parallel::Range elements, const model::ShardInfo& shard) {
   if (!slot.shape.empty()) {
-    elements.end = std::min(elements.end, stored_rows(shard, slot.shape[0]) * inner_size(slot.shape));
+    elements.end = std::min(elements.end, stored_rows(shard, slot.shape[0]) * element_count(slot.shape, 1));
   }
   if (elements.end <= elements.begin) return;
   const int64_t start = slot.offset + elements.begin - optim.range.begin;

@@ -26,6 +26,35 @@ ProjectionSpec router_spec(const std::string& name, const Dims& m, double capaci
 
 torch::Tensor zero_aux(const torch::Tensor& like) { return torch::zeros({}, like.options()); }
 
+// How tensor parallelism shards a layer parameter `blocks.<b>.layers.<l>.<rest>`, read from
+// its layer's sharding spec. Anything else (embedding, head, MoR routers, final norm): not
+// split.
+struct LayerParamSharding {
+  bool split = false;       // each tp rank holds a slice
+  bool row_weight = false;  // the weight of a row-parallel projection (split along its inputs)
+};
+
+LayerParamSharding layer_param_sharding(const ModelConfig& c, int tp, const std::string& name) {
+  const std::string marker = ".layers.";
+  const size_t at = name.find(marker);
+  if (name.rfind("blocks.", 0) != 0 || at == std::string::npos) return {};
+  const size_t l_begin = at + marker.size();
+  const size_t l_end = name.find('.', l_begin);
+  const int l = std::stoi(name.substr(l_begin, l_end - l_begin));
+  const std::string rest = name.substr(l_end + 1);
+  const LayerSharding shard = layer_sharding(c.pattern.at(l), c, is_mod_layer(c, l), tp);
+  for (const auto& spec : shard.projections) {
+    const bool weight = rest == spec.name + ".weight";
+    if (weight || rest == spec.name + ".bias") {
+      return {spec.role != ShardRole::kReplicated, weight && spec.role == ShardRole::kRow};
+    }
+  }
+  for (const auto& p : shard.params) {
+    if (rest == p.name) return {p.sharded, false};
+  }
+  return {};
+}
+
 }  // namespace
 
 double router_bias(double p) {
@@ -250,22 +279,7 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
 bool HydraModelImpl::tp_split(const std::string& name) const {
   if (!tp.active()) return false;
   if (name == "embed.weight" || name == "head.weight") return true;
-  // blocks.<b>.layers.<l>.<rest>: look <rest> up in the layer's sharding spec.
-  const std::string marker = ".layers.";
-  const size_t at = name.find(marker);
-  if (name.rfind("blocks.", 0) != 0 || at == std::string::npos) return false;  // MoR routers, norms
-  const size_t l_begin = at + marker.size();
-  const size_t l_end = name.find('.', l_begin);
-  const int l = std::stoi(name.substr(l_begin, l_end - l_begin));
-  const std::string rest = name.substr(l_end + 1);
-  const LayerSharding shard = layer_sharding(config.pattern.at(l), config, is_mod_layer(config, l), tp.size);
-  for (const auto& spec : shard.projections) {
-    if (rest == spec.name + ".weight" || rest == spec.name + ".bias") return spec.role != ShardRole::kReplicated;
-  }
-  for (const auto& p : shard.params) {
-    if (rest == p.name) return p.sharded;
-  }
-  return false;
+  return layer_param_sharding(config, tp.size, name).split;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,25 +287,6 @@ bool HydraModelImpl::tp_split(const std::string& name) const {
 // dim 1 (their input features); every other split tensor splits along dim 0 (output features,
 // vocabulary rows, per-head channels and temperatures), in equal slices, tp rank r holding
 // slice r, so the offset is the local size times the rank.
-namespace {
-
-bool is_row_parallel_weight(const HydraModelImpl& m, const std::string& name) {
-  const std::string marker = ".layers.";
-  const size_t at = name.find(marker);
-  if (name.rfind("blocks.", 0) != 0 || at == std::string::npos) return false;
-  const size_t l_begin = at + marker.size();
-  const size_t l_end = name.find('.', l_begin);
-  const int l = std::stoi(name.substr(l_begin, l_end - l_begin));
-  const std::string rest = name.substr(l_end + 1);
-  const LayerSharding shard = layer_sharding(m.config.pattern.at(l), m.config, is_mod_layer(m.config, l), m.tp.size);
-  for (const auto& spec : shard.projections) {
-    if (rest == spec.name + ".weight") return spec.role == ShardRole::kRow;
-  }
-  return false;
-}
-
-}  // namespace
-
 ShardInfo HydraModelImpl::shard_of(const std::string& name) const {
   const auto params = named_parameters();
   const torch::Tensor* param = params.find(name);
@@ -304,7 +299,7 @@ ShardInfo HydraModelImpl::shard_of(const std::string& name) const {
     s.primary = !tp.active() || tp.rank == 0;  // replicas: tp rank 0 stores them
     return s;
   }
-  s.split_dim = is_row_parallel_weight(*this, name) ? 1 : 0;
+  s.split_dim = layer_param_sharding(config, tp.size, name).row_weight ? 1 : 0;
   s.global_shape[s.split_dim] *= tp.size;
   s.offset[s.split_dim] = param->size(s.split_dim) * tp.rank;
   return s;

@@ -102,6 +102,9 @@ class MpiCommunicator final : public Communicator {
   void check_peer(int peer, const char* op, const char* what) const;
   // Completes `request` or ends the run when call `seq` passes its deadline.
   void wait(MPI_Request* request, uint64_t seq, MPI_Status* status = MPI_STATUS_IGNORE);
+  // After a receive into `tensor` from `peer` completed with `status`: RuntimeFailure unless
+  // exactly its numel elements arrived (a longer message already failed with MPI_ERR_TRUNCATE).
+  void check_received(const MPI_Status& status, const at::Tensor& tensor, int peer, const char* op) const;
   [[noreturn]] void timed_out(uint64_t seq);
   // kAvg division and the bf16 round trip after a reduction into `buffer`.
   void finish_reduction(at::Tensor& buffer, at::Tensor& result, ReduceOp op) const;
@@ -292,15 +295,18 @@ void MpiCommunicator::recv(at::Tensor& tensor, int peer) {
   HYDRA_MPI_CHECK(MPI_Irecv(tensor.data_ptr(), as_count(tensor.numel(), "recv"), type, peer,
                             kP2pTag, comm_, &request));
   MPI_Status status;
-  wait(&request, seq, &status);  // a longer message fails here with MPI_ERR_TRUNCATE
-  int received = 0;
-  HYDRA_MPI_CHECK(MPI_Get_count(&status, type, &received));
-  if (received != tensor.numel()) {
-    HYDRA_FAIL(RuntimeFailure, "recv on '" << name_ << "' from rank " << peer << ": got "
-                                           << received << " elements, expected " << tensor.numel()
-                                           << " (send and recv sizes must match)");
-  }
+  wait(&request, seq, &status);
+  check_received(status, tensor, peer, "recv");
   log_.end(seq);
+}
+
+void MpiCommunicator::check_received(const MPI_Status& status, const at::Tensor& tensor, int peer, const char* op) const {
+  int received = 0;
+  HYDRA_MPI_CHECK(MPI_Get_count(&status, transfer_type(tensor.scalar_type()), &received));
+  if (received != tensor.numel()) {
+    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "' from rank " << peer << ": got " << received
+                                  << " elements, expected " << tensor.numel() << " (send and recv sizes must match)");
+  }
 }
 
 void MpiCommunicator::exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) {
@@ -309,21 +315,15 @@ void MpiCommunicator::exchange(const at::Tensor& out, int send_peer, at::Tensor&
   check_peer(send_peer, "exchange", "send_peer");
   check_peer(recv_peer, "exchange", "recv_peer");
   const uint64_t seq = log_.begin("exchange", nbytes(out) + nbytes(in));
-  const MPI_Datatype in_type = transfer_type(in.scalar_type());
   MPI_Request requests[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-  HYDRA_MPI_CHECK(MPI_Irecv(in.data_ptr(), as_count(in.numel(), "exchange"), in_type, recv_peer, kP2pTag, comm_,
-                            &requests[0]));
+  HYDRA_MPI_CHECK(MPI_Irecv(in.data_ptr(), as_count(in.numel(), "exchange"), transfer_type(in.scalar_type()), recv_peer,
+                            kP2pTag, comm_, &requests[0]));
   HYDRA_MPI_CHECK(MPI_Isend(out.data_ptr(), as_count(out.numel(), "exchange"), transfer_type(out.scalar_type()),
                             send_peer, kP2pTag, comm_, &requests[1]));
   MPI_Status status;
   wait(&requests[0], seq, &status);
   wait(&requests[1], seq);
-  int received = 0;
-  HYDRA_MPI_CHECK(MPI_Get_count(&status, in_type, &received));
-  if (received != in.numel()) {
-    HYDRA_FAIL(RuntimeFailure, "exchange on '" << name_ << "' from rank " << recv_peer << ": got " << received
-                                               << " elements, expected " << in.numel());
-  }
+  check_received(status, in, recv_peer, "exchange");
   log_.end(seq);
 }
 

@@ -29,6 +29,11 @@ int64_t params_of_layer(const model::ModelConfig& c, int layer) {
   return p;
 }
 
+// What the first stage holds besides its layers (the embedding) and what the last one does
+// (the final norm, and the head or the tied embedding's copy).
+int64_t first_stage_extra(const model::ModelConfig& c) { return model::padded_vocab(c.vocab_size, 1) * c.dim; }
+int64_t last_stage_extra(const model::ModelConfig& c) { return c.dim + first_stage_extra(c); }
+
 std::vector<model::StageLayers> from_counts(const std::vector<int>& counts) {
   std::vector<model::StageLayers> plan;
   int first = 0;
@@ -99,13 +104,12 @@ std::vector<int> balanced_counts(const std::vector<int64_t>& unit_params, int st
 }  // namespace
 
 std::vector<int64_t> stage_params(const model::ModelConfig& c, const std::vector<model::StageLayers>& plan) {
-  const int64_t embedding = model::padded_vocab(c.vocab_size, 1) * c.dim;
   std::vector<int64_t> out;
   for (size_t s = 0; s < plan.size(); ++s) {
     int64_t p = 0;
     for (int l = plan[s].first; l < plan[s].end; ++l) p += params_of_layer(c, l);
-    if (s == 0) p += embedding;
-    if (s + 1 == plan.size()) p += c.dim + embedding;  // final norm; head or the tied copy
+    if (s == 0) p += first_stage_extra(c);
+    if (s + 1 == plan.size()) p += last_stage_extra(c);
     out.push_back(p);
   }
   return out;
@@ -127,8 +131,7 @@ std::vector<model::StageLayers> plan_pipeline_stages(const model::ModelConfig& c
   }
   std::vector<int64_t> unit_params(units, 0);
   for (int l = 0; l < total_layers(c); ++l) unit_params[l / unit] += params_of_layer(c, l);
-  const int64_t embedding = model::padded_vocab(c.vocab_size, 1) * c.dim;
-  std::vector<int> counts = balanced_counts(unit_params, stages, embedding, c.dim + embedding);
+  std::vector<int> counts = balanced_counts(unit_params, stages, first_stage_extra(c), last_stage_extra(c));
   for (int& n : counts) n *= unit;
   return from_counts(counts);
 }

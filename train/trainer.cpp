@@ -251,14 +251,14 @@ double evaluate(Run& run) {
 }
 
 // Where each parameter of this rank sits in the whole model, for checkpoints. Under pipeline
-// parallelism the stages after the first hold a copy of the tied embedding: the first
-// stage's is the one stored.
+// parallelism the last stage holds a copy of the tied embedding: the first stage's is the
+// one stored.
 const std::vector<model::ShardInfo>& placements(Run& run) {
   if (run.placements.size() != run.params.size()) {
     run.placements.clear();
     for (const auto& item : run.params) {
       model::ShardInfo shard = run.model->shard_of(item.first);
-      if (item.first == "embed.weight" && run.ctx.grid.coord.pp > 0) shard.primary = false;
+      if (tied_copy(run, item.first)) shard.primary = false;
       run.placements.push_back(std::move(shard));
     }
   }
@@ -326,8 +326,7 @@ std::string save(Run& run, const std::string& config_text) {
 // no rank continues from a checkpoint another rank could not read.
 bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpoint& out, std::string& problem) {
   try {
-    // Every rank assembles its optimizer part from the pieces of any dp size or ZeRO stage.
-    // Any dp, tp, pp, ZeRO stage: each rank reads the parts that overlap its own.
+    // Whatever dp, tp, pp or ZeRO stage wrote it: each rank reads the parts that overlap its own.
     const auto start = Clock::now();
     out = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim), placements(run));
     run.ckpt_times.load_ms = ms_since(start);
@@ -430,7 +429,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
     const bool save_now = last || (config.checkpoint.every > 0 && run.progress.step % config.checkpoint.every == 0);
     if (save_now) result.last_checkpoint = save(run, request.config_text);
     // SIGTERM/SIGUSR1 on any rank: all ranks agree at this step boundary, save, exit 75.
-    if (preemption_agreed(ctx.grid.shape.world() > 1 ? ctx.world.get() : nullptr, run.device)) {
+    if (preemption_agreed(world_of(run), run.device)) {
       if (!save_now) result.last_checkpoint = save(run, request.config_text);
       finish_async_save(run);
       HYDRA_FAIL(common::Preempted, "preempted by a signal at step " << run.progress.step << "; checkpoint "

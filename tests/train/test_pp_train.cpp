@@ -26,10 +26,6 @@ struct PpTrain : hydra::test::SandboxTest<PpTrain> {
   static constexpr const char* kTag = "hydra_pp_train";
   static constexpr int kSteps = 5;
 
-  // step -> {loss, grad_norm}.
-  static std::map<int, std::pair<double, double>> curve(const std::string& name) {
-    return sandbox()->loss_and_grad_norm(name);
-  }
 
   struct Layout {
     std::string name;
@@ -43,7 +39,7 @@ struct PpTrain : hydra::test::SandboxTest<PpTrain> {
     base.insert(base.end(), model.begin(), model.end());
     const auto one = sandbox()->train(tag + "_ref", 0, base);
     ASSERT_EQ(one.exit_code, 0) << one.output;
-    const auto want = curve(tag + "_ref");
+    const auto want = sandbox()->loss_and_grad_norm(tag + "_ref");
     ASSERT_EQ(want.size(), static_cast<size_t>(kSteps));
     EXPECT_GT(want.begin()->second.second, 0.5) << "the reference must clip for the test to mean something";
     for (const Layout& layout : layouts) {
@@ -52,7 +48,7 @@ struct PpTrain : hydra::test::SandboxTest<PpTrain> {
       const std::string name = tag + "_" + layout.name;
       const auto run = sandbox()->train(name, layout.np, sets);
       ASSERT_EQ(run.exit_code, 0) << name << "\n" << run.output;
-      const auto got = curve(name);
+      const auto got = sandbox()->loss_and_grad_norm(name);
       ASSERT_EQ(got.size(), want.size()) << name;
       for (const auto& [step, v] : want) {
         EXPECT_NEAR(got.at(step).first, v.first, 1e-4 * std::abs(v.first)) << name << " loss at step " << step;

@@ -21,10 +21,6 @@ namespace fs = std::filesystem;
 struct TpTrain : hydra::test::SandboxTest<TpTrain> {
   static constexpr const char* kTag = "hydra_tp_train";
   static constexpr int kSteps = 5;
-  // step -> {loss, grad_norm}.
-  static std::map<int, std::pair<double, double>> curve(const std::string& name) {
-    return sandbox()->loss_and_grad_norm(name);
-  }
 
   // `np` ranks with `layout` settings against one process, same global batch.
   static void expect_equals_one_process(const std::string& tag, bool tied, int np, const std::vector<std::string>& layout) {
@@ -36,8 +32,8 @@ struct TpTrain : hydra::test::SandboxTest<TpTrain> {
     par_sets.insert(par_sets.end(), layout.begin(), layout.end());
     const auto par = sandbox()->train(tag, np, par_sets);
     ASSERT_EQ(par.exit_code, 0) << par.output;
-    const auto want = curve(tag + "_ref");
-    const auto got = curve(tag);
+    const auto want = sandbox()->loss_and_grad_norm(tag + "_ref");
+    const auto got = sandbox()->loss_and_grad_norm(tag);
     ASSERT_EQ(want.size(), 5u);
     ASSERT_EQ(got.size(), 5u);
     for (const auto& [step, v] : want) {
