@@ -59,6 +59,8 @@ std::vector<KeySpec> build_schema() {
       {"parallel.pp_layers", HYDRA_FIELD(parallel.pp_layers), 1, 1 << 16, {}, false,
        "layers of each pipeline stage; empty: balanced by parameter count"},
       {"parallel.sequence_parallel", HYDRA_FIELD(parallel.sequence_parallel)},
+      {"parallel.overlap_grad_reduce", HYDRA_FIELD(parallel.overlap_grad_reduce), 0, 1, {}, false,
+       "reduce each gradient bucket during backward, as soon as it is complete"},
       {"parallel.backend", HYDRA_FIELD(parallel.backend), -kInf, kInf, {"auto", "mpi", "nccl"}},
       {"parallel.timeout_s", HYDRA_FIELD(parallel.timeout_s), 0.1, 86400, {}, false,
        "seconds before a collective that has not completed stops the run (exit 4)"},

@@ -14,6 +14,7 @@ struct ParallelConfig {
   int micro_batches = 1;          // micro-batches per step per data-parallel rank (pipeline)
   std::vector<int> pp_layers;     // layers of each pipeline stage; empty: balanced by parameters
   bool sequence_parallel = false;
+  bool overlap_grad_reduce = true;  // reduce gradient buckets during backward (grad_overlap.h)
   std::string backend = "auto";   // auto|mpi|nccl (auto: nccl on cuda, mpi on cpu)
   double timeout_s = 600.0;       // every collective; on expiry exit 4 naming it
 };

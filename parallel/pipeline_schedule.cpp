@@ -19,6 +19,7 @@ struct InFlight {
   at::Tensor input;   // received activation (undefined on the first stage)
   at::Tensor output;  // sent activation (undefined on the last stage)
   at::Tensor loss;
+  int micro = 0;
 };
 
 // The point-to-point steps of the schedule, named after Megatron's. On the first stage
@@ -64,6 +65,7 @@ struct StageLinks {
 
 InFlight forward_one(const StageForwardFn& forward, int micro, const at::Tensor& received, const StageLinks& links) {
   InFlight f;
+  f.micro = micro;
   if (received.defined()) f.input = received.requires_grad_(true);
   const StageForward out = forward(micro, f.input);
   HYDRA_CHECK(links.last || out.output.defined(), "pipeline stage " << links.stage << " produced no activation");
@@ -76,6 +78,7 @@ InFlight forward_one(const StageForwardFn& forward, int micro, const at::Tensor&
 at::Tensor backward_one(std::deque<InFlight>& in_flight, const at::Tensor& grad_output, const StageLinks& links) {
   InFlight f = std::move(in_flight.front());
   in_flight.pop_front();
+  if (f.micro == links.spec.micro_batches - 1 && links.spec.before_last_backward) links.spec.before_last_backward();
   std::vector<at::Tensor> roots, grads;
   if (!links.last) {
     roots.push_back(f.output);

@@ -40,6 +40,9 @@ struct PipelineSpec {
   int micro_batches = 1;
   std::vector<int64_t> activation_shape;    // [micro_batch, seq, dim]
   at::TensorOptions activation_options;     // dtype and device of the activations
+  // Called just before the backward of the last micro-batch, the one that completes the
+  // parameters' gradients (the gradient reduction arms its overlap there, grad_overlap.h).
+  std::function<void()> before_last_backward;
 };
 
 // Forward and backward of every micro-batch with the 1F1B schedule. Parameter gradients

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "common/errors.h"
+#include "parallel/grad_overlap.h"
 
 namespace hydra::parallel {
 namespace {
@@ -20,14 +21,24 @@ at::Tensor owned_grad(ZeroOptimizer& opt, size_t b) {
   return opt.grad_shard.narrow(0, bucket.local, bucket.owned.size());
 }
 
-// Where bucket `b`'s full flat contents live during a collective: its range of the flat
-// buffer (stages 0-1) or the front of the staging buffer (stage 2).
-at::Tensor bucket_buffer(ZeroOptimizer& opt, size_t b) {
+}  // namespace
+
+at::Tensor zero_bucket_buffer(ZeroOptimizer& opt, size_t b, int staging_index) {
   const Range& flat = opt.buckets[b].flat;
-  return opt.stage == 2 ? opt.staging.narrow(0, 0, flat.size()) : opt.flat_grad.narrow(0, flat.begin, flat.size());
+  if (opt.stage < 2) return opt.flat_grad.narrow(0, flat.begin, flat.size());
+  const int64_t stride = opt.staging.numel() / opt.staging_buffers;
+  return opt.staging.narrow(0, staging_index * stride, flat.size());
 }
 
-}  // namespace
+void zero_bucket_collective(ZeroOptimizer& opt, size_t b, at::Tensor& full) {
+  if (!opt.dp) return;
+  if (opt.stage == 0) {
+    opt.dp->all_reduce(full, ReduceOp::kAvg);
+  } else {
+    at::Tensor mine = owned_grad(opt, b);
+    opt.dp->reduce_scatter(full, mine, ReduceOp::kAvg);
+  }
+}
 
 std::vector<Range> plan_buckets(const FlatLayout& layout, int64_t bucket_numel) {
   HYDRA_CHECK(bucket_numel > 0, "bucket size " << bucket_numel);
@@ -92,22 +103,16 @@ std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt) {
 }
 
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params) {
+  if (finish_overlap(opt)) return;
   c10::NoGradGuard no_grad;
   // Buckets in a fixed order on every rank (the communicator's contract). Each bucket is
   // complete before its collective: gather it, reduce it, move on; the staging buffer of
   // stage 2 is reused because the MPI calls (and NCCL calls, in stream order) are done with
   // it before the next gather writes it.
   for (size_t b = 0; b < opt.buckets.size(); ++b) {
-    const ZeroBucket& bucket = opt.buckets[b];
-    at::Tensor full = bucket_buffer(opt, b);
-    gather_flat(layout, params, bucket.flat, Source::kGrad, full);
-    if (!opt.dp) continue;
-    if (opt.stage == 0) {
-      opt.dp->all_reduce(full, ReduceOp::kAvg);
-    } else {
-      at::Tensor mine = owned_grad(opt, b);
-      opt.dp->reduce_scatter(full, mine, ReduceOp::kAvg);
-    }
+    at::Tensor full = zero_bucket_buffer(opt, b);
+    gather_flat(layout, params, opt.buckets[b].flat, Source::kGrad, full);
+    zero_bucket_collective(opt, b, full);
   }
 }
 
@@ -161,7 +166,7 @@ void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& 
     }
     // The gradient in the bucket's buffer has been consumed (reduce-scattered), so the
     // buffer takes the gathered weights.
-    at::Tensor full = bucket_buffer(opt, b);
+    at::Tensor full = zero_bucket_buffer(opt, b);
     opt.dp->all_gather(state.master, full);
     scatter_flat(layout, params, bucket.flat, full);
   }
@@ -182,13 +187,14 @@ ZeroMemory zero_memory(const ZeroOptimizer& opt, const NamedParams& params) {
   return m;
 }
 
-ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket) {
+ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket,
+                               int staging_buffers) {
   ZeroMemory m;
   m.weights = dtype_bytes * numel;
   m.gradients = dtype_bytes * numel;
   if (stage == 0) m.gradients += 4 * numel;
   if (stage == 1) m.gradients += 4 * numel + 4 * owned;
-  if (stage == 2) m.gradients += 4 * largest_bucket + 4 * owned;
+  if (stage == 2) m.gradients += 4 * largest_bucket * staging_buffers + 4 * owned;
   m.optimizer = 16 * owned;
   return m;
 }
@@ -201,7 +207,7 @@ void log_zero_memory(const ZeroOptimizer& opt, const NamedParams& params, int wo
   int64_t owned = 0;
   int64_t largest = 0;
   for (const ZeroBucket& b : opt.buckets) owned += b.owned.size(), largest = std::max(largest, b.flat.size());
-  const ZeroMemory f = zero_memory_formula(opt.stage, numel, dtype_bytes, owned, largest);
+  const ZeroMemory f = zero_memory_formula(opt.stage, numel, dtype_bytes, owned, largest, opt.staging_buffers);
   const bool match = f.weights == m.weights && f.gradients == m.gradients && f.optimizer == m.optimizer;
   const double mib = 1.0 / (1 << 20);
   common::log_info("memory: rank %d, zero stage %d over %d dp ranks, %zu buckets: weights %lld B (%.2f MiB), "

@@ -18,16 +18,11 @@
 // stores the state in parameter space unchanged (/optim/<group>/<name> + flat_range) and
 // loads it into any other dp size, stage or bucket size.
 //
-// Stream contract (CUDA/NCCL). Today every collective runs on the current stream of the
-// gradients' device, after backward in stream order, so no extra synchronisation is needed.
-// Overlap with backward (a per-bucket autograd hook, not implemented yet) must: record an
-// event on the compute stream once the bucket's last gradient is written; make the
-// communication stream wait on it; gather + reduce-scatter there; call record_stream(comm)
-// on the staging/grad tensors the collective reads or writes (so the caching allocator does
-// not reuse them early); and before the norm/step, make the compute stream wait on an event
-// recorded on the communication stream after the last bucket. Buckets must be issued in the
-// same order on every rank (the communicator's contract), i.e. in fixed reverse bucket
-// order, not in hook-firing order.
+// Overlap with backward (parallel/grad_overlap.h, on by default in the trainer): during the
+// last micro-batch's backward each bucket is reduced as soon as autograd has accumulated the
+// final gradient of all its parameters, on a side stream on CUDA, in one fixed order on every
+// rank; zero_reduce_gradients then issues what is left and makes the compute stream wait.
+// Without it, every collective runs after backward on the gradients' current stream.
 //
 // Memory (bytes per rank; N parameters, s = bytes of the model dtype, P = dp, S = elements
 // this rank owns = N at stage 0, sum of its bucket parts ~ N/P at stages 1-2, B = largest
@@ -36,7 +31,8 @@
 //   gradients:  s*N                 (.grad, filled by autograd; kept at every stage)
 //             + stage 0: 4N         (flat fp32 buffer, all-reduced in place)
 //               stage 1: 4N + 4S    (flat fp32 buffer + reduced shard)
-//               stage 2: 4B + 4S    (bucket staging buffer + reduced shard)
+//               stage 2: 4kB + 4S   (k bucket staging buffers + reduced shard; k = 2 with
+//                                    overlap, so a bucket is gathered while one is reduced)
 //   optimizer:  16*S                (fp32 master, m, v and AdamW's fp32 decay mask)
 // With fp32 weights that is 28 bytes/param at stage 0, 12 + 20/P at stage 1 and 4 + 4 + 20/P
 // (+ 4B/N) at stage 2, against the notes' mixed-precision 16, 4 + 12/P and 2 + 14/P: our
@@ -47,6 +43,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "parallel/adamw.h"
@@ -64,14 +61,18 @@ struct ZeroBucket {
   int64_t local = 0;  // where `owned` starts in ZeroOptimizer::grad_shard
 };
 
+struct GradOverlap;  // parallel/grad_overlap.cpp
+
 struct ZeroOptimizer {
   int stage = 0;
   Communicator* dp = nullptr;      // the data-parallel group; null means one rank
   std::vector<ZeroBucket> buckets;
   std::vector<AdamWState> states;  // one per bucket, range = bucket.owned
   at::Tensor flat_grad;   // fp32 [N]: stages 0 and 1 (stage 1 also all-gathers into it)
-  at::Tensor staging;     // fp32 [largest bucket]: stage 2 only
+  at::Tensor staging;     // fp32 [staging_buffers x largest bucket]: stage 2 only
+  int staging_buffers = 1;
   at::Tensor grad_shard;  // fp32 [owned elements]; at stage 0 the same storage as flat_grad
+  std::shared_ptr<GradOverlap> overlap;  // null: every bucket is reduced after backward
 };
 
 // The bucket ranges of `layout`: whole parameters, at most `bucket_numel` elements unless a
@@ -89,8 +90,15 @@ std::vector<AdamWState*> zero_states(ZeroOptimizer& opt);
 std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt);
 
 // Reads the accumulated .grad of every parameter, averages it over dp bucket by bucket and
-// leaves this rank's owned part in grad_shard. Collective over dp.
+// leaves this rank's owned part in grad_shard. Collective over dp. With overlap armed
+// (grad_overlap.h), only the buckets backward has not started are reduced here.
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params);
+
+// One bucket's reduction, in two halves that may run on different streams: where its full
+// flat gradient is gathered (its range of flat_grad, or staging buffer `staging_index` at
+// stage 2), and the collective that averages it over dp into grad_shard (none with one rank).
+at::Tensor zero_bucket_buffer(ZeroOptimizer& opt, size_t bucket, int staging_index = 0);
+void zero_bucket_collective(ZeroOptimizer& opt, size_t bucket, at::Tensor& full);
 
 // The L2 norm of the whole averaged gradient of the model: the local sum of squares of
 // grad_shard, summed over dp (stages 1-2; each element is owned by exactly one rank, so none
@@ -120,7 +128,8 @@ struct ZeroMemory {
 // allocate it in the parameters' dtype, the optimizer's buffers and states).
 ZeroMemory zero_memory(const ZeroOptimizer& opt, const NamedParams& params);
 // The closed form of the Memory section for `numel` parameters of `dtype_bytes` each.
-ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket);
+ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket,
+                               int staging_buffers = 1);
 
 // Logs this rank's ZeroMemory through hydra::common::log_info.
 void log_zero_memory(const ZeroOptimizer& opt, const NamedParams& params, int world_rank);

@@ -19,6 +19,7 @@
 #include "model/model_info.h"
 #include "parallel/adamw.h"
 #include "parallel/flat_layout.h"
+#include "parallel/grad_overlap.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/tensor_parallel.h"
@@ -53,6 +54,7 @@ struct Run {
   std::vector<model::ShardInfo> placements;
   std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer = std::make_unique<checkpoint::AsyncCheckpointWriter>();
   CheckpointTimes ckpt_times;
+  bool overlap_reported = false;  // the first step logs how much of the reduction overlapped
 };
 
 parallel::NamedParams named_params(const model::HydraModel& model) {
@@ -86,6 +88,15 @@ bool has_tied_copy(const Run& run) {
 }
 bool tied_copy(const Run& run, const std::string& name) {
   return has_tied_copy(run) && run.ctx.grid.last_stage() && name == "embed.weight";
+}
+
+// Gradient buckets reduced during backward (parallel/grad_overlap.h); the tied embedding's
+// buckets wait for its exchange after backward.
+void enable_overlap(Run& run) {
+  if (!run.config.parallel.overlap_grad_reduce) return;
+  std::vector<std::string> deferred;
+  if (has_tied_copy(run)) deferred.push_back("embed.weight");
+  parallel::zero_enable_overlap(run.optim, run.layout, run.params, deferred);
 }
 
 Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
@@ -122,6 +133,7 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   run.optim = parallel::make_zero_optimizer(run.layout, run.params, ctx.dp.get(), config.parallel.zero_stage);
   if (config.train.dtype == "bf16") run.model->to(at::kBFloat16);
   run.params = named_params(run.model);  // the same names, now in the compute dtype
+  enable_overlap(run);
   parallel::log_zero_memory(run.optim, run.params, ctx.grid.rank);
   if (ctx.grid.shape.pp > 1) {  // (info lines print on rank 0)
     const auto held = parallel::stage_params(config.model, stages);
@@ -144,12 +156,13 @@ struct StepResult {
 
 // The pipeline over this rank's micro-batches (one stage without pipeline parallelism):
 // activations of micro_batch sequences of seq_len tokens, in the model's dtype.
-parallel::PipelineSpec pipeline_spec(const Run& run, int micro_batches) {
+parallel::PipelineSpec pipeline_spec(Run& run, int micro_batches) {
   parallel::PipelineSpec spec;
   spec.pp = run.ctx.pp.get();
   spec.micro_batches = micro_batches;
   spec.activation_shape = {run.micro_batch, run.config.train.seq_len, run.config.model.dim};
   spec.activation_options = run.device.dtype(run.params.front().second.scalar_type());
+  spec.before_last_backward = [&run] { parallel::zero_arm_overlap(run.optim, run.layout, run.params); };
   return spec;
 }
 
@@ -202,6 +215,12 @@ StepResult train_step(Run& run, double lr) {
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(loss_sum, parallel::ReduceOp::kSum);
   // Averaged over dp (all-reduce or reduce-scatter by ZeRO stage); this rank keeps its part.
   parallel::zero_reduce_gradients(run.optim, run.layout, run.params);
+  if (run.optim.overlap && !run.overlap_reported) {
+    const parallel::OverlapStats o = parallel::overlap_stats(run.optim);
+    common::log_info("overlap: %d of %d gradient buckets were reduced during backward", o.issued_during_backward,
+                     o.buckets);
+    run.overlap_reported = true;
+  }
   if (dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
   StepResult r;
   r.loss = loss_sum[0].item<double>();
@@ -367,6 +386,7 @@ void restore(Run& run, const RunRequest& request) {
   } else if (request.init_from) {
     checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, placements(run));
     run.optim = parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), run.config.parallel.zero_stage);
+    enable_overlap(run);
     common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
   }
 }

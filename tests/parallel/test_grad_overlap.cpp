@@ -1,0 +1,127 @@
+// Gradient reduction during backward (parallel/grad_overlap.h) on one process, with a stand-in
+// data-parallel group of two ranks whose other rank holds the same gradient. Its collectives
+// are tensor operations on the calling thread's current stream, so on a GPU they race with
+// backward exactly where NCCL would: if the side stream did not wait for the gathered bucket,
+// or the compute stream for the side stream, the reduced gradient would hold stale values.
+// Reference: the same model and micro-batches reduced after backward (no overlap), bitwise.
+// On a GPU (CUDA build, label gpu) it also checks that the collectives started during
+// backward ran on the side stream; on the CPU it checks the hook and ordering logic only.
+#include <ATen/ATen.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "parallel/grad_overlap.h"
+#include "parallel/zero_optimizer.h"
+
+namespace hydra::parallel {
+namespace {
+
+// Rank 0 of two ranks that hold equal tensors: the average of both is the tensor itself.
+class MirroredPair : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  const std::string& name() const override { return name_; }
+  const std::vector<int>& world_ranks() const override { return ranks_; }
+  void all_reduce(at::Tensor& t, ReduceOp) override {
+    note(t);
+    t.copy_(t * 0.5 + t * 0.5);  // reads and writes the buffer on the current stream
+  }
+  void reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp) override {
+    note(input);
+    const Range mine = shard_range(input.numel(), 2, 0);
+    output.copy_(input.narrow(0, mine.begin, mine.size()) * 0.5 + input.narrow(0, mine.begin, mine.size()) * 0.5);
+  }
+  void all_gather(const at::Tensor& input, at::Tensor& output) override {
+    const Range mine = shard_range(output.numel(), 2, 0);
+    output.zero_();
+    output.narrow(0, mine.begin, mine.size()).copy_(input);
+  }
+  void broadcast(at::Tensor&, int) override { HYDRA_FAIL(common::RuntimeFailure, "not used"); }
+  void send(const at::Tensor&, int) override { HYDRA_FAIL(common::RuntimeFailure, "not used"); }
+  void recv(at::Tensor&, int) override { HYDRA_FAIL(common::RuntimeFailure, "not used"); }
+  void exchange(const at::Tensor&, int, at::Tensor&, int) override { HYDRA_FAIL(common::RuntimeFailure, "not used"); }
+  void barrier() override {}
+
+  std::vector<c10::Stream> streams;  // the current stream at each reducing call
+
+ private:
+  void note(const at::Tensor& t) { streams.push_back(c10::impl::VirtualGuardImpl(t.device().type()).getStream(t.device())); }
+  std::string name_ = "dp";
+  std::vector<int> ranks_ = {0, 1};
+};
+
+c10::Device test_device() { return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU); }
+
+// A stack of wide layers: backward keeps the GPU busy long after the host has enqueued it.
+struct Stack {
+  std::vector<torch::nn::Linear> layers;
+  NamedParams params;
+  explicit Stack(int width, int depth) {
+    torch::manual_seed(3);
+    for (int i = 0; i < depth; ++i) {
+      layers.emplace_back(width, width);
+      layers.back()->to(test_device());
+      for (const auto& p : layers.back()->named_parameters()) params.emplace_back("l" + std::to_string(i) + "." + p.key(), p.value());
+    }
+  }
+  void backward(const at::Tensor& x) {
+    at::Tensor h = x;
+    for (auto& l : layers) h = torch::tanh(l->forward(h));
+    (h * h).mean().backward();
+  }
+};
+
+class GradOverlapOneProcess : public ::testing::TestWithParam<int> {};
+
+TEST_P(GradOverlapOneProcess, SameReducedGradientAsAfterBackward) {
+  const int stage = GetParam();
+  const bool gpu = test_device().is_cuda();
+  const int width = gpu ? 1536 : 48, depth = 8, micro = 2;
+  Stack overlapped(width, depth), plain(width, depth);
+  MirroredPair dp_a, dp_b;
+  const FlatLayout layout = make_flat_layout(overlapped.params);
+  // About one bucket per layer (a weight plus the next bias), issued from the last layer down.
+  const int64_t bucket = int64_t{width} * width + width;
+  ZeroOptimizer a = make_zero_optimizer(layout, overlapped.params, &dp_a, stage, bucket);
+  ZeroOptimizer b = make_zero_optimizer(layout, plain.params, &dp_b, stage, bucket);
+  ASSERT_GE(a.buckets.size(), 4u);
+  zero_enable_overlap(a, layout, overlapped.params, {});
+  const auto opts = at::TensorOptions().device(test_device());
+  for (int step = 0; step < 3; ++step) {
+    for (Stack* s : {&overlapped, &plain}) {
+      for (auto& item : s->params) item.second.mutable_grad() = at::Tensor();
+    }
+    std::vector<at::Tensor> xs;
+    for (int m = 0; m < micro; ++m) xs.push_back(at::randn({64, width}, opts));
+    dp_a.streams.clear();
+    for (int m = 0; m < micro; ++m) {
+      if (m == micro - 1) zero_arm_overlap(a, layout, overlapped.params);
+      overlapped.backward(xs[m]);
+    }
+    zero_reduce_gradients(a, layout, overlapped.params);
+    for (int m = 0; m < micro; ++m) plain.backward(xs[m]);
+    zero_reduce_gradients(b, layout, plain.params);
+    // Before the comparison reads them: the reduced gradients are ready on the compute stream.
+    EXPECT_TRUE(at::equal(a.grad_shard, b.grad_shard)) << "stage " << stage << " step " << step;
+    EXPECT_EQ(overlap_stats(a).issued_during_backward, static_cast<int>(a.buckets.size())) << "step " << step;
+    ASSERT_EQ(dp_a.streams.size(), a.buckets.size());
+    if (gpu) {
+      const c10::Stream compute = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(test_device());
+      for (const c10::Stream& s : dp_a.streams) EXPECT_NE(s, compute) << "a collective ran on the compute stream";
+      for (const c10::Stream& s : dp_b.streams) EXPECT_EQ(s, compute);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(ZeroStages, GradOverlapOneProcess, ::testing::Values(0, 1, 2),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
+}  // namespace
+}  // namespace hydra::parallel
