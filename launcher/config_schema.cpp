@@ -61,6 +61,8 @@ std::vector<KeySpec> build_schema() {
       {"parallel.sequence_parallel", HYDRA_FIELD(parallel.sequence_parallel)},
       {"parallel.overlap_grad_reduce", HYDRA_FIELD(parallel.overlap_grad_reduce), 0, 1, {}, false,
        "reduce each gradient bucket during backward, as soon as it is complete"},
+      {"parallel.bucket_mb", HYDRA_FIELD(parallel.bucket_mb), 0.001, 1 << 20, {}, false,
+       "MiB of fp32 gradient per reduction bucket (whole parameters; a larger one is a bucket of its own)"},
       {"parallel.backend", HYDRA_FIELD(parallel.backend), -kInf, kInf, {"auto", "mpi", "nccl"}},
       {"parallel.timeout_s", HYDRA_FIELD(parallel.timeout_s), 0.1, 86400, {}, false,
        "seconds before a collective that has not completed stops the run (exit 4)"},

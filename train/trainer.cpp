@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -90,6 +91,13 @@ bool tied_copy(const Run& run, const std::string& name) {
   return has_tied_copy(run) && run.ctx.grid.last_stage() && name == "embed.weight";
 }
 
+// The ZeRO optimizer of the layout, with master weights from the parameters' current values.
+parallel::ZeroOptimizer make_optimizer(Run& run) {
+  const auto& p = run.config.parallel;
+  const int64_t bucket = std::max<int64_t>(1, std::llround(p.bucket_mb * (1 << 20) / 4));
+  return parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), p.zero_stage, bucket);
+}
+
 // Gradient buckets reduced during backward (parallel/grad_overlap.h); the tied embedding's
 // buckets wait for its exchange after backward.
 void enable_overlap(Run& run) {
@@ -130,7 +138,7 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   // Master weights come from the fp32 init, before the model is cast to its compute dtype.
   run.device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
   run.model->to(run.device.device());
-  run.optim = parallel::make_zero_optimizer(run.layout, run.params, ctx.dp.get(), config.parallel.zero_stage);
+  run.optim = make_optimizer(run);
   if (config.train.dtype == "bf16") run.model->to(at::kBFloat16);
   run.params = named_params(run.model);  // the same names, now in the compute dtype
   enable_overlap(run);
@@ -385,7 +393,7 @@ void restore(Run& run, const RunRequest& request) {
                                        << run.config.checkpoint.dir << " could be loaded (see the warnings above)");
   } else if (request.init_from) {
     checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, placements(run));
-    run.optim = parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), run.config.parallel.zero_stage);
+    run.optim = make_optimizer(run);
     enable_overlap(run);
     common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
   }

@@ -85,8 +85,15 @@ TEST_F(ZeroTrain, Dp2EveryStageMatchesOneProcess) {
   expect_ok(train("ref", 0, {}));
   for (int stage : {0, 1, 2}) {
     const std::string name = "dp2_zero" + std::to_string(stage);
-    const auto run = train(name, 2, {"parallel.dp=2", "parallel.zero_stage=" + std::to_string(stage)});
+    // Buckets of ~1k elements: many, reduced during the last micro-batch's backward.
+    const auto run = train(name, 2, {"parallel.dp=2", "parallel.zero_stage=" + std::to_string(stage), "parallel.bucket_mb=0.004"});
     expect_ok(run);
+    int during = 0, buckets = 0;
+    const size_t at = run.output.find("overlap: ");
+    ASSERT_NE(at, std::string::npos) << run.output;
+    ASSERT_EQ(std::sscanf(run.output.c_str() + at, "overlap: %d of %d", &during, &buckets), 2);
+    EXPECT_GT(buckets, 10);
+    EXPECT_GT(during, 0);
     // The memory report of every rank is logged and matches its formula (rank 0 prints it).
     EXPECT_NE(run.output.find("zero stage " + std::to_string(stage) + " over 2 dp ranks"), std::string::npos);
     EXPECT_NE(run.output.find("matches the ZeRO formula"), std::string::npos) << run.output;
