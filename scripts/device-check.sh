@@ -55,7 +55,8 @@ fi
 
 # Training throughput and memory of the `small` variant in bf16 on the prepared corpus that
 # travels with the call (data-cache/gpu-tokens, made by `hydra data prepare`): one GPU, then,
-# with several GPUs, data parallelism over all of them at ZeRO 0, 1 and 2, tp 2 and pp 2, in
+# with several GPUs, data parallelism over all of them at ZeRO 0, 1 and 2 (and ZeRO 1 without the
+# overlap of gradient reduction and backward, its baseline), tp 2 and pp 2, in
 # the same call so the numbers compare. Every run's metrics rows (tok_s, mfu, mem_gb) are
 # gathered into $OUT/train-small.json ({run: [rows]}); the logs go to $OUT/train.log.
 DATA=${HYDRA_GPU_DATA:-data-cache/gpu-tokens}
@@ -86,6 +87,8 @@ if [ -f "$DATA/manifest.json" ] && [ "${HYDRA_TRAIN_BENCH:-1}" != 0 ]; then
     echo "device-check: eval of $latest FAILED"
   if (( ngpu >= 2 )); then
     for zero in 0 1 2; do bench_run "dp${ngpu}_zero$zero" "$ngpu" --set parallel.zero_stage=$zero; done
+    # The baseline of the gradient-reduction overlap (on in the runs above): all buckets after backward.
+    bench_run "dp${ngpu}_zero1_no_overlap" "$ngpu" --set parallel.zero_stage=1 --set parallel.overlap_grad_reduce=false
     bench_run tp2 "$ngpu" --set parallel.tp=2                       # dp = GPUs / 2
     bench_run pp2 "$ngpu" --set parallel.pp=2 --set train.micro_batch=2  # micro-batches of 2: several in flight
   fi
