@@ -51,13 +51,19 @@ TEST_F(GpuParallelTrain, LayoutsEqualOneGpuInBf16) {
     int np;
     Sets sets;
   };
-  std::vector<Layout> layouts = {{"dp2_zero1", 2, {"parallel.dp=2", "parallel.zero_stage=1"}},
+  // Buckets of ~1k elements: many, reduced on the side stream during backward (and, as the
+  // baseline, after it).
+  const std::string small_buckets = "parallel.bucket_mb=0.004";
+  std::vector<Layout> layouts = {{"dp2_zero1", 2, {"parallel.dp=2", "parallel.zero_stage=1", small_buckets}},
+                                 {"dp2_zero2", 2, {"parallel.dp=2", "parallel.zero_stage=2", small_buckets}},
+                                 {"dp2_zero1_no_overlap", 2,
+                                  {"parallel.dp=2", "parallel.zero_stage=1", small_buckets, "parallel.overlap_grad_reduce=false"}},
                                  {"tp2", 2, {"parallel.tp=2"}},
                                  {"pp2", 2, {"parallel.pp=2"}}};
   if (gpus >= 4) {
     layouts.push_back({"tp2_pp2", 4, {"parallel.tp=2", "parallel.pp=2"}});
     layouts.push_back({"pp2_dp2_zero2", 4, {"parallel.pp=2", "parallel.dp=2", "parallel.zero_stage=2",
-                                            "train.micro_batch=1"}});
+                                            "train.micro_batch=1", small_buckets}});
   }
   for (const Layout& layout : layouts) {
     const auto run = sandbox()->train(layout.name, layout.np, with(layout.sets));
