@@ -8,6 +8,14 @@
 // while backward goes on through earlier layers. zero_reduce_gradients then issues what is
 // left and makes the compute stream wait for the side stream.
 //
+// When is a parameter's gradient final? Its accumulator fires once per backward that reaches
+// it: once, or once per recomputed segment with activation checkpointing (the recompute runs
+// a backward of its own, and MoR's recursions reuse a block's parameters). The counts are
+// learned in the first armed backward (which reduces everything after backward) and used
+// from then on, as DDP's static_graph does. If a gradient still arrives after its bucket was
+// reduced (the graph changed), finish_overlap finds it, all ranks agree in one tiny
+// all-reduce, and the reduction is done again after backward: correct, only slower, once.
+//
 // Why a fixed order: every rank must call the collectives in the same order (communicator.h),
 // but hooks may fire in different orders on different ranks (MoD/MoR routing differs per
 // batch). Buckets are issued by descending index (backward reaches the last layers first);
@@ -49,13 +57,16 @@ void zero_enable_overlap(ZeroOptimizer& opt, const FlatLayout& layout, const Nam
 void zero_arm_overlap(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params);
 
 // Called by zero_reduce_gradients: if armed, issues the remaining buckets in order, makes the
-// compute stream wait for the side stream, disarms and returns true.
+// compute stream wait for the side stream and disarms; returns true if that completed the
+// reduction, false if it must be done again after backward (a late gradient on some rank).
 bool finish_overlap(ZeroOptimizer& opt);
 
-// How many buckets the last armed backward reduced before it returned (for the log and tests).
+// How many buckets the last armed backward reduced before it returned, and how many times a
+// late gradient made the reduction run again after backward (for the log and tests).
 struct OverlapStats {
   int buckets = 0;
   int issued_during_backward = 0;
+  int redone = 0;
 };
 OverlapStats overlap_stats(const ZeroOptimizer& opt);
 

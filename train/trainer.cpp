@@ -55,7 +55,7 @@ struct Run {
   std::vector<model::ShardInfo> placements;
   std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer = std::make_unique<checkpoint::AsyncCheckpointWriter>();
   CheckpointTimes ckpt_times;
-  bool overlap_reported = false;  // the first step logs how much of the reduction overlapped
+  int steps_run = 0;  // by this process (the second logs how much of the reduction overlapped)
 };
 
 parallel::NamedParams named_params(const model::HydraModel& model) {
@@ -223,11 +223,12 @@ StepResult train_step(Run& run, double lr) {
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(loss_sum, parallel::ReduceOp::kSum);
   // Averaged over dp (all-reduce or reduce-scatter by ZeRO stage); this rank keeps its part.
   parallel::zero_reduce_gradients(run.optim, run.layout, run.params);
-  if (run.optim.overlap && !run.overlap_reported) {
+  // The first step learns how often each gradient accumulator fires (grad_overlap.h); the
+  // second is the first to overlap.
+  if (run.optim.overlap && ++run.steps_run == 2) {
     const parallel::OverlapStats o = parallel::overlap_stats(run.optim);
     common::log_info("overlap: %d of %d gradient buckets were reduced during backward", o.issued_during_backward,
                      o.buckets);
-    run.overlap_reported = true;
   }
   if (dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
   StepResult r;

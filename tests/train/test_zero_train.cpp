@@ -108,6 +108,23 @@ TEST_F(ZeroTrain, Dp2EveryStageMatchesOneProcess) {
   }
 }
 
+// Activation checkpointing recomputes each layer in a backward of its own, so an accumulator
+// fires once per recomputed segment that uses the parameter (MoR's recursions reuse them):
+// the overlap learns the counts in step 1 and must not reduce a bucket before its last one.
+TEST_F(ZeroTrain, Dp2RecomputedLayersWithOverlapMatchOneProcess) {
+  expect_ok(train("ref", 0, {}));
+  const auto run = train("dp2_zero1_recompute", 2, {"parallel.dp=2", "parallel.zero_stage=1", "parallel.bucket_mb=0.004",
+                                                     "train.activation_checkpointing=layer"});
+  expect_ok(run);
+  int during = 0, buckets = 0;
+  const size_t at = run.output.find("overlap: ");
+  ASSERT_NE(at, std::string::npos) << run.output;
+  ASSERT_EQ(std::sscanf(run.output.c_str() + at, "overlap: %d of %d", &during, &buckets), 2);
+  EXPECT_GT(during, 0);
+  expect_same_losses("dp2_zero1_recompute", "ref");
+  expect_same_weights("dp2_zero1_recompute", "ref");
+}
+
 TEST_F(ZeroTrain, Dp4Zero1MatchesOneProcess) {
   expect_ok(train("ref", 0, {}));
   // Four ranks of one sequence each: the same global batch of 4.
