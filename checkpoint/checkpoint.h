@@ -76,6 +76,7 @@ struct LoadedCheckpoint {
   std::map<std::string, int64_t> layout;
   int64_t optim_step = -1;  // AdamW's step count, -1 when the checkpoint holds no optimizer state
   std::map<std::string, FileChecksum> files;  // rank file name -> bytes and CRC-32 (index)
+  int64_t bytes_read = 0;  // dataset bytes load_checkpoint read from the rank files
 };
 
 // Reads the index of a committed checkpoint (InputError naming what is wrong otherwise).
@@ -86,7 +87,8 @@ LoadedCheckpoint read_index(const std::string& dir);
 // wrote them. `placements` as in SaveRequest (empty: every parameter whole). A checkpoint of
 // another model shape, or one missing a part this rank needs, is an InputError naming the
 // parameter (and the file where one is involved). Reads only the files and datasets that
-// overlap this rank's parts, each whole so that its checksum is verified.
+// overlap this rank's parts, and of each dataset only the CRC blocks (whole rows) that hold
+// elements this rank needs; every block read is verified.
 LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedParams& params,
                                  const parallel::FlatLayout& layout, parallel::AdamWState* optim,
                                  const std::vector<model::ShardInfo>& placements = {});

@@ -19,7 +19,7 @@ struct FileChecksum {
   uint32_t crc32 = 0;
 };
 
-// Reads `path` once (CRC-32 of the zlib polynomial, h5_file.h's crc32).
+// Reads `path` once (CRC-32 of the zlib polynomial, crc32.h, computed in parallel).
 FileChecksum checksum_file(const std::string& path);
 
 // Writes `<path>.crc32` (bytes and CRC, one line) for the file just written, fsynced.

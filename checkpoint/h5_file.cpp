@@ -1,21 +1,22 @@
 #include "checkpoint/h5_file.h"
 
-#include <ATen/ops/empty.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <utility>
 
+#include "checkpoint/crc32.h"
+#include "checkpoint/h5_detail.h"
 #include "common/errors.h"
 
 namespace hydra::checkpoint {
 namespace {
 
 using common::InputError;
+using h5_detail::Handle;
 
 // HDF5 prints its error stack to stderr by default; we collect it into the exception
 // instead. Called once before the first HDF5 call of each file operation.
@@ -30,33 +31,6 @@ herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* out) {
   return 0;
 }
 
-std::string hdf5_error_text() {
-  std::string text;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &text);
-  H5Eclear2(H5E_DEFAULT);
-  return text.empty() ? "unknown HDF5 error" : text;
-}
-
-// Throws InputError "<file>: <object>: <what> failed: <HDF5 stack>" when `rc` < 0.
-#define HYDRA_H5_CHECK(rc, file, object, what)                                              \
-  do {                                                                                      \
-    if ((rc) < 0) {                                                                         \
-      HYDRA_FAIL(InputError, file << ": " << object << ": " << what << " failed: " << hdf5_error_text()); \
-    }                                                                                       \
-  } while (0)
-
-// Closes an HDF5 handle of any kind when it goes out of scope.
-struct Handle {
-  hid_t id = -1;
-  herr_t (*closer)(hid_t) = nullptr;
-  Handle(hid_t i, herr_t (*c)(hid_t)) : id(i), closer(c) {}
-  Handle(const Handle&) = delete;
-  ~Handle() {
-    if (id >= 0 && closer) closer(id);
-  }
-  operator hid_t() const { return id; }
-};
-
 // A 16-bit IEEE-style float type: HDF5 1.10 predefines none. bf16 is float32 with the low 16
 // mantissa bits cut off (8 exponent bits, bias 127), so h5py widens it to float32 exactly;
 // half has 5 exponent bits and bias 15.
@@ -70,8 +44,22 @@ hid_t make_float16_type(size_t exponent_bits, size_t bias) {
   return t;
 }
 
-// The file/memory type of a tensor dtype (a new handle the caller closes).
-hid_t type_of(at::ScalarType dtype) {
+hid_t link_create_props() {
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  return lcpl;
+}
+
+}  // namespace
+
+std::string h5_detail::hdf5_error_text() {
+  std::string text;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &text);
+  H5Eclear2(H5E_DEFAULT);
+  return text.empty() ? "unknown HDF5 error" : text;
+}
+
+hid_t h5_detail::type_of(at::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat: return H5Tcopy(H5T_IEEE_F32LE);
     case at::kDouble: return H5Tcopy(H5T_IEEE_F64LE);
@@ -84,7 +72,7 @@ hid_t type_of(at::ScalarType dtype) {
   }
 }
 
-at::ScalarType dtype_of(hid_t type, const std::string& file, const std::string& object) {
+at::ScalarType h5_detail::dtype_of(hid_t type, const std::string& file, const std::string& object) {
   const H5T_class_t cls = H5Tget_class(type);
   const size_t size = H5Tget_size(type);
   if (cls == H5T_FLOAT) {
@@ -101,14 +89,6 @@ at::ScalarType dtype_of(hid_t type, const std::string& file, const std::string& 
   HYDRA_FAIL(InputError, file << ": " << object << ": unsupported stored type (class " << cls << ", "
                               << size << " bytes)");
 }
-
-hid_t link_create_props() {
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-  H5Pset_create_intermediate_group(lcpl, 1);
-  return lcpl;
-}
-
-}  // namespace
 
 H5File H5File::create(const std::string& path) {
   silence_hdf5_printing();
@@ -130,13 +110,15 @@ H5File H5File::open_read(const std::string& path) {
   return H5File(id, path);
 }
 
-H5File::H5File(H5File&& other) noexcept : id_(std::exchange(other.id_, -1)), path_(std::move(other.path_)) {}
+H5File::H5File(H5File&& other) noexcept
+    : id_(std::exchange(other.id_, -1)), path_(std::move(other.path_)), bytes_read_(other.bytes_read_) {}
 
 H5File& H5File::operator=(H5File&& other) noexcept {
   if (this != &other) {
     close();
     id_ = std::exchange(other.id_, -1);
     path_ = std::move(other.path_);
+    bytes_read_ = other.bytes_read_;
   }
   return *this;
 }
@@ -154,9 +136,9 @@ void H5File::close() {
 
 void H5File::flush() { HYDRA_H5_CHECK(H5Fflush(id_, H5F_SCOPE_GLOBAL), path_, "/", "flush"); }
 
-void H5File::write_tensor(const std::string& object, const at::Tensor& tensor) {
+void H5File::write_tensor(const std::string& object, const at::Tensor& tensor, int64_t crc_block_bytes) {
   HYDRA_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), object << ": write a contiguous CPU tensor");
-  Handle type(type_of(tensor.scalar_type()), H5Tclose);
+  Handle type(h5_detail::type_of(tensor.scalar_type()), H5Tclose);
   HYDRA_CHECK(type.id >= 0, object << ": unsupported dtype " << tensor.scalar_type());
   std::vector<hsize_t> dims(tensor.sizes().begin(), tensor.sizes().end());
   Handle space(tensor.dim() == 0 ? H5Screate(H5S_SCALAR)
@@ -168,40 +150,27 @@ void H5File::write_tensor(const std::string& object, const at::Tensor& tensor) {
   if (tensor.numel() > 0) {
     HYDRA_H5_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data_ptr()), path_, object, "write");
   }
-  const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
-  set_attr(object, "crc32", static_cast<int64_t>(crc32(tensor.data_ptr(), bytes)));
+  // One parallel pass: the CRC of each block (so that a partial read can be verified,
+  // h5_read.cpp), and the whole dataset's CRC joined from them.
+  const int64_t bytes = tensor.numel() * static_cast<int64_t>(tensor.element_size());
+  const int64_t block = crc_block_size(crc_block_bytes, static_cast<int64_t>(tensor.element_size()));
+  const std::vector<uint32_t> blocks =
+      crc32_blocks(tensor.data_ptr(), static_cast<size_t>(bytes), static_cast<size_t>(block));
+  uint32_t whole = 0;
+  std::vector<int64_t> stored(blocks.size());
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    const int64_t len = std::min(block, bytes - static_cast<int64_t>(k) * block);  // the last is shorter
+    whole = crc32_combine(whole, blocks[k], static_cast<uint64_t>(len));
+    stored[k] = blocks[k];
+  }
+  set_attr(object, "crc32", static_cast<int64_t>(whole));
+  set_attr(object, "crc32_block_bytes", block);
+  set_attr(object, "crc32_blocks", stored);
 }
 
-std::vector<int64_t> H5File::dataset_shape(const std::string& object) const {
-  Handle dset(H5Dopen2(id_, object.c_str(), H5P_DEFAULT), H5Dclose);
-  HYDRA_H5_CHECK(dset.id, path_, object, "open dataset");
-  Handle space(H5Dget_space(dset), H5Sclose);
-  const int rank = H5Sget_simple_extent_ndims(space);
-  HYDRA_H5_CHECK(rank, path_, object, "read shape");
-  std::vector<hsize_t> dims(static_cast<size_t>(rank));
-  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
-  return std::vector<int64_t>(dims.begin(), dims.end());
-}
-
-at::Tensor H5File::read_tensor(const std::string& object, bool verify_crc) const {
-  const std::vector<int64_t> shape = dataset_shape(object);
-  Handle dset(H5Dopen2(id_, object.c_str(), H5P_DEFAULT), H5Dclose);
-  Handle type(H5Dget_type(dset), H5Tclose);
-  const at::ScalarType dtype = dtype_of(type, path_, object);
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
-  if (out.numel() > 0) {
-    HYDRA_H5_CHECK(H5Dread(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr()), path_, object, "read");
-  }
-  if (verify_crc && has_attr(object, "crc32")) {
-    const size_t bytes = static_cast<size_t>(out.numel()) * out.element_size();
-    const auto stored = static_cast<uint32_t>(attr_int(object, "crc32"));
-    const uint32_t actual = crc32(out.data_ptr(), bytes);
-    if (stored != actual) {
-      HYDRA_FAIL(InputError, path_ << ": " << object << ": checksum mismatch (stored crc32 " << stored
-                                   << ", data has " << actual << "): the file is corrupted");
-    }
-  }
-  return out;
+int64_t crc_block_size(int64_t wanted, int64_t element_size) {
+  HYDRA_CHECK(wanted > 0 && element_size > 0, "CRC block of " << wanted << " bytes for elements of " << element_size);
+  return std::max(element_size, wanted / element_size * element_size);
 }
 
 bool H5File::exists(const std::string& object) const {
@@ -270,7 +239,10 @@ void H5File::set_attr(const std::string& object, const std::string& name, double
 void H5File::set_attr(const std::string& object, const std::string& name, const std::vector<int64_t>& value) {
   const hsize_t n = value.size();
   Handle space(n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, nullptr), H5Sclose);
-  write_attr(id_, path_, object, name, H5T_NATIVE_INT64, space, value.data());
+  // An empty list (e.g. the crc32_blocks of an empty dataset) writes nothing, but HDF5
+  // refuses a null buffer, which an empty vector may hand out.
+  const int64_t none = 0;
+  write_attr(id_, path_, object, name, H5T_NATIVE_INT64, space, value.empty() ? &none : value.data());
 }
 
 bool H5File::has_attr(const std::string& object, const std::string& name) const {
@@ -328,22 +300,6 @@ std::vector<int64_t> H5File::attr_ints(const std::string& object, const std::str
   std::vector<int64_t> v(static_cast<size_t>(std::max<hssize_t>(n, 0)));
   if (!v.empty()) HYDRA_H5_CHECK(H5Aread(a.attr, H5T_NATIVE_INT64, v.data()), path_, object, "read attribute " + name);
   return v;
-}
-
-uint32_t crc32(const void* data, size_t bytes, uint32_t crc) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < bytes; ++i) crc = table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
-  return ~crc;
 }
 
 void fsync_path(const std::string& path) {

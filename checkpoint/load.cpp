@@ -1,6 +1,7 @@
 // load_checkpoint: every rank assembles each of its tensors from the stored parts that
 // overlap it, found in the index's catalog (checkpoint/catalog.h), whatever layout wrote them.
-// Only the files and datasets that overlap are read, each whole so that its CRC-32 is checked.
+// Only the files and datasets that overlap are read, and of each only the range of elements
+// that meets this rank's rows (widened to whole CRC blocks, which are checked: h5_file.h).
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -55,7 +56,8 @@ void load_weight(const std::string& dir, RankFiles& files, const Parts& parts, c
   const FlatPart target{shard.offset, shape_of(param), 0, param.numel()};
   PartAssembler assembler(target, global, 1, param.scalar_type());
   for (const CatalogEntry* e : sources) {
-    if (assembler.overlaps(e->part)) assembler.add(e->part, {read_part(files, *e)});
+    const FlatPart sub = assembler.needed(e->part);
+    if (sub.end > sub.begin) assembler.add(sub, {read_part(files, *e, sub)});
   }
   if (assembler.missing() > 0) fail_incomplete(dir, name, "the weights", assembler.missing(), param.numel());
   param.detach().copy_(assembler.result(0).view(param.sizes()));
@@ -68,9 +70,11 @@ void load_optim_piece(const std::string& dir, RankFiles& files, const Parts& par
   const FlatPart target{shard.offset, slot.shape, elements.begin, elements.end};
   PartAssembler assembler(target, global, 3, at::kFloat);
   for (const CatalogEntry* e : sources) {
-    if (!assembler.overlaps(e->part)) continue;
-    assembler.add(e->part, {read_part(files, *e, "master"), read_part(files, *e, "exp_avg"),
-                            read_part(files, *e, "exp_avg_sq")});
+    // E.g. a ZeRO rank of 8 loading a checkpoint saved without ZeRO reads 1/8 of each part.
+    const FlatPart sub = assembler.needed(e->part);
+    if (sub.end == sub.begin) continue;
+    assembler.add(sub, {read_part(files, *e, sub, "master"), read_part(files, *e, sub, "exp_avg"),
+                        read_part(files, *e, sub, "exp_avg_sq")});
   }
   if (assembler.missing() > 0) fail_incomplete(dir, slot.name, "the optimizer state", assembler.missing(), elements.size());
   const int64_t start = slot.offset + elements.begin - optim.range.begin;
@@ -122,6 +126,7 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
       load_optim_piece(dir, files, parts, *optim, slot, piece.elements, it->second);
     }
   }
+  ckpt.bytes_read = files.bytes_read();
   return ckpt;
 }
 

@@ -20,6 +20,8 @@ class RankFiles {
   RankFiles(std::string dir, const std::map<std::string, FileChecksum>& checksums)
       : dir_(std::move(dir)), checksums_(checksums) {}
   const H5File& get(int rank);
+  // Dataset bytes read from all of them so far.
+  int64_t bytes_read() const;
 
  private:
   std::string dir_;
@@ -33,5 +35,8 @@ std::string object_of(const CatalogEntry& e, const std::string& group = "master"
 
 // Reads one stored part (verifying its checksum) and checks it against its catalog line.
 at::Tensor read_part(RankFiles& files, const CatalogEntry& e, const std::string& group = "master");
+// Reads the elements [sub.begin, sub.end) of a stored part (sub: e.part narrowed, as
+// PartAssembler::needed returns it), verifying the checksum blocks the read covers.
+at::Tensor read_part(RankFiles& files, const CatalogEntry& e, const FlatPart& sub, const std::string& group = "master");
 
 }  // namespace hydra::checkpoint

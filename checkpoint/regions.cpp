@@ -106,17 +106,49 @@ bool PartAssembler::overlaps(const FlatPart& source) const {
   return intersect(box_, row_box(source, nullptr), lo, len);
 }
 
+FlatPart PartAssembler::needed(const FlatPart& source) const {
+  FlatPart out = source;
+  std::vector<int64_t> lo, len;
+  if (!intersect(box_, row_box(source, nullptr), lo, len)) {
+    out.end = out.begin;
+    return out;
+  }
+  // The overlap is a box inside source's box: in row-major order all of its elements lie
+  // between its first corner and its last.
+  const FlatPart box = with_rows(source);
+  int64_t first = 0, last = 0, stride = 1;
+  for (size_t d = box.shape.size(); d-- > 0;) {
+    first += (lo[d] - box.origin[d]) * stride;
+    last += (lo[d] + len[d] - 1 - box.origin[d]) * stride;
+    stride *= box.shape[d];
+  }
+  out.begin = std::max(source.begin, first);
+  out.end = std::max(out.begin, std::min(source.end, last + 1));
+  return out;
+}
+
 void PartAssembler::add(const FlatPart& source, const std::vector<at::Tensor>& data) {
   int64_t skip = 0;
   const FlatPart box = row_box(source, &skip);
   std::vector<int64_t> lo, len;
   if (!intersect(box_, box, lo, len)) return;
   const int64_t count = source.end - source.begin;
+  for (size_t i = 0; i < values_.size(); ++i) {
+    HYDRA_CHECK(data[i].numel() == count, "stored part has " << data[i].numel() << " elements, expected " << count);
+  }
+  if (skip == 0 && count == element_count(box.shape)) {
+    // The part fills whole rows (every weight, most optimizer parts): copy the overlap
+    // directly, without staging it and masking the elements the part lacks.
+    for (size_t i = 0; i < values_.size(); ++i) {
+      region(values_[i], box_, lo, len).copy_(region(data[i].reshape(box.shape), box, lo, len));
+    }
+    region(covered_, box_, lo, len).fill_(true);
+    return;
+  }
   at::Tensor mask = at::zeros(box.shape, at::TensorOptions().dtype(at::kBool));
   mask.view({-1}).narrow(0, skip, count).fill_(true);
   const at::Tensor mask_view = region(mask, box, lo, len);
   for (size_t i = 0; i < values_.size(); ++i) {
-    HYDRA_CHECK(data[i].numel() == count, "stored part has " << data[i].numel() << " elements, expected " << count);
     at::Tensor staged = at::zeros(box.shape, values_[i].options());
     staged.view({-1}).narrow(0, skip, count).copy_(data[i].reshape({-1}));
     at::Tensor dst = region(values_[i], box_, lo, len);

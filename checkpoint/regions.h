@@ -45,7 +45,13 @@ class PartAssembler {
   PartAssembler(const FlatPart& target, const std::vector<int64_t>& stored_global, int tensors, at::ScalarType dtype);
   // Whether `source` holds any element of the target's rows (a cheap test before reading it).
   bool overlaps(const FlatPart& source) const;
-  // Copies the overlap; data[i] is the 1-D stored tensor i (end - begin elements).
+  // The part of `source` worth reading: `source` with its flat range narrowed to the elements
+  // from the first to the last one that lies in the target's rows (a conservative contiguous
+  // range: elements between them that the target does not need are included). Empty
+  // (begin == end) when nothing overlaps.
+  FlatPart needed(const FlatPart& source) const;
+  // Copies the overlap; data[i] is the 1-D stored tensor i (end - begin elements). `source`
+  // may be a sub-range of a stored part (needed()'s result) with just those elements.
   void add(const FlatPart& source, const std::vector<at::Tensor>& data);
   // Elements of the target range no source has provided yet.
   int64_t missing() const;

@@ -8,33 +8,29 @@
 
 #include "checkpoint/file_checksum.h"
 #include "checkpoint/h5_file.h"
+#include "checkpoint/host_copy.h"
 #include "common/errors.h"
 
 namespace hydra::checkpoint {
 namespace {
 
-// A host copy that training cannot change under the writer (to() with copy = true copies
-// CPU tensors too).
-at::Tensor host_copy(const at::Tensor& t) {
-  return t.detach().to(at::TensorOptions().device(at::kCPU), /*non_blocking=*/false, /*copy=*/true).contiguous();
-}
-
 std::vector<std::pair<std::string, at::Tensor>> optim_tensors(const parallel::AdamWState& s) {
   return {{"master", s.master}, {"exp_avg", s.exp_avg}, {"exp_avg_sq", s.exp_avg_sq}};
 }
 
-void add_weight(RankSnapshot& snap, const std::string& name, const at::Tensor& param, const model::ShardInfo& shard) {
+void add_weight(RankSnapshot& snap, HostCopier& host, const std::string& name, const at::Tensor& param,
+                const model::ShardInfo& shard) {
   // Vocabulary padding is never stored: the rows before it only.
   const int64_t rows = param.dim() == 0 ? 1 : stored_rows(shard, param.size(0));
   if (rows == 0) return;
-  const at::Tensor value = host_copy(param.dim() == 0 ? param : param.narrow(0, 0, rows));
+  const at::Tensor value = host.copy(param.dim() == 0 ? param : param.narrow(0, 0, rows));
   CatalogEntry entry{snap.rank, false, name, {shard.offset, shape_of(value), 0, value.numel()}, stored_global_shape(shard)};
   snap.datasets.push_back({"/model/" + name, value, {{"global_shape", entry.global_shape}, {"global_offset", shard.offset}}});
   snap.catalog.push_back(std::move(entry));
 }
 
-void add_optim_piece(RankSnapshot& snap, const parallel::AdamWState& optim, const parallel::ParamSlot& slot,
-                     parallel::Range elements, const model::ShardInfo& shard) {
+void add_optim_piece(RankSnapshot& snap, HostCopier& host, const parallel::AdamWState& optim,
+                     const parallel::ParamSlot& slot, parallel::Range elements, const model::ShardInfo& shard) {
   if (!slot.shape.empty()) {
     elements.end = std::min(elements.end, stored_rows(shard, slot.shape[0]) * element_count(slot.shape, 1));
   }
@@ -44,7 +40,7 @@ void add_optim_piece(RankSnapshot& snap, const parallel::AdamWState& optim, cons
   CatalogEntry entry{snap.rank, true, slot.name, {shard.offset, slot.shape, elements.begin, elements.end},
                      stored_global_shape(shard)};
   for (const auto& [group, tensor] : optim_tensors(optim)) {
-    snap.datasets.push_back({"/optim/" + group + "/" + slot.name, host_copy(tensor.narrow(0, start, elements.size())),
+    snap.datasets.push_back({"/optim/" + group + "/" + slot.name, host.copy(tensor.narrow(0, start, elements.size())),
                              {{"param_shape", slot.shape},
                               {"flat_range", flat},
                               {"global_offset", shard.offset},
@@ -61,6 +57,7 @@ RankSnapshot take_snapshot(const SaveRequest& req, const parallel::NamedParams& 
               "SaveRequest: " << req.placements.size() << " placements for " << params.size() << " parameters");
   c10::NoGradGuard no_grad;
   RankSnapshot snap;
+  HostCopier host;
   snap.rank = req.rank;
   snap.step = req.progress.step;
   std::unordered_map<std::string, model::ShardInfo> shards;
@@ -68,7 +65,7 @@ RankSnapshot take_snapshot(const SaveRequest& req, const parallel::NamedParams& 
     shards[params[i].first] = req.placements.empty() ? whole(params[i].second) : req.placements[i];
   }
   for (const auto& [name, param] : params) {
-    if (req.write_weights && shards.at(name).primary) add_weight(snap, name, param, shards.at(name));
+    if (req.write_weights && shards.at(name).primary) add_weight(snap, host, name, param, shards.at(name));
   }
   for (const parallel::AdamWState* optim : optims) {
     snap.optim_step = optim->step;  // the same in every state
@@ -76,9 +73,10 @@ RankSnapshot take_snapshot(const SaveRequest& req, const parallel::NamedParams& 
       const parallel::ParamSlot& slot = layout.slots[piece.slot];
       const auto it = shards.find(slot.name);
       HYDRA_CHECK(it != shards.end(), "optimizer slot " << slot.name << " is not among the parameters");
-      if (it->second.primary) add_optim_piece(snap, *optim, slot, piece.elements, it->second);
+      if (it->second.primary) add_optim_piece(snap, host, *optim, slot, piece.elements, it->second);
     }
   }
+  host.wait();  // once for all copies: the writer (maybe another thread) reads them next
   return snap;
 }
 

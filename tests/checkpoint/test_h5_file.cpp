@@ -1,5 +1,6 @@
 // The HDF5 layer: every dtype round-trips bit for bit, attributes round-trip, h5py reads what
-// we write (checked by a Python script against numpy), and corruption is detected.
+// we write (checked by a Python script against numpy, and our CRC-32s against zlib's), and
+// corruption is detected. Reads of part of a dataset: test_h5_range.cpp.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -23,9 +24,9 @@ at::Tensor base_values() {  // -1.0, -0.75, ..., 1.75: exact in bf16
 std::string write_sample(const std::string& name) {
   const std::string path = (fs::temp_directory_path() / name).string();
   H5File f = H5File::create(path);
-  f.write_tensor("/model/w.f32", base_values().to(at::kFloat).contiguous());
+  f.write_tensor("/model/w.f32", base_values().to(at::kFloat).contiguous(), 16);  // 3 CRC blocks
   f.write_tensor("/model/w.bf16", base_values().to(at::kBFloat16).contiguous());
-  f.write_tensor("/model/v.f64", at::arange(5, at::kDouble) / 3.0);
+  f.write_tensor("/model/v.f64", at::arange(5, at::kDouble) / 3.0, 24);  // 2 blocks, the last shorter
   f.write_tensor("/state/i64", at::arange(6, at::kLong) - 3);
   f.set_attr("/", "format", std::string("hydra-test"));
   f.set_attr("/", "step", int64_t{42});
@@ -102,7 +103,7 @@ TEST(H5File, TruncatedOrMissingFileIsInputErrorNamingIt) {
 }
 
 TEST(H5File, Crc32KnownValue) {
-  // The standard check value of CRC-32/ISO-HDLC.
+  // The standard check value of CRC-32/ISO-HDLC (tests/checkpoint/test_crc32.cpp has more).
   EXPECT_EQ(hydra::checkpoint::crc32("123456789", 9), 0xCBF43926u);
 }
 
