@@ -141,9 +141,10 @@ def field(name, key):
 size = open(os.path.join(ck, "bytes")).read().strip() if os.path.exists(os.path.join(ck, "bytes")) else ""
 print(json.dumps({
     "config": config, "checkpoint_bytes": int(size) if size else None,
-    "note": "saves at steps 2 and 4 are reported in rows 3 and 5; async stall = host copy (+ wait/commit of the previous save)",
+    "note": "saves at steps 2 and 4 are reported in rows 3 and 5; async stall = host copy + wait/commit of the previous save",
     "sync_save_ms": field("sync", "ckpt_stall_ms"),
     "async_stall_ms": field("async", "ckpt_stall_ms"),
+    "async_host_copy_ms": field("async", "ckpt_copy_ms"),
     "async_background_write_ms": field("async", "ckpt_write_ms"),
     "load_ms": field("load", "ckpt_load_ms"),
 }, indent=1))

@@ -81,6 +81,7 @@ def plot_training(runs, out):
 def plot_checkpoint(data, out):
     """Stall of the training loop: synchronous save against checkpoint.async, and the load."""
     series = [("sync save", data.get("sync_save_ms", [])), ("async: loop stall", data.get("async_stall_ms", [])),
+              ("async: host copy", data.get("async_host_copy_ms", [])),
               ("async: background write", data.get("async_background_write_ms", [])),
               ("load", data.get("load_ms", []))]
     fig, ax = plt.subplots(figsize=(7, 4))

@@ -22,6 +22,7 @@ std::string metrics_row(const StepMetrics& r) {
   if (r.mem_gb) row["mem_gb"] = *r.mem_gb;
   if (r.val_loss) row["val_loss"] = *r.val_loss;
   if (r.checkpoint.stall_ms) row["ckpt_stall_ms"] = *r.checkpoint.stall_ms;
+  if (r.checkpoint.copy_ms) row["ckpt_copy_ms"] = *r.checkpoint.copy_ms;
   if (r.checkpoint.write_ms) row["ckpt_write_ms"] = *r.checkpoint.write_ms;
   if (r.checkpoint.load_ms) row["ckpt_load_ms"] = *r.checkpoint.load_ms;
   return row.dump();

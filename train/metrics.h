@@ -14,6 +14,7 @@ namespace hydra::train {
 struct CheckpointTimes {
   std::optional<double> stall_ms;  // the loop stood still for saves: a sync save whole; for
                                    // checkpoint.async the host copy, waits and commits
+  std::optional<double> copy_ms;   // checkpoint.async: the host copy alone (part of stall_ms)
   std::optional<double> write_ms;  // writing the last completed save (in the background for async)
   std::optional<double> load_ms;   // loading the checkpoint the run resumed from
 };

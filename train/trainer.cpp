@@ -338,6 +338,7 @@ std::string save(Run& run, const std::string& config_text) {
     const std::string dir = run.writer->start(req, run.params, run.layout, states, world_of(run));
     const double stall = ms_since(start);
     run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + stall;
+    run.ckpt_times.copy_ms = run.ckpt_times.copy_ms.value_or(0) + stall;
     common::log_info("checkpoint: %s copied to host in %.1f ms, writing in the background", dir.c_str(), stall);
     return dir;
   }

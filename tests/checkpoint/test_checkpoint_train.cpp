@@ -99,6 +99,15 @@ TEST_F(CheckpointTrain, AsyncSaveWritesTheSameTensorsAsSyncSave) {
   // background time is measured from the snapshot to the file on disk.
   const std::string write = got.at(3).substr(got.at(3).find("\"ckpt_write_ms\": ") + 17);
   EXPECT_GE(std::stod(write), 600.0) << got.at(3);
+  // Row 3's stall is the wait for that write plus the host copy of step 2, reported apart.
+  const auto number = [](const std::string& row, const std::string& key) {
+    const size_t at = row.find("\"" + key + "\": ");
+    return at == std::string::npos ? -1.0 : std::stod(row.substr(at + key.size() + 4));
+  };
+  const double copy = number(got.at(3), "ckpt_copy_ms"), stall = number(got.at(3), "ckpt_stall_ms");
+  EXPECT_GE(copy, 0.0) << got.at(3);
+  EXPECT_LT(copy, stall) << got.at(3);
+  EXPECT_EQ(number(want.at(3), "ckpt_copy_ms"), -1.0) << "synchronous saves copy nothing apart: " << want.at(3);
 }
 
 // SIGUSR1 to one rank while an async write is pending (each write starts 300 ms late): every
