@@ -342,6 +342,8 @@ std::string save(Run& run, const std::string& config_text) {
     common::log_info("checkpoint: %s copied to host in %.1f ms, writing in the background", dir.c_str(), stall);
     return dir;
   }
+  common::log_info("checkpoint: saving step %lld (training waits; checkpoint.async: true writes in the background)",
+                   static_cast<long long>(run.progress.step));
   const auto start = Clock::now();
   const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout, states, world_of(run));
   const double took = ms_since(start);
@@ -356,6 +358,7 @@ std::string save(Run& run, const std::string& config_text) {
 bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpoint& out, std::string& problem) {
   try {
     // Whatever dp, tp, pp or ZeRO stage wrote it: each rank reads the parts that overlap its own.
+    common::log_info("resume: loading %s", dir.c_str());  // a large model takes a while: say what
     const auto start = Clock::now();
     out = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim), placements(run));
     run.ckpt_times.load_ms = ms_since(start);
@@ -383,9 +386,10 @@ void restore(Run& run, const RunRequest& request) {
       std::string problem;
       if (load_everywhere(run, dir, ckpt, problem)) {
         run.progress = ckpt.progress;
-        common::log_info("resume: %s at step %lld, %lld samples consumed", dir.c_str(),
+        const double seconds = run.ckpt_times.load_ms.value_or(0) / 1e3;
+        common::log_info("resume: %s at step %lld, %lld samples consumed (read %.2f GB in %.1f s on rank 0)", dir.c_str(),
                          static_cast<long long>(ckpt.progress.step),
-                         static_cast<long long>(ckpt.progress.consumed_samples));
+                         static_cast<long long>(ckpt.progress.consumed_samples), ckpt.bytes_read / 1e9, seconds);
         return;
       }
       if (*request.resume != "latest") HYDRA_FAIL(common::InputError, problem);
