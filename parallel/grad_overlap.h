@@ -48,7 +48,9 @@ namespace hydra::parallel {
 // Installs the hooks (once; they stay until `opt` is destroyed) and gives stage 2 its second
 // staging buffer. No-op with one dp rank. `deferred`: names of parameters whose gradient is
 // completed after backward. `params` are the parameters backward will fill (the same tensors
-// later passed to zero_arm_overlap).
+// later passed to zero_arm_overlap), already in their final dtype and device: moving a
+// parameter to another dtype or device afterwards makes autograd replace its gradient
+// accumulator, and the hook with it (the trainer enables the overlap after its bf16 cast).
 void zero_enable_overlap(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params,
                          const std::vector<std::string>& deferred);
 
