@@ -137,6 +137,15 @@ void zero_enable_overlap(ZeroOptimizer& opt, const FlatLayout& layout, const Nam
 void zero_arm_overlap(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params) {
   GradOverlap* o = opt.overlap.get();
   if (!o) return;
+  // A parameter moved to another dtype or device gets a new accumulator without our hook:
+  // its gradient would be missed silently, so refuse.
+  HYDRA_CHECK(params.size() == o->accumulators.size(), "overlap: " << params.size() << " parameters, hooks on "
+                                                                    << o->accumulators.size());
+  for (size_t s = 0; s < params.size(); ++s) {
+    HYDRA_CHECK(torch::autograd::impl::try_get_grad_accumulator(params[s].second) == o->accumulators[s],
+                "overlap: parameter " << params[s].first << " changed dtype or device after the gradient overlap "
+                                      << "was enabled (enable it after the model's final cast)");
+  }
   o->opt = &opt;
   o->layout = &layout;
   o->params = &params;

@@ -268,6 +268,26 @@ INSTANTIATE_TEST_SUITE_P(
              (info.param.skip.empty() ? "" : "_skip_router") + (info.param.passes > 1 ? "_twice" : "");
     });
 
+// Moving a parameter to another dtype replaces its gradient accumulator (and our hook with
+// it): arming refuses instead of missing that gradient.
+TEST(ZeroOverlapMisuse, AParameterCastAfterEnablingIsRefused) {
+  Communicator& dp = *g_ctx->dp;
+  if (dp.size() == 1) GTEST_SKIP() << "one rank: no overlap";
+  NamedParams params = make_params();
+  const FlatLayout layout = make_flat_layout(params);
+  ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, 1, 20);
+  zero_enable_overlap(opt, layout, params, {});
+  zero_arm_overlap(opt, layout, params);  // fine
+  EXPECT_TRUE(finish_overlap(opt));
+  params[3].second.set_data(params[3].second.detach().to(at::kDouble));
+  try {
+    zero_arm_overlap(opt, layout, params);
+    ADD_FAILURE() << "arming accepted a parameter whose accumulator was replaced";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("mlp.w changed dtype or device"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ZeroNorm, ANonFiniteGradientOnOneRankIsSeenByAll) {
   Communicator& dp = *g_ctx->dp;
   for (int stage : {0, 1, 2}) {
