@@ -10,6 +10,7 @@
 #include "checkpoint/crc32.h"
 #include "checkpoint/h5_detail.h"
 #include "checkpoint/h5_file.h"
+#include "checkpoint/regions.h"
 #include "common/errors.h"
 
 namespace hydra::checkpoint {
@@ -17,12 +18,6 @@ namespace {
 
 using common::InputError;
 using h5_detail::Handle;
-
-int64_t numel_of(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
 
 // A dataset's stored checksums, checked for consistency with its size.
 struct StoredCrcs {
@@ -149,7 +144,7 @@ at::Tensor H5File::read_tensor(const std::string& object, bool verify_crc) const
 
 at::Tensor H5File::read_range(const std::string& object, int64_t begin, int64_t end, bool verify_crc) const {
   const std::vector<int64_t> shape = dataset_shape(object);
-  const int64_t numel = numel_of(shape);
+  const int64_t numel = element_count(shape);
   if (begin < 0 || end < begin || end > numel) {
     HYDRA_FAIL(InputError, path_ << ": " << object << ": elements [" << begin << ", " << end << ") asked of a dataset of "
                                  << numel);
