@@ -66,23 +66,15 @@ parallel::NamedParams named_params(const model::HydraModel& model) {
   return out;
 }
 
-// The per-rank micro-batch and the number of micro-batches per step.
+// The per-rank micro-batch and the number of micro-batches per step; make_batch_split
+// refuses a global batch or micro-batch that does not divide (ConfigError naming the key).
 void plan_batches(Run& run) {
   const auto& t = run.config.train;
   const int dp = run.ctx.grid.shape.dp;
-  if (t.global_batch % dp != 0) {
-    HYDRA_FAIL(common::ConfigError, "train.global_batch " << t.global_batch << " is not divisible by the "
-                                        << dp << " data-parallel ranks");
-  }
-  const int per_rank = t.global_batch / dp;
-  run.micro_batch = t.micro_batch > 0 ? t.micro_batch : per_rank / run.config.parallel.micro_batches;
-  if (run.micro_batch < 1 || per_rank % run.micro_batch != 0) {
-    HYDRA_FAIL(common::ConfigError, "train.micro_batch " << run.micro_batch << " must divide the "
-                                        << per_rank << " sequences each data-parallel rank takes per step"
-                                        << " (train.global_batch / dp)");
-  }
-  run.accumulation = per_rank / run.micro_batch;
-  run.split = data::make_batch_split(t.global_batch, run.micro_batch, dp, run.ctx.grid.coord.dp);
+  const int micro = t.micro_batch > 0 ? t.micro_batch : t.global_batch / dp / run.config.parallel.micro_batches;
+  run.split = data::make_batch_split(t.global_batch, micro, dp, run.ctx.grid.coord.dp);
+  run.micro_batch = micro;
+  run.accumulation = static_cast<int>(data::micro_batches(run.split));
 }
 
 // The validation set (docs/DATA.md): whole global batches of the val split, at most

@@ -1,6 +1,7 @@
-// The fault matrix, data path from shards to batches: validation data too small for the
-// run's batches. Each case runs the real `hydra train` on the sandbox corpus and asserts the
-// exit code, the message (naming the directory, key and value) and what is left on disk.
+// The fault matrix, data path from shards to batches: batch sizes that do not split, and
+// validation data too small for the run's batches. Each case runs the real `hydra train` on
+// the sandbox corpus and asserts the exit code, the message (naming the directory, key and
+// value) and what is left on disk.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -25,6 +26,15 @@ struct FaultsLoader : hydra::test::SandboxTest<FaultsLoader> {
     EXPECT_FALSE(fs::exists(root() / name / "metrics.jsonl")) << name;
   }
 };
+
+// Micro-batches of 3 cannot split the 4 sequences of a step (one process, dp 1): exit 2 at
+// start, naming the key and value.
+TEST_F(FaultsLoader, MicroBatchThatDoesNotDivideTheStep) {
+  const auto run = sandbox()->train("micro3", 0, {"train.micro_batch=3"});
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  expect_contains(run.output, "train.micro_batch 3 must divide the 4 sequences");
+  expect_nothing_written("micro3");
+}
 
 // The sandbox's val split holds ~110 windows of 33 bytes; a global batch of 128 cannot be
 // evaluated once. Refused at start (exit 3), not at the first evaluation.
