@@ -12,16 +12,6 @@ namespace {
 using common::ConfigError;
 using common::InputError;
 
-void check_dp(int dp_rank, int dp_size, int64_t global_batch) {
-  if (dp_size < 1 || dp_rank < 0 || dp_rank >= dp_size) {
-    HYDRA_FAIL(ConfigError, "data: dp rank " << dp_rank << " of dp size " << dp_size << " is out of range");
-  }
-  if (global_batch < 1 || global_batch % dp_size != 0) {
-    HYDRA_FAIL(ConfigError, "train.global_batch " << global_batch << " must be a positive multiple of parallel.dp "
-                                                  << dp_size);
-  }
-}
-
 // Rows of seq_len + 1 tokens from the given stream windows, split into inputs and targets.
 Batch make_batch(const TokenDataset& dataset, Split split, int64_t seq_len, const std::vector<uint64_t>& windows) {
   const auto rows = static_cast<int64_t>(windows.size());
@@ -44,6 +34,10 @@ uint64_t window_count(uint64_t tokens, int64_t seq_len) {
 }
 
 }  // namespace
+
+Batch to_device(const Batch& batch, const at::Device& device) {
+  return Batch{batch.inputs.to(device), batch.targets.to(device)};
+}
 
 // ---- TokenDataset ----
 
@@ -122,34 +116,12 @@ Batch TrainData::samples(int64_t first, int64_t count) const {
   return make_batch(*dataset_, Split::kTrain, seq_len_, windows);
 }
 
-Batch TrainData::batch_at(int64_t consumed, int dp_rank, int dp_size, int64_t global_batch) const {
-  check_dp(dp_rank, dp_size, global_batch);
+Batch TrainData::micro_batch(const BatchSplit& split, int64_t consumed, int64_t micro) const {
   if (consumed < 0) HYDRA_FAIL(InputError, "data: consumed sample count " << consumed << " is negative");
-  const int64_t rows = global_batch / dp_size;
-  return samples(consumed + dp_rank * rows, rows);
+  return samples(first_sample(split, consumed, micro), split.micro_batch);
 }
 
-// ---- TrainLoader ----
-
-TrainLoader::TrainLoader(std::shared_ptr<const TrainData> data, int dp_rank, int dp_size, int64_t global_batch,
-                         int64_t consumed)
-    : data_(std::move(data)), dp_rank_(dp_rank), dp_size_(dp_size), global_batch_(global_batch), consumed_(0) {
-  check_dp(dp_rank, dp_size, global_batch);
-  set_consumed(consumed);
-}
-
-Batch TrainLoader::next_batch() {
-  Batch b = data_->batch_at(consumed_, dp_rank_, dp_size_, global_batch_);
-  consumed_ += global_batch_;
-  return b;
-}
-
-void TrainLoader::set_consumed(int64_t consumed) {
-  if (consumed < 0) HYDRA_FAIL(InputError, "data: consumed sample count " << consumed << " is negative");
-  consumed_ = consumed;
-}
-
-// ---- ValData, ValIterator ----
+// ---- ValData ----
 
 ValData::ValData(std::shared_ptr<const TokenDataset> dataset, int64_t seq_len)
     : dataset_(std::move(dataset)), seq_len_(seq_len) {
@@ -169,21 +141,29 @@ Batch ValData::samples(int64_t first, int64_t count) const {
   return make_batch(*dataset_, Split::kVal, seq_len_, windows);
 }
 
-ValIterator::ValIterator(std::shared_ptr<const ValData> data, int dp_rank, int dp_size, int64_t global_batch,
-                         int64_t max_batches)
-    : data_(std::move(data)), global_batch_(global_batch) {
-  check_dp(dp_rank, dp_size, global_batch);
-  rows_ = global_batch / dp_size;
-  first_row_ = dp_rank * rows_;
-  batches_ = data_->windows() / global_batch;
-  if (max_batches >= 0) batches_ = std::min(batches_, max_batches);
+Batch ValData::micro_batch(const BatchSplit& split, int64_t batch, int64_t micro) const {
+  HYDRA_CHECK(batch >= 0, "validation batch " << batch);
+  return samples(first_sample(split, batch * split.global_batch, micro), split.micro_batch);
 }
 
-bool ValIterator::next(Batch& batch) {
-  if (next_ >= batches_) return false;
-  batch = data_->samples(next_ * global_batch_ + first_row_, rows_);
-  ++next_;
-  return true;
+int64_t validation_batches(const ValData& val, int64_t eval_batches, int64_t global_batch) {
+  HYDRA_CHECK(eval_batches >= 1 && global_batch >= 1, "eval_batches " << eval_batches << ", global_batch " << global_batch);
+  const int64_t whole = val.windows() / global_batch;
+  if (whole < 1) {
+    HYDRA_FAIL(InputError, val.dir() << ": the val split holds " << val.windows() << " windows of train.seq_len + 1 = "
+                                     << val.seq_len() + 1 << " tokens, fewer than one global batch (train.global_batch "
+                                     << global_batch << "); prepare the data with a larger --val-fraction, or lower "
+                                     << "train.global_batch or train.seq_len");
+  }
+  return std::min(eval_batches, whole);
+}
+
+DataSource open_data_source(const DataConfig& config, int64_t seq_len, uint64_t seed) {
+  DataSource source;
+  source.dataset = std::make_shared<const TokenDataset>(config.path, config.tokenizer);
+  source.train = std::make_shared<const TrainData>(source.dataset, seq_len, seed);
+  source.val = std::make_shared<const ValData>(source.dataset, seq_len);
+  return source;
 }
 
 }  // namespace hydra::data

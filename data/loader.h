@@ -1,4 +1,5 @@
-// The training and validation data of a prepared dataset (docs/DATA.md, "Loader").
+// The one data path from token shards to batches (docs/DATA.md, "Loader"): what `hydra train`
+// and `hydra eval` read.
 //
 // The train shards, in manifest order, are one token stream of N tokens; so are the val
 // shards. A sample is a window of seq_len + 1 tokens starting at a multiple of seq_len
@@ -6,11 +7,11 @@
 // token but the first is a target exactly once per epoch and shard boundaries are
 // invisible. Inputs are the first T tokens, targets the last T.
 //
-// The training order is a pure function of (seed, global sample index): sample g reads
-// window SampleOrder(W, seed).window_of(g). A step that has consumed C samples reads the
-// global batch [C, C + B); data-parallel rank r of D reads [C + r*B/D, C + (r+1)*B/D). The
-// sequence of samples therefore does not depend on D: a run resumed with another dp size
-// continues with sample C, skipping and repeating nothing. The only state to checkpoint is C.
+// Training: the order is a pure function of (seed, global sample index): sample g reads
+// window SampleOrder(W, seed).window_of(g). The step that starts after C consumed samples
+// reads the global batch [C, C + B), split over ranks and micro-batches by BatchSplit; the
+// only state to checkpoint is C. Validation: the first n*B val windows in order, n whole
+// global batches, split the same way; the same windows for every layout.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "data/batch_split.h"
+#include "data/config.h"
 #include "data/manifest.h"
 #include "data/sample_order.h"
 #include "data/shard.h"
@@ -30,6 +33,9 @@ struct Batch {
   at::Tensor inputs;   // int64 [rows, seq_len]
   at::Tensor targets;  // int64 [rows, seq_len]: inputs shifted left by one token
 };
+
+// The batch on `device` (the loader reads into CPU memory).
+Batch to_device(const Batch& batch, const at::Device& device);
 
 enum class Split { kTrain, kVal };
 
@@ -61,7 +67,7 @@ class TokenDataset {
   Stream train_, val_;
 };
 
-// Training batches as a pure function of (seed, consumed samples, dp rank, dp size).
+// The training order: global samples as a pure function of (seed, sample index).
 class TrainData {
  public:
   // The train stream must hold at least seq_len + 1 tokens (InputError otherwise).
@@ -75,10 +81,9 @@ class TrainData {
 
   // Global samples [first, first + count), one row each.
   Batch samples(int64_t first, int64_t count) const;
-  // dp rank's share of the global batch of a step that starts after `consumed` samples:
-  // rows [consumed + rank*B/D, consumed + (rank+1)*B/D). B must be divisible by D
-  // (ConfigError naming train.global_batch otherwise).
-  Batch batch_at(int64_t consumed, int dp_rank, int dp_size, int64_t global_batch) const;
+  // Micro-batch `micro` of this rank's share of the step that starts after `consumed`
+  // samples (the global batch [consumed, consumed + B)).
+  Batch micro_batch(const BatchSplit& split, int64_t consumed, int64_t micro) const;
 
  private:
   std::shared_ptr<const TokenDataset> dataset_;
@@ -86,32 +91,19 @@ class TrainData {
   SampleOrder order_;
 };
 
-// A cursor over TrainData for the training loop: next_batch() returns batch_at(consumed)
-// and advances consumed by the global batch. Checkpoint consumed(); restore it with
-// set_consumed() (any dp size).
-class TrainLoader {
- public:
-  TrainLoader(std::shared_ptr<const TrainData> data, int dp_rank, int dp_size, int64_t global_batch,
-              int64_t consumed = 0);
-  Batch next_batch();
-  int64_t consumed() const { return consumed_; }
-  void set_consumed(int64_t consumed);
-
- private:
-  std::shared_ptr<const TrainData> data_;
-  int dp_rank_, dp_size_;
-  int64_t global_batch_;
-  int64_t consumed_;
-};
-
 // The validation windows in stream order: window w = val tokens [w*T, w*T + T + 1).
 class ValData {
  public:
   ValData(std::shared_ptr<const TokenDataset> dataset, int64_t seq_len);
+  const std::string& dir() const { return dataset_->dir(); }
+  int64_t seq_len() const { return seq_len_; }
   int64_t windows() const { return windows_; }
   // Windows [first, first + count), one row each; past the end is an InputError naming the
   // dataset (the val split is too small for that many rows).
   Batch samples(int64_t first, int64_t count) const;
+  // Micro-batch `micro` of this rank's share of validation batch `batch`: the global batch
+  // of windows [batch*B, (batch+1)*B).
+  Batch micro_batch(const BatchSplit& split, int64_t batch, int64_t micro) const;
 
  private:
   std::shared_ptr<const TokenDataset> dataset_;
@@ -119,24 +111,21 @@ class ValData {
   int64_t windows_;
 };
 
-// Validation in full global batches: batch j is windows [j*B, (j+1)*B), rank r of D taking
-// its B/D rows as in training. A trailing partial batch is not evaluated, so every dp size
-// sees the same windows. At most max_batches batches when max_batches >= 0.
-class ValIterator {
- public:
-  ValIterator(std::shared_ptr<const ValData> data, int dp_rank, int dp_size, int64_t global_batch,
-              int64_t max_batches = -1);
-  int64_t batches() const { return batches_; }
-  // Fills batch and returns true, or returns false after the last batch.
-  bool next(Batch& batch);
-  void reset() { next_ = 0; }
+// How many validation batches a run evaluates: n = min(eval_batches, W / B) whole global
+// batches, i.e. windows [0, n*B), each once (no wrap-around: a repeated window would count
+// twice in the mean). Fewer than B windows is an InputError naming the dataset, its window
+// count, train.seq_len and train.global_batch.
+int64_t validation_batches(const ValData& val, int64_t eval_batches, int64_t global_batch);
 
- private:
-  std::shared_ptr<const ValData> data_;
-  int64_t rows_, first_row_;  // this rank's rows per batch and offset in the global batch
-  int64_t global_batch_;
-  int64_t batches_;
-  int64_t next_ = 0;
+// A run's data: data.path opened for training and validation.
+struct DataSource {
+  std::shared_ptr<const TokenDataset> dataset;
+  std::shared_ptr<const TrainData> train;
+  std::shared_ptr<const ValData> val;
 };
+
+// Opens config.path (InputError naming what is missing or corrupt; ConfigError when its
+// tokenizer is not config.tokenizer).
+DataSource open_data_source(const DataConfig& config, int64_t seq_len, uint64_t seed);
 
 }  // namespace hydra::data

@@ -16,6 +16,7 @@
 #include "checkpoint/checkpoint.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "data/loader.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
 #include "parallel/adamw.h"
@@ -25,7 +26,6 @@
 #include "parallel/pipeline_schedule.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/zero_optimizer.h"
-#include "train/batches.h"
 #include "train/metrics.h"
 #include "train/preemption.h"
 #include "train/progress.h"
@@ -45,7 +45,9 @@ struct Run {
   parallel::FlatLayout layout;
   parallel::ZeroOptimizer optim;  // AdamW, sharded over ctx.dp as parallel.zero_stage says
   checkpoint::Progress progress;
-  BatchSource batches;
+  data::DataSource data;   // data.path: the training order and the validation windows
+  data::BatchSplit split;  // which rows of each global batch this rank's micro-batches take
+  int64_t val_batches = 0; // global batches per evaluation (data::validation_batches)
   int micro_batch = 0;     // sequences per forward on this rank
   int accumulation = 0;    // micro-batches per step on this rank
   at::TensorOptions device;
@@ -64,22 +66,30 @@ parallel::NamedParams named_params(const model::HydraModel& model) {
   return out;
 }
 
-// The per-rank micro-batch and the number of micro-batches per step.
+// The per-rank micro-batch and the number of micro-batches per step; make_batch_split
+// refuses a global batch or micro-batch that does not divide (ConfigError naming the key).
 void plan_batches(Run& run) {
   const auto& t = run.config.train;
   const int dp = run.ctx.grid.shape.dp;
-  if (t.global_batch % dp != 0) {
-    HYDRA_FAIL(common::ConfigError, "train.global_batch " << t.global_batch << " is not divisible by the "
-                                        << dp << " data-parallel ranks");
+  const int micro = t.micro_batch > 0 ? t.micro_batch : t.global_batch / dp / run.config.parallel.micro_batches;
+  run.split = data::make_batch_split(t.global_batch, micro, dp, run.ctx.grid.coord.dp);
+  run.micro_batch = micro;
+  run.accumulation = static_cast<int>(data::micro_batches(run.split));
+}
+
+// The validation set (docs/DATA.md): whole global batches of the val split, at most
+// train.eval_batches of them.
+int64_t plan_validation(const Run& run) {
+  const auto& t = run.config.train;
+  const int64_t batches = data::validation_batches(*run.data.val, t.eval_batches, t.global_batch);
+  if (batches < t.eval_batches) {
+    common::log_warn("validation: train.eval_batches %d x train.global_batch %d windows asked for, but the val split of "
+                     "%s holds %lld; evaluating %lld batches (%lld windows)",
+                     t.eval_batches, t.global_batch, run.config.data.path.c_str(),
+                     static_cast<long long>(run.data.val->windows()), static_cast<long long>(batches),
+                     static_cast<long long>(batches * t.global_batch));
   }
-  const int per_rank = t.global_batch / dp;
-  run.micro_batch = t.micro_batch > 0 ? t.micro_batch : per_rank / run.config.parallel.micro_batches;
-  if (run.micro_batch < 1 || per_rank % run.micro_batch != 0) {
-    HYDRA_FAIL(common::ConfigError, "train.micro_batch " << run.micro_batch << " must divide the "
-                                        << per_rank << " sequences each data-parallel rank takes per step"
-                                        << " (train.global_batch / dp)");
-  }
-  run.accumulation = per_rank / run.micro_batch;
+  return batches;
 }
 
 // With tied embeddings and several stages, the last stage's embed.weight is a copy of the
@@ -111,10 +121,12 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   Run run{config, ctx};
   plan_batches(run);
   // The data first: a wrong path or tokenizer fails in a second, not after building a model.
-  run.batches = open_batches(config.data, config.train.seq_len, config.train.seed);
-  if (run.batches.vocab_size > config.model.vocab_size) {
+  run.data = data::open_data_source(config.data, config.train.seq_len, static_cast<uint64_t>(config.train.seed));
+  run.val_batches = plan_validation(run);
+  const int32_t corpus_vocab = run.data.dataset->manifest().vocab_size;
+  if (corpus_vocab > config.model.vocab_size) {
     HYDRA_FAIL(common::ConfigError, "model.vocab_size " << config.model.vocab_size << " is smaller than the "
-                                        << run.batches.vocab_size << " token ids of the corpus in data.path "
+                                        << corpus_vocab << " token ids of the corpus in data.path "
                                         << config.data.path << " (tokenizer " << config.data.tokenizer << ")");
   }
   at::manual_seed(config.train.seed);  // parameter init
@@ -192,15 +204,13 @@ StepResult train_step(Run& run, double lr) {
   const auto& t = run.config.train;
   run.model->zero_grad();
   const int dp = run.ctx.grid.shape.dp;
-  const int dp_rank = run.ctx.grid.coord.dp;
   const bool last_stage = run.ctx.grid.last_stage();
   // LM and aux loss sums, on the device so that the NCCL backend can average them.
   at::Tensor loss_sum = at::zeros({2}, run.device.dtype(at::kDouble));
   auto forward = [&](int micro, const at::Tensor& input) {
-    // Global sample order: micro-batch m of dp rank r takes the samples
-    // consumed + (m * dp + r) * micro_batch ...: independent of how the step is split.
-    const int64_t first = run.progress.consumed_samples + (static_cast<int64_t>(micro) * dp + dp_rank) * run.micro_batch;
-    const Batch batch = run.batches.train(first, run.micro_batch, run.device);
+    // The step reads samples [consumed, consumed + global_batch); run.split says which are this micro-batch's.
+    const data::Batch batch =
+        data::to_device(run.data.train->micro_batch(run.split, run.progress.consumed_samples, micro), run.device.device());
     model::ForwardOptions fwd;
     fwd.return_logits = false;
     const model::ModelOutput out = run.model->forward(input.defined() ? input : batch.inputs, batch.targets, fwd);
@@ -251,16 +261,16 @@ StepResult train_step(Run& run, double lr) {
   return r;
 }
 
-// Validation loss in causal routing mode over train.eval_batches batches, averaged over dp.
-// With pipeline stages the batches pass the stages in order and the last stage scores them.
+// Validation loss in causal routing mode over the run's validation windows (run.val_batches
+// global batches, split over dp ranks and micro-batches as in training): the mean over
+// equal-sized micro-batches, i.e. over the windows, the same for every layout. With pipeline
+// stages the micro-batches pass the stages in order and the last stage scores them.
 double evaluate(Run& run) {
-  const auto& t = run.config.train;
-  std::vector<int> mine;  // this dp rank's validation batches
-  for (int b = run.ctx.grid.coord.dp; b < t.eval_batches; b += run.ctx.grid.shape.dp) mine.push_back(b);
-  at::Tensor totals = at::zeros({2}, run.device.dtype(at::kDouble));  // loss sum, batches
+  at::Tensor totals = at::zeros({2}, run.device.dtype(at::kDouble));  // loss sum, micro-batches
   const bool last_stage = run.ctx.grid.last_stage();
   auto forward = [&](int i, const at::Tensor& input) {
-    const Batch batch = run.batches.validation(mine[i], run.micro_batch, run.device);
+    const data::Batch batch = data::to_device(
+        run.data.val->micro_batch(run.split, i / run.accumulation, i % run.accumulation), run.device.device());
     model::ForwardOptions fwd;
     fwd.causal_routing = true;
     fwd.return_logits = false;
@@ -271,7 +281,7 @@ double evaluate(Run& run) {
     }
     return parallel::StageForward{out.hidden, {}};
   };
-  if (!mine.empty()) parallel::run_forward_only(pipeline_spec(run, static_cast<int>(mine.size())), forward);
+  parallel::run_forward_only(pipeline_spec(run, static_cast<int>(run.val_batches) * run.accumulation), forward);
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(totals, parallel::ReduceOp::kSum);
   if (run.ctx.grid.shape.dp > 1) run.ctx.dp->all_reduce(totals, parallel::ReduceOp::kSum);
   totals = totals.cpu();
@@ -484,7 +494,7 @@ double run_evaluation(const launcher::Config& config, parallel::ParallelContext&
   checkpoint::load_checkpoint(dir, run.params, run.layout, nullptr, placements(run));
   const double loss = evaluate(run);
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
-                   config.train.eval_batches);
+                   static_cast<int>(run.val_batches));
   return loss;
 }
 
