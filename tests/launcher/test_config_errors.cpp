@@ -44,7 +44,7 @@ std::vector<BadCase> bad_cases() {
       {"section_not_a_map", m + "train: 5\n", {}, {"train", "expected a map"}},
       {"missing_required", "model:\n  dim: 64\n  heads: 4\n  kv_heads: 2\n  vocab_size: 256\n", {},
        {"missing required key model.macro_blocks"}},
-      {"bad_preset", "model:\n  preset: nonexistent\n", {}, {"model.preset", "nonexistent", "known:"}},
+      {"bad_preset", "model:\n  preset: nonexistent\n", {}, {"model.preset", "nonexistent", "presets:"}},
       {"yaml_syntax", m + "train: [1, 2\n", {}, {"cfg.yaml:", "YAML syntax error"}},
       {"heads_do_not_divide_dim", "model:\n  dim: 66\n  heads: 4\n  kv_heads: 2\n  macro_blocks: 1\n  vocab_size: 256\n", {},
        {"model.heads", "model.dim"}},
