@@ -194,7 +194,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
       if (i + 1 >= argc) HYDRA_FAIL(ConfigError, arg << " needs a value (see " << where << " --help)");
       value = argv[++i];
     } else if (!takes_value(args.command, arg) && has_value) {
-      HYDRA_FAIL(ConfigError, arg << " takes no value");
+      HYDRA_FAIL(ConfigError, arg << " takes no value, got '" << value << "' (see " << where << " --help)");
     }
     if (takes_value(args.command, arg)) check_value(arg, value, where);
     if (arg == "--config") args.config = value;

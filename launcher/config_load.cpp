@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <set>
 
 #include "common/errors.h"
@@ -17,7 +16,6 @@
 namespace hydra::launcher {
 namespace {
 
-namespace fs = std::filesystem;
 using common::ConfigError;
 
 // Where a value came from, for messages: "configs/run.yaml:12" or "--set".
@@ -39,6 +37,14 @@ const std::vector<std::string>& key_and_section_names() {
     return std::vector<std::string>(all.begin(), all.end());
   }();
   return names;
+}
+
+// The node of `key` itself in `map`, for its line (a null value's position is the next token's).
+YAML::Node key_node(const YAML::Node& map, const std::string& key) {
+  for (const auto& item : map) {
+    if (item.first.Scalar() == key) return item.first;
+  }
+  return YAML::Node(YAML::NodeType::Undefined);
 }
 
 bool is_section(const std::string& prefix) {
@@ -183,23 +189,21 @@ Config load_config(const std::string& config_path, const std::vector<std::string
 
   // The preset is resolved first because it sits below the file in precedence; the last
   // word on its name may come from --set.
-  std::string preset;
-  std::string preset_origin = config_path;
-  YAML::Node preset_node;
+  std::string preset_loc = config_path;  // where the preset's name was given
   if (root.IsMap() && root["model"] && root["model"].IsMap() && root["model"]["preset"]) {
-    preset_node = root["model"]["preset"];
-    loader.apply("model.preset", preset_node, preset_node, config_path);
+    const YAML::Node key = key_node(root["model"], "preset");
+    loader.apply("model.preset", key, root["model"]["preset"], config_path);
+    preset_loc = where(config_path, key);
   }
   for (const auto& [path, value] : overrides) {
     if (path == "model.preset") {
       loader.apply(path, YAML::Node(), value, "--set");
-      preset_origin = "--set";
-      preset_node.reset(value);  // reset: Node's = would overwrite the file's node
+      preset_loc = "--set";
     }
   }
-  preset = loader.config.model.preset;
+  const std::string& preset = loader.config.model.preset;
   if (!preset.empty()) {
-    const PresetFile found = find_preset(preset, config_path, where(preset_origin, preset_node));
+    const PresetFile found = find_preset(preset, config_path, preset_loc);
     loader.apply_map("model", found.root["model"], found.path);
   }
   if (root.IsMap()) loader.apply_map("", root, config_path, "model.preset");

@@ -192,6 +192,12 @@ TEST_F(FaultsConfig, NamedFileIsNotAPreset) {
                  yaml);
 }
 
+TEST_F(FaultsConfig, EmptyPresetNamesItsLine) {
+  const std::string yaml = "model:\n  preset:\n  dim: 64\n";
+  expect_refused(train(yaml), {path("cfg.yaml") + ":2: model.preset: expected a string, got an empty value (null)"},
+                 yaml);
+}
+
 TEST_F(FaultsConfig, PresetGivenAsAPath) {
   const std::string yaml = "model:\n  preset: ../configs/tiny\n";
   expect_refused(train(yaml), {path("cfg.yaml") + ":2: model.preset: '../configs/tiny' is a path"}, yaml);
