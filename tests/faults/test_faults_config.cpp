@@ -11,20 +11,15 @@
 #include <sstream>
 
 #include "tests/launcher/run_hydra.h"
+#include "tests/launcher/valid_model.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using hydra::test::HydraRun;
 
-// A complete, valid model: cases add to it or break it.
-const std::string kModel =
-    "model:\n"
-    "  dim: 64\n"
-    "  heads: 4\n"
-    "  kv_heads: 2\n"
-    "  macro_blocks: 1\n"
-    "  vocab_size: 256\n";
+// A complete, valid model section: cases add to it or break it.
+const std::string kModel = hydra::test::kValidModelYaml;
 
 class FaultsConfig : public ::testing::Test {
  protected:
