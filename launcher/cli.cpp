@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/errors.h"
+#include "launcher/nearest_name.h"
 
 namespace hydra::launcher {
 namespace {
@@ -29,8 +30,8 @@ const std::map<std::string, CommandSpec>& commands() {
         {"--config", "--set", "--resume", "--init-from"}}},
       {"eval",
        {"validation loss and perplexity of a checkpoint (causal routing)",
-        "hydra eval --config FILE --checkpoint DIR [--set key.path=value]...",
-        {"--config", "--set", "--checkpoint"}}},
+        "hydra eval --config FILE --checkpoint DIR [--set key.path=value]... [--json]",
+        {"--config", "--set", "--checkpoint", "--json"}}},
       {"data prepare",
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
@@ -61,6 +62,31 @@ bool has_action(const std::string& word) { return word == "data" || word == "ckp
 
 // Commands that take one positional argument (a directory), not a --config.
 bool takes_target(const std::string& command) { return command == "ckpt inspect" || command == "ckpt consolidate"; }
+
+// Options that may be given more than once; any other given twice is refused, not overridden.
+bool repeatable(const std::string& option) { return option == "--set" || option == "--input"; }
+
+// Every command name and command group, for suggestions.
+std::vector<std::string> command_names() {
+  std::vector<std::string> names = {"data", "ckpt", "bench"};
+  for (const auto& [name, spec] : commands()) names.push_back(name);
+  return names;
+}
+
+void check_command(const std::string& command) {
+  if (!command.empty() && !commands().count(command)) {
+    HYDRA_FAIL(ConfigError, "unknown command '" << command << "'" << did_you_mean(command, command_names())
+                                                << " (see hydra --help)");
+  }
+}
+
+// The value of an option: empty, or another option in its place, is a usage error.
+void check_value(const std::string& option, const std::string& value, const std::string& where) {
+  if (value.empty()) HYDRA_FAIL(ConfigError, option << " needs a value, got an empty one (see " << where << " --help)");
+  if (value.rfind("--", 0) == 0) {
+    HYDRA_FAIL(ConfigError, option << " needs a value, got the option '" << value << "' (see " << where << " --help)");
+  }
+}
 
 }  // namespace
 
@@ -105,14 +131,17 @@ std::string help_text(const std::string& command) {
   }
   out += "  --config FILE          run config (YAML; docs/INTERFACE.md lists the keys)\n";
   out += "  --set key.path=value   override one key (repeatable; applied after the file, in order)\n";
-  if (command == "info" || command == "ckpt inspect") out += "  --json                 print JSON instead of text\n";
+  if (command == "info") out += "  --json                 print JSON instead of text\n";
   if (command == "train") {
     out += "  --resume latest|DIR    continue a run: the newest complete checkpoint under\n";
     out += "                         checkpoint.dir, or the checkpoint DIR (exact: same data, same losses)\n";
     out += "  --init-from DIR        start from the weights of checkpoint DIR with a fresh optimizer\n";
     out += "                         and data position (fine-tuning)\n";
   }
-  if (command == "eval") out += "  --checkpoint DIR       the checkpoint to evaluate\n";
+  if (command == "eval") {
+    out += "  --checkpoint DIR       the checkpoint to evaluate\n";
+    out += "  --json                 print one JSON object (full precision) instead of text\n";
+  }
   out += "  --help                 this text\n";
   return out;
 }
@@ -122,12 +151,17 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   int i = 1;
   if (i < argc && argv[i][0] != '-') args.command = argv[i++];
   if (has_action(args.command)) {
-    if (i >= argc || argv[i][0] == '-') HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs an action (see hydra --help)");
+    if (i >= argc || argv[i][0] == '-') {
+      std::string actions;
+      for (const auto& [name, spec] : commands()) {
+        if (name.rfind(args.command + " ", 0) == 0) actions += (actions.empty() ? "" : "|") + name.substr(args.command.size() + 1);
+      }
+      HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs an action: " << actions << " (see hydra --help)");
+    }
     args.command += std::string(" ") + argv[i++];
   }
-  if (!args.command.empty() && !commands().count(args.command)) {
-    HYDRA_FAIL(ConfigError, "unknown command '" << args.command << "' (see hydra --help)");
-  }
+  check_command(args.command);
+  std::vector<std::string> given;  // options seen, for the given-twice check
   for (; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -143,16 +177,26 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--version" && args.command.empty()) { args.version = true; continue; }
     const std::string where = args.command.empty() ? "hydra" : "hydra " + args.command;
     if (args.command.empty()) HYDRA_FAIL(ConfigError, "expected a command before '" << arg << "' (see hydra --help)");
+    if (arg[0] != '-') {
+      HYDRA_FAIL(ConfigError, "unexpected argument '" << arg << "' for " << where << " (options start with --; see "
+                                                      << where << " --help)");
+    }
     const auto& allowed = commands().at(args.command).options;
     if (std::find(allowed.begin(), allowed.end(), arg) == allowed.end()) {
-      HYDRA_FAIL(ConfigError, "unknown option '" << arg << "' for " << where << " (see " << where << " --help)");
+      HYDRA_FAIL(ConfigError, "unknown option '" << arg << "' for " << where << did_you_mean(arg, allowed) << " (see "
+                                                 << where << " --help)");
     }
+    if (!repeatable(arg) && std::find(given.begin(), given.end(), arg) != given.end()) {
+      HYDRA_FAIL(ConfigError, arg << " given twice for " << where << "; give it once");
+    }
+    given.push_back(arg);
     if (takes_value(args.command, arg) && !has_value) {
       if (i + 1 >= argc) HYDRA_FAIL(ConfigError, arg << " needs a value (see " << where << " --help)");
       value = argv[++i];
     } else if (!takes_value(args.command, arg) && has_value) {
-      HYDRA_FAIL(ConfigError, arg << " takes no value");
+      HYDRA_FAIL(ConfigError, arg << " takes no value, got '" << value << "' (see " << where << " --help)");
     }
+    if (takes_value(args.command, arg)) check_value(arg, value, where);
     if (arg == "--config") args.config = value;
     if (arg == "--set") args.sets.push_back(value);
     if (arg == "--json") args.json = true, args.json_path = value;
@@ -167,7 +211,8 @@ CliArgs parse_cli(int argc, const char* const* argv) {
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
     }
   }
-  if (!args.help && !args.version && args.command.empty()) {
+  if (args.version && !args.help) return args;  // needs nothing else
+  if (!args.help && args.command.empty()) {
     HYDRA_FAIL(ConfigError, "no command given (see hydra --help)");
   }
   if (takes_target(args.command) && !args.help) {

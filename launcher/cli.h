@@ -13,7 +13,7 @@ struct CliArgs {
   bool version = false;
   std::string config;                // --config FILE
   std::vector<std::string> sets;     // --set key.path=value, in order
-  bool json = false;                 // --json (info)
+  bool json = false;                 // --json (info, eval, ckpt inspect)
   std::string json_path;             // --json FILE (bench)
   std::string resume;                // --resume latest|DIR (train)
   std::string init_from;             // --init-from DIR (train)

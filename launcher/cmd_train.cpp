@@ -6,6 +6,8 @@
 
 #include "common/logging.h"
 #include "common/errors.h"
+#include "checkpoint/checkpoint.h"
+#include "common/json.h"
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
 #include "parallel/parallel_context.h"
@@ -21,6 +23,20 @@ std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, c
   if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";
   return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend,
                                          config.parallel.timeout_s);
+}
+
+// `hydra eval --json`: one object, floats at full precision, with the checkpoint's position
+// (its index was just loaded, so reading it again cannot fail for another reason).
+common::Json eval_json(const Config& config, const std::string& dir, double loss) {
+  const checkpoint::LoadedCheckpoint index = checkpoint::read_index(dir);
+  common::Json out = common::Json::object();
+  out["checkpoint"] = dir;
+  out["step"] = index.progress.step;
+  out["tokens"] = index.progress.tokens;
+  out["eval_batches"] = config.train.eval_batches;
+  out["val_loss"] = loss;
+  out["perplexity"] = std::exp(loss);
+  return out;
 }
 
 }  // namespace
@@ -45,7 +61,13 @@ int run_train(const Config& config, const CliArgs& args, const parallel::LaunchI
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
   auto ctx = build_context(config, launch);
   const double loss = train::run_evaluation(config, *ctx, args.checkpoint);
-  if (launch.rank == 0) std::printf("val_loss %.6f perplexity %.4f\n", loss, std::exp(loss));
+  if (launch.rank != 0) return 0;
+  if (args.json) {
+    std::printf("%s\n", eval_json(config, args.checkpoint, loss).dump().c_str());
+  } else {
+    std::printf("val_loss %.6f perplexity %.4f\n", loss, std::exp(loss));
+  }
+  std::fflush(stdout);
   return 0;
 }
 

@@ -4,48 +4,47 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <set>
 
 #include "common/errors.h"
 #include "launcher/config_schema.h"
+#include "launcher/nearest_name.h"
+#include "launcher/presets.h"
+#include "launcher/yaml_file.h"
 #include "model/model_checks.h"
 
 namespace hydra::launcher {
 namespace {
 
-namespace fs = std::filesystem;
 using common::ConfigError;
 
 // Where a value came from, for messages: "configs/run.yaml:12" or "--set".
 std::string where(const std::string& origin, const YAML::Node& node) {
-  if (origin == "--set" || !node.IsDefined() || node.Mark().line < 0) return origin;
-  return origin + ":" + std::to_string(node.Mark().line + 1);
+  return origin == "--set" ? origin : yaml_location(origin, node);
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1] ? 1 : 0)});
-      diag = up;
+// Every key and section name, for suggestions.
+const std::vector<std::string>& key_and_section_names() {
+  static const std::vector<std::string> names = [] {
+    std::set<std::string> all;
+    for (const auto& spec : config_schema()) {
+      const std::string path = spec.path;
+      all.insert(path);
+      for (size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', dot + 1)) {
+        all.insert(path.substr(0, dot));
+      }
     }
-  }
-  return row[b.size()];
+    return std::vector<std::string>(all.begin(), all.end());
+  }();
+  return names;
 }
 
-std::string did_you_mean(const std::string& path) {
-  const KeySpec* best = nullptr;
-  size_t best_d = 4;  // suggest only near misses
-  for (const auto& spec : config_schema()) {
-    const size_t d = edit_distance(path, spec.path);
-    if (d < best_d) best_d = d, best = &spec;
+// The node of `key` itself in `map`, for its line (a null value's position is the next token's).
+YAML::Node key_node(const YAML::Node& map, const std::string& key) {
+  for (const auto& item : map) {
+    if (item.first.Scalar() == key) return item.first;
   }
-  return best ? std::string(" (did you mean ") + best->path + "?)" : "";
+  return YAML::Node(YAML::NodeType::Undefined);
 }
 
 bool is_section(const std::string& prefix) {
@@ -58,7 +57,9 @@ bool is_section(const std::string& prefix) {
 // Parses one scalar; throws with the expectation on failure.
 template <typename T>
 T scalar_as(const YAML::Node& node, const KeySpec& spec, const std::string& loc) {
-  const std::string got = node.IsScalar() ? "'" + node.Scalar() + "'" : "a list or map";
+  // A null string is refused like any null: --set's empty value is the one way to say "".
+  const std::string got = describe_yaml_value(node) +
+                          (node.IsNull() && std::is_same_v<T, std::string> ? " (write \"\" for an empty string)" : "");
   try {
     if (!node.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "not a scalar");
     if constexpr (std::is_same_v<T, int>) {
@@ -91,7 +92,7 @@ template <typename T>
 std::vector<T> list_as(const YAML::Node& node, const KeySpec& spec, const std::string& loc) {
   if (!node.IsSequence()) {
     HYDRA_FAIL(ConfigError, loc << ": " << spec.path << ": expected " << describe_expected(spec)
-                                << ", got " << (node.IsScalar() ? "'" + node.Scalar() + "'" : "a map"));
+                                << ", got " << describe_yaml_value(node));
   }
   std::vector<T> out;
   for (const auto& item : node) out.push_back(scalar_as<T>(item, spec, loc));
@@ -121,8 +122,12 @@ struct Loader {
   void apply(const std::string& path, const YAML::Node& key, const YAML::Node& node,
              const std::string& origin) {
     const KeySpec* spec = find_key(path);
-    if (!spec) HYDRA_FAIL(ConfigError, where(origin, key) << ": unknown key '" << path << "'" << did_you_mean(path));
-    assign(config, *spec, node, where(origin, node));
+    if (!spec) {
+      HYDRA_FAIL(ConfigError, where(origin, key) << ": unknown key '" << path << "'"
+                                                 << did_you_mean(path, key_and_section_names()));
+    }
+    // A null value's position is the next token's; its key's line is the one the user wrote.
+    assign(config, *spec, node, where(origin, node.IsNull() ? key : node));
     assigned.insert(path);
   }
 
@@ -130,13 +135,14 @@ struct Loader {
   void apply_map(const std::string& prefix, const YAML::Node& map, const std::string& origin,
                  const std::string& skip = "") {
     for (const auto& item : map) {
-      const std::string key = item.first.as<std::string>();
+      const std::string key = item.first.Scalar();  // load_yaml_file refused other keys
       const std::string path = prefix.empty() ? key : prefix + "." + key;
       if (path == skip) continue;
       if (!find_key(path) && is_section(path)) {
         if (item.second.IsNull()) continue;  // an empty section: nothing to set
         if (!item.second.IsMap()) {
-          HYDRA_FAIL(ConfigError, where(origin, item.second) << ": " << path << ": expected a map of keys");
+          HYDRA_FAIL(ConfigError, where(origin, item.second) << ": " << path << ": expected a map of keys, got "
+                                                             << describe_yaml_value(item.second));
         }
         apply_map(path, item.second, origin, skip);
       } else {
@@ -145,40 +151,6 @@ struct Loader {
     }
   }
 };
-
-YAML::Node load_yaml_file(const std::string& path, const std::string& what) {
-  if (!fs::is_regular_file(path)) HYDRA_FAIL(ConfigError, path << ": cannot read " << what << " (no such file)");
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::ParserException& e) {
-    HYDRA_FAIL(ConfigError, path << ":" << e.mark.line + 1 << ":" << e.mark.column + 1
-                                 << ": YAML syntax error: " << e.msg);
-  } catch (const YAML::Exception& e) {
-    HYDRA_FAIL(ConfigError, path << ": cannot read " << what << ": " << e.what());
-  }
-  if (!root.IsNull() && !root.IsMap()) HYDRA_FAIL(ConfigError, path << ": expected a map of sections at the top level");
-  return root;
-}
-
-std::string find_preset(const std::string& name, const std::string& config_path, const std::string& loc) {
-  std::vector<std::string> known;
-  for (const auto& dir : preset_search_dirs(config_path)) {
-    const fs::path candidate = fs::path(dir) / (name + ".yaml");
-    if (!name.empty() && name.find('/') == std::string::npos && fs::is_regular_file(candidate)) {
-      return candidate.string();
-    }
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir, ec)) {
-      if (entry.path().extension() == ".yaml") known.push_back(entry.path().stem().string());
-    }
-  }
-  std::sort(known.begin(), known.end());
-  known.erase(std::unique(known.begin(), known.end()), known.end());
-  std::string list;
-  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-  HYDRA_FAIL(ConfigError, loc << ": model.preset: no variant named '" << name << "' (known: " << list << ")");
-}
 
 // Splits "--set key.path=value" and parses the value as YAML (so lists work: [1, 3]).
 std::pair<std::string, YAML::Node> parse_set(const std::string& set) {
@@ -193,8 +165,12 @@ std::pair<std::string, YAML::Node> parse_set(const std::string& set) {
   } catch (const YAML::Exception& e) {
     HYDRA_FAIL(ConfigError, "--set " << path << ": cannot parse value '" << set.substr(eq + 1) << "': " << e.msg);
   }
+  if (!find_key(path) && is_section(path)) {
+    HYDRA_FAIL(ConfigError, "--set " << path << ": a section, not a key; set its keys one by one (--set " << path
+                                     << ".KEY=value)");
+  }
   if (!find_key(path)) {
-    HYDRA_FAIL(ConfigError, "--set: unknown key '" << path << "'" << did_you_mean(path));
+    HYDRA_FAIL(ConfigError, "--set: unknown key '" << path << "'" << did_you_mean(path, key_and_section_names()));
   }
   Config probe;
   if (value.IsNull() && std::holds_alternative<std::string*>(find_key(path)->field(probe))) {
@@ -205,16 +181,6 @@ std::pair<std::string, YAML::Node> parse_set(const std::string& set) {
 
 }  // namespace
 
-std::vector<std::string> preset_search_dirs(const std::string& config_path) {
-  std::vector<std::string> dirs;
-  if (!config_path.empty()) {
-    const fs::path parent = fs::path(config_path).parent_path();
-    dirs.push_back(parent.empty() ? "." : parent.string());
-  }
-  dirs.push_back(HYDRA_CONFIG_DIR);
-  return dirs;
-}
-
 Config load_config(const std::string& config_path, const std::vector<std::string>& sets) {
   Loader loader;
   const YAML::Node root = config_path.empty() ? YAML::Node() : load_yaml_file(config_path, "config file");
@@ -223,31 +189,22 @@ Config load_config(const std::string& config_path, const std::vector<std::string
 
   // The preset is resolved first because it sits below the file in precedence; the last
   // word on its name may come from --set.
-  std::string preset;
-  std::string preset_origin = config_path;
-  YAML::Node preset_node;
+  std::string preset_loc = config_path;  // where the preset's name was given
   if (root.IsMap() && root["model"] && root["model"].IsMap() && root["model"]["preset"]) {
-    preset_node = root["model"]["preset"];
-    loader.apply("model.preset", preset_node, preset_node, config_path);
+    const YAML::Node key = key_node(root["model"], "preset");
+    loader.apply("model.preset", key, root["model"]["preset"], config_path);
+    preset_loc = where(config_path, key);
   }
   for (const auto& [path, value] : overrides) {
     if (path == "model.preset") {
       loader.apply(path, YAML::Node(), value, "--set");
-      preset_origin = "--set";
-      preset_node = value;
+      preset_loc = "--set";
     }
   }
-  preset = loader.config.model.preset;
+  const std::string& preset = loader.config.model.preset;
   if (!preset.empty()) {
-    const std::string preset_file = find_preset(preset, config_path, where(preset_origin, preset_node));
-    const YAML::Node preset_root = load_yaml_file(preset_file, "preset");
-    if (preset_root.IsMap() && preset_root["model"]) {
-      if (preset_root["model"]["preset"]) {
-        HYDRA_FAIL(ConfigError, where(preset_file, preset_root["model"]["preset"])
-                                    << ": model.preset: a preset cannot name another preset");
-      }
-      loader.apply_map("model", preset_root["model"], preset_file);
-    }
+    const PresetFile found = find_preset(preset, config_path, preset_loc);
+    loader.apply_map("model", found.root["model"], found.path);
   }
   if (root.IsMap()) loader.apply_map("", root, config_path, "model.preset");
   for (const auto& [path, value] : overrides) {

@@ -24,7 +24,4 @@ void check_config(const Config& config);
 // The resolved config as JSON, nested by section, every key of the schema.
 common::Json config_to_json(const Config& config);
 
-// Where presets are looked up: the config file's directory, then the installed configs/.
-std::vector<std::string> preset_search_dirs(const std::string& config_path);
-
 }  // namespace hydra::launcher

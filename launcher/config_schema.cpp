@@ -1,7 +1,8 @@
 #include "launcher/config_schema.h"
 
 #include <cmath>
-#include <sstream>
+
+#include "common/json.h"
 
 namespace hydra::launcher {
 namespace {
@@ -115,10 +116,11 @@ std::vector<KeySpec> build_schema() {
 
 #undef HYDRA_FIELD
 
-std::string format_bound(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
+// An integer key's bound as an integer (1000000000, not 1e+09); a number's exactly
+// (0.999999999, not 1).
+std::string format_bound(double v, bool integer) {
+  if (!std::isfinite(v)) return v < 0 ? "-inf" : "inf";
+  return integer ? std::to_string(static_cast<long long>(v)) : common::format_float(v);
 }
 
 }  // namespace
@@ -138,10 +140,10 @@ const KeySpec* find_key(const std::string& path) {
 std::string describe_expected(const KeySpec& spec) {
   Config probe;
   const FieldRef ref = spec.field(probe);
+  const bool integer = ref.index() == 0 || ref.index() == 4;  // int, list of int
   std::string range;
   if (std::isfinite(spec.min) || std::isfinite(spec.max)) {
-    range = " in [" + (std::isfinite(spec.min) ? format_bound(spec.min) : "-inf") + ", " +
-            (std::isfinite(spec.max) ? format_bound(spec.max) : "inf") + "]";
+    range = " in [" + format_bound(spec.min, integer) + ", " + format_bound(spec.max, integer) + "]";
   }
   std::string choices;
   for (const auto& c : spec.choices) choices += (choices.empty() ? "" : "|") + c;

@@ -10,6 +10,7 @@
 #include "launcher/cli.h"
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
+#include "launcher/version.h"
 #include "parallel/mpi_session.h"
 
 namespace {
@@ -18,7 +19,7 @@ int run(int argc, char** argv, int& rank) {
   using namespace hydra;
   const launcher::CliArgs args = launcher::parse_cli(argc, argv);
   if (args.version) {
-    std::printf("hydra %s\n", HYDRA_VERSION);
+    std::printf("%s\n", launcher::version_text().c_str());
     return 0;
   }
   if (args.help) {

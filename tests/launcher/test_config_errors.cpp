@@ -6,19 +6,11 @@
 #include <fstream>
 
 #include "tests/launcher/run_hydra.h"
+#include "tests/launcher/valid_model.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-// A complete, valid model section; cases replace or break pieces of it.
-const char* kModel =
-    "model:\n"
-    "  dim: 64\n"
-    "  heads: 4\n"
-    "  kv_heads: 2\n"
-    "  macro_blocks: 1\n"
-    "  vocab_size: 256\n";
 
 struct BadCase {
   const char* name;
@@ -28,7 +20,7 @@ struct BadCase {
 };
 
 std::vector<BadCase> bad_cases() {
-  const std::string m = kModel;
+  const std::string m = hydra::test::kValidModelYaml;
   return {
       {"unknown_section", m + "modle:\n  dim: 3\n", {}, {"modle", "cfg.yaml:7"}},
       {"unknown_nested_key", m + "  hedas: 4\n", {}, {"model.hedas", "did you mean model.heads", "cfg.yaml:7"}},
@@ -44,7 +36,7 @@ std::vector<BadCase> bad_cases() {
       {"section_not_a_map", m + "train: 5\n", {}, {"train", "expected a map"}},
       {"missing_required", "model:\n  dim: 64\n  heads: 4\n  kv_heads: 2\n  vocab_size: 256\n", {},
        {"missing required key model.macro_blocks"}},
-      {"bad_preset", "model:\n  preset: nonexistent\n", {}, {"model.preset", "nonexistent", "known:"}},
+      {"bad_preset", "model:\n  preset: nonexistent\n", {}, {"model.preset", "nonexistent", "presets:"}},
       {"yaml_syntax", m + "train: [1, 2\n", {}, {"cfg.yaml:", "YAML syntax error"}},
       {"heads_do_not_divide_dim", "model:\n  dim: 66\n  heads: 4\n  kv_heads: 2\n  macro_blocks: 1\n  vocab_size: 256\n", {},
        {"model.heads", "model.dim"}},
