@@ -22,7 +22,7 @@ void install_preemption_handlers() {
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGUSR1, &action, nullptr);
   // Ctrl-C: the first one saves like SIGTERM; SA_RESETHAND restores the default action, so a
-  // second one stops the process at once (the checkpoint being written is never committed).
+  // second one stops the process at once (a save it cuts short is left uncommitted).
   action.sa_flags |= SA_RESETHAND;
   sigaction(SIGINT, &action, nullptr);
 }
