@@ -14,7 +14,7 @@ enum class ExitCode : int {
   kUsage = 2,        // bad command line or config
   kBadInput = 3,     // bad data or checkpoint
   kRuntime = 4,      // non-finite loss under halt, collective timeout, library failure
-  kPreempted = 75,   // saved a checkpoint on SIGTERM/SIGUSR1 and stopped
+  kPreempted = 75,   // saved a checkpoint on SIGTERM/SIGINT/SIGUSR1 and stopped
 };
 
 class HydraError : public std::runtime_error {
@@ -39,7 +39,7 @@ struct RuntimeFailure : HydraError {
   explicit RuntimeFailure(const std::string& what) : HydraError(ExitCode::kRuntime, what) {}
 };
 
-// The run saved a checkpoint on SIGTERM/SIGUSR1 and stops so that it can be requeued (75).
+// The run saved a checkpoint on SIGTERM/SIGINT/SIGUSR1 and stops so that it can be requeued (75).
 struct Preempted : HydraError {
   explicit Preempted(const std::string& what) : HydraError(ExitCode::kPreempted, what) {}
 };

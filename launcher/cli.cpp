@@ -101,7 +101,7 @@ std::string help_text(const std::string& command) {
       out += "  " + name + std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') + spec.summary + "\n";
     }
     out += "\nhydra COMMAND --help shows a command's options. Exit codes: 0 success, 2 usage or config\n";
-    out += "error, 3 bad data or checkpoint, 4 runtime failure, 75 checkpointed on SIGTERM/SIGUSR1.\n";
+    out += "error, 3 bad data or checkpoint, 4 runtime failure, 75 checkpointed on SIGTERM/SIGINT/SIGUSR1.\n";
     return out;
   }
   const auto& spec = commands().at(command);

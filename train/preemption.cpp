@@ -21,6 +21,10 @@ void install_preemption_handlers() {
   action.sa_flags = SA_RESTART;  // blocking calls (file I/O, MPI polling) continue
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGUSR1, &action, nullptr);
+  // Ctrl-C: the first one saves like SIGTERM; SA_RESETHAND restores the default action, so a
+  // second one stops the process at once (a save it cuts short is left uncommitted).
+  action.sa_flags |= SA_RESETHAND;
+  sigaction(SIGINT, &action, nullptr);
 }
 
 bool preemption_signalled() { return g_signalled.load(); }

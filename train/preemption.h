@@ -1,5 +1,7 @@
-// Preemption: SIGTERM or SIGUSR1 on any rank asks the run to save a checkpoint at the next
-// step boundary and stop with exit code 75 (docs/INTERFACE.md), so a Slurm script can requeue.
+// Preemption: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 on any rank asks the run to save a
+// checkpoint at the next step boundary and stop with exit code 75 (docs/INTERFACE.md), so a
+// Slurm script can requeue and a user's Ctrl-C loses no work. A second SIGINT stops the
+// process at once (the default action), for a user who does not want to wait for the save.
 // The signal handler only sets a flag; at each step boundary every rank contributes its flag
 // to one all-reduce (max) over the world, so all ranks agree on the same step even when the
 // signal reached only some of them.
@@ -12,7 +14,7 @@ namespace hydra::train {
 // Installs the handlers (idempotent). Returns nothing; the flag starts cleared.
 void install_preemption_handlers();
 
-// This process received SIGTERM or SIGUSR1 since the handlers were installed.
+// This process received SIGTERM, SIGINT or SIGUSR1 since the handlers were installed.
 bool preemption_signalled();
 
 // Whether any rank was signalled: one all-reduce (max) over `world` (null: this process).

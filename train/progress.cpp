@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -51,12 +52,18 @@ ProgressLine::ProgressLine(int total_steps, int start_step, bool cuda)
 void ProgressLine::print(const StepMetrics& row) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int done = row.step - start_step_;
-  const double eta = done > 0 ? elapsed / done * (total_steps_ - row.step) : 0.0;
+  if (done == 1) first_step_s_ = elapsed;
+  // The rate after the first step: its warm-up would otherwise inflate the ETA for a long time.
+  const double rate = done > 1 && first_step_s_ ? (elapsed - *first_step_s_) / (done - 1) : elapsed / std::max(done, 1);
+  const double eta = rate * (total_steps_ - row.step);
   using common::strprintf;
   std::string line = strprintf("step %d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.0f tok/s", row.step, total_steps_,
                                row.loss, row.lr, row.grad_norm, row.tok_s);
   if (row.mfu) line += strprintf(" | mfu %.1f%%", *row.mfu * 100);
   line += strprintf(" | mem %.2f GB | ETA %s", memory_in_use_bytes(cuda_) / 1e9, duration_text(eta).c_str());
+  // The first step includes warm-up (allocation, first kernels, first collectives): its time
+  // says why the next lines are faster.
+  if (done == 1) line += strprintf(" | first step %.1f s (includes warm-up)", elapsed);
   if (row.aux_loss != 0) line += strprintf(" | aux %.4f", row.aux_loss);
   if (row.skipped) line += strprintf(" | skipped %d", row.skipped);
   if (row.val_loss) line += strprintf(" | val_loss %.4f (ppl %.1f)", *row.val_loss, std::exp(*row.val_loss));

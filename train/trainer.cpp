@@ -434,6 +434,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
   const int64_t tokens_per_step = static_cast<int64_t>(t.global_batch) * t.seq_len;
   auto window_start = Clock::now();
   int window_steps = 0;
+  const int64_t first_step = run.progress.step + 1;  // of this process: logged at once (includes warm-up)
   while (run.progress.step < t.steps) {
     const double lr = lr_at(schedule, static_cast<int>(run.progress.step));
     const StepResult step = train_step(run, lr);
@@ -449,7 +450,8 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
     const bool stop_here = t.stop_at_step > 0 && run.progress.step == t.stop_at_step;
     const bool last = run.progress.step == t.steps || stop_here;
     const bool eval_now = last || (t.eval_every > 0 && run.progress.step % t.eval_every == 0);
-    const bool log_now = last || eval_now || run.progress.step % config.log.every == 0;
+    const bool log_now =
+        last || eval_now || run.progress.step == first_step || run.progress.step % config.log.every == 0;
     if (log_now) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       StepMetrics row;

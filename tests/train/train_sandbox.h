@@ -92,14 +92,19 @@ class TrainSandbox {
   // Starts `command` (output to root/name/out.log) in the background, waits until the run's
   // metrics file under root/name has `rows` rows, runs `signal_command` ($pid is the started
   // process), and returns {wait status, the output}. A run that ignores the signal is killed
-  // by `kill_command` after 120 s, so a broken signal path never hangs the suite.
+  // by `kill_command` after 120 s, so a broken signal path never hangs the suite. The command
+  // runs under job control, as from a terminal: in a process group of its own ($pid's, so
+  // `kill -INT -$pid` is a Ctrl-C) and with SIGINT not ignored (a script without job control
+  // starts background commands with SIGINT ignored, and a shell cannot trap it then).
   std::pair<int, std::string> run_and_signal(const std::string& name, const std::string& command, int rows,
                                              const std::string& signal_command, const std::string& kill_command) const {
     const std::filesystem::path dir = root_ / name;
     std::filesystem::create_directories(dir);
     const std::string metrics = (dir / "metrics.jsonl").string();
-    std::ofstream(dir / "run.sh") << command << " > " << (dir / "out.log").string() << " 2>&1 &\n"
+    std::ofstream(dir / "run.sh") << "set -m\n"
+                                  << command << " > " << (dir / "out.log").string() << " 2>&1 &\n"
                                   << "pid=$!\n"
+                                  << "set +m\n"
                                   << "for i in $(seq 1200); do\n"
                                   << "  if [ -f " << metrics << " ] && [ $(wc -l < " << metrics << ") -ge " << rows
                                   << " ]; then break; fi\n"

@@ -1,0 +1,98 @@
+// The fault matrix, signals (docs/FAULTS.md): a user's Ctrl-C or a scheduler's SIGTERM in the
+// middle of `hydra train`, one process and under mpirun (through scripts/hydra-mpirun, because
+// Open MPI's mpirun kills the ranks on either; docs/INTERFACE.md). The first one saves a
+// committed checkpoint and exits 75 with a message saying how to continue, and the resumed
+// run continues exactly; a second Ctrl-C stops at once, leaving no half-written checkpoint.
+#include <sys/wait.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/train/preemption_check.h"
+#include "tests/train/train_sandbox.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using hydra::test::TrainSandbox;
+
+struct FaultsSignals : hydra::test::SandboxTest<FaultsSignals> {
+  static constexpr const char* kTag = "hydra_faults_signals";
+  static constexpr int kSteps = 6;
+
+  // scripts/hydra-mpirun on `np` ranks with this machine's mpirun and its options.
+  static std::string hydra_mpirun(int np) {
+    return "HYDRA_MPIRUN=" HYDRA_MPIEXEC " OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_SOURCE_DIR
+           "/scripts/hydra-mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(np);
+  }
+
+  // Starts `launcher` + `hydra train` as run `name` with every save written 5 s late in the
+  // background, sends Ctrl-C twice, 1 s apart, after three metrics rows, and returns
+  // {wait status, output, seconds from the start to the end}.
+  static std::tuple<int, std::string, double> interrupt_twice(const std::string& name, const std::string& launcher) {
+    const fs::path dir = root() / name;
+    const std::string launch = "HYDRA_CKPT_WRITE_DELAY_MS=5000 " + launcher + " '" HYDRA_BIN "' train --config " +
+                               (root() / "run.yaml").string() + " --set train.steps=100000" +
+                               " --set checkpoint.async=true --set checkpoint.dir=" + (dir / "ckpt").string() +
+                               " --set log.jsonl=" + (dir / "metrics.jsonl").string();
+    const auto start = std::chrono::steady_clock::now();
+    const auto [status, log] = sandbox()->run_and_signal(name, launch, 3, "kill -INT -- -$pid; sleep 1; kill -INT -- -$pid",
+                                                         "pkill -9 -f '" + (dir / "ckpt").string() + "'");
+    return {status, log, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
+  }
+
+  // No committed checkpoint under root/name/ckpt: the save the second Ctrl-C cut short is not one.
+  static bool no_committed_checkpoint(const std::string& name) {
+    const fs::path ckpt = root() / name / "ckpt";
+    if (!fs::exists(ckpt)) return true;
+    for (const auto& entry : fs::directory_iterator(ckpt)) {
+      if (fs::exists(entry.path() / "COMMIT")) return false;
+    }
+    return true;
+  }
+};
+
+// `hydra train` in a terminal, Ctrl-C: SIGINT to its process group.
+TEST_F(FaultsSignals, CtrlCSavesAndExits75) {
+  hydra::test::expect_signal_saves_and_resumes(*sandbox(), "ctrl_c", "", 0, {}, "kill -INT -- -$pid");
+}
+
+// `scripts/hydra-mpirun -np 2 hydra train` in a terminal, Ctrl-C: SIGINT to the script's
+// process group (mpirun and the ranks have their own).
+TEST_F(FaultsSignals, CtrlCUnderMpirunSavesAndExits75) {
+  hydra::test::expect_signal_saves_and_resumes(*sandbox(), "ctrl_c_np2", hydra_mpirun(2), 2, {}, "kill -INT -- -$pid");
+}
+
+// `kill PID` (SIGTERM) of scripts/hydra-mpirun -np 2.
+TEST_F(FaultsSignals, SigtermUnderMpirunSavesAndExits75) {
+  hydra::test::expect_signal_saves_and_resumes(*sandbox(), "sigterm_np2", hydra_mpirun(2), 2, {}, "kill -TERM $pid");
+}
+
+// A second Ctrl-C while the checkpoint is being written: the process dies by SIGINT at once
+// (exit status 130 through the shell), without the 5 s save, and leaves no committed checkpoint.
+TEST_F(FaultsSignals, SecondCtrlCStopsAtOnce) {
+  const auto [status, log, seconds] = interrupt_twice("ctrl_c_twice", "");
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << log;
+  EXPECT_EQ(log.find("preempted by a signal"), std::string::npos) << log;
+  EXPECT_LT(seconds, 30.0) << log;
+  EXPECT_TRUE(no_committed_checkpoint("ctrl_c_twice")) << log;
+}
+
+// The same under scripts/hydra-mpirun -np 2: the second Ctrl-C aborts mpirun, which kills the
+// ranks (SIGKILL about 2 s later): exit 1, no committed checkpoint.
+TEST_F(FaultsSignals, SecondCtrlCUnderMpirunStopsAtOnce) {
+  const auto [status, log, seconds] = interrupt_twice("ctrl_c_twice_np2", hydra_mpirun(2));
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_NE(WEXITSTATUS(status), 75) << log;
+  EXPECT_NE(WEXITSTATUS(status), 0) << log;
+  EXPECT_NE(log.find("hydra-mpirun: SIGINT again: stopping at once"), std::string::npos) << log;
+  EXPECT_EQ(log.find("preempted by a signal"), std::string::npos) << log;
+  EXPECT_LT(seconds, 30.0) << log;
+  EXPECT_TRUE(no_committed_checkpoint("ctrl_c_twice_np2")) << log;
+}
+
+}  // namespace
