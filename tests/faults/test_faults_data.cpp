@@ -144,6 +144,25 @@ TEST_F(FaultsData, EmptyOutputDirectoryIsUsed) {
   EXPECT_EQ(staging_left_in(root_), std::vector<std::string>());
 }
 
+// A link to an earlier output: the directory it points to is replaced, the link stays.
+TEST_F(FaultsData, OutputThroughASymbolicLink) {
+  const fs::path real = root_ / "disk" / "tokens";
+  ASSERT_EQ(prepare((root_ / "text").string(), real.string()).exit_code, 0);
+  fs::create_directory_symlink(real, root_ / "tokens");
+  write_all(root_ / "text" / "b.txt", "a second document");
+  const HydraRun run = prepare((root_ / "text").string(), (root_ / "tokens").string());
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(fs::is_symlink(root_ / "tokens"));
+  EXPECT_MENTIONS(read_all(real / "manifest.json"), "\"documents\": 2");
+  EXPECT_EQ(staging_left_in(root_ / "disk"), std::vector<std::string>());
+
+  fs::create_directory_symlink(root_ / "nowhere", root_ / "dangling");
+  const HydraRun dangling = prepare((root_ / "text").string(), (root_ / "dangling").string());
+  EXPECT_EQ(dangling.exit_code, 2) << dangling.output;
+  EXPECT_MENTIONS(dangling.output, "--output " + (root_ / "dangling").string() + ": a symbolic link to nothing");
+  EXPECT_FALSE(fs::exists(root_ / "nowhere"));
+}
+
 TEST_F(FaultsData, MissingInput) {
   const HydraRun run = prepare((root_ / "nope.txt").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 3) << run.output;
