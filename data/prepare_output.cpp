@@ -35,6 +35,12 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+// The finished output replaces the directory by rename, which cannot cross filesystems.
+bool is_mount_point(const std::string& dir) {
+  struct stat self {}, parent {};
+  return ::stat(dir.c_str(), &self) == 0 && ::stat((dir + "/..").c_str(), &parent) == 0 && self.st_dev != parent.st_dev;
+}
+
 // "a, b, c, d, e and 3 more": enough for the user to recognise the directory.
 std::string a_few(std::vector<std::string> names) {
   std::sort(names.begin(), names.end());
@@ -136,6 +142,10 @@ OutputPlan check_output(const std::string& output, const std::vector<std::string
     return plan;
   }
   if (!is_directory(resolved)) HYDRA_FAIL(ConfigError, "--output " << output << ": is a file, not a directory");
+  if (is_mount_point(resolved)) {
+    HYDRA_FAIL(ConfigError, "--output " << output << ": a mount point, which the finished output cannot replace "
+                                        << "by a rename; give a directory inside it");
+  }
   plan.exists = true;
   const std::vector<std::string> entries = entries_of(plan);
   if (!entries.empty()) plan.previous_files = earlier_output_files(plan, entries);

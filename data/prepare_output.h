@@ -3,8 +3,8 @@
 //  - check_output() runs before any work: --output must be a new path, an empty directory,
 //    or an earlier prepare's output (its manifest.json plus exactly the shards it lists),
 //    which is then replaced as a whole. A directory holding anything else, a file, a path
-//    under a file, or a directory that is or holds an input is a ConfigError (exit 2) naming
-//    the directory (and a few of its entries).
+//    under a file, a mount point, or a directory that is or holds an input is a ConfigError
+//    (exit 2) naming the directory (and a few of its entries).
 //  - OutputStaging writes into a new directory beside the output, `.NAME.prepare-PID.tmp`,
 //    that becomes the output by one rename when complete; an earlier output is swapped out
 //    in one atomic exchange and only then are its files (those its manifest lists) removed.

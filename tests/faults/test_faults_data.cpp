@@ -15,33 +15,24 @@
 #include <string>
 #include <vector>
 
+#include "tests/data/data_test_util.h"
 #include "tests/launcher/run_hydra.h"
 
 namespace hydra::test {
 namespace {
 
 namespace fs = std::filesystem;
+using data::testing::read_file;
+using data::testing::write_file;
 
 #define EXPECT_MENTIONS(text, part) \
   EXPECT_NE((text).find(part), std::string::npos) << "output:\n" << (text) << "\nexpected to mention: " << (part)
-
-std::string read_all(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_all(const fs::path& path, const std::string& bytes) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << bytes;
-}
 
 // Every file under dir (relative name -> content): "untouched" means equal before and after.
 std::map<std::string, std::string> snapshot(const fs::path& dir) {
   std::map<std::string, std::string> files;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) files[fs::relative(e.path(), dir).string()] = read_all(e.path());
+    if (e.is_regular_file()) files[fs::relative(e.path(), dir).string()] = read_file(e.path());
   }
   return files;
 }
@@ -56,7 +47,7 @@ class FaultsData : public ::testing::Test {
     fs::remove_all(root_);
     std::string text;
     for (int i = 0; i < 200; ++i) text += "Line " + std::to_string(i) + " of a small corpus.\n";
-    write_all(root_ / "text" / "a.txt", text);
+    write_file(root_ / "text" / "a.txt", text);
   }
   void TearDown() override {
     fs::permissions(root_, fs::perms::owner_all, fs::perm_options::add);
@@ -85,8 +76,8 @@ class FaultsData : public ::testing::Test {
 // Issue #12: prepare deleted the user's train_000007.bin from a directory without a manifest.
 TEST_F(FaultsData, NonEmptyOutputItDidNotWriteIsRefused) {
   const fs::path out = root_ / "mine";
-  write_all(out / "train_000007.bin", "the user's own bytes");
-  write_all(out / "notes.txt", "keep me");
+  write_file(out / "train_000007.bin", "the user's own bytes");
+  write_file(out / "notes.txt", "keep me");
   const auto before = snapshot(out);
   const HydraRun run = prepare((root_ / "text").string(), out.string());
   EXPECT_EQ(run.exit_code, 2) << run.output;
@@ -99,7 +90,7 @@ TEST_F(FaultsData, NonEmptyOutputItDidNotWriteIsRefused) {
 TEST_F(FaultsData, EarlierOutputWithFilesItsManifestDoesNotListIsRefused) {
   const fs::path out = root_ / "tokens";
   ASSERT_EQ(prepare((root_ / "text").string(), out.string()).exit_code, 0);
-  write_all(out / "train_000007.bin", "the user's own bytes");
+  write_file(out / "train_000007.bin", "the user's own bytes");
   const auto before = snapshot(out);
   const HydraRun run = prepare((root_ / "text").string(), out.string());
   EXPECT_EQ(run.exit_code, 2) << run.output;
@@ -111,7 +102,7 @@ TEST_F(FaultsData, EarlierOutputWithFilesItsManifestDoesNotListIsRefused) {
 
 TEST_F(FaultsData, OutputWithAForeignManifestIsRefused) {
   const fs::path out = root_ / "other";
-  write_all(out / "manifest.json", "{\"name\": \"someone else's\"}\n");
+  write_file(out / "manifest.json", "{\"name\": \"someone else's\"}\n");
   const auto before = snapshot(out);
   const HydraRun run = prepare((root_ / "text").string(), out.string());
   EXPECT_EQ(run.exit_code, 2) << run.output;
@@ -123,10 +114,10 @@ TEST_F(FaultsData, OutputWithAForeignManifestIsRefused) {
 TEST_F(FaultsData, RerunIntoItsOwnOutputReplacesIt) {
   const fs::path out = root_ / "tokens";
   ASSERT_EQ(prepare((root_ / "text").string(), out.string()).exit_code, 0);
-  write_all(root_ / "text" / "b.txt", std::string(70000, 'b'));
+  write_file(root_ / "text" / "b.txt", std::string(70000, 'b'));
   const HydraRun run = prepare((root_ / "text").string(), out.string());
   EXPECT_EQ(run.exit_code, 0) << run.output;
-  const std::string manifest = read_all(out / "manifest.json");
+  const std::string manifest = read_file(out / "manifest.json");
   EXPECT_MENTIONS(manifest, "\"documents\": 2");
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
@@ -149,11 +140,11 @@ TEST_F(FaultsData, OutputThroughASymbolicLink) {
   const fs::path real = root_ / "disk" / "tokens";
   ASSERT_EQ(prepare((root_ / "text").string(), real.string()).exit_code, 0);
   fs::create_directory_symlink(real, root_ / "tokens");
-  write_all(root_ / "text" / "b.txt", "a second document");
+  write_file(root_ / "text" / "b.txt", "a second document");
   const HydraRun run = prepare((root_ / "text").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_TRUE(fs::is_symlink(root_ / "tokens"));
-  EXPECT_MENTIONS(read_all(real / "manifest.json"), "\"documents\": 2");
+  EXPECT_MENTIONS(read_file(real / "manifest.json"), "\"documents\": 2");
   EXPECT_EQ(staging_left_in(root_ / "disk"), std::vector<std::string>());
 
   fs::create_directory_symlink(root_ / "nowhere", root_ / "dangling");
@@ -171,7 +162,7 @@ TEST_F(FaultsData, MissingInput) {
 }
 
 TEST_F(FaultsData, EmptyInput) {
-  write_all(root_ / "empty.txt", "");
+  write_file(root_ / "empty.txt", "");
   const HydraRun run = prepare((root_ / "empty.txt").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 3) << run.output;
   EXPECT_MENTIONS(run.output, "input " + (root_ / "empty.txt").string() + ": empty file");
@@ -180,7 +171,7 @@ TEST_F(FaultsData, EmptyInput) {
 }
 
 TEST_F(FaultsData, BinaryInput) {
-  write_all(root_ / "image.txt", std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16));
+  write_file(root_ / "image.txt", std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16));
   const HydraRun run = prepare((root_ / "image.txt").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 3) << run.output;
   EXPECT_MENTIONS(run.output, "input " + (root_ / "image.txt").string() + ":1: not valid UTF-8 (byte 0 is 0x89)");
@@ -189,7 +180,7 @@ TEST_F(FaultsData, BinaryInput) {
 }
 
 TEST_F(FaultsData, NulBytesInInput) {
-  write_all(root_ / "text" / "dump.txt", std::string("ok\nab\0cd", 8));
+  write_file(root_ / "text" / "dump.txt", std::string("ok\nab\0cd", 8));
   const HydraRun run = prepare((root_ / "text").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 3) << run.output;
   EXPECT_MENTIONS(run.output, "input " + (root_ / "text" / "dump.txt").string() + ":2: NUL byte at byte 5");
@@ -197,7 +188,7 @@ TEST_F(FaultsData, NulBytesInInput) {
 }
 
 TEST_F(FaultsData, InvalidUtf8Input) {
-  write_all(root_ / "latin1.txt", "line one\ncaf\xE9\n");
+  write_file(root_ / "latin1.txt", "line one\ncaf\xE9\n");
   const HydraRun run = prepare((root_ / "latin1.txt").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 3) << run.output;
   EXPECT_MENTIONS(run.output, "input " + (root_ / "latin1.txt").string() + ":2: not valid UTF-8 (byte 12 is 0xe9)");
@@ -206,7 +197,7 @@ TEST_F(FaultsData, InvalidUtf8Input) {
 
 // A failed run into a path several levels deep leaves none of the levels it created.
 TEST_F(FaultsData, FailedRunLeavesNoDirectories) {
-  write_all(root_ / "latin1.txt", "caf\xE9\n");
+  write_file(root_ / "latin1.txt", "caf\xE9\n");
   const HydraRun run = prepare((root_ / "latin1.txt").string(), (root_ / "new" / "deep" / "tokens").string());
   EXPECT_EQ(run.exit_code, 3) << run.output;
   EXPECT_FALSE(fs::exists(root_ / "new"));
@@ -219,11 +210,11 @@ TEST_F(FaultsData, OutputUnderAFile) {
 }
 
 TEST_F(FaultsData, OutputIsAFile) {
-  write_all(root_ / "tokens", "a file");
+  write_file(root_ / "tokens", "a file");
   const HydraRun run = prepare((root_ / "text").string(), (root_ / "tokens").string());
   EXPECT_EQ(run.exit_code, 2) << run.output;
   EXPECT_MENTIONS(run.output, "--output " + (root_ / "tokens").string() + ": is a file, not a directory");
-  EXPECT_EQ(read_all(root_ / "tokens"), "a file");
+  EXPECT_EQ(read_file(root_ / "tokens"), "a file");
 }
 
 TEST_F(FaultsData, OutputEqualToInput) {
@@ -250,6 +241,18 @@ TEST_F(FaultsData, UnwritableOutput) {
   EXPECT_EQ(run.exit_code, 2) << run.output;
   EXPECT_MENTIONS(run.output, "--output " + out.string() + ": cannot create a directory beside it");
   EXPECT_FALSE(fs::exists(out));
+}
+
+// /dev/shm is a tmpfs mount on Linux: a rename cannot replace it, so it is refused at start.
+TEST_F(FaultsData, OutputIsAMountPoint) {
+  struct stat shm {}, dev {};
+  if (::stat("/dev/shm", &shm) != 0 || ::stat("/dev", &dev) != 0 || shm.st_dev == dev.st_dev) {
+    GTEST_SKIP() << "/dev/shm is not a mount point here";
+  }
+  const HydraRun run = prepare((root_ / "text").string(), "/dev/shm");
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_MENTIONS(run.output, "--output /dev/shm: a mount point, which the finished output cannot replace");
+  EXPECT_EQ(staging_left_in("/dev"), std::vector<std::string>());
 }
 
 TEST_F(FaultsData, TokenizerFilesMissing) {
@@ -294,11 +297,11 @@ std::map<std::string, uintmax_t> sizes(const fs::path& dir) {
 TEST_F(FaultsData, InterruptedRunLeavesTheEarlierOutput) {
   const fs::path out = root_ / "tokens";
   ASSERT_EQ(prepare((root_ / "text").string(), out.string()).exit_code, 0);
-  const std::string manifest = read_all(out / "manifest.json");
+  const std::string manifest = read_file(out / "manifest.json");
   const auto before = sizes(out);
   std::string big;
   for (int i = 0; big.size() < (50u << 20); ++i) big += "Line " + std::to_string(i) + " of a large corpus.\n";
-  write_all(root_ / "big" / "big.txt", big);
+  write_file(root_ / "big" / "big.txt", big);
   std::ofstream(root_ / "run.sh") << "'" << HYDRA_BIN << "' data prepare --input " << (root_ / "big").string()
                                   << " --output " << out.string() << " --tokenizer bytes > "
                                   << (root_ / "prepare.log").string() << " 2>&1 &\n"
@@ -309,10 +312,10 @@ TEST_F(FaultsData, InterruptedRunLeavesTheEarlierOutput) {
                                   << "done\n"
                                   << "sleep 0.2; kill -TERM $pid; wait $pid\n";
   const int status = std::system(("bash " + (root_ / "run.sh").string()).c_str());
-  const std::string output = read_all(root_ / "prepare.log");
+  const std::string output = read_file(root_ / "prepare.log");
   EXPECT_EQ(WEXITSTATUS(status), 4) << output;
   EXPECT_MENTIONS(output, "interrupted by signal 15 (Terminated); --output " + out.string() + " is as it was");
-  EXPECT_EQ(read_all(out / "manifest.json"), manifest);
+  EXPECT_EQ(read_file(out / "manifest.json"), manifest);
   EXPECT_EQ(sizes(out), before);
   EXPECT_EQ(staging_left_in(root_), std::vector<std::string>());
 }
