@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <regex>
-#include <set>
 #include <thread>
 
 #include "common/errors.h"
@@ -13,8 +12,10 @@
 #include "data/manifest.h"
 #include "data/mix.h"
 #include "data/piece_queue.h"
+#include "data/prepare_output.h"
 #include "data/progress.h"
 #include "data/shard.h"
+#include "data/stop_signals.h"
 
 namespace hydra::data {
 namespace {
@@ -79,9 +80,9 @@ class ShardSet {
 // is held back until more tokens arrive, so that finish() knows which chunk was the last.
 class Splitter {
  public:
-  Splitter(const PrepareOptions& o, int32_t vocab)
+  Splitter(const PrepareOptions& o, const std::string& dir, int32_t vocab)
       : chunk_(o.val_chunk_tokens), fraction_(o.val_fraction),
-        train_(o.output_dir, "train", vocab, o.shard_tokens), val_(o.output_dir, "val", vocab, o.shard_tokens) {
+        train_(dir, "train", vocab, o.shard_tokens), val_(dir, "val", vocab, o.shard_tokens) {
     pending_.reserve(static_cast<size_t>(chunk_));
   }
 
@@ -139,19 +140,6 @@ void check_options(const PrepareOptions& o) {
   }
 }
 
-// Removes shards (and temporaries) of an earlier run that the new manifest does not list.
-void remove_stale_shards(const std::string& dir, const Manifest& m) {
-  std::set<std::string> keep;
-  for (const auto& s : m.train) keep.insert(s.file);
-  for (const auto& s : m.val) keep.insert(s.file);
-  static const std::regex ours(R"(\.?(train|val)_[0-9]{6}\.bin(\.tmp)?)");
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (std::regex_match(name, ours) && !keep.count(name)) fs::remove(entry.path(), ec);
-  }
-}
-
 std::string count(double v) {
   char buf[32];
   if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
@@ -164,14 +152,11 @@ std::string count(double v) {
 
 PrepareSummary prepare_corpus(const PrepareOptions& options) {
   check_options(options);
+  OutputPlan output_plan = check_output(options.output_dir, options.inputs);
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(options.tokenizer, options.tokenizer_dir);
   const std::vector<InputFile> files = list_input_files(options.inputs);
-  std::error_code ec;
-  fs::create_directories(options.output_dir, ec);
-  if (ec || !fs::is_directory(options.output_dir)) {
-    HYDRA_FAIL(ConfigError, "--output " << options.output_dir << ": cannot create the directory"
-                                       << (ec ? ": " + ec.message() : std::string()));
-  }
+  const StopSignals stop;
+  OutputStaging output(std::move(output_plan));
 
   PrepareSummary summary;
   summary.input_files = files.size();
@@ -179,7 +164,7 @@ PrepareSummary prepare_corpus(const PrepareOptions& options) {
   const int threads = options.threads > 0 ? options.threads
                                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   Progress progress("prepare:", summary.input_bytes, options.progress);
-  Splitter splitter(options, tokenizer->vocab_size());
+  Splitter splitter(options, output.dir(), tokenizer->vocab_size());
   uint64_t bytes_done = 0;
   uint64_t file_documents = 0;  // documents of the current file so far
 
@@ -189,6 +174,10 @@ PrepareSummary prepare_corpus(const PrepareOptions& options) {
     const auto consume_one = [&] {
       auto [piece, result] = queue.next();
       if (!result.error.empty()) throw InputError(result.error);
+      if (stop.received() != 0) {
+        HYDRA_FAIL(common::RuntimeFailure, "interrupted by signal " << stop.received() << " (" << strsignal(stop.received())
+                                           << "); --output " << options.output_dir << " is as it was");
+      }
       splitter.add(result.tokens);
       bytes_done += result.bytes;
       summary.documents += result.documents;
@@ -234,8 +223,8 @@ PrepareSummary prepare_corpus(const PrepareOptions& options) {
   manifest.val = splitter.val().close();
   splitter.train().rename();
   splitter.val().rename();
-  write_manifest(options.output_dir, manifest);
-  remove_stale_shards(options.output_dir, manifest);
+  write_manifest(output.dir(), manifest);
+  output.publish();
 
   summary.train_tokens = splitter.train().tokens();
   summary.val_tokens = splitter.val().tokens();

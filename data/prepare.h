@@ -6,8 +6,9 @@
 // corpus, the same on every run). If no chunk was drawn, the last ceil(val_fraction x N)
 // tokens (at most the last chunk) are. Train and val tokens go to shards of shard_tokens
 // (train_000000.bin, ..., val_000000.bin, ...; format in shard.h), then manifest.json.
-// Every file is written to a temporary and renamed; shards of an earlier run that the new
-// manifest does not list are removed. The output does not depend on the number of threads.
+// Everything is written into a staging directory that becomes output_dir only when complete
+// (prepare_output.h: which output directories are accepted, how an earlier output is
+// replaced). The output does not depend on the number of threads.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,7 @@ namespace hydra::data {
 
 struct PrepareOptions {
   std::vector<std::string> inputs;  // .txt / .jsonl files and directories (corpus_reader.h)
-  std::string output_dir;           // created if missing
+  std::string output_dir;           // new, empty, or an earlier prepare's output (replaced)
   std::string tokenizer = "gpt2";   // gpt2 | bytes
   std::string tokenizer_dir = default_tokenizer_dir();
   double val_fraction = 0.005;            // in [0, 1)
@@ -43,7 +44,9 @@ struct PrepareSummary {
 };
 
 // Bad options: ConfigError naming the option (--input, --output, --tokenizer,
-// --val-fraction). Unreadable, empty, non-UTF-8 or NUL-containing input, or a JSONL line
+// --val-fraction); an output directory that is not empty and not an earlier output of
+// prepare, or that is or holds an input, is one too. SIGINT, SIGTERM or SIGHUP: a
+// RuntimeFailure, with the output as it was. Unreadable, empty, non-UTF-8 or NUL-containing input, or a JSONL line
 // without a "text" string: InputError naming the file (and line).
 PrepareSummary prepare_corpus(const PrepareOptions& options);
 

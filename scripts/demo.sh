@@ -35,4 +35,4 @@ with h5py.File(d + "/rank_00000.h5") as f:
           f["model"]["embed.weight"].dtype)
 PY
 /usr/bin/python3 scripts/plot-perf.py runs/tiny/metrics.jsonl > /dev/null  # -> runs/tiny/metrics.png
-echo "demo: loss curve in runs/tiny/metrics.jsonl and runs/tiny/metrics.png; trained and evaluated in $(( $(date +%s) - start )) s"
+echo "demo: metrics in runs/tiny/metrics.jsonl; loss, learning rate, gradient norm and throughput plotted in runs/tiny/metrics.png; trained and evaluated in $(( $(date +%s) - start )) s"

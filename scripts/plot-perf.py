@@ -2,8 +2,9 @@
 """Plots the JSON that the GPU checks write, as PNG files next to them (docs/PERF.md links
 them): what people would rather see than read.
 
-  scripts/plot-perf.py FILE...      # bench-attention*.json, train-small*.json(l), checkpoint-timing*.json,
-                                    # or a run's metrics.jsonl (loss curve)
+  scripts/plot-perf.py FILE...      # bench-attention*.json, train-small*.json, checkpoint-timing*.json,
+                                    # or one run's metrics file (*.jsonl: loss, learning rate,
+                                    # gradient norm, throughput; docs/INTERFACE.md lists its fields)
 
 Each FILE.json gives FILE.png. Needs matplotlib (Debian: python3-matplotlib; the GPU
 machine's python3 has it).
@@ -16,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 
 def rows_of_jsonl(path):
@@ -46,7 +48,7 @@ def plot_attention(data, out):
 
 
 def plot_training(runs, out):
-    """Loss curves and throughput of the training runs of one device check."""
+    """Loss curves and throughput of the training runs of one device check, side by side."""
     fig, (loss_ax, rate_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = sorted(runs)
     for name in names:
@@ -71,11 +73,113 @@ def plot_training(runs, out):
         if mem:
             rate_ax.annotate(f"{max(mem):.1f} GB", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                              ha="center", va="bottom", fontsize=8)
-    rate_ax.set_ylabel("tokens/s (all GPUs of the run)")
+    rate_ax.set_ylabel("tokens/s (all ranks of the run, mean)")
     rate_ax.tick_params(axis="x", rotation=30)
     rate_ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+
+
+def run_name(path):
+    """runs/tiny/metrics.jsonl -> "tiny" (the run's folder); any other file by its own name."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return folder if stem == "metrics" and folder else stem
+
+
+def last_row_per_step(rows):
+    """A resumed run logs the steps after its checkpoint again; the later rows are the run's."""
+    by_step = {}
+    for r in rows:
+        by_step.setdefault(r["step"], {}).update(r)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def spans_decades(values, ratio=20):
+    positive = [v for v in values if v and v > 0]
+    return len(positive) > 1 and max(positive) / min(positive) > ratio
+
+
+def plot_run(rows, name, out):
+    """One run's metrics file: what a user watches while training."""
+    rows = last_row_per_step(rows)
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    loss_ax, lr_ax, norm_ax, rate_ax = axes.flat
+
+    tokens = [r["tokens"] for r in rows]
+    loss_ax.plot(tokens, [r["loss"] for r in rows], marker="." if len(rows) < 60 else None, label="training loss")
+    val = [r for r in rows if r.get("val_loss") is not None]
+    if val:
+        loss_ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", color="tab:red",
+                     label="validation loss")
+    if spans_decades(tokens):
+        loss_ax.set_xscale("log")
+    loss_ax.xaxis.set_major_formatter(EngFormatter())
+    loss_ax.set_xlabel("tokens seen")
+    loss_ax.set_ylabel("cross-entropy loss (nats/token)")
+    loss_ax.set_title("Loss")
+    loss_ax.legend()
+
+    lr_ax.plot(steps, [r["lr"] for r in rows], color="tab:green")
+    lr_ax.set_xlabel("step")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_title("Learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+
+    norms = [r["grad_norm"] for r in rows]
+    norm_ax.plot(steps, norms, color="tab:purple")
+    if spans_decades(norms):
+        norm_ax.set_yscale("log")
+    skipped = [r for i, r in enumerate(rows) if r.get("skipped", 0) > (rows[i - 1].get("skipped", 0) if i else 0)]
+    if skipped:
+        norm_ax.plot([r["step"] for r in skipped], [r["grad_norm"] for r in skipped], "x", color="black",
+                     markersize=8, label="step skipped (non-finite)")
+        norm_ax.legend()
+    norm_ax.set_xlabel("step")
+    norm_ax.set_ylabel("global gradient norm (before clipping)")
+    norm_ax.set_title("Gradient norm")
+
+    plot_throughput(rate_ax, rows, steps)
+    for ax in axes.flat:
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(run_title(name, rows))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def plot_throughput(ax, rows, steps):
+    """tok/s per logging window; MFU as a second scale where the run reports it (CUDA)."""
+    ax.plot(steps, [r["tok_s"] for r in rows], color="tab:orange", label="tokens/s")
+    ax.yaxis.set_major_formatter(EngFormatter())
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("tokens/s (all ranks)")
+    ax.set_title("Throughput (each logging window)")
+    saves = [r["step"] for r in rows if "ckpt_stall_ms" in r]
+    for i, step in enumerate(saves):
+        ax.axvline(step, color="gray", linestyle=":", label="checkpoint saved since the previous row" if i == 0 else None)
+    # MFU is tok/s times a constant (FLOPs per token over the peak): a second scale, not a second line.
+    scale = [100 * r["mfu"] / r["tok_s"] for r in rows if r.get("mfu") is not None and r["tok_s"] > 0]
+    if scale:
+        mfu_axis = ax.secondary_yaxis("right", functions=(lambda t: t * scale[0], lambda m: m / scale[0]))
+        mfu_axis.set_ylabel("MFU, % of bf16 peak")
+    if saves:
+        ax.legend(loc="best")
+
+
+def run_title(name, rows):
+    last = rows[-1]
+    parts = [f'{name}: {last["step"]} steps, {EngFormatter(places=1, sep="")(last["tokens"])} tokens',
+             f'loss {last["loss"]:.3f}']
+    val = [r for r in rows if r.get("val_loss") is not None]
+    if val:
+        parts.append(f'validation {val[-1]["val_loss"]:.3f} at step {val[-1]["step"]}')
+    mem = [r["mem_gb"] for r in rows if r.get("mem_gb") is not None]
+    if mem:
+        parts.append(f"{max(mem):.2f} GB peak memory")
+    parts.append("GPU" if any(r.get("mfu") is not None for r in rows) else "CPU")
+    return ", ".join(parts)
 
 
 def plot_checkpoint(data, out):
@@ -100,7 +204,7 @@ def main(paths):
     for path in paths:
         out = os.path.splitext(path)[0] + ".png"
         if path.endswith(".jsonl"):
-            plot_training({os.path.basename(os.path.splitext(path)[0]): rows_of_jsonl(path)}, out)
+            plot_run(rows_of_jsonl(path), run_name(path), out)
         else:
             data = json.load(open(path))
             if "rows" in data and "ceilings" in data:
