@@ -112,7 +112,7 @@ void check_resume_settings(const launcher::Config& config, const RunRequest& req
 }
 
 // Runs `body` on this rank, then every rank learns the largest exit code any rank reached
-// (one all-reduce) and all stop together: each rank's own message where it has one.
+// (one all-reduce) and all stop together, each with its own message where it has one.
 void on_every_rank(parallel::ParallelContext& ctx, const launcher::Config& config, const std::function<void()>& body) {
   int code = 0;
   std::string message;
@@ -121,16 +121,21 @@ void on_every_rank(parallel::ParallelContext& ctx, const launcher::Config& confi
   } catch (const common::HydraError& e) {
     code = static_cast<int>(e.code());
     message = e.what();
-    // main() prints config errors on rank 0 only; another rank's own problem is said here.
-    if (ctx.grid.rank != 0) common::log_error("%s", message.c_str());
   }
+  const bool unsaid = ctx.grid.rank != 0 && code == static_cast<int>(common::ExitCode::kUsage);
+  bool rank0_said_it = ctx.grid.rank == 0 && code != 0;
   if (ctx.grid.shape.world() > 1) {
     const auto device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
-    at::Tensor worst = at::full({1}, static_cast<float>(code), device.dtype(at::kFloat));
+    at::Tensor worst = at::tensor({static_cast<float>(code), rank0_said_it ? 1.f : 0.f}).to(device);
     ctx.world->all_reduce(worst, parallel::ReduceOp::kMax);
-    code = static_cast<int>(worst.cpu().item<float>());
+    worst = worst.cpu();
+    code = static_cast<int>(worst[0].item<float>());
+    rank0_said_it = worst[1].item<float>() > 0.5f;
   }
   if (code == 0) return;
+  // main() prints config errors on rank 0 only: another rank's own one is said here, unless
+  // rank 0 stops for one too (the same probe, most likely).
+  if (unsaid && !rank0_said_it) common::log_error("%s", message.c_str());
   if (message.empty()) message = "stopped: another rank found a problem at start (its message is above)";
   if (code == static_cast<int>(common::ExitCode::kUsage)) throw ConfigError(message);
   if (code == static_cast<int>(common::ExitCode::kBadInput)) throw common::InputError(message);
