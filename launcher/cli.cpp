@@ -26,8 +26,8 @@ const std::map<std::string, CommandSpec>& commands() {
         {"--config", "--set", "--json"}}},
       {"train",
        {"train a model (one process, or every rank under mpirun/srun)",
-        "hydra train --config FILE [--set key.path=value]... [--resume latest|DIR] [--init-from DIR]",
-        {"--config", "--set", "--resume", "--init-from"}}},
+        "hydra train --config FILE [--set key.path=value]... [--resume latest|DIR] [--init-from DIR] [--overwrite]",
+        {"--config", "--set", "--resume", "--init-from", "--overwrite"}}},
       {"eval",
        {"validation loss and perplexity of a checkpoint (causal routing)",
         "hydra eval --config FILE --checkpoint DIR [--set key.path=value]... [--json]",
@@ -54,6 +54,7 @@ const std::map<std::string, CommandSpec>& commands() {
 
 // --json is a flag, except for `hydra bench ...` where it names the output file.
 bool takes_value(const std::string& command, const std::string& option) {
+  if (option == "--overwrite") return false;
   return option != "--json" || command.rfind("bench", 0) == 0;
 }
 
@@ -137,6 +138,8 @@ std::string help_text(const std::string& command) {
     out += "                         checkpoint.dir, or the checkpoint DIR (exact: same data, same losses)\n";
     out += "  --init-from DIR        start from the weights of checkpoint DIR with a fresh optimizer\n";
     out += "                         and data position (fine-tuning)\n";
+    out += "  --overwrite            start a new run although checkpoint.dir or log.jsonl hold an earlier\n";
+    out += "                         run's: they are moved aside (replaced_<time>), never deleted\n";
   }
   if (command == "eval") {
     out += "  --checkpoint DIR       the checkpoint to evaluate\n";
@@ -202,6 +205,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--json") args.json = true, args.json_path = value;
     if (arg == "--resume") args.resume = value;
     if (arg == "--init-from") args.init_from = value;
+    if (arg == "--overwrite") args.overwrite = true;
     if (arg == "--checkpoint") args.checkpoint = value;
     if (arg == "--output") args.output = value;
     if (arg == "--tokenizer") args.tokenizer = value;
@@ -233,6 +237,10 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   }
   if (!args.help && args.command == "eval" && args.checkpoint.empty()) {
     HYDRA_FAIL(ConfigError, "hydra eval needs --checkpoint DIR");
+  }
+  if (args.overwrite && !args.resume.empty()) {
+    HYDRA_FAIL(ConfigError, "--resume and --overwrite exclude each other (resume continues the run in "
+                            "checkpoint.dir; overwrite sets it aside to start a new one)");
   }
   if (!args.resume.empty() && !args.init_from.empty()) {
     HYDRA_FAIL(ConfigError, "--resume and --init-from exclude each other (resume continues a run; "

@@ -17,6 +17,7 @@ struct CliArgs {
   std::string json_path;             // --json FILE (bench)
   std::string resume;                // --resume latest|DIR (train)
   std::string init_from;             // --init-from DIR (train)
+  bool overwrite = false;            // --overwrite (train): set the previous run's outputs aside
   std::string checkpoint;            // --checkpoint DIR (eval)
   std::vector<std::string> inputs;   // --input PATH... (data prepare)
   std::string output;                // --output DIR (data prepare)

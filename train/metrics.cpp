@@ -1,5 +1,7 @@
 #include "train/metrics.h"
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -36,34 +38,48 @@ int row_step(const std::string& line) {
   return key == std::string::npos ? -1 : std::atoi(line.c_str() + key + 8);
 }
 
-void drop_rows_after(const std::string& path, int step) {
+[[noreturn]] void write_failed(const std::string& path, int err) {
+  HYDRA_FAIL(common::RuntimeFailure, "log.jsonl: cannot write the metrics file " << path << ": " << std::strerror(err));
+}
+
+void write_all(std::FILE* file, const std::string& text, const std::string& path) {
+  if (std::fputs(text.c_str(), file) < 0 || std::fflush(file) != 0) write_failed(path, errno);
+}
+
+// Appends `text` to `path` (created if missing) and closes it, checking every call.
+void append_to(const std::string& path, const std::string& text) {
+  std::FILE* file = std::fopen(path.c_str(), "a");
+  if (!file) write_failed(path, errno);
+  write_all(file, text, path);
+  if (std::fclose(file) != 0) write_failed(path, errno);
+}
+
+// Rows of steps after `step` were written by the run being resumed after its checkpoint; the
+// resumed run writes those steps again. They move to <path>.superseded (appended, so nothing
+// is lost) and the file keeps the rest, through a temporary and a rename.
+void set_aside_rows_after(const std::string& path, int step) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return;  // (a device such as /dev/full reads forever)
   std::ifstream in(path);
-  if (!in) return;
+  std::string kept, later;
+  for (std::string line; std::getline(in, line);) (row_step(line) <= step ? kept : later) += line + "\n";
+  if (later.empty()) return;
+  append_to(path + ".superseded", later);
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (std::string line; std::getline(in, line);) {
-      if (row_step(line) <= step) out << line << "\n";
-    }
-    if (!out) HYDRA_FAIL(common::RuntimeFailure, tmp << ": cannot write the metrics file");
-  }
-  std::filesystem::rename(tmp, path);
+  std::remove(tmp.c_str());
+  append_to(tmp, kept);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) write_failed(path, errno);
 }
 
 }  // namespace
 
-MetricsFile::MetricsFile(const std::string& path, int resume_step) {
+MetricsFile::MetricsFile(const std::string& path, int resume_step) : path_(path) {
   if (path.empty()) return;
-  const auto parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent);
-  if (resume_step > 0) {
-    drop_rows_after(path, resume_step);
-  } else {
-    // A fresh run starts a fresh file; an earlier run's file is kept beside it, not lost.
-    if (std::filesystem::exists(path)) std::filesystem::rename(path, path + ".prev");
-  }
+  // The folder exists and is writable (train/run_checks.h); an earlier run's rows are refused
+  // there or moved aside by --overwrite, so only a resumed run's own rows are here.
+  set_aside_rows_after(path, resume_step);
   file_ = std::fopen(path.c_str(), "a");
-  if (!file_) HYDRA_FAIL(common::ConfigError, "log.jsonl: cannot open '" << path << "' for writing");
+  if (!file_) HYDRA_FAIL(common::ConfigError, "log.jsonl: cannot open '" << path << "' for writing: " << std::strerror(errno));
 }
 
 MetricsFile::~MetricsFile() {
@@ -72,8 +88,7 @@ MetricsFile::~MetricsFile() {
 
 void MetricsFile::write(const StepMetrics& row) {
   if (!file_) return;
-  std::fprintf(file_, "%s\n", metrics_row(row).c_str());
-  std::fflush(file_);  // a crash loses no logged row
+  write_all(file_, metrics_row(row) + "\n", path_);  // flushed: a crash loses no logged row
 }
 
 }  // namespace hydra::train

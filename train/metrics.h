@@ -36,17 +36,20 @@ struct StepMetrics {
 
 class MetricsFile {
  public:
-  // Opens `path` for appending (empty path: writes nothing). On resume at `resume_step`,
-  // rows of later steps (written before the crash) are dropped first, through a temporary
-  // file and a rename, so the file reads as one uninterrupted run.
+  // Opens `path` for appending (empty path: writes nothing). Rows of steps after
+  // `resume_step` (written by the resumed run after its checkpoint) move to
+  // <path>.superseded first, so the file reads as one uninterrupted run and nothing is lost.
   MetricsFile(const std::string& path, int resume_step);
   ~MetricsFile();
   MetricsFile(const MetricsFile&) = delete;
   MetricsFile& operator=(const MetricsFile&) = delete;
 
+  // Writes and flushes one row; a failed write (a full disk) throws RuntimeFailure (exit 4)
+  // naming the file: metrics are never lost silently.
   void write(const StepMetrics& row);
 
  private:
+  std::string path_;
   std::FILE* file_ = nullptr;
 };
 

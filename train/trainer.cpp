@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,8 +28,10 @@
 #include "parallel/tensor_parallel.h"
 #include "parallel/zero_optimizer.h"
 #include "train/metrics.h"
+#include "train/oom_message.h"
 #include "train/preemption.h"
 #include "train/progress.h"
+#include "train/run_checks.h"
 #include "train/schedule.h"
 
 namespace hydra::train {
@@ -58,7 +61,12 @@ struct Run {
   std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer = std::make_unique<checkpoint::AsyncCheckpointWriter>();
   CheckpointTimes ckpt_times;
   int steps_run = 0;  // by this process (the second logs how much of the reduction overlapped)
+  RunPhase* phase = nullptr;  // where the run is, for an out-of-memory message (null: untracked)
 };
+
+void enter(Run& run, const char* what) {
+  if (run.phase) run.phase->what = what;
+}
 
 parallel::NamedParams named_params(const model::HydraModel& model) {
   parallel::NamedParams out;
@@ -208,6 +216,7 @@ StepResult train_step(Run& run, double lr) {
   // LM and aux loss sums, on the device so that the NCCL backend can average them.
   at::Tensor loss_sum = at::zeros({2}, run.device.dtype(at::kDouble));
   auto forward = [&](int micro, const at::Tensor& input) {
+    enter(run, "forward");
     // The step reads samples [consumed, consumed + global_batch); run.split says which are this micro-batch's.
     const data::Batch batch =
         data::to_device(run.data.train->micro_batch(run.split, run.progress.consumed_samples, micro), run.device.device());
@@ -225,9 +234,11 @@ StepResult train_step(Run& run, double lr) {
     }
     if (last_stage) loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / run.accumulation;
     loss_sum[1] += out.aux_loss.detach().to(at::kDouble) / run.accumulation;
+    enter(run, "backward");  // what the schedule runs next, unless another forward
     return result;
   };
   parallel::run_1f1b(pipeline_spec(run, run.accumulation), forward);
+  enter(run, "gradient reduction and optimizer step");
   sync_tied_embedding_grads(run);
   // The LM loss lives on the last stage, aux losses on every stage: their sum over stages.
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(loss_sum, parallel::ReduceOp::kSum);
@@ -266,6 +277,7 @@ StepResult train_step(Run& run, double lr) {
 // equal-sized micro-batches, i.e. over the windows, the same for every layout. With pipeline
 // stages the micro-batches pass the stages in order and the last stage scores them.
 double evaluate(Run& run) {
+  enter(run, "evaluation");
   at::Tensor totals = at::zeros({2}, run.device.dtype(at::kDouble));  // loss sum, micro-batches
   const bool last_stage = run.ctx.grid.last_stage();
   auto forward = [&](int i, const at::Tensor& input) {
@@ -327,6 +339,7 @@ std::string finish_async_save(Run& run) {
 // to host memory and leaves the file to a background thread; otherwise writes and commits
 // now. Returns the directory (committed, or to be committed by finish_async_save).
 std::string save(Run& run, const std::string& config_text) {
+  enter(run, "checkpoint save");
   checkpoint::SaveRequest req;
   req.root = run.config.checkpoint.dir;
   req.keep = run.config.checkpoint.keep;
@@ -383,6 +396,7 @@ bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpo
 }
 
 void restore(Run& run, const RunRequest& request) {
+  enter(run, "checkpoint load");
   if (request.resume) {
     // An explicit directory must load; `latest` falls back to the newest that does.
     std::vector<std::string> candidates = {*request.resume};
@@ -415,12 +429,16 @@ void restore(Run& run, const RunRequest& request) {
   }
 }
 
-}  // namespace
-
-RunResult run_training(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request) {
+RunResult train_run(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request,
+                    RunPhase& phase) {
   install_preemption_handlers();  // before the first step: a signal during setup counts too
+  // Outputs and resume settings first: a wrong path fails in a second, not at the first save.
+  const EarlierRun earlier = check_run_start(config, request, ctx);
   Run run = build_run(config, ctx);
+  run.phase = &phase;
+  phase.micro_batch = run.micro_batch;
   restore(run, request);
+  if (request.overwrite) set_aside_earlier_run(config, earlier, ctx);  // after --init-from read its checkpoint
   const auto& t = config.train;
   const Schedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
   const model::ModelStats stats = model::compute_model_stats(config.model, t.seq_len, ctx.grid.shape.tp);
@@ -436,6 +454,7 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
   int window_steps = 0;
   const int64_t first_step = run.progress.step + 1;  // of this process: logged at once (includes warm-up)
   while (run.progress.step < t.steps) {
+    phase.step = run.progress.step + 1;
     const double lr = lr_at(schedule, static_cast<int>(run.progress.step));
     const StepResult step = train_step(run, lr);
     run.progress.step += 1;
@@ -489,6 +508,20 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
   finish_async_save(run);  // the last save is committed before the run reports it
   result.steps_done = static_cast<int>(run.progress.step);
   return result;
+}
+
+}  // namespace
+
+RunResult run_training(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request) {
+  RunPhase phase;
+  try {
+    return train_run(config, ctx, request, phase);
+  } catch (const c10::OutOfMemoryError& e) {  // (LibTorch 1.13 and 2.x); its what() carries a stack trace
+    const auto& t = config.train;
+    const MemoryKnobs knobs{phase.micro_batch > 0 ? phase.micro_batch : t.micro_batch, t.seq_len,
+                            t.activation_checkpointing, config.parallel.zero_stage};
+    HYDRA_FAIL(common::RuntimeFailure, out_of_memory_message(phase, knobs, e.what_without_backtrace()));
+  }
 }
 
 double run_evaluation(const launcher::Config& config, parallel::ParallelContext& ctx, const std::string& dir) {

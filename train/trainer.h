@@ -28,6 +28,7 @@ struct RunRequest {
   std::optional<std::string> resume;     // "latest" or a checkpoint directory
   std::optional<std::string> init_from;  // weights only, fresh optimizer and data position
   std::string config_text;               // the resolved config, stored in checkpoints
+  bool overwrite = false;                // --overwrite: set an earlier run's outputs aside
 };
 
 struct RunResult {

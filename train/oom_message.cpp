@@ -1,0 +1,53 @@
+#include "train/oom_message.h"
+
+#include <regex>
+
+namespace hydra::train {
+namespace {
+
+// A size as LibTorch's allocator prints it: "20.00 MiB", "1.50 GiB", "512 bytes".
+const char* const kSize = "([0-9]+(?:\\.[0-9]+)? (?:[KMGTP]iB|bytes))";
+
+std::optional<std::string> first_group(const std::string& text, const std::string& pattern) {
+  std::smatch match;
+  if (!std::regex_search(text, match, std::regex(pattern))) return std::nullopt;
+  return match[1].str();
+}
+
+bool holds_state_only(const std::string& phase) { return phase == "model build" || phase == "checkpoint load"; }
+
+}  // namespace
+
+std::optional<std::string> oom_requested(const std::string& torch_message) {
+  return first_group(torch_message, std::string("Tried to allocate ") + kSize);
+}
+
+std::optional<std::string> oom_free(const std::string& torch_message) {
+  if (auto v = first_group(torch_message, std::string("of which ") + kSize + " is free")) return v;  // 2.x
+  return first_group(torch_message, std::string(kSize) + " free");                                  // 1.x, 2.0
+}
+
+std::string out_of_memory_message(const RunPhase& phase, const MemoryKnobs& knobs, const std::string& torch_message) {
+  std::string out = "out of memory in the " + phase.what;
+  if (phase.step > 0) out += " of step " + std::to_string(phase.step);
+  const auto asked = oom_requested(torch_message);
+  const auto free = oom_free(torch_message);
+  if (asked) out += ": tried to allocate " + *asked;
+  if (free) out += std::string(asked ? "" : ":") + " with " + *free + " free";
+  if (!asked && !free) out += " (" + torch_message.substr(0, torch_message.find('\n')) + ")";
+  if (holds_state_only(phase.what)) {
+    out += ". The weights and optimizer state do not fit: raise parallel.zero_stage (now " +
+           std::to_string(knobs.zero_stage) + "), parallel.tp or parallel.pp, or use a device with more memory";
+  } else {
+    out += ". Lower train.micro_batch (now " + std::to_string(knobs.micro_batch) + ") or train.seq_len (now " +
+           std::to_string(knobs.seq_len) + ")";
+    if (knobs.activation_checkpointing != "block") {
+      out += ", or set train.activation_checkpointing to " +
+             std::string(knobs.activation_checkpointing == "layer" ? "block" : "layer or block") + " (now " +
+             knobs.activation_checkpointing + ")";
+    }
+  }
+  return out;
+}
+
+}  // namespace hydra::train
