@@ -37,8 +37,13 @@ std::string AsyncCheckpointWriter::start(const SaveRequest& req, const parallel:
                                          const std::vector<const parallel::AdamWState*>& optims,
                                          parallel::Communicator* world) {
   HYDRA_CHECK(!pending_, "AsyncCheckpointWriter: finish the pending save before starting another");
-  const std::string file = begin_save(req, world);
-  snapshot_ = std::make_unique<RankSnapshot>(take_snapshot(req, params, layout, optims));
+  std::string file;
+  try {
+    file = begin_save(req, world);
+    snapshot_ = std::make_unique<RankSnapshot>(take_snapshot(req, params, layout, optims));
+  } catch (const std::exception& e) {
+    throw abandon_save(req, e.what());
+  }
   request_ = req;
   optim_step_ = snapshot_->optim_step;
   error_ = nullptr;
@@ -48,6 +53,13 @@ std::string AsyncCheckpointWriter::start(const SaveRequest& req, const parallel:
     std::this_thread::sleep_for(std::chrono::milliseconds(delay));
     try {
       write_snapshot(*snapshot_, file);
+    } catch (const std::exception& e) {
+      // Cleaned up at once: a partial file on a full disk would fail training's other writes.
+      try {
+        error_ = std::make_exception_ptr(abandon_save(request_, e.what()));
+      } catch (...) {
+        error_ = std::current_exception();
+      }
     } catch (...) {
       error_ = std::current_exception();
     }

@@ -83,9 +83,4 @@ std::string read_catalog(const H5File& file) {
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
 }
 
-std::vector<CatalogEntry> index_catalog(const std::string& dir) {
-  const H5File index = H5File::open_read(dir + "/index.h5");
-  return parse_catalog(read_catalog(index), index.path());
-}
-
 }  // namespace hydra::checkpoint

@@ -1,7 +1,7 @@
 // The catalog of a checkpoint: one line per stored tensor part (which rank file, weight or
 // optimizer state, parameter name, its FlatPart, the parameter's stored global shape). Each
 // rank file holds the lines of its own datasets as `/catalog`; at commit rank 0 joins them
-// into index.h5's `/catalog`, so that a loading rank knows which files and datasets overlap
+// into index.h5's `/catalog` (read_index, checkpoint.h), so that a loading rank knows which files and datasets overlap
 // what it needs without opening the others (docs/CHECKPOINT.md "Catalog").
 #pragma once
 
@@ -31,7 +31,5 @@ std::vector<CatalogEntry> parse_catalog(const std::string& text, const std::stri
 // The text as a uint8 dataset `/catalog` (checksummed like every dataset), and back.
 void write_catalog(H5File& file, const std::string& text);
 std::string read_catalog(const H5File& file);
-// The catalog of a committed checkpoint directory (from its index.h5).
-std::vector<CatalogEntry> index_catalog(const std::string& dir);
 
 }  // namespace hydra::checkpoint

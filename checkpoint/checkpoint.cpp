@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "checkpoint/catalog.h"
 #include "checkpoint/commit.h"
@@ -50,10 +51,30 @@ void write_commit_marker(const std::string& dir) {
   {
     std::ofstream out(marker, std::ios::trunc);
     out << "complete\n";
+    out.close();  // the write happens here, and may fail (a full disk)
     if (!out) HYDRA_FAIL(common::RuntimeFailure, marker << ": cannot write the commit marker");
   }
   fsync_path(marker);
   fsync_path(dir);
+}
+
+// Rank 0's part of the commit: index.h5, the rename and COMMIT.
+void publish(const SaveRequest& req, int64_t optim_step, const fs::path& tmp_dir, const fs::path& final_dir) {
+  // Each rank file ends with its catalog: reading them all back also checks that every
+  // file is complete before anything is published.
+  std::string catalog;
+  std::map<std::string, FileChecksum> checksums;
+  for (int r = 0; r < req.world; ++r) {
+    const std::string file = (tmp_dir / rank_file_name(r)).string();
+    catalog += read_catalog(H5File::open_read(file));
+    checksums[rank_file_name(r)] = read_checksum_sidecar(file);
+  }
+  write_index((tmp_dir / "index.h5").string(), req, optim_step, catalog, checksums);
+  for (int r = 0; r < req.world; ++r) std::remove(((tmp_dir / rank_file_name(r)).string() + ".crc32").c_str());
+  fsync_path(tmp_dir.string());
+  common::remove_tree(final_dir.string());  // an uncommitted directory of the same step
+  fs::rename(tmp_dir, final_dir);
+  write_commit_marker(final_dir.string());
 }
 
 int64_t step_of(const fs::path& dir) {
@@ -86,6 +107,26 @@ void prune(const std::string& root, int keep) {
   }
 }
 
+// InputError saying what `dir` is when it is not a committed checkpoint.
+void require_committed(const std::string& dir) {
+  const fs::path path(dir);
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (!fs::exists(status)) HYDRA_FAIL(InputError, dir << ": no such directory");
+  if (!fs::is_directory(status)) HYDRA_FAIL(InputError, dir << ": not a directory (a checkpoint is a step_N directory)");
+  if (fs::exists(path / "COMMIT")) return;
+  const auto inside = committed(dir);
+  if (!inside.empty()) {
+    HYDRA_FAIL(InputError, dir << ": a checkpoint.dir, not a checkpoint: name one of its step_N directories "
+                               << "(newest: " << inside.back().second.string() << "), or use --resume latest");
+  }
+  if (fs::exists(path / "index.h5") || fs::exists(path / rank_file_name(0))) {
+    HYDRA_FAIL(InputError, dir << ": an incomplete checkpoint (no COMMIT marker: its save did not finish); "
+                               << "it is never loaded");
+  }
+  HYDRA_FAIL(InputError, dir << ": not a checkpoint (no COMMIT marker, no index.h5)");
+}
+
 }  // namespace
 
 std::string rank_file_name(int rank) {
@@ -111,10 +152,16 @@ std::string save_checkpoint(const SaveRequest& req, const parallel::NamedParams&
 std::string save_checkpoint(const SaveRequest& req, const parallel::NamedParams& params,
                             const parallel::FlatLayout& layout, const std::vector<const parallel::AdamWState*>& optim,
                             parallel::Communicator* world_comm) {
-  const std::string file = begin_save(req, world_comm);
-  const RankSnapshot snapshot = take_snapshot(req, params, layout, optim);
-  write_snapshot(snapshot, file);
-  return commit_save(req, snapshot.optim_step, world_comm);
+  int64_t optim_step = -1;
+  try {
+    const std::string file = begin_save(req, world_comm);
+    const RankSnapshot snapshot = take_snapshot(req, params, layout, optim);
+    optim_step = snapshot.optim_step;
+    write_snapshot(snapshot, file);
+  } catch (const std::exception& e) {
+    throw abandon_save(req, e.what());
+  }
+  return commit_save(req, optim_step, world_comm);
 }
 
 std::string begin_save(const SaveRequest& req, parallel::Communicator* world) {
@@ -132,31 +179,38 @@ std::string commit_save(const SaveRequest& req, int64_t optim_step, parallel::Co
   const fs::path tmp_dir = fs::path(req.root) / (step_dir_name(req.progress.step) + ".tmp");
   if (world) world->barrier();
   if (req.rank == 0) {
-    // Each rank file ends with its catalog: reading them all back also checks that every
-    // file is complete before anything is published.
-    std::string catalog;
-    std::map<std::string, FileChecksum> checksums;
-    for (int r = 0; r < req.world; ++r) {
-      const std::string file = (tmp_dir / rank_file_name(r)).string();
-      catalog += read_catalog(H5File::open_read(file));
-      checksums[rank_file_name(r)] = read_checksum_sidecar(file);
+    try {
+      publish(req, optim_step, tmp_dir, final_dir);
+    } catch (const std::exception& e) {
+      throw abandon_save(req, e.what());
     }
-    write_index((tmp_dir / "index.h5").string(), req, optim_step, catalog, checksums);
-    for (int r = 0; r < req.world; ++r) std::remove(((tmp_dir / rank_file_name(r)).string() + ".crc32").c_str());
-    fsync_path(tmp_dir.string());
-    common::remove_tree(final_dir.string());  // an uncommitted directory of the same step
-    fs::rename(tmp_dir, final_dir);
-    write_commit_marker(final_dir.string());
     prune(req.root, req.keep);
   }
   if (world) world->barrier();
   return final_dir.string();
 }
 
-LoadedCheckpoint read_index(const std::string& dir) {
-  if (!fs::exists(fs::path(dir) / "COMMIT")) {
-    HYDRA_FAIL(InputError, dir << ": not a complete checkpoint (no COMMIT marker)");
+common::RuntimeFailure abandon_save(const SaveRequest& req, const std::string& error) {
+  const fs::path final_dir = fs::path(req.root) / step_dir_name(req.progress.step);
+  const fs::path tmp_dir = fs::path(req.root) / (step_dir_name(req.progress.step) + ".tmp");
+  std::ostringstream message;
+  message << "checkpoint of step " << req.progress.step << " not saved: " << error;
+  try {
+    common::remove_tree(tmp_dir.string());
+    // Renamed but never marked complete: as partial as the .tmp it was.
+    if (!fs::exists(final_dir / "COMMIT")) common::remove_tree(final_dir.string());
+    message << "; removed the partial " << tmp_dir.string();
+  } catch (const std::exception& e) {
+    message << "; could not remove the partial " << tmp_dir.string() << " (" << e.what() << ")";
   }
+  const std::optional<std::string> latest = find_latest(req.root);
+  message << "; " << (latest ? "the last complete checkpoint is " + *latest + " (--resume latest continues from it)"
+                             : "no complete checkpoint under " + req.root);
+  return common::RuntimeFailure(message.str());
+}
+
+LoadedCheckpoint read_index(const std::string& dir) {
+  require_committed(dir);
   const H5File f = H5File::open_read((fs::path(dir) / "index.h5").string());
   if (!f.has_attr("/", "format") || f.attr_string("/", "format") != "hydra-checkpoint") {
     HYDRA_FAIL(InputError, f.path() << ": not a hydra checkpoint index");
@@ -182,6 +236,7 @@ LoadedCheckpoint read_index(const std::string& dir) {
     if (f.has_attr("/", std::string("layout_") + key)) out.layout[key] = f.attr_int("/", std::string("layout_") + key);
   }
   if (f.has_attr("/", "optim_step")) out.optim_step = f.attr_int("/", "optim_step");
+  out.catalog = parse_catalog(read_catalog(f), f.path());  // its checksum verified
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/catalog.h"
 #include "checkpoint/file_checksum.h"
 #include "parallel/adamw.h"
 #include "parallel/communicator.h"
@@ -76,10 +77,14 @@ struct LoadedCheckpoint {
   std::map<std::string, int64_t> layout;
   int64_t optim_step = -1;  // AdamW's step count, -1 when the checkpoint holds no optimizer state
   std::map<std::string, FileChecksum> files;  // rank file name -> bytes and CRC-32 (index)
+  std::vector<CatalogEntry> catalog;          // every stored part (index.h5's /catalog)
   int64_t bytes_read = 0;  // dataset bytes load_checkpoint read from the rank files
 };
 
-// Reads the index of a committed checkpoint (InputError naming what is wrong otherwise).
+// Reads the index of a committed checkpoint, its catalog's checksum verified: the first step of
+// every reader (load, consolidate, inspect), so that all refuse the same things. InputError
+// naming what is wrong otherwise (no such directory, not a checkpoint, no COMMIT marker,
+// another format or version, a damaged index).
 LoadedCheckpoint read_index(const std::string& dir);
 
 // Loads parameter values (and, if `optim` is given, the optimizer state of its ranges) into

@@ -47,8 +47,7 @@ at::Tensor assemble(const std::string& dir, const std::string& name, const std::
 int consolidate_checkpoint(const std::string& dir, const std::string& output) {
   const LoadedCheckpoint index = read_index(dir);
   std::map<std::string, std::vector<const CatalogEntry*>> weights;  // sorted by name
-  const std::vector<CatalogEntry> catalog = index_catalog(dir);
-  for (const auto& e : catalog) {
+  for (const auto& e : index.catalog) {
     if (!e.optim) weights[e.name].push_back(&e);
   }
   RankFiles files(dir, index.files);

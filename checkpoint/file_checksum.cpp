@@ -40,6 +40,7 @@ void write_checksum_sidecar(const std::string& path) {
     char line[64];
     std::snprintf(line, sizeof(line), "%" PRId64 " %08" PRIx32 "\n", sum.bytes, sum.crc32);
     out << line;
+    out.close();  // the write happens here, and may fail (a full disk)
     if (!out) HYDRA_FAIL(common::RuntimeFailure, sidecar << ": cannot write");
   }
   fsync_path(sidecar);
@@ -91,6 +92,16 @@ void check_file_size(const std::string& path, const FileChecksum& expected) {
   if (static_cast<int64_t>(bytes) != expected.bytes) {
     HYDRA_FAIL(InputError, path << ": " << bytes << " bytes, the index records " << expected.bytes
                                 << " (truncated, or not the file this checkpoint wrote)");
+  }
+}
+
+void check_file_checksum(const std::string& path, const FileChecksum& expected) {
+  check_file_size(path, expected);
+  const FileChecksum actual = checksum_file(path);
+  if (actual.crc32 != expected.crc32) {
+    char crcs[64];
+    std::snprintf(crcs, sizeof(crcs), "%08" PRIx32 ", the index records %08" PRIx32, actual.crc32, expected.crc32);
+    HYDRA_FAIL(InputError, path << ": whole-file CRC-32 " << crcs << ": the file is damaged");
   }
 }
 

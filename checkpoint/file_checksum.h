@@ -34,5 +34,7 @@ std::map<std::string, FileChecksum> parse_file_checksums(const std::string& text
 // InputError naming the file when its size differs from the index's (missing files fail
 // where they are opened).
 void check_file_size(const std::string& path, const FileChecksum& expected);
+// check_file_size, then the whole file's CRC-32: InputError naming the file and both CRCs.
+void check_file_checksum(const std::string& path, const FileChecksum& expected);
 
 }  // namespace hydra::checkpoint

@@ -14,14 +14,20 @@ namespace hydra::checkpoint::h5_detail {
 // HDF5's error stack as one line (and cleared), for the exceptions below.
 std::string hdf5_error_text();
 
-// Throws InputError "<file>: <object>: <what> failed: <HDF5 stack>" when `rc` < 0.
-#define HYDRA_H5_CHECK(rc, file, object, what)                                              \
+// Throws `ErrorType` "<file>: <object>: <what> failed: <HDF5 stack>" when `rc` < 0.
+#define HYDRA_H5_CHECK_AS(ErrorType, rc, file, object, what)                                \
   do {                                                                                      \
     if ((rc) < 0) {                                                                         \
-      HYDRA_FAIL(::hydra::common::InputError, file << ": " << object << ": " << what << " failed: " \
-                                                   << ::hydra::checkpoint::h5_detail::hdf5_error_text()); \
+      HYDRA_FAIL(ErrorType, file << ": " << object << ": " << what << " failed: "           \
+                                 << ::hydra::checkpoint::h5_detail::hdf5_error_text());     \
     }                                                                                       \
   } while (0)
+// Reading: a failure means a missing, truncated or damaged file (InputError, exit 3).
+#define HYDRA_H5_CHECK(rc, file, object, what) HYDRA_H5_CHECK_AS(::hydra::common::InputError, rc, file, object, what)
+// Writing: a failure is the machine's (a full disk, a lost mount), not the input's
+// (RuntimeFailure, exit 4); HDF5's stack carries the OS's reason ("No space left on device").
+#define HYDRA_H5_WRITE_CHECK(rc, file, object, what) \
+  HYDRA_H5_CHECK_AS(::hydra::common::RuntimeFailure, rc, file, object, what)
 
 // Closes an HDF5 handle of any kind when it goes out of scope.
 struct Handle {

@@ -18,9 +18,17 @@ namespace {
 using common::InputError;
 using h5_detail::Handle;
 
-// HDF5 prints its error stack to stderr by default; we collect it into the exception
-// instead. Called once before the first HDF5 call of each file operation.
-void silence_hdf5_printing() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+// Called before the first HDF5 call of each file operation.
+void prepare_hdf5() {
+  // HDF5 1.10 keeps the id of a file whose H5Fclose failed (a full disk at the final metadata
+  // flush) after freeing the file, and its atexit cleanup closes that id again: a segfault
+  // at exit after a failed save. Every file we open is closed by H5File, so that cleanup has
+  // nothing of ours to do; it is never installed (H5dont_atexit must precede HDF5's start).
+  static const bool no_cleanup_at_exit = H5dont_atexit() >= 0;
+  (void)no_cleanup_at_exit;
+  // HDF5 prints its error stack to stderr by default; we collect it into the exception.
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* out) {
   auto* text = static_cast<std::string*>(out);
@@ -56,7 +64,14 @@ std::string h5_detail::hdf5_error_text() {
   std::string text;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &text);
   H5Eclear2(H5E_DEFAULT);
-  return text.empty() ? "unknown HDF5 error" : text;
+  if (text.empty()) return "unknown HDF5 error";
+  // The operating system's reason (e.g. "No space left on device") first: it is what the
+  // user acts on, and the stack around it is long.
+  const std::string key = "error message = '";
+  const size_t from = text.find(key);
+  if (from == std::string::npos) return text;
+  const size_t begin = from + key.size();
+  return text.substr(begin, text.find('\'', begin) - begin) + "; HDF5: " + text;
 }
 
 hid_t h5_detail::type_of(at::ScalarType dtype) {
@@ -91,19 +106,19 @@ at::ScalarType h5_detail::dtype_of(hid_t type, const std::string& file, const st
 }
 
 H5File H5File::create(const std::string& path) {
-  silence_hdf5_printing();
+  prepare_hdf5();
   // The 1.8 file format or later: its metadata (object headers with their attributes, group
   // indexes) carries checksums, so damage outside the datasets' bytes is detected on open
   // too, not only damage to tensor data (our crc32). HDF5 >= 1.8 and h5py read it.
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
   const hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  HYDRA_H5_CHECK(id, path, "/", "create");
+  HYDRA_H5_WRITE_CHECK(id, path, "/", "create");
   return H5File(id, path);
 }
 
 H5File H5File::open_read(const std::string& path) {
-  silence_hdf5_printing();
+  prepare_hdf5();
   if (access(path.c_str(), R_OK) != 0) HYDRA_FAIL(InputError, path << ": cannot open (missing or unreadable)");
   const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   HYDRA_H5_CHECK(id, path, "/", "open (not an HDF5 file, or truncated)");
@@ -131,10 +146,10 @@ void H5File::close() {
   if (id_ < 0) return;
   const herr_t rc = H5Fclose(id_);
   id_ = -1;
-  HYDRA_H5_CHECK(rc, path_, "/", "close");
+  HYDRA_H5_WRITE_CHECK(rc, path_, "/", "close");
 }
 
-void H5File::flush() { HYDRA_H5_CHECK(H5Fflush(id_, H5F_SCOPE_GLOBAL), path_, "/", "flush"); }
+void H5File::flush() { HYDRA_H5_WRITE_CHECK(H5Fflush(id_, H5F_SCOPE_GLOBAL), path_, "/", "flush"); }
 
 void H5File::write_tensor(const std::string& object, const at::Tensor& tensor, int64_t crc_block_bytes) {
   HYDRA_CHECK(tensor.device().is_cpu() && tensor.is_contiguous(), object << ": write a contiguous CPU tensor");
@@ -145,10 +160,10 @@ void H5File::write_tensor(const std::string& object, const at::Tensor& tensor, i
                                  : H5Screate_simple(tensor.dim(), dims.data(), nullptr), H5Sclose);
   Handle lcpl(link_create_props(), H5Pclose);
   Handle dset(H5Dcreate2(id_, object.c_str(), type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
-  HYDRA_H5_CHECK(dset.id, path_, object, "create dataset");
+  HYDRA_H5_WRITE_CHECK(dset.id, path_, object, "create dataset");
   // Raw bits, memory type = file type: no conversion (bf16 included).
   if (tensor.numel() > 0) {
-    HYDRA_H5_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data_ptr()), path_, object, "write");
+    HYDRA_H5_WRITE_CHECK(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data_ptr()), path_, object, "write");
   }
   // One parallel pass: the CRC of each block (so that a partial read can be verified,
   // h5_read.cpp), and the whole dataset's CRC joined from them.
@@ -203,11 +218,11 @@ namespace {
 void write_attr(hid_t file, const std::string& path, const std::string& object, const std::string& name,
                 hid_t type, hid_t space, const void* data) {
   Handle obj(H5Oopen(file, object.c_str(), H5P_DEFAULT), H5Oclose);
-  HYDRA_H5_CHECK(obj.id, path, object, "open object");
+  HYDRA_H5_WRITE_CHECK(obj.id, path, object, "open object");
   if (H5Aexists(obj, name.c_str()) > 0) H5Adelete(obj, name.c_str());
   Handle attr(H5Acreate2(obj, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  HYDRA_H5_CHECK(attr.id, path, object, "create attribute " + name);
-  HYDRA_H5_CHECK(H5Awrite(attr, type, data), path, object, "write attribute " + name);
+  HYDRA_H5_WRITE_CHECK(attr.id, path, object, "create attribute " + name);
+  HYDRA_H5_WRITE_CHECK(H5Awrite(attr, type, data), path, object, "write attribute " + name);
 }
 
 hid_t string_type() {

@@ -1,8 +1,9 @@
 // A thin RAII layer over the HDF5 C API for checkpoints: tensors as datasets with their real
 // dtypes (bf16 as a 16-bit float type that h5py reads as float32), attributes, groups, and
 // CRC-32s per dataset (of the whole and of each block, so that a read of part of a dataset
-// is verified too). Every HDF5 call is checked; a failure throws InputError naming the
-// file, the object and HDF5's own message (the error stack), never prints and continues.
+// is verified too). Every HDF5 call is checked; a failure throws naming the file, the object
+// and HDF5's own message (the error stack), never prints and continues: InputError when
+// reading (a damaged file), RuntimeFailure when writing (a full disk).
 // Written by h5_file.cpp (files, writing, attributes) and h5_read.cpp (reading datasets).
 //
 // Object paths are HDF5 paths ("/model/blocks.0.layers.3.attn.wq"): parameter names keep
@@ -28,7 +29,7 @@ int64_t crc_block_size(int64_t wanted, int64_t element_size);
 
 class H5File {
  public:
-  // Creates (truncating) or opens read-only. Throws InputError naming `path` on failure.
+  // Creates (truncating; RuntimeFailure on failure) or opens read-only (InputError), naming `path`.
   static H5File create(const std::string& path);
   static H5File open_read(const std::string& path);
 

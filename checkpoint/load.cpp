@@ -121,9 +121,8 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
   HYDRA_CHECK(placements.empty() || placements.size() == params.size(),
               "load_checkpoint: " << placements.size() << " placements for " << params.size() << " parameters");
   LoadedCheckpoint ckpt = read_index(dir);
-  const std::vector<CatalogEntry> catalog = index_catalog(dir);
   Parts parts;
-  for (const auto& e : catalog) (e.optim ? parts.optim : parts.model)[e.name].push_back(&e);
+  for (const auto& e : ckpt.catalog) (e.optim ? parts.optim : parts.model)[e.name].push_back(&e);
   RankFiles files(dir, ckpt.files);
   std::unordered_map<std::string, model::ShardInfo> shards;
 
