@@ -17,7 +17,7 @@ set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
 if(HYDRA_CUDA)
   find_package(CUDAToolkit REQUIRED)
   # Only one libnccl.so.2 can live in a process, and libtorch_cuda loads the one shipped in
-  # the PyTorch environment: link that same file (BUILD-NOTES.md).
+  # the PyTorch environment: link that same file.
   find_package(Python3 REQUIRED COMPONENTS Interpreter)
   execute_process(
     COMMAND ${Python3_EXECUTABLE} -c

@@ -19,7 +19,7 @@ void setup_logging(const LogSetup& setup);
 
 // printf-style logging through that logger. Code that sees LibTorch's headers must log
 // through these, not spdlog: LibTorch 2.x ships its own fmt, which breaks spdlog's headers
-// in any translation unit that has LibTorch on its include path (BUILD-NOTES.md).
+// in any translation unit that has LibTorch on its include path.
 void log_debug(const char* format, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char* format, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char* format, ...) __attribute__((format(printf, 1, 2)));

@@ -1,4 +1,4 @@
-// Fused CCQA prologue, forward and backward (MODEL.md CCQA steps 2-7; launchers in
+// Fused CCQA prologue, forward and backward (docs/MODEL.md CCQA steps 2-7; launchers in
 // ccqa_prologue.h).
 //
 // Design invariants

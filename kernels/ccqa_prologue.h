@@ -1,4 +1,4 @@
-// The fused CCQA prologue (MODEL.md, CCQA steps 2-7): from the down-projections q0, k0 and the
+// The fused CCQA prologue (docs/MODEL.md, CCQA steps 2-7): from the down-projections q0, k0 and the
 // value projection v to attention-ready q, k, v, forward and backward. Launchers only: raw
 // device pointers, sizes and an explicit stream; nothing here synchronises the stream.
 //

@@ -1,4 +1,4 @@
-// The three attention types of MODEL.md: MQA, CCQA (compressed convolutional GQA) and MLA.
+// The three attention types of docs/MODEL.md: MQA, CCQA (compressed convolutional GQA) and MLA.
 // Each maps x [B, S, E] and the tokens' positions [B, S] (int64) to [B, S, E], ends with the
 // per-head RMSNorm and W_o, and calls the one attention core (attention_core.h).
 //
@@ -50,7 +50,7 @@ struct CausalConvImpl : torch::nn::Module {
 };
 using CausalConv = std::shared_ptr<CausalConvImpl>;
 
-// CCQA (MODEL.md steps 1-8). The spec's packed u0 = [q0 ; k0] is stored as a query part and a
+// CCQA (docs/MODEL.md steps 1-8). The spec's packed u0 = [q0 ; k0] is stored as a query part and a
 // key part of each convolution: conv1 is depthwise and conv2's groups are whole heads, so no
 // filter spans both parts and the split convolutions compute exactly the packed ones, while
 // each part shards by heads on its own (query heads and KV heads split separately).

@@ -1,4 +1,4 @@
-// CCQA: compressed convolutional grouped-query attention (MODEL.md, steps 1-8; CCGQA of
+// CCQA: compressed convolutional grouped-query attention (docs/MODEL.md, steps 1-8; CCGQA of
 // arXiv:2510.04476 with the HYDRA defaults). Attention runs entirely in the latent head size
 // d_h = d / C; W_o is the only up-projection.
 #include <cmath>
@@ -86,7 +86,7 @@ CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& fact
 torch::Tensor CcqaAttention::values(const torch::Tensor& x) {
   const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
   // v = x W_v holds both halves: per KV head, channels [0, d_h/2) are x W_v1 and
-  // [d_h/2, d_h) are x W_v2 of MODEL.md.
+  // [d_h/2, d_h) are x W_v2 of docs/MODEL.md.
   const torch::Tensor v = wv->forward(x).view({B, S, -1, dh});
   if (!cfg.value_shift) return v;
   const int64_t half = dh / 2;

@@ -1,5 +1,5 @@
 // The fused CCQA prologue (kernels/ccqa_prologue.h) as differentiable LibTorch functions: steps
-// 2-7 of MODEL.md's CCQA from q0, k0 and v = x W_v to attention-ready q, k, v. CUDA build only;
+// 2-7 of docs/MODEL.md's CCQA from q0, k0 and v = x W_v to attention-ready q, k, v. CUDA build only;
 // the reference ops in attention_ccqa.cpp stay the CPU path and the oracle.
 //
 // Precision: q0, k0 and v run in q0's dtype (float32 or bfloat16; k0 and v are cast to it),

@@ -1,4 +1,4 @@
-// The model section of the run config (docs/INTERFACE.md, MODEL.md). Plain data: the
+// The model section of the run config (docs/INTERFACE.md, docs/MODEL.md). Plain data: the
 // launcher fills and validates it (launcher/config_schema.cpp holds defaults and ranges).
 #pragma once
 
@@ -8,7 +8,7 @@
 namespace hydra::model {
 
 struct MqaConfig {
-  double residual_scale = 1.0;    // alpha: h = x + alpha * Attn(RMSNorm(x)) (MODEL.md "Layer")
+  double residual_scale = 1.0;    // alpha: h = x + alpha * Attn(RMSNorm(x)) (docs/MODEL.md "Layer")
 };
 
 struct CcqaConfig {

@@ -1,4 +1,4 @@
-// The sizes MODEL.md derives from a ModelConfig (head size, latent sizes, SwiGLU width, init
+// The sizes docs/MODEL.md derives from a ModelConfig (head size, latent sizes, SwiGLU width, init
 // scales), computed in one place so that the modules and the analytic counts in model_info
 // cannot disagree. Header-only and torch-free: model_info.cpp and the launcher use it cheaply.
 #pragma once

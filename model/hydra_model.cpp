@@ -16,7 +16,7 @@ bool is_mod_layer(const ModelConfig& c, int position) {
   return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
 }
 
-// Router spec: the one linear layer with a bias (MODEL.md "Init"); replicated.
+// Router spec: the one linear layer with a bias (docs/MODEL.md "Init"); replicated.
 ProjectionSpec router_spec(const std::string& name, const Dims& m, double capacity) {
   ProjectionSpec s{name, m.E, 1, ShardRole::kReplicated, 1, m.init_std};
   s.bias = true;

@@ -1,4 +1,4 @@
-// The HYDRA model (MODEL.md "Macro-block and model"): embedding, macro-blocks of layers with
+// The HYDRA model (docs/MODEL.md "Macro-block and model"): embedding, macro-blocks of layers with
 // Mixture-of-Depths routers on some layers and Mixture-of-Recursions routers per macro-block,
 // final RMSNorm, LM head over a padded vocabulary, next-token cross entropy.
 //

@@ -1,4 +1,4 @@
-// The small pieces every layer uses (MODEL.md, "Notation" and "Layer"): RMSNorm, the
+// The small pieces every layer uses (docs/MODEL.md, "Notation" and "Layer"): RMSNorm, the
 // per-head RMSNorm of attention outputs, rotate-half RoPE over explicit positions, and the
 // SwiGLU MLP.
 #pragma once
@@ -34,7 +34,7 @@ using RMSNorm = std::shared_ptr<RMSNormImpl>;
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta);
 
 // SwiGLU: W_down(silu(W_gate x) * W_up x), width F. W_gate/W_up column-parallel, W_down
-// row-parallel; W_down gets the depth-scaled init (MODEL.md "Init").
+// row-parallel; W_down gets the depth-scaled init (docs/MODEL.md "Init").
 struct MlpImpl : torch::nn::Module {
   MlpImpl(const Dims& dims, const ProjectionFactory& factory);
   torch::Tensor forward(const torch::Tensor& x);

@@ -1,6 +1,6 @@
 // Every linear layer of the model is created here, through one ProjectionFactory, from a
 // ProjectionSpec that says how it may be sharded. The default factory makes a plain
-// y = x W^T (no bias, MODEL.md); the parallelism code passes a factory that returns
+// y = x W^T (no bias, docs/MODEL.md); the parallelism code passes a factory that returns
 // column- or row-parallel versions instead, and the attention math never changes: it reads
 // head counts off the projected tensors, never off the config.
 //
@@ -37,7 +37,7 @@ struct ProjectionSpec {
   // features for kColumn, the input features for kRow.
   int64_t granularity = 1;
   double init_std = 0.02;    // weight ~ N(0, init_std)
-  bool bias = false;         // only routers have one (MODEL.md)
+  bool bias = false;         // only routers have one (docs/MODEL.md)
   double bias_init = 0.0;
   // Rows of W drawn from N(0, init_std), the rest start at 0 (0: all). The LM head sets the
   // vocabulary padded for tp = 1, so that the draws, and every later parameter's init, are

@@ -93,7 +93,7 @@ torch::Tensor causal_conv(const torch::Tensor& x, const torch::Tensor& w, const 
   return conv.forward(x);
 }
 
-// MODEL.md steps 2-7 with the model's own ops, in the inputs' dtype (float64 here).
+// docs/MODEL.md steps 2-7 with the model's own ops, in the inputs' dtype (float64 here).
 std::vector<torch::Tensor> reference(const Case& c, const torch::Tensor& q0, const torch::Tensor& k0,
                                      const torch::Tensor& v, const torch::Tensor& pos,
                                      const std::vector<torch::Tensor>& p) {
