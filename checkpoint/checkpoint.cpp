@@ -34,7 +34,7 @@ void write_index(const std::string& path, const SaveRequest& req, int64_t optim_
   f.set_attr("/", "consumed_samples", req.progress.consumed_samples);
   f.set_attr("/", "tokens", req.progress.tokens);
   f.set_attr("/", "skipped", req.progress.skipped);
-  f.set_attr("/", "config", req.config_yaml);
+  f.set_attr("/", "config", req.config_json);
   for (const auto& [key, value] : req.layout) f.set_attr("/", "layout_" + key, value);
   std::string files;
   for (int r = 0; r < req.world; ++r) files += (r ? "\n" : "") + rank_file_name(r);
@@ -230,7 +230,7 @@ LoadedCheckpoint read_index(const std::string& dir) {
   out.progress.consumed_samples = f.attr_int("/", "consumed_samples");
   out.progress.tokens = f.attr_int("/", "tokens");
   out.progress.skipped = f.attr_int("/", "skipped");
-  out.config_yaml = f.attr_string("/", "config");
+  out.config_json = f.attr_string("/", "config");
   if (f.has_attr("/", "file_checksums")) out.files = parse_file_checksums(f.attr_string("/", "file_checksums"), f.path());
   for (const char* key : {"world", "dp", "tp", "pp", "zero_stage", "micro_batches"}) {
     if (f.has_attr("/", std::string("layout_") + key)) out.layout[key] = f.attr_int("/", std::string("layout_") + key);

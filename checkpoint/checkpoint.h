@@ -45,7 +45,7 @@ struct SaveRequest {
   std::string root;                       // checkpoint.dir
   int keep = 3;
   Progress progress;
-  std::string config_yaml;                // the resolved config
+  std::string config_json;                // the resolved config as JSON (launcher config_to_json)
   std::map<std::string, int64_t> layout;  // world, dp, tp, pp, zero_stage, micro_batches
   int rank = 0;
   int world = 1;
@@ -73,7 +73,7 @@ std::string save_checkpoint(const SaveRequest& request, const parallel::NamedPar
 struct LoadedCheckpoint {
   std::string dir;
   Progress progress;
-  std::string config_yaml;
+  std::string config_json;  // the stored config (SaveRequest::config_json)
   std::map<std::string, int64_t> layout;
   int64_t optim_step = -1;  // AdamW's step count, -1 when the checkpoint holds no optimizer state
   std::map<std::string, FileChecksum> files;  // rank file name -> bytes and CRC-32 (index)

@@ -59,7 +59,7 @@ int consolidate_checkpoint(const std::string& dir, const std::string& output) {
     out.set_attr("/", "version", int64_t{1});
     out.set_attr("/", "step", index.progress.step);
     out.set_attr("/", "tokens", index.progress.tokens);
-    out.set_attr("/", "config", index.config_yaml);
+    out.set_attr("/", "config", index.config_json);
     out.set_attr("/", "source", dir);
     for (const auto& [name, parts] : weights) {
       out.write_tensor("/model/" + name, assemble(dir, name, parts, files));

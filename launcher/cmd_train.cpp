@@ -52,7 +52,7 @@ int run_train(const Config& config, const CliArgs& args, const parallel::LaunchI
   if (!args.resume.empty()) request.resume = args.resume;
   if (!args.init_from.empty()) request.init_from = args.init_from;
   request.overwrite = args.overwrite;
-  request.config_text = config_to_json(config).dump(2);
+  request.config_json = config_to_json(config).dump(2);
   const train::RunResult result = train::run_training(config, *ctx, request);
   common::log_info("train: done, %d steps, loss %.4f%s", result.steps_done, result.last_loss,
                    result.last_val_loss ? common::strprintf(", val_loss %.4f", *result.last_val_loss).c_str() : "");

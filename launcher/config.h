@@ -1,36 +1,12 @@
-// The typed run configuration: one struct per section of docs/INTERFACE.md. Loaded and
-// validated once by load_config() (config_load.cpp) from defaults, the preset, the YAML file
-// and --set overrides; every component reads its section from here and nothing else.
-// Defaults live in one place: the member initialisers of these structs; the schema
-// (config_schema.cpp) adds types, ranges and choices.
+// The launcher's name for the run configuration (train/run_config.h): the launcher loads and
+// validates it, train/ runs it.
 #pragma once
 
-#include <string>
-#include <vector>
-
-#include "checkpoint/config.h"
-#include "data/config.h"
-#include "model/config.h"
-#include "parallel/config.h"
-#include "train/config.h"
+#include "train/run_config.h"
 
 namespace hydra::launcher {
 
-struct LogConfig {
-  int every = 10;
-  std::string jsonl;              // metrics file; empty: none
-  std::string level = "info";     // trace|debug|info|warn|error
-  bool all_ranks = false;
-};
-
-struct Config {
-  model::ModelConfig model;
-  parallel::ParallelConfig parallel;
-  train::TrainConfig train;
-  data::DataConfig data;
-  checkpoint::CheckpointConfig checkpoint;
-  LogConfig log;
-  std::string source;             // the config file it came from (for messages)
-};
+using Config = train::RunConfig;
+using LogConfig = train::LogConfig;
 
 }  // namespace hydra::launcher

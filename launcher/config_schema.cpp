@@ -15,7 +15,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 std::vector<KeySpec> build_schema() {
   const std::vector<std::string> attention_types = {"mqa", "ccqa", "mla"};
   return {
-      // model: MODEL.md. Sizes are required unless a preset provides them.
+      // model: docs/MODEL.md. Sizes are required unless a preset provides them.
       {"model.preset", HYDRA_FIELD(model.preset), -kInf, kInf, {}, false,
        "variant name in configs/ whose model section is the base"},
       {"model.dim", HYDRA_FIELD(model.dim), 8, 65536, {}, true, "model width E"},
@@ -94,6 +94,7 @@ std::vector<KeySpec> build_schema() {
        "testing aid: rank 0's loss of this step is made NaN, to exercise train.on_nonfinite; 0: off"},
       {"train.eval_every", HYDRA_FIELD(train.eval_every), 0, 1e9},
       {"train.eval_batches", HYDRA_FIELD(train.eval_batches), 1, 1e6},
+      {"train.peak_tflops", HYDRA_FIELD(train.peak_tflops), 0, 1e6},
 
       // data
       {"data.path", HYDRA_FIELD(data.path)},

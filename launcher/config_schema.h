@@ -1,6 +1,6 @@
 // The schema of the run config: every key users may write, its type, range or choices, and
 // whether it is required. Defaults are the member initialisers of the config structs
-// (launcher/config.h, model/config.h, parallel/config.h): one place, read through `field`.
+// (train/run_config.h, model/config.h, parallel/config.h): one place, read through `field`.
 #pragma once
 
 #include <limits>

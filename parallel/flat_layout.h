@@ -41,7 +41,7 @@ struct FlatLayout {
 
 using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;
 
-// MODEL.md: weight decay on matrices and embeddings (tensors of 2+ dims), none on norms,
+// docs/MODEL.md: weight decay on matrices and embeddings (tensors of 2+ dims), none on norms,
 // biases, temperatures (1-dim) and routers (named "router").
 bool decays(const std::string& name, const at::Tensor& param);
 

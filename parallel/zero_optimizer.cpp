@@ -8,7 +8,6 @@
 #include <cmath>
 
 #include "common/errors.h"
-#include "parallel/grad_overlap.h"
 
 namespace hydra::parallel {
 namespace {
@@ -57,8 +56,9 @@ std::vector<Range> plan_buckets(const FlatLayout& layout, int64_t bucket_numel) 
 }
 
 ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& params, Communicator* dp,
-                                  int stage, int64_t bucket_numel) {
+                                  int stage, int64_t bucket_numel, int staging_buffers) {
   HYDRA_CHECK(stage >= 0 && stage <= 2, "zero stage " << stage);
+  HYDRA_CHECK(staging_buffers >= 1, "staging buffers " << staging_buffers);
   ZeroOptimizer opt;
   opt.dp = dp && dp->size() > 1 ? dp : nullptr;
   opt.stage = opt.dp ? stage : 0;  // one rank: nothing to shard
@@ -84,7 +84,10 @@ ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& p
   const auto fp32 = params.empty() ? at::TensorOptions().dtype(at::kFloat)
                                    : params.front().second.options().dtype(at::kFloat);
   if (opt.stage < 2) opt.flat_grad = at::zeros({layout.numel}, fp32);
-  if (opt.stage == 2) opt.staging = at::zeros({largest}, fp32);
+  if (opt.stage == 2) {
+    opt.staging_buffers = staging_buffers;
+    opt.staging = at::zeros({staging_buffers * largest}, fp32);
+  }
   // Stage 0 owns everything in flat order, so its shard is the flat buffer itself.
   opt.grad_shard = opt.stage == 0 ? opt.flat_grad : at::zeros({owned_total}, fp32);
   return opt;
@@ -103,7 +106,6 @@ std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt) {
 }
 
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params) {
-  if (finish_overlap(opt)) return;
   c10::NoGradGuard no_grad;
   // Buckets in a fixed order on every rank (the communicator's contract). Each bucket is
   // complete before its collective: gather it, reduce it, move on; the staging buffer of
@@ -114,39 +116,6 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
     gather_flat(layout, params, opt.buckets[b].flat, Source::kGrad, full);
     zero_bucket_collective(opt, b, full);
   }
-}
-
-double zero_grad_norm(ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp, Communicator* pp) {
-  c10::NoGradGuard no_grad;
-  // Sums of squares in fp64 so that adding the shards' parts loses nothing: [0] over the
-  // slots split across tp (each tp rank holds a different slice), [1] over the replicated
-  // ones (every tp rank holds the same values: counted once).
-  const bool split_tp = tp && tp->size() > 1;
-  const bool any_duplicate =
-      std::any_of(layout.slots.begin(), layout.slots.end(), [](const ParamSlot& s) { return s.duplicate; });
-  at::Tensor sums = at::zeros({2}, opt.grad_shard.options().dtype(at::kDouble));
-  if (!split_tp && !any_duplicate) {
-    sums[1] = opt.grad_shard.to(at::kDouble).pow(2).sum();
-  } else {
-    for (size_t b = 0; b < opt.buckets.size(); ++b) {
-      const ZeroBucket& bucket = opt.buckets[b];
-      const at::Tensor mine = owned_grad(opt, b);
-      for (const SlotPiece& piece : pieces_in(layout, bucket.owned)) {
-        const ParamSlot& slot = layout.slots[piece.slot];
-        if (slot.duplicate) continue;
-        const at::Tensor part = mine.narrow(0, slot.offset + piece.elements.begin - bucket.owned.begin, piece.elements.size());
-        sums[slot.tp_split ? 0 : 1] += part.to(at::kDouble).pow(2).sum();
-      }
-    }
-  }
-  // One scalar: split parts summed over tp, replicated parts once (rep / tp summed tp times).
-  at::Tensor sumsq = (sums[0] + sums[1] / (split_tp ? tp->size() : 1)).reshape({1});
-  if (split_tp) tp->all_reduce(sumsq, ReduceOp::kSum);
-  // Stage 0: every dp rank holds the same all-reduced gradient; its local norm is the global one.
-  if (opt.dp && opt.stage > 0) opt.dp->all_reduce(sumsq, ReduceOp::kSum);
-  // Each pipeline stage holds different parameters.
-  if (pp && pp->size() > 1) pp->all_reduce(sumsq, ReduceOp::kSum);
-  return std::sqrt(sumsq.item<double>());
 }
 
 void zero_scale_gradients(ZeroOptimizer& opt, double factor) {

@@ -1,4 +1,4 @@
-// Data-parallel AdamW with ZeRO sharding over the dp communicator (DISTRIBUTED-NOTES.md):
+// Data-parallel AdamW with ZeRO sharding over the dp communicator (Rajbhandari et al., ZeRO):
 //   stage 0: all-reduce (avg) the flat fp32 gradient; every rank steps every element.
 //   stage 1: reduce-scatter (avg) the gradient; each rank steps the part it owns (fp32 master
 //            weights, m, v of that part only); all-gather the updated weights.
@@ -18,11 +18,12 @@
 // stores the state in parameter space unchanged (/optim/<group>/<name> + flat_range) and
 // loads it into any other dp size, stage or bucket size.
 //
-// Overlap with backward (parallel/grad_overlap.h, on by default in the trainer): during the
-// last micro-batch's backward each bucket is reduced as soon as autograd has accumulated the
-// final gradient of all its parameters, on a side stream on CUDA, in one fixed order on every
-// rank; zero_reduce_gradients then issues what is left and makes the compute stream wait.
-// Without it, every collective runs after backward on the gradients' current stream.
+// These are the state and its arithmetic; parallel/data_parallel_optimizer.h is the object a
+// trainer uses (built in one step from the model, with the overlap of parallel/grad_overlap.h:
+// during the last micro-batch's backward each bucket is reduced as soon as autograd has
+// accumulated the final gradient of all its parameters, through zero_bucket_buffer and
+// zero_bucket_collective below). Without it, every collective runs after backward on the
+// gradients' current stream.
 //
 // Memory (bytes per rank; N parameters, s = bytes of the model dtype, P = dp, S = elements
 // this rank owns = N at stage 0, sum of its bucket parts ~ N/P at stages 1-2, B = largest
@@ -61,8 +62,6 @@ struct ZeroBucket {
   int64_t local = 0;  // where `owned` starts in ZeroOptimizer::grad_shard
 };
 
-struct GradOverlap;  // parallel/grad_overlap.cpp
-
 struct ZeroOptimizer {
   int stage = 0;
   Communicator* dp = nullptr;      // the data-parallel group; null means one rank
@@ -72,7 +71,6 @@ struct ZeroOptimizer {
   at::Tensor staging;     // fp32 [staging_buffers x largest bucket]: stage 2 only
   int staging_buffers = 1;
   at::Tensor grad_shard;  // fp32 [owned elements]; at stage 0 the same storage as flat_grad
-  std::shared_ptr<GradOverlap> overlap;  // null: every bucket is reduced after backward
 };
 
 // The bucket ranges of `layout`: whole parameters, at most `bucket_numel` elements unless a
@@ -82,16 +80,17 @@ std::vector<Range> plan_buckets(const FlatLayout& layout, int64_t bucket_numel);
 // Builds the state from the parameters' current values (master weights) on their device.
 // `dp` may be null (one rank); `stage` 0, 1 or 2. With one rank there is nothing to shard:
 // the optimizer runs (and reports its memory) as stage 0 whatever `stage` says.
+// `staging_buffers` (stage 2): bucket-sized buffers to gather into; 2 with overlap, so that a
+// bucket is gathered while the previous one is reduced.
 ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& params, Communicator* dp,
-                                  int stage, int64_t bucket_numel = kDefaultBucketNumel);
+                                  int stage, int64_t bucket_numel = kDefaultBucketNumel, int staging_buffers = 1);
 
 // The AdamW states, for checkpoints (checkpoint/checkpoint.h takes lists of them).
 std::vector<AdamWState*> zero_states(ZeroOptimizer& opt);
 std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt);
 
 // Reads the accumulated .grad of every parameter, averages it over dp bucket by bucket and
-// leaves this rank's owned part in grad_shard. Collective over dp. With overlap armed
-// (grad_overlap.h), only the buckets backward has not started are reduced here.
+// leaves this rank's owned part in grad_shard. Collective over dp.
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params);
 
 // One bucket's reduction, in two halves that may run on different streams: where its full
@@ -99,17 +98,6 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
 // stage 2), and the collective that averages it over dp into grad_shard (none with one rank).
 at::Tensor zero_bucket_buffer(ZeroOptimizer& opt, size_t bucket, int staging_index = 0);
 void zero_bucket_collective(ZeroOptimizer& opt, size_t bucket, at::Tensor& full);
-
-// The L2 norm of the whole averaged gradient of the model: the local sum of squares of
-// grad_shard, summed over dp (stages 1-2; each element is owned by exactly one rank, so none
-// counts twice) and, with `tp` of more than one rank, over tp for the slots split across it
-// (ParamSlot::tp_split) while replicated slots count once. Collective over tp (if split) and
-// over dp at stages 1-2; the result is the same on every rank, so a non-finite norm makes
-// every rank skip (or halt on) the same step. With `pp` of more than one stage, the stages'
-// sums are added (collective over pp), and slots marked ParamSlot::duplicate (the tied
-// embedding's copy on the last stage) are left out, so that each parameter counts once.
-double zero_grad_norm(ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp = nullptr,
-                      Communicator* pp = nullptr);
 
 // grad_shard *= factor (clipping).
 void zero_scale_gradients(ZeroOptimizer& opt, double factor);

@@ -28,6 +28,7 @@ struct TrainConfig {
   int inject_nonfinite_step = 0;  // testing aid: rank 0's loss of this step becomes NaN; 0: off
   int eval_every = 0;             // 0: only at the end
   int eval_batches = 8;
+  double peak_tflops = 0;         // one GPU's dense bf16 peak for MFU; 0: from the detected GPU
 };
 
 }  // namespace hydra::train

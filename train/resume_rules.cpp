@@ -53,6 +53,7 @@ const std::vector<ResumeRule>& resume_rules() {
       {"train.inject_nonfinite_step", true, "a testing aid"},
       {"train.eval_every", true, "evaluation does not change training"},
       {"train.eval_batches", true, "evaluation does not change training"},
+      {"train.peak_tflops", true, "only the reported MFU"},
       {"train.seed", false, "it fixes the data order the consumed-sample counter walks"},
       {"train.global_batch", false, "the data position and the optimizer's dynamics depend on it"},
       {"train.seq_len", false, "the corpus is cut into windows of train.seq_len + 1 tokens"},

@@ -1,6 +1,6 @@
 // Which config keys a resumed run may change (docs/INTERFACE.md, "What a resume may change").
 // One table decides it; the checkpoint's index holds the config the run was started with
-// (SaveRequest::config_yaml, JSON), and `--resume` compares it with the new one at start.
+// (SaveRequest::config_json), and `--resume` compares it with the new one at start.
 #pragma once
 
 #include <string>

@@ -65,7 +65,7 @@ long long count_rows(const std::string& path) {
   return rows;
 }
 
-EarlierRun find_earlier_run(const launcher::Config& config) {
+EarlierRun find_earlier_run(const RunConfig& config) {
   EarlierRun out;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(config.checkpoint.dir, ec)) {
@@ -77,7 +77,7 @@ EarlierRun find_earlier_run(const launcher::Config& config) {
   return out;
 }
 
-std::string describe(const launcher::Config& config, const EarlierRun& earlier) {
+std::string describe(const RunConfig& config, const EarlierRun& earlier) {
   std::string what;
   if (!earlier.checkpoints.empty()) {
     what = "checkpoint.dir " + config.checkpoint.dir + " holds " + std::to_string(earlier.checkpoints.size()) +
@@ -94,7 +94,7 @@ std::string describe(const launcher::Config& config, const EarlierRun& earlier) 
 // The newest checkpoint --resume will load (an explicit one must read; `latest` skips those
 // whose index does not, as restore does) must have been written with the settings that a
 // resume keeps.
-void check_resume_settings(const launcher::Config& config, const RunRequest& request) {
+void check_resume_settings(const RunConfig& config, const RunRequest& request) {
   const bool latest = *request.resume == "latest";
   const std::vector<std::string> candidates =
       latest ? checkpoint::list_committed(config.checkpoint.dir) : std::vector<std::string>{*request.resume};
@@ -106,14 +106,14 @@ void check_resume_settings(const launcher::Config& config, const RunRequest& req
       if (latest) continue;
       throw;
     }
-    check_resume_config(index.config_yaml, request.config_text, dir);
+    check_resume_config(index.config_json, request.config_json, dir);
     return;
   }
 }
 
 // Runs `body` on this rank, then every rank learns the largest exit code any rank reached
 // (one all-reduce) and all stop together, each with its own message where it has one.
-void on_every_rank(parallel::ParallelContext& ctx, const launcher::Config& config, const std::function<void()>& body) {
+void on_every_rank(parallel::ParallelContext& ctx, const RunConfig& config, const std::function<void()>& body) {
   int code = 0;
   std::string message;
   try {
@@ -157,7 +157,7 @@ void move(const std::string& from, const std::string& to) {
   }
 }
 
-void move_aside(const launcher::Config& config, const EarlierRun& earlier) {
+void move_aside(const RunConfig& config, const EarlierRun& earlier) {
   const std::string stamp = utc_stamp();
   if (!earlier.checkpoints.empty()) {
     const std::string aside = config.checkpoint.dir + "/replaced_" + stamp;
@@ -177,7 +177,7 @@ void move_aside(const launcher::Config& config, const EarlierRun& earlier) {
 
 }  // namespace
 
-EarlierRun check_run_start(const launcher::Config& config, const RunRequest& request,
+EarlierRun check_run_start(const RunConfig& config, const RunRequest& request,
                            parallel::ParallelContext& ctx) {
   EarlierRun earlier;
   on_every_rank(ctx, config, [&] {
@@ -195,7 +195,7 @@ EarlierRun check_run_start(const launcher::Config& config, const RunRequest& req
   return earlier;
 }
 
-void set_aside_earlier_run(const launcher::Config& config, const EarlierRun& earlier,
+void set_aside_earlier_run(const RunConfig& config, const EarlierRun& earlier,
                            parallel::ParallelContext& ctx) {
   on_every_rank(ctx, config, [&] {
     if (ctx.grid.rank == 0 && !earlier.empty()) move_aside(config, earlier);

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "launcher/config.h"
 #include "parallel/parallel_context.h"
+#include "train/run_config.h"
 #include "train/trainer.h"
 
 namespace hydra::train {
@@ -26,13 +26,13 @@ struct EarlierRun {
 
 // Throws ConfigError (or InputError for an unreadable resume checkpoint) on every rank when
 // any rank finds a problem. Returns what --overwrite will set aside.
-EarlierRun check_run_start(const launcher::Config& config, const RunRequest& request,
+EarlierRun check_run_start(const RunConfig& config, const RunRequest& request,
                            parallel::ParallelContext& ctx);
 
 // --overwrite: rank 0 moves the earlier run's step_* entries into
 // <checkpoint.dir>/replaced_<UTC time>/ and its metrics file to <log.jsonl>.replaced_<UTC time>.
 // Called after --init-from has loaded (its checkpoint may be among them). Collective.
-void set_aside_earlier_run(const launcher::Config& config, const EarlierRun& earlier,
+void set_aside_earlier_run(const RunConfig& config, const EarlierRun& earlier,
                            parallel::ParallelContext& ctx);
 
 }  // namespace hydra::train

@@ -7,30 +7,32 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
-#include "checkpoint/async_save.h"
-#include "checkpoint/checkpoint.h"
 #include "common/errors.h"
 #include "common/logging.h"
 #include "data/loader.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
 #include "parallel/adamw.h"
+#include "parallel/data_parallel_optimizer.h"
 #include "parallel/flat_layout.h"
-#include "parallel/grad_overlap.h"
+#include "parallel/grad_norm.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/pipeline_schedule.h"
+#include "parallel/pipeline_tied.h"
 #include "parallel/tensor_parallel.h"
-#include "parallel/zero_optimizer.h"
+#include "train/device_peak.h"
 #include "train/metrics.h"
 #include "train/oom_message.h"
 #include "train/preemption.h"
 #include "train/progress.h"
+#include "train/run.h"
+#include "train/run_checkpoints.h"
 #include "train/run_checks.h"
 #include "train/schedule.h"
 
@@ -39,104 +41,45 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Everything a run holds, built once.
-struct Run {
-  const launcher::Config& config;
-  parallel::ParallelContext& ctx;
-  model::HydraModel model;
-  parallel::NamedParams params;
-  parallel::FlatLayout layout;
-  parallel::ZeroOptimizer optim;  // AdamW, sharded over ctx.dp as parallel.zero_stage says
-  checkpoint::Progress progress;
-  data::DataSource data;   // data.path: the training order and the validation windows
-  data::BatchSplit split;  // which rows of each global batch this rank's micro-batches take
-  int64_t val_batches = 0; // global batches per evaluation (data::validation_batches)
-  int micro_batch = 0;     // sequences per forward on this rank
-  int accumulation = 0;    // micro-batches per step on this rank
-  at::TensorOptions device;
-  // Checkpoints (save/restore below): where each of `params` sits in the whole model (filled
-  // on first use), the background writer of checkpoint.async, and the times to report in the
-  // next metrics row.
-  std::vector<model::ShardInfo> placements;
-  std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer = std::make_unique<checkpoint::AsyncCheckpointWriter>();
-  CheckpointTimes ckpt_times;
-  int steps_run = 0;  // by this process (the second logs how much of the reduction overlapped)
-  RunPhase* phase = nullptr;  // where the run is, for an out-of-memory message (null: untracked)
-};
-
-void enter(Run& run, const char* what) {
-  if (run.phase) run.phase->what = what;
-}
-
-parallel::NamedParams named_params(const model::HydraModel& model) {
-  parallel::NamedParams out;
-  for (const auto& item : model->named_parameters()) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
 // The per-rank micro-batch and the number of micro-batches per step; make_batch_split
 // refuses a global batch or micro-batch that does not divide (ConfigError naming the key).
-void plan_batches(Run& run) {
-  const auto& t = run.config.train;
-  const int dp = run.ctx.grid.shape.dp;
-  const int micro = t.micro_batch > 0 ? t.micro_batch : t.global_batch / dp / run.config.parallel.micro_batches;
-  run.split = data::make_batch_split(t.global_batch, micro, dp, run.ctx.grid.coord.dp);
-  run.micro_batch = micro;
-  run.accumulation = static_cast<int>(data::micro_batches(run.split));
+BatchPlan plan_batches(const RunConfig& config, const parallel::ProcessGrid& grid) {
+  const auto& t = config.train;
+  const int dp = grid.shape.dp;
+  BatchPlan plan;
+  plan.micro_batch = t.micro_batch > 0 ? t.micro_batch : t.global_batch / dp / config.parallel.micro_batches;
+  plan.split = data::make_batch_split(t.global_batch, plan.micro_batch, dp, grid.coord.dp);
+  plan.accumulation = static_cast<int>(data::micro_batches(plan.split));
+  return plan;
 }
 
 // The validation set (docs/DATA.md): whole global batches of the val split, at most
 // train.eval_batches of them.
-int64_t plan_validation(const Run& run) {
-  const auto& t = run.config.train;
-  const int64_t batches = data::validation_batches(*run.data.val, t.eval_batches, t.global_batch);
+int64_t plan_validation(const RunConfig& config, const data::DataSource& data) {
+  const auto& t = config.train;
+  const int64_t batches = data::validation_batches(*data.val, t.eval_batches, t.global_batch);
   if (batches < t.eval_batches) {
     common::log_warn("validation: train.eval_batches %d x train.global_batch %d windows asked for, but the val split of "
                      "%s holds %lld; evaluating %lld batches (%lld windows)",
-                     t.eval_batches, t.global_batch, run.config.data.path.c_str(),
-                     static_cast<long long>(run.data.val->windows()), static_cast<long long>(batches),
+                     t.eval_batches, t.global_batch, config.data.path.c_str(),
+                     static_cast<long long>(data.val->windows()), static_cast<long long>(batches),
                      static_cast<long long>(batches * t.global_batch));
   }
   return batches;
 }
 
-// With tied embeddings and several stages, the last stage's embed.weight is a copy of the
-// first stage's (ParamSlot::duplicate).
-bool has_tied_copy(const Run& run) {
-  return run.config.model.tie_embeddings && run.ctx.grid.shape.pp > 1;
-}
-bool tied_copy(const Run& run, const std::string& name) {
-  return has_tied_copy(run) && run.ctx.grid.last_stage() && name == "embed.weight";
-}
-
-// The ZeRO optimizer of the layout, with master weights from the parameters' current values.
-parallel::ZeroOptimizer make_optimizer(Run& run) {
-  const auto& p = run.config.parallel;
-  const int64_t bucket = std::max<int64_t>(1, std::llround(p.bucket_mb * (1 << 20) / 4));
-  return parallel::make_zero_optimizer(run.layout, run.params, run.ctx.dp.get(), p.zero_stage, bucket);
-}
-
-// Gradient buckets reduced during backward (parallel/grad_overlap.h); the tied embedding's
-// buckets wait for its exchange after backward.
-void enable_overlap(Run& run) {
-  if (!run.config.parallel.overlap_grad_reduce) return;
-  std::vector<std::string> deferred;
-  if (has_tied_copy(run)) deferred.push_back("embed.weight");
-  parallel::zero_enable_overlap(run.optim, run.layout, run.params, deferred);
-}
-
-Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
-  Run run{config, ctx};
-  plan_batches(run);
-  // The data first: a wrong path or tokenizer fails in a second, not after building a model.
-  run.data = data::open_data_source(config.data, config.train.seq_len, static_cast<uint64_t>(config.train.seed));
-  run.val_batches = plan_validation(run);
-  const int32_t corpus_vocab = run.data.dataset->manifest().vocab_size;
+void check_vocab(const RunConfig& config, const data::DataSource& data) {
+  const int32_t corpus_vocab = data.dataset->manifest().vocab_size;
   if (corpus_vocab > config.model.vocab_size) {
     HYDRA_FAIL(common::ConfigError, "model.vocab_size " << config.model.vocab_size << " is smaller than the "
                                         << corpus_vocab << " token ids of the corpus in data.path "
                                         << config.data.path << " (tokenizer " << config.data.tokenizer << ")");
   }
+}
+
+// This stage's part of the model (fp32 init from train.seed, on the run's device).
+model::HydraModel build_model(const RunConfig& config, parallel::ParallelContext& ctx,
+                              const std::vector<model::StageLayers>& stages, const at::TensorOptions& device) {
   at::manual_seed(config.train.seed);  // parameter init
   model::ModelOptions options;
   options.activation_checkpointing = config.train.activation_checkpointing;
@@ -145,33 +88,62 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
     options.projection_factory = parallel::make_tp_projection_factory(*ctx.tp);
     options.tp_hooks = parallel::make_tp_hooks(*ctx.tp);
   }
+  options.stage = stages.at(ctx.grid.coord.pp);
+  model::HydraModel model = std::make_shared<model::HydraModelImpl>(config.model, options);
+  model->to(device.device());
+  return model;
+}
+
+// The data-parallel optimizer of `model`: its fp32 values become the master weights, then it
+// casts the model to train.dtype and hooks the gradient overlap (parallel/data_parallel_optimizer.h).
+parallel::DataParallelOptimizer build_optimizer(const RunConfig& config, parallel::ParallelContext& ctx,
+                                                model::HydraModel& model) {
+  parallel::NamedParams params;
+  for (const auto& item : model->named_parameters()) params.emplace_back(item.key(), item.value());
+  parallel::FlatLayout layout = parallel::make_flat_layout(params);
+  const bool tie = config.model.tie_embeddings;
+  for (auto& slot : layout.slots) {
+    slot.tp_split = model->tp_split(slot.name);
+    slot.duplicate = parallel::is_tied_copy(tie, ctx.grid, slot.name);
+  }
+  const auto& p = config.parallel;
+  parallel::DataParallelOptions options;
+  options.zero_stage = p.zero_stage;
+  options.bucket_numel = std::max<int64_t>(1, std::llround(p.bucket_mb * (1 << 20) / 4));
+  options.overlap = p.overlap_grad_reduce;
+  // The tied embedding's buckets wait for its exchange after backward.
+  if (parallel::has_tied_copy(tie, ctx.grid)) options.deferred.push_back("embed.weight");
+  options.compute_dtype = config.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  return parallel::DataParallelOptimizer(*model, std::move(layout), ctx.dp.get(), options);
+}
+
+void log_pipeline(const Run& run, const std::vector<model::StageLayers>& stages) {
+  if (run.ctx.grid.shape.pp == 1) return;  // (info lines print on rank 0)
+  const auto held = parallel::stage_params(run.config.model, stages);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    common::log_info("pipeline: stage %zu holds layers %d..%d (%.2fM parameters)", s, stages[s].first,
+                     stages[s].end - 1, held[s] / 1e6);
+  }
+  const int pp = run.ctx.grid.shape.pp, micro = run.batches.accumulation;
+  common::log_info("pipeline: %d micro-batches per step through %d stages, 1F1B bubble (pp - 1) / micro-batches = %.0f%%",
+                   micro, pp, 100.0 * (pp - 1) / micro);
+}
+
+Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
+  BatchPlan batches = plan_batches(config, ctx.grid);
+  // The data first: a wrong path or tokenizer fails in a second, not after building a model.
+  const auto seed = static_cast<uint64_t>(config.train.seed);
+  data::DataSource data = data::open_data_source(config.data, config.train.seq_len, seed);
+  batches.val_batches = plan_validation(config, data);
+  check_vocab(config, data);
   // Pipeline parallelism: this stage's layers (the same plan on every rank).
   const auto stages = parallel::plan_pipeline_stages(config.model, ctx.grid.shape.pp, config.parallel.pp_layers);
-  options.stage = stages.at(ctx.grid.coord.pp);
-  run.model = std::make_shared<model::HydraModelImpl>(config.model, options);
-  run.params = named_params(run.model);
-  run.layout = parallel::make_flat_layout(run.params);
-  for (auto& slot : run.layout.slots) {
-    slot.tp_split = run.model->tp_split(slot.name);
-    slot.duplicate = tied_copy(run, slot.name);
-  }
-  // Master weights come from the fp32 init, before the model is cast to its compute dtype.
-  run.device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
-  run.model->to(run.device.device());
-  run.optim = make_optimizer(run);
-  if (config.train.dtype == "bf16") run.model->to(at::kBFloat16);
-  run.params = named_params(run.model);  // the same names, now in the compute dtype
-  enable_overlap(run);
-  parallel::log_zero_memory(run.optim, run.params, ctx.grid.rank);
-  if (ctx.grid.shape.pp > 1) {  // (info lines print on rank 0)
-    const auto held = parallel::stage_params(config.model, stages);
-    for (size_t s = 0; s < stages.size(); ++s) {
-      common::log_info("pipeline: stage %zu holds layers %d..%d (%.2fM parameters)", s, stages[s].first,
-                       stages[s].end - 1, held[s] / 1e6);
-    }
-    common::log_info("pipeline: %d micro-batches per step through %d stages, 1F1B bubble (pp - 1) / micro-batches = %.0f%%",
-                     run.accumulation, ctx.grid.shape.pp, 100.0 * (ctx.grid.shape.pp - 1) / run.accumulation);
-  }
+  const auto device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
+  model::HydraModel model = build_model(config, ctx, stages, device);
+  parallel::DataParallelOptimizer optim = build_optimizer(config, ctx, model);
+  Run run{config, ctx, std::move(batches), std::move(data), device, std::move(model), std::move(optim)};
+  run.optim.log_memory(ctx.grid.rank);
+  log_pipeline(run, stages);
   return run;
 }
 
@@ -188,75 +160,76 @@ parallel::PipelineSpec pipeline_spec(Run& run, int micro_batches) {
   parallel::PipelineSpec spec;
   spec.pp = run.ctx.pp.get();
   spec.micro_batches = micro_batches;
-  spec.activation_shape = {run.micro_batch, run.config.train.seq_len, run.config.model.dim};
-  spec.activation_options = run.device.dtype(run.params.front().second.scalar_type());
-  spec.before_last_backward = [&run] { parallel::zero_arm_overlap(run.optim, run.layout, run.params); };
+  spec.activation_shape = {run.batches.micro_batch, run.config.train.seq_len, run.config.model.dim};
+  spec.activation_options = run.device.dtype(run.optim.params().front().second.scalar_type());
+  spec.before_last_backward = [&run] { run.optim.arm_overlap(); };
   return spec;
 }
 
-// The first and last stage hold the tied embedding; their gradients are summed so that both
-// copies take the same step (a + b on one, b + a on the other: the same bits).
-void sync_tied_embedding_grads(Run& run) {
-  if (!has_tied_copy(run)) return;
-  const auto& grid = run.ctx.grid;
-  if (!grid.first_stage() && !grid.last_stage()) return;
-  at::Tensor grad = run.model->embed.grad();
-  const at::Tensor mine = grad.defined() ? grad.contiguous() : at::zeros_like(run.model->embed);
-  at::Tensor other = at::empty_like(mine);
-  const int peer = grid.first_stage() ? grid.shape.pp - 1 : 0;
-  run.ctx.pp->exchange(mine, peer, other, peer);
-  run.model->embed.mutable_grad() = mine + other;
-}
-
-StepResult train_step(Run& run, double lr) {
+// Forward and backward of this rank's micro-batches (through the pipeline stages): gradients
+// accumulate in .grad, the last one's reduction starts during its backward. Returns this
+// rank's LM and aux loss sums, on the device so that the NCCL backend can average them.
+at::Tensor forward_backward(Run& run) {
   const auto& t = run.config.train;
-  run.model->zero_grad();
-  const int dp = run.ctx.grid.shape.dp;
+  const BatchPlan& plan = run.batches;
   const bool last_stage = run.ctx.grid.last_stage();
-  // LM and aux loss sums, on the device so that the NCCL backend can average them.
   at::Tensor loss_sum = at::zeros({2}, run.device.dtype(at::kDouble));
   auto forward = [&](int micro, const at::Tensor& input) {
     enter(run, "forward");
-    // The step reads samples [consumed, consumed + global_batch); run.split says which are this micro-batch's.
-    const data::Batch batch =
-        data::to_device(run.data.train->micro_batch(run.split, run.progress.consumed_samples, micro), run.device.device());
+    // The step reads samples [consumed, consumed + global_batch); plan.split says which are this micro-batch's.
+    const data::Batch batch = data::to_device(
+        run.data.train->micro_batch(plan.split, run.progress.consumed_samples, micro), run.device.device());
     model::ForwardOptions fwd;
     fwd.return_logits = false;
     const model::ModelOutput out = run.model->forward(input.defined() ? input : batch.inputs, batch.targets, fwd);
     parallel::StageForward result;
     result.output = out.hidden;
-    result.loss = (last_stage ? out.loss() : out.aux_loss) / run.accumulation;
+    result.loss = (last_stage ? out.loss() : out.aux_loss) / plan.accumulation;
     if (micro == 0 && run.ctx.grid.rank == 0 && t.inject_nonfinite_step == run.progress.step + 1) {
       // Testing aid (train.inject_nonfinite_step): poisons this rank's gradients and its loss
       // (rank 0 may be a pipeline stage without the LM loss, or without a router).
       result.loss = result.loss * std::numeric_limits<double>::quiet_NaN();
       loss_sum[1] += std::numeric_limits<double>::quiet_NaN();
     }
-    if (last_stage) loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / run.accumulation;
-    loss_sum[1] += out.aux_loss.detach().to(at::kDouble) / run.accumulation;
+    if (last_stage) loss_sum[0] += out.lm_loss.detach().to(at::kDouble) / plan.accumulation;
+    loss_sum[1] += out.aux_loss.detach().to(at::kDouble) / plan.accumulation;
     enter(run, "backward");  // what the schedule runs next, unless another forward
     return result;
   };
-  parallel::run_1f1b(pipeline_spec(run, run.accumulation), forward);
-  enter(run, "gradient reduction and optimizer step");
-  sync_tied_embedding_grads(run);
-  // The LM loss lives on the last stage, aux losses on every stage: their sum over stages.
+  parallel::run_1f1b(pipeline_spec(run, plan.accumulation), forward);
+  return loss_sum;
+}
+
+// The gradients and the losses of the whole step: the tied embedding's two copies summed,
+// gradients averaged over dp (this rank keeps its part), losses summed over stages (the LM
+// loss lives on the last, aux losses on every stage) and averaged over dp.
+void reduce_step(Run& run, at::Tensor& loss_sum) {
+  if (parallel::has_tied_copy(run.config.model.tie_embeddings, run.ctx.grid)) {
+    parallel::sum_tied_embedding_grads(run.model->embed, run.ctx.grid, *run.ctx.pp);
+  }
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(loss_sum, parallel::ReduceOp::kSum);
-  // Averaged over dp (all-reduce or reduce-scatter by ZeRO stage); this rank keeps its part.
-  parallel::zero_reduce_gradients(run.optim, run.layout, run.params);
+  run.optim.reduce_gradients();
   // The first step learns how often each gradient accumulator fires (grad_overlap.h); the
   // second is the first to overlap.
-  if (run.optim.overlap && ++run.steps_run == 2) {
-    const parallel::OverlapStats o = parallel::overlap_stats(run.optim);
+  if (run.optim.overlapping() && ++run.steps_run == 2) {
+    const parallel::OverlapStats o = run.optim.overlap_stats();
     common::log_info("overlap: %d of %d gradient buckets were reduced during backward", o.issued_during_backward,
                      o.buckets);
   }
-  if (dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
+  if (run.ctx.grid.shape.dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
+}
+
+StepResult train_step(Run& run, double lr) {
+  const auto& t = run.config.train;
+  run.model->zero_grad();
+  at::Tensor loss_sum = forward_backward(run);
+  enter(run, "gradient reduction and optimizer step");
+  reduce_step(run, loss_sum);
   StepResult r;
   r.loss = loss_sum[0].item<double>();
   r.aux = loss_sum[1].item<double>();
   // Collective: the same value on every rank, so the skip/halt decision below is too.
-  r.grad_norm = parallel::zero_grad_norm(run.optim, run.layout, run.ctx.tp.get(), run.ctx.pp.get());
+  r.grad_norm = parallel::global_grad_norm(run.optim.shards(), run.optim.layout(), run.ctx);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (t.on_nonfinite == "halt") {
       HYDRA_FAIL(common::RuntimeFailure, "non-finite loss " << r.loss << " or gradient norm " << r.grad_norm
@@ -266,13 +239,12 @@ StepResult train_step(Run& run, double lr) {
     r.skipped = true;
     return r;
   }
-  if (t.clip > 0 && r.grad_norm > t.clip) parallel::zero_scale_gradients(run.optim, t.clip / (r.grad_norm + 1e-6));
-  parallel::AdamWHyper hyper{lr, t.beta1, t.beta2, t.eps, t.weight_decay};
-  parallel::zero_step(run.optim, run.layout, run.params, hyper);
+  if (t.clip > 0 && r.grad_norm > t.clip) run.optim.scale_gradients(t.clip / (r.grad_norm + 1e-6));
+  run.optim.step(parallel::AdamWHyper{lr, t.beta1, t.beta2, t.eps, t.weight_decay});
   return r;
 }
 
-// Validation loss in causal routing mode over the run's validation windows (run.val_batches
+// Validation loss in causal routing mode over the run's validation windows (val_batches
 // global batches, split over dp ranks and micro-batches as in training): the mean over
 // equal-sized micro-batches, i.e. over the windows, the same for every layout. With pipeline
 // stages the micro-batches pass the stages in order and the last stage scores them.
@@ -280,9 +252,10 @@ double evaluate(Run& run) {
   enter(run, "evaluation");
   at::Tensor totals = at::zeros({2}, run.device.dtype(at::kDouble));  // loss sum, micro-batches
   const bool last_stage = run.ctx.grid.last_stage();
+  const BatchPlan& plan = run.batches;
   auto forward = [&](int i, const at::Tensor& input) {
     const data::Batch batch = data::to_device(
-        run.data.val->micro_batch(run.split, i / run.accumulation, i % run.accumulation), run.device.device());
+        run.data.val->micro_batch(plan.split, i / plan.accumulation, i % plan.accumulation), run.device.device());
     model::ForwardOptions fwd;
     fwd.causal_routing = true;
     fwd.return_logits = false;
@@ -293,160 +266,32 @@ double evaluate(Run& run) {
     }
     return parallel::StageForward{out.hidden, {}};
   };
-  parallel::run_forward_only(pipeline_spec(run, static_cast<int>(run.val_batches) * run.accumulation), forward);
+  parallel::run_forward_only(pipeline_spec(run, static_cast<int>(plan.val_batches) * plan.accumulation), forward);
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(totals, parallel::ReduceOp::kSum);
   if (run.ctx.grid.shape.dp > 1) run.ctx.dp->all_reduce(totals, parallel::ReduceOp::kSum);
   totals = totals.cpu();
   return totals[0].item<double>() / std::max(1.0, totals[1].item<double>());
 }
 
-// Where each parameter of this rank sits in the whole model, for checkpoints. Under pipeline
-// parallelism the last stage holds a copy of the tied embedding: the first stage's is the
-// one stored.
-const std::vector<model::ShardInfo>& placements(Run& run) {
-  if (run.placements.size() != run.params.size()) {
-    run.placements.clear();
-    for (const auto& item : run.params) {
-      model::ShardInfo shard = run.model->shard_of(item.first);
-      if (tied_copy(run, item.first)) shard.primary = false;
-      run.placements.push_back(std::move(shard));
-    }
-  }
-  return run.placements;
-}
-
-parallel::Communicator* world_of(Run& run) { return run.ctx.grid.shape.world() > 1 ? run.ctx.world.get() : nullptr; }
-
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-// Commits a pending checkpoint.async save (collective: every rank has one pending at the same
-// points). The wait for the writer thread and the commit count as a stall of the loop.
-std::string finish_async_save(Run& run) {
-  if (!run.writer->pending()) return "";
-  const auto start = Clock::now();
-  const checkpoint::AsyncCheckpointWriter::Finished done = run.writer->finish(world_of(run));
-  const double stall = ms_since(start);
-  run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + stall;
-  run.ckpt_times.write_ms = done.write_ms;
-  common::log_info("checkpoint: saved %s (written in the background in %.2f s; the loop waited %.1f ms for it)",
-                   done.dir.c_str(), done.write_ms / 1e3, stall);
-  return done.dir;
-}
-
-// Saves at this step boundary. checkpoint.async: commits the previous save, copies the state
-// to host memory and leaves the file to a background thread; otherwise writes and commits
-// now. Returns the directory (committed, or to be committed by finish_async_save).
-std::string save(Run& run, const std::string& config_text) {
-  enter(run, "checkpoint save");
-  checkpoint::SaveRequest req;
-  req.root = run.config.checkpoint.dir;
-  req.keep = run.config.checkpoint.keep;
-  req.progress = run.progress;
-  req.config_yaml = config_text;
-  const auto& shape = run.ctx.grid.shape;
-  req.layout = {{"world", shape.world()}, {"dp", shape.dp}, {"tp", shape.tp}, {"pp", shape.pp},
-                {"zero_stage", run.config.parallel.zero_stage}, {"micro_batches", run.config.parallel.micro_batches}};
-  req.rank = run.ctx.grid.rank;
-  req.world = shape.world();
-  req.write_weights = run.ctx.grid.coord.dp == 0;
-  req.placements = placements(run);
-  std::vector<const parallel::AdamWState*> states = parallel::zero_states(std::as_const(run.optim));
-  // ZeRO stage 0: every dp rank holds the whole state; dp rank 0's copy is stored.
-  if (run.optim.stage == 0 && run.ctx.grid.coord.dp != 0) states.clear();
-  if (run.config.checkpoint.async) {
-    finish_async_save(run);
-    const auto start = Clock::now();
-    const std::string dir = run.writer->start(req, run.params, run.layout, states, world_of(run));
-    const double stall = ms_since(start);
-    run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + stall;
-    run.ckpt_times.copy_ms = run.ckpt_times.copy_ms.value_or(0) + stall;
-    common::log_info("checkpoint: %s copied to host in %.1f ms, writing in the background", dir.c_str(), stall);
-    return dir;
-  }
-  common::log_info("checkpoint: saving step %lld (training waits; checkpoint.async: true writes in the background)",
-                   static_cast<long long>(run.progress.step));
-  const auto start = Clock::now();
-  const std::string dir = checkpoint::save_checkpoint(req, run.params, run.layout, states, world_of(run));
-  const double took = ms_since(start);
-  run.ckpt_times.stall_ms = run.ckpt_times.stall_ms.value_or(0) + took;
-  run.ckpt_times.write_ms = took;
-  common::log_info("checkpoint: saved %s in %.2f s", dir.c_str(), took / 1e3);
-  return dir;
-}
-
-// Loads `dir` on every rank; true only if it loaded on all of them (one collective), so that
-// no rank continues from a checkpoint another rank could not read.
-bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpoint& out, std::string& problem) {
-  try {
-    // Whatever dp, tp, pp or ZeRO stage wrote it: each rank reads the parts that overlap its own.
-    common::log_info("resume: loading %s", dir.c_str());  // a large model takes a while: say what
-    const auto start = Clock::now();
-    out = checkpoint::load_checkpoint(dir, run.params, run.layout, parallel::zero_states(run.optim), placements(run));
-    run.ckpt_times.load_ms = ms_since(start);
-  } catch (const common::InputError& e) {
-    problem = e.what();
-  }
-  if (run.ctx.grid.shape.world() == 1) return problem.empty();
-  at::Tensor failed = at::full({1}, problem.empty() ? 0.0 : 1.0, run.device.dtype(at::kFloat));
-  run.ctx.world->all_reduce(failed, parallel::ReduceOp::kMax);
-  if (failed.cpu().item<float>() > 0.5f && problem.empty()) problem = "it could not be read on another rank";
-  return problem.empty();
-}
-
-void restore(Run& run, const RunRequest& request) {
-  enter(run, "checkpoint load");
-  if (request.resume) {
-    // An explicit directory must load; `latest` falls back to the newest that does.
-    std::vector<std::string> candidates = {*request.resume};
-    if (*request.resume == "latest") candidates = checkpoint::list_committed(run.config.checkpoint.dir);
-    if (candidates.empty()) {
-      common::log_info("resume: no complete checkpoint under %s; starting fresh", run.config.checkpoint.dir.c_str());
-      return;
-    }
-    for (const std::string& dir : candidates) {
-      checkpoint::LoadedCheckpoint ckpt;
-      std::string problem;
-      if (load_everywhere(run, dir, ckpt, problem)) {
-        run.progress = ckpt.progress;
-        const double seconds = run.ckpt_times.load_ms.value_or(0) / 1e3;
-        common::log_info("resume: %s at step %lld, %lld samples consumed (read %.2f GB in %.1f s on rank 0)", dir.c_str(),
-                         static_cast<long long>(ckpt.progress.step),
-                         static_cast<long long>(ckpt.progress.consumed_samples), ckpt.bytes_read / 1e9, seconds);
-        return;
-      }
-      if (*request.resume != "latest") HYDRA_FAIL(common::InputError, problem);
-      common::log_warn("resume: skipping %s: %s; trying the previous checkpoint", dir.c_str(), problem.c_str());
-    }
-    HYDRA_FAIL(common::InputError, "resume: none of the " << candidates.size() << " complete checkpoints under "
-                                       << run.config.checkpoint.dir << " could be loaded (see the warnings above)");
-  } else if (request.init_from) {
-    checkpoint::load_checkpoint(*request.init_from, run.params, run.layout, nullptr, placements(run));
-    run.optim = make_optimizer(run);
-    enable_overlap(run);
-    common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
-  }
-}
-
-RunResult train_run(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request,
+RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, const RunRequest& request,
                     RunPhase& phase) {
   install_preemption_handlers();  // before the first step: a signal during setup counts too
   // Outputs and resume settings first: a wrong path fails in a second, not at the first save.
   const EarlierRun earlier = check_run_start(config, request, ctx);
   Run run = build_run(config, ctx);
   run.phase = &phase;
-  phase.micro_batch = run.micro_batch;
+  phase.micro_batch = run.batches.micro_batch;
   restore(run, request);
   if (request.overwrite) set_aside_earlier_run(config, earlier, ctx);  // after --init-from read its checkpoint
   const auto& t = config.train;
   const Schedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
   const model::ModelStats stats = model::compute_model_stats(config.model, t.seq_len, ctx.grid.shape.tp);
+  const std::optional<double> peak_flops = run_peak_flops(t);  // none: no MFU
   MetricsFile metrics(ctx.grid.rank == 0 ? config.log.jsonl : "", static_cast<int>(run.progress.step));
   ProgressLine progress_line(t.steps, static_cast<int>(run.progress.step), config.train.device == "cuda");
   common::log_info("model: %.2fM parameters, %d effective layers; batch %d x %d tokens (%d per rank x %d micro-batches)",
-                   stats.params_total / 1e6, stats.effective_layers, t.global_batch, t.seq_len, run.micro_batch,
-                   run.accumulation);
+                   stats.params_total / 1e6, stats.effective_layers, t.global_batch, t.seq_len, run.batches.micro_batch,
+                   run.batches.accumulation);
 
   RunResult result;
   const int64_t tokens_per_step = static_cast<int64_t>(t.global_batch) * t.seq_len;
@@ -481,21 +326,21 @@ RunResult train_run(const launcher::Config& config, parallel::ParallelContext& c
       row.grad_norm = step.grad_norm;
       row.tokens = run.progress.tokens;
       row.tok_s = window_steps * tokens_per_step / std::max(seconds, 1e-9);
-      if (config.train.device == "cuda") row.mfu = row.tok_s * stats.flops_per_token / (989e12 * ctx.grid.shape.world());
+      if (peak_flops) row.mfu = row.tok_s * stats.flops_per_token / (*peak_flops * ctx.grid.shape.world());
       row.skipped = static_cast<int>(run.progress.skipped);
       row.mem_gb = memory_in_use_bytes(config.train.device == "cuda") / 1e9;
       if (eval_now) row.val_loss = evaluate(run), result.last_val_loss = row.val_loss;
-      row.checkpoint = std::exchange(run.ckpt_times, {});
+      row.checkpoint = std::exchange(run.checkpoints.times, {});
       metrics.write(row);
       progress_line.print(row);
       window_start = Clock::now();
       window_steps = 0;
     }
     const bool save_now = last || (config.checkpoint.every > 0 && run.progress.step % config.checkpoint.every == 0);
-    if (save_now) result.last_checkpoint = save(run, request.config_text);
+    if (save_now) result.last_checkpoint = save(run, request.config_json);
     // SIGTERM/SIGUSR1 on any rank: all ranks agree at this step boundary, save, exit 75.
     if (preemption_agreed(world_of(run), run.device)) {
-      if (!save_now) result.last_checkpoint = save(run, request.config_text);
+      if (!save_now) result.last_checkpoint = save(run, request.config_json);
       finish_async_save(run);
       HYDRA_FAIL(common::Preempted, "preempted by a signal at step " << run.progress.step << "; checkpoint "
                                         << result.last_checkpoint << " saved; continue with --resume latest");
@@ -512,7 +357,7 @@ RunResult train_run(const launcher::Config& config, parallel::ParallelContext& c
 
 }  // namespace
 
-RunResult run_training(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request) {
+RunResult run_training(const RunConfig& config, parallel::ParallelContext& ctx, const RunRequest& request) {
   RunPhase phase;
   try {
     return train_run(config, ctx, request, phase);
@@ -524,12 +369,12 @@ RunResult run_training(const launcher::Config& config, parallel::ParallelContext
   }
 }
 
-double run_evaluation(const launcher::Config& config, parallel::ParallelContext& ctx, const std::string& dir) {
+double run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& dir) {
   Run run = build_run(config, ctx);
-  checkpoint::load_checkpoint(dir, run.params, run.layout, nullptr, placements(run));
+  load_weights(run, dir);
   const double loss = evaluate(run);
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
-                   static_cast<int>(run.val_batches));
+                   static_cast<int>(run.batches.val_batches));
   return loss;
 }
 

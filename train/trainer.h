@@ -2,32 +2,33 @@
 // average, global-norm clipping, AdamW on fp32 master weights, the schedule, metrics,
 // evaluation and checkpoints. One function a run; the launcher builds what it needs.
 //
-// A step, on every rank:
+// A step, on every rank (docs/ARCHITECTURE.md, "One step"):
 //   1. for each micro-batch: forward (training routing), (lm_loss + aux) / accumulation,
 //      backward — gradients accumulate in the parameters' .grad
-//   2. the ZeRO optimizer (parallel/zero_optimizer.h) averages the gradients over the
-//      data-parallel group bucket by bucket: all-reduce (stage 0) or reduce-scatter to the
-//      rank that owns each part (stages 1, 2)
-//   3. global gradient norm, one collective over the shards; non-finite loss or norm: skip
-//      the step (every rank holds the same reduced value, so all skip) or halt with exit 4,
-//      as train.on_nonfinite says
+//   2. the data-parallel optimizer (parallel/data_parallel_optimizer.h) averages the
+//      gradients over the data-parallel group bucket by bucket: all-reduce (ZeRO 0) or
+//      reduce-scatter to the rank that owns each part (ZeRO 1, 2)
+//   3. global gradient norm (parallel/grad_norm.h), one collective over the shards;
+//      non-finite loss or norm: skip the step (every rank holds the same reduced value, so
+//      all skip) or halt with exit 4, as train.on_nonfinite says
 //   4. clip to train.clip, AdamW on the fp32 master weights this rank owns, all-gather the
-//      updated weights (stages 1, 2) and copy them into the parameters
-//   5. consumed samples += global batch; log, evaluate and save on their schedules
+//      updated weights (ZeRO 1, 2) and copy them into the parameters
+//   5. consumed samples += global batch; log, evaluate and save (train/run_checkpoints.h)
+//      on their schedules
 #pragma once
 
 #include <optional>
 #include <string>
 
-#include "launcher/config.h"
 #include "parallel/parallel_context.h"
+#include "train/run_config.h"
 
 namespace hydra::train {
 
 struct RunRequest {
   std::optional<std::string> resume;     // "latest" or a checkpoint directory
   std::optional<std::string> init_from;  // weights only, fresh optimizer and data position
-  std::string config_text;               // the resolved config, stored in checkpoints
+  std::string config_json;               // the resolved config as JSON, stored in checkpoints
   bool overwrite = false;                // --overwrite: set an earlier run's outputs aside
 };
 
@@ -38,9 +39,9 @@ struct RunResult {
   std::string last_checkpoint;
 };
 
-RunResult run_training(const launcher::Config& config, parallel::ParallelContext& ctx, const RunRequest& request);
+RunResult run_training(const RunConfig& config, parallel::ParallelContext& ctx, const RunRequest& request);
 
 // Evaluates a checkpoint: validation loss and perplexity in causal routing mode.
-double run_evaluation(const launcher::Config& config, parallel::ParallelContext& ctx, const std::string& checkpoint);
+double run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& checkpoint);
 
 }  // namespace hydra::train

@@ -37,7 +37,7 @@ struct CheckpointTest : ::testing::Test {
     r.root = root;
     r.keep = 2;
     r.progress = {step, step * 8, step * 8 * 16, 1};
-    r.config_yaml = "model:\n  dim: 3\n";
+    r.config_json = "model:\n  dim: 3\n";
     r.layout = {{"world", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"zero_stage", 0}, {"micro_batches", 1}};
     return r;
   }
@@ -58,7 +58,7 @@ TEST_F(CheckpointTest, WeightsAndOptimizerRoundTripExactly) {
   EXPECT_EQ(loaded.progress.step, 7);
   EXPECT_EQ(loaded.progress.consumed_samples, 56);
   EXPECT_EQ(loaded.progress.skipped, 1);
-  EXPECT_EQ(loaded.config_yaml, "model:\n  dim: 3\n");
+  EXPECT_EQ(loaded.config_json, "model:\n  dim: 3\n");
   EXPECT_EQ(loaded.layout.at("world"), 1);
   for (size_t i = 0; i < params.size(); ++i) {
     EXPECT_TRUE(at::equal(fresh[i].second, params[i].second)) << params[i].first;

@@ -1,4 +1,5 @@
-// Gradient reduction during backward (parallel/grad_overlap.h) on one process, with a stand-in
+// Gradient reduction during backward (parallel/grad_overlap.h, through the data-parallel
+// optimizer of parallel/data_parallel_optimizer.h) on one process, with a stand-in
 // data-parallel group of two ranks whose other rank holds the same gradient. Its collectives
 // are tensor operations on the calling thread's current stream, so on a GPU they race with
 // backward exactly where NCCL would: if the side stream did not wait for the gathered bucket,
@@ -16,8 +17,7 @@
 #include <vector>
 
 #include "common/errors.h"
-#include "parallel/grad_overlap.h"
-#include "parallel/zero_optimizer.h"
+#include "parallel/data_parallel_optimizer.h"
 
 namespace hydra::parallel {
 namespace {
@@ -60,23 +60,32 @@ class MirroredPair : public Communicator {
 c10::Device test_device() { return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU); }
 
 // A stack of wide layers: backward keeps the GPU busy long after the host has enqueued it.
-struct Stack {
-  std::vector<torch::nn::Linear> layers;
+struct Stack : torch::nn::Module {
   NamedParams params;
   explicit Stack(int width, int depth) {
     torch::manual_seed(3);
     for (int i = 0; i < depth; ++i) {
-      layers.emplace_back(width, width);
-      layers.back()->to(test_device());
-      for (const auto& p : layers.back()->named_parameters()) params.emplace_back("l" + std::to_string(i) + "." + p.key(), p.value());
+      torch::nn::Linear layer = register_module("l" + std::to_string(i), torch::nn::Linear(width, width));
+      layer->to(test_device());
+      layers.push_back(layer);
     }
+    for (const auto& p : named_parameters()) params.emplace_back(p.key(), p.value());
   }
   void backward(const at::Tensor& x) {
     at::Tensor h = x;
     for (auto& l : layers) h = torch::tanh(l->forward(h));
     (h * h).mean().backward();
   }
+  std::vector<torch::nn::Linear> layers;
 };
+
+DataParallelOptions options(int stage, int64_t bucket, bool overlap) {
+  DataParallelOptions o;
+  o.zero_stage = stage;
+  o.bucket_numel = bucket;
+  o.overlap = overlap;
+  return o;
+}
 
 class GradOverlapOneProcess : public ::testing::TestWithParam<int> {};
 
@@ -89,10 +98,10 @@ TEST_P(GradOverlapOneProcess, SameReducedGradientAsAfterBackward) {
   const FlatLayout layout = make_flat_layout(overlapped.params);
   // About one bucket per layer (a weight plus the next bias), issued from the last layer down.
   const int64_t bucket = int64_t{width} * width + width;
-  ZeroOptimizer a = make_zero_optimizer(layout, overlapped.params, &dp_a, stage, bucket);
-  ZeroOptimizer b = make_zero_optimizer(layout, plain.params, &dp_b, stage, bucket);
-  ASSERT_GE(a.buckets.size(), 4u);
-  zero_enable_overlap(a, layout, overlapped.params, {});
+  DataParallelOptimizer a(overlapped, layout, &dp_a, options(stage, bucket, true));
+  DataParallelOptimizer b(plain, layout, &dp_b, options(stage, bucket, false));
+  const size_t buckets = a.shards().buckets.size();
+  ASSERT_GE(buckets, 4u);
   const auto opts = at::TensorOptions().device(test_device());
   for (int step = 0; step < 3; ++step) {
     for (Stack* s : {&overlapped, &plain}) {
@@ -102,22 +111,22 @@ TEST_P(GradOverlapOneProcess, SameReducedGradientAsAfterBackward) {
     for (int m = 0; m < micro; ++m) xs.push_back(at::randn({64, width}, opts));
     dp_a.streams.clear();
     for (int m = 0; m < micro; ++m) {
-      if (m == micro - 1) zero_arm_overlap(a, layout, overlapped.params);
+      if (m == micro - 1) a.arm_overlap();
       overlapped.backward(xs[m]);
     }
-    zero_reduce_gradients(a, layout, overlapped.params);
+    a.reduce_gradients();
     for (int m = 0; m < micro; ++m) plain.backward(xs[m]);
-    zero_reduce_gradients(b, layout, plain.params);
+    b.reduce_gradients();
     // Before the comparison reads them: the reduced gradients are ready on the compute stream.
-    EXPECT_TRUE(at::equal(a.grad_shard, b.grad_shard)) << "stage " << stage << " step " << step;
+    EXPECT_TRUE(at::equal(a.shards().grad_shard, b.shards().grad_shard)) << "stage " << stage << " step " << step;
     // The first step learns how often each accumulator fires and reduces after backward.
-    EXPECT_EQ(overlap_stats(a).issued_during_backward, step == 0 ? 0 : static_cast<int>(a.buckets.size())) << "step " << step;
+    EXPECT_EQ(a.overlap_stats().issued_during_backward, step == 0 ? 0 : static_cast<int>(buckets)) << "step " << step;
     // Every bucket, then the one-element agreement on late gradients (on the compute stream).
-    ASSERT_EQ(dp_a.streams.size(), a.buckets.size() + 1);
-    EXPECT_EQ(overlap_stats(a).redone, 0);
+    ASSERT_EQ(dp_a.streams.size(), buckets + 1);
+    EXPECT_EQ(a.overlap_stats().redone, 0);
     if (gpu) {
       const c10::Stream compute = c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(test_device());
-      for (size_t i = 0; i < a.buckets.size(); ++i) EXPECT_NE(dp_a.streams[i], compute) << "bucket collective on the compute stream";
+      for (size_t i = 0; i < buckets; ++i) EXPECT_NE(dp_a.streams[i], compute) << "bucket collective on the compute stream";
       EXPECT_EQ(dp_a.streams.back(), compute);
       for (const c10::Stream& s : dp_b.streams) EXPECT_EQ(s, compute);
     }

@@ -3,22 +3,28 @@
 // itself and run plain AdamW over the whole flat space. Small buckets (several per model, parts
 // of uneven and zero size) exercise what the end-to-end tests (tests/train/test_zero_train.cpp,
 // one bucket) cannot. Also: the memory report against its closed form, the collective
-// non-finite norm, and checkpoints of one stage and bucket plan loaded into another.
+// non-finite norm, checkpoints of one stage and bucket plan loaded into another, and the
+// data-parallel optimizer (parallel/data_parallel_optimizer.h): its overlap with backward
+// and the orders it refuses.
 //
 // Usage: test_zero under mpirun with any number of ranks (all of them data-parallel).
 // Only rank 0 prints gtest output; other ranks print their failures; every rank exits
 // non-zero if any rank failed.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/nn/module.h>
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
@@ -26,7 +32,8 @@
 #include "parallel/mpi_session.h"
 #include "parallel/parallel_context.h"
 #include "parallel/process_grid.h"
-#include "parallel/grad_overlap.h"
+#include "parallel/data_parallel_optimizer.h"
+#include "parallel/grad_norm.h"
 #include "parallel/zero_optimizer.h"
 #include "tests/parallel/mpi_test_main.h"
 
@@ -48,6 +55,32 @@ NamedParams make_params() {
     params.emplace_back(name, p.requires_grad_(true));
   }
   return params;
+}
+
+// make_params() as a model's parameters (the data-parallel optimizer takes a model); a
+// module's own parameter names hold no dots, so "router.w" is "router_w" here.
+struct ParamModel : torch::nn::Module {
+  ParamModel() {
+    for (auto& [name, p] : make_params()) {
+      std::string own = name;
+      std::replace(own.begin(), own.end(), '.', '_');
+      register_parameter(own, p);
+    }
+  }
+  NamedParams params() const {
+    NamedParams out;
+    for (const auto& item : named_parameters()) out.emplace_back(item.key(), item.value());
+    return out;
+  }
+};
+
+DataParallelOptions dp_options(int stage, int64_t bucket, bool overlap, std::vector<std::string> deferred = {}) {
+  DataParallelOptions o;
+  o.zero_stage = stage;
+  o.bucket_numel = bucket;
+  o.overlap = overlap;
+  o.deferred = std::move(deferred);
+  return o;
 }
 
 double grad_value(int rank, int64_t flat_index, int step) {
@@ -95,7 +128,7 @@ TEST_P(ZeroStep, ThreeStepsEqualPlainAdamWOnTheAverage) {
   for (int step = 0; step < 3; ++step) {
     set_grads(params, layout, dp.rank(), step);
     zero_reduce_gradients(opt, layout, params);
-    const double norm = zero_grad_norm(opt, layout);
+    const double norm = global_grad_norm(opt, layout);
     at::Tensor avg = average_grad(layout.numel, dp.size(), step);
     const double ref_norm = avg.norm().item<double>();
     EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
@@ -149,8 +182,9 @@ TEST(ZeroMemory, MeasuredBytesEqualTheFormula) {
   for (int stage : {0, 1, 2}) {
     for (int64_t bucket : {int64_t{30}, int64_t{1} << 20}) {
     for (bool overlap : {false, true}) {
-      ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, stage, bucket);
-      if (overlap) zero_enable_overlap(opt, layout, params, {});
+      ParamModel model;
+      const DataParallelOptimizer dpo(model, make_flat_layout(model.params()), &dp, dp_options(stage, bucket, overlap));
+      const ZeroOptimizer& opt = dpo.shards();
       const int effective = p == 1 ? 0 : stage;
       // Overlap at stage 2 keeps two staging buckets (one gathered while one is reduced).
       const int staging = overlap && effective == 2 ? 2 : 1;
@@ -164,7 +198,7 @@ TEST(ZeroMemory, MeasuredBytesEqualTheFormula) {
       for (const Range& r : plan_buckets(layout, bucket))
         expect_owned += effective == 0 ? r.size() : shard_range(r.size(), p, dp.rank()).size();
       EXPECT_EQ(owned, expect_owned);
-      const ZeroMemory m = zero_memory(opt, params);
+      const ZeroMemory m = zero_memory(opt, dpo.params());
       EXPECT_EQ(m.weights, 4 * n);
       EXPECT_EQ(m.optimizer, 16 * owned);  // master, m, v, decay mask: fp32 each
       const int64_t flat = effective == 2 ? 4 * largest * staging : 4 * n;
@@ -191,10 +225,10 @@ void backward_micro(const NamedParams& params, const FlatLayout& layout, int ran
   at::Tensor loss = at::zeros({}, at::kFloat);
   for (size_t s = 0; s < params.size(); ++s) {
     if (micro == 1 && params[s].first == skip) continue;
-    at::Tensor c = at::empty_like(params[s].second.detach());
+    at::Tensor c = at::empty(params[s].second.sizes(), at::kFloat);
     float* d = c.data_ptr<float>();
     for (int64_t i = 0; i < c.numel(); ++i) d[i] = static_cast<float>(grad_value(rank, layout.slots[s].offset + i, micro));
-    loss = loss + (params[s].second * c).sum();
+    loss = loss + (params[s].second * c.to(params[s].second.scalar_type())).sum();
   }
   loss.backward();
 }
@@ -216,12 +250,14 @@ TEST_P(ZeroOverlap, ReducesDuringBackwardWithTheSameResult) {
   const OverlapCase c = GetParam();
   Communicator& dp = *g_ctx->dp;
   if (dp.size() == 1) GTEST_SKIP() << "one rank: nothing to reduce";
-  NamedParams overlapped = make_params(), plain = make_params();
+  ParamModel overlapped_model, plain_model;
+  NamedParams overlapped = overlapped_model.params(), plain = plain_model.params();
   const FlatLayout layout = make_flat_layout(overlapped);
-  ZeroOptimizer a = make_zero_optimizer(layout, overlapped, &dp, c.stage, 20);
-  ZeroOptimizer b = make_zero_optimizer(layout, plain, &dp, c.stage, 20);
-  ASSERT_EQ(a.buckets.size(), 5u);
-  zero_enable_overlap(a, layout, overlapped, c.deferred);
+  DataParallelOptimizer a(overlapped_model, layout, &dp, dp_options(c.stage, 20, true, c.deferred));
+  DataParallelOptimizer b(plain_model, layout, &dp, dp_options(c.stage, 20, false));
+  ASSERT_EQ(a.shards().buckets.size(), 5u);
+  ASSERT_TRUE(a.overlapping());
+  ASSERT_FALSE(b.overlapping());
   // Step 0 learns how often each accumulator fires; step 1 overlaps; step 2's last
   // micro-batch runs one backward more (as one more recomputed segment would), so gradients
   // arrive after their buckets were reduced and everything is reduced again; step 3 runs the
@@ -232,22 +268,22 @@ TEST_P(ZeroOverlap, ReducesDuringBackwardWithTheSameResult) {
     }
     const int passes = c.passes + (step == 2 ? 1 : 0);
     backward_micro(overlapped, layout, dp.rank(), 0, c.skip);
-    zero_arm_overlap(a, layout, overlapped);
+    a.arm_overlap();
     for (int i = 0; i < passes; ++i) backward_micro(overlapped, layout, dp.rank(), 1, c.skip);
-    zero_reduce_gradients(a, layout, overlapped);
+    a.reduce_gradients();
     backward_micro(plain, layout, dp.rank(), 0, c.skip);
     for (int i = 0; i < passes; ++i) backward_micro(plain, layout, dp.rank(), 1, c.skip);
-    zero_reduce_gradients(b, layout, plain);
-    EXPECT_TRUE(at::equal(a.grad_shard, b.grad_shard)) << "step " << step;
+    b.reduce_gradients();
+    EXPECT_TRUE(at::equal(a.shards().grad_shard, b.shards().grad_shard)) << "step " << step;
     const int expect = step == 1 || step == 2 ? c.expect_during_backward : 0;
-    EXPECT_EQ(overlap_stats(a).issued_during_backward, expect) << "step " << step;
-    EXPECT_EQ(overlap_stats(a).redone, step >= 2 ? 1 : 0) << "step " << step;  // step 2, once
+    EXPECT_EQ(a.overlap_stats().issued_during_backward, expect) << "step " << step;
+    EXPECT_EQ(a.overlap_stats().redone, step >= 2 ? 1 : 0) << "step " << step;  // step 2, once
     // The reduced gradient is the average over ranks (closed form), so both are right.
     const at::Tensor avg = (average_grad(layout.numel, dp.size(), 0).to(at::kDouble) +
                             average_grad(layout.numel, dp.size(), 1).to(at::kDouble));
-    EXPECT_NEAR(zero_grad_norm(a, layout), zero_grad_norm(b, layout), 0.0);
+    EXPECT_NEAR(global_grad_norm(a.shards(), layout), global_grad_norm(b.shards(), layout), 0.0);
     if (c.skip.empty() && passes == 1) {
-      EXPECT_NEAR(zero_grad_norm(a, layout), avg.norm().item<double>(), 1e-5 * avg.norm().item<double>());
+      EXPECT_NEAR(global_grad_norm(a.shards(), layout), avg.norm().item<double>(), 1e-5 * avg.norm().item<double>());
     }
   }
 }
@@ -258,7 +294,7 @@ INSTANTIATE_TEST_SUITE_P(
                       // The tied embedding (bucket 0) deferred; router.w (bucket 1) gets no
                       // gradient in the last micro-batch, which step 0 learns (0 firings), so
                       // buckets 4, 3, 2, 1 go during backward.
-                      OverlapCase{1, {"embed"}, "router.w", 4}, OverlapCase{2, {"embed"}, "router.w", 4},
+                      OverlapCase{1, {"embed"}, "router_w", 4}, OverlapCase{2, {"embed"}, "router_w", 4},
                       // A deferred bucket early in the order does not hold back the others.
                       OverlapCase{0, {"head"}, "", 4},
                       // Each accumulator fires twice in the last micro-batch.
@@ -273,18 +309,100 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ZeroOverlapMisuse, AParameterCastAfterEnablingIsRefused) {
   Communicator& dp = *g_ctx->dp;
   if (dp.size() == 1) GTEST_SKIP() << "one rank: no overlap";
-  NamedParams params = make_params();
-  const FlatLayout layout = make_flat_layout(params);
-  ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, 1, 20);
-  zero_enable_overlap(opt, layout, params, {});
-  zero_arm_overlap(opt, layout, params);  // fine
-  EXPECT_TRUE(finish_overlap(opt));
+  ParamModel model;
+  NamedParams params = model.params();
+  DataParallelOptimizer opt(model, make_flat_layout(params), &dp, dp_options(1, 20, true));
+  opt.arm_overlap();  // fine
+  opt.reduce_gradients();
+  EXPECT_EQ(opt.overlap_stats().redone, 0);  // the overlap completed the reduction
   params[3].second.set_data(params[3].second.detach().to(at::kDouble));
   try {
-    zero_arm_overlap(opt, layout, params);
+    opt.arm_overlap();
     ADD_FAILURE() << "arming accepted a parameter whose accumulator was replaced";
   } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("mlp.w changed dtype or device"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mlp_w changed dtype or device"), std::string::npos) << e.what();
+  }
+}
+
+// The data-parallel optimizer owns its order (two silent gradient losses came from a
+// caller's wrong order): there is no way to build it without the model's parameters, or
+// to copy it (two owners of one set of hooks).
+static_assert(!std::is_default_constructible_v<DataParallelOptimizer>);
+static_assert(!std::is_copy_constructible_v<DataParallelOptimizer>);
+
+// A step or a clip without this step's reduction would apply stale or unaveraged gradients.
+TEST(DataParallelOptimizerMisuse, StepOrScaleWithoutReductionIsRefused) {
+  Communicator& dp = *g_ctx->dp;
+  for (bool overlap : {false, true}) {
+    ParamModel model;
+    const NamedParams params = model.params();
+    const FlatLayout layout = make_flat_layout(params);
+    DataParallelOptimizer opt(model, layout, &dp, dp_options(1, 20, overlap));
+    auto expect_refused = [&](const std::function<void()>& call, const std::string& what) {
+      try {
+        call();
+        ADD_FAILURE() << what << " accepted before reduce_gradients()";
+      } catch (const common::RuntimeFailure& e) {
+        EXPECT_NE(std::string(e.what()).find(what + " before reduce_gradients()"), std::string::npos) << e.what();
+      }
+    };
+    set_grads(params, layout, dp.rank(), 0);
+    expect_refused([&] { opt.step(kHyper); }, "step()");
+    expect_refused([&] { opt.scale_gradients(0.5); }, "scale_gradients()");
+    opt.reduce_gradients();
+    opt.scale_gradients(0.5);
+    opt.step(kHyper);
+    // The next step's gradients have not been reduced yet.
+    expect_refused([&] { opt.step(kHyper); }, "step()");
+  }
+}
+
+// Master weights come from fp32 values: a model already cast is refused, not silently used.
+TEST(DataParallelOptimizerMisuse, AModelAlreadyCastIsRefused) {
+  ParamModel model;
+  model.to(at::kBFloat16);
+  try {
+    DataParallelOptimizer opt(model, make_flat_layout(model.params()), g_ctx->dp.get(), dp_options(0, 20, true));
+    ADD_FAILURE() << "built from bf16 parameters";
+  } catch (const common::RuntimeFailure& e) {
+    EXPECT_NE(std::string(e.what()).find("master weights are read from the fp32 values"), std::string::npos) << e.what();
+  }
+}
+
+// Built in one step with a bf16 compute dtype: the master weights are the fp32 values (not
+// bf16-rounded ones), the model is cast, and the hooks sit on the cast parameters, so the
+// overlap sees every gradient: the reduction equals the plain one after backward.
+TEST(DataParallelOptimizer, CastsAfterReadingMasterWeightsAndHooksAfterTheCast) {
+  Communicator& dp = *g_ctx->dp;
+  for (int stage : {0, 1, 2}) {
+    ParamModel overlapped_model, plain_model;
+    const NamedParams fp32 = make_params();
+    const FlatLayout layout = make_flat_layout(overlapped_model.params());
+    DataParallelOptions o = dp_options(stage, 20, true);
+    o.compute_dtype = at::kBFloat16;
+    DataParallelOptimizer a(overlapped_model, layout, &dp, o);
+    o.overlap = false;
+    DataParallelOptimizer b(plain_model, layout, &dp, o);
+    for (const auto& [name, p] : a.params()) EXPECT_EQ(p.scalar_type(), at::kBFloat16) << name;
+    for (size_t k = 0; k < a.states().size(); ++k) {
+      const AdamWState& s = *a.states()[k];
+      at::Tensor expect = at::empty({s.range.size()}, at::kFloat);
+      gather_flat(layout, fp32, s.range, Source::kValue, expect);
+      EXPECT_TRUE(at::equal(s.master, expect)) << "stage " << stage << " bucket " << k;
+    }
+    for (int step = 0; step < 2; ++step) {  // the second step overlaps (the first learns)
+      for (const DataParallelOptimizer* opt : {&a, &b}) {
+        for (const auto& item : opt->params()) item.second.mutable_grad() = at::Tensor();
+      }
+      a.arm_overlap();
+      backward_micro(a.params(), layout, dp.rank(), 0, "");
+      a.reduce_gradients();
+      backward_micro(b.params(), layout, dp.rank(), 0, "");
+      b.reduce_gradients();
+      EXPECT_TRUE(at::equal(a.shards().grad_shard, b.shards().grad_shard)) << "stage " << stage << " step " << step;
+      EXPECT_GT(a.shards().grad_shard.abs().sum().item<double>(), 0.0);
+    }
+    if (dp.size() > 1) EXPECT_EQ(a.overlap_stats().issued_during_backward, static_cast<int>(a.shards().buckets.size()));
   }
 }
 
@@ -298,7 +416,7 @@ TEST(ZeroNorm, ANonFiniteGradientOnOneRankIsSeenByAll) {
     // The last rank poisons one element of the first parameter, owned by rank 0 at stages 1-2.
     if (dp.rank() == dp.size() - 1) params[0].second.mutable_grad().view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
     zero_reduce_gradients(opt, layout, params);
-    EXPECT_FALSE(std::isfinite(zero_grad_norm(opt, layout))) << "stage " << stage << " rank " << dp.rank();
+    EXPECT_FALSE(std::isfinite(global_grad_norm(opt, layout))) << "stage " << stage << " rank " << dp.rank();
   }
 }
 
