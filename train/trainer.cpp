@@ -101,12 +101,9 @@ int64_t plan_validation(const Run& run) {
 }
 
 // With tied embeddings and several stages, the last stage's embed.weight is a copy of the
-// first stage's (ParamSlot::duplicate).
+// first stage's (ParamPlacement::tied_copy, ParamSlot::duplicate).
 bool has_tied_copy(const Run& run) {
   return run.config.model.tie_embeddings && run.ctx.grid.shape.pp > 1;
-}
-bool tied_copy(const Run& run, const std::string& name) {
-  return has_tied_copy(run) && run.ctx.grid.last_stage() && name == "embed.weight";
 }
 
 // The ZeRO optimizer of the layout, with master weights from the parameters' current values.
@@ -152,8 +149,9 @@ Run build_run(const launcher::Config& config, parallel::ParallelContext& ctx) {
   run.params = named_params(run.model);
   run.layout = parallel::make_flat_layout(run.params);
   for (auto& slot : run.layout.slots) {
-    slot.tp_split = run.model->tp_split(slot.name);
-    slot.duplicate = tied_copy(run, slot.name);
+    const model::ParamPlacement& placed = model::placement_of(run.model->placements, slot.name);
+    slot.tp_split = placed.tp_split();
+    slot.duplicate = placed.tied_copy;
   }
   // Master weights come from the fp32 init, before the model is cast to its compute dtype.
   run.device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
@@ -300,16 +298,13 @@ double evaluate(Run& run) {
   return totals[0].item<double>() / std::max(1.0, totals[1].item<double>());
 }
 
-// Where each parameter of this rank sits in the whole model, for checkpoints. Under pipeline
-// parallelism the last stage holds a copy of the tied embedding: the first stage's is the
-// one stored.
+// Where each parameter of this rank sits in the whole model, for checkpoints, in the order of
+// run.params (the model recorded them as it built them; the tied copy is not stored).
 const std::vector<model::ShardInfo>& placements(Run& run) {
   if (run.placements.size() != run.params.size()) {
     run.placements.clear();
     for (const auto& item : run.params) {
-      model::ShardInfo shard = run.model->shard_of(item.first);
-      if (tied_copy(run, item.first)) shard.primary = false;
-      run.placements.push_back(std::move(shard));
+      run.placements.push_back(model::placement_of(run.model->placements, item.first).shard);
     }
   }
   return run.placements;
