@@ -5,8 +5,8 @@
 //     device-to-device copy measured in the same run, and the floor those ceilings set.
 // Forward timings run without autograd; forward+backward runs the layer and backward from a
 // random output gradient, with x requiring grad. The fused layer is timed twice: as it is and
-// with model::set_ccqa_fused_baseline (its host-side glue as before the fixed-cost work:
-// per-parameter casts, the eleven-node output norm), so that one run shows both.
+// built as model::CcqaImpl::kFusedBaseline (the same weights, its host-side glue as before the
+// fixed-cost work: per-parameter casts, the eleven-node output norm), so that one run shows both.
 // HYDRA_BENCH_SHAPES=8x1024,1x4096 keeps the rows of those B x S (for a profiler run).
 #include "bench/attention_bench.h"
 
@@ -28,7 +28,6 @@
 #include "common/json.h"
 #include "kernels/latent_attention.h"
 #include "model/attention.h"
-#include "model/ccqa_prologue_fused.h"
 #include "model/projection.h"
 
 namespace hydra::bench {
@@ -111,13 +110,14 @@ struct GqaLayer {
   std::vector<torch::Tensor> parameters() const { return {wq, wk, wv, wo}; }
 };
 
-std::shared_ptr<model::CcqaAttention> make_ccqa(const Shape& s, const std::string& kernel) {
+std::shared_ptr<model::CcqaAttention> make_ccqa(const Shape& s, model::CcqaImpl impl) {
   model::ModelConfig c;
   c.dim = s.E, c.heads = s.H, c.kv_heads = s.Hkv, c.mlp_ratio = 4.0, c.macro_blocks = 1, c.vocab_size = 128;
   c.ccqa.compression = s.C;
-  c.ccqa.kernel = kernel;
+  c.ccqa.kernel = impl == model::CcqaImpl::kReference ? "reference" : "fused";
   torch::manual_seed(11);
-  auto layer = std::make_shared<model::CcqaAttention>(c, model::default_projection_factory());
+  auto layer = std::make_shared<model::CcqaAttention>(c, model::default_projection_factory(),
+                                                      model::TensorParallelHooks{}, impl);
   layer->to(torch::kCUDA, torch::kBFloat16);
   return layer;
 }
@@ -331,13 +331,14 @@ int run_attention_bench(const std::string& json_path) {
     const torch::Tensor x = torch::randn({s.B, s.S, s.E}, bf), dy = torch::randn({s.B, s.S, s.E}, bf);
     const torch::Tensor pos = torch::arange(s.S, bf.dtype(torch::kLong)).unsqueeze(0).expand({s.B, s.S}).contiguous();
 
-    auto fused = make_ccqa(s, "fused");
+    auto fused = make_ccqa(s, model::CcqaImpl::kFused);
     const FwdBwd tf = time_layer([&](const torch::Tensor& in) { return fused->forward(in, pos); }, x, dy, fused->parameters());
-    model::set_ccqa_fused_baseline(true);
-    const FwdBwd tb = time_layer([&](const torch::Tensor& in) { return fused->forward(in, pos); }, x, dy, fused->parameters());
-    model::set_ccqa_fused_baseline(false);
     fused.reset();
-    auto ref = make_ccqa(s, "reference");
+    auto baseline = make_ccqa(s, model::CcqaImpl::kFusedBaseline);
+    const FwdBwd tb =
+        time_layer([&](const torch::Tensor& in) { return baseline->forward(in, pos); }, x, dy, baseline->parameters());
+    baseline.reset();
+    auto ref = make_ccqa(s, model::CcqaImpl::kReference);
     const FwdBwd tr = time_layer([&](const torch::Tensor& in) { return ref->forward(in, pos); }, x, dy, ref->parameters());
     ref.reset();
     const GqaLayer gqa(s.E, s.H, s.Hkv);

@@ -16,7 +16,9 @@ same process one after the other: eager, torch.compile, torch.compile(mode="redu
       --modes eager,compile,reduce-overhead --json out.json [--flops-per-token F]
 
 Each mode prints one JSON row: tok_s, step_ms (median of the timed steps), peak_gb
-(torch.cuda.max_memory_allocated), mfu when --flops-per-token (hydra info --json) is given.
+(torch.cuda.max_memory_allocated) and peak_reserved_gb (what the caching allocator held: the
+closer match to hydra's mem_gb, which is the device's used memory), mfu when
+--flops-per-token (hydra info --json) is given.
 """
 import argparse
 import json
@@ -370,7 +372,8 @@ def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token):
     step_s = statistics.median(times)
     row = {"mode": mode, "batch": batch, "seq_len": seq_len, "steps": steps, "warmup_s": round(warmup_s, 2),
            "step_ms": round(step_s * 1e3, 3), "tok_s": round(batch * seq_len / step_s, 1),
-           "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3), "last_loss": losses[-1]}
+           "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+           "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3), "last_loss": losses[-1]}
     if flops_per_token:
         row["mfu"] = round(row["tok_s"] * flops_per_token / H200_PEAK_BF16, 4)
     del model, opt, forward

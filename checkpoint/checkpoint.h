@@ -52,7 +52,7 @@ struct SaveRequest {
   // Whether this rank writes /model/*: data-parallel replicas hold the same weights, so only
   // one replica (dp rank 0) of each tp slice writes them; every rank writes its optimizer part.
   bool write_weights = true;
-  // Where each of `params` sits in its whole parameter (HydraModelImpl::shard_of), in the
+  // Where each of `params` sits in its whole parameter (HydraModelImpl::placements), in the
   // same order; empty: every parameter whole, written by this rank. Parts that are not
   // `primary` (replicas another rank writes) are skipped, weights and optimizer state alike.
   std::vector<model::ShardInfo> placements;

@@ -50,12 +50,29 @@ struct CausalConvImpl : torch::nn::Module {
 };
 using CausalConv = std::shared_ptr<CausalConvImpl>;
 
+// How CCQA runs steps 2-8, chosen once when the layer is built.
+enum class CcqaImpl {
+  kReference,  // LibTorch ops: the CPU path and the oracle of the fused one
+  // The fused kernels (CUDA build; model.ccqa.kernel fused) on CUDA tensors of shapes they
+  // take; the reference ops otherwise.
+  kFused,
+  // kFused with its host-side glue as before the fixed-cost work of 2026-11-23 (docs/PERF.md):
+  // each parameter cast to float32 outside the prologue's autograd Function, the output norm
+  // as head_rms_norm's eleven nodes. Only for bench/'s before/after columns and a kernel test.
+  kFusedBaseline,
+};
+// model.ccqa.kernel: kFused for "fused", else kReference.
+CcqaImpl ccqa_impl(const CcqaConfig& config);
+
 // CCQA (docs/MODEL.md steps 1-8). The spec's packed u0 = [q0 ; k0] is stored as a query part and a
 // key part of each convolution: conv1 is depthwise and conv2's groups are whole heads, so no
 // filter spans both parts and the split convolutions compute exactly the packed ones, while
 // each part shards by heads on its own (query heads and KV heads split separately).
 struct CcqaAttention : AttentionImpl {
+  // impl: ccqa_impl(config.ccqa) unless given.
   CcqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
+  CcqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp,
+                CcqaImpl impl);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
   // Step 2: values [B, S, H_kv, d_h]; with value shift the last d_h/2 channels of each KV
   // head come from the previous token (zero at t = 0). Public for the tests.
@@ -72,6 +89,7 @@ struct CcqaAttention : AttentionImpl {
 
   Dims dims;
   CcqaConfig cfg;
+  CcqaImpl impl;
   TensorParallelHooks tp;
   double eps, theta;
   Projection wq, wk, wv, wo;

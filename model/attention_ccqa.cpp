@@ -7,10 +7,10 @@
 
 #include "model/attention.h"
 #include "model/attention_core.h"
+#include "model/head_norm_node.h"  // kernel: fused, step 8's norm as one autograd node
 #ifdef HYDRA_CUDA
 #include "model/attention_fused.h"  // kernel: fused (CUDA build only)
 #include "model/ccqa_prologue_fused.h"  // kernel: fused, steps 2-7 (CUDA build only)
-#include "model/head_norm_node.h"  // kernel: fused, step 8's norm as one autograd node
 #endif
 
 namespace hydra::model {
@@ -58,8 +58,16 @@ LayerSharding CcqaAttention::sharding(const Dims& m, int tp) {
            {"out_norm.weight", true, m.dh, "per-head output norm"}}};
 }
 
+CcqaImpl ccqa_impl(const CcqaConfig& config) {
+  return config.kernel == "fused" ? CcqaImpl::kFused : CcqaImpl::kReference;
+}
+
 CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& factory, const TensorParallelHooks& tp_)
-    : dims(model_dims(c)), cfg(c.ccqa), tp(tp_), eps(c.norm_eps), theta(c.rope_theta) {
+    : CcqaAttention(c, factory, tp_, ccqa_impl(c.ccqa)) {}
+
+CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& factory, const TensorParallelHooks& tp_,
+                             CcqaImpl impl_)
+    : dims(model_dims(c)), cfg(c.ccqa), impl(impl_), tp(tp_), eps(c.norm_eps), theta(c.rope_theta) {
   const LayerSharding shard = sharding(dims, tp.size);
   const auto& specs = shard.projections;
   // This rank's channels: its query heads, and its KV heads (all of them when replicated).
@@ -96,8 +104,9 @@ torch::Tensor CcqaAttention::values(const torch::Tensor& x) {
   return torch::cat({v.narrow(-1, 0, half), v2_prev}, -1);
 }
 
-#ifdef HYDRA_CUDA
 namespace {
+#ifdef HYDRA_CUDA
+constexpr bool kFusedKernels = true;
 
 // Steps 2-7 through the fused prologue. Every combination of use_convs, qk_mean and
 // value_shift is fused; q, k, v stay undefined (the caller runs the reference path) when the
@@ -112,6 +121,7 @@ void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tens
   o.qk_gain = a.cfg.qk_mean ? a.cfg.qk_mean_gain : 0.0;
   o.eps = a.q_norm->eps;
   o.theta = a.theta;
+  o.baseline_glue = a.impl == CcqaImpl::kFusedBaseline;
   if (!ccqa_prologue_fused_applies(q0, k0, o)) return;
   CcqaPrologueWeights w;
   if (o.use_convs) {
@@ -133,8 +143,22 @@ void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tens
   v = qkv[2];
 }
 
-}  // namespace
+torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
+  return causal_attention_fused(q, k, v, scale);
+}
+
+#else
+// This build has no fused kernels: every layer runs the reference ops, and these two exist
+// only so that the forward reads the same in both builds (never called).
+constexpr bool kFusedKernels = false;
+void fused_prologue(CcqaAttention&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                    const torch::Tensor&, torch::Tensor&, torch::Tensor&, torch::Tensor&) {}
+
+torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
+  return causal_attention(q, k, v, scale);
+}
 #endif
+}  // namespace
 
 std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& x, const torch::Tensor& q0,
                                                              const torch::Tensor& k0, const torch::Tensor& positions,
@@ -191,37 +215,27 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
                             dims.H / dims.Hkv, "floor");
   }
   // 2-7. Values, convolutions, qk-mean, norms, temperature, RoPE.
+  const bool fused = kFusedKernels && impl != CcqaImpl::kReference && x.is_cuda();
   torch::Tensor q, k, v;
-#ifdef HYDRA_CUDA
-  // kernel: fused runs steps 2-7 as the fused prologue (kernels/ccqa_prologue.h) on CUDA
-  // tensors. Only when this rank holds whole KV groups: replicated KV heads under tp need
-  // the cross-rank qk-mean sum and keep the reference path.
-  if (cfg.kernel == "fused" && x.is_cuda() && !kv_of_head.defined()) fused_prologue(*this, q0, k0, x, positions, q, k, v);
-#endif
+  // The fused prologue (kernels/ccqa_prologue.h) only when this rank holds whole KV groups:
+  // replicated KV heads under tp need the cross-rank qk-mean sum and keep the reference path.
+  if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, x, positions, q, k, v);
   if (!q.defined()) {  // not fused, or shapes the kernels do not take
     const std::vector<torch::Tensor> qkv = reference_prologue(x, q0, k0, positions, kv_of_head);
     q = qkv[0], k = qkv[1], v = qkv[2];
   }
-  // 7. Causal GQA attention at the latent head size (the fused kernels on CUDA when asked).
+  // 7. Causal GQA attention at the latent head size.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const auto attend = [&](const torch::Tensor& qa, const torch::Tensor& ka, const torch::Tensor& va) {
-#ifdef HYDRA_CUDA
-    if (cfg.kernel == "fused" && qa.is_cuda()) return causal_attention_fused(qa, ka, va, scale);
-#endif
-    return causal_attention(qa, ka, va, scale);
+    return fused ? fused_attention(qa, ka, va, scale) : causal_attention(qa, ka, va, scale);
   };
   const torch::Tensor o = kv_of_head.defined()
                               ? attend(q, k.index_select(2, kv_of_head), v.index_select(2, kv_of_head))
                               : attend(q, k, v);
-  // 8. Per-head norm over d_h, then the one up-projection W_o.
+  // 8. Per-head norm over d_h, then the one up-projection W_o. On the fused path the norm is
+  // one autograd node: the host-side cost of its eleven is comparable to the kernels themselves.
   const torch::Tensor flat = o.reshape({B, S, -1});
-#ifdef HYDRA_CUDA
-  // The same norm as one autograd node: on the fused path the host-side cost of its eleven
-  // nodes is comparable to the kernels themselves.
-  if (cfg.kernel == "fused" && flat.is_cuda() && !ccqa_fused_baseline()) {
-    return wo->forward(head_rms_norm_node(flat, out_norm->weight, dh, eps));
-  }
-#endif
+  if (fused && impl != CcqaImpl::kFusedBaseline) return wo->forward(head_rms_norm_node(flat, out_norm->weight, dh, eps));
   return wo->forward(head_rms_norm(flat, out_norm->weight, dh, eps));
 }
 

@@ -6,8 +6,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <atomic>
-
 #include "common/errors.h"
 #include "kernels/ccqa_param_pack.h"
 #include "kernels/ccqa_prologue.h"
@@ -41,8 +39,6 @@ kernels::CcqaPrologueShape shape_of(const at::Tensor& q0, const at::Tensor& k0, 
 bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 const float* ptr(const at::Tensor& t) { return present(t) ? t.data_ptr<float>() : nullptr; }
 float* mut_ptr(at::Tensor& t) { return present(t) ? t.data_ptr<float>() : nullptr; }
-
-std::atomic<bool> g_baseline{false};  // set_ccqa_fused_baseline
 
 // Where the kernels find the kParams parameters. All float32 (the autocast case): the tensors
 // themselves. Otherwise (bf16 parameters): one float32 buffer that a single launch fills,
@@ -224,9 +220,6 @@ at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat)
 
 }  // namespace
 
-void set_ccqa_fused_baseline(bool on) { g_baseline.store(on, std::memory_order_relaxed); }
-bool ccqa_fused_baseline() { return g_baseline.load(std::memory_order_relaxed); }
-
 bool ccqa_prologue_fused_applies(const at::Tensor& q0, const at::Tensor& k0, const CcqaPrologueOptions& o) {
   if (!q0.is_cuda() || !k0.is_cuda() || q0.dim() != 3 || k0.dim() != 3 || o.head_dim <= 0) return false;
   if (q0.scalar_type() != at::kFloat && q0.scalar_type() != at::kBFloat16) return false;
@@ -247,7 +240,7 @@ std::vector<at::Tensor> ccqa_prologue_fused(const at::Tensor& q0, const at::Tens
   const at::Tensor none = convs ? at::Tensor() : at::empty({0}, q0.options().dtype(at::kFloat));
   // The parameters go in as they are (a bf16 model's are packed inside the Function); the
   // baseline casts each to float32 first, one cast and one autograd node per tensor.
-  const bool baseline = g_baseline.load(std::memory_order_relaxed);
+  const bool baseline = o.baseline_glue;
   const auto param = [&](const at::Tensor& t) {
     if (!t.defined()) return t;
     return baseline || (t.scalar_type() != at::kFloat && t.scalar_type() != at::kBFloat16) ? as_float(t) : t;

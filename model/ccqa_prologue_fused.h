@@ -22,6 +22,9 @@ struct CcqaPrologueOptions {
   double qk_gain = 0.0;     // gamma; 0 = no qk-mean
   double eps = 1e-6;
   double theta = 10000.0;
+  // The host-side glue as before the fixed-cost work (CcqaImpl::kFusedBaseline, docs/PERF.md):
+  // each parameter cast to float32 outside the autograd Function, one cast and one node each.
+  bool baseline_glue = false;
 };
 
 // Parameters as CcqaAttention holds them; the conv ones are undefined without use_convs.
@@ -40,13 +43,5 @@ bool ccqa_prologue_fused_applies(const at::Tensor& q0, const at::Tensor& k0, con
 std::vector<at::Tensor> ccqa_prologue_fused(const at::Tensor& q0, const at::Tensor& k0, const at::Tensor& v,
                                             const at::Tensor& positions, const CcqaPrologueWeights& weights,
                                             const CcqaPrologueOptions& options);
-
-// For `hydra bench attention`'s before/after columns (and a test) only: true brings back the
-// fused layer's host-side glue as it was before the fixed-cost work (docs/PERF.md): each
-// parameter cast to float32 outside the prologue's autograd Function (one cast and one node
-// per tensor each way), and the output norm as head_rms_norm's eleven autograd nodes instead
-// of head_rms_norm_node. Process-wide; off by default.
-void set_ccqa_fused_baseline(bool on);
-bool ccqa_fused_baseline();
 
 }  // namespace hydra::model

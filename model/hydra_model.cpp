@@ -26,35 +26,6 @@ ProjectionSpec router_spec(const std::string& name, const Dims& m, double capaci
 
 torch::Tensor zero_aux(const torch::Tensor& like) { return torch::zeros({}, like.options()); }
 
-// How tensor parallelism shards a layer parameter `blocks.<b>.layers.<l>.<rest>`, read from
-// its layer's sharding spec. Anything else (embedding, head, MoR routers, final norm): not
-// split.
-struct LayerParamSharding {
-  bool split = false;       // each tp rank holds a slice
-  bool row_weight = false;  // the weight of a row-parallel projection (split along its inputs)
-};
-
-LayerParamSharding layer_param_sharding(const ModelConfig& c, int tp, const std::string& name) {
-  const std::string marker = ".layers.";
-  const size_t at = name.find(marker);
-  if (name.rfind("blocks.", 0) != 0 || at == std::string::npos) return {};
-  const size_t l_begin = at + marker.size();
-  const size_t l_end = name.find('.', l_begin);
-  const int l = std::stoi(name.substr(l_begin, l_end - l_begin));
-  const std::string rest = name.substr(l_end + 1);
-  const LayerSharding shard = layer_sharding(c.pattern.at(l), c, is_mod_layer(c, l), tp);
-  for (const auto& spec : shard.projections) {
-    const bool weight = rest == spec.name + ".weight";
-    if (weight || rest == spec.name + ".bias") {
-      return {spec.role != ShardRole::kReplicated, weight && spec.role == ShardRole::kRow};
-    }
-  }
-  for (const auto& p : shard.params) {
-    if (rest == p.name) return {p.sharded, false};
-  }
-  return {};
-}
-
 }  // namespace
 
 double router_bias(double p) {
@@ -97,6 +68,7 @@ LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_ro
   mlp_norm = register_module("mlp_norm", std::make_shared<RMSNormImpl>(m.E, c.norm_eps));
   mlp = register_module("mlp", std::make_shared<MlpImpl>(m, factory));
   if (mod_routed) router = register_module("router", factory(router_spec("router", m, c.mod.capacity)));
+  record_layer(placements, name, *this, layer_sharding(type, c, mod_routed, tp.size), tp);
 }
 
 torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& positions) {
@@ -149,6 +121,7 @@ MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing ch
     if (l < first || l >= end) continue;  // built for its random draws only
     layer_holder->register_module(std::to_string(l), layer);
     layers.push_back(layer);
+    merge_placements(placements, layer->placements);
   }
   router_list = register_module("mor_routers", torch::nn::ModuleList());
   for (int r = 2; r <= recursions; ++r) {
@@ -157,6 +130,7 @@ MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing ch
     auto router = factory(router_spec("router", m, capacity));
     router_list->push_back(router);
     mor_routers.push_back(router);
+    record_whole(placements, name + ".mor_routers." + std::to_string(r - 2), *router, tp);
   }
 }
 
@@ -250,6 +224,8 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
       if (kept > 0) local.narrow(0, 0, kept).copy_(full.narrow(0, vocab_begin, kept));
       auto table = register_module("embed", std::make_shared<torch::nn::Module>());
       embed = table->register_parameter("weight", local);
+      // A later stage's embedding is the tied copy of the first stage's.
+      record_vocab_rows(placements, "embed.weight", embed, tp, c.vocab_size, !first_stage);
     }
   }
   block_holder = register_module("blocks", std::make_shared<torch::nn::Module>());
@@ -265,44 +241,20 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
     auto block = std::make_shared<MacroBlockImpl>(c, b, checkpointing, options.projection_factory, tp, first, end);
     block_holder->register_module(std::to_string(b), block);
     blocks.push_back(block);
+    merge_placements(placements, block->placements);
   }
-  if (!last_stage) return;
-  final_norm = register_module("final_norm", std::make_shared<RMSNormImpl>(dims.E, c.norm_eps));
-  if (!c.tie_embeddings) {
+  if (last_stage) {
+    final_norm = register_module("final_norm", std::make_shared<RMSNormImpl>(dims.E, c.norm_eps));
+    record_whole(placements, "final_norm", *final_norm, tp);
+  }
+  if (last_stage && !c.tie_embeddings) {
     // Column-parallel over the vocabulary (the padded size divides by tp).
     ProjectionSpec spec{"head", dims.E, vocab_padded, ShardRole::kColumn, 128, dims.init_std};
     spec.init_rows = drawn;
     head = register_module("head", options.projection_factory(spec));
+    record_vocab_rows(placements, "head.weight", head->named_parameters()["weight"], tp, c.vocab_size);
   }
-}
-
-bool HydraModelImpl::tp_split(const std::string& name) const {
-  if (!tp.active()) return false;
-  if (name == "embed.weight" || name == "head.weight") return true;
-  return layer_param_sharding(config, tp.size, name).split;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checkpoint placement (model/shard_info.h). Only row-parallel projection weights split along
-// dim 1 (their input features); every other split tensor splits along dim 0 (output features,
-// vocabulary rows, per-head channels and temperatures), in equal slices, tp rank r holding
-// slice r, so the offset is the local size times the rank.
-ShardInfo HydraModelImpl::shard_of(const std::string& name) const {
-  const auto params = named_parameters();
-  const torch::Tensor* param = params.find(name);
-  HYDRA_CHECK(param != nullptr, "shard_of: no parameter named " << name);
-  ShardInfo s;
-  s.global_shape.assign(param->sizes().begin(), param->sizes().end());
-  s.offset.assign(param->dim(), 0);
-  if (name == "embed.weight" || name == "head.weight") s.valid_rows = config.vocab_size;
-  if (!tp_split(name)) {
-    s.primary = !tp.active() || tp.rank == 0;  // replicas: tp rank 0 stores them
-    return s;
-  }
-  s.split_dim = layer_param_sharding(config, tp.size, name).row_weight ? 1 : 0;
-  s.global_shape[s.split_dim] *= tp.size;
-  s.offset[s.split_dim] = param->size(s.split_dim) * tp.rank;
-  return s;
+  check_every_parameter_placed(*this, placements);
 }
 
 ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Tensor& targets,

@@ -22,7 +22,7 @@
 #include "model/projection.h"
 #include "model/recompute.h"
 #include "model/routing.h"
-#include "model/shard_info.h"
+#include "model/sharding.h"
 #include "model/stage_layers.h"
 #include "model/tp_hooks.h"
 
@@ -53,6 +53,7 @@ struct LayerImpl : torch::nn::Module {
   Mlp mlp;
   Projection router;  // MoD router (E -> 1, with bias), or null
   TensorParallelHooks tp;  // the attention and MLP inputs enter the tp region
+  Placements placements;   // of its parameters, under their full names (model/sharding.h)
 };
 using Layer = std::shared_ptr<LayerImpl>;
 
@@ -77,6 +78,7 @@ struct MacroBlockImpl : torch::nn::Module {
   // Holders that give the parameters their names: layers.<position>, mor_routers.<i>.
   std::shared_ptr<torch::nn::Module> layer_holder;
   torch::nn::ModuleList router_list{nullptr};
+  Placements placements;  // of the held layers' parameters and the MoR routers'
 };
 using MacroBlock = std::shared_ptr<MacroBlockImpl>;
 
@@ -121,16 +123,6 @@ struct HydraModelImpl : torch::nn::Module {
   ModelOutput forward(const torch::Tensor& input, const torch::Tensor& targets = {},
                       const ForwardOptions& options = {});
 
-  // Whether this rank holds a tensor-parallel slice of parameter `name` (false: the whole
-  // tensor, the same on every tp rank; always false without tp). For the gradient norm and
-  // checkpoints.
-  bool tp_split(const std::string& name) const;
-  // Where this rank's tensor of parameter `name` sits in the whole parameter, for
-  // checkpoints (model/shard_info.h): split along dim 0 for column-parallel projections,
-  // vocabulary rows and per-head parameters, along dim 1 for row-parallel weights, whole
-  // otherwise; embed/head rows from config.vocab_size on are padding.
-  ShardInfo shard_of(const std::string& name) const;
-
   ModelConfig config;
   Dims dims;
   int64_t vocab_padded;
@@ -147,6 +139,10 @@ struct HydraModelImpl : torch::nn::Module {
   std::shared_ptr<torch::nn::Module> block_holder;  // names them blocks.<index>
   RMSNorm final_norm;   // null before the last stage
   Projection head;      // null when tied (the head is embed.weight) or before the last stage
+  // Where each parameter sits in the whole model (model/sharding.h), recorded as it was built:
+  // for checkpoints, the gradient norm and the tied copy. embed/head split their vocabulary
+  // rows (rows from config.vocab_size on are padding).
+  Placements placements;
 };
 using HydraModel = std::shared_ptr<HydraModelImpl>;
 

@@ -1,4 +1,5 @@
-// Where one rank's tensor of a parameter sits in the whole parameter (HydraModelImpl::shard_of).
+// Where one rank's tensor of a parameter sits in the whole parameter (recorded by the model as it
+// builds the parameter: model/sharding.h).
 // Checkpoints store every tensor with this placement, so that a checkpoint written by one
 // parallel layout is read by any other (docs/CHECKPOINT.md). Plain data: no LibTorch here.
 #pragma once

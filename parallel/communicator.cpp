@@ -28,4 +28,29 @@ Range shard_range(int64_t numel, int parts, int index) {
   return r;
 }
 
+void Communicator::check_tensor(const at::Tensor& t, const char* op, const char* what) const {
+  using common::RuntimeFailure;
+  if (!t.defined()) {
+    HYDRA_FAIL(RuntimeFailure, op << " on '" << name() << "': " << what << " is undefined");
+  }
+  if (const std::string refusal = device_refusal(t.device()); !refusal.empty()) {
+    HYDRA_FAIL(RuntimeFailure, op << " on '" << name() << "': " << what << " is on " << t.device() << "; " << refusal);
+  }
+  if (!t.is_contiguous()) {
+    HYDRA_FAIL(RuntimeFailure, op << " on '" << name() << "': " << what << " must be contiguous");
+  }
+  const auto type = t.scalar_type();
+  if (type != at::kFloat && type != at::kDouble && type != at::kBFloat16) {
+    HYDRA_FAIL(RuntimeFailure, op << " on '" << name() << "': " << what << " has dtype " << type
+                                  << "; supported: float, double, bfloat16");
+  }
+}
+
+void Communicator::check_peer(int peer, const char* op, const char* what) const {
+  if (peer < 0 || peer >= size()) {
+    HYDRA_FAIL(common::RuntimeFailure, op << " on '" << name() << "': " << what << " " << peer
+                                          << " is not a rank of this group of " << size());
+  }
+}
+
 }  // namespace hydra::parallel

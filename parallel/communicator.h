@@ -63,6 +63,16 @@ class Communicator {
   // wait on each other's send. The peers may differ.
   virtual void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) = 0;
   virtual void barrier() = 0;
+
+ protected:
+  // The checks both backends make before a call: a RuntimeFailure naming the call `op`, this
+  // group and `what` unless `t` is defined, on a device this backend takes (device_refusal),
+  // contiguous, and fp32, fp64 or bf16.
+  void check_tensor(const at::Tensor& t, const char* op, const char* what) const;
+  // A RuntimeFailure unless `peer` is a rank of this group.
+  void check_peer(int peer, const char* op, const char* what) const;
+  // Empty when this backend takes tensors on `device`; otherwise why not, for the message.
+  virtual std::string device_refusal(const at::Device& device) const = 0;
 };
 
 }  // namespace hydra::parallel

@@ -25,7 +25,7 @@ struct ParamSlot {
   // Tensor parallelism: this rank holds a tp slice of the parameter (column/row-parallel
   // weights, vocab rows, per-head norms/convs/temperatures). The global gradient norm sums
   // the squares of split slots over the tp group and counts unsplit ones (identical on every
-  // tp rank) once. Set by the trainer from HydraModelImpl::tp_split; false without tp.
+  // tp rank) once. Set by the trainer from the model's placements (model/sharding.h); false without tp.
   bool tp_split = false;
   // Pipeline parallelism with tied embeddings: the last stage holds a copy of embed.weight
   // (the first stage holds the original). Its gradient is summed with the original's before

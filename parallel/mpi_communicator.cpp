@@ -23,10 +23,6 @@ using common::RuntimeFailure;
 // order, so a single tag is enough for send/recv in program order.
 constexpr int kP2pTag = 7;
 
-bool supported_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16;
-}
-
 // The MPI type a tensor travels as. bf16 is moved as raw 16-bit words; reductions of bf16
 // go through fp32 and never use this type with an MPI_Op.
 MPI_Datatype transfer_type(at::ScalarType t) {
@@ -98,8 +94,9 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
 
  private:
-  void check_tensor(const at::Tensor& t, const char* op, const char* what) const;
-  void check_peer(int peer, const char* op, const char* what) const;
+  // check_tensor, and the tensor within MPI's element count limit.
+  void check_buffer(const at::Tensor& t, const char* op, const char* what) const;
+  std::string device_refusal(const at::Device& device) const override;
   // Completes `request` or ends the run when call `seq` passes its deadline.
   void wait(MPI_Request* request, uint64_t seq, MPI_Status* status = MPI_STATUS_IGNORE);
   // After a receive into `tensor` from `peer` completed with `status`: RuntimeFailure unless
@@ -119,29 +116,13 @@ class MpiCommunicator final : public Communicator {
   CollectiveLog log_;             // recent calls, for the timeout report
 };
 
-void MpiCommunicator::check_tensor(const at::Tensor& t, const char* op, const char* what) const {
-  if (!t.defined()) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " is undefined");
-  }
-  if (!t.device().is_cpu()) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " is on " << t.device()
-                                  << "; the MPI backend takes CPU tensors");
-  }
-  if (!t.is_contiguous()) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " must be contiguous");
-  }
-  if (!supported_dtype(t.scalar_type())) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " has dtype "
-                                  << t.scalar_type() << "; supported: float, double, bfloat16");
-  }
+void MpiCommunicator::check_buffer(const at::Tensor& t, const char* op, const char* what) const {
+  check_tensor(t, op, what);
   as_count(t.numel(), op);
 }
 
-void MpiCommunicator::check_peer(int peer, const char* op, const char* what) const {
-  if (peer < 0 || peer >= size_) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " " << peer
-                                  << " is not a rank of this group of " << size_);
-  }
+std::string MpiCommunicator::device_refusal(const at::Device& device) const {
+  return device.is_cpu() ? "" : "the MPI backend takes CPU tensors";
 }
 
 void MpiCommunicator::wait(MPI_Request* request, uint64_t seq, MPI_Status* status) {
@@ -183,7 +164,7 @@ void MpiCommunicator::finish_reduction(at::Tensor& buffer, at::Tensor& result, R
 }
 
 void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
-  check_tensor(tensor, "all_reduce", "tensor");
+  check_buffer(tensor, "all_reduce", "tensor");
   const uint64_t seq = log_.begin("all_reduce", nbytes(tensor));
   at::Tensor buffer = reduction_buffer(tensor);
   MPI_Request request = MPI_REQUEST_NULL;
@@ -196,8 +177,8 @@ void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
 }
 
 void MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output, ReduceOp op) {
-  check_tensor(input, "reduce_scatter", "input");
-  check_tensor(output, "reduce_scatter", "output");
+  check_buffer(input, "reduce_scatter", "input");
+  check_buffer(output, "reduce_scatter", "output");
   if (input.scalar_type() != output.scalar_type()) {
     HYDRA_FAIL(RuntimeFailure, "reduce_scatter on '" << name_ << "': input is "
                                                      << input.scalar_type() << " but output is "
@@ -233,8 +214,8 @@ void MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output
 }
 
 void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
-  check_tensor(input, "all_gather", "input");
-  check_tensor(output, "all_gather", "output");
+  check_buffer(input, "all_gather", "input");
+  check_buffer(output, "all_gather", "output");
   if (input.scalar_type() != output.scalar_type()) {
     HYDRA_FAIL(RuntimeFailure, "all_gather on '" << name_ << "': input is " << input.scalar_type()
                                                  << " but output is " << output.scalar_type());
@@ -265,7 +246,7 @@ void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
 }
 
 void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
-  check_tensor(tensor, "broadcast", "tensor");
+  check_buffer(tensor, "broadcast", "tensor");
   check_peer(root, "broadcast", "root");
   const uint64_t seq = log_.begin("broadcast", nbytes(tensor));
   MPI_Request request = MPI_REQUEST_NULL;
@@ -276,7 +257,7 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
 }
 
 void MpiCommunicator::send(const at::Tensor& tensor, int peer) {
-  check_tensor(tensor, "send", "tensor");
+  check_buffer(tensor, "send", "tensor");
   check_peer(peer, "send", "peer");
   const uint64_t seq = log_.begin("send", nbytes(tensor));
   MPI_Request request = MPI_REQUEST_NULL;
@@ -287,7 +268,7 @@ void MpiCommunicator::send(const at::Tensor& tensor, int peer) {
 }
 
 void MpiCommunicator::recv(at::Tensor& tensor, int peer) {
-  check_tensor(tensor, "recv", "tensor");
+  check_buffer(tensor, "recv", "tensor");
   check_peer(peer, "recv", "peer");
   const uint64_t seq = log_.begin("recv", nbytes(tensor));
   const MPI_Datatype type = transfer_type(tensor.scalar_type());
@@ -310,8 +291,8 @@ void MpiCommunicator::check_received(const MPI_Status& status, const at::Tensor&
 }
 
 void MpiCommunicator::exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) {
-  check_tensor(out, "exchange", "out");
-  check_tensor(in, "exchange", "in");
+  check_buffer(out, "exchange", "out");
+  check_buffer(in, "exchange", "in");
   check_peer(send_peer, "exchange", "send_peer");
   check_peer(recv_peer, "exchange", "recv_peer");
   const uint64_t seq = log_.begin("exchange", nbytes(out) + nbytes(in));

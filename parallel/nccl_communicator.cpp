@@ -88,8 +88,7 @@ class NcclCommunicator final : public Communicator {
   int world_rank() const { return world_rank_; }
 
  private:
-  void check_tensor(const at::Tensor& t, const char* op, const char* what) const;
-  void check_peer(int peer, const char* op, const char* what) const;
+  std::string device_refusal(const at::Device& device) const override;
   cudaStream_t stream() const {
     return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream();
   }
@@ -164,29 +163,9 @@ NcclCommunicator::~NcclCommunicator() {
   }
 }
 
-void NcclCommunicator::check_tensor(const at::Tensor& t, const char* op, const char* what) const {
-  if (!t.defined()) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " is undefined");
-  }
-  if (!t.is_cuda() || t.device().index() != device_) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " is on " << t.device()
-                                  << "; this NCCL communicator works on cuda:" << device_);
-  }
-  if (!t.is_contiguous()) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " must be contiguous");
-  }
-  const auto type = t.scalar_type();
-  if (type != at::kFloat && type != at::kDouble && type != at::kBFloat16) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " has dtype " << type
-                                  << "; supported: float, double, bfloat16");
-  }
-}
-
-void NcclCommunicator::check_peer(int peer, const char* op, const char* what) const {
-  if (peer < 0 || peer >= size_) {
-    HYDRA_FAIL(RuntimeFailure, op << " on '" << name_ << "': " << what << " " << peer
-                                  << " is not a rank of this group of " << size_);
-  }
+std::string NcclCommunicator::device_refusal(const at::Device& device) const {
+  if (device.is_cuda() && device.index() == device_) return "";
+  return "this NCCL communicator works on cuda:" + std::to_string(device_);
 }
 
 void NcclCommunicator::enqueued(uint64_t seq, cudaStream_t stream) {

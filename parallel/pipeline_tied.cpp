@@ -6,10 +6,6 @@ namespace hydra::parallel {
 
 bool has_tied_copy(bool tie_embeddings, const ProcessGrid& grid) { return tie_embeddings && grid.shape.pp > 1; }
 
-bool is_tied_copy(bool tie_embeddings, const ProcessGrid& grid, const std::string& name) {
-  return has_tied_copy(tie_embeddings, grid) && grid.last_stage() && name == "embed.weight";
-}
-
 void sum_tied_embedding_grads(at::Tensor& weight, const ProcessGrid& grid, Communicator& pp) {
   if (!grid.first_stage() && !grid.last_stage()) return;
   const at::Tensor grad = weight.grad();

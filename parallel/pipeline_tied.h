@@ -6,8 +6,6 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <string>
-
 #include "parallel/communicator.h"
 #include "parallel/process_grid.h"
 
@@ -15,9 +13,6 @@ namespace hydra::parallel {
 
 // True where the model's tied embedding is held by two stages (tie_embeddings and pp > 1).
 bool has_tied_copy(bool tie_embeddings, const ProcessGrid& grid);
-// True for the parameter `name` of this rank if it is that copy (the last stage's
-// embed.weight): left out of the gradient norm, not the stored one in checkpoints.
-bool is_tied_copy(bool tie_embeddings, const ProcessGrid& grid, const std::string& name);
 
 // On the first and last stage: weight.grad = mine + the other stage's (a + b on one, b + a on
 // the other: the same bits); a missing gradient counts as zeros. Other stages: nothing.

@@ -2,7 +2,7 @@
 """Plots the JSON that the GPU checks write, as PNG files next to them (docs/PERF.md links
 them): what people would rather see than read.
 
-  scripts/plot-perf.py FILE...      # bench-attention*.json, train-small*.json, checkpoint-timing*.json,
+  scripts/plot-perf.py FILE...      # bench-attention*.json, train-small*.json, checkpoint-timing*.json, step-bench*.json,
                                     # or one run's metrics file (*.jsonl: loss, learning rate,
                                     # gradient norm, throughput; docs/INTERFACE.md lists its fields)
 
@@ -200,6 +200,40 @@ def plot_checkpoint(data, out):
     fig.savefig(out, dpi=110)
 
 
+def plot_step(data, out):
+    """scripts/step-bench.sh: hydra's training step next to the PyTorch baseline's modes, per
+    batch size: throughput (left) and memory (right)."""
+    batches = sorted({r["batch"] for r in data["hydra"]} | {r["batch"] for r in data["torch"] if "tok_s" in r})
+    series = [("hydra", {r["batch"]: r for r in data["hydra"]})]
+    for mode in ("eager", "compile", "reduce-overhead"):
+        rows = {r["batch"]: r for r in data["torch"] if r.get("mode") == mode and "tok_s" in r}
+        if rows:
+            series.append((f"PyTorch {mode}", rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / len(series)
+    for i, (name, rows) in enumerate(series):
+        xs = [j + i * width for j, b in enumerate(batches) if b in rows]
+        left.bar(xs, [rows[b]["tok_s"] for b in batches if b in rows], width, label=name)
+        mem = [rows[b].get("device_used_gb", rows[b].get("peak_reserved_gb", rows[b].get("peak_gb", 0)))
+               for b in batches if b in rows]
+        right.bar(xs, mem, width, label=name)
+    for ax in (left, right):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))])
+        ax.set_xticklabels([f"batch {b}" for b in batches])
+        ax.grid(True, axis="y", alpha=0.3)
+    left.yaxis.set_major_formatter(EngFormatter())
+    left.set_ylabel("tokens/s (higher is better)")
+    left.set_title("throughput", fontsize=10)
+    right.set_ylabel("GB (lower is better)")
+    right.set_title("memory: hydra, device used; PyTorch, allocator reserved", fontsize=10)
+    left.legend(fontsize=8, loc="upper left")
+    seq = data["hydra"][0]["seq_len"] if data["hydra"] else ""
+    fig.suptitle(f'{data.get("config", "")}: the training step, bf16, sequence {seq}; {data.get("device", "")}, '
+                 f'{data.get("date", "")}', fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(paths):
     for path in paths:
         out = os.path.splitext(path)[0] + ".png"
@@ -211,6 +245,8 @@ def main(paths):
                 plot_attention(data, out)
             elif "sync_save_ms" in data:
                 plot_checkpoint(data, out)
+            elif "hydra" in data and "torch" in data:
+                plot_step(data, out)
             else:  # train-small.json: {run: [rows]}
                 plot_training(data, out)
         print(out)

@@ -8,23 +8,21 @@
 
 #include "common/errors.h"
 #include "common/logging.h"
-#include "parallel/pipeline_tied.h"
+#include "model/sharding.h"
 
 namespace hydra::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Where each parameter of this rank sits in the whole model, for checkpoints. Under pipeline
-// parallelism the last stage holds a copy of the tied embedding: the first stage's is the
-// one stored.
+// Where each parameter of this rank sits in the whole model, for checkpoints, in the order of
+// the optimizer's parameters (the model recorded them as it built them; the tied copy is not
+// stored).
 const std::vector<model::ShardInfo>& placements(Run& run) {
   if (run.checkpoints.placements.size() != run.optim.params().size()) {
     run.checkpoints.placements.clear();
     for (const auto& item : run.optim.params()) {
-      model::ShardInfo shard = run.model->shard_of(item.first);
-      if (parallel::is_tied_copy(run.config.model.tie_embeddings, run.ctx.grid, item.first)) shard.primary = false;
-      run.checkpoints.placements.push_back(std::move(shard));
+      run.checkpoints.placements.push_back(model::placement_of(run.model->placements, item.first).shard);
     }
   }
   return run.checkpoints.placements;

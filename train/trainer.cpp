@@ -18,6 +18,7 @@
 #include "data/loader.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
+#include "model/sharding.h"
 #include "parallel/adamw.h"
 #include "parallel/data_parallel_optimizer.h"
 #include "parallel/flat_layout.h"
@@ -101,10 +102,10 @@ parallel::DataParallelOptimizer build_optimizer(const RunConfig& config, paralle
   parallel::NamedParams params;
   for (const auto& item : model->named_parameters()) params.emplace_back(item.key(), item.value());
   parallel::FlatLayout layout = parallel::make_flat_layout(params);
-  const bool tie = config.model.tie_embeddings;
   for (auto& slot : layout.slots) {
-    slot.tp_split = model->tp_split(slot.name);
-    slot.duplicate = parallel::is_tied_copy(tie, ctx.grid, slot.name);
+    const model::ParamPlacement& placed = model::placement_of(model->placements, slot.name);
+    slot.tp_split = placed.tp_split();
+    slot.duplicate = placed.tied_copy;
   }
   const auto& p = config.parallel;
   parallel::DataParallelOptions options;
@@ -112,7 +113,7 @@ parallel::DataParallelOptimizer build_optimizer(const RunConfig& config, paralle
   options.bucket_numel = std::max<int64_t>(1, std::llround(p.bucket_mb * (1 << 20) / 4));
   options.overlap = p.overlap_grad_reduce;
   // The tied embedding's buckets wait for its exchange after backward.
-  if (parallel::has_tied_copy(tie, ctx.grid)) options.deferred.push_back("embed.weight");
+  if (parallel::has_tied_copy(config.model.tie_embeddings, ctx.grid)) options.deferred.push_back("embed.weight");
   options.compute_dtype = config.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   return parallel::DataParallelOptimizer(*model, std::move(layout), ctx.dp.get(), options);
 }

@@ -325,12 +325,15 @@ model::ModelConfig layer_config(int dim, int heads, int kv_heads, int compressio
   return c;
 }
 
+// baseline_glue: the fused layer built as CcqaImpl::kFusedBaseline (same weights).
 std::shared_ptr<model::CcqaAttention> make_layer(const model::ModelConfig& c, const std::string& kernel,
-                                                 torch::ScalarType dtype) {
+                                                 torch::ScalarType dtype, bool baseline_glue = false) {
   model::ModelConfig cc = c;
   cc.ccqa.kernel = kernel;
   torch::manual_seed(11);
-  auto layer = std::make_shared<model::CcqaAttention>(cc, model::default_projection_factory());
+  const model::CcqaImpl impl = baseline_glue ? model::CcqaImpl::kFusedBaseline : model::ccqa_impl(cc.ccqa);
+  auto layer = std::make_shared<model::CcqaAttention>(cc, model::default_projection_factory(),
+                                                      model::TensorParallelHooks{}, impl);
   {
     torch::NoGradGuard no_grad;
     for (auto& p : layer->named_parameters()) {
@@ -439,9 +442,8 @@ TEST(CcqaPrologueLayer, Bf16ParametersPacked) {
     const LayerRun truth = run_layer(*exact, x.to(torch::kDouble), pos, w, false);
     const torch::Tensor xb = x.to(torch::kBFloat16);
     const LayerRun f = run_layer(*fused, xb, pos, w, false), r = run_layer(*plain, xb, pos, w, false);
-    model::set_ccqa_fused_baseline(true);
-    const LayerRun base = run_layer(*fused, xb, pos, w, false);
-    model::set_ccqa_fused_baseline(false);
+    auto baseline = make_layer(c, "fused", torch::kBFloat16, /*baseline_glue=*/true);
+    const LayerRun base = run_layer(*baseline, xb, pos, w, false);
     double worst_f = 0, worst_r = 0, worst_base = 0;  // printed, for docs/PERF.md
     const auto check = [&](const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& t, const std::string& n) {
       const double ef = rel_l2(a, t), er = rel_l2(b, t);

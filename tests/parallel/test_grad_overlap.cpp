@@ -51,6 +51,9 @@ class MirroredPair : public Communicator {
 
   std::vector<c10::Stream> streams;  // the current stream at each reducing call
 
+ protected:
+  std::string device_refusal(const at::Device&) const override { return ""; }  // any device
+
  private:
   void note(const at::Tensor& t) { streams.push_back(c10::impl::VirtualGuardImpl(t.device().type()).getStream(t.device())); }
   std::string name_ = "dp";
