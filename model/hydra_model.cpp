@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "model/model_checks.h"
+#include "model/model_slice.h"
 
 namespace hydra::model {
 namespace {
@@ -192,48 +193,36 @@ std::vector<torch::Tensor> MacroBlockImpl::forward(const torch::Tensor& x, const
 // ---------------------------------------------------------------------------------------------
 // Model
 HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options)
-    : config(c), dims(model_dims(c)), vocab_padded(padded_vocab(c.vocab_size, options.tp)),
-      checkpointing(parse_checkpointing(options.activation_checkpointing)), tp(options.tp_hooks) {
+    : config(c), dims(model_dims(c)), checkpointing(parse_checkpointing(options.activation_checkpointing)),
+      tp(options.tp_hooks) {
   check_model_config(c);
   // options.tp pads the vocabulary; the hooks shard the model. Without hooks the model is
   // whole (a single process padded as for tp ranks, e.g. to read its checkpoints).
   HYDRA_CHECK(tp.size == 1 || tp.size == options.tp,
               "ModelOptions: tp " << options.tp << " but tp_hooks.size " << tp.size);
-  const int per_block = static_cast<int>(c.pattern.size());
-  const int total_layers = per_block * c.macro_blocks;
-  first_layer = options.stage.first;
-  end_layer = options.stage.end < 0 ? total_layers : options.stage.end;
-  HYDRA_CHECK(0 <= first_layer && first_layer < end_layer && end_layer <= total_layers,
-              "ModelOptions: stage layers [" << first_layer << ", " << end_layer << ") of " << total_layers);
-  first_stage = first_layer == 0;
-  last_stage = end_layer == total_layers;
-  vocab_local = vocab_padded / tp.size;
-  vocab_begin = vocab_local * tp.rank;
-  // Every stage builds the model's parameters in the same order as the whole model and keeps
-  // its own, so that each parameter draws the same random numbers at any pipeline layout.
-  // The rows one process would draw (vocabulary padded for tp = 1), so that every later
-  // parameter draws the same numbers at any tp; this rank keeps its rows, the extra padding
-  // of a larger tp starts at 0 (padded rows are never read).
-  const int64_t drawn = padded_vocab(c.vocab_size, 1);
+  slice = make_model_slice(c, options.stage, tp.size, tp.rank, options.tp);
+  const int64_t vocab_local = slice.vocab_local, vocab_begin = slice.vocab_begin;
+  const bool first_stage = slice.first_stage, last_stage = slice.last_stage;
+  // Every stage builds every parameter up to its last layer, in the whole model's order, and
+  // keeps its own, so that each parameter draws the same random numbers at any layout.
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor full = torch::empty({drawn, dims.E}).normal_(0.0, dims.init_std);
+    const torch::Tensor drawn = torch::empty({slice.vocab_drawn, dims.E}).normal_(0.0, dims.init_std);
     if (first_stage || (last_stage && c.tie_embeddings)) {
-      torch::Tensor local = torch::zeros({vocab_local, dims.E});
-      const int64_t kept = std::max<int64_t>(0, std::min(vocab_begin + vocab_local, drawn) - vocab_begin);
-      if (kept > 0) local.narrow(0, 0, kept).copy_(full.narrow(0, vocab_begin, kept));
+      torch::Tensor rows = torch::zeros({vocab_local, dims.E});
+      if (slice.vocab_rows_kept() > 0) {
+        rows.narrow(0, 0, slice.vocab_rows_kept()).copy_(drawn.narrow(0, vocab_begin, slice.vocab_rows_kept()));
+      }
       auto table = register_module("embed", std::make_shared<torch::nn::Module>());
-      embed = table->register_parameter("weight", local);
+      embed = table->register_parameter("weight", rows);
       // A later stage's embedding is the tied copy of the first stage's.
       record_vocab_rows(placements, "embed.weight", embed, tp, c.vocab_size, !first_stage);
     }
   }
+  const int per_block = static_cast<int>(c.pattern.size());
   block_holder = register_module("blocks", std::make_shared<torch::nn::Module>());
-  for (int b = 0; b < c.macro_blocks; ++b) {
-    const int block_first = b * per_block;
-    if (block_first >= end_layer) break;  // nothing this stage holds draws after here
-    const int first = std::max(first_layer - block_first, 0);
-    const int end = std::min(end_layer - block_first, per_block);
+  for (int b = 0; b < c.macro_blocks && b * per_block < slice.end_layer; ++b) {
+    const int first = slice.block_first(b, per_block), end = slice.block_end(b, per_block);
     if (first >= end) {  // an earlier stage's block: built for its random draws only
       MacroBlockImpl(c, b, checkpointing, options.projection_factory, tp);
       continue;
@@ -249,8 +238,8 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
   }
   if (last_stage && !c.tie_embeddings) {
     // Column-parallel over the vocabulary (the padded size divides by tp).
-    ProjectionSpec spec{"head", dims.E, vocab_padded, ShardRole::kColumn, 128, dims.init_std};
-    spec.init_rows = drawn;
+    ProjectionSpec spec{"head", dims.E, slice.vocab_padded, ShardRole::kColumn, 128, dims.init_std};
+    spec.init_rows = slice.vocab_drawn;
     head = register_module("head", options.projection_factory(spec));
     record_vocab_rows(placements, "head.weight", head->named_parameters()["weight"], tp, c.vocab_size);
   }
@@ -260,6 +249,7 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
 ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Tensor& targets,
                                     const ForwardOptions& options) {
   ModelOutput result;
+  const int64_t vocab_local = slice.vocab_local, vocab_begin = slice.vocab_begin;
   const int64_t B = input.size(0), S = input.size(1);
   RunContext run;
   run.route = options.causal_routing ? RouteMode::kThreshold : RouteMode::kTopK;
@@ -268,7 +258,7 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
       torch::arange(S, input.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
   const torch::Tensor& tokens = input;
   torch::Tensor h;
-  if (!first_stage) {
+  if (!slice.first_stage) {
     h = input;  // the previous stage's hidden state
   } else if (tp.active()) {
     // Vocab-parallel lookup: rows of other ranks read as zero; the sum over tp is the embedding.
@@ -285,7 +275,7 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
     aux = aux + out[1];
   }
   result.aux_loss = aux;
-  if (!last_stage) {
+  if (!slice.last_stage) {
     result.hidden = h;
     return result;
   }
@@ -303,7 +293,7 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
     result.lm_loss = tp.cross_entropy(logits, targets, vocab_begin);
   } else if (targets.defined()) {
     const auto type = logits.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
-    const torch::Tensor logp = torch::log_softmax(logits.to(type).view({B * S, vocab_padded}), -1);
+    const torch::Tensor logp = torch::log_softmax(logits.to(type).view({B * S, slice.vocab_padded}), -1);
     result.lm_loss = torch::nll_loss(logp, targets.reshape({B * S}), /*weight=*/{}, at::Reduction::Mean,
                                      /*ignore_index=*/-100);
   }

@@ -23,6 +23,7 @@
 #include "model/recompute.h"
 #include "model/routing.h"
 #include "model/sharding.h"
+#include "model/model_slice.h"
 #include "model/stage_layers.h"
 #include "model/tp_hooks.h"
 
@@ -125,15 +126,9 @@ struct HydraModelImpl : torch::nn::Module {
 
   ModelConfig config;
   Dims dims;
-  int64_t vocab_padded;
-  int64_t vocab_local;  // rows of embed.weight (and head.weight) on this rank: vocab_padded / tp
-  int64_t vocab_begin;  // the first of them
+  ModelSlice slice;  // this rank's layers and vocabulary rows of the whole model
   TensorParallelHooks tp;
   Checkpointing checkpointing;
-  int first_layer = 0;  // the global layers [first_layer, end_layer) this stage holds
-  int end_layer = 0;
-  bool first_stage = true;  // holds the embedding lookup
-  bool last_stage = true;   // holds the final norm, the head and the loss
   torch::Tensor embed;  // embed.weight (first stage, and the last when tied); else undefined
   std::vector<MacroBlock> blocks;  // the held (parts of) macro-blocks, in order
   std::shared_ptr<torch::nn::Module> block_holder;  // names them blocks.<index>

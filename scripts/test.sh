@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 BUILD_DIR=${HYDRA_BUILD_DIR:-build}
 start=$(date +%s)
-ctest --test-dir "$BUILD_DIR" --output-on-failure --label-exclude gpu "$@"
+# One job per core; multi-rank tests are RUN_SERIAL (tests/CMakeLists.txt), so they run alone.
+ctest --test-dir "$BUILD_DIR" --output-on-failure --label-exclude gpu -j "$(nproc)" "$@"
 echo "test: suite took $(( $(date +%s) - start )) s"

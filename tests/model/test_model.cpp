@@ -53,7 +53,7 @@ TEST(ModelWhole, PaddedVocabularyGetsNoProbability) {
   ModelOptions options;
   options.tp = 2;
   auto model = std::make_shared<HydraModelImpl>(c, options);
-  EXPECT_EQ(model->vocab_padded, 256);
+  EXPECT_EQ(model->slice.vocab_padded, 256);
   torch::NoGradGuard no_grad;
   const ModelOutput out = model->forward(torch::randint(100, {1, 5}, torch::kLong), torch::randint(100, {1, 5}, torch::kLong));
   EXPECT_TRUE(torch::isinf(out.logits.narrow(-1, 100, 156)).all().item<bool>());
