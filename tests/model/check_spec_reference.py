@@ -31,32 +31,24 @@ TOLERANCE = 2e-5
 TOPK_TOLERANCE = 1e-2  # the spec model's training loss (see above)
 SEQ_LEN = 64
 
-MODEL = {
-    "spec": """model:
-  dim: 64
+# Every key spelled out (the NumPy model reads them all); the two tests differ in size and routing.
+COMMON = """  dim: 64
   heads: 4
   kv_heads: 2
-  mlp_ratio: 2.7
-  macro_blocks: 2
   pattern: [mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]
   vocab_size: 256
   tie_embeddings: false
   ccqa: {compression: 4, conv_kernel: 3, use_convs: true, qk_mean: true, qk_mean_gain: 0.25, value_shift: true}
   mla: {latent_ratio: 0.5}
+"""
+MODEL = "model:\n" + COMMON + {
+    "spec": """  mlp_ratio: 2.7
+  macro_blocks: 2
   mod: {enabled: true, capacity: 0.75, layers: [1, 3, 5, 7], aux_weight: 0.01}
   mor: {recursions: 3, aux_weight: 0.01}
 """,
-    "torch": """model:
-  dim: 64
-  heads: 4
-  kv_heads: 2
-  mlp_ratio: 2.0
+    "torch": """  mlp_ratio: 2.0
   macro_blocks: 1
-  pattern: [mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]
-  vocab_size: 256
-  tie_embeddings: false
-  ccqa: {compression: 4, conv_kernel: 3, use_convs: true, qk_mean: true, qk_mean_gain: 0.25, value_shift: true}
-  mla: {latent_ratio: 0.5}
   mod: {enabled: false}
   mor: {recursions: 1}
 """,
