@@ -334,7 +334,10 @@ def decay_groups(model, weight_decay):
 
 # --------------------------------------------------------------------------------------------
 # The timed training step.
-def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token):
+TRACED_STEPS = 3
+
+
+def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token, trace=None):
     torch.manual_seed(0)
     device = torch.device("cuda")
     model = HydraDense(c).to(device)
@@ -345,7 +348,8 @@ def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token):
     elif mode == "reduce-overhead":
         forward = torch.compile(model, mode="reduce-overhead")
     gen = torch.Generator(device="cpu").manual_seed(1)
-    data = torch.randint(0, c["vocab_size"], (steps + warmup, batch, seq_len + 1), generator=gen).to(device)
+    extra = TRACED_STEPS if trace else 0
+    data = torch.randint(0, c["vocab_size"], (steps + warmup + extra, batch, seq_len + 1), generator=gen).to(device)
 
     def step(i):
         tokens = data[i]
@@ -376,6 +380,15 @@ def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token):
            "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3), "last_loss": losses[-1]}
     if flops_per_token:
         row["mfu"] = round(row["tok_s"] * flops_per_token / H200_PEAK_BF16, 4)
+    if trace:  # after the timing, so that the profiler's overhead is not in it
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(warmup + steps, warmup + steps + TRACED_STEPS):
+                step(i).item()
+            torch.cuda.synchronize()
+        prof.export_chrome_trace(trace)
+        row["trace"] = trace
+        row["traced_steps"] = TRACED_STEPS
     del model, opt, forward
     torch.cuda.empty_cache()
     return row
@@ -392,13 +405,16 @@ def main():
     ap.add_argument("--modes", default="eager,compile,reduce-overhead")
     ap.add_argument("--flops-per-token", type=float, default=0.0, help="from hydra info --json, for MFU")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--trace-dir", help="also profile %d steps of each mode into DIR/torch-MODE-bBATCH.json "
+                    "(Chrome traces; bench/trace_summary.py reads them)" % TRACED_STEPS)
     args = ap.parse_args()
     c = model_config(args.config, args.set)
     rows = []
     for batch in args.batch:
         for mode in args.modes.split(","):
             try:
-                row = time_mode(c, mode, batch, args.seq_len, args.steps, args.warmup, args.flops_per_token)
+                trace = f"{args.trace_dir}/torch-{mode}-b{batch}.json" if args.trace_dir else None
+                row = time_mode(c, mode, batch, args.seq_len, args.steps, args.warmup, args.flops_per_token, trace)
             except torch.cuda.OutOfMemoryError as e:
                 row = {"mode": mode, "batch": batch, "seq_len": args.seq_len, "error": "out of memory: " + str(e)[:200]}
                 torch.cuda.empty_cache()

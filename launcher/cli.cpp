@@ -44,6 +44,11 @@ const std::map<std::string, CommandSpec>& commands() {
        {"time the CCQA layer (fused and reference kernels) against GQA+FlashAttention (CUDA build)",
         "hydra bench attention [--json FILE]",
         {"--json"}}},
+      {"bench step",
+       {"time the training step of a config: tok/s, MFU, peak memory, time per phase",
+        "hydra bench step --config FILE [--set key.path=value]... [--steps N] [--warmup N] [--json FILE] "
+        "[--trace FILE]",
+        {"--config", "--set", "--steps", "--warmup", "--json", "--trace"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -115,6 +120,17 @@ std::string help_text(const std::string& command) {
   if (command == "bench attention") {
     out += "  --json FILE            also write every figure as JSON to FILE\n  --help                 this text\n";
     out += "\nNeeds the CUDA build (exit 2 in the CPU build). docs/PERF.md records the results.\n";
+    return out;
+  }
+  if (command == "bench step") {
+    out += "  --config FILE          run config (YAML); data.path is read as in hydra train\n";
+    out += "  --set key.path=value   override one key (repeatable)\n";
+    out += "  --steps N              timed steps (default 10)\n";
+    out += "  --warmup N             untimed steps first (default 3)\n";
+    out += "  --json FILE            also write the figures as JSON to FILE\n";
+    out += "  --trace FILE           then profile 3 more steps into a Chrome trace (CUDA build)\n";
+    out += "  --help                 this text\n";
+    out += "\nNo checkpoint, metrics file or evaluation is written. docs/PERF.md explains the figures.\n";
     return out;
   }
   if (command == "ckpt inspect") {
@@ -210,6 +226,9 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--output") args.output = value;
     if (arg == "--tokenizer") args.tokenizer = value;
     if (arg == "--val-fraction") args.val_fraction = value;
+    if (arg == "--steps") args.steps = value;
+    if (arg == "--warmup") args.warmup = value;
+    if (arg == "--trace") args.trace = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
@@ -226,7 +245,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     }
     return args;
   }
-  if (args.command.rfind("bench", 0) == 0) return args;  // no config: fixed shapes
+  if (args.command == "bench attention") return args;  // no config: fixed shapes
   if (args.command == "data prepare" && !args.help) {
     if (args.inputs.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --input PATH...");
     if (args.output.empty()) HYDRA_FAIL(ConfigError, "hydra data prepare needs --output DIR");

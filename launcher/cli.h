@@ -24,6 +24,9 @@ struct CliArgs {
   std::string tokenizer;             // --tokenizer gpt2|bytes (data prepare)
   std::string val_fraction;          // --val-fraction F (data prepare), validated by the command
   std::string target;                // the DIR of `ckpt inspect DIR`
+  std::string steps;                 // --steps N (bench step), validated by the command
+  std::string warmup;                // --warmup N (bench step)
+  std::string trace;                 // --trace FILE (bench step)
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

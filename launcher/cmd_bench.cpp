@@ -1,11 +1,97 @@
-// `hydra bench attention`: the dev benchmarks of bench/, which exist in the CUDA build only.
+// `hydra bench attention` (the CUDA build's kernel benchmark of bench/) and `hydra bench step`
+// (the training step of a config, timed: both builds).
+#include <cstdio>
+#include <string>
+
 #include "common/errors.h"
+#include "common/json.h"
+#include "common/logging.h"
+#include "data/manifest.h"
 #include "launcher/commands.h"
+#include "train/device_peak.h"
+#include "train/step_bench.h"
+#include "launcher/version.h"
 #ifdef HYDRA_CUDA
 #include "bench/attention_bench.h"
+#include "bench/kineto_trace.h"
 #endif
 
 namespace hydra::launcher {
+namespace {
+
+// --steps / --warmup: a whole number of at least `least`.
+int count_option(const std::string& option, const std::string& text, int fallback, int least) {
+  if (text.empty()) return fallback;
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < least) {
+    HYDRA_FAIL(common::ConfigError, option << " needs a whole number of at least " << least << ", got '" << text << "'");
+  }
+  return value;
+}
+
+constexpr int kTracedSteps = 3;
+
+common::Json step_bench_json(const Config& config, const CliArgs& args, const train::StepBenchResult& r, int warmup) {
+  const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
+  common::Json out = common::Json::object();
+  out["version"] = version_text();
+  out["config"] = args.config;
+  common::Json sets = common::Json::array();
+  for (const auto& s : args.sets) sets.push(s);
+  out["sets"] = sets;
+  out["device"] = config.train.device;
+  out["gpu"] = train::current_gpu_name();
+  out["dtype"] = config.train.dtype;
+  out["global_batch"] = config.train.global_batch;
+  out["seq_len"] = config.train.seq_len;
+  out["micro_batch"] = r.micro_batch;
+  out["accumulation"] = r.accumulation;
+  out["warmup_steps"] = warmup;
+  out["steps"] = r.phases.steps;
+  out["step_ms"] = r.wall_step_ms;
+  out["tok_s"] = tok_s;
+  out["flops_per_token"] = r.flops_per_token;
+  if (r.peak_flops) out["mfu"] = tok_s * r.flops_per_token / *r.peak_flops;
+  out["device_step_ms"] = r.phases.step_ms;
+  out["host_submit_ms"] = r.phases.host_submit_ms;
+  common::Json phases = common::Json::object();
+  for (const auto& [phase, ms] : r.phases.phase_ms) phases[phase] = ms;
+  out["phase_ms"] = phases;
+  out["peak_allocated_gb"] = r.peak_allocated_gb;
+  out["peak_reserved_gb"] = r.peak_reserved_gb;
+  out["device_used_gb"] = r.device_used_gb;
+  out["last_loss"] = r.last_loss;
+  return out;
+}
+
+void print_step_bench(const Config& config, const CliArgs& args, const train::StepBenchResult& r, int warmup) {
+  const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
+  std::printf("bench step: %s, batch %d x %d tokens (%d per rank x %d micro-batches), %s %s, %d steps after %d "
+              "warm-up\n",
+              args.config.c_str(), config.train.global_batch, config.train.seq_len, r.micro_batch, r.accumulation,
+              config.train.device.c_str(), config.train.dtype.c_str(), r.phases.steps, warmup);
+  std::printf("  step %.2f ms | %.0f tok/s", r.wall_step_ms, tok_s);
+  if (r.peak_flops) std::printf(" | MFU %.1f%%", 100.0 * tok_s * r.flops_per_token / *r.peak_flops);
+  std::printf("\n");
+  if (config.train.device == "cuda") {
+    std::printf("  memory: peak allocated %.2f GB, peak reserved %.2f GB, device used %.2f GB\n", r.peak_allocated_gb,
+                r.peak_reserved_gb, r.device_used_gb);
+  }
+  std::printf("  the host submits a step in %.2f ms (%.0f%% of the step)\n", r.phases.host_submit_ms,
+              100.0 * r.phases.host_submit_ms / r.wall_step_ms);
+  std::printf("  %s time per step by phase:", config.train.device == "cuda" ? "device" : "host");
+  for (const auto& [phase, ms] : r.phases.phase_ms) std::printf(" %s %.2f ms;", phase.c_str(), ms);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+}  // namespace
 
 int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch) {
   HYDRA_CHECK(args.command == "bench attention", "unexpected command " << args.command);
@@ -17,6 +103,35 @@ int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch) {
   HYDRA_FAIL(common::ConfigError,
              "hydra bench attention needs the CUDA build (cmake -DHYDRA_CUDA=ON); this is the CPU build");
 #endif
+}
+
+int run_bench_step(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
+  train::StepBenchPlan plan;
+  plan.steps = count_option("--steps", args.steps, 10, 1);
+  plan.warmup = count_option("--warmup", args.warmup, 3, 0);
+  if (config.data.path.empty()) {
+    HYDRA_FAIL(common::ConfigError, (config.source.empty() ? "config" : config.source)
+                                        << ": data.path: hydra bench step reads batches as hydra train does "
+                                           "(hydra data prepare --output DIR; then data.path: DIR)");
+  }
+  if (!args.trace.empty()) {
+#ifdef HYDRA_CUDA
+    if (launch.rank == 0) {  // one trace: rank 0's
+      plan.traced = kTracedSteps;
+      plan.start_trace = [] { bench::start_kineto_trace(); };
+      plan.stop_trace = [&args] { bench::stop_kineto_trace(args.trace); };
+    }
+#else
+    HYDRA_FAIL(common::ConfigError, "--trace needs the CUDA build (LibTorch's Kineto profiler); this is the CPU build");
+#endif
+  }
+  auto ctx = build_context(config, launch);
+  const train::StepBenchResult result = train::run_step_bench(config, *ctx, plan);
+  if (launch.rank != 0) return 0;
+  print_step_bench(config, args, result, plan.warmup);
+  if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, result, plan.warmup).dump(2) + "\n");
+  if (plan.traced > 0) std::printf("  trace of %d more steps: %s\n", plan.traced, args.trace.c_str());
+  return 0;
 }
 
 }  // namespace hydra::launcher

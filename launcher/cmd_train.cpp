@@ -16,15 +16,6 @@
 namespace hydra::launcher {
 namespace {
 
-std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
-  const parallel::GridShape shape =
-      parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
-  std::string backend = config.parallel.backend;
-  if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";
-  return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend,
-                                         config.parallel.timeout_s);
-}
-
 // `hydra eval --json`: one object, floats at full precision, with the checkpoint's position
 // (its index was just loaded, so reading it again cannot fail for another reason).
 common::Json eval_json(const Config& config, const std::string& dir, double loss) {
@@ -40,6 +31,15 @@ common::Json eval_json(const Config& config, const std::string& dir, double loss
 }
 
 }  // namespace
+
+std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
+  const parallel::GridShape shape =
+      parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
+  std::string backend = config.parallel.backend;
+  if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";
+  return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend,
+                                         config.parallel.timeout_s);
+}
 
 int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
   if (config.data.path.empty()) {

@@ -2,11 +2,17 @@
 // process (rank, world); each returns the process exit code.
 #pragma once
 
+#include <memory>
+
 #include "launcher/cli.h"
 #include "launcher/config.h"
 #include "parallel/mpi_session.h"
+#include "parallel/parallel_context.h"
 
 namespace hydra::launcher {
+
+// The process grid of parallel.* over the launched ranks, and its communicators.
+std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch);
 
 int run_info(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
@@ -15,6 +21,8 @@ int run_ckpt_inspect(const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_ckpt_consolidate(const CliArgs& args, const parallel::LaunchInfo& launch);
 // `hydra bench attention`: the CUDA build runs bench/; the CPU build exits 2.
 int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch);
+// `hydra bench step`: both builds.
+int run_bench_step(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 
 }  // namespace hydra::launcher

@@ -34,12 +34,13 @@ int run(int argc, char** argv, int& rank) {
   if (args.command == "data prepare") return launcher::run_data_prepare(args, launch);
   if (args.command == "ckpt inspect") return launcher::run_ckpt_inspect(args, launch);
   if (args.command == "ckpt consolidate") return launcher::run_ckpt_consolidate(args, launch);
-  if (args.command.rfind("bench", 0) == 0) return launcher::run_bench(args, launch);
+  if (args.command == "bench attention") return launcher::run_bench(args, launch);
   const launcher::Config config = launcher::load_config(args.config, args.sets);
   common::setup_logging({launch.rank, launch.world, config.log.level, config.log.all_ranks});
   if (args.command == "info") return launcher::run_info(config, args, launch);
   if (args.command == "train") return launcher::run_train(config, args, launch);
   if (args.command == "eval") return launcher::run_eval(config, args, launch);
+  if (args.command == "bench step") return launcher::run_bench_step(config, args, launch);
   return 0;
 }
 

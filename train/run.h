@@ -19,6 +19,7 @@
 #include "train/metrics.h"
 #include "train/oom_message.h"
 #include "train/run_config.h"
+#include "train/step_timer.h"
 
 namespace hydra::train {
 
@@ -51,10 +52,12 @@ struct Run {
   RunCheckpoints checkpoints;
   int steps_run = 0;          // by this process (the second logs how much of the reduction overlapped)
   RunPhase* phase = nullptr;  // where the run is, for an out-of-memory message (null: untracked)
+  StepTimer* timer = nullptr;  // hydra bench step: the device time of each phase (null: untimed)
 };
 
 inline void enter(Run& run, const char* what) {
   if (run.phase) run.phase->what = what;
+  if (run.timer) run.timer->mark(what);
 }
 
 }  // namespace hydra::train

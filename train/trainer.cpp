@@ -27,6 +27,7 @@
 #include "parallel/pipeline_schedule.h"
 #include "parallel/pipeline_tied.h"
 #include "parallel/tensor_parallel.h"
+#include "train/device_memory.h"
 #include "train/device_peak.h"
 #include "train/metrics.h"
 #include "train/oom_message.h"
@@ -36,6 +37,7 @@
 #include "train/run_checkpoints.h"
 #include "train/run_checks.h"
 #include "train/schedule.h"
+#include "train/step_bench.h"
 
 namespace hydra::train {
 namespace {
@@ -377,6 +379,50 @@ double run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, c
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
                    static_cast<int>(run.batches.val_batches));
   return loss;
+}
+
+StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContext& ctx, const StepBenchPlan& plan) {
+  Run run = build_run(config, ctx);
+  const auto& t = config.train;
+  const bool cuda = t.device == "cuda";
+  const Schedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
+  StepBenchResult result;
+  result.micro_batch = run.batches.micro_batch;
+  result.accumulation = run.batches.accumulation;
+  result.tokens_per_step = static_cast<int64_t>(t.global_batch) * t.seq_len;
+  result.flops_per_token = model::compute_model_stats(config.model, t.seq_len, ctx.grid.shape.tp).flops_per_token;
+  result.peak_flops = run_peak_flops(t);
+  // The steps of a run, without what a run does between them (logging, evaluation, saving).
+  auto one_step = [&] {
+    const StepResult step = train_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
+    run.progress.step += 1;
+    run.progress.consumed_samples += t.global_batch;
+    result.last_loss = step.loss;
+  };
+  for (int i = 0; i < plan.warmup; ++i) one_step();
+  synchronize_device(cuda);
+  StepTimer timer(cuda);
+  run.timer = &timer;
+  const auto start = Clock::now();
+  for (int i = 0; i < plan.steps; ++i) {
+    timer.begin_step();
+    one_step();
+    timer.end_step();
+  }
+  result.phases = timer.finish();  // waits for the device
+  result.wall_step_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count() / std::max(plan.steps, 1);
+  run.timer = nullptr;
+  if (plan.traced > 0) {
+    plan.start_trace();
+    for (int i = 0; i < plan.traced; ++i) one_step();
+    synchronize_device(cuda);
+    plan.stop_trace();
+  }
+  const AllocatorPeaks peaks = allocator_peaks(cuda);
+  result.peak_allocated_gb = peaks.allocated_bytes / 1e9;
+  result.peak_reserved_gb = peaks.reserved_bytes / 1e9;
+  result.device_used_gb = memory_in_use_bytes(cuda) / 1e9;
+  return result;
 }
 
 }  // namespace hydra::train

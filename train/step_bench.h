@@ -1,0 +1,39 @@
+// `hydra bench step`: the training step of a config timed on its own: no data-order
+// bookkeeping beyond the step, no evaluation, no checkpoints, no metrics file.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "parallel/parallel_context.h"
+#include "train/run_config.h"
+#include "train/step_timer.h"
+
+namespace hydra::train {
+
+struct StepBenchPlan {
+  int warmup = 3;  // untimed steps first: allocator growth, cuBLAS heuristics, autotuning
+  int steps = 10;  // timed steps
+  int traced = 0;  // then this many steps between start_trace() and stop_trace() (a profiler)
+  std::function<void()> start_trace;
+  std::function<void()> stop_trace;
+};
+
+struct StepBenchResult {
+  StepPhases phases;                // per timed step
+  double wall_step_ms = 0;          // host clock over the timed steps, synchronised at both ends
+  int micro_batch = 0;              // sequences per forward on this rank
+  int accumulation = 0;             // micro-batches per step
+  int64_t tokens_per_step = 0;      // global batch x seq_len
+  double flops_per_token = 0;       // model::compute_model_stats (docs/MODEL.md, MFU)
+  std::optional<double> peak_flops; // of one device (train/device_peak.h); none: no MFU
+  double peak_allocated_gb = 0;     // the caching allocator's peaks over every step (CUDA)
+  double peak_reserved_gb = 0;
+  double device_used_gb = 0;        // the device's used memory at the end (what mem_gb of a run shows)
+  double last_loss = 0;
+};
+
+StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContext& ctx, const StepBenchPlan& plan);
+
+}  // namespace hydra::train
