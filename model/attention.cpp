@@ -7,6 +7,7 @@
 
 #include "common/errors.h"
 #include "model/attention_core.h"
+#include "model/fused_ops.h"
 
 namespace hydra::model {
 
@@ -43,10 +44,11 @@ torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor&
   torch::Tensor q = wq->forward(x).view({B, S, -1, d});
   torch::Tensor k = wk->forward(x).view({B, S, 1, d});
   const torch::Tensor v = wv->forward(x).view({B, S, 1, d});
-  q = apply_rope(q_norm->forward(q), positions, theta);
-  k = apply_rope(k_norm->forward(k), positions, theta);
+  // QK-norm then RoPE, one node (and on CUDA one kernel) each.
+  q = fused_rms_norm_rope(q, q_norm->weight, positions, theta, eps);
+  k = fused_rms_norm_rope(k, k_norm->weight, positions, theta, eps);
   const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d)));
-  return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
+  return wo->forward(fused_head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -91,17 +93,17 @@ torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor&
   // Queries: c_q = RMSNorm(x W_dq); q = [c_q W_uq ; RoPE(c_q W_qr)] per head.
   const torch::Tensor c_q = q_norm->forward(w_dq->forward(x));
   const torch::Tensor q_c = w_uq->forward(c_q).view({B, S, -1, d});
-  const torch::Tensor q_r = apply_rope(w_qr->forward(c_q).view({B, S, -1, dr}), positions, theta);
+  const torch::Tensor q_r = fused_rope(w_qr->forward(c_q).view({B, S, -1, dr}), positions, theta);
   // Keys and values from the cached latent c_kv, plus the shared RoPE key k_r = RoPE(x W_kr).
   const torch::Tensor c_kv = kv_norm->forward(w_dkv->forward(x));
   const torch::Tensor k_c = w_uk->forward(c_kv).view({B, S, -1, d});
   const torch::Tensor v = w_uv->forward(c_kv).view({B, S, -1, d});
-  const torch::Tensor k_r = apply_rope(w_kr->forward(x).view({B, S, 1, dr}), positions, theta);
+  const torch::Tensor k_r = fused_rope(w_kr->forward(x).view({B, S, 1, dr}), positions, theta);
   const int64_t heads = q_c.size(2);
   const torch::Tensor q = torch::cat({q_c, q_r}, -1);
   const torch::Tensor k = torch::cat({k_c, k_r.expand({B, S, heads, dr})}, -1);
   const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d + dr)));
-  return wo->forward(head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
+  return wo->forward(fused_head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
 }
 
 // ---------------------------------------------------------------------------------------------

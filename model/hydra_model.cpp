@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "common/errors.h"
+#include "model/fused_ops.h"
 #include "model/model_checks.h"
 #include "model/model_slice.h"
 
@@ -75,8 +76,11 @@ LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_ro
 torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& positions) {
   // Each sub-layer is one tp region: it enters at the normalised input and leaves through its
   // row-parallel output projection (tp_hooks.h).
-  const torch::Tensor h = x + alpha * attn->forward(tp.enter_region(attn_norm->forward(x)), positions);
-  return h + mlp->forward(tp.enter_region(mlp_norm->forward(h)));
+  // h = x + alpha * attn(...) and mlp_norm(h) in one node (one kernel on CUDA).
+  const auto [h, normed] =
+      fused_add_rms_norm(x, attn->forward(tp.enter_region(attn_norm->forward(x)), positions), alpha,
+                         mlp_norm->weight, mlp_norm->eps);
+  return h + mlp->forward(tp.enter_region(normed));
 }
 
 std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "model/fused_ops.h"
+
 namespace hydra::model {
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
@@ -24,6 +26,8 @@ torch::Tensor head_rms_norm(const torch::Tensor& x, const torch::Tensor& weight,
 RMSNormImpl::RMSNormImpl(int64_t size, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({size}));
 }
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return fused_rms_norm(x, weight, eps); }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
   const int64_t D = x.size(-1);
@@ -57,7 +61,7 @@ MlpImpl::MlpImpl(const Dims& dims, const ProjectionFactory& factory) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return w_down->forward(torch::silu(w_gate->forward(x)) * w_up->forward(x));
+  return w_down->forward(fused_swiglu(w_gate->forward(x), w_up->forward(x)));
 }
 
 }  // namespace hydra::model

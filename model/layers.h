@@ -1,6 +1,8 @@
 // The small pieces every layer uses (docs/MODEL.md, "Notation" and "Layer"): RMSNorm, the
 // per-head RMSNorm of attention outputs, rotate-half RoPE over explicit positions, and the
-// SwiGLU MLP.
+// SwiGLU MLP. The free functions below are the reference formulas, written as the spec reads;
+// the modules run their fused counterparts (fused_ops.h: one autograd node each, the same
+// numbers), and tests and benchmarks compare the two.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -21,7 +23,7 @@ torch::Tensor head_rms_norm(const torch::Tensor& x, const torch::Tensor& weight,
 
 struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t size, double eps);
-  torch::Tensor forward(const torch::Tensor& x) { return rms_norm(x, weight, eps); }
+  torch::Tensor forward(const torch::Tensor& x);  // fused_rms_norm
   torch::Tensor weight;  // initialised to 1
   double eps;
 };
@@ -33,7 +35,7 @@ using RMSNorm = std::shared_ptr<RMSNormImpl>;
 // Angles are computed in float64 for float64 inputs and in float32 otherwise.
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta);
 
-// SwiGLU: W_down(silu(W_gate x) * W_up x), width F. W_gate/W_up column-parallel, W_down
+// SwiGLU: W_down(silu(W_gate x) * W_up x), width F; the gate is fused_swiglu. W_gate/W_up column-parallel, W_down
 // row-parallel; W_down gets the depth-scaled init (docs/MODEL.md "Init").
 struct MlpImpl : torch::nn::Module {
   MlpImpl(const Dims& dims, const ProjectionFactory& factory);

@@ -1,0 +1,403 @@
+// Fused RMSNorm, forward and backward (launchers in rms_norm.h).
+//
+// Design invariants
+// - One group of `lanes` lanes per row (lanes = the smallest power of two >= n / VEC, at most
+//   32), so short rows (head size 64: 8 lanes) do not leave most of a warp idle. Each lane
+//   walks its row in VEC-element vectors (16 bytes: 8 bf16 or 4 float32) when n and every base
+//   pointer allow, else element by element.
+// - Two passes over a row: the sum (of squares, or of g * xhat) reduced across the row's lanes
+//   with shuffles, then the outputs. The second pass re-reads the row, which the first pass
+//   has just brought into L1/L2; nothing is staged in shared memory.
+// - Rows past the end still take part in the shuffles (every lane of a warp must), then write
+//   nothing.
+// - Arithmetic in float32; intermediates are rounded to the storage type where the unfused
+//   LibTorch ops hold them in it (vector_io::round_to), so the result differs from those ops by
+//   reduction order only.
+// - The weight gradient is a column sum over rows: per-block float32 partials over a fixed
+//   chunk of rows (threads of a block split the chunk's rows, then add their sums in thread
+//   order through shared memory), then one thread per column adds the partials in chunk order.
+//   No atomics: bitwise reproducible.
+#include "kernels/rms_norm.h"
+
+#include <algorithm>
+
+#include "kernels/vector_io.cuh"
+
+namespace hydra::kernels {
+namespace {
+
+using vector_io::bf16;
+using vector_io::group_sum;
+using vector_io::load;
+using vector_io::round_to;
+using vector_io::store;
+
+constexpr int kThreads = 256;
+
+struct RowArgs {
+  int64_t rows = 0;
+  int n = 0, groups = 1, lanes = 32;
+  float eps = 0.f, alpha = 1.f;
+  const void* x = nullptr;   // forward input (backward: the normalised input, x or h)
+  const void* y = nullptr;   // add form: the residual branch
+  const void* weight = nullptr;
+  const void* dy = nullptr;  // backward: gradient of the norm's output
+  const void* dh = nullptr;  // add-form backward: gradient of h
+  void* out = nullptr;       // forward: the norm's output; backward: dx
+  void* h = nullptr;         // add-form forward: h; add-form backward: d(branch)
+  float* rstd = nullptr;
+};
+
+// Forward. ADD: h = x + alpha * y first, normalised in its place.
+template <typename T, int VEC, bool ADD>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const RowArgs a) {
+  const int sub = threadIdx.x % a.lanes;
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / a.lanes;
+  const bool live = row < a.rows;
+  const int64_t base = live ? row * a.n : 0;
+  const T* x = static_cast<const T*>(a.x) + base;
+  T* h = ADD ? static_cast<T*>(a.h) + base : nullptr;
+  float ss = 0.f;
+  if (live) {
+    for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
+      float v[VEC];
+      load<T, VEC>(x + c, v);
+      if constexpr (ADD) {
+        float yv[VEC];
+        load<T, VEC>(static_cast<const T*>(a.y) + base + c, yv);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[k] = round_to<T>(v[k] + round_to<T>(a.alpha * yv[k]));
+        store<T, VEC>(h + c, v);
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) ss += v[k] * v[k];
+    }
+  }
+  ss = group_sum(ss, a.lanes);
+  if (!live) return;
+  const float rs = rsqrtf(ss / static_cast<float>(a.n) + a.eps);
+  if (sub == 0) a.rstd[row] = rs;
+  const T* src = ADD ? h : x;  // h: this thread's own writes of the first pass
+  const T* w = static_cast<const T*>(a.weight) + (row % a.groups) * a.n;
+  T* out = static_cast<T*>(a.out) + base;
+  for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
+    float v[VEC], wv[VEC];
+    load<T, VEC>(src + c, v);
+    load<T, VEC>(w + c, wv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) v[k] = round_to<T>(v[k] * rs) * wv[k];
+    store<T, VEC>(out + c, v);
+  }
+}
+
+// Backward for dx (ADD: also the branch gradient). The weight gradient is a separate pass.
+template <typename T, int VEC, bool ADD>
+__global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
+  const int sub = threadIdx.x % a.lanes;
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / a.lanes;
+  const bool live = row < a.rows;
+  const int64_t base = live ? row * a.n : 0;
+  const T* x = static_cast<const T*>(a.x) + base;
+  const T* dy = static_cast<const T*>(a.dy) + base;
+  const T* w = static_cast<const T*>(a.weight) + (live ? (row % a.groups) * a.n : 0);
+  const float rs = live ? a.rstd[row] : 0.f;
+  // g = dy * w is the gradient of the rounded normalised input; its dot with xhat.
+  float dot = 0.f;
+  if (live) {
+    for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
+      float xv[VEC], gv[VEC], wv[VEC];
+      load<T, VEC>(x + c, xv);
+      load<T, VEC>(dy + c, gv);
+      load<T, VEC>(w + c, wv);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) dot += round_to<T>(gv[k] * wv[k]) * (xv[k] * rs);
+    }
+  }
+  dot = group_sum(dot, a.lanes);
+  if (!live) return;
+  const float mean = dot / static_cast<float>(a.n);
+  T* dx = static_cast<T*>(a.out) + base;
+  for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
+    float xv[VEC], gv[VEC], wv[VEC], d[VEC];
+    load<T, VEC>(x + c, xv);
+    load<T, VEC>(dy + c, gv);
+    load<T, VEC>(w + c, wv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) d[k] = rs * (round_to<T>(gv[k] * wv[k]) - xv[k] * rs * mean);
+    if constexpr (ADD) {
+      float dh[VEC], db[VEC];
+      load<T, VEC>(static_cast<const T*>(a.dh) + base + c, dh);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));  // autograd sums the two in the storage type
+        db[k] = a.alpha * d[k];
+      }
+      store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+    }
+    store<T, VEC>(dx + c, d);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient: the rows viewed as rows / groups super-rows of C = groups * n columns, so
+// that column c always meets weight element c.
+struct WeightGradPlan {
+  int64_t super_rows = 0, chunk = 1;
+  int columns = 0, col_threads = 1, row_threads = 1, col_blocks = 1, chunks = 1, vec = 1;
+};
+
+struct WeightGradArgs {
+  WeightGradPlan plan;
+  int n = 0, groups = 1;
+  const void* x = nullptr;
+  const float* rstd = nullptr;
+  const void* dy = nullptr;
+  float* partial = nullptr;  // [chunks, columns]
+  void* dweight = nullptr;
+};
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kThreads) weight_grad_partial_kernel(const WeightGradArgs a) {
+  __shared__ float s_sum[kThreads * VEC];
+  const WeightGradPlan& p = a.plan;
+  const int ct = threadIdx.x % p.col_threads, rt = threadIdx.x / p.col_threads;
+  const int c0 = (blockIdx.x * p.col_threads + ct) * VEC;
+  const bool active = rt < p.row_threads && c0 < p.columns;
+  float acc[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) acc[k] = 0.f;
+  if (active) {
+    const int64_t begin = blockIdx.y * p.chunk, end = min(p.super_rows, begin + p.chunk);
+    const int segment = c0 / a.n;  // VEC > 1 only when n % VEC == 0: a vector never straddles rows
+    for (int64_t r = begin + rt; r < end; r += p.row_threads) {
+      float xv[VEC], gv[VEC];
+      load<T, VEC>(static_cast<const T*>(a.x) + r * p.columns + c0, xv);
+      load<T, VEC>(static_cast<const T*>(a.dy) + r * p.columns + c0, gv);
+      const float rs = a.rstd[r * a.groups + segment];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) acc[k] += gv[k] * round_to<T>(xv[k] * rs);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) s_sum[threadIdx.x * VEC + k] = acc[k];
+  __syncthreads();
+  if (rt != 0 || c0 >= p.columns) return;
+  for (int j = 1; j < p.row_threads; ++j) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) acc[k] += s_sum[(j * p.col_threads + ct) * VEC + k];
+  }
+  float* out = a.partial + static_cast<int64_t>(blockIdx.y) * p.columns + c0;
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) out[k] = acc[k];
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) weight_grad_final_kernel(const WeightGradArgs a) {
+  const int c = blockIdx.x * kThreads + threadIdx.x;
+  if (c >= a.plan.columns) return;
+  float sum = 0.f;
+  for (int j = 0; j < a.plan.chunks; ++j) sum += a.partial[static_cast<int64_t>(j) * a.plan.columns + c];
+  static_cast<T*>(a.dweight)[c] = vector_io::from_float<T>(sum);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side.
+void check_shape(const RmsNormShape& s) {
+  HYDRA_CHECK(s.rows >= 0 && s.n > 0 && s.groups > 0 && s.rows % s.groups == 0,
+              "rms_norm kernels: rows " << s.rows << ", n " << s.n << ", groups " << s.groups);
+}
+
+template <typename T>
+int row_vec(int n, std::initializer_list<const void*> pointers) {
+  constexpr int kVec = vector_io::kMaxVec<T>;
+  if (n % kVec != 0) return 1;
+  for (const void* p : pointers) {
+    if (!vector_io::aligned16(p)) return 1;
+  }
+  return kVec;
+}
+
+RowArgs row_args(const RmsNormShape& s, int vec) {
+  RowArgs a;
+  a.rows = s.rows;
+  a.n = s.n;
+  a.groups = s.groups;
+  a.eps = s.eps;
+  a.lanes = vector_io::lanes_for((s.n + vec - 1) / vec);
+  return a;
+}
+
+unsigned row_blocks(const RowArgs& a) {
+  const int64_t rows_per_block = kThreads / a.lanes;
+  return static_cast<unsigned>((a.rows + rows_per_block - 1) / rows_per_block);
+}
+
+template <typename T, bool ADD>
+void launch_forward(RowArgs a, int vec, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  if (vec > 1) {
+    forward_kernel<T, vector_io::kMaxVec<T>, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
+  } else {
+    forward_kernel<T, 1, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
+  }
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+template <typename T, bool ADD>
+void launch_backward(RowArgs a, int vec, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  if (vec > 1) {
+    backward_kernel<T, vector_io::kMaxVec<T>, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
+  } else {
+    backward_kernel<T, 1, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
+  }
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+// The chunking (hence the workspace, [chunks, columns] float32, and the order of the sums) is
+// a function of the shape alone: not of the device, nor of the vector width, which depends on
+// the pointers' alignment.
+WeightGradPlan weight_grad_plan(const RmsNormShape& s, int vec) {
+  constexpr int64_t kTargetBlocks = 512;      // a few waves on ~132 SMs
+  constexpr int64_t kColumnsPerBlock = 2048;  // kThreads x 8 bf16
+  constexpr int64_t kMinRowsPerChunk = 8;
+  WeightGradPlan p;
+  p.vec = vec;
+  p.columns = s.groups * s.n;
+  p.super_rows = s.rows / s.groups;
+  const int col_vectors = p.columns / vec;
+  p.col_threads = std::min(kThreads, col_vectors);
+  p.row_threads = kThreads / p.col_threads;
+  p.col_blocks = (col_vectors + p.col_threads - 1) / p.col_threads;
+  const int64_t want = std::max<int64_t>(1, kTargetBlocks / ((p.columns + kColumnsPerBlock - 1) / kColumnsPerBlock));
+  const int64_t chunks = std::min(want, std::max<int64_t>(1, (p.super_rows + kMinRowsPerChunk - 1) / kMinRowsPerChunk));
+  p.chunk = std::max<int64_t>(1, (p.super_rows + chunks - 1) / chunks);
+  p.chunks = static_cast<int>(std::max<int64_t>(1, (p.super_rows + p.chunk - 1) / p.chunk));
+  return p;
+}
+
+}  // namespace
+
+void rms_norm_forward(const RmsNormShape& shape, const void* x, const void* weight, void* y, float* rstd,
+                      cudaStream_t stream) {
+  check_shape(shape);
+  const bool bf = shape.dtype == StorageType::kBFloat16;
+  const int vec = bf ? row_vec<bf16>(shape.n, {x, weight, y}) : row_vec<float>(shape.n, {x, weight, y});
+  RowArgs a = row_args(shape, vec);
+  a.x = x;
+  a.weight = weight;
+  a.out = y;
+  a.rstd = rstd;
+  if (bf) {
+    launch_forward<bf16, false>(a, vec, stream);
+  } else {
+    launch_forward<float, false>(a, vec, stream);
+  }
+}
+
+void add_rms_norm_forward(const RmsNormShape& shape, const void* x, const void* y, float alpha, const void* weight,
+                          void* h, void* out, float* rstd, cudaStream_t stream) {
+  check_shape(shape);
+  const bool bf = shape.dtype == StorageType::kBFloat16;
+  const int vec =
+      bf ? row_vec<bf16>(shape.n, {x, y, weight, h, out}) : row_vec<float>(shape.n, {x, y, weight, h, out});
+  RowArgs a = row_args(shape, vec);
+  a.x = x;
+  a.y = y;
+  a.alpha = alpha;
+  a.weight = weight;
+  a.h = h;
+  a.out = out;
+  a.rstd = rstd;
+  if (bf) {
+    launch_forward<bf16, true>(a, vec, stream);
+  } else {
+    launch_forward<float, true>(a, vec, stream);
+  }
+}
+
+void rms_norm_backward(const RmsNormShape& shape, const void* x, const void* weight, const float* rstd, const void* dy,
+                       void* dx, cudaStream_t stream) {
+  check_shape(shape);
+  const bool bf = shape.dtype == StorageType::kBFloat16;
+  const int vec = bf ? row_vec<bf16>(shape.n, {x, weight, dy, dx}) : row_vec<float>(shape.n, {x, weight, dy, dx});
+  RowArgs a = row_args(shape, vec);
+  a.x = x;
+  a.weight = weight;
+  a.rstd = const_cast<float*>(rstd);  // read only in the backward
+  a.dy = dy;
+  a.out = dx;
+  if (bf) {
+    launch_backward<bf16, false>(a, vec, stream);
+  } else {
+    launch_backward<float, false>(a, vec, stream);
+  }
+}
+
+void add_rms_norm_backward(const RmsNormShape& shape, const void* h, const void* weight, const float* rstd,
+                           const void* dh, const void* dn, float alpha, void* dx, void* dy, cudaStream_t stream) {
+  check_shape(shape);
+  const bool bf = shape.dtype == StorageType::kBFloat16;
+  const int vec = bf ? row_vec<bf16>(shape.n, {h, weight, dh, dn, dx, dy})
+                     : row_vec<float>(shape.n, {h, weight, dh, dn, dx, dy});
+  RowArgs a = row_args(shape, vec);
+  a.x = h;
+  a.weight = weight;
+  a.rstd = const_cast<float*>(rstd);
+  a.dy = dn;
+  a.dh = dh;
+  a.alpha = alpha;
+  a.out = dx;
+  a.h = dy;
+  if (bf) {
+    launch_backward<bf16, true>(a, vec, stream);
+  } else {
+    launch_backward<float, true>(a, vec, stream);
+  }
+}
+
+size_t rms_norm_weight_grad_workspace(const RmsNormShape& shape) {
+  check_shape(shape);
+  const WeightGradPlan p = weight_grad_plan(shape, 1);
+  return static_cast<size_t>(p.chunks) * static_cast<size_t>(p.columns) * sizeof(float);
+}
+
+void rms_norm_weight_grad(const RmsNormShape& shape, const void* x, const float* rstd, const void* dy, void* dweight,
+                          void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  check_shape(shape);
+  const bool bf = shape.dtype == StorageType::kBFloat16;
+  const int vec = bf ? row_vec<bf16>(shape.n, {x, dy}) : row_vec<float>(shape.n, {x, dy});
+  WeightGradArgs a;
+  a.plan = weight_grad_plan(shape, vec);
+  HYDRA_CHECK(workspace_bytes >= static_cast<size_t>(a.plan.chunks) * a.plan.columns * sizeof(float),
+              "rms_norm_weight_grad: workspace of " << workspace_bytes << " bytes is too small");
+  a.n = shape.n;
+  a.groups = shape.groups;
+  a.x = x;
+  a.rstd = rstd;
+  a.dy = dy;
+  a.partial = static_cast<float*>(workspace);
+  a.dweight = dweight;
+  const dim3 grid(a.plan.col_blocks, a.plan.chunks);
+  const unsigned final_blocks = static_cast<unsigned>((a.plan.columns + kThreads - 1) / kThreads);
+  if (bf) {
+    if (vec > 1) {
+      weight_grad_partial_kernel<bf16, vector_io::kMaxVec<bf16>><<<grid, kThreads, 0, stream>>>(a);
+    } else {
+      weight_grad_partial_kernel<bf16, 1><<<grid, kThreads, 0, stream>>>(a);
+    }
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
+    weight_grad_final_kernel<bf16><<<final_blocks, kThreads, 0, stream>>>(a);
+  } else {
+    if (vec > 1) {
+      weight_grad_partial_kernel<float, vector_io::kMaxVec<float>><<<grid, kThreads, 0, stream>>>(a);
+    } else {
+      weight_grad_partial_kernel<float, 1><<<grid, kThreads, 0, stream>>>(a);
+    }
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
+    weight_grad_final_kernel<float><<<final_blocks, kThreads, 0, stream>>>(a);
+  }
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+}  // namespace hydra::kernels

@@ -1,0 +1,197 @@
+// CUDA glue of the fused ops (fused_ops_cuda.h): tensors to kernel launchers.
+#include "model/fused_ops_cuda.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "common/errors.h"
+#include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+
+namespace hydra::model {
+namespace {
+
+kernels::StorageType storage_of(const at::Tensor& t) {
+  HYDRA_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kFloat,
+              "fused kernels: dtype " << t.scalar_type() << " (want bfloat16 or float32)");
+  return t.scalar_type() == at::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
+}
+
+// The tensor in `like`'s dtype, contiguous (no copy when it already is both).
+at::Tensor as_contiguous(const at::Tensor& t, const at::Tensor& like) {
+  return t.to(like.scalar_type()).contiguous();
+}
+
+kernels::RmsNormShape norm_shape(const at::Tensor& x, int64_t n, int64_t groups, double eps) {
+  kernels::RmsNormShape s;
+  s.n = static_cast<int>(n);
+  s.rows = n > 0 ? x.numel() / n : 0;
+  s.groups = static_cast<int>(groups);
+  s.eps = static_cast<float>(eps);
+  s.dtype = storage_of(x);
+  return s;
+}
+
+kernels::RopeShape rope_shape(const at::Tensor& x, double theta) {
+  kernels::RopeShape s;
+  s.tokens = x.size(0) * x.size(1);
+  s.heads = static_cast<int>(x.size(2));
+  s.head_dim = static_cast<int>(x.size(3));
+  s.theta = theta;
+  s.dtype = storage_of(x);
+  return s;
+}
+
+// dweight from contiguous x, rstd and dy of the norm's shape.
+at::Tensor weight_grad(const kernels::RmsNormShape& s, const at::Tensor& x, const at::Tensor& rstd,
+                       const at::Tensor& dy, const at::Tensor& weight) {
+  at::Tensor dw = at::empty(weight.sizes(), weight.options());
+  const size_t bytes = kernels::rms_norm_weight_grad_workspace(s);
+  at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+  kernels::rms_norm_weight_grad(s, x.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dw.data_ptr(),
+                                workspace.data_ptr(), bytes, at::cuda::getCurrentCUDAStream());
+  return dw;
+}
+
+}  // namespace
+
+bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors) {
+  const at::Tensor* first = nullptr;
+  for (const at::Tensor& t : tensors) {
+    if (!t.defined() || !t.is_cuda()) return false;
+    if (first == nullptr) {
+      if (t.scalar_type() != at::kBFloat16 && t.scalar_type() != at::kFloat) return false;
+      first = &t;
+    } else if (t.scalar_type() != first->scalar_type() || t.device() != first->device()) {
+      return false;
+    }
+  }
+  return first != nullptr;
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_forward_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
+                                                         int64_t groups, double eps) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
+  const auto s = norm_shape(x, x.size(-1), groups, eps);
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  at::Tensor rstd = at::empty({s.rows}, x.options().dtype(at::kFloat));
+  kernels::rms_norm_forward(s, x.data_ptr(), weight.data_ptr(), y.data_ptr(), rstd.data_ptr<float>(),
+                            at::cuda::getCurrentCUDAStream());
+  return {y, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cuda(const at::Tensor& dy_in, const at::Tensor& x_in,
+                                                          const at::Tensor& weight_in, const at::Tensor& rstd,
+                                                          int64_t groups, bool need_dw) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), dy = as_contiguous(dy_in, x);
+  const auto s = norm_shape(x, x.size(-1), groups, 0.0);
+  at::Tensor dw;
+  if (need_dw) dw = weight_grad(s, x, rstd, dy, weight);
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  kernels::rms_norm_backward(s, x.data_ptr(), weight.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dx.data_ptr(),
+                             at::cuda::getCurrentCUDAStream());
+  return {dx, dw};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_forward_cuda(const at::Tensor& x_in, const at::Tensor& y_in,
+                                                                         double alpha, const at::Tensor& weight_in,
+                                                                         double eps) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), y = y_in.contiguous(), weight = weight_in.contiguous();
+  const auto s = norm_shape(x, x.size(-1), 1, eps);
+  at::Tensor h = at::empty(x.sizes(), x.options()), out = at::empty(x.sizes(), x.options());
+  at::Tensor rstd = at::empty({s.rows}, x.options().dtype(at::kFloat));
+  kernels::add_rms_norm_forward(s, x.data_ptr(), y.data_ptr(), static_cast<float>(alpha), weight.data_ptr(),
+                                h.data_ptr(), out.data_ptr(), rstd.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
+  return {h, out, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_backward_cuda(const at::Tensor& dh_in, const at::Tensor& dn_in,
+                                                                          const at::Tensor& h_in,
+                                                                          const at::Tensor& weight_in,
+                                                                          const at::Tensor& rstd, double alpha,
+                                                                          bool need_dw) {
+  const c10::cuda::CUDAGuard guard(h_in.device());
+  const at::Tensor h = h_in.contiguous(), weight = weight_in.contiguous();
+  const at::Tensor dh = as_contiguous(dh_in, h), dn = as_contiguous(dn_in, h);
+  const auto s = norm_shape(h, h.size(-1), 1, 0.0);
+  at::Tensor dw;
+  if (need_dw) dw = weight_grad(s, h, rstd, dn, weight);
+  at::Tensor dx = at::empty(h.sizes(), h.options()), dy = at::empty(h.sizes(), h.options());
+  kernels::add_rms_norm_backward(s, h.data_ptr(), weight.data_ptr(), rstd.data_ptr<float>(), dh.data_ptr(),
+                                 dn.data_ptr(), static_cast<float>(alpha), dx.data_ptr(), dy.data_ptr(),
+                                 at::cuda::getCurrentCUDAStream());
+  return {dx, dy, dw};
+}
+
+at::Tensor rope_cuda(const at::Tensor& x_in, const at::Tensor& positions_in, double theta, bool inverse) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), positions = positions_in.contiguous();
+  HYDRA_CHECK(positions.scalar_type() == at::kLong && positions.is_cuda(), "rope: positions must be CUDA int64");
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const auto s = rope_shape(x, theta);
+  if (inverse) {
+    kernels::rope_backward(s, x.data_ptr(), positions.data_ptr<int64_t>(), out.data_ptr(),
+                           at::cuda::getCurrentCUDAStream());
+  } else {
+    kernels::rope_forward(s, x.data_ptr(), positions.data_ptr<int64_t>(), out.data_ptr(),
+                          at::cuda::getCurrentCUDAStream());
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_rope_forward_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
+                                                              const at::Tensor& positions_in, double theta,
+                                                              double eps) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), positions = positions_in.contiguous();
+  const auto s = rope_shape(x, theta);
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  at::Tensor rstd = at::empty({s.tokens * s.heads}, x.options().dtype(at::kFloat));
+  kernels::rms_norm_rope_forward(s, static_cast<float>(eps), x.data_ptr(), weight.data_ptr(),
+                                 positions.data_ptr<int64_t>(), out.data_ptr(), rstd.data_ptr<float>(),
+                                 at::cuda::getCurrentCUDAStream());
+  return {out, rstd};
+}
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_rope_backward_cuda(const at::Tensor& dout, const at::Tensor& x_in,
+                                                               const at::Tensor& weight_in, const at::Tensor& positions,
+                                                               const at::Tensor& rstd, double theta, bool need_dw) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
+  // The gradient of the norm's output, rounded to the storage type as autograd would hold it;
+  // then the norm's backward writes dx over it (the launcher allows dx to alias dy), after the
+  // weight gradient has read it.
+  at::Tensor g = rope_cuda(as_contiguous(dout, x), positions, theta, /*inverse=*/true);
+  const auto s = norm_shape(x, x.size(-1), 1, 0.0);
+  at::Tensor dw;
+  if (need_dw) dw = weight_grad(s, x, rstd, g, weight);
+  kernels::rms_norm_backward(s, x.data_ptr(), weight.data_ptr(), rstd.data_ptr<float>(), g.data_ptr(), g.data_ptr(),
+                             at::cuda::getCurrentCUDAStream());
+  return {g, dw};
+}
+
+at::Tensor swiglu_forward_cuda(const at::Tensor& g_in, const at::Tensor& u_in) {
+  const c10::cuda::CUDAGuard guard(g_in.device());
+  const at::Tensor g = g_in.contiguous(), u = u_in.contiguous();
+  at::Tensor out = at::empty(g.sizes(), g.options());
+  kernels::swiglu_forward(g.numel(), storage_of(g), g.data_ptr(), u.data_ptr(), out.data_ptr(),
+                          at::cuda::getCurrentCUDAStream());
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> swiglu_backward_cuda(const at::Tensor& g_in, const at::Tensor& u_in,
+                                                        const at::Tensor& dout_in) {
+  const c10::cuda::CUDAGuard guard(g_in.device());
+  const at::Tensor g = g_in.contiguous(), u = u_in.contiguous(), dout = as_contiguous(dout_in, g);
+  at::Tensor dg = at::empty(g.sizes(), g.options()), du = at::empty(u.sizes(), u.options());
+  kernels::swiglu_backward(g.numel(), storage_of(g), g.data_ptr(), u.data_ptr(), dout.data_ptr(), dg.data_ptr(),
+                           du.data_ptr(), at::cuda::getCurrentCUDAStream());
+  return {dg, du};
+}
+
+}  // namespace hydra::model

@@ -1,0 +1,303 @@
+// The fused RMSNorm, RoPE and SwiGLU kernels (kernels/rms_norm.h, rope.h, swiglu.h) through the
+// autograd Functions of model/fused_ops.h on CUDA tensors, in bf16 and float32, against the
+// plain formulas in float64 (autograd) on the same rounded inputs, forward and backward, over
+// many shapes: odd row lengths (vector and scalar paths), misaligned base pointers, grouped
+// weights, arbitrary and large positions. Each case first asserts that the kernels run (not
+// the ATen fallback). Launcher-level checks poison every output and the workspace with NaN and
+// run the weight gradient twice (bitwise equal). A small case runs under compute-sanitizer.
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <ATen/cuda/CUDAContext.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kernels/rms_norm.h"
+#include "model/fused_ops.h"
+#include "model/fused_ops_cuda.h"
+
+namespace hydra::model {
+namespace {
+
+constexpr double kEps = 1e-6;
+const auto kF64 = torch::TensorOptions().dtype(torch::kDouble);
+
+// ---- the plain formulas (float64, autograd, CPU) -----------------------------------------------
+torch::Tensor plain_rms_norm(const torch::Tensor& x, const torch::Tensor& weight, int64_t groups) {
+  const int64_t n = x.size(-1);
+  const torch::Tensor xv = x.reshape({-1, groups, n});
+  return (xv / torch::sqrt(xv.pow(2).mean(-1, true) + kEps) * weight.reshape({groups, n})).reshape(x.sizes());
+}
+
+torch::Tensor plain_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
+  const int64_t D = x.size(-1), half = D / 2;
+  const torch::Tensor inv_freq = torch::pow(theta, -torch::arange(half, kF64) * (2.0 / static_cast<double>(D)));
+  const torch::Tensor angle = positions.to(torch::kDouble).unsqueeze(-1).unsqueeze(-1) * inv_freq;
+  const torch::Tensor c = torch::cos(angle), s = torch::sin(angle);
+  const torch::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1);
+}
+
+double rel_l2(const torch::Tensor& got, const torch::Tensor& want) {
+  const torch::Tensor g = got.detach().cpu().to(torch::kDouble), w = want.detach().cpu().to(torch::kDouble);
+  return (g - w).norm().item<double>() / std::max(w.norm().item<double>(), 1e-300);
+}
+
+// A CUDA tensor of `dtype` holding `values` (float64, CPU), 16-byte aligned or, when
+// `misaligned`, starting one element into its storage (the kernels' scalar path).
+torch::Tensor on_device(const torch::Tensor& values, torch::ScalarType dtype, bool misaligned) {
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+  if (!misaligned) return values.to(opts).contiguous();
+  torch::Tensor flat = torch::empty({values.numel() + 1}, opts);
+  torch::Tensor view = flat.narrow(0, 1, values.numel()).view(values.sizes());
+  view.copy_(values.to(opts));
+  return view;
+}
+
+struct Tolerance {
+  double forward, backward;
+};
+Tolerance tolerance(torch::ScalarType dtype) {
+  return dtype == torch::kBFloat16 ? Tolerance{1e-2, 2e-2} : Tolerance{2e-5, 1e-4};
+}
+
+using Fn = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;
+
+// inputs: float64 CPU values (the first `activations` are activations, the rest weights).
+// Rounds them to dtype, runs `fused` on CUDA leaves and `plain` on float64 CPU leaves of the
+// rounded values, compares outputs and the gradients of sum(out_k * up_k).
+void check(const Fn& fused, const Fn& plain, const std::vector<torch::Tensor>& inputs, torch::ScalarType dtype,
+           bool misaligned, const std::string& what) {
+  std::vector<torch::Tensor> dev, ref;
+  for (const auto& t : inputs) {
+    dev.push_back(on_device(t, dtype, misaligned).requires_grad_(true));
+    ref.push_back(dev.back().detach().cpu().to(torch::kDouble).requires_grad_(true));
+  }
+  const std::vector<torch::Tensor> y = fused(dev), y_ref = plain(ref);
+  std::vector<torch::Tensor> up, up_ref;
+  const Tolerance tol = tolerance(dtype);
+  for (size_t k = 0; k < y.size(); ++k) {
+    ASSERT_EQ(y[k].scalar_type(), dtype) << what;
+    ASSERT_TRUE(y[k].is_cuda()) << what;
+    EXPECT_TRUE(torch::isfinite(y[k]).all().item<bool>()) << what << ": non-finite output " << k;
+    EXPECT_LT(rel_l2(y[k], y_ref[k]), tol.forward) << what << " output " << k;
+    up_ref.push_back(torch::randn(y_ref[k].sizes(), kF64).to(dtype).to(torch::kDouble));
+    up.push_back(up_ref.back().to(y[k].options()));
+  }
+  const auto g = torch::autograd::grad(y, dev, up), g_ref = torch::autograd::grad(y_ref, ref, up_ref);
+  for (size_t k = 0; k < dev.size(); ++k) {
+    EXPECT_TRUE(torch::isfinite(g[k]).all().item<bool>()) << what << ": non-finite gradient " << k;
+    EXPECT_LT(rel_l2(g[k], g_ref[k]), tol.backward) << what << " gradient " << k;
+  }
+}
+
+std::string tag(torch::ScalarType dtype, bool misaligned) {
+  return std::string(dtype == torch::kBFloat16 ? " bf16" : " fp32") + (misaligned ? " misaligned" : "");
+}
+
+torch::Tensor weight_values(int64_t n) { return 1.0 + 0.3 * torch::randn({n}, kF64); }
+
+class FusedOpsKernels : public ::testing::TestWithParam<torch::ScalarType> {};
+
+TEST_P(FusedOpsKernels, RmsNormMatchesFloat64) {
+  ASSERT_TRUE(torch::cuda::is_available());
+  torch::manual_seed(1);
+  const auto dtype = GetParam();
+  for (int64_t n : {1, 7, 64, 96, 768, 2050}) {
+    for (int64_t rows : {1, 33, 300, 4099}) {
+      for (bool misaligned : {false, true}) {
+        const torch::Tensor x = 2.0 * torch::randn({rows, n}, kF64), w = weight_values(n);
+        ASSERT_TRUE(fused_kernels_apply({on_device(x, dtype, misaligned), on_device(w, dtype, false)}));
+        check([](const auto& t) { return std::vector<torch::Tensor>{fused_rms_norm(t[0], t[1], kEps)}; },
+              [](const auto& t) { return std::vector<torch::Tensor>{plain_rms_norm(t[0], t[1], 1)}; }, {x, w}, dtype,
+              misaligned, "rms_norm n " + std::to_string(n) + " rows " + std::to_string(rows) + tag(dtype, misaligned));
+      }
+    }
+  }
+}
+
+TEST_P(FusedOpsKernels, HeadRmsNormMatchesFloat64) {
+  torch::manual_seed(2);
+  const auto dtype = GetParam();
+  for (int64_t H : {1, 3, 12}) {
+    for (int64_t hs : {7, 16, 64, 128}) {
+      for (int64_t tokens : {1, 1000}) {
+        const torch::Tensor x = torch::randn({tokens, H * hs}, kF64), w = weight_values(H * hs);
+        check([hs](const auto& t) { return std::vector<torch::Tensor>{fused_head_rms_norm(t[0], t[1], hs, kEps)}; },
+              [=](const auto& t) {
+                return std::vector<torch::Tensor>{plain_rms_norm(t[0].view({tokens, H, hs}), t[1], H).view({tokens, -1})};
+              },
+              {x, w}, dtype, false, "head_rms_norm H " + std::to_string(H) + " hs " + std::to_string(hs) + tag(dtype, false));
+      }
+    }
+  }
+}
+
+TEST_P(FusedOpsKernels, AddRmsNormMatchesFloat64) {
+  torch::manual_seed(3);
+  const auto dtype = GetParam();
+  for (int64_t n : {7, 64, 768}) {
+    for (double alpha : {1.0, 0.35}) {
+      for (bool misaligned : {false, true}) {
+        const torch::Tensor x = torch::randn({3, 257, n}, kF64), y = torch::randn({3, 257, n}, kF64);
+        check(
+            [alpha](const auto& t) {
+              auto [h, nrm] = fused_add_rms_norm(t[0], t[1], alpha, t[2], kEps);
+              return std::vector<torch::Tensor>{h, nrm};
+            },
+            [alpha](const auto& t) {
+              const torch::Tensor h = t[0] + alpha * t[1];
+              return std::vector<torch::Tensor>{h, plain_rms_norm(h, t[2], 1)};
+            },
+            {x, y, weight_values(n)}, dtype, misaligned, "add_rms_norm n " + std::to_string(n) + tag(dtype, misaligned));
+      }
+    }
+  }
+}
+
+torch::Tensor random_positions(int64_t B, int64_t S) {
+  torch::Tensor p = torch::randint(0, 100000, {B, S}, torch::kLong);  // unsorted, repeated, large
+  p.select(1, 0).fill_(0);
+  return p;
+}
+
+TEST_P(FusedOpsKernels, RopeAndRmsNormRopeMatchFloat64) {
+  torch::manual_seed(4);
+  const auto dtype = GetParam();
+  struct Shape {
+    int64_t B, S, heads, D;
+  };
+  for (const Shape& s : std::vector<Shape>{{1, 1, 1, 2}, {2, 129, 1, 64}, {2, 129, 12, 64}, {4, 1000, 3, 32},
+                                           {1, 77, 5, 96}, {2, 50, 2, 128}, {3, 31, 4, 6}}) {
+    for (bool misaligned : {false, true}) {
+      const torch::Tensor x = torch::randn({s.B, s.S, s.heads, s.D}, kF64), w = weight_values(s.D);
+      const torch::Tensor pos_cpu = random_positions(s.B, s.S), pos = pos_cpu.cuda();
+      const std::string shape = "B" + std::to_string(s.B) + " S" + std::to_string(s.S) + " H" +
+                                std::to_string(s.heads) + " D" + std::to_string(s.D) + tag(dtype, misaligned);
+      check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rope(t[0], pos, 1e4)}; },
+            [&](const auto& t) { return std::vector<torch::Tensor>{plain_rope(t[0], pos_cpu, 1e4)}; }, {x}, dtype,
+            misaligned, "rope " + shape);
+      check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rms_norm_rope(t[0], t[1], pos, 5e5, kEps)}; },
+            [&](const auto& t) {
+              return std::vector<torch::Tensor>{plain_rope(plain_rms_norm(t[0], t[1], 1), pos_cpu, 5e5)};
+            },
+            {x, w}, dtype, misaligned, "rms_norm_rope " + shape);
+    }
+  }
+}
+
+TEST_P(FusedOpsKernels, SwigluMatchesFloat64) {
+  torch::manual_seed(5);
+  const auto dtype = GetParam();
+  for (int64_t count : {1, 7, 8, 1000, (1 << 20) + 3}) {
+    for (bool misaligned : {false, true}) {
+      const torch::Tensor g = 3.0 * torch::randn({count}, kF64), u = torch::randn({count}, kF64);
+      check([](const auto& t) { return std::vector<torch::Tensor>{fused_swiglu(t[0], t[1])}; },
+            [](const auto& t) { return std::vector<torch::Tensor>{t[0] * torch::sigmoid(t[0]) * t[1]}; }, {g, u}, dtype,
+            misaligned, "swiglu count " + std::to_string(count) + tag(dtype, misaligned));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, FusedOpsKernels, ::testing::Values(torch::kBFloat16, torch::kFloat),
+                         [](const auto& info) { return info.param == torch::kBFloat16 ? "bf16" : "fp32"; });
+
+// ---- launcher level: poisoned outputs and workspace, bitwise reproducible weight gradient -----
+torch::Tensor poisoned(torch::IntArrayRef sizes, const torch::TensorOptions& o) {
+  return torch::full(sizes, std::numeric_limits<double>::quiet_NaN(), o);
+}
+
+void check_norm_launchers(int64_t rows, int n, int groups, torch::ScalarType dtype) {
+  const auto io = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+  const auto f32 = io.dtype(torch::kFloat);
+  const torch::Tensor x = torch::randn({rows, n}, io), dy = torch::randn({rows, n}, io);
+  const torch::Tensor w = (1.0 + 0.3 * torch::randn({groups, n}, f32)).to(dtype);
+  kernels::RmsNormShape s;
+  s.rows = rows;
+  s.n = n;
+  s.groups = groups;
+  s.eps = static_cast<float>(kEps);
+  s.dtype = dtype == torch::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  torch::Tensor y = poisoned({rows, n}, io), rstd = poisoned({rows}, f32), dx = poisoned({rows, n}, io);
+  kernels::rms_norm_forward(s, x.data_ptr(), w.data_ptr(), y.data_ptr(), rstd.data_ptr<float>(), stream);
+  kernels::rms_norm_backward(s, x.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dx.data_ptr(),
+                             stream);
+  std::vector<torch::Tensor> dws;
+  for (int run = 0; run < 2; ++run) {
+    const size_t bytes = kernels::rms_norm_weight_grad_workspace(s);
+    torch::Tensor ws = poisoned({static_cast<int64_t>(bytes / 4 + 1)}, f32);
+    torch::Tensor dw = poisoned({groups, n}, io);
+    kernels::rms_norm_weight_grad(s, x.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dw.data_ptr(), ws.data_ptr(),
+                                  bytes, stream);
+    dws.push_back(dw);
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::string what = "rows " + std::to_string(rows) + " n " + std::to_string(n) + " groups " +
+                           std::to_string(groups) + tag(dtype, false);
+  for (const torch::Tensor& t : {y, rstd, dx, dws[0]}) EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << what;
+  EXPECT_TRUE(torch::equal(dws[0], dws[1])) << what << ": weight gradient not reproducible";
+  // The same quantities from the float64 formulas.
+  const torch::Tensor xd = x.cpu().to(torch::kDouble).requires_grad_(true);
+  const torch::Tensor wd = w.cpu().to(torch::kDouble).requires_grad_(true);
+  const torch::Tensor yd = plain_rms_norm(xd, wd, groups);
+  const auto g = torch::autograd::grad({yd}, {xd, wd}, {dy.cpu().to(torch::kDouble)});
+  const Tolerance tol = tolerance(dtype);
+  EXPECT_LT(rel_l2(y, yd), tol.forward) << what;
+  EXPECT_LT(rel_l2(dx, g[0]), tol.backward) << what;
+  EXPECT_LT(rel_l2(dws[0], g[1]), tol.backward) << what;
+}
+
+TEST(FusedOpsLaunchers, RmsNormPoisonedOutputsAndReproducibleWeightGradient) {
+  torch::manual_seed(6);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
+    check_norm_launchers(1, 1, 1, dtype);
+    check_norm_launchers(4099, 768, 1, dtype);
+    check_norm_launchers(12 * 333, 64, 12, dtype);
+    check_norm_launchers(3 * 50, 7, 3, dtype);
+    check_norm_launchers(0, 64, 1, dtype);  // no rows: a zero weight gradient, nothing else
+  }
+}
+
+// For compute-sanitizer (memcheck, racecheck): every kernel once on small shapes, both
+// dtypes, aligned and misaligned.
+TEST(FusedOpsSanitizer, SmallCases) {
+  torch::manual_seed(7);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
+    check_norm_launchers(37, 96, 1, dtype);
+    check_norm_launchers(3 * 5, 7, 3, dtype);
+    for (bool misaligned : {false, true}) {
+      const torch::Tensor x = torch::randn({2, 9, 3, 16}, kF64), w = weight_values(16);
+      const torch::Tensor pos_cpu = random_positions(2, 9), pos = pos_cpu.cuda();
+      check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rms_norm_rope(t[0], t[1], pos, 1e4, kEps)}; },
+            [&](const auto& t) {
+              return std::vector<torch::Tensor>{plain_rope(plain_rms_norm(t[0], t[1], 1), pos_cpu, 1e4)};
+            },
+            {x, w}, dtype, misaligned, "sanitizer rms_norm_rope" + tag(dtype, misaligned));
+      check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rope(t[0], pos, 1e4)}; },
+            [&](const auto& t) { return std::vector<torch::Tensor>{plain_rope(t[0], pos_cpu, 1e4)}; }, {x}, dtype,
+            misaligned, "sanitizer rope" + tag(dtype, misaligned));
+      const torch::Tensor h = torch::randn({2, 9, 24}, kF64);
+      check(
+          [](const auto& t) {
+            auto [hh, nrm] = fused_add_rms_norm(t[0], t[1], 0.5, t[2], kEps);
+            return std::vector<torch::Tensor>{hh, nrm};
+          },
+          [](const auto& t) {
+            const torch::Tensor hh = t[0] + 0.5 * t[1];
+            return std::vector<torch::Tensor>{hh, plain_rms_norm(hh, t[2], 1)};
+          },
+          {h, torch::randn({2, 9, 24}, kF64), weight_values(24)}, dtype, misaligned, "sanitizer add_rms_norm" + tag(dtype, misaligned));
+      check([](const auto& t) { return std::vector<torch::Tensor>{fused_swiglu(t[0], t[1])}; },
+            [](const auto& t) { return std::vector<torch::Tensor>{t[0] * torch::sigmoid(t[0]) * t[1]}; },
+            {torch::randn({2, 9, 24}, kF64), torch::randn({2, 9, 24}, kF64)}, dtype, misaligned,
+            "sanitizer swiglu" + tag(dtype, misaligned));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hydra::model
