@@ -106,7 +106,10 @@ TEST_P(FusedOpsKernels, RmsNormMatchesFloat64) {
   ASSERT_TRUE(torch::cuda::is_available());
   torch::manual_seed(1);
   const auto dtype = GetParam();
-  for (int64_t n : {1, 7, 64, 96, 768, 2050}) {
+  // No n = 1: there dx = rstd w dy eps / (x^2 + eps), the difference of two nearly equal
+  // numbers, which fp32 resolves to a few percent (PyTorch's fp32 RMSNorm alike). The float64
+  // CPU test (tests/model/test_fused_ops.cpp) covers n = 1; n = 2 keeps the shortest rows here.
+  for (int64_t n : {2, 7, 64, 96, 768, 2050}) {
     for (int64_t rows : {1, 33, 300, 4099}) {
       for (bool misaligned : {false, true}) {
         const torch::Tensor x = 2.0 * torch::randn({rows, n}, kF64), w = weight_values(n);
@@ -254,7 +257,7 @@ void check_norm_launchers(int64_t rows, int n, int groups, torch::ScalarType dty
 TEST(FusedOpsLaunchers, RmsNormPoisonedOutputsAndReproducibleWeightGradient) {
   torch::manual_seed(6);
   for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
-    check_norm_launchers(1, 1, 1, dtype);
+    check_norm_launchers(1, 2, 1, dtype);  // (n = 1: see RmsNormMatchesFloat64)
     check_norm_launchers(4099, 768, 1, dtype);
     check_norm_launchers(12 * 333, 64, 12, dtype);
     check_norm_launchers(3 * 50, 7, 3, dtype);
