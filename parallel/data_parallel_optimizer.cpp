@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/errors.h"
+#include "parallel/flat_params.h"
 
 namespace hydra::parallel {
 namespace {
@@ -86,12 +87,15 @@ DataParallelOptimizer::DataParallelOptimizer(torch::nn::Module& model, FlatLayou
   p.make_zero();
   if (options.compute_dtype != at::kFloat) model.to(options.compute_dtype);
   p.params = named_params(model);  // the same names, now in the compute dtype
+  flatten_params(p.layout, p.params);  // before the hooks: they go on the parameters as they stay
   p.attach_overlap();
 }
 
 DataParallelOptimizer::DataParallelOptimizer(DataParallelOptimizer&&) noexcept = default;
 DataParallelOptimizer& DataParallelOptimizer::operator=(DataParallelOptimizer&&) noexcept = default;
 DataParallelOptimizer::~DataParallelOptimizer() = default;
+
+void DataParallelOptimizer::zero_grad() { zero_flat_grads(parts_->layout, parts_->params); }
 
 void DataParallelOptimizer::arm_overlap() {
   if (parts_->overlap) parallel::arm_overlap(*parts_->overlap, parts_->params);

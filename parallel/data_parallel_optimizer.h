@@ -5,10 +5,12 @@
 //
 //   construction   one step: the model's fp32 parameters, on their final device, become the
 //                  master weights; then the model is cast to its compute dtype; then the
-//                  parameters' gradient accumulators are hooked. (Master weights read after
+//                  parameters' values and gradients become views of two flat buffers
+//                  (parallel/flat_params.h); then their gradient accumulators are hooked. (Master weights read after
 //                  the cast would be rounded; hooks installed before it would be dropped by
 //                  the cast, losing those gradients silently.) There is no other constructor.
-//   each step      arm_overlap() just before the last micro-batch's backward (a no-op without
+//   each step      zero_grad() (zeroes the flat gradient buffer, keeping the views: never
+//                  Module::zero_grad(), which drops them), arm_overlap() just before the last micro-batch's backward (a no-op without
 //                  overlap), reduce_gradients() after backward, then optionally
 //                  scale_gradients() (clipping), then step(). step() and scale_gradients()
 //                  without a reduction since the last step() are refused (RuntimeFailure).
@@ -64,6 +66,8 @@ class DataParallelOptimizer {
   void reduce_gradients();
   // grad_shard *= factor (clipping), after reduce_gradients().
   void scale_gradients(double factor);
+  // Zeroes every gradient in place (one kernel); refuses gradients no longer in the flat buffer.
+  void zero_grad();
   // AdamW on the owned elements, the updated weights into every rank's parameters in their
   // compute dtype (all-gather at ZeRO 1-2), after reduce_gradients(). Collective at ZeRO 1-2.
   void step(const AdamWHyper& hyper);

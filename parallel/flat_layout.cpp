@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "parallel/flat_params.h"
+
 namespace hydra::parallel {
 
 bool decays(const std::string& name, const at::Tensor& param) {
@@ -40,6 +42,10 @@ std::vector<SlotPiece> pieces_in(const FlatLayout& layout, const Range& range) {
 void gather_flat(const FlatLayout& layout, const NamedParams& params, const Range& range, Source what,
                  at::Tensor& out) {
   c10::NoGradGuard no_grad;
+  if (const at::Tensor span = flat_span(layout, params, range, what); span.defined()) {
+    out.copy_(span);  // flattened parameters (parallel/flat_params.h): one copy
+    return;
+  }
   for (const SlotPiece& piece : pieces_in(layout, range)) {
     const ParamSlot& slot = layout.slots[piece.slot];
     const at::Tensor& p = params[piece.slot].second;
@@ -56,6 +62,10 @@ void gather_flat(const FlatLayout& layout, const NamedParams& params, const Rang
 void scatter_flat(const FlatLayout& layout, const NamedParams& params, const Range& range,
                   const at::Tensor& flat) {
   c10::NoGradGuard no_grad;
+  if (at::Tensor span = flat_span(layout, params, range, Source::kValue); span.defined()) {
+    span.copy_(flat);  // flattened parameters (parallel/flat_params.h): one copy
+    return;
+  }
   for (const SlotPiece& piece : pieces_in(layout, range)) {
     const ParamSlot& slot = layout.slots[piece.slot];
     at::Tensor p = params[piece.slot].second.detach();

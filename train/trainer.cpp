@@ -224,7 +224,7 @@ void reduce_step(Run& run, at::Tensor& loss_sum) {
 
 StepResult train_step(Run& run, double lr) {
   const auto& t = run.config.train;
-  run.model->zero_grad();
+  run.optim.zero_grad();  // in place: the gradients are views of the optimizer's flat buffer
   at::Tensor loss_sum = forward_backward(run);
   enter(run, "gradient reduction and optimizer step");
   reduce_step(run, loss_sum);
