@@ -226,7 +226,7 @@ void cross_entropy_chunk(const CrossEntropyChunk& c, cudaStream_t stream) {
 }
 
 void accumulate_bf16_gemm_tn(cublasHandle_t handle, const void* g, int64_t ldg, const void* h, int64_t ldh,
-                             float* acc, int64_t rows, int64_t vocab, int64_t dim, cudaStream_t stream) {
+                             float* acc, int64_t rows, int64_t vocab, int64_t dim) {
   HYDRA_CHECK(rows >= 0 && rows <= INT32_MAX && vocab <= INT32_MAX && dim <= INT32_MAX && ldg >= vocab &&
                   ldh >= dim && ldg <= INT32_MAX && ldh <= INT32_MAX,
               "bf16 gemm: rows " << rows << ", vocab " << vocab << ", dim " << dim);
@@ -234,13 +234,11 @@ void accumulate_bf16_gemm_tn(cublasHandle_t handle, const void* g, int64_t ldg, 
   const float one = 1.f;
   // Column-major view: acc^T [dim, vocab] += h^T [dim, rows] @ g [rows, vocab], where h^T is
   // h's row-major storage as is and g is g^T's column-major storage, transposed.
-  cublasStatus_t rc = cublasSetStream(handle, stream);
-  if (rc == CUBLAS_STATUS_SUCCESS) {
-    rc = cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(dim), static_cast<int>(vocab),
-                      static_cast<int>(rows), &one, h, CUDA_R_16BF, static_cast<int>(ldh), g, CUDA_R_16BF,
-                      static_cast<int>(ldg), &one, acc, CUDA_R_32F, static_cast<int>(dim), CUBLAS_COMPUTE_32F,
-                      CUBLAS_GEMM_DEFAULT);
-  }
+  const cublasStatus_t rc =
+      cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(dim), static_cast<int>(vocab),
+                   static_cast<int>(rows), &one, h, CUDA_R_16BF, static_cast<int>(ldh), g, CUDA_R_16BF,
+                   static_cast<int>(ldg), &one, acc, CUDA_R_32F, static_cast<int>(dim), CUBLAS_COMPUTE_32F,
+                   CUBLAS_GEMM_DEFAULT);
   if (rc != CUBLAS_STATUS_SUCCESS) {
     HYDRA_FAIL(common::RuntimeFailure, "bf16 gemm (weight gradient): cuBLAS status " << static_cast<int>(rc));
   }

@@ -33,8 +33,10 @@ void cross_entropy_chunk(const CrossEntropyChunk& chunk, cudaStream_t stream);
 
 // acc [V, E] float32 += g^T h: g [C, V] and h [C, E] bf16, row-major with row strides ldg and
 // ldh (elements); one cuBLAS GEMM with float32 output, so that each chunk's product is added
-// unrounded. `handle` is set to `stream` here.
+// unrounded. It runs on the stream `handle` is bound to: ATen's getCurrentCUDABlasHandle()
+// binds the current stream and ATen's workspace, which cublasSetStream would reset, so the
+// stream is not set here.
 void accumulate_bf16_gemm_tn(cublasHandle_t handle, const void* g, int64_t ldg, const void* h, int64_t ldh,
-                             float* acc, int64_t rows, int64_t vocab, int64_t dim, cudaStream_t stream);
+                             float* acc, int64_t rows, int64_t vocab, int64_t dim);
 
 }  // namespace hydra::kernels

@@ -50,9 +50,9 @@ void accumulate_weight_grad_fused(at::Tensor& acc, const at::Tensor& g, const at
                   acc.size(1) == h_c.size(1),
               "fused weight gradient: acc " << acc.sizes() << ", g " << g.sizes() << ", h " << h_c.sizes());
   const c10::cuda::CUDAGuard guard(acc.device());
+  // The handle comes bound to the current stream (and ATen's cuBLAS workspace).
   kernels::accumulate_bf16_gemm_tn(at::cuda::getCurrentCUDABlasHandle(), g.data_ptr(), g.stride(0), h_c.data_ptr(),
-                                   h_c.stride(0), acc.data_ptr<float>(), g.size(0), g.size(1), h_c.size(1),
-                                   at::cuda::getCurrentCUDAStream());
+                                   h_c.stride(0), acc.data_ptr<float>(), g.size(0), g.size(1), h_c.size(1));
 }
 
 }  // namespace hydra::model

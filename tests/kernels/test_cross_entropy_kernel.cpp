@@ -140,7 +140,7 @@ TEST(CrossEntropyWeightGradGemm, AccumulatesUnroundedProducts) {
     torch::Tensor acc = torch::randn({vocab, dim}, cuda);
     const torch::Tensor ref = acc.to(torch::kDouble) + torch::mm(g.to(torch::kDouble).t(), h.to(torch::kDouble));
     accumulate_bf16_gemm_tn(at::cuda::getCurrentCUDABlasHandle(), g.data_ptr(), g.stride(0), h.data_ptr(),
-                            h.stride(0), acc.data_ptr<float>(), rows, vocab, dim, at::cuda::getCurrentCUDAStream());
+                            h.stride(0), acc.data_ptr<float>(), rows, vocab, dim);
     // float32 accumulation of rows products of size ~1: error ~ sqrt(rows) 2^-24 per unit.
     EXPECT_LT((acc.to(torch::kDouble) - ref).abs().max().item<double>(), 1e-5 * std::sqrt(double(rows)) * 10)
         << rows << "x" << vocab << "x" << dim;
