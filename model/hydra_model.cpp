@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "model/fused_ops.h"
+#include "model/linear_cross_entropy.h"
 #include "model/model_checks.h"
 #include "model/model_slice.h"
 
@@ -285,6 +286,15 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
   }
   // The LM head is column-parallel over the vocabulary: its input enters the tp region.
   h = tp.enter_region(final_norm->forward(h));
+  // Training and evaluation ask for the loss alone: the head and the cross entropy run chunk
+  // by chunk (linear_cross_entropy.h), never holding the whole batch's logits. The
+  // vocabulary-parallel loss (tp) and callers that want the logits take the path below.
+  if (targets.defined() && !tp.active() && !options.return_logits) {
+    const torch::Tensor weight = head ? head->named_parameters()["weight"] : embed;
+    const int64_t vocab_valid = std::min<int64_t>(vocab_local, std::max<int64_t>(1, config.vocab_size - vocab_begin));
+    result.lm_loss = linear_cross_entropy(h.reshape({B * S, h.size(-1)}), weight, targets.reshape({B * S}), vocab_valid);
+    return result;
+  }
   torch::Tensor logits = head ? head->forward(h) : torch::linear(h, embed);
   if (vocab_begin + vocab_local > config.vocab_size) {
     // Padded vocabulary entries never get probability: -inf before the softmax.

@@ -1,0 +1,182 @@
+#include "model/linear_cross_entropy.h"
+
+#include <algorithm>
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "common/errors.h"
+#if HYDRA_CUDA
+#include "model/cross_entropy_fused.h"
+#endif
+
+namespace hydra::model {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The dtype of the softmax, the loss and the weight-gradient accumulator.
+at::ScalarType accumulation_type(const at::Tensor& h) {
+  return h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// What one call needs beyond its inputs.
+struct ChunkPlan {
+  int64_t vocab_valid = 0;
+  int64_t chunk_rows = 0;
+  bool grad_h = false;  // compute grad_h (h requires a gradient)
+  bool grad_w = false;  // compute grad_W
+};
+
+struct ChunkedResult {
+  at::Tensor loss;    // 0-dim, accumulation type
+  at::Tensor grad_h;  // [N, E], h's dtype (undefined unless plan.grad_h)
+  at::Tensor grad_w;  // [V, E], W's dtype (undefined unless plan.grad_w)
+};
+
+// One chunk with ATen ops, in place on `logits` [c, V]: the per-row loss (0 for ignored rows)
+// into `loss_rows`, and with `scale` (per row: 1 / count, 0 for ignored rows) the gradient
+// (softmax - onehot) * scale into `logits`. Any device; every big step is in place, so a call
+// allocates nothing of the chunk's size (but the float32 copy of a bf16 chunk).
+void chunk_cross_entropy_aten(at::Tensor& logits, const at::Tensor& targets, int64_t vocab_valid,
+                              const at::Tensor& scale, at::Tensor loss_rows) {
+  const int64_t vocab = logits.size(1);
+  at::Tensor x = logits.to(loss_rows.scalar_type());  // the chunk itself when already float32/64
+  if (vocab > vocab_valid) x.narrow(1, vocab_valid, vocab - vocab_valid).fill_(-std::numeric_limits<double>::infinity());
+  const at::Tensor valid = targets.ne(kIgnoreTarget);
+  // Ignored rows read column 0 (always a real column); their loss is masked below. Targets
+  // outside [0, V) fail in gather, as in nll_loss.
+  const at::Tensor column = targets.clamp_min(0).unsqueeze(1);
+  x.sub_(at::amax(x, {1}, /*keepdim=*/true));          // x - max: exp cannot overflow
+  const at::Tensor shifted_target = x.gather(1, column);  // logit[target] - max
+  x.exp_();
+  const at::Tensor sum = x.sum(1, /*keepdim=*/true);
+  // lse - logit[target] = log(sum) - (logit[target] - max)
+  loss_rows.copy_((sum.log() - shifted_target).squeeze(1).masked_fill_(valid.logical_not(), 0));
+  if (!scale.defined()) return;
+  const at::Tensor row_scale = scale.unsqueeze(1);
+  x.mul_(row_scale / sum);                       // softmax * scale
+  x.scatter_add_(1, column, row_scale.neg());    // - onehot * scale (ignored rows: scale 0)
+  if (!x.is_same(logits)) logits.copy_(x);
+}
+
+// acc [V, E] (accumulation type) += g^T h_c.
+void accumulate_weight_grad(at::Tensor& acc, const at::Tensor& g, const at::Tensor& h_c) {
+  if (g.scalar_type() == acc.scalar_type()) {
+    acc.addmm_(g.t(), h_c);
+    return;
+  }
+#if HYDRA_CUDA
+  if (fused_weight_grad_applies(acc, g, h_c)) {
+    accumulate_weight_grad_fused(acc, g, h_c);  // bf16 products summed straight into float32
+    return;
+  }
+#endif
+  acc.add_(at::mm(g.t(), h_c));  // each chunk's product rounded to the compute dtype once
+}
+
+ChunkedResult run_chunks(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets, const ChunkPlan& plan) {
+  const int64_t rows = h.size(0), vocab = w.size(0);
+  const at::ScalarType acc = accumulation_type(h);
+  const bool any_grad = plan.grad_h || plan.grad_w;
+  const at::Tensor count = targets.ne(kIgnoreTarget).sum().to(acc);  // a tensor: no host sync
+  // Gradient scale per row: 1 / count for counted rows, 0 for ignored ones. clamp: with every
+  // target ignored the gradient is 0 (as nll_loss's), while the loss below is 0/0 = NaN.
+  at::Tensor row_scale;
+  if (any_grad) row_scale = targets.ne(kIgnoreTarget).to(acc) / count.clamp_min(1);
+  at::Tensor loss_rows = at::empty({rows}, h.options().dtype(acc));
+  ChunkedResult out;
+  if (plan.grad_h) out.grad_h = at::empty_like(h);
+  // grad_W is a sum over every row of the batch: accumulated in float32 across chunks (one
+  // rounding to bf16 at the end, as the single GEMM of the unchunked head), not in bf16,
+  // where each chunk's addition would round the running sum again. It costs V x E float32
+  // while the forward runs (154 MB for the small model's 50304 x 768), freed at its end.
+  at::Tensor grad_w_acc;
+  if (plan.grad_w) grad_w_acc = at::zeros({vocab, w.size(1)}, w.options().dtype(acc));
+  // One chunk buffer for every chunk (the last one uses its leading rows).
+  const int64_t chunk = std::min(plan.chunk_rows, rows);
+  at::Tensor buffer = at::empty({chunk, vocab}, h.options());
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t c = std::min(chunk, rows - first);
+    const at::Tensor h_c = h.narrow(0, first, c), targets_c = targets.narrow(0, first, c);
+    at::Tensor logits = buffer.narrow(0, 0, c);
+    at::mm_out(logits, h_c, w.t());
+    at::Tensor loss_c = loss_rows.narrow(0, first, c);
+#if HYDRA_CUDA
+    if (fused_cross_entropy_applies(logits)) {
+      cross_entropy_chunk_fused(logits, targets_c, plan.vocab_valid, any_grad ? row_scale.narrow(0, first, c) : at::Tensor(),
+                                loss_c);
+    } else
+#endif
+    {
+      chunk_cross_entropy_aten(logits, targets_c, plan.vocab_valid, any_grad ? row_scale.narrow(0, first, c) : at::Tensor(),
+                               loss_c);
+    }
+    if (plan.grad_h) {
+      at::Tensor grad_h_c = out.grad_h.narrow(0, first, c);
+      at::mm_out(grad_h_c, logits, w);
+    }
+    if (plan.grad_w) accumulate_weight_grad(grad_w_acc, logits, h_c);
+  }
+  out.loss = loss_rows.sum() / count;
+  if (plan.grad_w) out.grad_w = grad_w_acc.to(w.scalar_type());
+  return out;
+}
+
+// grad * t, with the product taken in the accumulation type and rounded once to t's dtype.
+at::Tensor scaled(const at::Tensor& t, const at::Tensor& grad) {
+  if (!t.defined()) return {};
+  const at::ScalarType acc = accumulation_type(t);
+  if (t.scalar_type() == acc) return t * grad.to(acc);
+  return (t.to(acc) * grad.to(acc)).to(t.scalar_type());
+}
+
+class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& weight,
+                            const at::Tensor& targets, int64_t vocab_valid, int64_t chunk_rows, bool grad_h,
+                            bool grad_w) {
+    ChunkPlan plan{vocab_valid, chunk_rows, grad_h, grad_w};
+    ChunkedResult r = run_chunks(h.contiguous(), weight.contiguous(), targets.contiguous(), plan);
+    ctx->save_for_backward({r.grad_h, r.grad_w});
+    return r.loss;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    // The incoming gradient is a 0-dim tensor on the device: a tensor product, no .item().
+    return {scaled(saved[0], grads[0]), scaled(saved[1], grads[0]), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool cuda) {
+  const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{16} << 20);  // bytes of float32 logits
+  return std::max<int64_t>(1, budget / (4 * std::max<int64_t>(1, vocab)));
+}
+
+at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& targets,
+                                int64_t vocab_valid, int64_t chunk_rows) {
+  HYDRA_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1),
+              "linear_cross_entropy: h " << h.sizes() << ", weight " << weight.sizes());
+  HYDRA_CHECK(h.scalar_type() == weight.scalar_type(),
+              "linear_cross_entropy: h is " << h.scalar_type() << ", weight " << weight.scalar_type());
+  HYDRA_CHECK(targets.dim() == 1 && targets.size(0) == h.size(0) && targets.scalar_type() == at::kLong,
+              "linear_cross_entropy: targets " << targets.sizes() << " " << targets.scalar_type() << " for h "
+                                               << h.sizes());
+  HYDRA_CHECK(0 < vocab_valid && vocab_valid <= weight.size(0),
+              "linear_cross_entropy: vocab_valid " << vocab_valid << " of " << weight.size(0));
+  if (chunk_rows <= 0) chunk_rows = linear_cross_entropy_chunk_rows(weight.size(0), h.is_cuda());
+  if (h.size(0) == 0) {  // nothing to average: NaN, as nll_loss; still a node of the graph
+    return (h.sum() * 0 + weight.sum() * 0).to(accumulation_type(h)) / 0.0;
+  }
+  const bool grad = at::GradMode::is_enabled();
+  return LinearCrossEntropyFunction::apply(h, weight, targets, vocab_valid, chunk_rows, grad && h.requires_grad(),
+                                           grad && weight.requires_grad());
+}
+
+}  // namespace hydra::model

@@ -1,0 +1,39 @@
+// The LM head and its cross entropy as one autograd Function that walks the rows in chunks,
+// so that the logits of the whole batch, their float32 copy and their gradient never exist
+// (docs/MODEL.md "Loss"; the math is unchanged).
+//
+// For each chunk of rows the forward computes the chunk's logits h_c W^T (in the inputs'
+// dtype), its per-row loss (log-sum-exp in float32, float64 for float64 inputs) and, at once,
+// the gradient of the mean loss with respect to those logits, (softmax - onehot) / count, from
+// which it takes grad_h_c = g_c W and adds g_c^T h_c to grad_W. It saves grad_h and grad_W,
+// not the logits; the backward only scales them by the incoming gradient. Without grad mode,
+// or when neither h nor W requires a gradient, only the loss is computed.
+//
+// On CUDA (bf16 or float32) a fused kernel (kernels/cross_entropy.h) turns each chunk's logits
+// into its loss and gradient in place; elsewhere ATen ops do it, in place on one chunk buffer.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace hydra::model {
+
+// Targets equal to this are ignored (no loss, no gradient; the mean is over the others).
+constexpr int64_t kIgnoreTarget = -100;
+
+// Rows per chunk for a vocabulary of `vocab` columns, so that one chunk's logits take at most
+// 256 MiB in float32 on CUDA (big enough GEMMs for the tensor cores, 2% of an H200's memory),
+// and at most 16 MiB on the CPU: under glibc's 32 MiB ceiling for reusing freed blocks instead
+// of mapping fresh pages, whose first-touch faults cost more than the arithmetic here.
+int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool cuda);
+
+// Mean over the rows whose target is not kIgnoreTarget of -log softmax(h W^T)[row, target]:
+// h [N, E], weight [V, E] (same dtype), targets [N] int64. Columns >= vocab_valid are padding
+// (-inf logits: no probability, zero gradient). chunk_rows 0: linear_cross_entropy_chunk_rows.
+// Returns a 0-dim float32 tensor (float64 for float64 inputs); NaN when every target is
+// ignored, as nll_loss. The count of targets stays a tensor: no host synchronisation.
+at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& targets,
+                                int64_t vocab_valid, int64_t chunk_rows = 0);
+
+}  // namespace hydra::model
