@@ -253,6 +253,8 @@ StepResult train_step(Run& run, double lr) {
 // stages the micro-batches pass the stages in order and the last stage scores them.
 double evaluate(Run& run) {
   enter(run, "evaluation");
+  // No graph: evaluation never runs backward (and the chunked LM head then computes the loss alone).
+  const c10::NoGradGuard no_grad;
   at::Tensor totals = at::zeros({2}, run.device.dtype(at::kDouble));  // loss sum, micro-batches
   const bool last_stage = run.ctx.grid.last_stage();
   const BatchPlan& plan = run.batches;
