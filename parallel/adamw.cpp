@@ -3,41 +3,66 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
-#include <cmath>
-
 namespace hydra::parallel {
+
+at::TensorOptions master_options(const NamedParams& params) {
+  if (params.empty()) return at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor& p = params.front().second;
+  return p.options().dtype(p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+}
 
 AdamWState make_adamw_state(const FlatLayout& layout, const NamedParams& params, const Range& range) {
   AdamWState s;
   s.range = range;
-  // fp32 on the parameters' device, whatever their dtype.
-  const auto fp32 = params.empty() ? at::TensorOptions().dtype(at::kFloat)
-                                   : params.front().second.options().dtype(at::kFloat);
-  s.master = at::empty({range.size()}, fp32);
+  const at::TensorOptions master = master_options(params);
+  s.master = at::empty({range.size()}, master);
   gather_flat(layout, params, range, Source::kValue, s.master);
-  s.exp_avg = at::zeros({range.size()}, fp32);
-  s.exp_avg_sq = at::zeros({range.size()}, fp32);
-  s.decay_mask = at::zeros({range.size()}, fp32);
+  s.exp_avg = at::zeros({range.size()}, master);
+  s.exp_avg_sq = at::zeros({range.size()}, master);
+  s.decay_mask = at::zeros({range.size()}, master);
   for (const SlotPiece& piece : pieces_in(layout, range)) {
     const ParamSlot& slot = layout.slots[piece.slot];
     if (slot.decay) {
       s.decay_mask.narrow(0, slot.offset + piece.elements.begin - range.begin, piece.elements.size()).fill_(1.0);
     }
   }
+  s.step = at::zeros({}, master.dtype(at::kDouble));
   return s;
 }
 
-void adamw_step(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h) {
+void adamw_step(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, const StepGate& gate) {
   c10::NoGradGuard no_grad;
-  s.step += 1;
-  const double bias1 = 1.0 - std::pow(h.beta1, static_cast<double>(s.step));
-  const double bias2 = 1.0 - std::pow(h.beta2, static_cast<double>(s.step));
+  // The scalars of this update, 0-dim on the device. `apply` is 1 for an applied step and 0
+  // for a skipped one; every coefficient that moves the state is made neutral by it and a
+  // skipped step's gradient reads as 0, so each element becomes x * 1 + 0: bitwise itself
+  // (masking the state with where() instead would cost three more passes over it).
+  const at::Tensor apply = gate.finite.to(at::kDouble);
+  s.step.add_(apply);
+  // The count of this update; at least 1, so that the (unused) corrections of a skipped first
+  // step stay finite: 0 times a NaN would not be 0.
+  const at::Tensor t = s.step.clamp_min(1.0);
+  const at::Tensor bias1 = 1.0 - at::pow(h.beta1, t);
+  const at::Tensor bias2_sqrt = (1.0 - at::pow(h.beta2, t)).sqrt_();
+  const at::Tensor neg_step_size = apply * -h.lr / bias1;
+  const at::Tensor keep1 = apply * (h.beta1 - 1.0) + 1.0;  // beta1 exactly, or 1 (b - 1 + 1 is exact)
+  const at::Tensor keep2 = apply * (h.beta2 - 1.0) + 1.0;
+  const at::Tensor decay = apply * (h.lr * h.weight_decay);
+  // The clip factor folds into the one pass that also drops a non-finite gradient.
+  const at::Tensor g = at::where(gate.finite, grad * gate.clip_factor, at::zeros({}, grad.options()));
   // Decoupled weight decay on the decaying elements only.
-  s.master.mul_(1.0 - h.lr * h.weight_decay * s.decay_mask);
-  s.exp_avg.mul_(h.beta1).add_(grad, 1.0 - h.beta1);
-  s.exp_avg_sq.mul_(h.beta2).addcmul_(grad, grad, 1.0 - h.beta2);
-  const at::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(h.eps);
-  s.master.addcdiv_(s.exp_avg, denom, -h.lr / bias1);
+  s.master.mul_(1.0 - s.decay_mask * decay);
+  s.exp_avg.mul_(keep1).add_(g, 1.0 - h.beta1);
+  s.exp_avg_sq.mul_(keep2).addcmul_(g, g, 1.0 - h.beta2);
+  const at::Tensor denom = (s.exp_avg_sq.sqrt() / bias2_sqrt).add_(h.eps);
+  s.master.addcdiv_(s.exp_avg * neg_step_size, denom);
 }
+
+void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper) {
+  adamw_step(state, grad, hyper, always_apply(state.master.options()));
+}
+
+int64_t adamw_steps(const AdamWState& state) { return static_cast<int64_t>(state.step.item<double>()); }
+
+void set_adamw_steps(AdamWState& state, int64_t steps) { state.step.fill_(static_cast<double>(steps)); }
 
 }  // namespace hydra::parallel

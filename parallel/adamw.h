@@ -4,11 +4,19 @@
 // shard_range. The update is PyTorch's AdamW (decoupled decay, bias-corrected moments):
 //   p *= 1 - lr * wd * decay;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// where g is the gradient times the step's clip factor (parallel/step_gate.h).
+//
+// Nothing here reads the device on the host: whether a step applies (a finite loss and
+// gradient norm), the clip factor and the step count t are device tensors, so that a step
+// can be queued without waiting for the previous one (and captured in a CUDA graph later).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 #include "parallel/flat_layout.h"
+#include "parallel/step_gate.h"
 
 namespace hydra::parallel {
 
@@ -22,17 +30,29 @@ struct AdamWHyper {
 
 struct AdamWState {
   Range range;               // the flat elements this state covers
-  at::Tensor master;         // fp32 [range.size()]
+  at::Tensor master;         // fp32 [range.size()] (fp64 when the parameters are fp64: tests)
   at::Tensor exp_avg;        // m
   at::Tensor exp_avg_sq;     // v
-  at::Tensor decay_mask;     // fp32 1 where weight decay applies, else 0
-  int64_t step = 0;          // optimizer steps taken (bias correction)
+  at::Tensor decay_mask;     // 1 where weight decay applies, else 0 (the master's dtype)
+  at::Tensor step;           // fp64 0-dim on the master's device: steps applied (bias correction)
 };
 
-// Master weights start as the parameters' current values; moments at zero.
+// Where and in which dtype the optimizer's flat buffers live: fp32 on the parameters' device
+// whatever their dtype, fp64 when the parameters are fp64 (tests against a float64 reference).
+at::TensorOptions master_options(const NamedParams& params);
+
+// Master weights start as the parameters' current values; moments and the step count at zero.
 AdamWState make_adamw_state(const FlatLayout& layout, const NamedParams& params, const Range& range);
 
-// One update with the fp32 gradient of the same range (already reduced and clipped).
+// One update with the reduced gradient of the same range, as `gate` says: the gradient is used
+// times gate.clip_factor; where gate.finite is false, master, moments and step count stay
+// bitwise as they were (the gradient may hold NaN or inf: it never reaches the state).
+void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper, const StepGate& gate);
+// The same with a gate that always applies and does not clip.
 void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper);
+
+// The step count on the host: a device read, for checkpoints only (a save waits anyway).
+int64_t adamw_steps(const AdamWState& state);
+void set_adamw_steps(AdamWState& state, int64_t steps);
 
 }  // namespace hydra::parallel

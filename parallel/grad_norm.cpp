@@ -8,7 +8,8 @@
 
 namespace hydra::parallel {
 
-double global_grad_norm(const ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp, Communicator* pp) {
+at::Tensor global_grad_norm_tensor(const ZeroOptimizer& opt, const FlatLayout& layout, Communicator* tp,
+                                   Communicator* pp) {
   c10::NoGradGuard no_grad;
   // Sums of squares in fp64 so that adding the shards' parts loses nothing: [0] over the
   // slots split across tp (each tp rank holds a different slice), [1] over the replicated
@@ -38,11 +39,15 @@ double global_grad_norm(const ZeroOptimizer& opt, const FlatLayout& layout, Comm
   if (opt.dp && opt.stage > 0) opt.dp->all_reduce(sumsq, ReduceOp::kSum);
   // Each pipeline stage holds different parameters.
   if (pp && pp->size() > 1) pp->all_reduce(sumsq, ReduceOp::kSum);
-  return std::sqrt(sumsq.item<double>());
+  return sumsq.sqrt_().reshape({});
 }
 
-double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, const ParallelContext& ctx) {
-  return global_grad_norm(shards, layout, ctx.tp.get(), ctx.pp.get());
+at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, const ParallelContext& ctx) {
+  return global_grad_norm_tensor(shards, layout, ctx.tp.get(), ctx.pp.get());
+}
+
+double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, Communicator* tp, Communicator* pp) {
+  return global_grad_norm_tensor(shards, layout, tp, pp).item<double>();
 }
 
 }  // namespace hydra::parallel

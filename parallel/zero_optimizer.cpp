@@ -81,8 +81,7 @@ ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& p
     opt.buckets.push_back(bucket);
     opt.states.push_back(make_adamw_state(layout, params, bucket.owned));
   }
-  const auto fp32 = params.empty() ? at::TensorOptions().dtype(at::kFloat)
-                                   : params.front().second.options().dtype(at::kFloat);
+  const at::TensorOptions fp32 = master_options(params);  // (fp64 for fp64 parameters: tests)
   if (opt.stage < 2) opt.flat_grad = at::zeros({layout.numel}, fp32);
   if (opt.stage == 2) {
     opt.staging_buffers = staging_buffers;
@@ -118,17 +117,13 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
   }
 }
 
-void zero_scale_gradients(ZeroOptimizer& opt, double factor) {
-  c10::NoGradGuard no_grad;
-  opt.grad_shard.mul_(factor);
-}
-
-void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper) {
+void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper,
+               const StepGate& gate) {
   c10::NoGradGuard no_grad;
   for (size_t b = 0; b < opt.buckets.size(); ++b) {
     const ZeroBucket& bucket = opt.buckets[b];
     AdamWState& state = opt.states[b];
-    adamw_step(state, owned_grad(opt, b), hyper);
+    adamw_step(state, owned_grad(opt, b), hyper, gate);
     if (opt.stage == 0) {
       scatter_flat(layout, params, bucket.owned, state.master);
       continue;
