@@ -30,31 +30,54 @@ AdamWState make_adamw_state(const FlatLayout& layout, const NamedParams& params,
   return s;
 }
 
-void adamw_step(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, const StepGate& gate) {
+AdamWUpdate plan_adamw_update(const at::Tensor& steps_taken, const AdamWHyper& h, const StepGate& gate,
+                              const at::TensorOptions& like) {
   c10::NoGradGuard no_grad;
-  // The scalars of this update, 0-dim on the device. `apply` is 1 for an applied step and 0
-  // for a skipped one; every coefficient that moves the state is made neutral by it and a
-  // skipped step's gradient reads as 0, so each element becomes x * 1 + 0: bitwise itself
-  // (masking the state with where() instead would cost three more passes over it).
-  const at::Tensor apply = gate.finite.to(at::kDouble);
-  s.step.add_(apply);
+  AdamWUpdate u;
+  // `apply` is 1 for an applied step and 0 for a skipped one; every coefficient that moves the
+  // state is made neutral by it and a skipped step's gradient reads as 0, so each element
+  // becomes x * 1 + 0: bitwise itself (masking the state with where() instead would cost
+  // three more passes over it).
+  u.apply = gate.finite.to(at::kDouble);
+  u.finite = gate.finite;
   // The count of this update; at least 1, so that the (unused) corrections of a skipped first
   // step stay finite: 0 times a NaN would not be 0.
-  const at::Tensor t = s.step.clamp_min(1.0);
-  const at::Tensor bias1 = 1.0 - at::pow(h.beta1, t);
-  const at::Tensor bias2_sqrt = (1.0 - at::pow(h.beta2, t)).sqrt_();
-  const at::Tensor neg_step_size = apply * -h.lr / bias1;
-  const at::Tensor keep1 = apply * (h.beta1 - 1.0) + 1.0;  // beta1 exactly, or 1 (b - 1 + 1 is exact)
-  const at::Tensor keep2 = apply * (h.beta2 - 1.0) + 1.0;
-  const at::Tensor decay = apply * (h.lr * h.weight_decay);
+  const at::Tensor t = (steps_taken + u.apply).clamp_min_(1.0);
+  const at::Tensor bias1 = at::rsub(at::pow(h.beta1, t), 1.0);  // 1 - b1^t (rsub: one launch)
+  const at::Tensor bias2_sqrt = at::rsub(at::pow(h.beta2, t), 1.0).sqrt_();
+  // In fp64 here, then in the master's dtype, in which the passes below would use them anyway
+  // (converted once instead of in every kernel).
+  const at::Tensor scalars = at::stack({gate.clip_factor.to(at::kDouble).reshape({}),
+                                        u.apply * (h.beta1 - 1.0) + 1.0,  // beta1 exactly, or 1 (b - 1 + 1 is exact)
+                                        u.apply * (h.beta2 - 1.0) + 1.0,
+                                        u.apply * (h.lr * h.weight_decay),
+                                        u.apply * -h.lr / bias1,
+                                        bias2_sqrt})
+                                 .to(like.dtype().toScalarType());
+  u.clip_factor = scalars[0];
+  u.keep1 = scalars[1];
+  u.keep2 = scalars[2];
+  u.decay = scalars[3];
+  u.neg_step_size = scalars[4];
+  u.bias2_sqrt = scalars[5];
+  return u;
+}
+
+void adamw_apply(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, const AdamWUpdate& u) {
+  c10::NoGradGuard no_grad;
+  s.step.add_(u.apply);
   // The clip factor folds into the one pass that also drops a non-finite gradient.
-  const at::Tensor g = at::where(gate.finite, grad * gate.clip_factor, at::zeros({}, grad.options()));
+  const at::Tensor g = at::where(u.finite, grad * u.clip_factor, 0.0);
   // Decoupled weight decay on the decaying elements only.
-  s.master.mul_(1.0 - s.decay_mask * decay);
-  s.exp_avg.mul_(keep1).add_(g, 1.0 - h.beta1);
-  s.exp_avg_sq.mul_(keep2).addcmul_(g, g, 1.0 - h.beta2);
-  const at::Tensor denom = (s.exp_avg_sq.sqrt() / bias2_sqrt).add_(h.eps);
-  s.master.addcdiv_(s.exp_avg * neg_step_size, denom);
+  s.master.mul_(at::rsub(s.decay_mask * u.decay, 1.0));
+  s.exp_avg.mul_(u.keep1).add_(g, 1.0 - h.beta1);
+  s.exp_avg_sq.mul_(u.keep2).addcmul_(g, g, 1.0 - h.beta2);
+  const at::Tensor denom = (s.exp_avg_sq.sqrt() / u.bias2_sqrt).add_(h.eps);
+  s.master.addcdiv_(s.exp_avg * u.neg_step_size, denom);
+}
+
+void adamw_step(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, const StepGate& gate) {
+  adamw_apply(s, grad, h, plan_adamw_update(s.step, h, gate, s.master.options()));
 }
 
 void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper) {

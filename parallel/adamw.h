@@ -44,9 +44,29 @@ at::TensorOptions master_options(const NamedParams& params);
 // Master weights start as the parameters' current values; moments and the step count at zero.
 AdamWState make_adamw_state(const FlatLayout& layout, const NamedParams& params, const Range& range);
 
-// One update with the reduced gradient of the same range, as `gate` says: the gradient is used
-// times gate.clip_factor; where gate.finite is false, master, moments and step count stay
-// bitwise as they were (the gradient may hold NaN or inf: it never reaches the state).
+// The device scalars of one update (0-dim, in the master's dtype), worked out once per step
+// for every state stepped together: the states of one optimizer hold the same step count
+// (all start at 0, all advance together, a checkpoint sets them all). On a skipped step the
+// moments' betas are 1, decay and step size 0: every element becomes x * 1 + 0.
+struct AdamWUpdate {
+  at::Tensor apply;          // fp64: 1 applied, 0 skipped (what the step counts advance by)
+  at::Tensor finite;         // the gate's flag: the gradient of a skipped step reads as 0
+  at::Tensor clip_factor;    // the gradient is used times this
+  at::Tensor keep1, keep2;   // beta1, beta2 (1 when skipped)
+  at::Tensor decay;          // lr * weight_decay (0 when skipped)
+  at::Tensor neg_step_size;  // -lr / (1 - beta1^t) (0 when skipped)
+  at::Tensor bias2_sqrt;     // sqrt(1 - beta2^t)
+};
+// `steps_taken`: the count before this step (AdamWState::step); `like`: the master's options.
+AdamWUpdate plan_adamw_update(const at::Tensor& steps_taken, const AdamWHyper& hyper, const StepGate& gate,
+                              const at::TensorOptions& like);
+
+// One update with the reduced gradient of the same range, as `update` says: the gradient is
+// used times the clip factor; on a skipped step master, moments and step count stay bitwise
+// as they were (the gradient may hold NaN or inf: it never reaches the state).
+void adamw_apply(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper, const AdamWUpdate& update);
+
+// plan_adamw_update from the state's own count, then adamw_apply.
 void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper, const StepGate& gate);
 // The same with a gate that always applies and does not clip.
 void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper);

@@ -12,7 +12,7 @@ StepGate make_step_gate(const at::Tensor& loss, const at::Tensor& grad_norm, dou
   gate.finite = at::isfinite(loss.reshape({})).logical_and_(at::isfinite(norm));
   if (clip > 0) {
     // A NaN norm compares false: factor 1, and the step is skipped anyway.
-    gate.clip_factor = at::where(norm > clip, clip / (norm + 1e-6), at::ones_like(norm));
+    gate.clip_factor = at::where(norm > clip, clip / (norm + 1e-6), 1.0);
   } else {
     gate.clip_factor = at::ones_like(norm);
   }

@@ -120,10 +120,13 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
 void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper,
                const StepGate& gate) {
   c10::NoGradGuard no_grad;
+  if (opt.states.empty()) return;
+  // The scalars once for all buckets: their states hold the same step count.
+  const AdamWUpdate update = plan_adamw_update(opt.states.front().step, hyper, gate, opt.grad_shard.options());
   for (size_t b = 0; b < opt.buckets.size(); ++b) {
     const ZeroBucket& bucket = opt.buckets[b];
     AdamWState& state = opt.states[b];
-    adamw_step(state, owned_grad(opt, b), hyper, gate);
+    adamw_apply(state, owned_grad(opt, b), hyper, update);
     if (opt.stage == 0) {
       scatter_flat(layout, params, bucket.owned, state.master);
       continue;
