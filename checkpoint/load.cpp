@@ -139,7 +139,7 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, const parallel::NamedPa
   for (parallel::AdamWState* optim : optims) {
     // Every state gets the step count, also one whose range is empty (a ZeRO rank may own
     // nothing of a small bucket), so that all stay in step.
-    optim->step = ckpt.optim_step;
+    parallel::set_adamw_steps(*optim, ckpt.optim_step);
     for (const auto& piece : parallel::pieces_in(layout, optim->range)) {
       const parallel::ParamSlot& slot = layout.slots[piece.slot];
       const auto it = shards.find(slot.name);

@@ -68,7 +68,6 @@ RankSnapshot take_snapshot(const SaveRequest& req, const parallel::NamedParams& 
     if (req.write_weights && shards.at(name).primary) add_weight(snap, host, name, param, shards.at(name));
   }
   for (const parallel::AdamWState* optim : optims) {
-    snap.optim_step = optim->step;  // the same in every state
     for (const auto& piece : parallel::pieces_in(layout, optim->range)) {
       const parallel::ParamSlot& slot = layout.slots[piece.slot];
       const auto it = shards.find(slot.name);
@@ -77,6 +76,8 @@ RankSnapshot take_snapshot(const SaveRequest& req, const parallel::NamedParams& 
     }
   }
   host.wait();  // once for all copies: the writer (maybe another thread) reads them next
+  // The step count is the same in every state; a device read, after the copies were queued.
+  if (!optims.empty()) snap.optim_step = parallel::adamw_steps(*optims.front());
   return snap;
 }
 

@@ -18,6 +18,10 @@
 // set_autocast_gpu_dtype. Code that saves and restores autocast state branches on this.
 #define HYDRA_AUTOCAST_PER_DEVICE HYDRA_TORCH_AT_LEAST(2, 4)
 
+// at::_foreach_copy_(dst list, src list): one multi-tensor copy (2.1+; asked from 2.4 on, the
+// oldest 2.x we build against). Without it, one copy_ per tensor.
+#define HYDRA_HAS_FOREACH_COPY HYDRA_TORCH_AT_LEAST(2, 4)
+
 namespace hydra::common {
 
 constexpr int kTorchMajor = TORCH_VERSION_MAJOR;

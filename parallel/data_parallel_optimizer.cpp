@@ -107,15 +107,10 @@ void DataParallelOptimizer::reduce_gradients() {
   p.reduced = true;
 }
 
-void DataParallelOptimizer::scale_gradients(double factor) {
-  parts_->require_reduced("scale_gradients()");
-  zero_scale_gradients(parts_->zero, factor);
-}
-
-void DataParallelOptimizer::step(const AdamWHyper& hyper) {
+void DataParallelOptimizer::step(const AdamWHyper& hyper, const StepGate& gate) {
   Parts& p = *parts_;
   p.require_reduced("step()");
-  zero_step(p.zero, p.layout, p.params, hyper);
+  zero_step(p.zero, p.layout, p.params, hyper, gate);
   p.reduced = false;
 }
 

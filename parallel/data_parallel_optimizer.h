@@ -11,9 +11,10 @@
 //                  the cast, losing those gradients silently.) There is no other constructor.
 //   each step      zero_grad() (zeroes the flat gradient buffer, keeping the views: never
 //                  Module::zero_grad(), which drops them), arm_overlap() just before the last micro-batch's backward (a no-op without
-//                  overlap), reduce_gradients() after backward, then optionally
-//                  scale_gradients() (clipping), then step(). step() and scale_gradients()
-//                  without a reduction since the last step() are refused (RuntimeFailure).
+//                  overlap), reduce_gradients() after backward, then step() with the gate
+//                  that says whether and how much of the gradient applies (clipping and the
+//                  skip of a non-finite step, decided on the device: parallel/step_gate.h).
+//                  step() without a reduction since the last step() is refused (RuntimeFailure).
 //   checkpoints    params(), layout(), states().
 //   --init-from    after loading weights into params(): reload_master_from_params() makes
 //                  fresh master weights and moments from them.
@@ -34,6 +35,7 @@
 #include "parallel/communicator.h"
 #include "parallel/flat_layout.h"
 #include "parallel/grad_overlap.h"
+#include "parallel/step_gate.h"
 #include "parallel/zero_optimizer.h"
 
 namespace hydra::parallel {
@@ -64,13 +66,13 @@ class DataParallelOptimizer {
   // After backward: averages the gradients over dp (what the overlap has not done yet); this
   // rank's part is in shards().grad_shard. Collective over dp.
   void reduce_gradients();
-  // grad_shard *= factor (clipping), after reduce_gradients().
-  void scale_gradients(double factor);
   // Zeroes every gradient in place (one kernel); refuses gradients no longer in the flat buffer.
   void zero_grad();
-  // AdamW on the owned elements, the updated weights into every rank's parameters in their
+  // AdamW on the owned elements with the gradient times gate.clip_factor, nothing changed
+  // where gate.finite is false; the (updated) weights into every rank's parameters in their
   // compute dtype (all-gather at ZeRO 1-2), after reduce_gradients(). Collective at ZeRO 1-2.
-  void step(const AdamWHyper& hyper);
+  // Reads nothing on the host.
+  void step(const AdamWHyper& hyper, const StepGate& gate);
   // --init-from: master weights from the parameters' current values, moments and step
   // counts zero, the overlap's learned firing counts forgotten.
   void reload_master_from_params();

@@ -4,6 +4,10 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "common/torch_compat.h"
 
 #include "parallel/flat_params.h"
 
@@ -39,6 +43,11 @@ std::vector<SlotPiece> pieces_in(const FlatLayout& layout, const Range& range) {
   return pieces;
 }
 
+// Flattened parameters (parallel/flat_params.h): one copy. Otherwise one launch (or a few)
+// instead of one per parameter: the pieces are concatenated by one
+// batched copy into `out` when they share its dtype, else into a temporary of their dtype
+// that one cast copies into `out` (bf16 gradients into the fp32 buffer). Bitwise the copies
+// the per-parameter loop made.
 void gather_flat(const FlatLayout& layout, const NamedParams& params, const Range& range, Source what,
                  at::Tensor& out) {
   c10::NoGradGuard no_grad;
@@ -46,19 +55,34 @@ void gather_flat(const FlatLayout& layout, const NamedParams& params, const Rang
     out.copy_(span);  // flattened parameters (parallel/flat_params.h): one copy
     return;
   }
+  std::vector<at::Tensor> pieces;
   for (const SlotPiece& piece : pieces_in(layout, range)) {
-    const ParamSlot& slot = layout.slots[piece.slot];
     const at::Tensor& p = params[piece.slot].second;
-    at::Tensor dst = out.narrow(0, slot.offset + piece.elements.begin - range.begin, piece.elements.size());
     const at::Tensor src = what == Source::kGrad ? p.grad() : p.detach();
-    if (!src.defined()) {
-      dst.zero_();
-    } else {
-      dst.copy_(src.reshape(-1).narrow(0, piece.elements.begin, piece.elements.size()));
+    pieces.push_back(src.defined() ? src.reshape(-1).narrow(0, piece.elements.begin, piece.elements.size())
+                                   : at::zeros({piece.elements.size()}, p.options()));  // no gradient: 0
+  }
+  if (pieces.empty()) return;
+  const at::ScalarType dtype = pieces.front().scalar_type();
+  const bool one_dtype =
+      std::all_of(pieces.begin(), pieces.end(), [&](const at::Tensor& t) { return t.scalar_type() == dtype; });
+  if (one_dtype && dtype == out.scalar_type()) {
+    at::cat_out(out, pieces);
+  } else if (one_dtype) {
+    out.copy_(at::cat(pieces));
+  } else {  // parameters of several dtypes: piece by piece
+    int64_t offset = 0;
+    for (const at::Tensor& part : pieces) {
+      out.narrow(0, offset, part.numel()).copy_(part);
+      offset += part.numel();
     }
   }
 }
 
+// Flattened parameters: one copy (with the cast). Otherwise the flat range cast once to the
+// parameters' dtype, then one multi-tensor copy into the
+// parameters' pieces where LibTorch has it (2.x: a few launches for all of them; see
+// common/torch_compat.h), else a copy per piece (1.13, the CPU build).
 void scatter_flat(const FlatLayout& layout, const NamedParams& params, const Range& range,
                   const at::Tensor& flat) {
   c10::NoGradGuard no_grad;
@@ -66,12 +90,23 @@ void scatter_flat(const FlatLayout& layout, const NamedParams& params, const Ran
     span.copy_(flat);  // flattened parameters (parallel/flat_params.h): one copy
     return;
   }
-  for (const SlotPiece& piece : pieces_in(layout, range)) {
+  const std::vector<SlotPiece> pieces = pieces_in(layout, range);
+  if (pieces.empty()) return;
+  const at::ScalarType dtype = params[pieces.front().slot].second.scalar_type();
+  const at::Tensor cast = flat.scalar_type() == dtype ? flat : flat.to(dtype);
+  std::vector<at::Tensor> dst, src;
+  for (const SlotPiece& piece : pieces) {
     const ParamSlot& slot = layout.slots[piece.slot];
     at::Tensor p = params[piece.slot].second.detach();
-    const at::Tensor src = flat.narrow(0, slot.offset + piece.elements.begin - range.begin, piece.elements.size());
-    p.view(-1).narrow(0, piece.elements.begin, piece.elements.size()).copy_(src);
+    const at::Tensor& from = p.scalar_type() == dtype ? cast : flat;  // (copy_ casts the odd one)
+    src.push_back(from.narrow(0, slot.offset + piece.elements.begin - range.begin, piece.elements.size()));
+    dst.push_back(p.view(-1).narrow(0, piece.elements.begin, piece.elements.size()));
   }
+#if HYDRA_HAS_FOREACH_COPY
+  at::_foreach_copy_(dst, src);
+#else
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+#endif
 }
 
 }  // namespace hydra::parallel

@@ -18,10 +18,18 @@ namespace hydra::parallel {
 // With `pp` of more than one stage, the stages' sums are added (collective over pp), and
 // slots marked ParamSlot::duplicate (the tied embedding's copy on the last stage) are left
 // out, so that each parameter counts once.
-double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, Communicator* tp = nullptr,
-                        Communicator* pp = nullptr);
+//
+// The norm is a 0-dim fp64 tensor on the gradients' device, never read on the host here: the
+// training step decides clipping and skipping on the device (parallel/step_gate.h). The
+// collectives are queued on the current stream like any other (NCCL) or complete on return (MPI).
+at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, Communicator* tp = nullptr,
+                                   Communicator* pp = nullptr);
 
 // The same over the run's groups: dp from the shards, tp and pp from `ctx`.
-double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, const ParallelContext& ctx);
+at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, const ParallelContext& ctx);
+
+// The norm read on the host (waits for the device): for tests and tools, not the step.
+double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, Communicator* tp = nullptr,
+                        Communicator* pp = nullptr);
 
 }  // namespace hydra::parallel

@@ -81,8 +81,7 @@ ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& p
     opt.buckets.push_back(bucket);
     opt.states.push_back(make_adamw_state(layout, params, bucket.owned));
   }
-  const auto fp32 = params.empty() ? at::TensorOptions().dtype(at::kFloat)
-                                   : params.front().second.options().dtype(at::kFloat);
+  const at::TensorOptions fp32 = master_options(params);  // (fp64 for fp64 parameters: tests)
   if (opt.stage < 2) opt.flat_grad = at::zeros({layout.numel}, fp32);
   if (opt.stage == 2) {
     opt.staging_buffers = staging_buffers;
@@ -118,17 +117,16 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
   }
 }
 
-void zero_scale_gradients(ZeroOptimizer& opt, double factor) {
+void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper,
+               const StepGate& gate) {
   c10::NoGradGuard no_grad;
-  opt.grad_shard.mul_(factor);
-}
-
-void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper) {
-  c10::NoGradGuard no_grad;
+  if (opt.states.empty()) return;
+  // The scalars once for all buckets: their states hold the same step count.
+  const AdamWUpdate update = plan_adamw_update(opt.states.front().step, hyper, gate, opt.grad_shard.options());
   for (size_t b = 0; b < opt.buckets.size(); ++b) {
     const ZeroBucket& bucket = opt.buckets[b];
     AdamWState& state = opt.states[b];
-    adamw_step(state, owned_grad(opt, b), hyper);
+    adamw_apply(state, owned_grad(opt, b), hyper, update);
     if (opt.stage == 0) {
       scatter_flat(layout, params, bucket.owned, state.master);
       continue;

@@ -50,6 +50,7 @@
 #include "parallel/adamw.h"
 #include "parallel/communicator.h"
 #include "parallel/flat_layout.h"
+#include "parallel/step_gate.h"
 
 namespace hydra::parallel {
 
@@ -99,12 +100,12 @@ void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const N
 at::Tensor zero_bucket_buffer(ZeroOptimizer& opt, size_t bucket, int staging_index = 0);
 void zero_bucket_collective(ZeroOptimizer& opt, size_t bucket, at::Tensor& full);
 
-// grad_shard *= factor (clipping).
-void zero_scale_gradients(ZeroOptimizer& opt, double factor);
-
-// AdamW on the owned elements, then the updated weights into every rank's parameters
-// (all-gather per bucket at stages 1-2). Collective at stages 1-2.
-void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper);
+// AdamW on the owned elements as `gate` says (clip factor, skip: parallel/step_gate.h), then
+// the updated weights into every rank's parameters (all-gather per bucket at stages 1-2; a
+// skipped step gathers and writes back the unchanged weights, so that every rank issues the
+// same collectives without reading the gate on the host). Collective at stages 1-2.
+void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& hyper,
+               const StepGate& gate);
 
 // Bytes this rank holds, by kind (the Memory section above).
 struct ZeroMemory {

@@ -22,7 +22,6 @@
 #include "parallel/adamw.h"
 #include "parallel/data_parallel_optimizer.h"
 #include "parallel/flat_layout.h"
-#include "parallel/grad_norm.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/pipeline_tied.h"
@@ -38,6 +37,8 @@
 #include "train/run_checks.h"
 #include "train/schedule.h"
 #include "train/step_bench.h"
+#include "train/step_numbers.h"
+#include "train/step_update.h"
 
 namespace hydra::train {
 namespace {
@@ -150,13 +151,6 @@ Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
   return run;
 }
 
-struct StepResult {
-  double loss = 0;      // LM loss averaged over the global batch
-  double aux = 0;
-  double grad_norm = 0;
-  bool skipped = false;
-};
-
 // The pipeline over this rank's micro-batches (one stage without pipeline parallelism):
 // activations of micro_batch sequences of seq_len tokens, in the model's dtype.
 parallel::PipelineSpec pipeline_spec(Run& run, int micro_batches) {
@@ -222,29 +216,16 @@ void reduce_step(Run& run, at::Tensor& loss_sum) {
   if (run.ctx.grid.shape.dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
 }
 
-StepResult train_step(Run& run, double lr) {
+// One step, queued without reading anything on the host (train/step_update.h): returns the
+// step's numbers on the device (train/step_numbers.h), for the loop to read when it needs them.
+at::Tensor train_step(Run& run, double lr) {
   const auto& t = run.config.train;
   run.optim.zero_grad();  // in place: the gradients are views of the optimizer's flat buffer
   at::Tensor loss_sum = forward_backward(run);
   enter(run, "gradient reduction and optimizer step");
   reduce_step(run, loss_sum);
-  StepResult r;
-  r.loss = loss_sum[0].item<double>();
-  r.aux = loss_sum[1].item<double>();
-  // Collective: the same value on every rank, so the skip/halt decision below is too.
-  r.grad_norm = parallel::global_grad_norm(run.optim.shards(), run.optim.layout(), run.ctx);
-  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
-    if (t.on_nonfinite == "halt") {
-      HYDRA_FAIL(common::RuntimeFailure, "non-finite loss " << r.loss << " or gradient norm " << r.grad_norm
-                                             << " at step " << run.progress.step + 1
-                                             << " (train.on_nonfinite: halt)");
-    }
-    r.skipped = true;
-    return r;
-  }
-  if (t.clip > 0 && r.grad_norm > t.clip) run.optim.scale_gradients(t.clip / (r.grad_norm + 1e-6));
-  run.optim.step(parallel::AdamWHyper{lr, t.beta1, t.beta2, t.eps, t.weight_decay});
-  return r;
+  return update_step(run.optim, run.ctx, loss_sum, parallel::AdamWHyper{lr, t.beta1, t.beta2, t.eps, t.weight_decay},
+                     t.clip);
 }
 
 // Validation loss in causal routing mode over the run's validation windows (val_batches
@@ -303,32 +284,46 @@ RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, con
   auto window_start = Clock::now();
   int window_steps = 0;
   const int64_t first_step = run.progress.step + 1;  // of this process: logged at once (includes warm-up)
+  // Each step's numbers are read one step late (the host queues step N + 1 first), or at once
+  // where the loop needs them: a metrics row, an evaluation, a save, a preemption.
+  PendingSteps pending;
+  StepNumbers latest;  // of the newest step read
+  auto account = [&](int64_t step, const StepNumbers& n) {
+    if (!n.applied) {
+      if (t.on_nonfinite == "halt") {
+        HYDRA_FAIL(common::RuntimeFailure, "non-finite loss " << n.loss << " or gradient norm " << n.grad_norm
+                                               << " at step " << step << " (train.on_nonfinite: halt)");
+      }
+      run.progress.skipped += 1;  // the device left the weights and the optimizer state as they were
+      common::log_warn("step %lld: non-finite loss or gradient, step skipped", static_cast<long long>(step));
+    }
+    latest = n;
+    result.last_loss = n.loss;
+  };
   while (run.progress.step < t.steps) {
     phase.step = run.progress.step + 1;
     const double lr = lr_at(schedule, static_cast<int>(run.progress.step));
-    const StepResult step = train_step(run, lr);
+    pending.push(run.progress.step + 1, train_step(run, lr));
     run.progress.step += 1;
     run.progress.consumed_samples += t.global_batch;
     run.progress.tokens += tokens_per_step;
-    run.progress.skipped += step.skipped ? 1 : 0;
-    if (step.skipped) {
-      common::log_warn("step %lld: non-finite loss or gradient, step skipped", static_cast<long long>(run.progress.step));
-    }
     ++window_steps;
-    result.last_loss = step.loss;
     const bool stop_here = t.stop_at_step > 0 && run.progress.step == t.stop_at_step;
     const bool last = run.progress.step == t.steps || stop_here;
     const bool eval_now = last || (t.eval_every > 0 && run.progress.step % t.eval_every == 0);
     const bool log_now =
         last || eval_now || run.progress.step == first_step || run.progress.step % config.log.every == 0;
+    const bool save_now = last || (config.checkpoint.every > 0 && run.progress.step % config.checkpoint.every == 0);
+    // A row and a checkpoint count every skipped step up to this one (and a halt comes first).
+    pending.settle(log_now || save_now ? 0 : 1, account);
     if (log_now) {
       const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
       StepMetrics row;
       row.step = static_cast<int>(run.progress.step);
-      row.loss = step.loss;
-      row.aux_loss = step.aux;
+      row.loss = latest.loss;
+      row.aux_loss = latest.aux;
       row.lr = lr;
-      row.grad_norm = step.grad_norm;
+      row.grad_norm = latest.grad_norm;
       row.tokens = run.progress.tokens;
       row.tok_s = window_steps * tokens_per_step / std::max(seconds, 1e-9);
       if (peak_flops) row.mfu = row.tok_s * stats.flops_per_token / (*peak_flops * ctx.grid.shape.world());
@@ -341,10 +336,10 @@ RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, con
       window_start = Clock::now();
       window_steps = 0;
     }
-    const bool save_now = last || (config.checkpoint.every > 0 && run.progress.step % config.checkpoint.every == 0);
     if (save_now) result.last_checkpoint = save(run, request.config_json);
     // SIGTERM/SIGUSR1 on any rank: all ranks agree at this step boundary, save, exit 75.
     if (preemption_agreed(world_of(run), run.device)) {
+      pending.settle(0, account);
       if (!save_now) result.last_checkpoint = save(run, request.config_json);
       finish_async_save(run);
       HYDRA_FAIL(common::Preempted, "preempted by a signal at step " << run.progress.step << "; checkpoint "
@@ -355,6 +350,7 @@ RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, con
       break;
     }
   }
+  pending.settle(0, account);  // (the last step was read for its row already)
   finish_async_save(run);  // the last save is committed before the run reports it
   result.steps_done = static_cast<int>(run.progress.step);
   return result;
@@ -394,12 +390,13 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   result.tokens_per_step = static_cast<int64_t>(t.global_batch) * t.seq_len;
   result.flops_per_token = model::compute_model_stats(config.model, t.seq_len, ctx.grid.shape.tp).flops_per_token;
   result.peak_flops = run_peak_flops(t);
-  // The steps of a run, without what a run does between them (logging, evaluation, saving).
+  // The steps of a run, without what a run does between them (logging, evaluation, saving);
+  // their numbers stay on the device until the end.
+  at::Tensor last_numbers;
   auto one_step = [&] {
-    const StepResult step = train_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
+    last_numbers = train_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
     run.progress.step += 1;
     run.progress.consumed_samples += t.global_batch;
-    result.last_loss = step.loss;
   };
   for (int i = 0; i < plan.warmup; ++i) one_step();
   synchronize_device(cuda);
@@ -420,6 +417,7 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
     synchronize_device(cuda);
     plan.stop_trace();
   }
+  if (last_numbers.defined()) result.last_loss = LateStepNumbers(last_numbers).read().loss;
   const AllocatorPeaks peaks = allocator_peaks(cuda);
   result.peak_allocated_gb = peaks.allocated_bytes / 1e9;
   result.peak_reserved_gb = peaks.reserved_bytes / 1e9;

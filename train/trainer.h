@@ -8,13 +8,16 @@
 //   2. the data-parallel optimizer (parallel/data_parallel_optimizer.h) averages the
 //      gradients over the data-parallel group bucket by bucket: all-reduce (ZeRO 0) or
 //      reduce-scatter to the rank that owns each part (ZeRO 1, 2)
-//   3. global gradient norm (parallel/grad_norm.h), one collective over the shards;
-//      non-finite loss or norm: skip the step (every rank holds the same reduced value, so
-//      all skip) or halt with exit 4, as train.on_nonfinite says
-//   4. clip to train.clip, AdamW on the fp32 master weights this rank owns, all-gather the
+//   3. global gradient norm (parallel/grad_norm.h), one collective over the shards, and the
+//      step's gate (parallel/step_gate.h), both on the device: a non-finite loss or norm
+//      skips the update on every rank (they all hold the same reduced values), the clip
+//      factor scales the gradient to train.clip (train/step_update.h)
+//   4. AdamW on the fp32 master weights this rank owns, as the gate says, all-gather the
 //      updated weights (ZeRO 1, 2) and copy them into the parameters
-//   5. consumed samples += global batch; log, evaluate and save (train/run_checkpoints.h)
-//      on their schedules
+//   5. consumed samples += global batch; the step's numbers are read late (one step later,
+//      or at once for a row, an evaluation, a save): a skipped step is counted and warned
+//      about, or the run halts with exit 4, as train.on_nonfinite says; log, evaluate and
+//      save (train/run_checkpoints.h) on their schedules
 #pragma once
 
 #include <optional>

@@ -80,7 +80,7 @@ Rank make_rank(const Global& g, const std::vector<Part>& parts, bool fill) {
   }
   r.layout = parallel::make_flat_layout(r.params);
   r.optim = parallel::make_adamw_state(r.layout, r.params, {0, r.layout.numel});
-  r.optim.step = fill ? 9 : 0;
+  parallel::set_adamw_steps(r.optim, fill ? 9 : 0);
   for (size_t k = 0; k < parts.size(); ++k) {
     const auto& slot = r.layout.slots[k];
     const std::vector<at::Tensor*> state = {&r.optim.master, &r.optim.exp_avg, &r.optim.exp_avg_sq};
@@ -123,7 +123,7 @@ struct ReshardTest : ::testing::Test {
 
   // The loaded rank holds exactly the global tensors (padding zero).
   void expect_global(const Rank& r, const std::vector<Part>& parts) {
-    EXPECT_EQ(r.optim.step, 9);
+    EXPECT_EQ(parallel::adamw_steps(r.optim), 9);
     for (size_t k = 0; k < parts.size(); ++k) {
       EXPECT_TRUE(at::equal(r.params[k].second, local(global, parts[k], 0))) << parts[k].name;
       const auto& slot = r.layout.slots[k];

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -34,6 +35,7 @@
 #include "parallel/process_grid.h"
 #include "parallel/data_parallel_optimizer.h"
 #include "parallel/grad_norm.h"
+#include "parallel/step_gate.h"
 #include "parallel/zero_optimizer.h"
 #include "tests/parallel/mpi_test_main.h"
 
@@ -132,9 +134,9 @@ TEST_P(ZeroStep, ThreeStepsEqualPlainAdamWOnTheAverage) {
     at::Tensor avg = average_grad(layout.numel, dp.size(), step);
     const double ref_norm = avg.norm().item<double>();
     EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
-    zero_scale_gradients(opt, kClip / (norm + 1e-6));
+    const at::Tensor loss = at::zeros({});
+    zero_step(opt, layout, params, kHyper, make_step_gate(loss, global_grad_norm_tensor(opt, layout), kClip));
     avg.mul_(kClip / (ref_norm + 1e-6));
-    zero_step(opt, layout, params, kHyper);
     adamw_step(ref, avg, kHyper);
     scatter_flat(layout, ref_params, {0, layout.numel}, ref.master);
   }
@@ -157,6 +159,103 @@ INSTANTIATE_TEST_SUITE_P(StagesAndBuckets, ZeroStep,
                          [](const auto& info) {
                            return "stage" + std::to_string(info.param.stage) + "_bucket" +
                                   std::to_string(info.param.bucket_numel);
+                         });
+
+// The update gated on the device (parallel/step_gate.h) against the host path it replaced,
+// in float64 (fp64 parameters keep the optimizer's buffers in fp64): the host read the norm,
+// skipped a non-finite step and clipped by scaling the averaged gradient, then ran AdamW on
+// the whole flat space. Step 2 is poisoned on the last rank (a NaN in the element rank 0
+// owns at stages 1-2), step 4 has an infinite loss: every rank skips both, leaving its
+// weights, moments and step counts bitwise as they were.
+struct GatedCase {
+  int stage;
+  int64_t bucket_numel;
+  double clip;
+};
+
+class ZeroGatedStep : public ::testing::TestWithParam<GatedCase> {};
+
+NamedParams make_params_f64() {
+  NamedParams out;
+  for (const auto& [name, p] : make_params()) out.emplace_back(name, p.detach().to(at::kDouble).requires_grad_(true));
+  return out;
+}
+
+void set_grads_f64(const NamedParams& params, const FlatLayout& layout, int rank, int step) {
+  for (size_t s = 0; s < params.size(); ++s) {
+    at::Tensor g = at::empty_like(params[s].second.detach());
+    double* d = g.data_ptr<double>();
+    for (int64_t i = 0; i < g.numel(); ++i) d[i] = grad_value(rank, layout.slots[s].offset + i, step);
+    params[s].second.mutable_grad() = g;
+  }
+}
+
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == b.scalar_type() && a.numel() == b.numel() &&
+         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
+}
+
+TEST_P(ZeroGatedStep, SkipsAndClipsOnTheDeviceAsTheHostDid) {
+  const GatedCase c = GetParam();
+  Communicator& dp = *g_ctx->dp;
+  NamedParams params = make_params_f64();
+  const FlatLayout layout = make_flat_layout(params);
+  ZeroOptimizer opt = make_zero_optimizer(layout, params, &dp, c.stage, c.bucket_numel);
+  ASSERT_EQ(opt.states.front().master.scalar_type(), at::kDouble);
+  NamedParams ref_params = make_params_f64();
+  AdamWState ref = make_adamw_state(layout, ref_params, {0, layout.numel});
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  int clipped = 0;
+  for (int step = 0; step < 6; ++step) {
+    set_grads_f64(params, layout, dp.rank(), step);
+    if (step == 2 && dp.rank() == dp.size() - 1) params[0].second.mutable_grad().view(-1)[0] = nan;
+    const double loss = step == 4 ? std::numeric_limits<double>::infinity() : 1.5;
+    zero_reduce_gradients(opt, layout, params);
+    std::vector<at::Tensor> before;
+    for (const AdamWState& s : opt.states) {
+      for (const at::Tensor& t : {s.master, s.exp_avg, s.exp_avg_sq, s.step}) before.push_back(t.clone());
+    }
+    const at::Tensor norm = global_grad_norm_tensor(opt, layout);
+    zero_step(opt, layout, params, kHyper, make_step_gate(at::full({}, loss, at::kDouble), norm, c.clip));
+    // The host path on the averaged gradient the ranks hold (gathered from their parts: the
+    // average itself is checked by ZeroStep; summed in another order it would differ in the
+    // last bits, which Adam magnifies where the average is about 0).
+    at::Tensor avg = at::zeros({layout.numel}, at::kDouble);
+    for (const ZeroBucket& b : opt.buckets) {
+      avg.narrow(0, b.owned.begin, b.owned.size()).copy_(opt.grad_shard.narrow(0, b.local, b.owned.size()));
+    }
+    if (opt.stage > 0) dp.all_reduce(avg, ReduceOp::kSum);  // the parts are disjoint
+    const double ref_norm = avg.norm().item<double>();
+    const bool skip = step == 2 || step == 4;
+    if (skip) {
+      size_t k = 0;
+      for (const AdamWState& s : opt.states) {
+        for (const at::Tensor& t : {s.master, s.exp_avg, s.exp_avg_sq, s.step}) {
+          EXPECT_TRUE(same_bits(t, before[k++])) << "step " << step << " stage " << c.stage;
+        }
+      }
+      continue;
+    }
+    EXPECT_NEAR(norm.item<double>(), ref_norm, 1e-12 * ref_norm) << "step " << step;
+    if (c.clip > 0 && ref_norm > c.clip) avg.mul_(c.clip / (ref_norm + 1e-6)), ++clipped;
+    adamw_step(ref, avg, kHyper);
+    scatter_flat(layout, ref_params, {0, layout.numel}, ref.master);
+  }
+  for (size_t s = 0; s < params.size(); ++s) {
+    const at::Tensor want = ref_params[s].second.detach();
+    const double diff = (params[s].second.detach() - want).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-12 * want.abs().max().item<double>()) << params[s].first;
+  }
+  for (const AdamWState& s : opt.states) EXPECT_EQ(adamw_steps(s), 4);
+  EXPECT_EQ(clipped, c.clip > 0 ? 4 : 0);  // kClip is below every step's norm
+}
+
+INSTANTIATE_TEST_SUITE_P(StagesBucketsClip, ZeroGatedStep,
+                         ::testing::Values(GatedCase{0, 1 << 20, kClip}, GatedCase{0, 20, 0.0}, GatedCase{1, 20, kClip},
+                                           GatedCase{1, 1, 0.0}, GatedCase{2, 20, kClip}, GatedCase{2, 1 << 20, 0.0}),
+                         [](const auto& info) {
+                           return "stage" + std::to_string(info.param.stage) + "_bucket" +
+                                  std::to_string(info.param.bucket_numel) + (info.param.clip > 0 ? "_clip" : "_noclip");
                          });
 
 TEST(ZeroBuckets, WholeParametersUpToTheBucketSize) {
@@ -330,7 +429,7 @@ TEST(ZeroOverlapMisuse, AParameterCastAfterEnablingIsRefused) {
 static_assert(!std::is_default_constructible_v<DataParallelOptimizer>);
 static_assert(!std::is_copy_constructible_v<DataParallelOptimizer>);
 
-// A step or a clip without this step's reduction would apply stale or unaveraged gradients.
+// A step without this step's reduction would apply stale or unaveraged gradients.
 TEST(DataParallelOptimizerMisuse, StepOrScaleWithoutReductionIsRefused) {
   Communicator& dp = *g_ctx->dp;
   for (bool overlap : {false, true}) {
@@ -347,13 +446,12 @@ TEST(DataParallelOptimizerMisuse, StepOrScaleWithoutReductionIsRefused) {
       }
     };
     set_grads(params, layout, dp.rank(), 0);
-    expect_refused([&] { opt.step(kHyper); }, "step()");
-    expect_refused([&] { opt.scale_gradients(0.5); }, "scale_gradients()");
+    const StepGate gate = always_apply(at::TensorOptions());
+    expect_refused([&] { opt.step(kHyper, gate); }, "step()");
     opt.reduce_gradients();
-    opt.scale_gradients(0.5);
-    opt.step(kHyper);
+    opt.step(kHyper, gate);
     // The next step's gradients have not been reduced yet.
-    expect_refused([&] { opt.step(kHyper); }, "step()");
+    expect_refused([&] { opt.step(kHyper, gate); }, "step()");
   }
 }
 
@@ -431,7 +529,7 @@ TEST(ZeroCheckpoint, StateOfOneStageAndBucketPlanLoadsIntoAnother) {
   for (int step = 0; step < 2; ++step) {
     set_grads(params, layout, dp.rank(), step);
     zero_reduce_gradients(saved, layout, params);
-    zero_step(saved, layout, params, kHyper);
+    zero_step(saved, layout, params, kHyper, always_apply(at::TensorOptions()));
   }
   checkpoint::SaveRequest req;
   req.root = root;
@@ -459,7 +557,7 @@ TEST(ZeroCheckpoint, StateOfOneStageAndBucketPlanLoadsIntoAnother) {
     for (int which = 0; which < 3; ++which) {
       EXPECT_TRUE(at::equal(full(loaded, which), full(saved, which))) << "stage " << into.stage << " state " << which;
     }
-    for (const AdamWState& s : loaded.states) EXPECT_EQ(s.step, 2);
+    for (const AdamWState& s : loaded.states) EXPECT_EQ(adamw_steps(s), 2);
   }
   g_ctx->world->barrier();
   if (g_ctx->grid.rank == 0) std::filesystem::remove_all(root);

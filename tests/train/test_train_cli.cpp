@@ -151,6 +151,22 @@ TEST_F(TrainCli, NonFiniteStepIsSkippedAndCountedOrHalts) {
   EXPECT_EQ(run.exit_code, 4) << run.output;
   EXPECT_NE(run.output.find("at step 2"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("train.on_nonfinite: halt"), std::string::npos) << run.output;
+
+  // Rows at steps 1, 4 and 6 only: step 2's numbers are read late (after step 3 is queued),
+  // yet its warning names it, the row of step 4 counts it, and a halt names step 2.
+  run = train("nan_skip_late", {"--set", "train.inject_nonfinite_step=2", "--set", "log.every=4"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("step 2: non-finite loss or gradient, step skipped"), std::string::npos) << run.output;
+  const auto late = sandbox()->metrics_rows("nan_skip_late");
+  ASSERT_EQ(late.size(), 3u);
+  EXPECT_NE(late.at(1).find("\"skipped\": 0"), std::string::npos) << late.at(1);
+  EXPECT_NE(late.at(4).find("\"skipped\": 1"), std::string::npos) << late.at(4);
+  EXPECT_NE(late.at(6).find("\"skipped\": 1"), std::string::npos) << late.at(6);
+  run = train("nan_halt_late", {"--set", "train.inject_nonfinite_step=2", "--set", "train.on_nonfinite=halt",
+                                "--set", "log.every=4"});
+  EXPECT_EQ(run.exit_code, 4) << run.output;
+  EXPECT_NE(run.output.find("at step 2 (train.on_nonfinite: halt)"), std::string::npos) << run.output;
+  EXPECT_EQ(sandbox()->metrics_rows("nan_halt_late").size(), 1u);  // step 1's row only
 }
 
 // SIGTERM mid-run: exit 75 with a checkpoint; the resumed run continues the loss curve of an
