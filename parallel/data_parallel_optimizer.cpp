@@ -3,7 +3,6 @@
 #include <utility>
 
 #include "common/errors.h"
-#include "parallel/flat_params.h"
 
 namespace hydra::parallel {
 namespace {
@@ -87,7 +86,8 @@ DataParallelOptimizer::DataParallelOptimizer(torch::nn::Module& model, FlatLayou
   p.make_zero();
   if (options.compute_dtype != at::kFloat) model.to(options.compute_dtype);
   p.params = named_params(model);  // the same names, now in the compute dtype
-  flatten_params(p.layout, p.params);  // before the hooks: they go on the parameters as they stay
+  // (Not flatten_params yet: its views start at any element offset, and cuBLAS then falls back
+  // to kernels for unaligned operands, 4x slower on an H200; docs/PERF.md, 2026-12-02.)
   p.attach_overlap();
 }
 
@@ -95,7 +95,11 @@ DataParallelOptimizer::DataParallelOptimizer(DataParallelOptimizer&&) noexcept =
 DataParallelOptimizer& DataParallelOptimizer::operator=(DataParallelOptimizer&&) noexcept = default;
 DataParallelOptimizer::~DataParallelOptimizer() = default;
 
-void DataParallelOptimizer::zero_grad() { zero_flat_grads(parts_->layout, parts_->params); }
+void DataParallelOptimizer::zero_grad() {
+  // Dropped rather than zeroed: backward then takes each parameter's first gradient as it
+  // comes (no fill, no add); a missing gradient reads as 0 in the gather.
+  for (auto& [name, p] : parts_->params) p.mutable_grad().reset();
+}
 
 void DataParallelOptimizer::arm_overlap() {
   if (parts_->overlap) parallel::arm_overlap(*parts_->overlap, parts_->params);

@@ -5,12 +5,10 @@
 //
 //   construction   one step: the model's fp32 parameters, on their final device, become the
 //                  master weights; then the model is cast to its compute dtype; then the
-//                  parameters' values and gradients become views of two flat buffers
-//                  (parallel/flat_params.h); then their gradient accumulators are hooked. (Master weights read after
+//                  parameters' gradient accumulators are hooked. (Master weights read after
 //                  the cast would be rounded; hooks installed before it would be dropped by
 //                  the cast, losing those gradients silently.) There is no other constructor.
-//   each step      zero_grad() (zeroes the flat gradient buffer, keeping the views: never
-//                  Module::zero_grad(), which drops them), arm_overlap() just before the last micro-batch's backward (a no-op without
+//   each step      zero_grad(), arm_overlap() just before the last micro-batch's backward (a no-op without
 //                  overlap), reduce_gradients() after backward, then step() with the gate
 //                  that says whether and how much of the gradient applies (clipping and the
 //                  skip of a non-finite step, decided on the device: parallel/step_gate.h).
@@ -66,7 +64,7 @@ class DataParallelOptimizer {
   // After backward: averages the gradients over dp (what the overlap has not done yet); this
   // rank's part is in shards().grad_shard. Collective over dp.
   void reduce_gradients();
-  // Zeroes every gradient in place (one kernel); refuses gradients no longer in the flat buffer.
+  // Drops every gradient before a step's first backward.
   void zero_grad();
   // AdamW on the owned elements with the gradient times gate.clip_factor, nothing changed
   // where gate.finite is false; the (updated) weights into every rank's parameters in their

@@ -4,9 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
-#include <torch/torch.h>
 
-#include "parallel/data_parallel_optimizer.h"
 #include "parallel/flat_params.h"
 
 namespace {
@@ -100,18 +98,6 @@ TEST(FlatParams, AReplacedGradientFallsBackAndZeroingRefuses) {
   gather_flat(layout, plain, {0, layout.numel}, Source::kGrad, b);
   EXPECT_TRUE(at::equal(a, b));
   EXPECT_THROW(zero_flat_grads(layout, flat), std::exception);
-}
-
-TEST(FlatParams, TheOptimizersZeroGradKeepsViewsAndRefusesDroppedOnes) {
-  torch::nn::Linear model(3, 4);
-  NamedParams params;
-  for (const auto& item : model->named_parameters()) params.emplace_back(item.key(), item.value());
-  DataParallelOptimizer optim(*model, make_flat_layout(params), nullptr, DataParallelOptions{});
-  model(at::randn({2, 3})).sum().backward();
-  optim.zero_grad();
-  for (const auto& [name, p] : optim.params()) EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f) << name;
-  for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();  // what set_to_none does
-  EXPECT_THROW(optim.zero_grad(), std::exception);
 }
 
 }  // namespace
