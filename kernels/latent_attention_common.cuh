@@ -12,17 +12,9 @@
 #include <cstdint>
 
 #include "common/errors.h"
+#include "kernels/cuda_check.cuh"
 #include "kernels/latent_attention.h"
 
-// A failed CUDA call becomes a RuntimeFailure carrying file:line and CUDA's message.
-#define HYDRA_KERNEL_CHECK(call)                                                                   \
-  do {                                                                                             \
-    const cudaError_t hydra_rc_ = (call);                                                          \
-    if (hydra_rc_ != cudaSuccess) {                                                                \
-      HYDRA_FAIL(::hydra::common::RuntimeFailure,                                                  \
-                 __FILE__ << ":" << __LINE__ << ": " #call ": " << cudaGetErrorString(hydra_rc_)); \
-    }                                                                                              \
-  } while (0)
 
 namespace hydra::kernels::detail {
 

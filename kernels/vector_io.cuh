@@ -1,7 +1,7 @@
 // Private to kernels/: what the row-wise fused kernels (rms_norm.cu, rope.cu, swiglu.cu) share:
 // 16-byte vector loads and stores converting to and from float32, the rounding of a float32
-// value to the storage type (so a kernel can round where the unfused LibTorch ops round), and
-// the launch-check macro.
+// value to the storage type (so a kernel can round where the unfused LibTorch ops round); and,
+// through cuda_check.cuh, the launch-check macro.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,19 +10,9 @@
 #include <cstdint>
 
 #include "common/errors.h"
+#include "kernels/cuda_check.cuh"
 #include "kernels/storage_type.h"
 
-// A failed CUDA call becomes a RuntimeFailure carrying file:line and CUDA's message.
-#ifndef HYDRA_KERNEL_CHECK
-#define HYDRA_KERNEL_CHECK(call)                                                                   \
-  do {                                                                                             \
-    const cudaError_t hydra_rc_ = (call);                                                          \
-    if (hydra_rc_ != cudaSuccess) {                                                                \
-      HYDRA_FAIL(::hydra::common::RuntimeFailure,                                                  \
-                 __FILE__ << ":" << __LINE__ << ": " #call ": " << cudaGetErrorString(hydra_rc_)); \
-    }                                                                                              \
-  } while (0)
-#endif
 
 namespace hydra::kernels::vector_io {
 
