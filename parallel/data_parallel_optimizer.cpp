@@ -86,8 +86,6 @@ DataParallelOptimizer::DataParallelOptimizer(torch::nn::Module& model, FlatLayou
   p.make_zero();
   if (options.compute_dtype != at::kFloat) model.to(options.compute_dtype);
   p.params = named_params(model);  // the same names, now in the compute dtype
-  // (Not flatten_params yet: its views start at any element offset, and cuBLAS then falls back
-  // to kernels for unaligned operands, 4x slower on an H200; docs/PERF.md, 2026-12-02.)
   p.attach_overlap();
 }
 

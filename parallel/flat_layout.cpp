@@ -9,7 +9,6 @@
 
 #include "common/torch_compat.h"
 
-#include "parallel/flat_params.h"
 
 namespace hydra::parallel {
 
@@ -43,18 +42,13 @@ std::vector<SlotPiece> pieces_in(const FlatLayout& layout, const Range& range) {
   return pieces;
 }
 
-// Flattened parameters (parallel/flat_params.h): one copy. Otherwise one launch (or a few)
-// instead of one per parameter: the pieces are concatenated by one
+// One launch (or a few) instead of one per parameter: the pieces are concatenated by one
 // batched copy into `out` when they share its dtype, else into a temporary of their dtype
 // that one cast copies into `out` (bf16 gradients into the fp32 buffer). Bitwise the copies
 // the per-parameter loop made.
 void gather_flat(const FlatLayout& layout, const NamedParams& params, const Range& range, Source what,
                  at::Tensor& out) {
   c10::NoGradGuard no_grad;
-  if (const at::Tensor span = flat_span(layout, params, range, what); span.defined()) {
-    out.copy_(span);  // flattened parameters (parallel/flat_params.h): one copy
-    return;
-  }
   std::vector<at::Tensor> pieces;
   for (const SlotPiece& piece : pieces_in(layout, range)) {
     const at::Tensor& p = params[piece.slot].second;
@@ -79,17 +73,12 @@ void gather_flat(const FlatLayout& layout, const NamedParams& params, const Rang
   }
 }
 
-// Flattened parameters: one copy (with the cast). Otherwise the flat range cast once to the
-// parameters' dtype, then one multi-tensor copy into the
+// The flat range cast once to the parameters' dtype, then one multi-tensor copy into the
 // parameters' pieces where LibTorch has it (2.x: a few launches for all of them; see
 // common/torch_compat.h), else a copy per piece (1.13, the CPU build).
 void scatter_flat(const FlatLayout& layout, const NamedParams& params, const Range& range,
                   const at::Tensor& flat) {
   c10::NoGradGuard no_grad;
-  if (at::Tensor span = flat_span(layout, params, range, Source::kValue); span.defined()) {
-    span.copy_(flat);  // flattened parameters (parallel/flat_params.h): one copy
-    return;
-  }
   const std::vector<SlotPiece> pieces = pieces_in(layout, range);
   if (pieces.empty()) return;
   const at::ScalarType dtype = params[pieces.front().slot].second.scalar_type();

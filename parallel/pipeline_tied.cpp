@@ -13,12 +13,7 @@ void sum_tied_embedding_grads(at::Tensor& weight, const ProcessGrid& grid, Commu
   at::Tensor other = at::empty_like(mine);
   const int peer = grid.first_stage() ? grid.shape.pp - 1 : 0;
   pp.exchange(mine, peer, other, peer);
-  // In place: the gradient is a view of the optimizer's flat buffer (parallel/flat_params.h).
-  if (grad.defined()) {
-    grad.copy_(mine + other);
-  } else {
-    weight.mutable_grad() = mine + other;
-  }
+  weight.mutable_grad() = mine + other;
 }
 
 }  // namespace hydra::parallel
