@@ -42,9 +42,14 @@ def model_config(path, overrides=()):
     with open(path) as f:
         doc = yaml.safe_load(f) or {}
     m = dict(doc.get("model", {}))
-    for item in overrides:  # key=value under model., as hydra's --set model.key=value
+    for item in overrides:  # key=value under model. (dotted: mod.enabled=false), as hydra's --set model.key=value
         key, value = item.split("=", 1)
-        m[key] = yaml.safe_load(value)
+        *parents, leaf = key.split(".")
+        node = m
+        for part in parents:
+            node[part] = dict(node.get(part) or {})
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
     ccqa = {"compression": 4, "conv_kernel": 3, "use_convs": True, "qk_mean": True, "qk_mean_gain": 0.25,
             "value_shift": True, "residual_scale": 0.5, **m.get("ccqa", {})}
     mla = {"latent_ratio": 0.5, "residual_scale": 0.5, **m.get("mla", {})}

@@ -39,6 +39,21 @@ Batch to_device(const Batch& batch, const at::Device& device) {
   return Batch{batch.inputs.to(device), batch.targets.to(device)};
 }
 
+void copy_batch(const Batch& host, Batch& device_batch) {
+  auto copy = [](const at::Tensor& from, at::Tensor& to) {
+    HYDRA_CHECK(from.sizes() == to.sizes(), "copy_batch: a batch of " << from.sizes() << " into buffers of " << to.sizes());
+    if (!to.is_cuda()) {
+      to.copy_(from);
+      return;
+    }
+    // A copy from pageable memory would wait for the device; from pinned memory it is queued
+    // (the caching host allocator keeps the pinned block until the copy has run).
+    to.copy_(from.pin_memory(), /*non_blocking=*/true);
+  };
+  copy(host.inputs, device_batch.inputs);
+  copy(host.targets, device_batch.targets);
+}
+
 // ---- TokenDataset ----
 
 TokenDataset::TokenDataset(const std::string& dir, const std::string& expected_tokenizer)

@@ -37,6 +37,11 @@ struct Batch {
 // The batch on `device` (the loader reads into CPU memory).
 Batch to_device(const Batch& batch, const at::Device& device);
 
+// Copies a host batch into `device_batch`'s tensors (same shapes), without waiting for the
+// device: on CUDA through pinned memory, queued on the current stream behind the work already
+// there. The training step's input buffers are filled this way (train/step_inputs.h).
+void copy_batch(const Batch& host, Batch& device_batch);
+
 enum class Split { kTrain, kVal };
 
 // A dataset directory with its shards memory-mapped and validated.

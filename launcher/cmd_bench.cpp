@@ -37,7 +37,7 @@ int count_option(const std::string& option, const std::string& text, int fallbac
 
 constexpr int kTracedSteps = 3;
 
-common::Json step_bench_json(const Config& config, const CliArgs& args, const train::StepBenchResult& r, int warmup) {
+common::Json step_bench_json(const Config& config, const CliArgs& args, const train::StepBenchResult& r) {
   const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
   common::Json out = common::Json::object();
   out["version"] = version_text();
@@ -52,7 +52,8 @@ common::Json step_bench_json(const Config& config, const CliArgs& args, const tr
   out["seq_len"] = config.train.seq_len;
   out["micro_batch"] = r.micro_batch;
   out["accumulation"] = r.accumulation;
-  out["warmup_steps"] = warmup;
+  out["warmup_steps"] = r.warmup_steps;
+  out["cuda_graphs"] = r.cuda_graphs;
   out["steps"] = r.phases.steps;
   out["step_ms"] = r.wall_step_ms;
   out["tok_s"] = tok_s;
@@ -65,22 +66,26 @@ common::Json step_bench_json(const Config& config, const CliArgs& args, const tr
   out["phase_ms"] = phases;
   out["peak_allocated_gb"] = r.peak_allocated_gb;
   out["peak_reserved_gb"] = r.peak_reserved_gb;
+  out["predicted_peak_gb"] = r.predicted_peak_gb;
   out["device_used_gb"] = r.device_used_gb;
   out["last_loss"] = r.last_loss;
   return out;
 }
 
-void print_step_bench(const Config& config, const CliArgs& args, const train::StepBenchResult& r, int warmup) {
+void print_step_bench(const Config& config, const CliArgs& args, const train::StepBenchResult& r) {
   const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
   std::printf("bench step: %s, batch %d x %d tokens (%d per rank x %d micro-batches), %s %s, %d steps after %d "
-              "warm-up\n",
+              "warm-up%s\n",
               args.config.c_str(), config.train.global_batch, config.train.seq_len, r.micro_batch, r.accumulation,
-              config.train.device.c_str(), config.train.dtype.c_str(), r.phases.steps, warmup);
+              config.train.device.c_str(), config.train.dtype.c_str(), r.phases.steps, r.warmup_steps,
+              r.cuda_graphs ? ", replaying the step captured in a CUDA graph" : "");
   std::printf("  step %.2f ms | %.0f tok/s", r.wall_step_ms, tok_s);
   if (r.peak_flops) std::printf(" | MFU %.1f%%", 100.0 * tok_s * r.flops_per_token / *r.peak_flops);
   std::printf("\n");
   if (config.train.device == "cuda") {
-    std::printf("  memory: peak allocated %.2f GB, peak reserved %.2f GB, device used %.2f GB\n", r.peak_allocated_gb,
+    std::printf("  memory: peak allocated %.2f GB (hydra info predicts %.2f GB, %+.1f%%), peak reserved %.2f GB, "
+                "device used %.2f GB\n",
+                r.peak_allocated_gb, r.predicted_peak_gb, 100.0 * (r.predicted_peak_gb / r.peak_allocated_gb - 1),
                 r.peak_reserved_gb, r.device_used_gb);
   }
   std::printf("  the host submits a step in %.2f ms (%.0f%% of the step)\n", r.phases.host_submit_ms,
@@ -128,8 +133,8 @@ int run_bench_step(const Config& config, const CliArgs& args, const parallel::La
   auto ctx = build_context(config, launch);
   const train::StepBenchResult result = train::run_step_bench(config, *ctx, plan);
   if (launch.rank != 0) return 0;
-  print_step_bench(config, args, result, plan.warmup);
-  if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, result, plan.warmup).dump(2) + "\n");
+  print_step_bench(config, args, result);
+  if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, result).dump(2) + "\n");
   if (plan.traced > 0) std::printf("  trace of %d more steps: %s\n", plan.traced, args.trace.c_str());
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "model/model_info.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/process_grid.h"
+#include "train/memory_estimate.h"
 
 namespace hydra::launcher {
 namespace {
@@ -59,6 +60,38 @@ common::Json model_json(const model::ModelStats& s) {
   m["kv_cache_bytes_per_token"] = s.kv_cache_bytes_per_token;
   m["flops_per_token"] = s.flops_per_token;
   return m;
+}
+
+// The predicted peak per rank of each pipeline stage (train/memory_estimate.h), in bytes.
+common::Json memory_json(const train::MemoryEstimate& e) {
+  common::Json stages = common::Json::array();
+  for (const auto& m : e.stages) {
+    common::Json row = common::Json::object();
+    row["stage"] = m.stage;
+    row["weights"] = m.weights;
+    row["gradients"] = m.gradients;
+    row["optimizer"] = m.optimizer;
+    row["activations"] = m.activations;
+    row["buffers"] = m.buffers;
+    row["micro_batches_in_flight"] = m.micro_batches_in_flight;
+    row["peak"] = m.peak();
+    stages.push(row);
+  }
+  common::Json out = common::Json::object();
+  out["micro_batch"] = e.micro_batch;
+  out["peak_bytes"] = e.worst().peak();
+  out["stages"] = stages;
+  return out;
+}
+
+void print_memory(const train::MemoryEstimate& e, const Config& config) {
+  const train::StageMemory& m = e.worst();
+  const double gb = 1e-9;
+  std::printf("memory      peak %.2f GB per GPU%s (train.device cuda, %s, micro-batch of %d x %d tokens): weights "
+              "%.2f, fp32 gradients %.2f, optimizer %.2f, activations %.2f, buffers %.2f\n",
+              m.peak() * gb, e.stages.size() > 1 ? (" on stage " + std::to_string(m.stage)).c_str() : "",
+              config.train.dtype.c_str(), static_cast<int>(e.micro_batch), config.train.seq_len, m.weights * gb,
+              m.gradients * gb, m.optimizer * gb, m.activations * gb, m.buffers * gb);
 }
 
 // The layers and parameters of each pipeline stage (parallel/pipeline_plan.h).
@@ -122,11 +155,14 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   // Planned here too, so that an impossible split fails before a job is launched.
   const auto plan = parallel::plan_pipeline_stages(config.model, shape.pp, config.parallel.pp_layers);
   info["pipeline"] = pipeline_json(config, plan);
+  const train::MemoryEstimate memory = train::estimate_memory(config, shape);
+  info["memory"] = memory_json(memory);
   if (args.json) {
     std::printf("%s\n", info.dump(2).c_str());
   } else {
     print_text(stats, config, shape);
     print_pipeline(config, plan);
+    print_memory(memory, config);
   }
   std::fflush(stdout);
   return 0;

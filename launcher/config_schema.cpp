@@ -95,6 +95,8 @@ std::vector<KeySpec> build_schema() {
       {"train.eval_every", HYDRA_FIELD(train.eval_every), 0, 1e9},
       {"train.eval_batches", HYDRA_FIELD(train.eval_batches), 1, 1e6},
       {"train.peak_tflops", HYDRA_FIELD(train.peak_tflops), 0, 1e6},
+      {"train.cuda_graphs", HYDRA_FIELD(train.cuda_graphs), -kInf, kInf, {"auto", "on", "off"}, false,
+       "capture the training step in a CUDA graph and replay it (one GPU, no parallelism yet); auto: where it can"},
 
       // data
       {"data.path", HYDRA_FIELD(data.path)},

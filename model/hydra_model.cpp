@@ -178,14 +178,15 @@ std::vector<torch::Tensor> MacroBlockImpl::forward(const torch::Tensor& x, const
   torch::Tensor h = out[0], aux = out[1];
   const int64_t B = x.size(0), S = x.size(1);
   torch::Tensor active;  // [B, S] bool: tokens still recursing (undefined: all)
+  // How many: the tokens the previous recursion selected (counted on the host, without reading
+  // the device in top-k mode, so that a training step can be captured in a CUDA graph).
+  int64_t candidates = B * S;
   for (int r = 2; r <= recursions; ++r) {
     const Projection& router = mor_routers[r - 2];
     const torch::Tensor logits = router->forward(h).squeeze(-1);
     const Selection sel = select_tokens(logits, active, mor_capacity_tokens(S, r, recursions), run.route);
-    if (run.log) {
-      const int64_t candidates = active.defined() ? active.sum().item<int64_t>() : B * S;
-      run.log->push_back({name + ".mor_routers." + std::to_string(r - 2), sel.selected_count, candidates});
-    }
+    if (run.log) run.log->push_back({name + ".mor_routers." + std::to_string(r - 2), sel.selected_count, candidates});
+    candidates = sel.selected_count;
     auto routed = apply_routed(h, positions, logits, sel, pass);
     if (run.route == RouteMode::kTopK) aux = aux + mor_aux_scale * router_aux_loss(logits, sel, active);
     aux = aux + routed[1];

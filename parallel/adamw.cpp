@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include "common/errors.h"
 #include "parallel/optimizer_kernels.h"
 
 namespace hydra::parallel {
@@ -35,6 +36,7 @@ AdamWState make_adamw_state(const FlatLayout& layout, const NamedParams& params,
 AdamWUpdate plan_adamw_update(const at::Tensor& steps_taken, const AdamWHyper& h, const StepGate& gate,
                               const at::TensorOptions& like) {
   c10::NoGradGuard no_grad;
+  HYDRA_CHECK(h.lr.defined() && h.lr.dim() == 0, "AdamWHyper::lr must be a 0-dim tensor");
   AdamWUpdate u;
   // `apply` is 1 for an applied step and 0 for a skipped one; every coefficient that moves the
   // state is made neutral by it and a skipped step's gradient reads as 0, so each element
@@ -52,7 +54,7 @@ AdamWUpdate plan_adamw_update(const at::Tensor& steps_taken, const AdamWHyper& h
   const at::Tensor scalars = at::stack({gate.clip_factor.to(at::kDouble).reshape({}),
                                         u.apply * (h.beta1 - 1.0) + 1.0,  // beta1 exactly, or 1 (b - 1 + 1 is exact)
                                         u.apply * (h.beta2 - 1.0) + 1.0,
-                                        u.apply * (h.lr * h.weight_decay),
+                                        u.apply * (h.lr * h.weight_decay),  // (lr * wd first: rounded as a host product was)
                                         u.apply * -h.lr / bias1,
                                         bias2_sqrt})
                                  .to(like.dtype().toScalarType());

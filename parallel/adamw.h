@@ -21,7 +21,9 @@
 namespace hydra::parallel {
 
 struct AdamWHyper {
-  double lr = 3e-4;
+  // 0-dim fp64, on the master's device or the CPU: a tensor, so that a step captured in a CUDA
+  // graph (train/step_graph.h) reads each step's value from the schedule.
+  at::Tensor lr;
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;

@@ -29,6 +29,7 @@ struct TrainConfig {
   int eval_every = 0;             // 0: only at the end
   int eval_batches = 8;
   double peak_tflops = 0;         // one GPU's dense bf16 peak for MFU; 0: from the detected GPU
+  std::string cuda_graphs = "auto";  // auto|on|off: capture the step in a CUDA graph (train/step_graph.h)
 };
 
 }  // namespace hydra::train

@@ -54,6 +54,7 @@ const std::vector<ResumeRule>& resume_rules() {
       {"train.eval_every", true, "evaluation does not change training"},
       {"train.eval_batches", true, "evaluation does not change training"},
       {"train.peak_tflops", true, "only the reported MFU"},
+      {"train.cuda_graphs", true, "a captured step computes what the uncaptured one does"},
       {"train.seed", false, "it fixes the data order the consumed-sample counter walks"},
       {"train.global_batch", false, "the data position and the optimizer's dynamics depend on it"},
       {"train.seq_len", false, "the corpus is cut into windows of train.seq_len + 1 tokens"},

@@ -19,6 +19,8 @@
 #include "train/metrics.h"
 #include "train/oom_message.h"
 #include "train/run_config.h"
+#include "train/step_graph.h"
+#include "train/step_inputs.h"
 #include "train/step_timer.h"
 
 namespace hydra::train {
@@ -48,6 +50,8 @@ struct Run {
   at::TensorOptions device;
   model::HydraModel model;
   parallel::DataParallelOptimizer optim;  // the parameters, their layout, AdamW sharded over ctx.dp
+  StepInputs inputs;                      // the step's micro-batches and learning rate, refilled every step
+  std::unique_ptr<StepGraph> graph;       // the captured step (train.cuda_graphs); null: eager
   checkpoint::Progress progress;
   RunCheckpoints checkpoints;
   int steps_run = 0;          // by this process (the second logs how much of the reduction overlapped)

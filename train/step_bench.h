@@ -22,6 +22,8 @@ struct StepBenchPlan {
 
 struct StepBenchResult {
   StepPhases phases;                // per timed step
+  int warmup_steps = 0;             // run before timing (more than asked where a CUDA graph must be captured first)
+  bool cuda_graphs = false;         // the timed steps replayed a captured step (train.cuda_graphs)
   double wall_step_ms = 0;          // host clock over the timed steps, synchronised at both ends
   int micro_batch = 0;              // sequences per forward on this rank
   int accumulation = 0;             // micro-batches per step
@@ -30,6 +32,7 @@ struct StepBenchResult {
   std::optional<double> peak_flops; // of one device (train/device_peak.h); none: no MFU
   double peak_allocated_gb = 0;     // the caching allocator's peaks over every step (CUDA)
   double peak_reserved_gb = 0;
+  double predicted_peak_gb = 0;     // train/memory_estimate.h for this rank's stage, to compare
   double device_used_gb = 0;        // the device's used memory at the end (what mem_gb of a run shows)
   double last_loss = 0;
 };

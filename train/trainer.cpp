@@ -28,6 +28,7 @@
 #include "parallel/tensor_parallel.h"
 #include "train/device_memory.h"
 #include "train/device_peak.h"
+#include "train/memory_estimate.h"
 #include "train/metrics.h"
 #include "train/oom_message.h"
 #include "train/preemption.h"
@@ -134,6 +135,7 @@ void log_pipeline(const Run& run, const std::vector<model::StageLayers>& stages)
 }
 
 Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
+  const bool graphs = use_cuda_graphs(config, ctx.grid);  // (train.cuda_graphs: on where it cannot fails here)
   BatchPlan batches = plan_batches(config, ctx.grid);
   // The data first: a wrong path or tokenizer fails in a second, not after building a model.
   const auto seed = static_cast<uint64_t>(config.train.seed);
@@ -145,8 +147,16 @@ Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
   const auto device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
   model::HydraModel model = build_model(config, ctx, stages, device);
   parallel::DataParallelOptimizer optim = build_optimizer(config, ctx, model);
-  Run run{config, ctx, std::move(batches), std::move(data), device, std::move(model), std::move(optim)};
+  StepInputs inputs = make_step_inputs(batches.accumulation, batches.micro_batch, config.train.seq_len, device.device());
+  Run run{config, ctx, std::move(batches), std::move(data), device, std::move(model), std::move(optim),
+          std::move(inputs)};
+  if (graphs) run.graph = std::make_unique<StepGraph>();
   run.optim.log_memory(ctx.grid.rank);
+  if (config.train.device == "cuda") {
+    const StageMemory predicted = estimate_memory(config, ctx.grid.shape).stages.at(ctx.grid.coord.pp);
+    common::log_info("memory: predicted peak %.2f GB per GPU (activations %.2f GB; docs/MODEL.md \"Memory\")",
+                     predicted.peak() / 1e9, predicted.activations / 1e9);
+  }
   log_pipeline(run, stages);
   return run;
 }
@@ -173,9 +183,7 @@ at::Tensor forward_backward(Run& run) {
   at::Tensor loss_sum = at::zeros({2}, run.device.dtype(at::kDouble));
   auto forward = [&](int micro, const at::Tensor& input) {
     enter(run, "forward");
-    // The step reads samples [consumed, consumed + global_batch); plan.split says which are this micro-batch's.
-    const data::Batch batch = data::to_device(
-        run.data.train->micro_batch(plan.split, run.progress.consumed_samples, micro), run.device.device());
+    const data::Batch& batch = run.inputs.micro_batches.at(micro);
     model::ForwardOptions fwd;
     fwd.return_logits = false;
     const model::ModelOutput out = run.model->forward(input.defined() ? input : batch.inputs, batch.targets, fwd);
@@ -216,16 +224,32 @@ void reduce_step(Run& run, at::Tensor& loss_sum) {
   if (run.ctx.grid.shape.dp > 1) run.ctx.dp->all_reduce(loss_sum, parallel::ReduceOp::kAvg);
 }
 
-// One step, queued without reading anything on the host (train/step_update.h): returns the
-// step's numbers on the device (train/step_numbers.h), for the loop to read when it needs them.
-at::Tensor train_step(Run& run, double lr) {
+// One step on the inputs in run.inputs, queued without reading anything on the host
+// (train/step_update.h): returns the step's numbers on the device (train/step_numbers.h).
+// What it does on the host is the same every step, so that it can be captured (step_graph.h).
+at::Tensor train_step(Run& run) {
   const auto& t = run.config.train;
-  run.optim.zero_grad();  // in place: the gradients are views of the optimizer's flat buffer
+  run.optim.zero_grad();  // dropped: backward makes them afresh
   at::Tensor loss_sum = forward_backward(run);
   enter(run, "gradient reduction and optimizer step");
   reduce_step(run, loss_sum);
-  return update_step(run.optim, run.ctx, loss_sum, parallel::AdamWHyper{lr, t.beta1, t.beta2, t.eps, t.weight_decay},
-                     t.clip);
+  return update_step(run.optim, run.ctx, loss_sum,
+                     parallel::AdamWHyper{run.inputs.lr, t.beta1, t.beta2, t.eps, t.weight_decay}, t.clip);
+}
+
+// The next step at learning rate `lr`: its samples [consumed, consumed + global_batch) (this
+// rank's micro-batches as plan.split says) and the rate into the step's inputs, then the step,
+// eager or replayed. Returns its numbers on the device, to be read (copied) before the next step.
+at::Tensor run_step(Run& run, double lr) {
+  const BatchPlan& plan = run.batches;
+  std::vector<data::Batch> host;
+  for (int micro = 0; micro < plan.accumulation; ++micro) {
+    host.push_back(run.data.train->micro_batch(plan.split, run.progress.consumed_samples, micro));
+  }
+  stage_step_inputs(run.inputs, host, lr);
+  if (!run.graph) return train_step(run);
+  if (run.graph->captured()) enter(run, "replay of the captured step");
+  return run.graph->run([&run] { return train_step(run); });
 }
 
 // Validation loss in causal routing mode over the run's validation windows (val_batches
@@ -303,7 +327,7 @@ RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, con
   while (run.progress.step < t.steps) {
     phase.step = run.progress.step + 1;
     const double lr = lr_at(schedule, static_cast<int>(run.progress.step));
-    pending.push(run.progress.step + 1, train_step(run, lr));
+    pending.push(run.progress.step + 1, run_step(run, lr));
     run.progress.step += 1;
     run.progress.consumed_samples += t.global_batch;
     run.progress.tokens += tokens_per_step;
@@ -394,11 +418,14 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   // their numbers stay on the device until the end.
   at::Tensor last_numbers;
   auto one_step = [&] {
-    last_numbers = train_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
+    last_numbers = run_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
     run.progress.step += 1;
     run.progress.consumed_samples += t.global_batch;
   };
-  for (int i = 0; i < plan.warmup; ++i) one_step();
+  // A captured step is timed from its replays: the eager steps and the capture are warm-up.
+  result.warmup_steps = run.graph ? std::max(plan.warmup, run.graph->steps_before_replay()) : plan.warmup;
+  result.cuda_graphs = run.graph != nullptr;
+  for (int i = 0; i < result.warmup_steps; ++i) one_step();
   synchronize_device(cuda);
   StepTimer timer(cuda);
   run.timer = &timer;
@@ -421,6 +448,7 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   const AllocatorPeaks peaks = allocator_peaks(cuda);
   result.peak_allocated_gb = peaks.allocated_bytes / 1e9;
   result.peak_reserved_gb = peaks.reserved_bytes / 1e9;
+  result.predicted_peak_gb = estimate_memory(config, ctx.grid.shape).stages.at(ctx.grid.coord.pp).peak() / 1e9;
   result.device_used_gb = memory_in_use_bytes(cuda) / 1e9;
   return result;
 }

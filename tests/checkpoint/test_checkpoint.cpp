@@ -48,7 +48,7 @@ TEST_F(CheckpointTest, WeightsAndOptimizerRoundTripExactly) {
   parallel::NamedParams params = make_params(1);
   const auto layout = parallel::make_flat_layout(params);
   parallel::AdamWState optim = parallel::make_adamw_state(layout, params, {0, layout.numel});
-  parallel::adamw_step(optim, at::randn({layout.numel}), {});
+  parallel::adamw_step(optim, at::randn({layout.numel}), parallel::AdamWHyper{at::scalar_tensor(3e-4, at::kDouble)});
   const std::string dir = checkpoint::save_checkpoint(request(7), params, layout, &optim, nullptr);
   EXPECT_TRUE(fs::exists(fs::path(dir) / "COMMIT"));
 
@@ -151,7 +151,7 @@ TEST_F(CheckpointTest, VocabularyPaddingIsNotStoredAndLoadsAsZero) {
   parallel::NamedParams params = {{"embed.weight", at::randn({8, 3})}};
   const auto layout = parallel::make_flat_layout(params);
   parallel::AdamWState optim = parallel::make_adamw_state(layout, params, {0, layout.numel});
-  parallel::adamw_step(optim, at::randn({layout.numel}), {});
+  parallel::adamw_step(optim, at::randn({layout.numel}), parallel::AdamWHyper{at::scalar_tensor(3e-4, at::kDouble)});
   model::ShardInfo shard{{8, 3}, {0, 0}, -1, 5, true};
   auto req = request(1);
   req.placements = {shard};
@@ -165,7 +165,7 @@ TEST_F(CheckpointTest, VocabularyPaddingIsNotStoredAndLoadsAsZero) {
   parallel::NamedParams bigger = {{"embed.weight", at::ones({12, 3})}};
   const auto big_layout = parallel::make_flat_layout(bigger);
   parallel::AdamWState big_optim = parallel::make_adamw_state(big_layout, bigger, {0, big_layout.numel});
-  parallel::adamw_step(big_optim, at::ones({big_layout.numel}), {});
+  parallel::adamw_step(big_optim, at::ones({big_layout.numel}), parallel::AdamWHyper{at::scalar_tensor(3e-4, at::kDouble)});
   checkpoint::load_checkpoint(dir, bigger, big_layout, &big_optim, {model::ShardInfo{{12, 3}, {0, 0}, -1, 5, true}});
   EXPECT_TRUE(at::equal(bigger[0].second.narrow(0, 0, 5), params[0].second.narrow(0, 0, 5)));
   EXPECT_TRUE(at::equal(bigger[0].second.narrow(0, 5, 7), at::zeros({7, 3})));

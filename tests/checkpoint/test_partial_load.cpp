@@ -43,7 +43,7 @@ struct Saved {
     params = make_params(1);
     layout = parallel::make_flat_layout(params);
     optim = parallel::make_adamw_state(layout, params, {0, layout.numel});
-    parallel::adamw_step(optim, at::randn({layout.numel}), {});
+    parallel::adamw_step(optim, at::randn({layout.numel}), parallel::AdamWHyper{at::scalar_tensor(3e-4, at::kDouble)});
     // A byte pattern found once in the file: two floats at the end of the large tensor.
     const auto& slot = big_slot();
     optim.exp_avg[slot.offset + slot.numel - 2] = 1234.5f;

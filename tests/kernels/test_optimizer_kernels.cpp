@@ -52,7 +52,7 @@ TEST(OptimizerKernels, AdamWMatchesTheAtenFormulasAndSkipsBitwise) {
   const at::Tensor master = at::randn({n});
   const at::Tensor decay = (at::rand({n}) > 0.3).to(at::kFloat);
   AdamWState cpu = state_on(master, decay), gpu = state_on(master.cuda(), decay.cuda());
-  const AdamWHyper h{3e-3, 0.9, 0.95, 1e-8, 0.1};
+  const AdamWHyper h{at::scalar_tensor(3e-3, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
   for (int step = 0; step < 6; ++step) {
     at::Tensor grad = at::randn({n}) * (step == 2 ? 10.0 : 1.0);  // step 2 clips
     at::Tensor loss = at::full({}, step == 4 ? std::nan("") : 2.5, at::kDouble);  // step 4 is skipped

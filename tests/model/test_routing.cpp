@@ -156,6 +156,31 @@ TEST(ModelRouting, ThresholdModeIsCausal) {
   EXPECT_EQ(a.aux_loss.item<double>(), 0.0);
 }
 
+// The routing log of MoR with three recursions: each router's candidates are the tokens the
+// previous one selected (counted on the host; a captured training step reads nothing back),
+// in top-k mode and in the causal threshold mode alike.
+TEST(ModelMor, EachRoutersCandidatesAreThePreviousSelection) {
+  ModelConfig c = small_config();
+  c.mor.recursions = 3;
+  HydraModel model = build(c);
+  torch::NoGradGuard no_grad;
+  const int64_t B = 2, S = 12;
+  const auto tokens = torch::randint(97, {B, S}, torch::kLong);
+  for (bool causal : {false, true}) {
+    ForwardOptions options;
+    options.causal_routing = causal;
+    const ModelOutput out = model->forward(tokens, {}, options);
+    std::vector<RoutingStat> mor;
+    for (const auto& r : out.routing) {
+      if (r.name.find("mor_routers") != std::string::npos) mor.push_back(r);
+    }
+    ASSERT_EQ(mor.size(), 2u) << "causal " << causal;
+    EXPECT_EQ(mor[0].candidates, B * S) << "causal " << causal;
+    EXPECT_EQ(mor[1].candidates, mor[0].selected) << "causal " << causal;
+    if (!causal) EXPECT_LT(mor[1].selected, mor[0].selected);  // capacities shrink with depth
+  }
+}
+
 class Checkpointing : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Checkpointing, SameLossAndGradientsAsWithout) {

@@ -66,7 +66,7 @@ TEST(FlatLayout, GatherScatterRoundTripOnRangesThatCutParameters) {
 TEST(AdamW, MatchesFloat64ReferenceForThreeSteps) {
   NamedParams params = sample_params();
   const FlatLayout layout = make_flat_layout(params);
-  const AdamWHyper h{1e-2, 0.9, 0.95, 1e-8, 0.1};
+  AdamWHyper h{at::scalar_tensor(1e-2, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
   const Range whole{0, layout.numel};
   AdamWState state = make_adamw_state(layout, params, whole);
 
@@ -81,16 +81,20 @@ TEST(AdamW, MatchesFloat64ReferenceForThreeSteps) {
   }
   at::manual_seed(11);
   for (int t = 1; t <= 3; ++t) {
+    // A new learning rate each step, through the same tensor: the update reads it when it is
+    // queued (a captured step replays with the schedule's value).
+    const double lr = 1e-2 * t;
+    h.lr.fill_(lr);
     const at::Tensor g = at::randn({layout.numel});
     adamw_step(state, g, h);
     for (int64_t i = 0; i < layout.numel; ++i) {
       const double gi = g[i].item<float>();
-      p[i] = p[i] - h.lr * h.weight_decay * decay[i] * p[i];
+      p[i] = p[i] - lr * h.weight_decay * decay[i] * p[i];
       m[i] = h.beta1 * m[i] + (1 - h.beta1) * gi;
       v[i] = h.beta2 * v[i] + (1 - h.beta2) * gi * gi;
       const double mhat = m[i] / (1 - std::pow(h.beta1, t));
       const double vhat = v[i] / (1 - std::pow(h.beta2, t));
-      p[i] -= h.lr * mhat / (std::sqrt(vhat) + h.eps);
+      p[i] -= lr * mhat / (std::sqrt(vhat) + h.eps);
     }
   }
   for (int64_t i = 0; i < layout.numel; ++i) {
@@ -131,12 +135,12 @@ struct HostPathAdamW {
     }
     t += 1;
     for (size_t i = 0; i < p.size(); ++i) {
-      p[i] -= h.lr * h.weight_decay * decay[i] * p[i];
+      p[i] -= h.lr.item<double>() * h.weight_decay * decay[i] * p[i];
       m[i] = h.beta1 * m[i] + (1 - h.beta1) * g[i];
       v[i] = h.beta2 * v[i] + (1 - h.beta2) * g[i] * g[i];
       const double mhat = m[i] / (1 - std::pow(h.beta1, static_cast<double>(t)));
       const double vhat = v[i] / (1 - std::pow(h.beta2, static_cast<double>(t)));
-      p[i] -= h.lr * mhat / (std::sqrt(vhat) + h.eps);
+      p[i] -= h.lr.item<double>() * mhat / (std::sqrt(vhat) + h.eps);
     }
   }
 };
@@ -166,7 +170,7 @@ void expect_close(const at::Tensor& got, const std::vector<double>& want, double
 TEST(AdamW, GatedStepsEqualTheHostPathInFloat64) {
   const NamedParams params = as_double(sample_params());
   const FlatLayout layout = make_flat_layout(params);
-  const AdamWHyper h{1e-2, 0.9, 0.95, 1e-8, 0.1};
+  const AdamWHyper h{at::scalar_tensor(1e-2, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   for (double clip : {0.5, 0.0}) {
     for (int first_bad : {2, 0}) {
@@ -214,7 +218,7 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
 TEST(AdamW, ASkippedStepLeavesTheStateBitwiseUnchanged) {
   const NamedParams params = sample_params();  // fp32, as in training
   const FlatLayout layout = make_flat_layout(params);
-  const AdamWHyper h{1e-2, 0.9, 0.95, 1e-8, 0.1};
+  const AdamWHyper h{at::scalar_tensor(1e-2, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   for (int applied_before : {0, 2}) {
     AdamWState state = make_adamw_state(layout, params, {0, layout.numel});

@@ -108,7 +108,7 @@ at::Tensor average_grad(int64_t numel, int ranks, int step) {
   return g.to(at::kFloat);
 }
 
-const AdamWHyper kHyper{0.05, 0.9, 0.95, 1e-8, 0.1};
+const AdamWHyper kHyper{at::scalar_tensor(0.05, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
 constexpr double kClip = 0.1;  // below the gradient norm: clipping is exercised
 
 struct Case {

@@ -142,7 +142,7 @@ TEST(StepUpdate, QueuesTheStepWithoutReadingTheDeviceAndReportsItLate) {
   for (int stage : {0, 1, 2}) {
     TwoLayers model;
     parallel::DataParallelOptimizer optim = make_optimizer(model, stage);
-    const parallel::AdamWHyper hyper{1e-2, 0.9, 0.95, 1e-8, 0.1};
+    const parallel::AdamWHyper hyper{at::scalar_tensor(1e-2, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
     PendingSteps pending;
     std::vector<double> norms;
     std::vector<at::Tensor> before;
@@ -202,7 +202,7 @@ TEST(StepUpdate, GatheringTheGradientsDoesNotGrowWithTheParameterCount) {
     }
     const at::Tensor loss_sum = at::tensor({1.0, 0.0}, at::kDouble);
     const LaunchCounter update;  // (one counter at a time: they share the count)
-    (void)update_step(optim, *g_ctx, loss_sum, {}, 1.0);
+    (void)update_step(optim, *g_ctx, loss_sum, parallel::AdamWHyper{at::scalar_tensor(3e-4, at::kDouble)}, 1.0);
     // For the record, in the test's log: the launches a step costs after backward.
     std::printf("%d parameters, one bucket: reduce_gradients %d launches, update_step %d\n", count,
                 launches.back(), update.launches());

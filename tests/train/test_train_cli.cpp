@@ -107,6 +107,17 @@ TEST_F(TrainCli, BadInputsExitThreeNamingTheCulprit) {
   EXPECT_NE(run.output.find("rank_00000.h5"), std::string::npos) << run.output;
 }
 
+// train.cuda_graphs: on where the step cannot be captured (here: on the CPU) refuses to start,
+// naming the key and why; auto (the default) trains eagerly without a word.
+TEST_F(TrainCli, CudaGraphsOnWhereTheyCannotBeCapturedExitsTwo) {
+  const auto run = train("graphs_on_cpu", {"--set", "train.cuda_graphs=on"});
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find("train.cuda_graphs: on, but the step cannot be captured: train.device is cpu"),
+            std::string::npos)
+      << run.output;
+  EXPECT_FALSE(fs::exists(root() / "graphs_on_cpu" / "metrics.jsonl")) << "refused before the first step";
+}
+
 TEST_F(TrainCli, CkptInspectVerifiesAndCountsParameters) {
   ASSERT_EQ(train("inspect").exit_code, 0);
   const fs::path ckpt = root() / "inspect" / "ckpt" / "step_00000006";

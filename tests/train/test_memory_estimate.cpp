@@ -1,0 +1,110 @@
+// hydra info's peak-memory estimate (train/memory_estimate.h) against an inventory counted by
+// hand here for a one-layer MQA model, and its behaviour in the knobs a user turns: linear in
+// the micro-batch, smaller with recomputation and with MoD, pipeline stages holding the
+// micro-batches 1F1B keeps in flight, ZeRO sharding the optimizer. How close it comes to a
+// measured peak is a benchmark (hydra bench step prints both; docs/PERF.md).
+#include <gtest/gtest.h>
+
+#include "model/model_info.h"
+#include "train/memory_estimate.h"
+
+namespace {
+
+using hydra::train::RunConfig;
+
+RunConfig one_mqa_layer() {
+  RunConfig c;
+  c.model.dim = 64;
+  c.model.heads = 4;  // d 16
+  c.model.kv_heads = 1;
+  c.model.mlp_ratio = 2.0;  // F 128
+  c.model.macro_blocks = 1;
+  c.model.pattern = {"mqa"};
+  c.model.vocab_size = 256;  // padded: 256
+  c.model.tie_embeddings = false;
+  c.model.mod.enabled = false;
+  c.model.mor.recursions = 1;
+  c.train.dtype = "bf16";
+  c.train.global_batch = 2;
+  c.train.micro_batch = 2;
+  c.train.seq_len = 32;
+  return c;
+}
+
+hydra::parallel::GridShape grid(int dp = 1, int tp = 1, int pp = 1) {
+  hydra::parallel::GridShape g;
+  g.dp = dp;
+  g.tp = tp;
+  g.pp = pp;
+  return g;
+}
+
+TEST(MemoryEstimate, OneMqaLayerMatchesTheHandCountedInventory) {
+  const RunConfig c = one_mqa_layer();
+  const auto e = hydra::train::estimate_memory(c, grid());
+  ASSERT_EQ(e.stages.size(), 1u);
+  const auto& m = e.stages[0];
+  const int64_t N = hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total;
+  EXPECT_EQ(m.weights, 2 * N);     // bf16
+  EXPECT_EQ(m.gradients, 4 * N);   // the float32 buffer (bf16 .grad does not exist at the peak)
+  EXPECT_EQ(m.optimizer, 16 * N);  // master, m, v, decay mask
+  // Per token, in bf16 elements: x, n1, h, n2 (4 x 64) + gate, up, SwiGLU (3 x 128) + q before
+  // and after norm/RoPE, attention output, its norm's output (4 x 64) + k before and after, v
+  // (3 x 16) = 944; fp32: 2 pre-norm rstd, q rstd (4 heads), k rstd (1), log-sum-exp (4),
+  // output-norm rstd (4) = 15.
+  const int64_t layer = 944 * 2 + 15 * 4;
+  const int64_t head = 2 * 64 * 2 + 4;  // final norm input and rstd, the head's grad of h
+  const int64_t tokens = 2 * 32;
+  const int64_t head_weight_grad = 256 * 64 * 2;  // saved in bf16
+  EXPECT_EQ(m.activations, tokens * (layer + head) + head_weight_grad);
+  // The head's forward: float32 weight-gradient accumulator and a 64-row chunk of logits;
+  // larger than the MLP backward's (3 x 128 + 2 x 64) x 2 bytes per token.
+  EXPECT_EQ(m.buffers, 256 * 64 * 4 + 64 * 256 * 2);
+  EXPECT_EQ(m.peak(), m.weights + m.gradients + m.optimizer + m.activations + m.buffers);
+  EXPECT_EQ(e.micro_batch, 2);
+}
+
+TEST(MemoryEstimate, ActivationsGrowWithTheMicroBatchAndShrinkWithRecomputationAndMod) {
+  RunConfig c = one_mqa_layer();
+  c.model.pattern = {"mqa", "ccqa", "mla", "ccqa"};
+  c.model.macro_blocks = 2;
+  const int64_t fixed = 256 * 64 * 2;  // the head's weight gradient does not scale
+  const auto act = [&](const RunConfig& cfg) { return hydra::train::estimate_memory(cfg, grid()).stages[0].activations; };
+  const int64_t base = act(c);
+  RunConfig twice = c;
+  twice.train.global_batch = twice.train.micro_batch = 4;
+  EXPECT_EQ(act(twice) - fixed, 2 * (base - fixed));
+  RunConfig layer = c, block = c;
+  layer.train.activation_checkpointing = "layer";
+  block.train.activation_checkpointing = "block";
+  EXPECT_LT(act(layer), base / 3);
+  EXPECT_LT(act(block), act(layer));
+  RunConfig mod = c;
+  mod.model.mod.enabled = true;
+  mod.model.mod.capacity = 0.5;
+  mod.model.mod.layers = {1, 3};
+  EXPECT_LT(act(mod), base);
+  RunConfig mor = c;
+  mor.model.mor.recursions = 2;  // recursion 2 takes half the tokens again
+  EXPECT_GT(act(mor), base + (base - fixed) / 3);
+  EXPECT_LT(act(mor), 2 * base);
+}
+
+TEST(MemoryEstimate, PipelineStagesHoldTheirMicroBatchesInFlightAndZeroShardsTheOptimizer) {
+  RunConfig c = one_mqa_layer();
+  c.model.pattern = {"mqa", "mqa"};
+  c.model.macro_blocks = 2;  // 4 layers
+  c.train.global_batch = 8;  // 4 micro-batches of 2
+  const auto e = hydra::train::estimate_memory(c, grid(1, 1, 2));
+  ASSERT_EQ(e.stages.size(), 2u);
+  EXPECT_EQ(e.stages[0].micro_batches_in_flight, 2);
+  EXPECT_EQ(e.stages[1].micro_batches_in_flight, 1);
+  const auto one = hydra::train::estimate_memory(c, grid());
+  EXPECT_LT(e.worst().peak(), one.stages[0].peak());
+
+  c.parallel.zero_stage = 1;
+  const auto z = hydra::train::estimate_memory(c, grid(4, 1, 1));
+  EXPECT_NEAR(static_cast<double>(z.stages[0].optimizer), one.stages[0].optimizer / 4.0, 16.0 * 4);
+}
+
+}  // namespace

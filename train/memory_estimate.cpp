@@ -1,0 +1,131 @@
+#include "train/memory_estimate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "common/errors.h"
+#include "model/activation_memory.h"
+#include "model/dims.h"
+#include "model/linear_cross_entropy.h"
+#include "parallel/pipeline_plan.h"
+#include "parallel/zero_optimizer.h"
+
+namespace hydra::train {
+namespace {
+
+bool is_mod_layer(const model::ModelConfig& c, int position) {
+  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
+}
+
+// What one micro-batch keeps for the backward on a stage, and the widest extra its backward
+// (or recomputation) holds at once.
+struct StageActivations {
+  int64_t saved = 0;
+  int64_t transient = 0;
+};
+
+StageActivations stage_activations(const RunConfig& config, const model::StageLayers& layers, int64_t micro_batch,
+                                   int tp) {
+  const model::ModelConfig& c = config.model;
+  const int dtype = config.train.dtype == "bf16" ? 2 : 4;
+  const int64_t S = config.train.seq_len, P = static_cast<int64_t>(c.pattern.size());
+  const std::string& checkpointing = config.train.activation_checkpointing;
+  const int64_t input_bytes = c.dim * dtype;  // what a recomputed layer or block keeps: its input
+  const int R = c.mor.recursions;
+  const int first_block = layers.first / static_cast<int>(P);
+  const int end_block = static_cast<int>((layers.end + P - 1) / P);
+  StageActivations out;
+  for (int block = first_block; block < end_block; ++block) {
+    for (int r = 1; r <= R; ++r) {
+      const int64_t tokens = model::mor_capacity_tokens(S, r, R);  // per sequence, in this pass
+      int64_t pass_saved = 0;
+      if (r >= 2) {  // the MoR router scores every token; the gated update of the chosen ones
+        pass_saved += S * c.dim * dtype + tokens * model::mod_overhead_bytes(c, dtype);
+      }
+      for (int position = 0; position < P; ++position) {
+        const int layer = block * static_cast<int>(P) + position;
+        if (layer < layers.first || layer >= layers.end) continue;
+        const model::ActivationBytes a = model::layer_activation_bytes(c, position, dtype, tp);
+        int64_t through = tokens;  // tokens the layer itself processes
+        if (is_mod_layer(c, position)) {
+          through = model::mod_capacity_tokens(c.mod.capacity, tokens);
+          pass_saved += tokens * c.dim * dtype + through * model::mod_overhead_bytes(c, dtype);
+        }
+        if (checkpointing == "layer") {
+          pass_saved += through * input_bytes;
+          out.transient = std::max(out.transient, micro_batch * through * (a.saved + a.transient));
+        } else {
+          pass_saved += through * a.saved;
+          out.transient = std::max(out.transient, micro_batch * through * a.transient);
+        }
+      }
+      if (checkpointing == "block") {
+        // The block keeps its input; its backward recomputes the whole pass at once.
+        out.transient = std::max(out.transient, micro_batch * pass_saved);
+        pass_saved = tokens * input_bytes;
+      }
+      out.saved += micro_batch * pass_saved;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+const StageMemory& MemoryEstimate::worst() const {
+  HYDRA_CHECK(!stages.empty(), "MemoryEstimate: no stages");
+  return *std::max_element(stages.begin(), stages.end(),
+                           [](const StageMemory& a, const StageMemory& b) { return a.peak() < b.peak(); });
+}
+
+MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShape& shape) {
+  const auto& t = config.train;
+  const model::ModelConfig& c = config.model;
+  const int dtype = t.dtype == "bf16" ? 2 : 4;
+  const int dp = shape.dp, tp = shape.tp, pp = shape.pp;
+  const int64_t micro_batch =
+      t.micro_batch > 0 ? t.micro_batch : std::max<int64_t>(1, t.global_batch / dp / config.parallel.micro_batches);
+  const int64_t accumulation = std::max<int64_t>(1, t.global_batch / dp / micro_batch);
+  const int64_t tokens = micro_batch * t.seq_len;
+  const auto plan = parallel::plan_pipeline_stages(c, pp, config.parallel.pp_layers);
+  const std::vector<int64_t> params = parallel::stage_params(c, plan);
+  const int64_t vocab_local = model::padded_vocab(c.vocab_size, tp) / tp;
+  const int64_t bucket_numel = std::max<int64_t>(1, std::llround(config.parallel.bucket_mb * (1 << 20) / 4));
+
+  MemoryEstimate estimate;
+  estimate.micro_batch = micro_batch;
+  for (int s = 0; s < pp; ++s) {
+    StageMemory m;
+    m.stage = s;
+    // Persistent: the ZeRO formula for this rank's share (tensor parallelism splits the
+    // sharded weights; the few replicated ones, norms and one-head projections, are counted
+    // as split too).
+    const int64_t numel = (params[s] + tp - 1) / tp;
+    const int stage = dp > 1 ? config.parallel.zero_stage : 0;
+    const int64_t owned = stage > 0 ? (numel + dp - 1) / dp : numel;
+    const parallel::ZeroMemory z =
+        parallel::zero_memory_formula(stage, numel, dtype, owned, std::min(numel, bucket_numel));
+    m.weights = z.weights;
+    m.gradients = z.gradients - static_cast<int64_t>(dtype) * numel;  // the compute-dtype .grad: not yet
+    m.optimizer = z.optimizer;
+
+    // Activations: 1F1B keeps pp - s micro-batches in flight on stage s (one without pp).
+    m.micro_batches_in_flight = static_cast<int>(std::min<int64_t>(pp - s, accumulation));
+    const StageActivations a = stage_activations(config, plan[s], micro_batch, tp);
+    m.activations = m.micro_batches_in_flight * a.saved;
+    int64_t forward_end = 0;
+    if (s == pp - 1) {
+      // The final norm's input, the head's saved gradients of h (per token) and of W (bf16).
+      m.activations += tokens * model::head_activation_bytes(c, dtype) + vocab_local * c.dim * dtype;
+      // During the head's forward: W's float32 gradient accumulator and one chunk of logits.
+      const int64_t chunk = std::min(tokens, model::linear_cross_entropy_chunk_rows(vocab_local, true));
+      forward_end = vocab_local * c.dim * 4 + chunk * vocab_local * dtype;
+    }
+    m.buffers = std::max(forward_end, a.transient);
+    estimate.stages.push_back(m);
+  }
+  return estimate;
+}
+
+}  // namespace hydra::train
