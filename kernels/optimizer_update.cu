@@ -64,9 +64,10 @@ __device__ __forceinline__ AdamWScalars read_scalars(const float* s, const bool*
 // One element, in the order and roundings of adamw_apply's ATen passes (each pass rounds to
 // fp32; __f*_rn keeps the compiler from contracting them into fused multiply-adds).
 __device__ __forceinline__ void adamw_element(const AdamWScalars& s, float one_minus_b1, float one_minus_b2, float eps,
-                                              float grad, float decay_mask, float& master, float& m, float& v) {
+                                              float grad, uint8_t decay_mask, float& master, float& m, float& v) {
   const float g = s.finite ? __fmul_rn(grad, s.clip) : 0.0f;
-  master = __fmul_rn(master, __fsub_rn(1.0f, __fmul_rn(decay_mask, s.decay)));
+  // (mask 0 or 1: the product is 0 or decay exactly, as the ATen pass's)
+  master = __fmul_rn(master, __fsub_rn(1.0f, decay_mask ? s.decay : 0.0f));
   m = __fadd_rn(__fmul_rn(m, s.keep1), __fmul_rn(g, one_minus_b1));
   v = __fadd_rn(__fmul_rn(v, s.keep2), __fmul_rn(__fmul_rn(g, g), one_minus_b2));
   const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), s.bias2_sqrt), eps);
@@ -77,12 +78,12 @@ __global__ void adamw_flat_kernel(AdamWFlat a) {
   const AdamWScalars s = read_scalars(a.scalars, a.finite);
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   const bool aligned = (reinterpret_cast<uintptr_t>(a.grad) | reinterpret_cast<uintptr_t>(a.master) |
-                        reinterpret_cast<uintptr_t>(a.exp_avg) | reinterpret_cast<uintptr_t>(a.exp_avg_sq) |
-                        reinterpret_cast<uintptr_t>(a.decay_mask)) % 16 == 0;
+                        reinterpret_cast<uintptr_t>(a.exp_avg) | reinterpret_cast<uintptr_t>(a.exp_avg_sq)) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(a.decay_mask) % 4 == 0;
   const int64_t vec_count = aligned ? a.count / 4 : 0;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < vec_count; i += stride) {
     const float4 g = reinterpret_cast<const float4*>(a.grad)[i];
-    const float4 d = reinterpret_cast<const float4*>(a.decay_mask)[i];
+    const uchar4 d = reinterpret_cast<const uchar4*>(a.decay_mask)[i];
     float4 p = reinterpret_cast<float4*>(a.master)[i];
     float4 m = reinterpret_cast<float4*>(a.exp_avg)[i];
     float4 v = reinterpret_cast<float4*>(a.exp_avg_sq)[i];

@@ -35,7 +35,7 @@ struct AdamWFlat {
   float* master = nullptr;
   float* exp_avg = nullptr;
   float* exp_avg_sq = nullptr;
-  const float* decay_mask = nullptr;
+  const uint8_t* decay_mask = nullptr;  // 1: decays, 0: does not
   const float* scalars = nullptr;
   const bool* finite = nullptr;
   float one_minus_beta1 = 0;

@@ -22,7 +22,7 @@ AdamWState make_adamw_state(const FlatLayout& layout, const NamedParams& params,
   gather_flat(layout, params, range, Source::kValue, s.master);
   s.exp_avg = at::zeros({range.size()}, master);
   s.exp_avg_sq = at::zeros({range.size()}, master);
-  s.decay_mask = at::zeros({range.size()}, master);
+  s.decay_mask = at::zeros({range.size()}, master.dtype(at::kByte));
   for (const SlotPiece& piece : pieces_in(layout, range)) {
     const ParamSlot& slot = layout.slots[piece.slot];
     if (slot.decay) {

@@ -35,7 +35,7 @@ struct AdamWState {
   at::Tensor master;         // fp32 [range.size()] (fp64 when the parameters are fp64: tests)
   at::Tensor exp_avg;        // m
   at::Tensor exp_avg_sq;     // v
-  at::Tensor decay_mask;     // 1 where weight decay applies, else 0 (the master's dtype)
+  at::Tensor decay_mask;     // uint8: 1 where weight decay applies, else 0 (a byte, not the master's 4)
   at::Tensor step;           // fp64 0-dim on the master's device: steps applied (bias correction)
 };
 

@@ -37,7 +37,8 @@ at::Tensor fused_sum_of_squares(const at::Tensor& x) {
 bool fused_adamw_update(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, const AdamWUpdate& u) {
 #ifdef HYDRA_CUDA
   const bool applies = fp32_cuda(grad) && fp32_cuda(s.master) && fp32_cuda(s.exp_avg) && fp32_cuda(s.exp_avg_sq) &&
-                       fp32_cuda(s.decay_mask) && fp32_cuda(u.scalars) && u.scalars.numel() == 6 &&
+                       s.decay_mask.is_cuda() && s.decay_mask.scalar_type() == at::kByte &&
+                       s.decay_mask.is_contiguous() && fp32_cuda(u.scalars) && u.scalars.numel() == 6 &&
                        u.finite.defined() && u.finite.is_cuda() && u.finite.scalar_type() == at::kBool;
   if (!applies) return false;
   const c10::cuda::CUDAGuard guard(grad.device());
@@ -47,7 +48,7 @@ bool fused_adamw_update(AdamWState& s, const at::Tensor& grad, const AdamWHyper&
   a.master = s.master.data_ptr<float>();
   a.exp_avg = s.exp_avg.data_ptr<float>();
   a.exp_avg_sq = s.exp_avg_sq.data_ptr<float>();
-  a.decay_mask = s.decay_mask.data_ptr<float>();
+  a.decay_mask = s.decay_mask.data_ptr<uint8_t>();
   a.scalars = u.scalars.data_ptr<float>();
   a.finite = u.finite.data_ptr<bool>();
   // The constants the ATen passes multiply by, rounded to fp32 as those passes round them.

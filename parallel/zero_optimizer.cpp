@@ -162,7 +162,7 @@ ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_
   if (stage == 0) m.gradients += 4 * numel;
   if (stage == 1) m.gradients += 4 * numel + 4 * owned;
   if (stage == 2) m.gradients += 4 * largest_bucket * staging_buffers + 4 * owned;
-  m.optimizer = 16 * owned;
+  m.optimizer = 13 * owned;
   return m;
 }
 

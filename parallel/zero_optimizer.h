@@ -34,10 +34,10 @@
 //               stage 1: 4N + 4S    (flat fp32 buffer + reduced shard)
 //               stage 2: 4kB + 4S   (k bucket staging buffers + reduced shard; k = 2 with
 //                                    overlap, so a bucket is gathered while one is reduced)
-//   optimizer:  16*S                (fp32 master, m, v and AdamW's fp32 decay mask)
-// With fp32 weights that is 28 bytes/param at stage 0, 12 + 20/P at stage 1 and 4 + 4 + 20/P
+//   optimizer:  13*S                (fp32 master, m, v and AdamW's one-byte decay mask)
+// With fp32 weights that is 25 bytes/param at stage 0, 12 + 17/P at stage 1 and 4 + 4 + 17/P
 // (+ 4kB/N) at stage 2, against the notes' mixed-precision 16, 4 + 12/P and 2 + 14/P: our
-// master copy duplicates the fp32 weights, the decay mask costs 4/P, and stage 2 cannot free
+// master copy duplicates the fp32 weights, the decay mask costs 1/P, and stage 2 cannot free
 // the .grad tensors autograd accumulates into (the saving is the flat fp32 buffer: 4N - 4kB).
 #pragma once
 

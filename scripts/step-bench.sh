@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 BUILD_DIR=${HYDRA_BUILD_DIR:-build-cuda}
 CONFIG=${1:-configs/small.yaml}
 BATCHES=${2:-8 16 32}
-MODES=${3:-eager,compile,reduce-overhead}
+MODES=${3-eager,compile,reduce-overhead}
 DATA=${HYDRA_GPU_DATA:-data-cache/gpu-tokens}
 STEPS=${HYDRA_STEP_BENCH_STEPS:-20}
 TRACE=${HYDRA_STEP_BENCH_TRACE:-0}  # 1: also profile 3 steps of each and summarise where the GPU time goes

@@ -50,7 +50,7 @@ TEST(OptimizerKernels, AdamWMatchesTheAtenFormulasAndSkipsBitwise) {
   at::manual_seed(2);
   const int64_t n = 100003;  // odd: the vector loop and the scalar tail
   const at::Tensor master = at::randn({n});
-  const at::Tensor decay = (at::rand({n}) > 0.3).to(at::kFloat);
+  const at::Tensor decay = (at::rand({n}) > 0.3).to(at::kByte);
   AdamWState cpu = state_on(master, decay), gpu = state_on(master.cuda(), decay.cuda());
   const AdamWHyper h{at::scalar_tensor(3e-3, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
   for (int step = 0; step < 6; ++step) {

@@ -299,7 +299,7 @@ TEST(ZeroMemory, MeasuredBytesEqualTheFormula) {
       EXPECT_EQ(owned, expect_owned);
       const ZeroMemory m = zero_memory(opt, dpo.params());
       EXPECT_EQ(m.weights, 4 * n);
-      EXPECT_EQ(m.optimizer, 16 * owned);  // master, m, v, decay mask: fp32 each
+      EXPECT_EQ(m.optimizer, 13 * owned);  // master, m, v: fp32 each; the decay mask: a byte
       const int64_t flat = effective == 2 ? 4 * largest * staging : 4 * n;
       EXPECT_EQ(m.gradients, 4 * n + flat + (effective > 0 ? 4 * owned : 0)) << "stage " << stage;
       const ZeroMemory f = zero_memory_formula(effective, n, 4, owned, largest, opt.staging_buffers);
