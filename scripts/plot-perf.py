@@ -214,9 +214,12 @@ def plot_step(data, out):
     for i, (name, rows) in enumerate(series):
         xs = [j + i * width for j, b in enumerate(batches) if b in rows]
         left.bar(xs, [rows[b]["tok_s"] for b in batches if b in rows], width, label=name)
-        mem = [rows[b].get("device_used_gb", rows[b].get("peak_reserved_gb", rows[b].get("peak_gb", 0)))
-               for b in batches if b in rows]
-        right.bar(xs, mem, width, label=name)
+        right.bar(xs, [rows[b].get("peak_gb", 0) for b in batches if b in rows], width, label=name)
+        predicted = [(x, rows[b]["predicted_peak_gb"]) for x, b in zip(xs, [b for b in batches if b in rows])
+                     if rows[b].get("predicted_peak_gb")]
+        if predicted:
+            right.scatter([x for x, _ in predicted], [y for _, y in predicted], marker="_", s=300, color="black",
+                          zorder=3, label="hydra info's prediction")
     for ax in (left, right):
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(batches))])
         ax.set_xticklabels([f"batch {b}" for b in batches])
@@ -225,8 +228,9 @@ def plot_step(data, out):
     left.set_ylabel("tokens/s (higher is better)")
     left.set_title("throughput", fontsize=10)
     right.set_ylabel("GB (lower is better)")
-    right.set_title("memory: hydra, device used; PyTorch, allocator reserved", fontsize=10)
+    right.set_title("peak memory allocated (caching allocator)", fontsize=10)
     left.legend(fontsize=8, loc="upper left")
+    right.legend(fontsize=8, loc="upper left")
     seq = data["hydra"][0]["seq_len"] if data["hydra"] else ""
     fig.suptitle(f'{data.get("config", "")}: the training step, bf16, sequence {seq}; {data.get("device", "")}, '
                  f'{data.get("date", "")}', fontsize=11)
