@@ -84,6 +84,18 @@ common::Json memory_json(const train::MemoryEstimate& e) {
   return out;
 }
 
+// The same peak under each train.activation_checkpointing: the choice a user makes by memory.
+void print_memory_by_recompute(const Config& config, const parallel::GridShape& shape) {
+  std::printf("            by train.activation_checkpointing:");
+  for (const char* mode : {"none", "layer", "block"}) {
+    Config c = config;
+    c.train.activation_checkpointing = mode;
+    std::printf(" %s %.2f GB%s", mode, train::estimate_memory(c, shape).worst().peak() * 1e-9,
+                mode == config.train.activation_checkpointing ? " (this config)" : "");
+  }
+  std::printf("\n");
+}
+
 void print_memory(const train::MemoryEstimate& e, const Config& config) {
   const train::StageMemory& m = e.worst();
   const double gb = 1e-9;
@@ -163,6 +175,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
     print_text(stats, config, shape);
     print_pipeline(config, plan);
     print_memory(memory, config);
+    print_memory_by_recompute(config, shape);
   }
   std::fflush(stdout);
   return 0;
