@@ -35,16 +35,8 @@
 
 #include "common/errors.h"
 #include "kernels/ccqa_prologue_device.cuh"  // layouts, arguments and per-tile stages
+#include "kernels/cuda_check.cuh"
 
-// Every CUDA runtime call goes through this: a failure throws a RuntimeFailure with file:line.
-#define CCQA_CUDA_CHECK(call)                                                                     \
-  do {                                                                                            \
-    const cudaError_t ccqa_rc_ = (call);                                                          \
-    if (ccqa_rc_ != cudaSuccess) {                                                                \
-      HYDRA_FAIL(::hydra::common::RuntimeFailure,                                                 \
-                 __FILE__ << ":" << __LINE__ << ": " #call " failed: " << cudaGetErrorString(ccqa_rc_)); \
-    }                                                                                             \
-  } while (0)
 
 namespace hydra::kernels {
 namespace {
@@ -426,13 +418,13 @@ constexpr int kMaxDevices = 64;
 
 const DeviceLimits& device_limits() {
   int dev = 0;
-  CCQA_CUDA_CHECK(cudaGetDevice(&dev));
+  HYDRA_KERNEL_CHECK(cudaGetDevice(&dev));
   HYDRA_CHECK(dev >= 0 && dev < kMaxDevices, "ccqa prologue: device " << dev);
   static std::once_flag once[kMaxDevices];
   static DeviceLimits limits[kMaxDevices];
   std::call_once(once[dev], [dev] {
-    CCQA_CUDA_CHECK(cudaDeviceGetAttribute(&limits[dev].smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    CCQA_CUDA_CHECK(cudaDeviceGetAttribute(&limits[dev].sms, cudaDevAttrMultiProcessorCount, dev));
+    HYDRA_KERNEL_CHECK(cudaDeviceGetAttribute(&limits[dev].smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    HYDRA_KERNEL_CHECK(cudaDeviceGetAttribute(&limits[dev].sms, cudaDevAttrMultiProcessorCount, dev));
   });
   return limits[dev];
 }
@@ -522,9 +514,9 @@ void ccqa_prologue_forward(const CcqaPrologueShape& s, const void* q0, const voi
     a.k = static_cast<T*>(k);
     const size_t bytes = fwd_smem_floats(tile, C::dh, C::k, C::conv, a.G) * sizeof(float);
     auto kernel = prologue_forward_kernel<T, C::dh, C::k, C::conv>;
-    CCQA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     kernel<<<dim3(a.B * a.n_tiles, a.Hkv), kThreads, bytes, stream>>>(a);
-    CCQA_CUDA_CHECK(cudaGetLastError());
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
   });
 }
 
@@ -538,7 +530,7 @@ void ccqa_value_shift_forward(const CcqaPrologueShape& s, const void* v, void* v
     value_shift_kernel<__nv_bfloat16><<<elementwise_blocks(n), 256, 0, stream>>>(
         static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(v_out), n, s.seq, width, s.head_dim, false);
   }
-  CCQA_CUDA_CHECK(cudaGetLastError());
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 void ccqa_value_shift_backward(const CcqaPrologueShape& s, const void* dv_out, void* dv, cudaStream_t stream) {
@@ -552,7 +544,7 @@ void ccqa_value_shift_backward(const CcqaPrologueShape& s, const void* dv_out, v
         static_cast<const __nv_bfloat16*>(dv_out), static_cast<__nv_bfloat16*>(dv), n, s.seq, width, s.head_dim,
         true);
   }
-  CCQA_CUDA_CHECK(cudaGetLastError());
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 size_t ccqa_prologue_backward_workspace(const CcqaPrologueShape& s) {
@@ -568,7 +560,7 @@ void ccqa_prologue_backward(const CcqaPrologueShape& s, const void* q0, const vo
   const BackwardPlan plan = backward_plan(s);
   HYDRA_CHECK(workspace_bytes >= plan.workspace_bytes,
               "ccqa prologue: workspace of " << workspace_bytes << " bytes, need " << plan.workspace_bytes);
-  CCQA_CUDA_CHECK(cudaMemsetAsync(workspace, 0, plan.workspace_bytes, stream));
+  HYDRA_KERNEL_CHECK(cudaMemsetAsync(workspace, 0, plan.workspace_bytes, stream));
   const int G = s.heads / s.kv_heads;
   dispatch(s, [&](auto cfg) {
     using C = decltype(cfg);
@@ -582,15 +574,15 @@ void ccqa_prologue_backward(const CcqaPrologueShape& s, const void* q0, const vo
     a.slice = plan.slice;
     const size_t bytes = bwd_smem_floats(plan.T, C::dh, C::k, C::conv, G) * sizeof(float);
     auto kernel = prologue_backward_kernel<T, C::dh, C::k, C::conv>;
-    CCQA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     kernel<<<dim3(plan.P, a.Hkv), kThreads, bytes, stream>>>(a);
-    CCQA_CUDA_CHECK(cudaGetLastError());
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
   });
   const int64_t total = static_cast<int64_t>(s.kv_heads) * plan.slice;
   reduce_param_grads<<<elementwise_blocks(total), 256, 0, stream>>>(static_cast<const float*>(workspace), plan.P,
                                                                     s.kv_heads, G, s.head_dim, effective_kernel(s),
                                                                     s.use_convs, plan.slice, grads);
-  CCQA_CUDA_CHECK(cudaGetLastError());
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 }  // namespace hydra::kernels

@@ -19,6 +19,7 @@
 #include "model/attention.h"
 #include "model/ccqa_prologue_fused.h"
 #include "model/layers.h"
+#include "tests/kernels/relative_error.h"
 
 namespace hydra::kernels {
 namespace {
@@ -56,10 +57,7 @@ std::vector<Case> cases() {
   };
 }
 
-double rel_l2(const torch::Tensor& got, const torch::Tensor& ref) {
-  const torch::Tensor g = got.to(torch::kDouble), r = ref.to(torch::kDouble);
-  return (g - r).norm().item<double>() / std::max(r.norm().item<double>(), 1e-300);
-}
+using hydra::test::rel_l2;
 
 void expect_close(const torch::Tensor& got, const torch::Tensor& ref, double tol, const std::string& what) {
   ASSERT_EQ(got.sizes(), ref.sizes()) << what;

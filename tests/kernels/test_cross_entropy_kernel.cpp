@@ -17,6 +17,7 @@
 
 #include "kernels/cross_entropy.h"
 #include "model/linear_cross_entropy.h"
+#include "tests/kernels/relative_error.h"
 
 namespace hydra::kernels {
 namespace {
@@ -173,11 +174,8 @@ TEST(LinearCrossEntropyCuda, MatchesFloat64Reference) {
     EXPECT_EQ(loss.scalar_type(), torch::kFloat);
     // bf16: the logits themselves are rounded to bf16 (about 0.01 at these magnitudes).
     EXPECT_NEAR(loss.item<double>(), ref.item<double>(), bf16 ? 1e-2 : 1e-5);
-    auto rel_l2 = [](const torch::Tensor& a, const torch::Tensor& b) {
-      return ((a.to(torch::kDouble).cpu() - b).norm() / b.norm()).item<double>();
-    };
-    EXPECT_LT(rel_l2(h.grad(), hr.grad()), bf16 ? 3e-2 : 1e-5);
-    EXPECT_LT(rel_l2(w.grad(), wr.grad()), bf16 ? 3e-2 : 1e-5);
+    EXPECT_LT(hydra::test::rel_l2(h.grad(), hr.grad()), bf16 ? 3e-2 : 1e-5);
+    EXPECT_LT(hydra::test::rel_l2(w.grad(), wr.grad()), bf16 ? 3e-2 : 1e-5);
   }
 }
 

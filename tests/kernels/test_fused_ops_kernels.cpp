@@ -18,6 +18,7 @@
 #include "kernels/rms_norm.h"
 #include "model/fused_ops.h"
 #include "model/fused_ops_cuda.h"
+#include "tests/kernels/relative_error.h"
 
 namespace hydra::model {
 namespace {
@@ -41,10 +42,7 @@ torch::Tensor plain_rope(const torch::Tensor& x, const torch::Tensor& positions,
   return torch::cat({x1 * c - x2 * s, x2 * c + x1 * s}, -1);
 }
 
-double rel_l2(const torch::Tensor& got, const torch::Tensor& want) {
-  const torch::Tensor g = got.detach().cpu().to(torch::kDouble), w = want.detach().cpu().to(torch::kDouble);
-  return (g - w).norm().item<double>() / std::max(w.norm().item<double>(), 1e-300);
-}
+using hydra::test::rel_l2;
 
 // A CUDA tensor of `dtype` holding `values` (float64, CPU), 16-byte aligned or, when
 // `misaligned`, starting one element into its storage (the kernels' scalar path).

@@ -15,6 +15,7 @@
 #include "model/attention.h"
 #include "model/attention_core.h"
 #include "model/attention_fused.h"
+#include "tests/kernels/relative_error.h"
 
 namespace hydra::kernels {
 namespace {
@@ -45,9 +46,7 @@ std::vector<Case> sweep() {
   return cases;
 }
 
-double rel_l2(const torch::Tensor& got, const torch::Tensor& ref) {
-  return (got.to(torch::kDouble) - ref).norm().item<double>() / ref.norm().item<double>();
-}
+using hydra::test::rel_l2;
 
 // As rel_l2, but against `scale` where the reference is exactly zero (S = 1: one key, so the
 // softmax is constant and dq = dk = 0; the kernels leave bf16 rounding there).
