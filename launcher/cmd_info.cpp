@@ -87,7 +87,7 @@ common::Json memory_json(const train::MemoryEstimate& e) {
 // The same peak under each train.activation_checkpointing: the choice a user makes by memory.
 void print_memory_by_recompute(const Config& config, const parallel::GridShape& shape) {
   std::printf("            by train.activation_checkpointing:");
-  for (const char* mode : {"none", "layer", "block"}) {
+  for (const char* mode : {"none", "mlp", "layer", "block"}) {
     Config c = config;
     c.train.activation_checkpointing = mode;
     std::printf(" %s %.2f GB%s", mode, train::estimate_memory(c, shape).worst().peak() * 1e-9,

@@ -62,9 +62,10 @@ LayerSharding layer_sharding(const std::string& type, const ModelConfig& config,
 // ---------------------------------------------------------------------------------------------
 // Layer
 LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_routed, double aux_scale_,
-                     const ProjectionFactory& factory, std::string name_, const TensorParallelHooks& tp_)
+                     const ProjectionFactory& factory, std::string name_, const TensorParallelHooks& tp_,
+                     bool recompute_mlp_)
     : type(type_), name(std::move(name_)), alpha(residual_scale(type_, c)), capacity(c.mod.capacity),
-      aux_scale(aux_scale_), tp(tp_) {
+      aux_scale(aux_scale_), tp(tp_), recompute_mlp(recompute_mlp_) {
   const Dims m = model_dims(c);
   attn_norm = register_module("attn_norm", std::make_shared<RMSNormImpl>(m.E, c.norm_eps));
   attn = register_module("attn", make_attention(type, c, factory, tp));
@@ -81,7 +82,11 @@ torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& posi
   const auto [h, normed] =
       fused_add_rms_norm(x, attn->forward(tp.enter_region(attn_norm->forward(x)), positions), alpha,
                          mlp_norm->weight, mlp_norm->eps);
-  return h + mlp->forward(tp.enter_region(normed));
+  const torch::Tensor mlp_in = tp.enter_region(normed);
+  if (!recompute_mlp) return h + mlp->forward(mlp_in);
+  // Only the MLP's input is kept; backward runs the MLP again (its matmuls and SwiGLU).
+  Mlp self = mlp;
+  return h + checkpointed(mlp_in, [self](const torch::Tensor& in, bool) { return std::vector<torch::Tensor>{self->forward(in)}; })[0];
 }
 
 std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,
@@ -123,7 +128,8 @@ MacroBlockImpl::MacroBlockImpl(const ModelConfig& c, int index, Checkpointing ch
   layer_holder = register_module("layers", std::make_shared<torch::nn::Module>());
   for (int l = 0; l < n_layers; ++l) {
     auto layer = std::make_shared<LayerImpl>(c, c.pattern[l], is_mod_layer(c, l), mod_scale, factory,
-                                             name + ".layers." + std::to_string(l), tp);
+                                             name + ".layers." + std::to_string(l), tp,
+                                             checkpointing == Checkpointing::kMlp);
     if (l < first || l >= end) continue;  // built for its random draws only
     layer_holder->register_module(std::to_string(l), layer);
     layers.push_back(layer);

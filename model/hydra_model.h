@@ -39,7 +39,8 @@ struct RunContext {
 // tokens run it: x + sigmoid(r) (y - x) for them, x for the others.
 struct LayerImpl : torch::nn::Module {
   LayerImpl(const ModelConfig& config, const std::string& type, bool mod_routed, double aux_scale,
-            const ProjectionFactory& factory, std::string name, const TensorParallelHooks& tp = {});
+            const ProjectionFactory& factory, std::string name, const TensorParallelHooks& tp = {},
+            bool recompute_mlp = false);
   // The layer on every token it is given: y.
   torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& positions);
   // {y, weighted aux loss (a scalar, zero without a router)}.
@@ -54,6 +55,7 @@ struct LayerImpl : torch::nn::Module {
   Mlp mlp;
   Projection router;  // MoD router (E -> 1, with bias), or null
   TensorParallelHooks tp;  // the attention and MLP inputs enter the tp region
+  bool recompute_mlp = false;  // train.activation_checkpointing: mlp (model/recompute.h)
   Placements placements;   // of its parameters, under their full names (model/sharding.h)
 };
 using Layer = std::shared_ptr<LayerImpl>;

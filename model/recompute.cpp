@@ -109,10 +109,11 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
 
 Checkpointing parse_checkpointing(const std::string& mode) {
   if (mode == "none") return Checkpointing::kNone;
+  if (mode == "mlp") return Checkpointing::kMlp;
   if (mode == "layer") return Checkpointing::kLayer;
   if (mode == "block") return Checkpointing::kBlock;
   HYDRA_FAIL(common::ConfigError,
-             "train.activation_checkpointing: '" << mode << "' is not one of none|layer|block");
+             "train.activation_checkpointing: '" << mode << "' is not one of none|mlp|layer|block");
 }
 
 std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn) {

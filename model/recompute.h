@@ -14,9 +14,12 @@
 
 namespace hydra::model {
 
-enum class Checkpointing { kNone, kLayer, kBlock };
+// kMlp recomputes each layer's MLP only (its gate, up and SwiGLU outputs are most of a layer's
+// activations, and cheap elementwise work beside its three matmuls); kLayer each whole layer;
+// kBlock each macro-block pass.
+enum class Checkpointing { kNone, kMlp, kLayer, kBlock };
 
-// "none" | "layer" | "block" (train.activation_checkpointing); ConfigError otherwise.
+// "none" | "mlp" | "layer" | "block" (train.activation_checkpointing); ConfigError otherwise.
 Checkpointing parse_checkpointing(const std::string& mode);
 
 // fn(x, first_pass) returns the outputs; first_pass is false on the recompute, where side

@@ -22,7 +22,7 @@ struct TrainConfig {
   std::string dtype = "fp32";     // fp32|bf16
   std::string device = "cpu";     // cpu|cuda
   std::string on_nonfinite = "skip";  // skip|halt
-  std::string activation_checkpointing = "none";  // none|layer|block
+  std::string activation_checkpointing = "none";  // none|mlp|layer|block
   int stop_at_step = 0;           // stop (with a checkpoint) at this step without changing the
                                   // schedule, to split a run across allocations; 0: run to `steps`
   int inject_nonfinite_step = 0;  // testing aid: rank 0's loss of this step becomes NaN; 0: off

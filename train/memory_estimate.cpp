@@ -33,6 +33,7 @@ StageActivations stage_activations(const RunConfig& config, const model::StageLa
   const std::string& checkpointing = config.train.activation_checkpointing;
   const int64_t input_bytes = c.dim * dtype;  // what a recomputed layer or block keeps: its input
   const int R = c.mor.recursions;
+  const model::Dims c_dims = model::model_dims(c);
   const int first_block = layers.first / static_cast<int>(P);
   const int end_block = static_cast<int>((layers.end + P - 1) / P);
   StageActivations out;
@@ -52,7 +53,13 @@ StageActivations stage_activations(const RunConfig& config, const model::StageLa
           through = model::mod_capacity_tokens(c.mod.capacity, tokens);
           pass_saved += tokens * c.dim * dtype + through * model::mod_overhead_bytes(c, dtype);
         }
-        if (checkpointing == "layer") {
+        if (checkpointing == "mlp") {
+          // The MLP keeps its input (n2, counted above) instead of gate, up and SwiGLU's output;
+          // its backward recomputes them: three F-wide tensors per token at once.
+          const int64_t mlp_saved = 3 * c_dims.F / tp * dtype;
+          pass_saved += through * (a.saved - mlp_saved);
+          out.transient = std::max(out.transient, micro_batch * through * (a.transient + mlp_saved));
+        } else if (checkpointing == "layer") {
           pass_saved += through * input_bytes;
           out.transient = std::max(out.transient, micro_batch * through * (a.saved + a.transient));
         } else {

@@ -41,10 +41,12 @@ std::string out_of_memory_message(const RunPhase& phase, const MemoryKnobs& knob
   } else {
     out += ". Lower train.micro_batch (now " + std::to_string(knobs.micro_batch) + ") or train.seq_len (now " +
            std::to_string(knobs.seq_len) + ")";
-    if (knobs.activation_checkpointing != "block") {
-      out += ", or set train.activation_checkpointing to " +
-             std::string(knobs.activation_checkpointing == "layer" ? "block" : "layer or block") + " (now " +
-             knobs.activation_checkpointing + ")";
+    // The modes that keep less than the current one, weakest first (model/recompute.h).
+    const std::string& now = knobs.activation_checkpointing;
+    const char* stronger = now == "none" ? "mlp, layer or block" : now == "mlp" ? "layer or block" : now == "layer" ? "block" : "";
+    if (*stronger) {
+      out += ", or set train.activation_checkpointing to " + std::string(stronger) + " (now " + now +
+             "; hydra info prints the peak of each)";
     }
   }
   return out;

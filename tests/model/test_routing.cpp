@@ -202,7 +202,7 @@ TEST_P(Checkpointing, SameLossAndGradientsAsWithout) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Model, Checkpointing, ::testing::Values("layer", "block"));
+INSTANTIATE_TEST_SUITE_P(Model, Checkpointing, ::testing::Values("mlp", "layer", "block"));
 
 }  // namespace
 }  // namespace hydra::model

@@ -5,6 +5,8 @@
 // measured peak is a benchmark (hydra bench step prints both; docs/PERF.md).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "model/model_info.h"
 #include "train/memory_estimate.h"
 
@@ -62,6 +64,14 @@ TEST(MemoryEstimate, OneMqaLayerMatchesTheHandCountedInventory) {
   EXPECT_EQ(m.buffers, 256 * 64 * 4 + 64 * 256 * 2);
   EXPECT_EQ(m.peak(), m.weights + m.gradients + m.optimizer + m.activations + m.buffers);
   EXPECT_EQ(e.micro_batch, 2);
+
+  // Recomputing the MLP drops gate, up and SwiGLU's output (3 x 128 bf16 per token); its
+  // backward holds them again with the MLP backward's gradients.
+  RunConfig mlp = c;
+  mlp.train.activation_checkpointing = "mlp";
+  const auto& r = hydra::train::estimate_memory(mlp, grid()).stages[0];
+  EXPECT_EQ(r.activations, m.activations - tokens * 3 * 128 * 2);
+  EXPECT_EQ(r.buffers, std::max<int64_t>(m.buffers, tokens * ((3 * 128 + 2 * 64) * 2 + 3 * 128 * 2)));
 }
 
 TEST(MemoryEstimate, ActivationsGrowWithTheMicroBatchAndShrinkWithRecomputationAndMod) {
@@ -79,6 +89,10 @@ TEST(MemoryEstimate, ActivationsGrowWithTheMicroBatchAndShrinkWithRecomputationA
   block.train.activation_checkpointing = "block";
   EXPECT_LT(act(layer), base / 3);
   EXPECT_LT(act(block), act(layer));
+  RunConfig mlp = c;
+  mlp.train.activation_checkpointing = "mlp";
+  EXPECT_LT(act(mlp), base);
+  EXPECT_GT(act(mlp), act(layer));
   RunConfig mod = c;
   mod.model.mod.enabled = true;
   mod.model.mod.capacity = 0.5;

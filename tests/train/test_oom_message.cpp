@@ -39,7 +39,7 @@ TEST(OomMessage, NamesTheStepAndWhatToLower) {
   EXPECT_EQ(message,
             "out of memory in the forward of step 12: tried to allocate 48.00 GiB with 31.94 GiB free. Lower "
             "train.micro_batch (now 4) or train.seq_len (now 32768), or set train.activation_checkpointing to "
-            "layer or block (now none)");
+            "mlp, layer or block (now none; hydra info prints the peak of each)");
 }
 
 TEST(OomMessage, ModelBuildPointsAtTheState) {

@@ -46,6 +46,11 @@ struct TpTrain : hydra::test::SandboxTest<TpTrain> {
 
 TEST_F(TpTrain, UntiedTp2EqualsOneProcess) { expect_equals_one_process("untied_tp2", false, 2, {"parallel.tp=2"}); }
 TEST_F(TpTrain, TiedTp2EqualsOneProcess) { expect_equals_one_process("tied_tp2", true, 2, {"parallel.tp=2"}); }
+// The MLP recomputed in backward (train.activation_checkpointing: mlp) inside the tp region:
+// its row-parallel all-reduce runs again in the recompute, against one process without it.
+TEST_F(TpTrain, Tp2RecomputedMlpEqualsOneProcess) {
+  expect_equals_one_process("tp2_mlp", false, 2, {"parallel.tp=2", "train.activation_checkpointing=mlp"});
+}
 TEST_F(TpTrain, Tp2Dp2Zero1EqualsOneProcess) {
   expect_equals_one_process("tp2_dp2_zero1", false, 4, {"parallel.tp=2", "parallel.zero_stage=1"});
 }
