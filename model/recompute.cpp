@@ -5,6 +5,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#if HYDRA_CUDA
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#endif
 #include <torch/autograd.h>
 
 #include "common/errors.h"
@@ -43,9 +46,21 @@ void set_rng(const at::Device& device, const at::Tensor& state) {
   gen.set_state(state);
 }
 
+// Whether the current CUDA stream is being captured into a CUDA graph (train/step_graph.h):
+// then the CUDA generator's state cannot be read (nor would a captured replay see it), and as
+// no layer draws random numbers there is nothing to keep.
+bool capturing_cuda(const at::Device& device) {
+#if HYDRA_CUDA
+  return device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+#else
+  (void)device;
+  return false;
+#endif
+}
+
 void capture(RecomputeState& s) {
   s.cpu_rng = get_rng(at::kCPU);
-  if (s.device.is_cuda()) s.cuda_rng = get_rng(s.device);
+  if (s.device.is_cuda() && !capturing_cuda(s.device)) s.cuda_rng = get_rng(s.device);
 #if HYDRA_AUTOCAST_PER_DEVICE
   s.autocast = at::autocast::is_autocast_enabled(at::kCUDA);
   s.autocast_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
@@ -57,7 +72,7 @@ void capture(RecomputeState& s) {
 
 void restore(const RecomputeState& s) {
   set_rng(at::kCPU, s.cpu_rng);
-  if (s.device.is_cuda()) set_rng(s.device, s.cuda_rng);
+  if (s.cuda_rng.defined()) set_rng(s.device, s.cuda_rng);
 #if HYDRA_AUTOCAST_PER_DEVICE
   at::autocast::set_autocast_enabled(at::kCUDA, s.autocast);
   at::autocast::set_autocast_dtype(at::kCUDA, s.autocast_dtype);
