@@ -18,27 +18,33 @@
 
 namespace hydra::train {
 
-std::string cuda_graph_blocker(const RunConfig& config, const parallel::ProcessGrid& grid) {
+std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const parallel::GridShape& shape) {
+  std::vector<std::string> why;
+  if (config.train.device != "cuda") why.push_back("train.device is " + config.train.device + ", not cuda");
 #ifndef HYDRA_CUDA
-  (void)grid;
-  if (config.train.device == "cuda") return "the CPU build has no CUDA";  // (load_config refuses this first)
+  if (config.train.device == "cuda") why.push_back("the CPU build has no CUDA");  // (load_config refuses this first)
 #endif
-  if (config.train.device != "cuda") return "train.device is " + config.train.device + ", not cuda";
-  if (grid.shape.world() > 1) {
-    return std::to_string(grid.shape.world()) +
-           " processes: the collectives and the gradient overlap are not captured yet (one process only)";
+  if (shape.world() > 1) {
+    why.push_back(std::to_string(shape.world()) +
+                  " processes: the collectives and the gradient overlap are not captured yet (one process only)");
   }
   if (config.train.inject_nonfinite_step > 0) {
-    return "train.inject_nonfinite_step poisons one chosen step, which a replayed graph cannot single out";
+    why.push_back("train.inject_nonfinite_step poisons one chosen step, which a replayed graph cannot single out");
   }
-  return "";
+  if (config.train.activation_checkpointing != "none") {
+    why.push_back("train.activation_checkpointing " + config.train.activation_checkpointing +
+                  ": a recompute under a capture has not been run on a GPU yet");
+  }
+  return why;
 }
 
 bool use_cuda_graphs(const RunConfig& config, const parallel::ProcessGrid& grid) {
   const std::string& mode = config.train.cuda_graphs;
   if (mode == "off") return false;
-  const std::string blocker = cuda_graph_blocker(config, grid);
-  if (blocker.empty()) return true;
+  const std::vector<std::string> why = cuda_graph_blockers(config, grid.shape);
+  if (why.empty()) return true;
+  std::string blocker;
+  for (const auto& reason : why) blocker += (blocker.empty() ? "" : "; ") + reason;
   if (mode == "on") {
     HYDRA_FAIL(common::ConfigError, (config.source.empty() ? std::string("config") : config.source)
                                         << ": train.cuda_graphs: on, but the step cannot be captured: " << blocker

@@ -12,7 +12,10 @@
 // What is not captured yet falls back to the eager step (auto) or refuses to start (on):
 // several processes (the collectives and the gradient overlap, whose first step reads on the
 // host, have not been captured and tested on several GPUs) and train.inject_nonfinite_step
-// (a testing aid that poisons one chosen step). Evaluation, logging, checkpoints and the
+// (a testing aid that poisons one chosen step), and train.activation_checkpointing (the
+// recompute runs a backward inside the backward; written to be capturable, the CUDA
+// generator's state is not read while capturing, but not yet run on a GPU under a capture).
+// Evaluation, logging, checkpoints and the
 // preemption check run eagerly between replays.
 #pragma once
 
@@ -21,14 +24,15 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/process_grid.h"
 #include "train/run_config.h"
 
 namespace hydra::train {
 
-// Why this run's step cannot be captured, or "" where it can.
-std::string cuda_graph_blocker(const RunConfig& config, const parallel::ProcessGrid& grid);
+// Why this run's step cannot be captured, every reason (none: it can).
+std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const parallel::GridShape& shape);
 
 // Whether this run captures its step: train.cuda_graphs off: no; auto: where it can (else an
 // info line says why not); on: yes, and a ConfigError naming the key where it cannot.
