@@ -3,6 +3,7 @@
 #ifdef HYDRA_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace hydra::train {
@@ -20,6 +21,18 @@ AllocatorPeaks allocator_peaks(bool cuda) {
   (void)cuda;
 #endif
   return peaks;
+}
+
+double device_total_bytes(bool cuda) {
+#ifdef HYDRA_CUDA
+  if (cuda) {
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return static_cast<double>(total);
+  }
+#else
+  (void)cuda;
+#endif
+  return 0;
 }
 
 void synchronize_device(bool cuda) {

@@ -12,6 +12,9 @@ struct AllocatorPeaks {
 
 AllocatorPeaks allocator_peaks(bool cuda);
 
+// The current device's memory in bytes (CUDA build, train.device cuda); 0 elsewhere.
+double device_total_bytes(bool cuda);
+
 // Waits until the device has run everything queued (no-op on the CPU).
 void synchronize_device(bool cuda);
 

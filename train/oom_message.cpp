@@ -1,5 +1,6 @@
 #include "train/oom_message.h"
 
+#include <cstdio>
 #include <regex>
 
 namespace hydra::train {
@@ -15,6 +16,20 @@ std::optional<std::string> first_group(const std::string& text, const std::strin
 }
 
 bool holds_state_only(const std::string& phase) { return phase == "model build" || phase == "checkpoint load"; }
+
+// What to lower when the activations do not fit, with this run's values (after "lower").
+std::string lower_activations(const MemoryKnobs& knobs) {
+  std::string out = "train.micro_batch (now " + std::to_string(knobs.micro_batch) + ") or train.seq_len (now " +
+                    std::to_string(knobs.seq_len) + ")";
+  // The modes that keep less than the current one, weakest first (model/recompute.h).
+  const std::string& now = knobs.activation_checkpointing;
+  const char* stronger = now == "none" ? "mlp, layer or block" : now == "mlp" ? "layer or block" : now == "layer" ? "block" : "";
+  if (*stronger) {
+    out += ", or set train.activation_checkpointing to " + std::string(stronger) + " (now " + now +
+           "; hydra info prints the peak of each)";
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -39,17 +54,19 @@ std::string out_of_memory_message(const RunPhase& phase, const MemoryKnobs& knob
     out += ". The weights and optimizer state do not fit: raise parallel.zero_stage (now " +
            std::to_string(knobs.zero_stage) + "), parallel.tp or parallel.pp, or use a device with more memory";
   } else {
-    out += ". Lower train.micro_batch (now " + std::to_string(knobs.micro_batch) + ") or train.seq_len (now " +
-           std::to_string(knobs.seq_len) + ")";
-    // The modes that keep less than the current one, weakest first (model/recompute.h).
-    const std::string& now = knobs.activation_checkpointing;
-    const char* stronger = now == "none" ? "mlp, layer or block" : now == "mlp" ? "layer or block" : now == "layer" ? "block" : "";
-    if (*stronger) {
-      out += ", or set train.activation_checkpointing to " + std::string(stronger) + " (now " + now +
-             "; hydra info prints the peak of each)";
-    }
+    out += ". Lower " + lower_activations(knobs);
   }
   return out;
+}
+
+std::string predicted_memory_warning(double predicted_peak_bytes, double device_bytes, const MemoryKnobs& knobs) {
+  // The estimate runs a few percent low (docs/PERF.md): above 95% of the device is a warning.
+  if (device_bytes <= 0 || predicted_peak_bytes <= 0.95 * device_bytes) return "";
+  char numbers[160];
+  std::snprintf(numbers, sizeof numbers, "the predicted peak of %.1f GB per GPU is %.0f%% of this GPU's %.1f GB",
+                predicted_peak_bytes / 1e9, 100.0 * predicted_peak_bytes / device_bytes, device_bytes / 1e9);
+  return std::string(numbers) + ": the first step will likely run out of memory; lower " + lower_activations(knobs) +
+         ", or raise parallel.zero_stage (now " + std::to_string(knobs.zero_stage) + "), parallel.tp or parallel.pp";
 }
 
 }  // namespace hydra::train

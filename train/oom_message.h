@@ -32,4 +32,9 @@ std::optional<std::string> oom_free(const std::string& torch_message);
 
 std::string out_of_memory_message(const RunPhase& phase, const MemoryKnobs& knobs, const std::string& torch_message);
 
+// Before the first step: a warning when hydra info's predicted peak (train/memory_estimate.h)
+// comes within 5% of the device's memory or above, naming what to lower; "" otherwise (and
+// when the device's size is unknown: 0).
+std::string predicted_memory_warning(double predicted_peak_bytes, double device_bytes, const MemoryKnobs& knobs);
+
 }  // namespace hydra::train

@@ -156,6 +156,11 @@ Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
     const StageMemory predicted = estimate_memory(config, ctx.grid.shape).stages.at(ctx.grid.coord.pp);
     common::log_info("memory: predicted peak %.2f GB per GPU (activations %.2f GB; docs/MODEL.md \"Memory\")",
                      predicted.peak() / 1e9, predicted.activations / 1e9);
+    const auto& t = config.train;
+    const MemoryKnobs knobs{run.batches.micro_batch, t.seq_len, t.activation_checkpointing, config.parallel.zero_stage};
+    const std::string warning =
+        predicted_memory_warning(static_cast<double>(predicted.peak()), device_total_bytes(true), knobs);
+    if (!warning.empty()) common::log_warn("memory: %s", warning.c_str());
   }
   log_pipeline(run, stages);
   return run;

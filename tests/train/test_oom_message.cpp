@@ -60,4 +60,17 @@ TEST(OomMessage, UnknownFormatKeepsTheFirstLine) {
                      "train.seq_len (now 64)");
 }
 
+// Before the first step: hydra info's predicted peak against the device's memory.
+TEST(OomMessage, PredictedPeakAboveTheDeviceWarnsBeforeTheFirstStep) {
+  const MemoryKnobs knobs{8, 1024, "mlp", 0};
+  EXPECT_EQ(hydra::train::predicted_memory_warning(150e9, 143.7e9, knobs),
+            "the predicted peak of 150.0 GB per GPU is 104% of this GPU's 143.7 GB: the first step will likely run "
+            "out of memory; lower train.micro_batch (now 8) or train.seq_len (now 1024), or set "
+            "train.activation_checkpointing to layer or block (now mlp; hydra info prints the peak of each), or raise "
+            "parallel.zero_stage (now 0), parallel.tp or parallel.pp");
+  EXPECT_NE(hydra::train::predicted_memory_warning(138e9, 143.7e9, knobs), "");  // within 5%: the estimate runs low
+  EXPECT_EQ(hydra::train::predicted_memory_warning(130e9, 143.7e9, knobs), "");
+  EXPECT_EQ(hydra::train::predicted_memory_warning(150e9, 0, knobs), "") << "unknown device size: no warning";
+}
+
 }  // namespace
