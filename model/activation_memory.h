@@ -19,8 +19,8 @@ struct ActivationBytes {
 
 // One layer at `position` of the pattern, per token that passes through it, with elements of
 // `dtype_bytes` (2: bf16, 4: fp32; norms' rstd and the attention's log-sum-exp are fp32) and
-// the layer's heads and MLP split over `tp` ranks. A MoD router's gather and gate are not
-// included (activation_bytes_mod_overhead).
+// the layer's heads and MLP split over `tp` ranks. A MoD router's input and gate are not
+// included (mod_overhead_bytes).
 ActivationBytes layer_activation_bytes(const ModelConfig& config, int position, int dtype_bytes, int tp = 1);
 
 // What routing adds per routed token (MoD's and MoR's gate times (layer - input) keeps both

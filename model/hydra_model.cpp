@@ -10,14 +10,11 @@
 #include "model/fused_ops.h"
 #include "model/linear_cross_entropy.h"
 #include "model/model_checks.h"
+#include "model/model_info.h"
 #include "model/model_slice.h"
 
 namespace hydra::model {
 namespace {
-
-bool is_mod_layer(const ModelConfig& c, int position) {
-  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
-}
 
 // Router spec: the one linear layer with a bias (docs/MODEL.md "Init"); replicated.
 ProjectionSpec router_spec(const std::string& name, const Dims& m, double capacity) {

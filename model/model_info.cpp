@@ -9,10 +9,6 @@
 namespace hydra::model {
 namespace {
 
-bool mod_layer(const ModelConfig& c, int position) {
-  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
-}
-
 int64_t conv_params(const Dims& m) {  // both convolutions, query and key parts, with biases
   const int64_t ch = m.Lq + m.Lk;
   return (ch * m.K + ch) + (ch * m.dh * m.K + ch);
@@ -65,7 +61,7 @@ double layer_flops(const std::string& type, const ModelConfig& c, const Dims& m,
 double block_pass_flops(const ModelConfig& c, const Dims& m, int64_t n) {
   double f = 0;
   for (int l = 0; l < static_cast<int>(c.pattern.size()); ++l) {
-    if (mod_layer(c, l)) {
+    if (is_mod_layer(c, l)) {
       f += 2.0 * static_cast<double>(m.E) * n;  // router
       f += layer_flops(c.pattern[l], c, m, mod_capacity_tokens(c.mod.capacity, n));
     } else {
@@ -81,7 +77,7 @@ int64_t layer_params(const ModelConfig& c, int position) {
   const Dims m = model_dims(c);
   const std::string& type = c.pattern.at(position);
   return attention_params(type, c, m) + attention_norm_params(type, m) + 2 * m.E + 3 * m.E * m.F +
-         (mod_layer(c, position) ? m.E + 1 : 0);
+         (is_mod_layer(c, position) ? m.E + 1 : 0);
 }
 
 ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
@@ -99,7 +95,7 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
     by[type] += c.macro_blocks * attention_params(type, c, m);
     by["norms"] += c.macro_blocks * (attention_norm_params(type, m) + 2 * m.E);  // + attn_norm, mlp_norm
     by["mlp"] += c.macro_blocks * 3 * m.E * m.F;
-    if (mod_layer(c, l)) by["routers"] += c.macro_blocks * (m.E + 1);
+    if (is_mod_layer(c, l)) by["routers"] += c.macro_blocks * (m.E + 1);
     s.kv_cache_bytes_per_token += kv_bytes(type, m) * c.macro_blocks * c.mor.recursions;
   }
   by["routers"] += static_cast<int64_t>(c.macro_blocks) * (c.mor.recursions - 1) * (m.E + 1);
@@ -122,6 +118,10 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   forward += 2.0 * static_cast<double>(m.E) * static_cast<double>(s.vocab_padded) * S;  // LM head
   s.flops_per_token = 3.0 * forward / static_cast<double>(S);
   return s;
+}
+
+bool is_mod_layer(const ModelConfig& c, int position) {
+  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
 }
 
 }  // namespace hydra::model

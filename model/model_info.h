@@ -28,4 +28,7 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp = 
 // planner balances stages with it.
 int64_t layer_params(const ModelConfig& config, int position);
 
+// Whether the layer at `position` within a macro-block has a MoD router (mod.enabled, mod.layers).
+bool is_mod_layer(const ModelConfig& config, int position);
+
 }  // namespace hydra::model

@@ -9,7 +9,6 @@
 
 #include "common/torch_compat.h"
 
-
 namespace hydra::parallel {
 
 bool decays(const std::string& name, const at::Tensor& param) {

@@ -8,15 +8,13 @@
 #include "model/activation_memory.h"
 #include "model/dims.h"
 #include "model/linear_cross_entropy.h"
+#include "model/model_info.h"
+#include "model/recompute.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/zero_optimizer.h"
 
 namespace hydra::train {
 namespace {
-
-bool is_mod_layer(const model::ModelConfig& c, int position) {
-  return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
-}
 
 // What one micro-batch keeps for the backward on a stage, and the widest extra its backward
 // (or recomputation) holds at once.
@@ -26,11 +24,11 @@ struct StageActivations {
 };
 
 StageActivations stage_activations(const RunConfig& config, const model::StageLayers& layers, int64_t micro_batch,
-                                   int tp) {
+                                   int dtype, int tp) {
   const model::ModelConfig& c = config.model;
-  const int dtype = config.train.dtype == "bf16" ? 2 : 4;
   const int64_t S = config.train.seq_len, P = static_cast<int64_t>(c.pattern.size());
-  const std::string& checkpointing = config.train.activation_checkpointing;
+  using model::Checkpointing;
+  const Checkpointing checkpointing = model::parse_checkpointing(config.train.activation_checkpointing);
   const int64_t input_bytes = c.dim * dtype;  // what a recomputed layer or block keeps: its input
   const int R = c.mor.recursions;
   const model::Dims c_dims = model::model_dims(c);
@@ -49,17 +47,17 @@ StageActivations stage_activations(const RunConfig& config, const model::StageLa
         if (layer < layers.first || layer >= layers.end) continue;
         const model::ActivationBytes a = model::layer_activation_bytes(c, position, dtype, tp);
         int64_t through = tokens;  // tokens the layer itself processes
-        if (is_mod_layer(c, position)) {
+        if (model::is_mod_layer(c, position)) {
           through = model::mod_capacity_tokens(c.mod.capacity, tokens);
           pass_saved += tokens * c.dim * dtype + through * model::mod_overhead_bytes(c, dtype);
         }
-        if (checkpointing == "mlp") {
+        if (checkpointing == Checkpointing::kMlp) {
           // The MLP keeps its input (n2, counted above) instead of gate, up and SwiGLU's output;
           // its backward recomputes them: three F-wide tensors per token at once.
           const int64_t mlp_saved = 3 * c_dims.F / tp * dtype;
           pass_saved += through * (a.saved - mlp_saved);
           out.transient = std::max(out.transient, micro_batch * through * (a.transient + mlp_saved));
-        } else if (checkpointing == "layer") {
+        } else if (checkpointing == Checkpointing::kLayer) {
           pass_saved += through * input_bytes;
           out.transient = std::max(out.transient, micro_batch * through * (a.saved + a.transient));
         } else {
@@ -67,7 +65,7 @@ StageActivations stage_activations(const RunConfig& config, const model::StageLa
           out.transient = std::max(out.transient, micro_batch * through * a.transient);
         }
       }
-      if (checkpointing == "block") {
+      if (checkpointing == Checkpointing::kBlock) {
         // The block keeps its input; its backward recomputes the whole pass at once.
         out.transient = std::max(out.transient, micro_batch * pass_saved);
         pass_saved = tokens * input_bytes;
@@ -119,7 +117,7 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
 
     // Activations: 1F1B keeps pp - s micro-batches in flight on stage s (one without pp).
     m.micro_batches_in_flight = static_cast<int>(std::min<int64_t>(pp - s, accumulation));
-    const StageActivations a = stage_activations(config, plan[s], micro_batch, tp);
+    const StageActivations a = stage_activations(config, plan[s], micro_batch, dtype, tp);
     m.activations = m.micro_batches_in_flight * a.saved;
     int64_t forward_end = 0;
     if (s == pp - 1) {
