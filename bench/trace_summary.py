@@ -82,7 +82,7 @@ def summarize(path, steps, label):
         "by_category_ms": {c: round(v[0] * per, 3) for c, v in sorted(by_cat.items(), key=lambda kv: -kv[1][0])},
         "by_category_count": {c: v[1] / steps for c, v in sorted(by_cat.items(), key=lambda kv: -kv[1][0])},
         "top_kernels": [{"name": n[:160], "category": v[2], "ms": round(v[0] * per, 3), "count": v[1] / steps}
-                        for n, v in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:20]],
+                        for n, v in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:60]],
     }
     return out
 

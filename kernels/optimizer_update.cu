@@ -29,17 +29,22 @@ __device__ double block_sum(double v) {
   return v;
 }
 
-__global__ void sum_of_squares_partials(int64_t count, const float* __restrict__ x, double* __restrict__ partials) {
+template <typename T>
+__global__ void sum_of_squares_partials(int64_t count, const T* __restrict__ x, double* __restrict__ partials) {
+  constexpr int kVec = 16 / sizeof(T);  // one 16-byte load
   double acc = 0.0;
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const int64_t vec_count = aligned ? count / 4 : 0;
+  const int64_t vec_count = aligned ? count / kVec : 0;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < vec_count; i += stride) {
-    const float4 q = reinterpret_cast<const float4*>(x)[i];
-    acc += double(q.x) * q.x + double(q.y) * q.y + double(q.z) * q.z + double(q.w) * q.w;
+    float v[kVec];
+    vector_io::load<T, kVec>(x + i * kVec, v);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) acc += double(v[k]) * v[k];
   }
-  for (int64_t i = vec_count * 4 + int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < count; i += stride) {
-    acc += double(x[i]) * x[i];
+  for (int64_t i = vec_count * kVec + int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < count; i += stride) {
+    const double v = vector_io::to_float(x[i]);
+    acc += v * v;
   }
   acc = block_sum(acc);
   if (threadIdx.x == 0) partials[blockIdx.x] = acc;
@@ -101,19 +106,79 @@ __global__ void adamw_flat_kernel(AdamWFlat a) {
   }
 }
 
+// adamw_tensors_update: up to kBatch tensors per launch, passed by value (kernel parameters are
+// captured with a CUDA graph, so nothing on the host must outlive the launch). The blocks walk
+// chunks of kChunk elements; chunk c belongs to the tensor whose first_chunk range holds it.
+constexpr int kBatch = 48;
+constexpr int64_t kChunk = 8192;
+
+struct TensorBatch {
+  AdamWTensor t[kBatch];
+  int64_t first_chunk[kBatch + 1];
+  int n;
+};
+
+template <typename T>
+__device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, const AdamWTensor& t, int64_t begin,
+                                   int64_t end) {
+  const T* grad = static_cast<const T*>(t.grad);
+  T* value = static_cast<T*>(t.value);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const int64_t k = t.offset + i;
+    const float g = grad ? vector_io::to_float(grad[i]) : 0.0f;
+    float p = a.master[k], m = a.exp_avg[k], v = a.exp_avg_sq[k];
+    adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g, a.decay_mask[k], p, m, v);
+    a.master[k] = p;
+    a.exp_avg[k] = m;
+    a.exp_avg_sq[k] = v;
+    value[i] = vector_io::from_float<T>(p);
+  }
+}
+
+__global__ void adamw_tensors_kernel(const AdamWFlat a, const TensorBatch b) {
+  const AdamWScalars s = read_scalars(a.scalars, a.finite);
+  for (int64_t c = blockIdx.x; c < b.first_chunk[b.n]; c += gridDim.x) {
+    int i = 0;
+    while (c >= b.first_chunk[i + 1]) ++i;
+    const AdamWTensor& t = b.t[i];
+    const int64_t begin = (c - b.first_chunk[i]) * kChunk, end = begin + kChunk < t.count ? begin + kChunk : t.count;
+    if (t.type == StorageType::kBFloat16) {
+      adamw_tensor_chunk<vector_io::bf16>(a, s, t, begin, end);
+    } else {
+      adamw_tensor_chunk<float>(a, s, t, begin, end);
+    }
+  }
+}
+
 }  // namespace
 
-size_t sum_of_squares_workspace(int64_t count) { return sizeof(double) * blocks_for(count, 4); }
+size_t sum_of_squares_workspace(const SquaresInput* inputs, int n) {
+  size_t blocks = 0;
+  for (int i = 0; i < n; ++i) blocks += blocks_for(inputs[i].count, 4);
+  return sizeof(double) * std::max<size_t>(blocks, 1);
+}
 
-void sum_of_squares(int64_t count, const float* x, double* out, void* workspace, size_t workspace_bytes,
+void sum_of_squares(const SquaresInput* inputs, int n, double* out, void* workspace, size_t workspace_bytes,
                     cudaStream_t stream) {
-  const int blocks = blocks_for(count, 4);
-  HYDRA_CHECK(workspace_bytes >= sizeof(double) * blocks,
-              "sum_of_squares: workspace of " << workspace_bytes << " bytes, needs " << sizeof(double) * blocks);
+  const size_t needed = sum_of_squares_workspace(inputs, n);
+  HYDRA_CHECK(workspace_bytes >= needed,
+              "sum_of_squares: workspace of " << workspace_bytes << " bytes, needs " << needed);
   auto* partials = static_cast<double*>(workspace);
-  sum_of_squares_partials<<<blocks, kThreads, 0, stream>>>(count, x, partials);
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
-  sum_partials<<<1, kThreads, 0, stream>>>(blocks, partials, out);
+  int written = 0;
+  for (int i = 0; i < n; ++i) {
+    const SquaresInput& in = inputs[i];
+    const int blocks = blocks_for(in.count, 4);
+    if (in.type == StorageType::kBFloat16) {
+      sum_of_squares_partials<<<blocks, kThreads, 0, stream>>>(in.count, static_cast<const vector_io::bf16*>(in.x),
+                                                               partials + written);
+    } else {
+      sum_of_squares_partials<<<blocks, kThreads, 0, stream>>>(in.count, static_cast<const float*>(in.x),
+                                                               partials + written);
+    }
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
+    written += blocks;
+  }
+  sum_partials<<<1, kThreads, 0, stream>>>(written, partials, out);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -121,6 +186,22 @@ void adamw_flat_update(const AdamWFlat& args, cudaStream_t stream) {
   if (args.count == 0) return;
   adamw_flat_kernel<<<blocks_for(args.count, 4), kThreads, 0, stream>>>(args);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+void adamw_tensors_update(const AdamWFlat& state, const AdamWTensor* tensors, int n, cudaStream_t stream) {
+  for (int first = 0; first < n; first += kBatch) {
+    TensorBatch b{};
+    b.n = std::min(kBatch, n - first);
+    b.first_chunk[0] = 0;
+    for (int i = 0; i < b.n; ++i) {
+      b.t[i] = tensors[first + i];
+      b.first_chunk[i + 1] = b.first_chunk[i] + (b.t[i].count + kChunk - 1) / kChunk;
+    }
+    if (b.first_chunk[b.n] == 0) continue;
+    const int blocks = static_cast<int>(std::min<int64_t>(b.first_chunk[b.n], kMaxBlocks));
+    adamw_tensors_kernel<<<blocks, kThreads, 0, stream>>>(state, b);
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
+  }
 }
 
 }  // namespace hydra::kernels

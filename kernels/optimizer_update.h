@@ -1,6 +1,6 @@
-// The optimizer's two passes over the flat fp32 gradient shard as single kernels: the sum of
-// squares for the global gradient norm (fp64 accumulation, as the ATen path's fp64 cast did,
-// without its two fp64 temporaries of twice the shard's size), and the whole AdamW update of
+// The optimizer's two passes over the gradient as single kernels: the sum of squares for the
+// global gradient norm (fp64 accumulation, as the ATen path's fp64 cast did, without its two
+// fp64 temporaries of twice the input's size; over the flat fp32 shard or the bf16 .grad), and the whole AdamW update of
 // parallel/adamw.h (decay, both moments, the bias-corrected step, the gate of
 // parallel/step_gate.h) in one read and one write of each state element instead of about
 // ten passes. Launchers only: raw device pointers, explicit stream, no synchronisation.
@@ -11,14 +11,24 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/storage_type.h"
+
 namespace hydra::kernels {
 
-// Bytes of device scratch sum_of_squares needs for `count` elements.
-size_t sum_of_squares_workspace(int64_t count);
+// One tensor of sum_of_squares: `count` contiguous elements of `type` at `x` (device).
+struct SquaresInput {
+  const void* x = nullptr;
+  int64_t count = 0;
+  StorageType type = StorageType::kFloat32;
+};
 
-// *out (fp64, device) = sum over i of double(x[i])^2. Deterministic: fixed per-block partial
-// sums, then one block adds them in a fixed order (no atomics).
-void sum_of_squares(int64_t count, const float* x, double* out, void* workspace, size_t workspace_bytes,
+// Bytes of device scratch sum_of_squares needs for these inputs.
+size_t sum_of_squares_workspace(const SquaresInput* inputs, int n);
+
+// *out (fp64, device) = sum over the n inputs and their elements of double(x)^2 (bf16 is read
+// as it is: the gradient norm over bf16 .grad needs no fp32 copy). Deterministic: fixed per-
+// block partial sums, input after input, then one block adds them in a fixed order (no atomics).
+void sum_of_squares(const SquaresInput* inputs, int n, double* out, void* workspace, size_t workspace_bytes,
                     cudaStream_t stream);
 
 // The AdamW update of parallel/adamw.h (adamw_apply) on `count` elements, fp32 state:
@@ -43,5 +53,22 @@ struct AdamWFlat {
   float eps = 0;
 };
 void adamw_flat_update(const AdamWFlat& args, cudaStream_t stream);
+
+// One parameter of adamw_tensors_update: `count` contiguous elements of its gradient and of its
+// value, both of `type`, whose optimizer state starts at element `offset` of the AdamWFlat arrays.
+struct AdamWTensor {
+  const void* grad = nullptr;  // null: no gradient this step, read as 0 (as the gather reads it)
+  void* value = nullptr;       // receives the updated master weight, rounded to `type`
+  int64_t offset = 0;
+  int64_t count = 0;
+  StorageType type = StorageType::kFloat32;
+};
+
+// adamw_flat_update (state.grad unused) with each tensor's gradient read where autograd left
+// it and the updated weight written straight into the parameter: with one data-parallel rank
+// there is no flat gradient, and this saves the gather into fp32 and the scatter back (12 of 41
+// bytes per bf16 parameter). Bitwise the same as gather, adamw_flat_update, scatter: the casts
+// are exact (bf16 -> fp32) and round to nearest even (fp32 -> bf16) as copy_ does.
+void adamw_tensors_update(const AdamWFlat& state, const AdamWTensor* tensors, int n, cudaStream_t stream);
 
 }  // namespace hydra::kernels

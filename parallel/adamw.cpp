@@ -82,6 +82,19 @@ void adamw_apply(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, con
   s.master.addcdiv_(s.exp_avg * u.neg_step_size, denom);
 }
 
+void adamw_apply_params(AdamWState& s, const FlatLayout& layout, const NamedParams& params, const AdamWHyper& h,
+                        const AdamWUpdate& u) {
+  c10::NoGradGuard no_grad;
+  if (fused_adamw_params(s, layout, params, h, u)) {
+    s.step.add_(u.apply);
+    return;
+  }
+  at::Tensor grad = at::empty({s.range.size()}, s.master.options());
+  gather_flat(layout, params, s.range, Source::kGrad, grad);
+  adamw_apply(s, grad, h, u);
+  scatter_flat(layout, params, s.range, s.master);
+}
+
 void adamw_step(AdamWState& s, const at::Tensor& grad, const AdamWHyper& h, const StepGate& gate) {
   adamw_apply(s, grad, h, plan_adamw_update(s.step, h, gate, s.master.options()));
 }

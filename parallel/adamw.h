@@ -69,6 +69,14 @@ AdamWUpdate plan_adamw_update(const at::Tensor& steps_taken, const AdamWHyper& h
 // as they were (the gradient may hold NaN or inf: it never reaches the state).
 void adamw_apply(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper, const AdamWUpdate& update);
 
+// The same update with the gradient read from the parameters' own .grad over state.range (a
+// missing gradient reads as 0) and the updated weights written back into the parameters in
+// their dtype: one data-parallel rank, which keeps no flat gradient (zero_optimizer.h).
+// CUDA, fp32 or bf16 parameters: one fused pass (parallel/optimizer_kernels.h); elsewhere the
+// range is gathered into a temporary, updated with adamw_apply and scattered back.
+void adamw_apply_params(AdamWState& state, const FlatLayout& layout, const NamedParams& params,
+                        const AdamWHyper& hyper, const AdamWUpdate& update);
+
 // plan_adamw_update from the state's own count, then adamw_apply.
 void adamw_step(AdamWState& state, const at::Tensor& grad, const AdamWHyper& hyper, const StepGate& gate);
 // The same with a gate that always applies and does not clip.

@@ -10,7 +10,8 @@
 
 namespace hydra::parallel {
 
-// The local sum of squares of `shards.grad_shard`, summed over dp (ZeRO stages 1-2; each
+// The local sum of squares of `shards.grad_shard` (with one rank, of the parameters' .grad:
+// ZeroOptimizer::direct; a parameter without a gradient counts as 0), summed over dp (ZeRO stages 1-2; each
 // element is owned by exactly one rank, so none counts twice) and, with `tp` of more than one
 // rank, over tp for the slots split across it (ParamSlot::tp_split) while replicated slots
 // count once. Collective over tp (if split) and over dp at stages 1-2; the result is the
@@ -22,14 +23,16 @@ namespace hydra::parallel {
 // The norm is a 0-dim fp64 tensor on the gradients' device, never read on the host here: the
 // training step decides clipping and skipping on the device (parallel/step_gate.h). The
 // collectives are queued on the current stream like any other (NCCL) or complete on return (MPI).
-at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, Communicator* tp = nullptr,
-                                   Communicator* pp = nullptr);
+// `params`: the model's, in the layout's slot order.
+at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, const NamedParams& params,
+                                   Communicator* tp = nullptr, Communicator* pp = nullptr);
 
 // The same over the run's groups: dp from the shards, tp and pp from `ctx`.
-at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, const ParallelContext& ctx);
+at::Tensor global_grad_norm_tensor(const ZeroOptimizer& shards, const FlatLayout& layout, const NamedParams& params,
+                                   const ParallelContext& ctx);
 
 // The norm read on the host (waits for the device): for tests and tools, not the step.
-double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, Communicator* tp = nullptr,
-                        Communicator* pp = nullptr);
+double global_grad_norm(const ZeroOptimizer& shards, const FlatLayout& layout, const NamedParams& params,
+                        Communicator* tp = nullptr, Communicator* pp = nullptr);
 
 }  // namespace hydra::parallel

@@ -24,6 +24,7 @@ at::Tensor owned_grad(ZeroOptimizer& opt, size_t b) {
 
 at::Tensor zero_bucket_buffer(ZeroOptimizer& opt, size_t b, int staging_index) {
   const Range& flat = opt.buckets[b].flat;
+  HYDRA_CHECK(!opt.direct, "zero_bucket_buffer: one rank keeps no gradient buffer");
   if (opt.stage < 2) return opt.flat_grad.narrow(0, flat.begin, flat.size());
   const int64_t stride = opt.staging.numel() / opt.staging_buffers;
   return opt.staging.narrow(0, staging_index * stride, flat.size());
@@ -62,6 +63,7 @@ ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& p
   ZeroOptimizer opt;
   opt.dp = dp && dp->size() > 1 ? dp : nullptr;
   opt.stage = opt.dp ? stage : 0;  // one rank: nothing to shard
+  opt.direct = opt.dp == nullptr;  // ... nor to average: no flat gradient buffer
   const int parts = group_size(opt);
   const int rank = opt.dp ? opt.dp->rank() : 0;
   int64_t owned_total = 0;
@@ -82,6 +84,7 @@ ZeroOptimizer make_zero_optimizer(const FlatLayout& layout, const NamedParams& p
     opt.states.push_back(make_adamw_state(layout, params, bucket.owned));
   }
   const at::TensorOptions fp32 = master_options(params);  // (fp64 for fp64 parameters: tests)
+  if (opt.direct) return opt;  // no gradient buffer at all: AdamW reads .grad (adamw_apply_params)
   if (opt.stage < 2) opt.flat_grad = at::zeros({layout.numel}, fp32);
   if (opt.stage == 2) {
     opt.staging_buffers = staging_buffers;
@@ -106,6 +109,7 @@ std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt) {
 
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params) {
   c10::NoGradGuard no_grad;
+  if (opt.direct) return;  // one rank: the step reads .grad itself
   // Buckets in a fixed order on every rank (the communicator's contract). Each bucket is
   // complete before its collective: gather it, reduce it, move on; the staging buffer of
   // stage 2 is reused because the MPI calls (and NCCL calls, in stream order) are done with
@@ -122,10 +126,14 @@ void zero_step(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& 
   c10::NoGradGuard no_grad;
   if (opt.states.empty()) return;
   // The scalars once for all buckets: their states hold the same step count.
-  const AdamWUpdate update = plan_adamw_update(opt.states.front().step, hyper, gate, opt.grad_shard.options());
+  const AdamWUpdate update = plan_adamw_update(opt.states.front().step, hyper, gate, opt.states.front().master.options());
   for (size_t b = 0; b < opt.buckets.size(); ++b) {
     const ZeroBucket& bucket = opt.buckets[b];
     AdamWState& state = opt.states[b];
+    if (opt.direct) {  // reads .grad and writes the parameters itself
+      adamw_apply_params(state, layout, params, hyper, update);
+      continue;
+    }
     adamw_apply(state, owned_grad(opt, b), hyper, update);
     if (opt.stage == 0) {
       scatter_flat(layout, params, bucket.owned, state.master);
@@ -147,22 +155,23 @@ ZeroMemory zero_memory(const ZeroOptimizer& opt, const NamedParams& params) {
   }
   auto bytes = [](const at::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0}; };
   m.gradients += bytes(opt.flat_grad) + bytes(opt.staging);
-  if (opt.stage > 0) m.gradients += bytes(opt.grad_shard);  // stage 0: the flat buffer itself
+  if (opt.stage > 0) m.gradients += bytes(opt.grad_shard);  // stage 0: the flat buffer itself (or none)
   for (const AdamWState& s : opt.states) {
     m.optimizer += bytes(s.master) + bytes(s.exp_avg) + bytes(s.exp_avg_sq) + bytes(s.decay_mask);
   }
   return m;
 }
 
-ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket,
-                               int staging_buffers) {
+ZeroMemory zero_memory_formula(int stage, int dp_ranks, int64_t numel, int dtype_bytes, int64_t owned,
+                               int64_t largest_bucket, int staging_buffers) {
   ZeroMemory m;
   m.weights = dtype_bytes * numel;
   m.gradients = dtype_bytes * numel;
+  m.optimizer = 13 * owned;
+  if (dp_ranks == 1) return m;  // no gradient buffer: AdamW reads .grad
   if (stage == 0) m.gradients += 4 * numel;
   if (stage == 1) m.gradients += 4 * numel + 4 * owned;
   if (stage == 2) m.gradients += 4 * largest_bucket * staging_buffers + 4 * owned;
-  m.optimizer = 13 * owned;
   return m;
 }
 
@@ -174,7 +183,8 @@ void log_zero_memory(const ZeroOptimizer& opt, const NamedParams& params, int wo
   int64_t owned = 0;
   int64_t largest = 0;
   for (const ZeroBucket& b : opt.buckets) owned += b.owned.size(), largest = std::max(largest, b.flat.size());
-  const ZeroMemory f = zero_memory_formula(opt.stage, numel, dtype_bytes, owned, largest, opt.staging_buffers);
+  const ZeroMemory f =
+      zero_memory_formula(opt.stage, group_size(opt), numel, dtype_bytes, owned, largest, opt.staging_buffers);
   const bool match = f.weights == m.weights && f.gradients == m.gradients && f.optimizer == m.optimizer;
   const double mib = 1.0 / (1 << 20);
   common::log_info("memory: rank %d, zero stage %d over %d dp ranks, %zu buckets: weights %lld B (%.2f MiB), "

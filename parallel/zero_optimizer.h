@@ -5,6 +5,10 @@
 //   stage 2: as stage 1, but the full flat fp32 gradient buffer is never kept: each bucket is
 //            gathered from the parameters' .grad into a bucket-sized staging buffer, reduce-
 //            scattered, and only this rank's reduced part stays (see "Memory" below).
+//   one rank (no dp group, whatever the stage): nothing to average, so there is no flat fp32
+//            gradient either: the gradient norm reads the parameters' .grad directly
+//            (parallel/grad_norm.h) and so does AdamW, which also writes the updated weights
+//            straight into the parameters (adamw_apply_params; `direct` below).
 //
 // Buckets. The flat space (parallel/flat_layout.h) is cut into buckets of whole parameters,
 // about `bucket_numel` elements each (a parameter larger than that is a bucket of its own).
@@ -30,12 +34,13 @@
 // bucket; every number counts a tensor that really exists, see zero_memory()):
 //   weights:    s*N                 (the model's parameters, replicated)
 //   gradients:  s*N                 (.grad, filled by autograd; kept at every stage)
-//             + stage 0: 4N         (flat fp32 buffer, all-reduced in place)
+//             + one rank: nothing   (AdamW reads .grad)
+//               stage 0: 4N         (flat fp32 buffer, all-reduced in place)
 //               stage 1: 4N + 4S    (flat fp32 buffer + reduced shard)
 //               stage 2: 4kB + 4S   (k bucket staging buffers + reduced shard; k = 2 with
 //                                    overlap, so a bucket is gathered while one is reduced)
 //   optimizer:  13*S                (fp32 master, m, v and AdamW's one-byte decay mask)
-// With fp32 weights that is 25 bytes/param at stage 0, 12 + 17/P at stage 1 and 4 + 4 + 17/P
+// With fp32 weights that is 25 bytes/param at stage 0 (21 with one rank), 12 + 17/P at stage 1 and 4 + 4 + 17/P
 // (+ 4kB/N) at stage 2, against the notes' mixed-precision 16, 4 + 12/P and 2 + 14/P: our
 // master copy duplicates the fp32 weights, the decay mask costs 1/P, and stage 2 cannot free
 // the .grad tensors autograd accumulates into (the saving is the flat fp32 buffer: 4N - 4kB).
@@ -66,12 +71,13 @@ struct ZeroBucket {
 struct ZeroOptimizer {
   int stage = 0;
   Communicator* dp = nullptr;      // the data-parallel group; null means one rank
+  bool direct = false;             // one rank: the gradient is read from .grad (no flat_grad)
   std::vector<ZeroBucket> buckets;
   std::vector<AdamWState> states;  // one per bucket, range = bucket.owned
-  at::Tensor flat_grad;   // fp32 [N]: stages 0 and 1 (stage 1 also all-gathers into it)
+  at::Tensor flat_grad;   // fp32 [N]: stages 0 and 1 with a dp group (stage 1 also all-gathers into it)
   at::Tensor staging;     // fp32 [staging_buffers x largest bucket]: stage 2 only
   int staging_buffers = 1;
-  at::Tensor grad_shard;  // fp32 [owned elements]; at stage 0 the same storage as flat_grad
+  at::Tensor grad_shard;  // fp32 [owned elements]; at stage 0 the same storage as flat_grad; undefined when direct
 };
 
 // The bucket ranges of `layout`: whole parameters, at most `bucket_numel` elements unless a
@@ -91,16 +97,18 @@ std::vector<AdamWState*> zero_states(ZeroOptimizer& opt);
 std::vector<const AdamWState*> zero_states(const ZeroOptimizer& opt);
 
 // Reads the accumulated .grad of every parameter, averages it over dp bucket by bucket and
-// leaves this rank's owned part in grad_shard. Collective over dp.
+// leaves this rank's owned part in grad_shard. Collective over dp. Nothing to do when direct.
 void zero_reduce_gradients(ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params);
 
 // One bucket's reduction, in two halves that may run on different streams: where its full
 // flat gradient is gathered (its range of flat_grad, or staging buffer `staging_index` at
-// stage 2), and the collective that averages it over dp into grad_shard (none with one rank).
+// stage 2), and the collective that averages it over dp into grad_shard (none with one rank;
+// refused when direct: there is no buffer).
 at::Tensor zero_bucket_buffer(ZeroOptimizer& opt, size_t bucket, int staging_index = 0);
 void zero_bucket_collective(ZeroOptimizer& opt, size_t bucket, at::Tensor& full);
 
-// AdamW on the owned elements as `gate` says (clip factor, skip: parallel/step_gate.h), then
+// AdamW on the owned elements as `gate` says (clip factor, skip: parallel/step_gate.h; when
+// direct, on the parameters' .grad, writing the parameters: adamw_apply_params), then
 // the updated weights into every rank's parameters (all-gather per bucket at stages 1-2; a
 // skipped step gathers and writes back the unchanged weights, so that every rank issues the
 // same collectives without reading the gate on the host). Collective at stages 1-2.
@@ -116,9 +124,10 @@ struct ZeroMemory {
 // Measured: the nbytes of the tensors that exist (parameters, .grad as autograd will
 // allocate it in the parameters' dtype, the optimizer's buffers and states).
 ZeroMemory zero_memory(const ZeroOptimizer& opt, const NamedParams& params);
-// The closed form of the Memory section for `numel` parameters of `dtype_bytes` each.
-ZeroMemory zero_memory_formula(int stage, int64_t numel, int dtype_bytes, int64_t owned, int64_t largest_bucket,
-                               int staging_buffers = 1);
+// The closed form of the Memory section for `numel` parameters of `dtype_bytes` each over
+// `dp_ranks` data-parallel ranks (1: the direct form, whatever `stage` says).
+ZeroMemory zero_memory_formula(int stage, int dp_ranks, int64_t numel, int dtype_bytes, int64_t owned,
+                               int64_t largest_bucket, int staging_buffers = 1);
 
 // Logs this rank's ZeroMemory through hydra::common::log_info.
 void log_zero_memory(const ZeroOptimizer& opt, const NamedParams& params, int world_rank);

@@ -89,8 +89,7 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
   const model::ModelConfig& c = config.model;
   const int dtype = t.dtype == "bf16" ? 2 : 4;
   const int dp = shape.dp, tp = shape.tp, pp = shape.pp;
-  const int64_t micro_batch =
-      t.micro_batch > 0 ? t.micro_batch : std::max<int64_t>(1, t.global_batch / dp / config.parallel.micro_batches);
+  const int64_t micro_batch = std::max<int64_t>(1, per_rank_micro_batch(config, dp));
   const int64_t accumulation = std::max<int64_t>(1, t.global_batch / dp / micro_batch);
   const int64_t tokens = micro_batch * t.seq_len;
   const auto plan = parallel::plan_pipeline_stages(c, pp, config.parallel.pp_layers);
@@ -109,8 +108,14 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
     const int64_t numel = (params[s] + tp - 1) / tp;
     const int stage = dp > 1 ? config.parallel.zero_stage : 0;
     const int64_t owned = stage > 0 ? (numel + dp - 1) / dp : numel;
+    // The largest bucket: buckets hold whole parameters, so the embedding (tied: on the first
+    // and the last stage), larger than a bucket, is a bucket of its own.
+    int64_t largest_bucket = std::min(numel, bucket_numel);
+    if (s == 0 || s == pp - 1) largest_bucket = std::max(largest_bucket, vocab_local * c.dim);
+    // Stage 2 with overlap gathers into two staging buckets (data_parallel_optimizer.cpp).
+    const int staging = stage == 2 && config.parallel.overlap_grad_reduce ? 2 : 1;
     const parallel::ZeroMemory z =
-        parallel::zero_memory_formula(stage, numel, dtype, owned, std::min(numel, bucket_numel));
+        parallel::zero_memory_formula(stage, dp, numel, dtype, owned, largest_bucket, staging);
     m.weights = z.weights;
     m.gradients = z.gradients - static_cast<int64_t>(dtype) * numel;  // the compute-dtype .grad: not yet
     m.optimizer = z.optimizer;

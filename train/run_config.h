@@ -7,6 +7,7 @@
 // (launcher/config_schema.cpp) adds types, ranges and choices.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -34,5 +35,12 @@ struct RunConfig {
   LogConfig log;
   std::string source;             // the config file it came from (for messages)
 };
+
+// Sequences per forward on each of `dp` data-parallel ranks: train.micro_batch, or
+// global_batch / (dp x parallel.micro_batches) rounded down when it is 0 (the trainer's
+// batch split refuses sizes that do not divide, naming the key).
+inline int64_t per_rank_micro_batch(const RunConfig& c, int dp) {
+  return c.train.micro_batch > 0 ? c.train.micro_batch : c.train.global_batch / dp / c.parallel.micro_batches;
+}
 
 }  // namespace hydra::train

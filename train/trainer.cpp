@@ -52,7 +52,7 @@ BatchPlan plan_batches(const RunConfig& config, const parallel::ProcessGrid& gri
   const auto& t = config.train;
   const int dp = grid.shape.dp;
   BatchPlan plan;
-  plan.micro_batch = t.micro_batch > 0 ? t.micro_batch : t.global_batch / dp / config.parallel.micro_batches;
+  plan.micro_batch = per_rank_micro_batch(config, dp);
   plan.split = data::make_batch_split(t.global_batch, plan.micro_batch, dp, grid.coord.dp);
   plan.accumulation = static_cast<int>(data::micro_batches(plan.split));
   return plan;

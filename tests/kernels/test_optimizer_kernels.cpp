@@ -7,10 +7,12 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "parallel/adamw.h"
+#include "parallel/flat_layout.h"
 #include "parallel/optimizer_kernels.h"
 #include "parallel/step_gate.h"
 
@@ -20,19 +22,39 @@ using namespace hydra::parallel;
 
 TEST(OptimizerKernels, SumOfSquaresMatchesFloat64AndRepeats) {
   at::manual_seed(1);
-  for (int64_t count : std::vector<int64_t>{1, 3, 4, 1001, (int64_t{1} << 20) + 5}) {
-    for (bool misaligned : {false, true}) {
-      const at::Tensor host = at::randn({count + 1}).narrow(0, misaligned ? 1 : 0, count);
-      const at::Tensor dev = host.cuda();  // a contiguous copy: misaligned needs a view on the device
-      const at::Tensor x = misaligned ? at::cat({at::zeros({1}).cuda(), dev}).narrow(0, 1, count) : dev;
-      const at::Tensor a = fused_sum_of_squares(x), b = fused_sum_of_squares(x);
-      ASSERT_TRUE(a.defined());
-      const double ref = host.to(at::kDouble).pow(2).sum().item<double>();
-      EXPECT_NEAR(a.item<double>(), ref, 1e-12 * ref) << count << (misaligned ? " misaligned" : "");
-      EXPECT_TRUE(at::equal(a, b)) << count << ": not repeatable";
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t count : std::vector<int64_t>{1, 3, 4, 9, 1001, (int64_t{1} << 20) + 5}) {
+      for (bool misaligned : {false, true}) {
+        const at::Tensor host = at::randn({count + 1}).to(dtype).narrow(0, misaligned ? 1 : 0, count);
+        const at::Tensor dev = host.cuda();  // a contiguous copy: misaligned needs a view on the device
+        const at::Tensor x = misaligned ? at::cat({at::zeros({1}, dev.options()), dev}).narrow(0, 1, count) : dev;
+        const at::Tensor a = fused_sum_of_squares({x}), b = fused_sum_of_squares({x});
+        ASSERT_TRUE(a.defined());
+        const double ref = host.to(at::kDouble).pow(2).sum().item<double>();
+        EXPECT_NEAR(a.item<double>(), ref, 1e-12 * ref) << dtype << " " << count << (misaligned ? " misaligned" : "");
+        EXPECT_TRUE(at::equal(a, b)) << count << ": not repeatable";
+      }
     }
   }
-  EXPECT_FALSE(fused_sum_of_squares(at::randn({8})).defined()) << "CPU tensors keep the ATen path";
+  EXPECT_FALSE(fused_sum_of_squares({at::randn({8})}).defined()) << "CPU tensors keep the ATen path";
+  EXPECT_FALSE(fused_sum_of_squares({}).defined());
+}
+
+// The gradient norm over a model's .grad: many tensors of both dtypes in one call.
+TEST(OptimizerKernels, SumOfSquaresOverManyTensors) {
+  at::manual_seed(3);
+  std::vector<at::Tensor> xs;
+  double ref = 0;
+  for (int i = 0; i < 40; ++i) {
+    const at::Tensor host = at::randn({1 + 997 * i}).to(i % 3 == 0 ? at::kFloat : at::kBFloat16);
+    ref += host.to(at::kDouble).pow(2).sum().item<double>();
+    xs.push_back(host.cuda());
+  }
+  const at::Tensor a = fused_sum_of_squares(xs);
+  ASSERT_TRUE(a.defined());
+  EXPECT_NEAR(a.item<double>(), ref, 1e-12 * ref);
+  xs.push_back(at::randn({8}));  // one CPU tensor: the whole list keeps the ATen path
+  EXPECT_FALSE(fused_sum_of_squares(xs).defined());
 }
 
 AdamWState state_on(const at::Tensor& master, const at::Tensor& decay) {
@@ -75,6 +97,54 @@ TEST(OptimizerKernels, AdamWMatchesTheAtenFormulasAndSkipsBitwise) {
     EXPECT_EQ(gpu.step.item<double>(), cpu.step.item<double>()) << step;
   }
   EXPECT_EQ(gpu.step.item<double>(), 5.0);  // six steps, one skipped
+}
+
+// One rank (parallel/zero_optimizer.h, direct): AdamW straight from the parameters' .grad into
+// the parameters, in one pass, against gather + the flat kernel + scatter on a copy: bitwise
+// equal, for bf16 and fp32 parameters, a parameter without a gradient, sizes that cross the
+// kernel's chunks and more parameters than one launch takes, a clipped and a skipped step.
+TEST(OptimizerKernels, AdamWOnTheParametersEqualsGatherUpdateScatter) {
+  at::manual_seed(4);
+  NamedParams fused, staged;
+  for (int i = 0; i < 60; ++i) {
+    const int64_t n = i == 0 ? 20000 : 1 + 37 * i;
+    const at::Tensor v = at::randn({n}, at::kCUDA).to(i % 4 == 0 ? at::kFloat : at::kBFloat16);
+    fused.emplace_back("p" + std::to_string(i), v.clone());
+    staged.emplace_back("p" + std::to_string(i), v.clone());
+  }
+  FlatLayout layout = make_flat_layout(fused);
+  for (size_t i = 0; i < layout.slots.size(); ++i) layout.slots[i].decay = i % 3 != 0;
+  AdamWState a = make_adamw_state(layout, fused, {0, layout.numel});
+  AdamWState b = make_adamw_state(layout, staged, {0, layout.numel});
+  const AdamWHyper h{at::scalar_tensor(3e-3, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
+  for (int step = 0; step < 4; ++step) {
+    for (size_t i = 0; i < fused.size(); ++i) {
+      at::Tensor g;
+      if (i != 5) g = (at::randn_like(fused[i].second.to(at::kFloat)) * (step == 1 ? 10.0 : 1.0)).to(fused[i].second.scalar_type());
+      fused[i].second.mutable_grad() = g;
+      staged[i].second.mutable_grad() = g.defined() ? g.clone() : g;
+    }
+    const at::Tensor loss = at::full({}, step == 2 ? std::nan("") : 2.5, at::TensorOptions(at::kCUDA).dtype(at::kDouble));
+    const at::Tensor norm = at::full({}, 40.0, loss.options());
+    const AdamWUpdate u = plan_adamw_update(a.step, h, make_step_gate(loss, norm, 1.0), a.master.options());
+    ASSERT_TRUE(fused_adamw_params(a, layout, fused, h, u));
+    a.step.add_(u.apply);
+    at::Tensor grad = at::empty({layout.numel}, b.master.options());
+    gather_flat(layout, staged, {0, layout.numel}, Source::kGrad, grad);
+    adamw_apply(b, grad, h, u);
+    scatter_flat(layout, staged, {0, layout.numel}, b.master);
+    EXPECT_TRUE(at::equal(a.master, b.master)) << "step " << step;
+    EXPECT_TRUE(at::equal(a.exp_avg, b.exp_avg)) << "step " << step;
+    EXPECT_TRUE(at::equal(a.exp_avg_sq, b.exp_avg_sq)) << "step " << step;
+    for (size_t i = 0; i < fused.size(); ++i) {
+      EXPECT_TRUE(at::equal(fused[i].second, staged[i].second)) << fused[i].first << " step " << step;
+    }
+  }
+  // The CPU keeps the staged path.
+  NamedParams host = {{"w", at::randn({8})}};
+  const FlatLayout host_layout = make_flat_layout(host);
+  AdamWState hs = make_adamw_state(host_layout, host, {0, 8});
+  EXPECT_FALSE(fused_adamw_params(hs, host_layout, host, h, plan_adamw_update(hs.step, h, always_apply(hs.master.options()), hs.master.options())));
 }
 
 }  // namespace

@@ -108,6 +108,22 @@ at::Tensor average_grad(int64_t numel, int ranks, int step) {
   return g.to(at::kFloat);
 }
 
+// The dp-averaged gradient this rank holds, in flat order over its owned ranges (zeros
+// elsewhere): grad_shard's parts, or with one rank (direct) the parameters' .grad itself.
+at::Tensor reduced_grad(const ZeroOptimizer& opt, const FlatLayout& layout, const NamedParams& params) {
+  at::Tensor out = at::zeros({layout.numel}, at::kDouble);
+  for (const ZeroBucket& b : opt.buckets) {
+    at::Tensor part = at::empty({b.owned.size()}, opt.states.front().master.options());
+    if (opt.direct) {
+      gather_flat(layout, params, b.owned, Source::kGrad, part);
+    } else {
+      part.copy_(opt.grad_shard.narrow(0, b.local, b.owned.size()));
+    }
+    out.narrow(0, b.owned.begin, b.owned.size()).copy_(part);
+  }
+  return out;
+}
+
 const AdamWHyper kHyper{at::scalar_tensor(0.05, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
 constexpr double kClip = 0.1;  // below the gradient norm: clipping is exercised
 
@@ -130,12 +146,12 @@ TEST_P(ZeroStep, ThreeStepsEqualPlainAdamWOnTheAverage) {
   for (int step = 0; step < 3; ++step) {
     set_grads(params, layout, dp.rank(), step);
     zero_reduce_gradients(opt, layout, params);
-    const double norm = global_grad_norm(opt, layout);
+    const double norm = global_grad_norm(opt, layout, params);
     at::Tensor avg = average_grad(layout.numel, dp.size(), step);
     const double ref_norm = avg.norm().item<double>();
     EXPECT_NEAR(norm, ref_norm, 1e-6 * ref_norm) << "step " << step;
     const at::Tensor loss = at::zeros({});
-    zero_step(opt, layout, params, kHyper, make_step_gate(loss, global_grad_norm_tensor(opt, layout), kClip));
+    zero_step(opt, layout, params, kHyper, make_step_gate(loss, global_grad_norm_tensor(opt, layout, params), kClip));
     avg.mul_(kClip / (ref_norm + 1e-6));
     adamw_step(ref, avg, kHyper);
     scatter_flat(layout, ref_params, {0, layout.numel}, ref.master);
@@ -215,15 +231,12 @@ TEST_P(ZeroGatedStep, SkipsAndClipsOnTheDeviceAsTheHostDid) {
     for (const AdamWState& s : opt.states) {
       for (const at::Tensor& t : {s.master, s.exp_avg, s.exp_avg_sq, s.step}) before.push_back(t.clone());
     }
-    const at::Tensor norm = global_grad_norm_tensor(opt, layout);
+    const at::Tensor norm = global_grad_norm_tensor(opt, layout, params);
     zero_step(opt, layout, params, kHyper, make_step_gate(at::full({}, loss, at::kDouble), norm, c.clip));
     // The host path on the averaged gradient the ranks hold (gathered from their parts: the
     // average itself is checked by ZeroStep; summed in another order it would differ in the
     // last bits, which Adam magnifies where the average is about 0).
-    at::Tensor avg = at::zeros({layout.numel}, at::kDouble);
-    for (const ZeroBucket& b : opt.buckets) {
-      avg.narrow(0, b.owned.begin, b.owned.size()).copy_(opt.grad_shard.narrow(0, b.local, b.owned.size()));
-    }
+    at::Tensor avg = reduced_grad(opt, layout, params);
     if (opt.stage > 0) dp.all_reduce(avg, ReduceOp::kSum);  // the parts are disjoint
     const double ref_norm = avg.norm().item<double>();
     const bool skip = step == 2 || step == 4;
@@ -300,9 +313,12 @@ TEST(ZeroMemory, MeasuredBytesEqualTheFormula) {
       const ZeroMemory m = zero_memory(opt, dpo.params());
       EXPECT_EQ(m.weights, 4 * n);
       EXPECT_EQ(m.optimizer, 13 * owned);  // master, m, v: fp32 each; the decay mask: a byte
-      const int64_t flat = effective == 2 ? 4 * largest * staging : 4 * n;
+      // One rank: no gradient buffer at all (AdamW reads .grad).
+      const int64_t flat = p == 1 ? 0 : effective == 2 ? 4 * largest * staging : 4 * n;
+      EXPECT_EQ(opt.direct, p == 1);
+      EXPECT_EQ(opt.flat_grad.defined(), p > 1 && effective < 2);
       EXPECT_EQ(m.gradients, 4 * n + flat + (effective > 0 ? 4 * owned : 0)) << "stage " << stage;
-      const ZeroMemory f = zero_memory_formula(effective, n, 4, owned, largest, opt.staging_buffers);
+      const ZeroMemory f = zero_memory_formula(effective, p, n, 4, owned, largest, opt.staging_buffers);
       EXPECT_EQ(f.weights, m.weights);
       EXPECT_EQ(f.gradients, m.gradients);
       EXPECT_EQ(f.optimizer, m.optimizer);
@@ -311,10 +327,15 @@ TEST(ZeroMemory, MeasuredBytesEqualTheFormula) {
   }
   // The per-parameter numbers of parallel/zero_optimizer.h for fp32 weights, N = 1e6 split in
   // P = 4 and one bucket of 2^16: stage 1 12 + 17/P bytes, stage 2 8 + 17/P plus the staging bucket.
-  const ZeroMemory s1 = zero_memory_formula(1, 1000000, 4, 250000, 65536);
+  const ZeroMemory s1 = zero_memory_formula(1, 4, 1000000, 4, 250000, 65536);
   EXPECT_EQ(s1.weights + s1.gradients + s1.optimizer, 12 * 1000000 + 17 * 250000);
-  const ZeroMemory s2 = zero_memory_formula(2, 1000000, 4, 250000, 65536);
+  const ZeroMemory s2 = zero_memory_formula(2, 4, 1000000, 4, 250000, 65536);
   EXPECT_EQ(s2.weights + s2.gradients + s2.optimizer, 8 * 1000000 + 17 * 250000 + 4 * 65536);
+  // One rank, whatever the stage: 21 bytes (stage 0 over dp: 25).
+  const ZeroMemory one = zero_memory_formula(2, 1, 1000000, 4, 1000000, 65536);
+  EXPECT_EQ(one.weights + one.gradients + one.optimizer, 21 * 1000000);
+  const ZeroMemory s0 = zero_memory_formula(0, 4, 1000000, 4, 1000000, 65536);
+  EXPECT_EQ(s0.weights + s0.gradients + s0.optimizer, 25 * 1000000);
 }
 
 // Gradients through autograd, so that the accumulators' hooks fire: micro-batch m's loss is
@@ -373,16 +394,17 @@ TEST_P(ZeroOverlap, ReducesDuringBackwardWithTheSameResult) {
     backward_micro(plain, layout, dp.rank(), 0, c.skip);
     for (int i = 0; i < passes; ++i) backward_micro(plain, layout, dp.rank(), 1, c.skip);
     b.reduce_gradients();
-    EXPECT_TRUE(at::equal(a.shards().grad_shard, b.shards().grad_shard)) << "step " << step;
+    EXPECT_TRUE(at::equal(reduced_grad(a.shards(), layout, a.params()), reduced_grad(b.shards(), layout, b.params())))
+        << "step " << step;
     const int expect = step == 1 || step == 2 ? c.expect_during_backward : 0;
     EXPECT_EQ(a.overlap_stats().issued_during_backward, expect) << "step " << step;
     EXPECT_EQ(a.overlap_stats().redone, step >= 2 ? 1 : 0) << "step " << step;  // step 2, once
     // The reduced gradient is the average over ranks (closed form), so both are right.
     const at::Tensor avg = (average_grad(layout.numel, dp.size(), 0).to(at::kDouble) +
                             average_grad(layout.numel, dp.size(), 1).to(at::kDouble));
-    EXPECT_NEAR(global_grad_norm(a.shards(), layout), global_grad_norm(b.shards(), layout), 0.0);
+    EXPECT_NEAR(global_grad_norm(a.shards(), layout, a.params()), global_grad_norm(b.shards(), layout, b.params()), 0.0);
     if (c.skip.empty() && passes == 1) {
-      EXPECT_NEAR(global_grad_norm(a.shards(), layout), avg.norm().item<double>(), 1e-5 * avg.norm().item<double>());
+      EXPECT_NEAR(global_grad_norm(a.shards(), layout, a.params()), avg.norm().item<double>(), 1e-5 * avg.norm().item<double>());
     }
   }
 }
@@ -497,8 +519,9 @@ TEST(DataParallelOptimizer, CastsAfterReadingMasterWeightsAndHooksAfterTheCast) 
       a.reduce_gradients();
       backward_micro(b.params(), layout, dp.rank(), 0, "");
       b.reduce_gradients();
-      EXPECT_TRUE(at::equal(a.shards().grad_shard, b.shards().grad_shard)) << "stage " << stage << " step " << step;
-      EXPECT_GT(a.shards().grad_shard.abs().sum().item<double>(), 0.0);
+      const at::Tensor ga = reduced_grad(a.shards(), layout, a.params());
+      EXPECT_TRUE(at::equal(ga, reduced_grad(b.shards(), layout, b.params()))) << "stage " << stage << " step " << step;
+      EXPECT_GT(ga.abs().sum().item<double>(), 0.0);
     }
     if (dp.size() > 1) EXPECT_EQ(a.overlap_stats().issued_during_backward, static_cast<int>(a.shards().buckets.size()));
   }
@@ -514,7 +537,7 @@ TEST(ZeroNorm, ANonFiniteGradientOnOneRankIsSeenByAll) {
     // The last rank poisons one element of the first parameter, owned by rank 0 at stages 1-2.
     if (dp.rank() == dp.size() - 1) params[0].second.mutable_grad().view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
     zero_reduce_gradients(opt, layout, params);
-    EXPECT_FALSE(std::isfinite(global_grad_norm(opt, layout))) << "stage " << stage << " rank " << dp.rank();
+    EXPECT_FALSE(std::isfinite(global_grad_norm(opt, layout, params))) << "stage " << stage << " rank " << dp.rank();
   }
 }
 

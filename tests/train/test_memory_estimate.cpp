@@ -48,7 +48,9 @@ TEST(MemoryEstimate, OneMqaLayerMatchesTheHandCountedInventory) {
   const auto& m = e.stages[0];
   const int64_t N = hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total;
   EXPECT_EQ(m.weights, 2 * N);     // bf16
-  EXPECT_EQ(m.gradients, 4 * N);   // the float32 buffer (bf16 .grad does not exist at the peak)
+  // One rank: no float32 gradient buffer (AdamW reads the bf16 .grad, which does not exist at
+  // the peak).
+  EXPECT_EQ(m.gradients, 0);
   EXPECT_EQ(m.optimizer, 13 * N);  // master, m, v (fp32), decay mask (a byte)
   // Per token, in bf16 elements: x, n1, h, n2 (4 x 64) + gate, up, SwiGLU (3 x 128) + q before
   // and after norm/RoPE, attention output, its norm's output (4 x 64) + k before and after, v
@@ -119,6 +121,15 @@ TEST(MemoryEstimate, PipelineStagesHoldTheirMicroBatchesInFlightAndZeroShardsThe
   c.parallel.zero_stage = 1;
   const auto z = hydra::train::estimate_memory(c, grid(4, 1, 1));
   EXPECT_NEAR(static_cast<double>(z.stages[0].optimizer), one.stages[0].optimizer / 4.0, 13.0 * 4);
+
+  // Stage 2 keeps bucket-sized staging buffers (two with overlap) and the owned shard; buckets
+  // hold whole parameters, so the largest is the embedding (256 x 64) when buckets are smaller.
+  c.parallel.zero_stage = 2;
+  c.parallel.bucket_mb = 0.01;  // 2,621 elements
+  const int64_t owned = (hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total + 3) / 4;
+  EXPECT_EQ(hydra::train::estimate_memory(c, grid(4, 1, 1)).stages[0].gradients, 4 * (2 * 256 * 64 + owned));
+  c.parallel.overlap_grad_reduce = false;
+  EXPECT_EQ(hydra::train::estimate_memory(c, grid(4, 1, 1)).stages[0].gradients, 4 * (256 * 64 + owned));
 }
 
 }  // namespace
