@@ -110,10 +110,13 @@ struct GqaLayer {
   std::vector<torch::Tensor> parameters() const { return {wq, wk, wv, wo}; }
 };
 
-std::shared_ptr<model::CcqaAttention> make_ccqa(const Shape& s, model::CcqaImpl impl) {
+// `compress`: model.ccqa.compress (head_dim: H heads of d/C; heads: H/C heads of d).
+std::shared_ptr<model::CcqaAttention> make_ccqa(const Shape& s, model::CcqaImpl impl,
+                                                const std::string& compress = "head_dim") {
   model::ModelConfig c;
   c.dim = s.E, c.heads = s.H, c.kv_heads = s.Hkv, c.mlp_ratio = 4.0, c.macro_blocks = 1, c.vocab_size = 128;
   c.ccqa.compression = s.C;
+  c.ccqa.compress = compress;
   c.ccqa.kernel = impl == model::CcqaImpl::kReference ? "reference" : "fused";
   torch::manual_seed(11);
   auto layer = std::make_shared<model::CcqaAttention>(c, model::default_projection_factory(),
@@ -341,6 +344,15 @@ int run_attention_bench(const std::string& json_path) {
     auto ref = make_ccqa(s, model::CcqaImpl::kReference);
     const FwdBwd tr = time_layer([&](const torch::Tensor& in) { return ref->forward(in, pos); }, x, dy, ref->parameters());
     ref.reset();
+    // The paper's layout (compress: heads, H/C heads of the full d): the fused path (our latent
+    // kernel where it takes the head size, else SDPA) and the reference ops (SDPA).
+    auto heads = make_ccqa(s, model::CcqaImpl::kFused, "heads");
+    const FwdBwd th = time_layer([&](const torch::Tensor& in) { return heads->forward(in, pos); }, x, dy, heads->parameters());
+    heads.reset();
+    auto heads_ref = make_ccqa(s, model::CcqaImpl::kReference, "heads");
+    const FwdBwd thr =
+        time_layer([&](const torch::Tensor& in) { return heads_ref->forward(in, pos); }, x, dy, heads_ref->parameters());
+    heads_ref.reset();
     const GqaLayer gqa(s.E, s.H, s.Hkv);
     const FwdBwd tg = time_layer([&](const torch::Tensor& in) { return gqa.forward(in); }, x, dy, gqa.parameters());
     const KernelFigures kf = time_kernels(s);
@@ -351,6 +363,12 @@ int run_attention_bench(const std::string& json_path) {
     row["ccqa_fused_baseline"] = layer_json(tb);
     row["ccqa_reference"] = layer_json(tr);
     row["gqa_flash"] = layer_json(tg);
+    row["ccqa_heads_fused"] = layer_json(th);
+    row["ccqa_heads_reference"] = layer_json(thr);
+    const double heads_fwdbwd = std::min(th.fwdbwd.median_ms, thr.fwdbwd.median_ms);
+    const double heads_fwd = std::min(th.fwd.median_ms, thr.fwd.median_ms);
+    row["speedup_fwdbwd_heads_vs_gqa_flash"] = tg.fwdbwd.median_ms / heads_fwdbwd;
+    row["speedup_fwd_heads_vs_gqa_flash"] = tg.fwd.median_ms / heads_fwd;
     row["speedup_fwdbwd_vs_baseline"] = tb.fwdbwd.median_ms / tf.fwdbwd.median_ms;
     row["speedup_fwdbwd_vs_reference"] = tr.fwdbwd.median_ms / tf.fwdbwd.median_ms;
     row["speedup_fwdbwd_vs_gqa_flash"] = tg.fwdbwd.median_ms / tf.fwdbwd.median_ms;
@@ -360,7 +378,7 @@ int run_attention_bench(const std::string& json_path) {
     const double bwd_floor = std::max(kf.flops_bwd / (ceil.matmul_tflops * 1e12), kf.bytes_bwd / (ceil.copy_gbs * 1e9)) * 1e3;
     table.push_back({tf.fwd.median_ms, tf.fwdbwd.median_ms, tr.fwd.median_ms, tr.fwdbwd.median_ms, tg.fwd.median_ms,
                      tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.bwd.median_ms, fwd_floor / kf.fwd.median_ms,
-                     bwd_floor / kf.bwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms});
+                     bwd_floor / kf.bwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, heads_fwd, heads_fwdbwd});
     std::printf(" fused %.3f / %.3f ms (baseline %.3f / %.3f), reference %.3f / %.3f ms, gqa %.3f / %.3f ms (fwd / "
                 "fwd+bwd); kernels fwd %.3f (1 row/warp %.3f, 2 %.3f) bwd %.3f (%.3f, %.3f) ms\n",
                 tf.fwd.median_ms, tf.fwdbwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, tr.fwd.median_ms,
@@ -376,6 +394,8 @@ int run_attention_bench(const std::string& json_path) {
     host("fused baseline", tb);
     host("reference", tr);
     host("gqa", tg);
+    host("heads fused", th);
+    host("heads ref", thr);
     std::fflush(stdout);
   }
 
@@ -384,14 +404,15 @@ int run_attention_bench(const std::string& json_path) {
     f << root.dump(2) << "\n";
     if (!f) HYDRA_FAIL(common::InputError, "hydra bench attention: cannot write " << json_path);
   }
-  std::printf("\n%-6s %-5s %-6s | %-17s | %-17s | %-17s | %-17s | %-8s %-8s | %-15s | %-11s\n", "E", "B", "S",
-              "fused fwd/f+b ms", "baseline fwd/f+b", "ref fwd/f+b ms", "gqa fwd/f+b ms", "x ref", "x gqa",
-              "kern fwd/bwd ms", "of floor");
+  std::printf("\n%-6s %-5s %-6s | %-17s | %-17s | %-17s | %-17s | %-8s %-8s | %-15s | %-11s | %-17s | %-11s\n", "E",
+              "B", "S", "fused fwd/f+b ms", "baseline fwd/f+b", "ref fwd/f+b ms", "gqa fwd/f+b ms", "x ref", "x gqa",
+              "kern fwd/bwd ms", "of floor", "heads fwd/f+b ms", "heads x gqa");
   for (size_t i = 0; i < all.size(); ++i) {
     const auto& t = table[i];
-    std::printf("%-6d %-5d %-6d | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %8.2f %8.2f | %6.3f %8.3f | %4.2f %4.2f\n",
+    std::printf("%-6d %-5d %-6d | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %8.2f %8.2f | %6.3f %8.3f | "
+                "%4.2f %4.2f | %7.3f %9.3f | %4.2f %4.2f\n",
                 all[i].E, all[i].B, all[i].S, t[0], t[1], t[10], t[11], t[2], t[3], t[4], t[5], t[3] / t[1], t[5] / t[1],
-                t[6], t[7], t[8], t[9]);
+                t[6], t[7], t[8], t[9], t[12], t[13], t[4] / t[12], t[5] / t[13]);
   }
   return 0;
 }

@@ -36,6 +36,8 @@ std::vector<KeySpec> build_schema() {
       {"model.ccqa.residual_scale", HYDRA_FIELD(model.ccqa.residual_scale), 0, 4, {}, false, "alpha of CCQA layers"},
       {"model.mla.residual_scale", HYDRA_FIELD(model.mla.residual_scale), 0, 4, {}, false, "alpha of MLA layers"},
       {"model.ccqa.compression", HYDRA_FIELD(model.ccqa.compression), 2, 8},
+      {"model.ccqa.compress", HYDRA_FIELD(model.ccqa.compress), -kInf, kInf, {"head_dim", "heads"}, false,
+       "what compression divides: the head size, or the number of heads"},
       {"model.ccqa.conv_kernel", HYDRA_FIELD(model.ccqa.conv_kernel), 1, 16},
       {"model.ccqa.use_convs", HYDRA_FIELD(model.ccqa.use_convs)},
       {"model.ccqa.qk_mean", HYDRA_FIELD(model.ccqa.qk_mean)},

@@ -34,7 +34,7 @@ int64_t attention_saved(const std::string& type, const Dims& m, int dtype_bytes,
   if (type == "ccqa") {
     // The fused prologue keeps its inputs q0, k0 and v (it recomputes the rest per tile); the
     // latent attention keeps q, k, v and its output; the output norm's output feeds W_o.
-    const int64_t heads = m.H / tp;
+    const int64_t heads = m.Hc / tp;
     return (4 * m.Lq / tp + 4 * m.Lk / tp) * dtype_bytes + 2 * heads * kFp32;
   }
   // mla: both latents before and after their norms (replicated), q = [q_c; q_r] and

@@ -1,6 +1,7 @@
 // CCQA: compressed convolutional grouped-query attention (docs/MODEL.md, steps 1-8; CCGQA of
-// arXiv:2510.04476 with the HYDRA defaults). Attention runs entirely in the latent head size
-// d_h = d / C; W_o is the only up-projection.
+// arXiv:2510.04476 with the HYDRA defaults). Attention runs entirely in the latent: Hc query
+// and Hkv key/value heads of size d_h (model/dims.h: d / C each, or the paper's H / C heads of
+// the full d with model.ccqa.compress: heads); W_o is the only up-projection.
 #include <cmath>
 
 #include <torch/torch.h>
@@ -176,7 +177,7 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
   k = k.view({B, S, -1, dh});
   const int64_t heads = q.size(2), kv_heads = k.size(2);
   const bool kv_whole = kv_of_head.defined();
-  const int64_t group = kv_whole ? dims.H / dims.Hkv : heads / kv_heads;
+  const int64_t group = kv_whole ? dims.Hc / dims.Hkv : heads / kv_heads;
   // 4. qk-mean on the pre-convolution latents: m = (q0 + repeat_kv(k0)) / 2 per query head;
   //    a KV head adds the mean of m over its group of query heads.
   if (cfg.qk_mean && kv_whole) {
@@ -207,12 +208,12 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   const torch::Tensor q0 = wq->forward(x);  // [B, S, H d_h]
   const torch::Tensor k0 = wk->forward(x);  // [B, S, H_kv d_h]
   // Replicated KV heads under tp: this rank's query heads are a slice of the global ones and
-  // each uses KV head (global head) / G, G = H / H_kv; a KV group may span ranks.
+  // each uses KV head (global head) / G, G = Hc / Hkv; a KV group may span ranks.
   torch::Tensor kv_of_head;  // [heads] int64: the KV head of each local query head
   if (tp.active() && !kv_split(dims, tp.size)) {
     const int64_t heads = q0.size(-1) / dh;
     kv_of_head = torch::div(torch::arange(heads, x.options().dtype(torch::kLong)) + tp.rank * heads,
-                            dims.H / dims.Hkv, "floor");
+                            dims.Hc / dims.Hkv, "floor");
   }
   // 2-7. Values, convolutions, qk-mean, norms, temperature, RoPE.
   const bool fused = kFusedKernels && impl != CcqaImpl::kReference && x.is_cuda();

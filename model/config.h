@@ -12,7 +12,10 @@ struct MqaConfig {
 };
 
 struct CcqaConfig {
-  int compression = 4;            // C: latent head size d_h = d / C
+  int compression = 4;            // C
+  // What C compresses (docs/MODEL.md, CCQA): head_dim: H heads of d / C (the default);
+  // heads: H / C query heads and ceil(H_kv / C) key/value heads of the full size d.
+  std::string compress = "head_dim";
   int conv_kernel = 3;            // K of both causal convolutions
   bool use_convs = true;
   bool qk_mean = true;

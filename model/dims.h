@@ -16,8 +16,11 @@ struct Dims {
   int64_t d = 0;       // head size E / H
   int64_t F = 0;       // SwiGLU width round_up(mlp_ratio * E, 64)
   // MQA: one key/value head of size d.
-  // CCQA (compression C): latent head size d_h = d / C, query latent Lq = H d_h,
-  // key/value latent Lk = H_kv d_h, convolution kernel K.
+  // CCQA (compression C) attends with Hc query heads and Hkv key/value heads of size dh:
+  // compress head_dim: Hc = H, Hkv = H_kv, dh = d / C; compress heads: Hc = H / C,
+  // Hkv = ceil(H_kv / C), dh = d. Query latent Lq = Hc dh (E / C either way), key/value
+  // latent Lk = Hkv dh, convolution kernel K.
+  int64_t Hc = 0;
   int64_t Hkv = 0;
   int64_t dh = 0;
   int64_t Lq = 0;
@@ -58,9 +61,17 @@ inline Dims model_dims(const ModelConfig& c) {
   // mlp_ratio * E is rounded to the nearest integer first (3.5 * 896 is exact in decimal but
   // not always in binary), then up to a multiple of 64.
   m.F = round_up(static_cast<int64_t>(std::llround(c.mlp_ratio * c.dim)), 64);
-  m.Hkv = c.kv_heads;
-  m.dh = c.ccqa.compression > 0 ? m.d / c.ccqa.compression : 0;
-  m.Lq = m.H * m.dh;
+  const int64_t C = c.ccqa.compression;
+  if (c.ccqa.compress == "heads") {
+    m.Hc = C > 0 ? m.H / C : 0;
+    m.Hkv = C > 0 ? (c.kv_heads + C - 1) / C : 0;
+    m.dh = m.d;
+  } else {
+    m.Hc = m.H;
+    m.Hkv = c.kv_heads;
+    m.dh = C > 0 ? m.d / C : 0;
+  }
+  m.Lq = m.Hc * m.dh;
   m.Lk = m.Hkv * m.dh;
   m.K = c.ccqa.conv_kernel;
   m.dc = static_cast<int64_t>(std::llround(c.mla.latent_ratio * c.dim));

@@ -36,7 +36,26 @@ void check_model_config(const ModelConfig& c) {
   if (types.count("mqa") && d % 2 != 0) {
     HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d << ": MQA's head size must be even (RoPE rotates pairs)");
   }
-  if (types.count("ccqa")) {
+  if (types.count("ccqa") && c.ccqa.compress == "heads") {
+    const int C = c.ccqa.compression;
+    if (C < 1 || c.heads % C != 0) {
+      HYDRA_FAIL(ConfigError, "model.ccqa.compression: " << C << " must divide model.heads " << c.heads
+                                  << " (model.ccqa.compress: heads keeps heads / compression query heads)");
+    }
+    const int q_heads = c.heads / C, kv_heads = (c.kv_heads + C - 1) / C;
+    if (q_heads % kv_heads != 0) {
+      HYDRA_FAIL(ConfigError, "model.ccqa.compress: heads gives " << q_heads << " query heads (model.heads / "
+                                  << "compression) and " << kv_heads << " key/value heads (ceil(model.kv_heads / "
+                                  << "compression)); the key/value heads must divide the query heads");
+    }
+    if (d % 2 != 0) {
+      HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d << ": CCQA's head size must be even (RoPE and the "
+                                  << "value shift split it in halves)");
+    }
+    if (c.ccqa.conv_kernel < 1) {
+      HYDRA_FAIL(ConfigError, "model.ccqa.conv_kernel: " << c.ccqa.conv_kernel << " must be at least 1");
+    }
+  } else if (types.count("ccqa")) {
     const int C = c.ccqa.compression;
     if (C < 1 || d % C != 0 || (d / C) % 2 != 0) {
       HYDRA_FAIL(ConfigError, "model.ccqa.compression: " << C << " must divide the head size model.dim / model.heads = "

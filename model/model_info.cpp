@@ -52,7 +52,7 @@ double layer_flops(const std::string& type, const ModelConfig& c, const Dims& m,
   if (type == "ccqa" && c.ccqa.use_convs) matmul += static_cast<double>((m.Lq + m.Lk) * m.K * (1 + m.dh));
   double per_pair = 0;  // FLOPs per (query, key) pair summed over heads: scores + weighted values
   if (type == "mqa") per_pair = 2.0 * m.H * (m.d + m.d);
-  if (type == "ccqa") per_pair = 2.0 * m.H * (m.dh + m.dh);
+  if (type == "ccqa") per_pair = 2.0 * m.Hc * (m.dh + m.dh);
   if (type == "mla") per_pair = 2.0 * m.H * ((m.d + m.dr) + m.d);
   return 2.0 * matmul * tokens + per_pair * tokens * (tokens + 1) / 2.0;
 }

@@ -307,8 +307,10 @@ TEST(CcqaPrologueTiming, DISABLED_SeedAndLong) {
 
 // CcqaAttention with kernel: fused against kernel: reference, same weights, forward and
 // backward (the input and every parameter).
-model::ModelConfig layer_config(int dim, int heads, int kv_heads, int compression, int K, bool all_on) {
+model::ModelConfig layer_config(int dim, int heads, int kv_heads, int compression, int K, bool all_on,
+                                const char* compress = "head_dim") {
   model::ModelConfig c;
+  c.ccqa.compress = compress;
   c.dim = dim;
   c.heads = heads;
   c.kv_heads = kv_heads;
@@ -379,11 +381,14 @@ void compare(const LayerRun& got, const LayerRun& ref, double tol, const std::st
 
 TEST(CcqaPrologueLayer, FusedMatchesReference) {
   ASSERT_TRUE(torch::cuda::is_available());
-  const std::vector<model::ModelConfig> configs = {layer_config(384, 12, 3, 2, 3, true),   // d_h 16, G 4
-                                                   layer_config(512, 4, 4, 2, 2, true),    // d_h 64, G 1
-                                                   layer_config(512, 8, 2, 2, 1, false)};  // d_h 32, options off
+  const std::vector<model::ModelConfig> configs = {
+      layer_config(384, 12, 3, 2, 3, true),              // d_h 16, G 4
+      layer_config(512, 4, 4, 2, 2, true),               // d_h 64, G 1
+      layer_config(512, 8, 2, 2, 1, false),              // d_h 32, options off
+      layer_config(768, 12, 3, 4, 3, true, "heads"),     // small's `heads` layout: 3 heads of 64, 1 KV head
+      layer_config(1024, 8, 4, 2, 3, true, "heads")};    // 4 heads of 128 (kernels fall back), 2 KV heads
   for (const auto& c : configs) {
-    const std::string what = "E" + std::to_string(c.dim) + " H" + std::to_string(c.heads);
+    const std::string what = "E" + std::to_string(c.dim) + " H" + std::to_string(c.heads) + " " + c.ccqa.compress;
     const int64_t B = 3, S = 77;
     const auto dev = torch::TensorOptions().device(torch::kCUDA);
     const torch::Tensor x = torch::randn({B, S, c.dim}, dev);

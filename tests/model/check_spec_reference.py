@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """Independent implementations of the model against hydra, through the real binary.
 
-  check_spec_reference.py HYDRA_BIN SOURCE_DIR spec|torch
+  check_spec_reference.py HYDRA_BIN SOURCE_DIR spec|spec-heads|torch
 
 spec:  tests/model/spec_reference.py (NumPy, float64, written from docs/MODEL.md alone) on a
        model with all three attention types, MoD and MoR (3 recursions), untied embeddings.
+spec-heads: the same with 8 heads and CCQA's `compress: heads` layout (2 query heads and
+       ceil(2 / 4) = 1 key/value head of the full head size 8).
 torch: bench/torch_baseline.py (the PyTorch baseline of the speed benchmarks, float64) on the
        dense model it times (MoD off, one recursion), read from `hydra ckpt consolidate`.
 
@@ -33,20 +35,25 @@ SEQ_LEN = 64
 
 # Every key spelled out (the NumPy model reads them all); the two tests differ in size and routing.
 COMMON = """  dim: 64
-  heads: 4
+  heads: {heads}
   kv_heads: 2
   pattern: [mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]
   vocab_size: 256
   tie_embeddings: false
-  ccqa: {compression: 4, conv_kernel: 3, use_convs: true, qk_mean: true, qk_mean_gain: 0.25, value_shift: true}
-  mla: {latent_ratio: 0.5}
+  ccqa: {{compression: 4, compress: {compress}, conv_kernel: 3, use_convs: true, qk_mean: true, qk_mean_gain: 0.25,
+         value_shift: true}}
+  mla: {{latent_ratio: 0.5}}
 """
-MODEL = "model:\n" + COMMON + {
-    "spec": """  mlp_ratio: 2.7
+ROUTED = """  mlp_ratio: 2.7
   macro_blocks: 2
   mod: {enabled: true, capacity: 0.75, layers: [1, 3, 5, 7], aux_weight: 0.01}
   mor: {recursions: 3, aux_weight: 0.01}
-""",
+"""
+SPEC = WHICH.startswith("spec")
+MODEL = "model:\n" + COMMON.format(heads=8 if WHICH == "spec-heads" else 4,
+                                   compress="heads" if WHICH == "spec-heads" else "head_dim") + {
+    "spec": ROUTED,
+    "spec-heads": ROUTED,
     "torch": """  mlp_ratio: 2.0
   macro_blocks: 1
   mod: {enabled: false}
@@ -106,7 +113,7 @@ log:
         ckpt = {"train": f"{root}/ckpt/step_00000002", "val": f"{root}/ckpt/step_00000003"}
         ref = {}
         for split in ("train", "val"):
-            if WHICH == "spec":
+            if SPEC:
                 count = windows if split == "train" else windows_of_eval(config)
                 out = run(["/usr/bin/python3", os.path.join(SOURCE, "tests/model/spec_reference.py"), config,
                            ckpt[split], split, str(count)])
@@ -116,7 +123,7 @@ log:
         failed = []
         for split in ("train", "val"):
             diff = abs(hydra[split] - ref[split])
-            limit = TOPK_TOLERANCE if (WHICH, split) == ("spec", "train") else TOLERANCE
+            limit = TOPK_TOLERANCE if SPEC and split == "train" else TOLERANCE
             print(f"{WHICH} {split}: hydra {hydra[split]:.10f} reference {ref[split]:.10f} |diff| {diff:.2e} "
                   f"(limit {limit:g})")
             if not diff <= limit:

@@ -15,7 +15,11 @@ class Model:
     def __init__(self, cfg, params):
         m = cfg['model']; self.m = m; self.P = params
         self.E = m['dim']; self.H = m['heads']; self.d = self.E // self.H; self.Hkv = m['kv_heads']
-        cc = m['ccqa']; self.C = cc['compression']; self.dh = self.d // self.C
+        cc = m['ccqa']; self.C = cc['compression']
+        if cc.get('compress', 'head_dim') == 'heads':  # H/C query heads, ceil(H_kv/C) KV heads, of size d
+            self.Hc = self.H // self.C; self.Hkc = -(-self.Hkv // self.C); self.dh = self.d
+        else:  # every head, of size d/C
+            self.Hc = self.H; self.Hkc = self.Hkv; self.dh = self.d // self.C
         self.gamma = cc['qk_mean_gain'] if cc['qk_mean'] else 0.0
         self.use_convs = cc['use_convs']; self.value_shift = cc['value_shift']
         self.eps = m.get('norm_eps', 1e-6); self.theta = m.get('rope_theta', 10000.0)
@@ -75,7 +79,7 @@ class Model:
         return self.head_norm(o, self.p(pre + 'out_norm.weight'), d) @ self.p(pre + 'wo.weight').T
 
     def ccqa(self, pre, x, pos):
-        B, n, _ = x.shape; dh = self.dh; H = self.H; Hkv = self.Hkv; G = H // Hkv
+        B, n, _ = x.shape; dh = self.dh; H = self.Hc; Hkv = self.Hkc; G = H // Hkv
         q0 = x @ self.p(pre + 'wq.weight').T
         k0 = x @ self.p(pre + 'wk.weight').T
         u = (x @ self.p(pre + 'wv.weight').T).reshape(B, n, Hkv, dh)

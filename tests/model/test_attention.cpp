@@ -1,5 +1,6 @@
 // Layers and attention types: causality, gradients (central differences, float64), CCQA
 // against an independently written GQA layer, value shift, RoPE shift invariance.
+#include <algorithm>
 #include <cmath>
 
 #include "model/attention.h"
@@ -16,9 +17,12 @@ torch::Tensor positions_for(int64_t B, int64_t S, int64_t offset = 0) {
   return (torch::arange(S, torch::kLong) + offset).unsqueeze(0).expand({B, S}).contiguous();
 }
 
-Attention build(const std::string& type, const ModelConfig& c) {
+// `type`: an attention type, or "ccqa-heads" for CCQA with model.ccqa.compress: heads.
+Attention build(const std::string& type, ModelConfig c) {
   torch::manual_seed(7);
-  Attention a = make_attention(type, c, default_projection_factory());
+  const bool heads = type == "ccqa-heads";
+  if (heads) c.ccqa.compress = "heads";
+  Attention a = make_attention(heads ? "ccqa" : type, c, default_projection_factory());
   a->to(torch::kDouble);
   // Move norms, convolutions and temperatures off their identity init so the tests see them.
   torch::NoGradGuard no_grad;
@@ -69,7 +73,12 @@ TEST_P(AttentionTypes, ShiftingAllPositionsLeavesOutputsUnchanged) {
   EXPECT_TRUE(torch::allclose(y, y_shifted, 1e-9, 1e-9));
 }
 
-INSTANTIATE_TEST_SUITE_P(Model, AttentionTypes, ::testing::Values("mqa", "ccqa", "mla"));
+INSTANTIATE_TEST_SUITE_P(Model, AttentionTypes, ::testing::Values("mqa", "ccqa", "ccqa-heads", "mla"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST(ModelLayers, MlpGradientsMatchCentralDifferences) {
   const ModelConfig c = small_config();
@@ -107,8 +116,13 @@ torch::Tensor naive_rope(const torch::Tensor& v, int64_t pos, double theta) {
   return out;
 }
 
-TEST(ModelCcqa, WithoutConvsMeanAndShiftEqualsPlainGqa) {
+// Both layouts: `head_dim` (4 heads of d_h 4 over 2 KV heads) and `heads` (2 query heads and
+// ceil(2 / 2) = 1 KV head, all of the full d 8), against per-token GQA written out by hand.
+class CcqaLayouts : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CcqaLayouts, WithoutConvsMeanAndShiftEqualsPlainGqa) {
   ModelConfig c = small_config();
+  c.ccqa.compress = GetParam();
   c.ccqa.use_convs = false;
   c.ccqa.qk_mean = false;
   c.ccqa.value_shift = false;
@@ -122,7 +136,13 @@ TEST(ModelCcqa, WithoutConvsMeanAndShiftEqualsPlainGqa) {
     a->out_norm->weight.add_(0.1 * torch::randn_like(a->out_norm->weight));
   }
   torch::NoGradGuard no_grad;
-  const int64_t S = 6, H = c.heads, Hkv = c.kv_heads, dh = model_dims(c).dh;
+  const bool by_heads = GetParam() == "heads";
+  const int64_t S = 6, H = by_heads ? 2 : 4, Hkv = by_heads ? 1 : 2, dh = by_heads ? 8 : 4;  // (small_config: C 2, d 8)
+  ASSERT_EQ(model_dims(c).Hc, H);
+  ASSERT_EQ(model_dims(c).Hkv, Hkv);
+  ASSERT_EQ(model_dims(c).dh, dh);
+  EXPECT_EQ(a->named_parameters()["wq.weight"].size(0), H * dh);
+  EXPECT_EQ(a->named_parameters()["wk.weight"].size(0), Hkv * dh);
   const torch::Tensor x = torch::randn({1, S, c.dim}, torch::kDouble);
   const torch::Tensor y = a->forward(x, positions_for(1, S))[0];
 
@@ -150,6 +170,8 @@ TEST(ModelCcqa, WithoutConvsMeanAndShiftEqualsPlainGqa) {
     EXPECT_TRUE(torch::allclose(y[t], expected, 1e-10, 1e-10)) << "token " << t;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Model, CcqaLayouts, ::testing::Values("head_dim", "heads"));
 
 TEST(ModelCcqa, IdentityConvolutionsEqualNoConvolutions) {
   ModelConfig with = small_config(), without = small_config();

@@ -141,6 +141,27 @@ TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithOneBlock) {
   expect_exact_count(c);
 }
 
+TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithCompressedHeads) {
+  ModelConfig c = load_variant("small");  // H 12, H_kv 3, C 4: 3 query heads, 1 KV head of 64
+  c.macro_blocks = 1;
+  c.ccqa.compress = "heads";
+  const Dims m = model_dims(c);
+  EXPECT_EQ(m.Hc, 3);
+  EXPECT_EQ(m.Hkv, 1);
+  EXPECT_EQ(m.dh, 64);
+  EXPECT_EQ(m.Lq, c.dim / c.ccqa.compression);
+  expect_exact_count(c);
+  // C times fewer scores than the head_dim layout, each C times dearer (H_c d_h = Lq either
+  // way): the attention term of the FLOPs, the part that grows with the sequence, is the same.
+  ModelConfig per_head = c;
+  per_head.ccqa.compress = "head_dim";
+  const auto growth = [](const ModelConfig& m) {
+    return compute_model_stats(m, 4096).flops_per_token - compute_model_stats(m, 1024).flops_per_token;
+  };
+  EXPECT_NEAR(growth(c), growth(per_head), 1e-9 * growth(c));
+  EXPECT_GT(growth(c), 0.0);
+}
+
 TEST(ModelStats, AnalyticCountEqualsTheBuilt100m) {
   ModelConfig c = load_variant("100m");  // tied, MoD + MoR, 1 macro-block
   c.ccqa.use_convs = false;              // and the no-convolution branch

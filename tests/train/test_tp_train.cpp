@@ -1,6 +1,6 @@
 // Tensor parallelism end to end: `mpirun -np 2 hydra train --set parallel.tp=2` trains what
 // one process trains (the sandbox model: MQA, CCQA with one KV head, i.e. the replicated-KV
-// path, MLA; MoD and MoR on), tied and untied. Compared: the per-step losses of the metrics
+// path, MLA; MoD and MoR on), tied and untied, and with CCQA's `heads` layout. Compared: the per-step losses of the metrics
 // file and the global gradient norms (split parameters summed over tp, replicated ones once),
 // within 1e-4 relative, with clipping active (train.clip below the norms). Also tp2 x dp2
 // with ZeRO 1 on 4 ranks.
@@ -22,10 +22,12 @@ struct TpTrain : hydra::test::SandboxTest<TpTrain> {
   static constexpr const char* kTag = "hydra_tp_train";
   static constexpr int kSteps = 5;
 
-  // `np` ranks with `layout` settings against one process, same global batch.
-  static void expect_equals_one_process(const std::string& tag, bool tied, int np, const std::vector<std::string>& layout) {
+  // `np` ranks with `layout` settings against one process, same global batch and `model` settings.
+  static void expect_equals_one_process(const std::string& tag, bool tied, int np, const std::vector<std::string>& layout,
+                                        const std::vector<std::string>& model = {}) {
     // clip 0.5 is below this model's gradient norms: clipping (and so the norm) matters.
-    const std::vector<std::string> sets = {"train.clip=0.5", std::string("model.tie_embeddings=") + (tied ? "true" : "false")};
+    std::vector<std::string> sets = {"train.clip=0.5", std::string("model.tie_embeddings=") + (tied ? "true" : "false")};
+    sets.insert(sets.end(), model.begin(), model.end());
     const auto one = sandbox()->train(tag + "_ref", 0, sets);
     ASSERT_EQ(one.exit_code, 0) << one.output;
     std::vector<std::string> par_sets = sets;
@@ -50,6 +52,12 @@ TEST_F(TpTrain, TiedTp2EqualsOneProcess) { expect_equals_one_process("tied_tp2",
 // its row-parallel all-reduce runs again in the recompute, against one process without it.
 TEST_F(TpTrain, Tp2RecomputedMlpEqualsOneProcess) {
   expect_equals_one_process("tp2_mlp", false, 2, {"parallel.tp=2", "train.activation_checkpointing=mlp"});
+}
+// CCQA's `heads` layout: 4 heads compressed by 2 into 2 query heads (one per rank) and
+// ceil(1 / 2) = 1 key/value head of the full head size 8, replicated over tp.
+TEST_F(TpTrain, Tp2CompressedHeadsEqualsOneProcess) {
+  expect_equals_one_process("tp2_ccqa_heads", false, 2, {"parallel.tp=2"},
+                            {"model.heads=4", "model.ccqa.compression=2", "model.ccqa.compress=heads"});
 }
 TEST_F(TpTrain, Tp2Dp2Zero1EqualsOneProcess) {
   expect_equals_one_process("tp2_dp2_zero1", false, 4, {"parallel.tp=2", "parallel.zero_stage=1"});
