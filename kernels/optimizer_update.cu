@@ -1,6 +1,7 @@
 #include "kernels/optimizer_update.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/vector_io.cuh"
 
@@ -27,27 +28,6 @@ __device__ double block_sum(double v) {
     for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
   }
   return v;
-}
-
-template <typename T>
-__global__ void sum_of_squares_partials(int64_t count, const T* __restrict__ x, double* __restrict__ partials) {
-  constexpr int kVec = 16 / sizeof(T);  // one 16-byte load
-  double acc = 0.0;
-  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const int64_t vec_count = aligned ? count / kVec : 0;
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < vec_count; i += stride) {
-    float v[kVec];
-    vector_io::load<T, kVec>(x + i * kVec, v);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) acc += double(v[k]) * v[k];
-  }
-  for (int64_t i = vec_count * kVec + int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < count; i += stride) {
-    const double v = vector_io::to_float(x[i]);
-    acc += v * v;
-  }
-  acc = block_sum(acc);
-  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
 __global__ void sum_partials(int n, const double* __restrict__ partials, double* __restrict__ out) {
@@ -123,15 +103,32 @@ __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, co
                                    int64_t end) {
   const T* grad = static_cast<const T*>(t.grad);
   T* value = static_cast<T*>(t.value);
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const int64_t k = t.offset + i;
-    const float g = grad ? vector_io::to_float(grad[i]) : 0.0f;
-    float p = a.master[k], m = a.exp_avg[k], v = a.exp_avg_sq[k];
-    adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g, a.decay_mask[k], p, m, v);
-    a.master[k] = p;
-    a.exp_avg[k] = m;
-    a.exp_avg_sq[k] = v;
-    value[i] = vector_io::from_float<T>(p);
+  // kUnroll elements a thread, blockDim apart (coalesced), loaded before any is computed: the
+  // state's offsets are not aligned for vector loads, so independent loads in flight are what
+  // keeps the memory system busy.
+  constexpr int kUnroll = 4;
+  for (int64_t base = begin + threadIdx.x; base < end; base += int64_t{kUnroll} * blockDim.x) {
+    float g[kUnroll], p[kUnroll], m[kUnroll], v[kUnroll];
+    uint8_t d[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + int64_t{u} * blockDim.x, k = t.offset + i;
+      if (i < end) {
+        g[u] = grad ? vector_io::to_float(grad[i]) : 0.0f;
+        p[u] = a.master[k], m[u] = a.exp_avg[k], v[u] = a.exp_avg_sq[k], d[u] = a.decay_mask[k];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + int64_t{u} * blockDim.x, k = t.offset + i;
+      if (i < end) {
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u], d[u], p[u], m[u], v[u]);
+        a.master[k] = p[u];
+        a.exp_avg[k] = m[u];
+        a.exp_avg_sq[k] = v[u];
+        value[i] = vector_io::from_float<T>(p[u]);
+      }
+    }
   }
 }
 
@@ -150,11 +147,78 @@ __global__ void adamw_tensors_kernel(const AdamWFlat a, const TensorBatch b) {
   }
 }
 
+// sum_of_squares: up to kBatch inputs per launch, by value, walked in chunks like the AdamW
+// batches; each block adds its chunks' squares in a fixed order into one partial.
+struct SquaresBatch {
+  const void* x[kBatch];
+  int64_t count[kBatch];
+  int64_t first_chunk[kBatch + 1];
+  bool bf16[kBatch];
+  int n;
+};
+
+template <typename T>
+__device__ double squares_in(const T* x, int64_t begin, int64_t end) {
+  constexpr int kVec = 16 / sizeof(T);
+  double acc = 0.0;
+  int64_t i = begin;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {  // begin is a multiple of kChunk: aligned too
+    for (int64_t j = begin + int64_t{threadIdx.x} * kVec; j + kVec <= end; j += int64_t{blockDim.x} * kVec) {
+      float v[kVec];
+      vector_io::load<T, kVec>(x + j, v);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) acc += double(v[k]) * v[k];
+    }
+    i = begin + (end - begin) / kVec * kVec;
+  }
+  for (int64_t j = i + threadIdx.x; j < end; j += blockDim.x) {
+    const double v = vector_io::to_float(x[j]);
+    acc += v * v;
+  }
+  return acc;
+}
+
+__global__ void sum_of_squares_kernel(const SquaresBatch b, double* __restrict__ partials) {
+  double acc = 0.0;
+  for (int64_t c = blockIdx.x; c < b.first_chunk[b.n]; c += gridDim.x) {
+    int i = 0;
+    while (c >= b.first_chunk[i + 1]) ++i;
+    const int64_t begin = (c - b.first_chunk[i]) * kChunk,
+                  end = begin + kChunk < b.count[i] ? begin + kChunk : b.count[i];
+    acc += b.bf16[i] ? squares_in(static_cast<const vector_io::bf16*>(b.x[i]), begin, end)
+                     : squares_in(static_cast<const float*>(b.x[i]), begin, end);
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+// The batches sum_of_squares launches, and the blocks of each.
+std::vector<SquaresBatch> squares_batches(const SquaresInput* inputs, int n) {
+  std::vector<SquaresBatch> out;
+  for (int first = 0; first < n; first += kBatch) {
+    SquaresBatch b{};
+    b.n = std::min(kBatch, n - first);
+    for (int i = 0; i < b.n; ++i) {
+      const SquaresInput& in = inputs[first + i];
+      b.x[i] = in.x;
+      b.count[i] = in.count;
+      b.bf16[i] = in.type == StorageType::kBFloat16;
+      b.first_chunk[i + 1] = b.first_chunk[i] + (in.count + kChunk - 1) / kChunk;
+    }
+    out.push_back(b);
+  }
+  return out;
+}
+
+int squares_blocks(const SquaresBatch& b) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(b.first_chunk[b.n], kMaxBlocks)));
+}
+
 }  // namespace
 
 size_t sum_of_squares_workspace(const SquaresInput* inputs, int n) {
   size_t blocks = 0;
-  for (int i = 0; i < n; ++i) blocks += blocks_for(inputs[i].count, 4);
+  for (const SquaresBatch& b : squares_batches(inputs, n)) blocks += squares_blocks(b);
   return sizeof(double) * std::max<size_t>(blocks, 1);
 }
 
@@ -165,16 +229,9 @@ void sum_of_squares(const SquaresInput* inputs, int n, double* out, void* worksp
               "sum_of_squares: workspace of " << workspace_bytes << " bytes, needs " << needed);
   auto* partials = static_cast<double*>(workspace);
   int written = 0;
-  for (int i = 0; i < n; ++i) {
-    const SquaresInput& in = inputs[i];
-    const int blocks = blocks_for(in.count, 4);
-    if (in.type == StorageType::kBFloat16) {
-      sum_of_squares_partials<<<blocks, kThreads, 0, stream>>>(in.count, static_cast<const vector_io::bf16*>(in.x),
-                                                               partials + written);
-    } else {
-      sum_of_squares_partials<<<blocks, kThreads, 0, stream>>>(in.count, static_cast<const float*>(in.x),
-                                                               partials + written);
-    }
+  for (const SquaresBatch& b : squares_batches(inputs, n)) {
+    const int blocks = squares_blocks(b);
+    sum_of_squares_kernel<<<blocks, kThreads, 0, stream>>>(b, partials + written);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
     written += blocks;
   }

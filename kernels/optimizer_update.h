@@ -26,8 +26,9 @@ struct SquaresInput {
 size_t sum_of_squares_workspace(const SquaresInput* inputs, int n);
 
 // *out (fp64, device) = sum over the n inputs and their elements of double(x)^2 (bf16 is read
-// as it is: the gradient norm over bf16 .grad needs no fp32 copy). Deterministic: fixed per-
-// block partial sums, input after input, then one block adds them in a fixed order (no atomics).
+// as it is: the gradient norm over bf16 .grad needs no fp32 copy). One launch per 48 inputs.
+// Deterministic: each block adds a fixed set of chunks into its partial sum, then one block adds
+// the partials in a fixed order (no atomics).
 void sum_of_squares(const SquaresInput* inputs, int n, double* out, void* workspace, size_t workspace_bytes,
                     cudaStream_t stream);
 

@@ -398,8 +398,11 @@ TEST(CcqaPrologueLayer, FusedMatchesReference) {
     auto exact = make_layer(c, "reference", torch::kDouble);
     const LayerRun truth = run_layer(*exact, x.to(torch::kDouble), pos, w, false);
     // float32: the fused path against the reference path in float64 (not against the float32
-    // reference path, whose cuDNN convolutions may run in TF32).
-    compare(run_layer(*fused, x, pos, w, false), truth, 1e-4, what + " fp32");
+    // reference path, whose cuDNN convolutions may run in TF32). Where the kernels do not take
+    // the head size (128) the fused layer runs those reference ops itself: TF32's tolerance
+    // (4e-4 to 8e-4 measured on an H200, 2026-12-02).
+    const bool kernels_apply = model::model_dims(c).dh <= 64;
+    compare(run_layer(*fused, x, pos, w, false), truth, kernels_apply ? 1e-4 : 3e-3, what + " fp32");
     // bf16 autocast: the fused path no less accurate than the reference path, both against
     // the float64 reference.
     const LayerRun f = run_layer(*fused, x, pos, w, true), r = run_layer(*plain, x, pos, w, true);
