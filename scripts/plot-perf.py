@@ -32,6 +32,8 @@ def plot_attention(data, out):
         subset = sorted((r for r in rows if r["E"] == width), key=lambda r: (r["B"] * r["S"], r["S"]))
         labels = [f'B{r["B"]} S{r["S"]}' for r in subset]
         for key, name in (("ccqa_fused", "CCQA fused"), ("ccqa_reference", "CCQA reference"),
+                          ("ccqa_heads_fused", "CCQA heads layout, fused"),
+                          ("ccqa_heads_reference", "CCQA heads layout, reference ops"),
                           ("gqa_flash", "GQA + FlashAttention")):
             if key not in subset[0]:
                 continue
