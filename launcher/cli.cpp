@@ -49,6 +49,11 @@ const std::map<std::string, CommandSpec>& commands() {
         "hydra bench step --config FILE [--set key.path=value]... [--steps N] [--warmup N] [--json FILE] "
         "[--trace FILE]",
         {"--config", "--set", "--steps", "--warmup", "--json", "--trace"}}},
+      {"diagnose",
+       {"measure a config's layers and model: speed over batch and sequence, memory by layer type",
+        "hydra diagnose --config FILE [--set key.path=value]... --out DIR [--sections speed,memory] "
+        "[--batches 1,4,8] [--seqs 256,512,1024] [--repeats N]",
+        {"--config", "--set", "--out", "--sections", "--batches", "--seqs", "--repeats"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -131,6 +136,18 @@ std::string help_text(const std::string& command) {
     out += "  --trace FILE           then profile 3 more steps into a Chrome trace (CUDA build)\n";
     out += "  --help                 this text\n";
     out += "\nNo checkpoint, metrics file or evaluation is written. docs/PERF.md explains the figures.\n";
+    return out;
+  }
+  if (command == "diagnose") {
+    out += "  --config FILE          run config (YAML): the model, train.device and train.dtype\n";
+    out += "  --set key.path=value   override one key (repeatable)\n";
+    out += "  --out DIR              a new (or empty) directory for report.md, report.json and the plots\n";
+    out += "  --sections LIST        speed,memory (default: both)\n";
+    out += "  --batches LIST         batch sizes of the speed grid (default 1,4,8)\n";
+    out += "  --seqs LIST            sequence lengths of the speed grid (default 256,512,1024)\n";
+    out += "  --repeats N            timed passes per point, median reported (default 3)\n";
+    out += "  --help                 this text\n";
+    out += "\nOne process. The plots need python3 with matplotlib; without it the report says so.\n";
     return out;
   }
   if (command == "ckpt inspect") {
@@ -229,6 +246,11 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--steps") args.steps = value;
     if (arg == "--warmup") args.warmup = value;
     if (arg == "--trace") args.trace = value;
+    if (arg == "--out") args.out = value;
+    if (arg == "--sections") args.sections = value;
+    if (arg == "--batches") args.batches = value;
+    if (arg == "--seqs") args.seqs = value;
+    if (arg == "--repeats") args.repeats = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
@@ -253,6 +275,9 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   }
   if (!args.help && args.config.empty()) {
     HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --config FILE");
+  }
+  if (!args.help && args.command == "diagnose" && args.out.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra diagnose needs --out DIR");
   }
   if (!args.help && args.command == "eval" && args.checkpoint.empty()) {
     HYDRA_FAIL(ConfigError, "hydra eval needs --checkpoint DIR");

@@ -27,6 +27,11 @@ struct CliArgs {
   std::string steps;                 // --steps N (bench step), validated by the command
   std::string warmup;                // --warmup N (bench step)
   std::string trace;                 // --trace FILE (bench step)
+  std::string out;                   // --out DIR (diagnose)
+  std::string sections;              // --sections a,b (diagnose), validated by the command
+  std::string batches;               // --batches 1,4,8 (diagnose)
+  std::string seqs;                  // --seqs 256,512 (diagnose)
+  std::string repeats;               // --repeats N (diagnose)
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

@@ -24,5 +24,7 @@ int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch);
 // `hydra bench step`: both builds.
 int run_bench_step(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
+// `hydra diagnose`: one process, both builds.
+int run_diagnose(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 
 }  // namespace hydra::launcher

@@ -120,6 +120,12 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   return s;
 }
 
+double layer_forward_flops(const ModelConfig& c, const std::string& type, int64_t n) {
+  return layer_flops(type, c, model_dims(c), n);
+}
+
+int64_t layer_kv_bytes_per_token(const ModelConfig& c, const std::string& type) { return kv_bytes(type, model_dims(c)); }
+
 bool is_mod_layer(const ModelConfig& c, int position) {
   return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();
 }

@@ -28,6 +28,13 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp = 
 // planner balances stages with it.
 int64_t layer_params(const ModelConfig& config, int position);
 
+// Forward FLOPs of one layer of attention `type` (and its MLP) run densely on one sequence of
+// n tokens: 2 per weight per token and the causal attention's pairs (docs/MODEL.md, "Counting").
+double layer_forward_flops(const ModelConfig& config, const std::string& type, int64_t n);
+
+// bf16 bytes one token leaves in the KV cache of one layer of attention `type`.
+int64_t layer_kv_bytes_per_token(const ModelConfig& config, const std::string& type);
+
 // Whether the layer at `position` within a macro-block has a MoD router (mod.enabled, mod.layers).
 bool is_mod_layer(const ModelConfig& config, int position);
 

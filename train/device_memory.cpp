@@ -23,6 +23,14 @@ AllocatorPeaks allocator_peaks(bool cuda) {
   return peaks;
 }
 
+void reset_allocator_peaks(bool cuda) {
+#ifdef HYDRA_CUDA
+  if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+#else
+  (void)cuda;
+#endif
+}
+
 double device_total_bytes(bool cuda) {
 #ifdef HYDRA_CUDA
   if (cuda) {

@@ -12,6 +12,9 @@ struct AllocatorPeaks {
 
 AllocatorPeaks allocator_peaks(bool cuda);
 
+// Starts the peaks afresh from what is held now (a measurement of one piece of work).
+void reset_allocator_peaks(bool cuda);
+
 // The current device's memory in bytes (CUDA build, train.device cuda); 0 elsewhere.
 double device_total_bytes(bool cuda);
 

@@ -1,0 +1,118 @@
+#!/usr/bin/python3
+"""`hydra diagnose` end to end on the CPU (the tiny config, a small grid):
+
+  check_diagnose.py HYDRA_BIN SOURCE_DIR
+
+- the report directory holds report.json, report.md and, where matplotlib is installed, one PNG
+  per figure; the run prints a progress line per measured point;
+- every grid point of every layer type and of the model has positive times;
+- the parameters of one layer of each type equal the counts worked out by hand from
+  docs/MODEL.md below, their bytes follow from them, and so do the KV-cache bytes per token;
+- a second run into the same --out is refused (exit 2) and changes nothing; unknown sections
+  and bad grids are refused before anything is written; no staging directory is left behind.
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HYDRA, SOURCE = sys.argv[1], sys.argv[2]
+CONFIG = os.path.join(SOURCE, "configs", "tiny.yaml")
+
+# tiny: E 64, H 4 (d 16), H_kv 2, C 4 (d_h 4, Lq 16, Lk 8), K 3, F = round_up(2.0 x 64, 64) = 128,
+# d_c = 32, d_r = 8. Each layer: attention + its norms, two pre-norms (2E = 128), the MLP (3 E F = 24576).
+LAYER_REST = 128 + 3 * 64 * 128
+EXPECTED_PARAMS = {
+    # E H d + 2 E d + H d E, norms 2d + H d
+    "mqa": 64 * 64 + 2 * 64 * 16 + 64 * 64 + (2 * 16 + 64) + LAYER_REST,
+    # E Lq + 2 E Lk + Lq E + H_kv, convs (Lq+Lk)(K+1) + (Lq+Lk)(d_h K+1), norms 2 d_h + Lq
+    "ccqa": 64 * 16 + 2 * 64 * 8 + 16 * 64 + 2 + 24 * 4 + 24 * 13 + (2 * 4 + 16) + LAYER_REST,
+    # 2 E d_c + d_c H d + d_c H d_r + 2 d_c H d + E d_r + H d E, norms 2 d_c + H d
+    "mla": 2 * 64 * 32 + 32 * 64 + 32 * 4 * 8 + 2 * 32 * 64 + 64 * 8 + 64 * 64 + (2 * 32 + 64) + LAYER_REST,
+}
+EXPECTED_KV = {"mqa": 2 * 2 * 16, "ccqa": 2 * 2 * 8, "mla": 2 * (32 + 8)}  # bf16 bytes a token
+
+
+def hydra(*args):
+    return subprocess.run([HYDRA, *args], capture_output=True, text=True)
+
+
+def fail(message, run=None):
+    sys.exit(f"FAIL: {message}" + (f"\n{run.stdout}{run.stderr}" if run else ""))
+
+
+def has_matplotlib():
+    return subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"], capture_output=True).returncode == 0
+
+
+def main():
+    root = tempfile.mkdtemp(prefix="hydra_diagnose_")
+    try:
+        out = os.path.join(root, "report")
+        grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1"]
+        run = hydra("diagnose", "--config", CONFIG, "--out", out, *grid)
+        if run.returncode != 0:
+            fail(f"exit {run.returncode}", run)
+        if "[1/16]" not in run.stdout or "[16/16]" not in run.stdout or "left)" not in run.stdout:
+            fail("no progress line per point ([i/16] ... left)", run)
+        names = sorted(os.listdir(out))
+        want = ["report.json", "report.md"] + (["memory.png", "speed.png"] if has_matplotlib() else [])
+        if sorted(set(names) & set(want)) != sorted(want):
+            fail(f"report directory holds {names}, expected {want}")
+        report = json.load(open(os.path.join(out, "report.json")))
+        md = open(os.path.join(out, "report.md")).read()
+        if report["sections"] != ["speed", "memory"] or report["device"] != "cpu":
+            fail(f"sections {report['sections']}, device {report['device']}")
+        points = {(r["what"], r["batch"], r["seq"]): r for r in report["speed"]}
+        for what in ("mqa", "ccqa", "mla", "model"):
+            for b in (1, 2):
+                for s in (16, 32):
+                    r = points.get((what, b, s))
+                    if r is None or not r["forward_ms"] > 0 or not r["forward_backward_ms"] > 0:
+                        fail(f"speed point {what} B {b} S {s}: {r}")
+        if len(report["speed"]) != 16:
+            fail(f"{len(report['speed'])} speed points, expected 16")
+        dtype_bytes = 4  # tiny trains in fp32
+        for m in report["memory"]["layers"]:
+            t = m["type"]
+            if m["params"] != EXPECTED_PARAMS[t]:
+                fail(f"{t}: {m['params']} parameters, counted by hand {EXPECTED_PARAMS[t]}")
+            if m["weight_bytes"] != dtype_bytes * m["params"] or m["optimizer_bytes"] != 13 * m["params"]:
+                fail(f"{t}: bytes {m}")
+            if m["kv_bytes_per_token"] != EXPECTED_KV[t] or not m["activation_bytes_per_token"] > 0:
+                fail(f"{t}: per token {m}")
+            if f"| {t} | {m['params']} |" not in md:
+                fail(f"report.md has no memory row for {t}")
+        if "## Speed" not in md or "## Memory" not in md:
+            fail("report.md lacks a section")
+        stage = report["memory"]["run_estimate"][0]
+        if stage["peak"] != sum(stage[k] for k in ("weights", "gradients", "optimizer", "activations", "buffers")):
+            fail(f"run estimate {stage}")
+
+        # Refusals: nothing overwritten, nothing left behind.
+        before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+        again = hydra("diagnose", "--config", CONFIG, "--out", out, *grid)
+        if again.returncode != 2 or "--out" not in again.stderr:
+            fail("a second run into the same --out was not refused with exit 2", again)
+        if {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} != before:
+            fail("the refused run changed the earlier report")
+        for args, word in ((["--sections", "speed,gradients"], "gradients"), (["--batches", "1,0"], "--batches"),
+                           (["--seqs", "16,x"], "--seqs"), (["--repeats", "0"], "--repeats")):
+            bad = hydra("diagnose", "--config", CONFIG, "--out", os.path.join(root, "bad"), *args)
+            if bad.returncode != 2 or word not in bad.stderr:
+                fail(f"{args}: expected exit 2 naming {word}", bad)
+            if os.path.exists(os.path.join(root, "bad")):
+                fail(f"{args}: the refused run made its --out")
+        left = glob.glob(os.path.join(root, ".*.tmp"))
+        if left:
+            fail(f"staging directories left behind: {left}")
+        print("PASS")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+#include "train/diagnose.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <set>
+
+#include "common/errors.h"
+#include "model/activation_memory.h"
+#include "model/hydra_model.h"
+#include "model/model_info.h"
+#include "model/projection.h"
+#include "train/device_memory.h"
+
+namespace hydra::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+std::string utc_now() {
+  char buf[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  return buf;
+}
+
+// The attention types of the pattern, in pattern order, each once.
+std::vector<std::string> layer_types(const model::ModelConfig& c) {
+  std::vector<std::string> out;
+  for (const std::string& t : c.pattern) {
+    if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
+  }
+  return out;
+}
+
+struct Target {
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat;
+  bool cuda = false;
+  int dtype_bytes = 4;
+};
+
+Target target_of(const RunConfig& config) {
+  Target t;
+  t.cuda = config.train.device == "cuda";
+  t.device = t.cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  t.dtype = config.train.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
+  t.dtype_bytes = config.train.dtype == "bf16" ? 2 : 4;
+  return t;
+}
+
+// The median wall time of `repeats` calls of `pass` after one untimed call, the device
+// synchronised around each (so a CUDA pass is timed to its end).
+double median_ms(const Target& t, int repeats, const std::function<void()>& pass) {
+  pass();
+  synchronize_device(t.cuda);
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = Clock::now();
+    pass();
+    synchronize_device(t.cuda);
+    times.push_back(ms_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// forward(no autograd) and forward+backward of `run` (which returns what backward starts from),
+// the parameters' gradients dropped after each pass.
+void time_point(const Target& t, int repeats, torch::nn::Module& module, const std::function<torch::Tensor()>& run,
+                SpeedPoint& p) {
+  const auto drop_grads = [&] {
+    for (auto& param : module.parameters()) param.mutable_grad().reset();
+  };
+  reset_allocator_peaks(t.cuda);
+  p.forward_ms = median_ms(t, repeats, [&] {
+    torch::NoGradGuard no_grad;
+    run();
+  });
+  p.fwdbwd_ms = median_ms(t, repeats, [&] {
+    const torch::Tensor out = run();
+    out.backward(torch::ones_like(out));
+    drop_grads();
+  });
+  p.peak_gb = allocator_peaks(t.cuda).allocated_bytes / 1e9;
+}
+
+model::Layer make_layer(const model::ModelConfig& c, const std::string& type, const Target& t) {
+  torch::manual_seed(0);
+  auto layer = std::make_shared<model::LayerImpl>(c, type, /*mod_routed=*/false, /*aux_scale=*/0.0,
+                                                  model::default_projection_factory(), "layer");
+  layer->to(t.device, t.dtype);
+  return model::Layer(layer);
+}
+
+int64_t count_params(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+// Prints "[i/n] what ... (elapsed, about ETA left)" for each point.
+struct Progress {
+  std::function<void(const std::string&)> out;
+  int total = 0, done = 0;
+  Clock::time_point start = Clock::now();
+  void point(const std::string& text) {
+    ++done;
+    if (!out) return;
+    const double elapsed = ms_since(start) / 1e3;
+    const double left = done < total ? elapsed / done * (total - done) : 0.0;
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " (%.0f s, about %.0f s left)", elapsed, left);
+    out("[" + std::to_string(done) + "/" + std::to_string(total) + "] " + text + buf);
+  }
+};
+
+std::string describe(const SpeedPoint& p) {
+  char buf[160];
+  if (!p.error.empty()) {
+    std::snprintf(buf, sizeof buf, "%s B %lld S %lld: skipped (%s)", p.what.c_str(), static_cast<long long>(p.batch),
+                  static_cast<long long>(p.seq), p.error.c_str());
+  } else {
+    std::snprintf(buf, sizeof buf, "%s B %lld S %lld: forward %.3f ms, forward+backward %.3f ms (%.2f TFLOP/s)",
+                  p.what.c_str(), static_cast<long long>(p.batch), static_cast<long long>(p.seq), p.forward_ms,
+                  p.fwdbwd_ms, 3 * p.forward_flops / (p.fwdbwd_ms * 1e9));
+  }
+  return buf;
+}
+
+// One point, its failure (out of memory, above all) recorded instead of ending the report.
+void measure(SpeedPoint& p, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    p.error = what.substr(0, what.find('\n'));
+  }
+}
+
+void run_speed(const RunConfig& config, const DiagnoseOptions& o, const Target& t, Progress& progress,
+               DiagnoseReport& report) {
+  const model::ModelConfig& c = config.model;
+  for (const std::string& type : layer_types(c)) {
+    const model::Layer layer = make_layer(c, type, t);
+    for (int64_t B : o.batches) {
+      for (int64_t S : o.seqs) {
+        SpeedPoint p{type, B, S};
+        p.forward_flops = static_cast<double>(B) * model::layer_forward_flops(c, type, S);
+        measure(p, [&] {
+          const auto opts = torch::TensorOptions().device(t.device).dtype(t.dtype);
+          const torch::Tensor x = torch::randn({B, S, c.dim}, opts);
+          const torch::Tensor pos =
+              torch::arange(S, opts.dtype(torch::kLong)).unsqueeze(0).expand({B, S}).contiguous();
+          time_point(t, o.repeats, *layer, [&] { return layer->dense(x, pos); }, p);
+        });
+        report.speed.push_back(p);
+        progress.point(describe(p));
+      }
+    }
+  }
+  torch::manual_seed(0);
+  const model::HydraModel m = std::make_shared<model::HydraModelImpl>(c);
+  m->to(t.device, t.dtype);
+  for (int64_t B : o.batches) {
+    for (int64_t S : o.seqs) {
+      SpeedPoint p{"model", B, S};
+      // flops_per_token counts forward + backward (3x the forward).
+      p.forward_flops = model::compute_model_stats(c, static_cast<int>(S)).flops_per_token * B * S / 3.0;
+      measure(p, [&] {
+        const torch::Tensor tokens =
+            torch::randint(c.vocab_size, {B, S + 1}, torch::TensorOptions().device(t.device).dtype(torch::kLong));
+        const torch::Tensor input = tokens.narrow(1, 0, S), targets = tokens.narrow(1, 1, S);
+        time_point(t, o.repeats, *m, [&] { return m->forward(input, targets).loss(); }, p);
+      });
+      report.speed.push_back(p);
+      progress.point(describe(p));
+    }
+  }
+}
+
+void run_memory(const RunConfig& config, const Target& t, DiagnoseReport& report) {
+  const model::ModelConfig& c = config.model;
+  for (const std::string& type : layer_types(c)) {
+    LayerMemory m;
+    m.type = type;
+    // Counted on a layer built on the CPU: the analytic counts (model_info) are what it checks.
+    torch::manual_seed(0);
+    const model::LayerImpl layer(c, type, false, 0.0, model::default_projection_factory(), "layer");
+    m.params = count_params(layer);
+    m.weight_bytes = m.params * t.dtype_bytes;
+    m.gradient_bytes = m.params * t.dtype_bytes;
+    m.optimizer_bytes = m.params * 13;
+    const int position = static_cast<int>(std::find(c.pattern.begin(), c.pattern.end(), type) - c.pattern.begin());
+    m.activation_bytes_per_token = model::layer_activation_bytes(c, position, t.dtype_bytes).saved;
+    m.kv_bytes_per_token = model::layer_kv_bytes_per_token(c, type);
+    report.layers.push_back(m);
+  }
+  parallel::GridShape one;
+  one.dp = one.tp = one.pp = 1;
+  report.estimate = estimate_memory(config, one);
+}
+
+}  // namespace
+
+const std::vector<std::string>& diagnose_sections() {
+  static const std::vector<std::string> all = {"speed", "memory"};
+  return all;
+}
+
+void check_diagnose_options(const DiagnoseOptions& o) {
+  if (o.sections.empty()) HYDRA_FAIL(common::ConfigError, "--sections: name at least one of speed,memory");
+  for (const std::string& s : o.sections) {
+    const auto& all = diagnose_sections();
+    if (std::find(all.begin(), all.end(), s) == all.end()) {
+      HYDRA_FAIL(common::ConfigError, "--sections: '" << s << "' is not one of speed,memory (gradients, learning, "
+                                                      << "components and compression are not built yet)");
+    }
+  }
+  for (const auto& [name, list] : {std::pair{"--batches", &o.batches}, std::pair{"--seqs", &o.seqs}}) {
+    if (list->empty()) HYDRA_FAIL(common::ConfigError, name << ": give at least one value");
+    for (int64_t v : *list) {
+      if (v < 1) HYDRA_FAIL(common::ConfigError, name << ": " << v << " is not a positive whole number");
+    }
+  }
+  if (o.repeats < 1) HYDRA_FAIL(common::ConfigError, "--repeats: " << o.repeats << " must be at least 1");
+}
+
+DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
+  check_diagnose_options(o);
+  const Target t = target_of(config);
+  DiagnoseReport report;
+  report.device = config.train.device;
+  report.dtype = config.train.dtype;
+  report.date = utc_now();
+  report.params_total = model::compute_model_stats(config.model, config.train.seq_len).params_total;
+  // Report order, whatever order --sections gave.
+  for (const std::string& s : diagnose_sections()) {
+    if (std::find(o.sections.begin(), o.sections.end(), s) != o.sections.end()) report.sections.push_back(s);
+  }
+  const bool speed = std::count(report.sections.begin(), report.sections.end(), "speed") > 0;
+  Progress progress;
+  progress.out = o.progress;
+  progress.total = speed ? static_cast<int>((layer_types(config.model).size() + 1) * o.batches.size() * o.seqs.size()) : 0;
+  if (speed) run_speed(config, o, t, progress, report);
+  if (std::count(report.sections.begin(), report.sections.end(), "memory") > 0) run_memory(config, t, report);
+  return report;
+}
+
+}  // namespace hydra::train

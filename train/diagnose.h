@@ -1,0 +1,74 @@
+// `hydra diagnose` (docs/INTERFACE.md): the diagnostics the seed reports ran with a separate
+// tool, measured on the model a user is about to train, in one process on the config's device
+// and dtype. Sections so far (issue 16 lists the rest):
+//   speed   each attention type's layer (attention + MLP, as the model runs it) and the whole
+//           model, forward and forward+backward, over a grid of batch and sequence lengths:
+//           median ms and achieved TFLOP/s (FLOPs as docs/MODEL.md counts them); on CUDA the
+//           peak memory of each point.
+//   memory  per attention type: parameters (counted on the built layer), bytes of weights,
+//           gradients and optimizer state, activation bytes a token leaves for the backward,
+//           KV-cache bytes a token; and hydra info's peak estimate for the configured run.
+// The launcher writes the report (launcher/cmd_diagnose.cpp); this is the measuring.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/json.h"
+#include "train/memory_estimate.h"
+#include "train/run_config.h"
+
+namespace hydra::train {
+
+// Every section, in report order; the ones not built yet are refused by name.
+const std::vector<std::string>& diagnose_sections();
+
+struct DiagnoseOptions {
+  std::vector<std::string> sections = {"speed", "memory"};
+  std::vector<int64_t> batches = {1, 4, 8};
+  std::vector<int64_t> seqs = {256, 512, 1024};
+  int repeats = 3;  // timed passes per point (the median is reported), after one untimed pass
+  std::function<void(const std::string&)> progress;  // a line per measured point
+};
+
+// One measured point: a layer type ("mqa", "ccqa", "mla") or "model", at batch x seq.
+struct SpeedPoint {
+  std::string what;
+  int64_t batch = 0, seq = 0;
+  double forward_ms = 0, fwdbwd_ms = 0;  // medians
+  double forward_flops = 0;              // of one forward pass; forward+backward counts 3x
+  double peak_gb = 0;                    // CUDA: the allocator's peak during the point; 0 elsewhere
+  std::string error;                     // the point could not run (e.g. out of memory): why
+};
+
+struct LayerMemory {
+  std::string type;
+  int64_t params = 0;                      // counted on the built layer (attention, norms, MLP)
+  int64_t weight_bytes = 0;                // in the model dtype
+  int64_t gradient_bytes = 0;              // in the model dtype (.grad)
+  int64_t optimizer_bytes = 0;             // fp32 master, m, v and the one-byte decay mask
+  int64_t activation_bytes_per_token = 0;  // kept for the backward (model/activation_memory.h)
+  int64_t kv_bytes_per_token = 0;          // bf16 KV cache
+};
+
+struct DiagnoseReport {
+  std::string device, dtype, date;
+  std::vector<std::string> sections;
+  std::vector<SpeedPoint> speed;
+  std::vector<LayerMemory> layers;
+  MemoryEstimate estimate;  // the configured run on one process (hydra info's)
+  int64_t params_total = 0;
+};
+
+// Refuses (ConfigError naming the option) unknown sections and empty or non-positive grids.
+void check_diagnose_options(const DiagnoseOptions& options);
+
+DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& options);
+
+// report.json (every number) and report.md (readable alone; `figures`: PNG file names beside it).
+common::Json diagnose_json(const DiagnoseReport& report);
+std::string diagnose_markdown(const DiagnoseReport& report, const std::vector<std::string>& figures);
+
+}  // namespace hydra::train
