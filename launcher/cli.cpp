@@ -50,10 +50,10 @@ const std::map<std::string, CommandSpec>& commands() {
         "[--trace FILE]",
         {"--config", "--set", "--steps", "--warmup", "--json", "--trace"}}},
       {"diagnose",
-       {"measure a config's layers and model: speed over batch and sequence, memory by layer type",
-        "hydra diagnose --config FILE [--set key.path=value]... --out DIR [--sections speed,memory] "
-        "[--batches 1,4,8] [--seqs 256,512,1024] [--repeats N]",
-        {"--config", "--set", "--out", "--sections", "--batches", "--seqs", "--repeats"}}},
+       {"measure a config's layers and model: speed, memory by layer type, gradient flow",
+        "hydra diagnose --config FILE [--set key.path=value]... --out DIR [--sections speed,memory,gradients] "
+        "[--batches 1,4,8] [--seqs 256,512,1024] [--repeats N] [--steps N]",
+        {"--config", "--set", "--out", "--sections", "--batches", "--seqs", "--repeats", "--steps"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -142,10 +142,12 @@ std::string help_text(const std::string& command) {
     out += "  --config FILE          run config (YAML): the model, train.device and train.dtype\n";
     out += "  --set key.path=value   override one key (repeatable)\n";
     out += "  --out DIR              a new (or empty) directory for report.md, report.json and the plots\n";
-    out += "  --sections LIST        speed,memory (default: both)\n";
+    out += "  --sections LIST        speed,memory,gradients (default: all three)\n";
     out += "  --batches LIST         batch sizes of the speed grid (default 1,4,8)\n";
     out += "  --seqs LIST            sequence lengths of the speed grid (default 256,512,1024)\n";
     out += "  --repeats N            timed passes per point, median reported (default 3)\n";
+    out += "  --steps N              training steps of the gradients section (default 20; data.path or a\n";
+    out += "                         built-in sample)\n";
     out += "  --help                 this text\n";
     out += "\nOne process. The plots need python3 with matplotlib; without it the report says so.\n";
     return out;

@@ -6,6 +6,8 @@ runs this itself; by hand: scripts/plot-diagnose.py DIR/report.json).
               sequence), one line per layer type and one for the whole model
   memory.png  per layer type: weights, gradients and optimizer state (MiB), and the bytes a
               token leaves for the backward beside the KV-cache bytes a token needs
+  gradients.png  the loss of the short run, and each component's mean gradient norm per element
+              in each layer (the layers in model order), the flags' thresholds as dashed lines
 
 Needs matplotlib (Debian: python3-matplotlib).
 """
@@ -69,6 +71,35 @@ def plot_memory(report, out):
     fig.savefig(out, dpi=110)
 
 
+def plot_gradients(report, out):
+    g = report["gradients"]
+    fig, (loss_ax, norm_ax) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1, 2]})
+    loss_ax.plot(range(1, len(g["loss"]) + 1), g["loss"], marker=".")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("LM loss")
+    loss_ax.set_title(f'{g["steps"]} steps')
+    loss_ax.grid(True, alpha=0.3)
+    # One line per (type, component): the parameter's mean norm in each layer that has it.
+    layered = [p for p in g["params"] if p["type"] != "model"]
+    layers = list(dict.fromkeys(p["name"][: -len(p["component"]) - 1] for p in layered))
+    for key in dict.fromkeys((p["type"], p["component"]) for p in layered):
+        points = [(layers.index(p["name"][: -len(p["component"]) - 1]), p["mean_rms"]) for p in layered
+                  if (p["type"], p["component"]) == key]
+        norm_ax.plot([x for x, _ in points], [y for _, y in points], marker=".", linewidth=0.8,
+                     label=f"{key[0]} {key[1]}")
+    median = g["median_rms"]
+    norm_ax.axhline(median * g["exploding_factor"], linestyle="--", color="red", label="exploding above")
+    norm_ax.axhline(median * g["vanishing_factor"], linestyle="--", color="gray", label="vanishing below")
+    norm_ax.set_yscale("log")
+    norm_ax.set_xlabel("layer (model order)")
+    norm_ax.set_ylabel("gradient norm per element, mean over steps")
+    norm_ax.grid(True, which="both", alpha=0.3)
+    norm_ax.legend(fontsize=6, ncol=3, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f'hydra diagnose: gradient flow, {report["device"]} {report["dtype"]}')
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(path):
     report = json.load(open(path))
     here = os.path.dirname(os.path.abspath(path))
@@ -76,6 +107,8 @@ def main(path):
         plot_speed(report, os.path.join(here, "speed.png"))
     if "memory" in report:
         plot_memory(report, os.path.join(here, "memory.png"))
+    if "gradients" in report:
+        plot_gradients(report, os.path.join(here, "gradients.png"))
 
 
 if __name__ == "__main__":

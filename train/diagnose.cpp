@@ -210,16 +210,16 @@ void run_memory(const RunConfig& config, const Target& t, DiagnoseReport& report
 }  // namespace
 
 const std::vector<std::string>& diagnose_sections() {
-  static const std::vector<std::string> all = {"speed", "memory"};
+  static const std::vector<std::string> all = {"speed", "memory", "gradients"};
   return all;
 }
 
 void check_diagnose_options(const DiagnoseOptions& o) {
-  if (o.sections.empty()) HYDRA_FAIL(common::ConfigError, "--sections: name at least one of speed,memory");
+  if (o.sections.empty()) HYDRA_FAIL(common::ConfigError, "--sections: name at least one of speed,memory,gradients");
   for (const std::string& s : o.sections) {
     const auto& all = diagnose_sections();
     if (std::find(all.begin(), all.end(), s) == all.end()) {
-      HYDRA_FAIL(common::ConfigError, "--sections: '" << s << "' is not one of speed,memory (gradients, learning, "
+      HYDRA_FAIL(common::ConfigError, "--sections: '" << s << "' is not one of speed,memory,gradients (learning, "
                                                       << "components and compression are not built yet)");
     }
   }
@@ -230,6 +230,7 @@ void check_diagnose_options(const DiagnoseOptions& o) {
     }
   }
   if (o.repeats < 1) HYDRA_FAIL(common::ConfigError, "--repeats: " << o.repeats << " must be at least 1");
+  if (o.steps < 1) HYDRA_FAIL(common::ConfigError, "--steps: " << o.steps << " must be at least 1");
 }
 
 DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
@@ -248,6 +249,8 @@ DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
   Progress progress;
   progress.out = o.progress;
   progress.total = speed ? static_cast<int>((layer_types(config.model).size() + 1) * o.batches.size() * o.seqs.size()) : 0;
+  // Gradients first: it opens the training data, whose errors belong at the start.
+  if (std::count(report.sections.begin(), report.sections.end(), "gradients") > 0) run_gradients(config, o, report);
   if (speed) run_speed(config, o, t, progress, report);
   if (std::count(report.sections.begin(), report.sections.end(), "memory") > 0) run_memory(config, t, report);
   return report;

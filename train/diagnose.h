@@ -8,6 +8,11 @@
 //   memory  per attention type: parameters (counted on the built layer), bytes of weights,
 //           gradients and optimizer state, activation bytes a token leaves for the backward,
 //           KV-cache bytes a token; and hydra info's peak estimate for the configured run.
+//   gradients  a short training run (the config's data from its start, or the bytes of a
+//           text every Debian has): every parameter's gradient norm at every step (before
+//           clipping), with flags on the norm per element (norm / sqrt(numel), so that a
+//           matrix and a norm's weight compare): exploding (its mean above kExplodingFactor x
+//           the median parameter's), vanishing (never above kVanishingFactor x it), non-finite.
 // The launcher writes the report (launcher/cmd_diagnose.cpp); this is the measuring.
 #pragma once
 
@@ -25,11 +30,15 @@ namespace hydra::train {
 // Every section, in report order; the ones not built yet are refused by name.
 const std::vector<std::string>& diagnose_sections();
 
+constexpr double kExplodingFactor = 100.0;
+constexpr double kVanishingFactor = 1e-3;
+
 struct DiagnoseOptions {
-  std::vector<std::string> sections = {"speed", "memory"};
+  std::vector<std::string> sections = {"speed", "memory", "gradients"};
   std::vector<int64_t> batches = {1, 4, 8};
   std::vector<int64_t> seqs = {256, 512, 1024};
   int repeats = 3;  // timed passes per point (the median is reported), after one untimed pass
+  int steps = 20;   // training steps of the gradients section
   std::function<void(const std::string&)> progress;  // a line per measured point
 };
 
@@ -53,12 +62,32 @@ struct LayerMemory {
   int64_t kv_bytes_per_token = 0;          // bf16 KV cache
 };
 
+// One parameter's gradient norm over the steps of the gradients section.
+struct ParamGradient {
+  std::string name;
+  std::string type;       // its layer's attention type, or "model" (embedding, final norm, routers)
+  std::string component;  // the name within its layer ("attn.wq.weight"), or the whole name
+  int64_t numel = 0;
+  double mean = 0, min = 0, max = 0, first = 0, last = 0;  // of the norm
+  double mean_rms = 0, max_rms = 0;                         // of the norm per element
+  std::string flag;       // "", "exploding", "vanishing", "non-finite"
+};
+
+struct GradientReport {
+  int steps = 0;
+  std::string data;           // where the tokens came from
+  std::vector<double> loss;   // LM loss of each step
+  std::vector<ParamGradient> params;
+  double median_rms = 0;      // the median over parameters of mean_rms: the flags' scale
+};
+
 struct DiagnoseReport {
   std::string device, dtype, date;
   std::vector<std::string> sections;
   std::vector<SpeedPoint> speed;
   std::vector<LayerMemory> layers;
   MemoryEstimate estimate;  // the configured run on one process (hydra info's)
+  GradientReport gradients;
   int64_t params_total = 0;
 };
 
@@ -66,6 +95,11 @@ struct DiagnoseReport {
 void check_diagnose_options(const DiagnoseOptions& options);
 
 DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& options);
+
+// The gradients section into report.gradients (diagnose_gradients.cpp). LibTorch's AdamW on the
+// model's own parameters at train.lr, betas, eps, weight decay and clip (no fp32 master, no
+// schedule): the gradients are what it measures, not the optimizer.
+void run_gradients(const RunConfig& config, const DiagnoseOptions& options, DiagnoseReport& report);
 
 // report.json (every number) and report.md (readable alone; `figures`: PNG file names beside it).
 common::Json diagnose_json(const DiagnoseReport& report);

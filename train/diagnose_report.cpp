@@ -1,5 +1,6 @@
 // The report of `hydra diagnose` as JSON (every number; its schema is docs/INTERFACE.md's) and
 // as Markdown that reads on its own, with the figures inline.
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -25,6 +26,39 @@ std::string fixed(double v, int digits) {
 }
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+std::string sci(double v) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+// The parameters' gradient statistics gathered by (layer type, component) across layers.
+struct ComponentGradient {
+  std::string type, component;
+  int count = 0;
+  double mean = 0, min = 0, max = 0, first = 0, last = 0;
+};
+
+std::vector<ComponentGradient> by_component(const GradientReport& g) {
+  std::vector<ComponentGradient> out;
+  for (const ParamGradient& p : g.params) {
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const ComponentGradient& c) { return c.type == p.type && c.component == p.component; });
+    if (it == out.end()) {
+      out.push_back({p.type, p.component, 0, 0, p.min, p.max, 0, 0});
+      it = out.end() - 1;
+    }
+    it->count += 1;
+    it->mean += p.mean;
+    it->first += p.first;
+    it->last += p.last;
+    it->min = std::min(it->min, p.min);
+    it->max = std::max(it->max, p.max);
+  }
+  for (ComponentGradient& c : out) c.mean /= c.count, c.first /= c.count, c.last /= c.count;
+  return out;
+}
 
 }  // namespace
 
@@ -88,6 +122,50 @@ common::Json diagnose_json(const DiagnoseReport& r) {
     memory["run_micro_batch"] = r.estimate.micro_batch;
     out["memory"] = memory;
   }
+  if (has(r, "gradients")) {
+    const GradientReport& g = r.gradients;
+    common::Json grads = common::Json::object();
+    grads["steps"] = g.steps;
+    grads["data"] = g.data;
+    common::Json loss = common::Json::array();
+    for (double l : g.loss) loss.push(l);
+    grads["loss"] = loss;
+    grads["median_rms"] = g.median_rms;
+    grads["exploding_factor"] = kExplodingFactor;
+    grads["vanishing_factor"] = kVanishingFactor;
+    common::Json params = common::Json::array();
+    for (const ParamGradient& p : g.params) {
+      common::Json row = common::Json::object();
+      row["name"] = p.name;
+      row["type"] = p.type;
+      row["component"] = p.component;
+      row["numel"] = p.numel;
+      row["mean_rms"] = p.mean_rms;
+      row["mean"] = p.mean;
+      row["min"] = p.min;
+      row["max"] = p.max;
+      row["first"] = p.first;
+      row["last"] = p.last;
+      row["flag"] = p.flag;
+      params.push(row);
+    }
+    grads["params"] = params;
+    common::Json components = common::Json::array();
+    for (const ComponentGradient& c : by_component(g)) {
+      common::Json row = common::Json::object();
+      row["type"] = c.type;
+      row["component"] = c.component;
+      row["params"] = c.count;
+      row["mean"] = c.mean;
+      row["min"] = c.min;
+      row["max"] = c.max;
+      row["first"] = c.first;
+      row["last"] = c.last;
+      components.push(row);
+    }
+    grads["components"] = components;
+    out["gradients"] = grads;
+  }
   return out;
 }
 
@@ -142,6 +220,42 @@ std::string diagnose_markdown(const DiagnoseReport& r, const std::vector<std::st
     }
     for (const auto& f : figures) {
       if (f.rfind("memory", 0) == 0) md << "\n![" << f << "](" << f << ")\n";
+    }
+  }
+  if (has(r, "gradients")) {
+    const GradientReport& g = r.gradients;
+    md << "\n## Gradient flow\n\n";
+    md << g.steps << " training steps on " << g.data << " (LibTorch's AdamW at the configured learning rate, "
+       << "betas, weight decay and clip; no schedule): LM loss " << fixed(g.loss.front(), 4) << " at the first step, "
+       << fixed(g.loss.back(), 4) << " at the last. Gradient norms before clipping, per component (the same "
+       << "parameter of every layer of that attention type, averaged over layers): mean over the steps, the "
+       << "smallest and largest of any step, the first and last step.\n\n";
+    md << "| type | component | layers | mean | min | max | first | last |\n|---|---|---|---|---|---|---|---|\n";
+    for (const ComponentGradient& c : by_component(g)) {
+      md << "| " << c.type << " | " << c.component << " | " << c.count << " | " << sci(c.mean) << " | " << sci(c.min)
+         << " | " << sci(c.max) << " | " << sci(c.first) << " | " << sci(c.last) << " |\n";
+    }
+    std::vector<ParamGradient> sorted = g.params;
+    std::sort(sorted.begin(), sorted.end(), [](const ParamGradient& a, const ParamGradient& b) { return a.mean > b.mean; });
+    md << "\nThe largest gradients (mean norm): ";
+    for (size_t i = 0; i < std::min<size_t>(5, sorted.size()); ++i) {
+      md << (i ? ", " : "") << "`" << sorted[i].name << "` " << sci(sorted[i].mean);
+    }
+    md << ".\n\nFlags, on the norm per element (norm / sqrt(elements), so that matrices and vectors compare; "
+       << "the median parameter's mean is " << sci(g.median_rms) << "): exploding, a mean above " << kExplodingFactor
+       << "x it; vanishing, never above " << kVanishingFactor << "x it; non-finite. ";
+    int flagged = 0;
+    for (const ParamGradient& p : g.params) {
+      if (p.flag.empty()) continue;
+      if (flagged < 20) {
+        md << (flagged ? ", " : "") << "`" << p.name << "` " << p.flag << " (" << sci(p.mean_rms) << " per element)";
+      }
+      ++flagged;
+    }
+    if (flagged > 20) md << " and " << flagged - 20 << " more (report.json)";
+    md << (flagged ? ".\n" : "None.\n");
+    for (const auto& f : figures) {
+      if (f.rfind("gradients", 0) == 0) md << "\n![" << f << "](" << f << ")\n";
     }
   }
   return md.str();

@@ -8,8 +8,12 @@
 - every grid point of every layer type and of the model has positive times;
 - the parameters of one layer of each type equal the counts worked out by hand from
   docs/MODEL.md below, their bytes follow from them, and so do the KV-cache bytes per token;
-- a second run into the same --out is refused (exit 2) and changes nothing; unknown sections
-  and bad grids are refused before anything is written; no staging directory is left behind.
+- the gradients section (2 steps on the built-in sample) covers every parameter of the model
+  once (their sizes add up to the parameter count), with finite norms, min <= mean <= max,
+  per-element norms that are the norms over sqrt(size), and flags from its own thresholds;
+- a second run into the same --out is refused (exit 2) and changes nothing; unknown sections,
+  bad grids (exit 2) and missing data (exit 3) are refused before anything is measured or
+  written; no staging directory is left behind.
 """
 import glob
 import json
@@ -52,19 +56,20 @@ def main():
     root = tempfile.mkdtemp(prefix="hydra_diagnose_")
     try:
         out = os.path.join(root, "report")
-        grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1"]
+        # data.path empty: the gradients section trains on its built-in sample (no corpus needed).
+        grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1", "--steps", "2", "--set", "data.path="]
         run = hydra("diagnose", "--config", CONFIG, "--out", out, *grid)
         if run.returncode != 0:
             fail(f"exit {run.returncode}", run)
         if "[1/16]" not in run.stdout or "[16/16]" not in run.stdout or "left)" not in run.stdout:
             fail("no progress line per point ([i/16] ... left)", run)
         names = sorted(os.listdir(out))
-        want = ["report.json", "report.md"] + (["memory.png", "speed.png"] if has_matplotlib() else [])
+        want = ["report.json", "report.md"] + (["gradients.png", "memory.png", "speed.png"] if has_matplotlib() else [])
         if sorted(set(names) & set(want)) != sorted(want):
             fail(f"report directory holds {names}, expected {want}")
         report = json.load(open(os.path.join(out, "report.json")))
         md = open(os.path.join(out, "report.md")).read()
-        if report["sections"] != ["speed", "memory"] or report["device"] != "cpu":
+        if report["sections"] != ["speed", "memory", "gradients"] or report["device"] != "cpu":
             fail(f"sections {report['sections']}, device {report['device']}")
         points = {(r["what"], r["batch"], r["seq"]): r for r in report["speed"]}
         for what in ("mqa", "ccqa", "mla", "model"):
@@ -88,6 +93,25 @@ def main():
                 fail(f"report.md has no memory row for {t}")
         if "## Speed" not in md or "## Memory" not in md:
             fail("report.md lacks a section")
+        g = report["gradients"]
+        if g["steps"] != 2 or len(g["loss"]) != 2 or "GPL-3" not in g["data"]:
+            fail(f"gradients: steps {g['steps']}, loss {g['loss']}, data {g['data']}")
+        if sum(p["numel"] for p in g["params"]) != report["params_total"]:
+            fail("gradients: the parameters do not add up to params_total")
+        if len({p["name"] for p in g["params"]}) != len(g["params"]):
+            fail("gradients: a parameter listed twice")
+        median = g["median_rms"]
+        for p in g["params"]:
+            if not (0 <= p["min"] <= p["mean"] <= p["max"]) or p["max"] != p["max"]:
+                fail(f"gradients: {p}")
+            if abs(p["mean_rms"] - p["mean"] / p["numel"] ** 0.5) > 1e-12 * max(1.0, p["mean"]):
+                fail(f"gradients: per-element norm of {p['name']}")
+            want_flag = ("exploding" if p["mean_rms"] > g["exploding_factor"] * median else
+                         "vanishing" if p["max"] / p["numel"] ** 0.5 < g["vanishing_factor"] * median else "")
+            if p["flag"] != want_flag:
+                fail(f"gradients: {p['name']} flagged '{p['flag']}', its numbers say '{want_flag}'")
+        if "## Gradient flow" not in md or "embed.weight" not in md:
+            fail("report.md lacks the gradient flow section")
         stage = report["memory"]["run_estimate"][0]
         if stage["peak"] != sum(stage[k] for k in ("weights", "gradients", "optimizer", "activations", "buffers")):
             fail(f"run estimate {stage}")
@@ -99,11 +123,14 @@ def main():
             fail("a second run into the same --out was not refused with exit 2", again)
         if {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} != before:
             fail("the refused run changed the earlier report")
-        for args, word in ((["--sections", "speed,gradients"], "gradients"), (["--batches", "1,0"], "--batches"),
-                           (["--seqs", "16,x"], "--seqs"), (["--repeats", "0"], "--repeats")):
+        # Usage errors exit 2; missing data is bad input (3), found before anything is measured.
+        for args, word, code in ((["--sections", "speed,learning"], "learning", 2), (["--batches", "1,0"], "--batches", 2),
+                                 (["--seqs", "16,x"], "--seqs", 2), (["--repeats", "0"], "--repeats", 2),
+                                 (["--steps", "0"], "--steps", 2),
+                                 (["--set", "data.path=/nonexistent/tokens"], "/nonexistent/tokens", 3)):
             bad = hydra("diagnose", "--config", CONFIG, "--out", os.path.join(root, "bad"), *args)
-            if bad.returncode != 2 or word not in bad.stderr:
-                fail(f"{args}: expected exit 2 naming {word}", bad)
+            if bad.returncode != code or word not in bad.stderr or "[1/" in bad.stdout:
+                fail(f"{args}: expected exit {code} naming {word} before any measurement", bad)
             if os.path.exists(os.path.join(root, "bad")):
                 fail(f"{args}: the refused run made its --out")
         left = glob.glob(os.path.join(root, ".*.tmp"))
