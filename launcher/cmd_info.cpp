@@ -62,28 +62,6 @@ common::Json model_json(const model::ModelStats& s) {
   return m;
 }
 
-// The predicted peak per rank of each pipeline stage (train/memory_estimate.h), in bytes.
-common::Json memory_json(const train::MemoryEstimate& e) {
-  common::Json stages = common::Json::array();
-  for (const auto& m : e.stages) {
-    common::Json row = common::Json::object();
-    row["stage"] = m.stage;
-    row["weights"] = m.weights;
-    row["gradients"] = m.gradients;
-    row["optimizer"] = m.optimizer;
-    row["activations"] = m.activations;
-    row["buffers"] = m.buffers;
-    row["micro_batches_in_flight"] = m.micro_batches_in_flight;
-    row["peak"] = m.peak();
-    stages.push(row);
-  }
-  common::Json out = common::Json::object();
-  out["micro_batch"] = e.micro_batch;
-  out["peak_bytes"] = e.worst().peak();
-  out["stages"] = stages;
-  return out;
-}
-
 // The same peak under each train.activation_checkpointing: the choice a user makes by memory.
 void print_memory_by_recompute(const Config& config, const parallel::GridShape& shape) {
   std::printf("            by train.activation_checkpointing:");
@@ -168,7 +146,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   const auto plan = parallel::plan_pipeline_stages(config.model, shape.pp, config.parallel.pp_layers);
   info["pipeline"] = pipeline_json(config, plan);
   const train::MemoryEstimate memory = train::estimate_memory(config, shape);
-  info["memory"] = memory_json(memory);
+  info["memory"] = train::memory_estimate_json(memory);
   if (args.json) {
     std::printf("%s\n", info.dump(2).c_str());
   } else {

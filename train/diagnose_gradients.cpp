@@ -79,8 +79,7 @@ double median_of(std::vector<double> v) {
 
 }  // namespace
 
-void run_gradients(const RunConfig& config, const DiagnoseOptions& o, DiagnoseReport& report) {
-  const RunConfig& rc = config;
+void run_gradients(const RunConfig& rc, const DiagnoseOptions& o, DiagnoseReport& report) {
   const Windows windows = open_windows(rc);
   const bool cuda = rc.train.device == "cuda";
   const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);

@@ -107,19 +107,7 @@ common::Json diagnose_json(const DiagnoseReport& r) {
       layers.push(row);
     }
     memory["layers"] = layers;
-    common::Json stages = common::Json::array();
-    for (const StageMemory& s : r.estimate.stages) {
-      common::Json row = common::Json::object();
-      row["weights"] = s.weights;
-      row["gradients"] = s.gradients;
-      row["optimizer"] = s.optimizer;
-      row["activations"] = s.activations;
-      row["buffers"] = s.buffers;
-      row["peak"] = s.peak();
-      stages.push(row);
-    }
-    memory["run_estimate"] = stages;
-    memory["run_micro_batch"] = r.estimate.micro_batch;
+    memory["run_estimate"] = memory_estimate_json(r.estimate);
     out["memory"] = memory;
   }
   if (has(r, "gradients")) {

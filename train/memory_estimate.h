@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/json.h"
 #include "parallel/process_grid.h"
 #include "train/run_config.h"
 
@@ -39,5 +40,10 @@ struct MemoryEstimate {
 };
 
 MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShape& shape);
+
+// The estimate as `hydra info --json` and `hydra diagnose` print it (bytes): micro_batch,
+// peak_bytes (the worst stage's) and, per stage, stage, weights, gradients, optimizer,
+// activations, buffers, micro_batches_in_flight and peak.
+common::Json memory_estimate_json(const MemoryEstimate& estimate);
 
 }  // namespace hydra::train

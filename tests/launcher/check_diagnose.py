@@ -112,7 +112,7 @@ def main():
                 fail(f"gradients: {p['name']} flagged '{p['flag']}', its numbers say '{want_flag}'")
         if "## Gradient flow" not in md or "embed.weight" not in md:
             fail("report.md lacks the gradient flow section")
-        stage = report["memory"]["run_estimate"][0]
+        stage = report["memory"]["run_estimate"]["stages"][0]
         if stage["peak"] != sum(stage[k] for k in ("weights", "gradients", "optimizer", "activations", "buffers")):
             fail(f"run estimate {stage}")
 
