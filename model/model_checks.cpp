@@ -52,18 +52,15 @@ void check_model_config(const ModelConfig& c) {
       HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d << ": CCQA's head size must be even (RoPE and the "
                                   << "value shift split it in halves)");
     }
-    if (c.ccqa.conv_kernel < 1) {
-      HYDRA_FAIL(ConfigError, "model.ccqa.conv_kernel: " << c.ccqa.conv_kernel << " must be at least 1");
-    }
   } else if (types.count("ccqa")) {
     const int C = c.ccqa.compression;
     if (C < 1 || d % C != 0 || (d / C) % 2 != 0) {
       HYDRA_FAIL(ConfigError, "model.ccqa.compression: " << C << " must divide the head size model.dim / model.heads = "
                                   << d << " into an even latent head size (RoPE and the value shift split it in halves)");
     }
-    if (c.ccqa.conv_kernel < 1) {
-      HYDRA_FAIL(ConfigError, "model.ccqa.conv_kernel: " << c.ccqa.conv_kernel << " must be at least 1");
-    }
+  }
+  if (types.count("ccqa") && c.ccqa.conv_kernel < 1) {
+    HYDRA_FAIL(ConfigError, "model.ccqa.conv_kernel: " << c.ccqa.conv_kernel << " must be at least 1");
   }
   if (types.count("mla")) {
     if (d % 4 != 0) {
