@@ -14,9 +14,13 @@
 //   LibTorch ops hold them in it (vector_io::round_to), so the result differs from those ops by
 //   reduction order only.
 // - The weight gradient is a column sum over rows: per-block float32 partials over a fixed
-//   chunk of rows (threads of a block split the chunk's rows, then add their sums in thread
-//   order through shared memory), then one thread per column adds the partials in chunk order.
-//   No atomics: bitwise reproducible.
+//   chunk of rows, then a last kernel adds the partials in chunk order. No atomics: bitwise
+//   reproducible. With one weight row and vectorised rows the partials are taken in the dx
+//   pass itself (each row group keeps its columns' sums in its own row of shared memory over
+//   the block's chunk, then the block adds the rows in order), so x and dy are read once; it
+//   was a separate pass re-reading both (1.4 ms of a 63 ms step on small). Otherwise (per-head
+//   norms, misaligned rows) that separate pass still runs: threads of a block split the
+//   chunk's rows, then add their sums in thread order through shared memory.
 #include "kernels/rms_norm.h"
 
 #include <algorithm>
@@ -90,18 +94,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const RowArgs a) {
   }
 }
 
-// Backward for dx (ADD: also the branch gradient). The weight gradient is a separate pass.
-template <typename T, int VEC, bool ADD>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
-  const int sub = threadIdx.x % a.lanes;
-  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / a.lanes;
-  const bool live = row < a.rows;
-  const int64_t base = live ? row * a.n : 0;
-  const T* x = static_cast<const T*>(a.x) + base;
-  const T* dy = static_cast<const T*>(a.dy) + base;
-  const T* w = static_cast<const T*>(a.weight) + (live ? (row % a.groups) * a.n : 0);
-  const float rs = live ? a.rstd[row] : 0.f;
-  // g = dy * w is the gradient of the rounded normalised input; its dot with xhat.
+// g = dy * w is the gradient of the rounded normalised input; the row's dot of g with xhat,
+// summed over its lanes (every lane of the warp must call it).
+template <typename T, int VEC>
+__device__ __forceinline__ float row_dot(const RowArgs& a, const T* x, const T* dy, const T* w, float rs, bool live,
+                                         int sub) {
   float dot = 0.f;
   if (live) {
     for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
@@ -113,28 +110,88 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
       for (int k = 0; k < VEC; ++k) dot += round_to<T>(gv[k] * wv[k]) * (xv[k] * rs);
     }
   }
-  dot = group_sum(dot, a.lanes);
+  return group_sum(dot, a.lanes);
+}
+
+// The second pass on one vector (columns c .. c + VEC) of a row: dx (ADD: also the branch
+// gradient). DW: adds dy * round(xhat) into dw[0 .. VEC) (shared memory), before dx is stored
+// (dx may alias dy).
+template <typename T, int VEC, bool ADD, bool DW>
+__device__ __forceinline__ void backward_vector(const RowArgs& a, int64_t base, int c, const T* w, float rs, float mean,
+                                                float* dw) {
+  float xv[VEC], gv[VEC], wv[VEC], d[VEC];
+  load<T, VEC>(static_cast<const T*>(a.x) + base + c, xv);
+  load<T, VEC>(static_cast<const T*>(a.dy) + base + c, gv);
+  load<T, VEC>(w + c, wv);
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    d[k] = rs * (round_to<T>(gv[k] * wv[k]) - xv[k] * rs * mean);
+    if constexpr (DW) dw[k] += gv[k] * round_to<T>(xv[k] * rs);
+  }
+  if constexpr (ADD) {
+    float dh[VEC], db[VEC];
+    load<T, VEC>(static_cast<const T*>(a.dh) + base + c, dh);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));  // autograd sums the two in the storage type
+      db[k] = a.alpha * d[k];
+    }
+    if (a.h != nullptr) store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+  }
+  store<T, VEC>(static_cast<T*>(a.out) + base + c, d);
+}
+
+// Backward for dx (ADD: also the branch gradient); the weight gradient is a separate pass.
+template <typename T, int VEC, bool ADD>
+__global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
+  const int sub = threadIdx.x % a.lanes;
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / a.lanes;
+  const bool live = row < a.rows;
+  const int64_t base = live ? row * a.n : 0;
+  const T* w = static_cast<const T*>(a.weight) + (live ? (row % a.groups) * a.n : 0);
+  const float rs = live ? a.rstd[row] : 0.f;
+  const float dot = row_dot<T, VEC>(a, static_cast<const T*>(a.x) + base, static_cast<const T*>(a.dy) + base, w, rs,
+                                    live, sub);
   if (!live) return;
   const float mean = dot / static_cast<float>(a.n);
-  T* dx = static_cast<T*>(a.out) + base;
-  for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
-    float xv[VEC], gv[VEC], wv[VEC], d[VEC];
-    load<T, VEC>(x + c, xv);
-    load<T, VEC>(dy + c, gv);
-    load<T, VEC>(w + c, wv);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) d[k] = rs * (round_to<T>(gv[k] * wv[k]) - xv[k] * rs * mean);
-    if constexpr (ADD) {
-      float dh[VEC], db[VEC];
-      load<T, VEC>(static_cast<const T*>(a.dh) + base + c, dh);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));  // autograd sums the two in the storage type
-        db[k] = a.alpha * d[k];
-      }
-      store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+  for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) backward_vector<T, VEC, ADD, false>(a, base, c, w, rs, mean, nullptr);
+}
+
+// Backward and weight gradient in one pass (one weight row, groups 1; vectorised rows). Block b
+// owns rows [b chunk, (b + 1) chunk); its kThreads / lanes row groups take one row each per
+// pass. Each row group adds its rows' dy * round(xhat) into its own row of shared memory (each
+// element owned by one thread: no atomics); then the block adds the row groups' sums in group
+// order into its partial row, and the final kernel adds the blocks' partials in block order:
+// bitwise reproducible. The sums live in shared memory, not registers, so that the kernel
+// keeps the plain backward's occupancy (it is bandwidth-bound: 50 us instead of 32 with the
+// sums in registers at 80 per thread).
+template <typename T, int VEC, bool ADD>
+__global__ void __launch_bounds__(kThreads) backward_dw_kernel(const RowArgs a, const int64_t chunk, float* partial) {
+  extern __shared__ float s_dw[];  // [kThreads / lanes][n]
+  const int sub = threadIdx.x % a.lanes, group = threadIdx.x / a.lanes, groups_per_pass = kThreads / a.lanes;
+  for (int i = threadIdx.x; i < groups_per_pass * a.n; i += kThreads) s_dw[i] = 0.f;
+  __syncthreads();
+  float* mine = s_dw + group * a.n;
+  const T* w = static_cast<const T*>(a.weight);
+  const int64_t begin = static_cast<int64_t>(blockIdx.x) * chunk, end = min(a.rows, begin + chunk);
+  for (int64_t first = begin; first < end; first += groups_per_pass) {  // uniform over the block
+    const int64_t row = first + group;
+    const bool live = row < end;
+    const int64_t base = live ? row * a.n : 0;
+    const float rs = live ? a.rstd[row] : 0.f;
+    const float dot = row_dot<T, VEC>(a, static_cast<const T*>(a.x) + base, static_cast<const T*>(a.dy) + base, w,
+                                      rs, live, sub);
+    if (!live) continue;
+    const float mean = dot / static_cast<float>(a.n);
+    for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
+      backward_vector<T, VEC, ADD, true>(a, base, c, w, rs, mean, mine + c);
     }
-    store<T, VEC>(dx + c, d);
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < a.n; c += kThreads) {
+    float sum = 0.f;
+    for (int g = 0; g < groups_per_pass; ++g) sum += s_dw[g * a.n + c];
+    partial[static_cast<int64_t>(blockIdx.x) * a.n + c] = sum;
   }
 }
 
@@ -258,22 +315,12 @@ void launch_forward(RowArgs a, int vec, cudaStream_t stream) {
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
-template <typename T, bool ADD>
-void launch_backward(RowArgs a, int vec, cudaStream_t stream) {
-  if (a.rows == 0) return;
-  if (vec > 1) {
-    backward_kernel<T, vector_io::kMaxVec<T>, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
-  } else {
-    backward_kernel<T, 1, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
-  }
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
-}
+constexpr int64_t kTargetBlocks = 512;  // a few waves on ~132 SMs
 
-// The chunking (hence the workspace, [chunks, columns] float32, and the order of the sums) is
-// a function of the shape alone: not of the device, nor of the vector width, which depends on
-// the pointers' alignment.
+// The separate weight-gradient pass's chunking (hence its workspace, [chunks, columns] float32,
+// and the order of its sums) is a function of the shape alone: not of the device, nor of the
+// vector width, which depends on the pointers' alignment.
 WeightGradPlan weight_grad_plan(const RmsNormShape& s, int vec) {
-  constexpr int64_t kTargetBlocks = 512;      // a few waves on ~132 SMs
   constexpr int64_t kColumnsPerBlock = 2048;  // kThreads x 8 bf16
   constexpr int64_t kMinRowsPerChunk = 8;
   WeightGradPlan p;
@@ -291,7 +338,109 @@ WeightGradPlan weight_grad_plan(const RmsNormShape& s, int vec) {
   return p;
 }
 
+size_t weight_grad_workspace_floats(const WeightGradPlan& p) {
+  return static_cast<size_t>(p.chunks) * static_cast<size_t>(p.columns);
+}
+
+// The separate pass: partial sums per chunk of rows, then the chunks in order.
+template <typename T>
+void launch_weight_grad(const RmsNormShape& shape, const void* x, const float* rstd, const void* dy,
+                        const RmsNormWeightGrad& out, cudaStream_t stream) {
+  const int vec = row_vec<T>(shape.n, {x, dy});
+  WeightGradArgs a;
+  a.plan = weight_grad_plan(shape, vec);
+  HYDRA_CHECK(out.workspace_bytes >= weight_grad_workspace_floats(a.plan) * sizeof(float),
+              "rms_norm weight gradient: workspace of " << out.workspace_bytes << " bytes is too small");
+  a.n = shape.n;
+  a.groups = shape.groups;
+  a.x = x;
+  a.rstd = rstd;
+  a.dy = dy;
+  a.partial = static_cast<float*>(out.workspace);
+  a.dweight = out.dweight;
+  const dim3 grid(a.plan.col_blocks, a.plan.chunks);
+  if (vec > 1) {
+    weight_grad_partial_kernel<T, vector_io::kMaxVec<T>><<<grid, kThreads, 0, stream>>>(a);
+  } else {
+    weight_grad_partial_kernel<T, 1><<<grid, kThreads, 0, stream>>>(a);
+  }
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+  weight_grad_final_kernel<T><<<static_cast<unsigned>((a.plan.columns + 31) / 32), kThreads, 0, stream>>>(a);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+// The backward with the weight gradient in the same pass applies to one weight row (groups 1)
+// and rows in 16-byte vectors whose per-row-group sums fit kFusedMaxSmem of shared memory:
+// n up to 3072 (bfloat16 and float32 alike: 8 row groups of 32 lanes).
+constexpr size_t kFusedMaxSmem = 96 * 1024;
+constexpr int64_t kFusedMaxBlocks = kTargetBlocks;
+
+struct FusedPlan {
+  bool applies = false;
+  int64_t chunk = 0;  // rows per block, a multiple of the rows one pass covers
+  unsigned blocks = 0;
+  size_t smem = 0;
+};
+
+FusedPlan fused_plan(const RmsNormShape& s, const RowArgs& a, int vec) {
+  FusedPlan p;
+  const int64_t per_pass = kThreads / a.lanes;
+  p.smem = static_cast<size_t>(per_pass) * s.n * sizeof(float);
+  if (s.groups != 1 || vec == 1 || s.rows == 0 || p.smem > kFusedMaxSmem) return p;
+  p.applies = true;
+  const int64_t passes = (s.rows + per_pass - 1) / per_pass;
+  const int64_t blocks = std::min(kFusedMaxBlocks, passes);
+  p.chunk = (passes + blocks - 1) / blocks * per_pass;
+  p.blocks = static_cast<unsigned>((s.rows + p.chunk - 1) / p.chunk);
+  return p;
+}
+
+template <typename T, bool ADD>
+void launch_fused(const RowArgs& a, const FusedPlan& p, const RmsNormWeightGrad& out, cudaStream_t stream) {
+  auto kernel = backward_dw_kernel<T, vector_io::kMaxVec<T>, ADD>;
+  if (p.smem > 48 * 1024) {
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.smem)));
+  }
+  kernel<<<p.blocks, kThreads, p.smem, stream>>>(a, p.chunk, static_cast<float*>(out.workspace));
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+  WeightGradArgs f;
+  f.plan.columns = a.n;
+  f.plan.chunks = static_cast<int>(p.blocks);
+  f.partial = static_cast<float*>(out.workspace);
+  f.dweight = out.dweight;
+  weight_grad_final_kernel<T><<<static_cast<unsigned>((a.n + 31) / 32), kThreads, 0, stream>>>(f);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
+// dx (ADD: and the branch gradient) and, when asked, the weight gradient: in one pass where
+// fused_plan allows, else the separate pass first (it reads dy, which dx may overwrite).
+template <typename T, bool ADD>
+void launch_backward(const RmsNormShape& shape, RowArgs a, int vec, const RmsNormWeightGrad& dweight,
+                     cudaStream_t stream) {
+  if (dweight.dweight != nullptr) {
+    HYDRA_CHECK(dweight.workspace_bytes >= rms_norm_weight_grad_workspace(shape),
+                "rms_norm weight gradient: workspace of " << dweight.workspace_bytes << " bytes is too small");
+    const FusedPlan p = fused_plan(shape, a, vec);
+    if (p.applies) return launch_fused<T, ADD>(a, p, dweight, stream);
+    launch_weight_grad<T>(shape, a.x, a.rstd, a.dy, dweight, stream);
+  }
+  if (a.rows == 0) return;
+  if (vec > 1) {
+    backward_kernel<T, vector_io::kMaxVec<T>, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
+  } else {
+    backward_kernel<T, 1, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
+  }
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
 }  // namespace
+
+size_t rms_norm_weight_grad_workspace(const RmsNormShape& shape) {
+  check_shape(shape);
+  const size_t separate = weight_grad_workspace_floats(weight_grad_plan(shape, 1));
+  const size_t fused = shape.groups == 1 ? static_cast<size_t>(std::min(shape.rows, kFusedMaxBlocks)) * shape.n : 0;
+  return std::max(separate, fused) * sizeof(float);
+}
 
 void rms_norm_forward(const RmsNormShape& shape, const void* x, const void* weight, void* y, float* rstd,
                       cudaStream_t stream) {
@@ -332,7 +481,7 @@ void add_rms_norm_forward(const RmsNormShape& shape, const void* x, const void* 
 }
 
 void rms_norm_backward(const RmsNormShape& shape, const void* x, const void* weight, const float* rstd, const void* dy,
-                       void* dx, cudaStream_t stream) {
+                       void* dx, const RmsNormWeightGrad& dweight, cudaStream_t stream) {
   check_shape(shape);
   const bool bf = shape.dtype == StorageType::kBFloat16;
   const int vec = bf ? row_vec<bf16>(shape.n, {x, weight, dy, dx}) : row_vec<float>(shape.n, {x, weight, dy, dx});
@@ -343,14 +492,15 @@ void rms_norm_backward(const RmsNormShape& shape, const void* x, const void* wei
   a.dy = dy;
   a.out = dx;
   if (bf) {
-    launch_backward<bf16, false>(a, vec, stream);
+    launch_backward<bf16, false>(shape, a, vec, dweight, stream);
   } else {
-    launch_backward<float, false>(a, vec, stream);
+    launch_backward<float, false>(shape, a, vec, dweight, stream);
   }
 }
 
 void add_rms_norm_backward(const RmsNormShape& shape, const void* h, const void* weight, const float* rstd,
-                           const void* dh, const void* dn, float alpha, void* dx, void* dy, cudaStream_t stream) {
+                           const void* dh, const void* dn, float alpha, void* dx, void* dy,
+                           const RmsNormWeightGrad& dweight, cudaStream_t stream) {
   check_shape(shape);
   const bool bf = shape.dtype == StorageType::kBFloat16;
   const int vec = bf ? row_vec<bf16>(shape.n, {h, weight, dh, dn, dx, dy})
@@ -365,54 +515,10 @@ void add_rms_norm_backward(const RmsNormShape& shape, const void* h, const void*
   a.out = dx;
   a.h = dy;
   if (bf) {
-    launch_backward<bf16, true>(a, vec, stream);
+    launch_backward<bf16, true>(shape, a, vec, dweight, stream);
   } else {
-    launch_backward<float, true>(a, vec, stream);
+    launch_backward<float, true>(shape, a, vec, dweight, stream);
   }
-}
-
-size_t rms_norm_weight_grad_workspace(const RmsNormShape& shape) {
-  check_shape(shape);
-  const WeightGradPlan p = weight_grad_plan(shape, 1);
-  return static_cast<size_t>(p.chunks) * static_cast<size_t>(p.columns) * sizeof(float);
-}
-
-void rms_norm_weight_grad(const RmsNormShape& shape, const void* x, const float* rstd, const void* dy, void* dweight,
-                          void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  check_shape(shape);
-  const bool bf = shape.dtype == StorageType::kBFloat16;
-  const int vec = bf ? row_vec<bf16>(shape.n, {x, dy}) : row_vec<float>(shape.n, {x, dy});
-  WeightGradArgs a;
-  a.plan = weight_grad_plan(shape, vec);
-  HYDRA_CHECK(workspace_bytes >= static_cast<size_t>(a.plan.chunks) * a.plan.columns * sizeof(float),
-              "rms_norm_weight_grad: workspace of " << workspace_bytes << " bytes is too small");
-  a.n = shape.n;
-  a.groups = shape.groups;
-  a.x = x;
-  a.rstd = rstd;
-  a.dy = dy;
-  a.partial = static_cast<float*>(workspace);
-  a.dweight = dweight;
-  const dim3 grid(a.plan.col_blocks, a.plan.chunks);
-  const unsigned final_blocks = static_cast<unsigned>((a.plan.columns + 31) / 32);
-  if (bf) {
-    if (vec > 1) {
-      weight_grad_partial_kernel<bf16, vector_io::kMaxVec<bf16>><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      weight_grad_partial_kernel<bf16, 1><<<grid, kThreads, 0, stream>>>(a);
-    }
-    HYDRA_KERNEL_CHECK(cudaGetLastError());
-    weight_grad_final_kernel<bf16><<<final_blocks, kThreads, 0, stream>>>(a);
-  } else {
-    if (vec > 1) {
-      weight_grad_partial_kernel<float, vector_io::kMaxVec<float>><<<grid, kThreads, 0, stream>>>(a);
-    } else {
-      weight_grad_partial_kernel<float, 1><<<grid, kThreads, 0, stream>>>(a);
-    }
-    HYDRA_KERNEL_CHECK(cudaGetLastError());
-    weight_grad_final_kernel<float><<<final_blocks, kThreads, 0, stream>>>(a);
-  }
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 }  // namespace hydra::kernels

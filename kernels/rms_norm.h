@@ -38,24 +38,35 @@ void rms_norm_forward(const RmsNormShape& shape, const void* x, const void* weig
 void add_rms_norm_forward(const RmsNormShape& shape, const void* x, const void* y, float alpha, const void* weight,
                           void* h, void* out, float* rstd, cudaStream_t stream);
 
-// dx = rstd * (g - xhat * mean(xhat * g)), g = dy * weight[r % groups], xhat = x * rstd, from the
-// forward's input x and rstd. dx may alias dy.
-void rms_norm_backward(const RmsNormShape& shape, const void* x, const void* weight, const float* rstd, const void* dy,
-                       void* dx, cudaStream_t stream);
+// Where a backward also writes the weight gradient: dweight [groups, n] (storage type) = sum over
+// rows r of dy * round(x * rstd), weight row r % groups; workspace: rms_norm_weight_grad_workspace
+// bytes of device memory, whose contents on entry do not matter. dweight nullptr: not computed.
+struct RmsNormWeightGrad {
+  void* dweight = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
 
-// The backward of add_rms_norm_forward from the gradients dh (of h) and dn (of out):
-// dx = dh + rms_norm_backward(dn), dy = alpha * dx. h and rstd are the forward's outputs.
-void add_rms_norm_backward(const RmsNormShape& shape, const void* h, const void* weight, const float* rstd,
-                           const void* dh, const void* dn, float alpha, void* dx, void* dy, cudaStream_t stream);
-
-// Bytes of device workspace rms_norm_weight_grad needs (float32 partial sums); its contents on
-// entry do not matter.
 size_t rms_norm_weight_grad_workspace(const RmsNormShape& shape);
 
-// dweight [groups, n] (storage type) = sum over rows r of dy * round(x * rstd), weight row
-// r % groups. Partial sums per block in float32, then a second kernel adds them in a fixed
-// order: no atomics, the result is bitwise reproducible.
-void rms_norm_weight_grad(const RmsNormShape& shape, const void* x, const float* rstd, const void* dy, void* dweight,
-                          void* workspace, size_t workspace_bytes, cudaStream_t stream);
+// dx = rstd * (g - xhat * mean(xhat * g)), g = dy * weight[r % groups], xhat = x * rstd, from the
+// forward's input x and rstd; and the weight gradient when asked. dx may alias dy.
+//
+// The weight gradient has no atomics and is bitwise reproducible: float32 partial sums over fixed
+// chunks of rows, then one kernel adds the chunks in order. With one weight row (groups 1) and
+// rows that allow 16-byte vectors (n a multiple of 8 bf16 / 4 float32 elements, aligned
+// pointers, n <= 3072) the partial sums are taken in the same pass as dx, which then reads
+// x and dy once; otherwise a separate pass reads them again first. The two order their sums
+// differently, so the pointers' alignment, not only the shape, decides the rounding.
+void rms_norm_backward(const RmsNormShape& shape, const void* x, const void* weight, const float* rstd, const void* dy,
+                       void* dx, const RmsNormWeightGrad& dweight, cudaStream_t stream);
+
+// The backward of add_rms_norm_forward from the gradients dh (of h) and dn (of out):
+// dx = dh + rms_norm_backward(dn), dy = alpha * dx (dy nullptr: not written; the form for a
+// norm's input that is also used elsewhere, dh then being that use's gradient), and the weight
+// gradient (from dn and h) when asked. h and rstd are the forward's outputs.
+void add_rms_norm_backward(const RmsNormShape& shape, const void* h, const void* weight, const float* rstd,
+                           const void* dh, const void* dn, float alpha, void* dx, void* dy,
+                           const RmsNormWeightGrad& dweight, cudaStream_t stream);
 
 }  // namespace hydra::kernels

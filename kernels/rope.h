@@ -36,7 +36,7 @@ void rope_backward(const RopeShape& shape, const void* dy, const int64_t* positi
 // out = RoPE(rms_norm(x) * weight) per head, weight [head_dim] shared by the heads; rstd
 // [tokens * heads] float32 for the backward. Rounds as the unfused ops do: the norm's output
 // is rounded to the storage type before the rotation. Its backward is rope_backward followed
-// by rms_norm_backward and rms_norm_weight_grad (rms_norm.h) with rows = tokens * heads.
+// by rms_norm_backward (rms_norm.h, weight gradient included) with rows = tokens * heads.
 void rms_norm_rope_forward(const RopeShape& shape, float eps, const void* x, const void* weight,
                            const int64_t* positions, void* out, float* rstd, cudaStream_t stream);
 

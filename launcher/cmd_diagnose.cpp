@@ -144,7 +144,7 @@ int run_diagnose(const Config& config, const CliArgs& args, const parallel::Laun
   o.seqs = int_list("--seqs", args.seqs, o.seqs);
   o.repeats = static_cast<int>(int_list("--repeats", args.repeats, {o.repeats}).at(0));
   o.steps = static_cast<int>(int_list("--steps", args.steps, {o.steps}).at(0));
-  train::check_diagnose_options(o);  // at start: before any directory is made or layer built
+  train::check_diagnose_options(o, config.model);  // at start: before any directory is made or layer built
   ReportStaging staging(args.out);
   o.progress = [](const std::string& line) {
     std::printf("diagnose: %s\n", line.c_str());

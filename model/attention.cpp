@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "model/attention_core.h"
 #include "model/fused_ops.h"
+#include "model/same_input_projections.h"
 
 namespace hydra::model {
 
@@ -41,9 +42,10 @@ MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factor
 
 torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), d = dims.d;
-  torch::Tensor q = wq->forward(x).view({B, S, -1, d});
-  torch::Tensor k = wk->forward(x).view({B, S, 1, d});
-  const torch::Tensor v = wv->forward(x).view({B, S, 1, d});
+  const std::vector<torch::Tensor> qkv = project_same_input(x, {wq.get(), wk.get(), wv.get()});
+  torch::Tensor q = qkv[0].view({B, S, -1, d});
+  torch::Tensor k = qkv[1].view({B, S, 1, d});
+  const torch::Tensor v = qkv[2].view({B, S, 1, d});
   // QK-norm then RoPE, one node (and on CUDA one kernel) each.
   q = fused_rms_norm_rope(q, q_norm->weight, positions, theta, eps);
   k = fused_rms_norm_rope(k, k_norm->weight, positions, theta, eps);
@@ -90,15 +92,19 @@ MlaAttention::MlaAttention(const ModelConfig& c, const ProjectionFactory& factor
 
 torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), d = dims.d, dr = dims.dr;
+  // The three projections of x: the query latent, the key/value latent, the shared RoPE key.
+  const std::vector<torch::Tensor> from_x = project_same_input(x, {w_dq.get(), w_dkv.get(), w_kr.get()});
   // Queries: c_q = RMSNorm(x W_dq); q = [c_q W_uq ; RoPE(c_q W_qr)] per head.
-  const torch::Tensor c_q = q_norm->forward(w_dq->forward(x));
-  const torch::Tensor q_c = w_uq->forward(c_q).view({B, S, -1, d});
-  const torch::Tensor q_r = fused_rope(w_qr->forward(c_q).view({B, S, -1, dr}), positions, theta);
+  const torch::Tensor c_q = q_norm->forward(from_x[0]);
+  const std::vector<torch::Tensor> from_cq = project_same_input(c_q, {w_uq.get(), w_qr.get()});
+  const torch::Tensor q_c = from_cq[0].view({B, S, -1, d});
+  const torch::Tensor q_r = fused_rope(from_cq[1].view({B, S, -1, dr}), positions, theta);
   // Keys and values from the cached latent c_kv, plus the shared RoPE key k_r = RoPE(x W_kr).
-  const torch::Tensor c_kv = kv_norm->forward(w_dkv->forward(x));
-  const torch::Tensor k_c = w_uk->forward(c_kv).view({B, S, -1, d});
-  const torch::Tensor v = w_uv->forward(c_kv).view({B, S, -1, d});
-  const torch::Tensor k_r = fused_rope(w_kr->forward(x).view({B, S, 1, dr}), positions, theta);
+  const torch::Tensor c_kv = kv_norm->forward(from_x[1]);
+  const std::vector<torch::Tensor> from_ckv = project_same_input(c_kv, {w_uk.get(), w_uv.get()});
+  const torch::Tensor k_c = from_ckv[0].view({B, S, -1, d});
+  const torch::Tensor v = from_ckv[1].view({B, S, -1, d});
+  const torch::Tensor k_r = fused_rope(from_x[2].view({B, S, 1, dr}), positions, theta);
   const int64_t heads = q_c.size(2);
   const torch::Tensor q = torch::cat({q_c, q_r}, -1);
   const torch::Tensor k = torch::cat({k_c, k_r.expand({B, S, heads, dr})}, -1);

@@ -74,13 +74,14 @@ struct CcqaAttention : AttentionImpl {
   CcqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp,
                 CcqaImpl impl);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
-  // Step 2: values [B, S, H_kv, d_h]; with value shift the last d_h/2 channels of each KV
-  // head come from the previous token (zero at t = 0). Public for the tests.
-  torch::Tensor values(const torch::Tensor& x);
+  // Step 2: values [B, S, H_kv, d_h] from v0 = x W_v [B, S, H_kv d_h]; with value shift the
+  // last d_h/2 channels of each KV head come from the previous token (zero at t = 0). Public
+  // for the tests.
+  torch::Tensor values(const torch::Tensor& v0);
   // Steps 2-7 in plain LibTorch ops, the CPU path and the oracle of the fused prologue:
   // {q [B, S, heads, d_h], k [B, S, kv_heads, d_h], v}. kv_of_head: defined when this rank
   // holds every KV head under tp (replicated KV), the KV head of each local query head.
-  std::vector<torch::Tensor> reference_prologue(const torch::Tensor& x, const torch::Tensor& q0, const torch::Tensor& k0,
+  std::vector<torch::Tensor> reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
                                                 const torch::Tensor& positions, const torch::Tensor& kv_of_head);
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.

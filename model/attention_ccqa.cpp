@@ -9,6 +9,7 @@
 #include "model/attention.h"
 #include "model/attention_core.h"
 #include "model/head_norm_node.h"  // kernel: fused, step 8's norm as one autograd node
+#include "model/same_input_projections.h"
 #ifdef HYDRA_CUDA
 #include "model/attention_fused.h"  // kernel: fused (CUDA build only)
 #include "model/ccqa_prologue_fused.h"  // kernel: fused, steps 2-7 (CUDA build only)
@@ -92,11 +93,11 @@ CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& fact
   mark_region_replicated(*this, shard, tp);
 }
 
-torch::Tensor CcqaAttention::values(const torch::Tensor& x) {
-  const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
-  // v = x W_v holds both halves: per KV head, channels [0, d_h/2) are x W_v1 and
+torch::Tensor CcqaAttention::values(const torch::Tensor& v0) {
+  const int64_t B = v0.size(0), S = v0.size(1), dh = dims.dh;
+  // v0 = x W_v holds both halves: per KV head, channels [0, d_h/2) are x W_v1 and
   // [d_h/2, d_h) are x W_v2 of docs/MODEL.md.
-  const torch::Tensor v = wv->forward(x).view({B, S, -1, dh});
+  const torch::Tensor v = v0.view({B, S, -1, dh});
   if (!cfg.value_shift) return v;
   const int64_t half = dh / 2;
   // The second half moves one token later: v2 at t is x_(t-1) W_v2, zero at t = 0.
@@ -112,7 +113,7 @@ constexpr bool kFusedKernels = true;
 // Steps 2-7 through the fused prologue. Every combination of use_convs, qk_mean and
 // value_shift is fused; q, k, v stay undefined (the caller runs the reference path) when the
 // kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3, float16/float64, CPU).
-void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& x,
+void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
                     const torch::Tensor& positions, torch::Tensor& q, torch::Tensor& k, torch::Tensor& v) {
   CcqaPrologueOptions o;
   o.head_dim = a.dims.dh;
@@ -138,7 +139,7 @@ void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tens
   w.q_norm_w = a.q_norm->weight;
   w.k_norm_w = a.k_norm->weight;
   w.tau = a.tau;
-  const std::vector<torch::Tensor> qkv = ccqa_prologue_fused(q0, k0, a.wv->forward(x), positions, w, o);
+  const std::vector<torch::Tensor> qkv = ccqa_prologue_fused(q0, k0, v0, positions, w, o);
   q = qkv[0];
   k = qkv[1];
   v = qkv[2];
@@ -161,12 +162,12 @@ torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, co
 #endif
 }  // namespace
 
-std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& x, const torch::Tensor& q0,
-                                                             const torch::Tensor& k0, const torch::Tensor& positions,
+std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0,
+                                                             const torch::Tensor& v0, const torch::Tensor& positions,
                                                              const torch::Tensor& kv_of_head) {
-  const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
+  const int64_t B = q0.size(0), S = q0.size(1), dh = dims.dh;
   // 2. Values, with the per-KV-head shift.
-  const torch::Tensor v = values(x);
+  const torch::Tensor v = values(v0);
   // 3. Two causal convolutions: depthwise, then grouped per head.
   torch::Tensor q = q0, k = k0;
   if (cfg.use_convs) {
@@ -204,9 +205,11 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
 
 torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
-  // 1. Down-projections into the latent.
-  const torch::Tensor q0 = wq->forward(x);  // [B, S, H d_h]
-  const torch::Tensor k0 = wk->forward(x);  // [B, S, H_kv d_h]
+  // 1. Down-projections into the latent, and the values' projection (step 2).
+  const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
+  const torch::Tensor& q0 = qkv0[0];  // [B, S, H d_h]
+  const torch::Tensor& k0 = qkv0[1];  // [B, S, H_kv d_h]
+  const torch::Tensor& v0 = qkv0[2];  // [B, S, H_kv d_h]
   // Replicated KV heads under tp: this rank's query heads are a slice of the global ones and
   // each uses KV head (global head) / G, G = Hc / Hkv; a KV group may span ranks.
   torch::Tensor kv_of_head;  // [heads] int64: the KV head of each local query head
@@ -220,9 +223,9 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor q, k, v;
   // The fused prologue (kernels/ccqa_prologue.h) only when this rank holds whole KV groups:
   // replicated KV heads under tp need the cross-rank qk-mean sum and keep the reference path.
-  if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, x, positions, q, k, v);
+  if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, v0, positions, q, k, v);
   if (!q.defined()) {  // not fused, or shapes the kernels do not take
-    const std::vector<torch::Tensor> qkv = reference_prologue(x, q0, k0, positions, kv_of_head);
+    const std::vector<torch::Tensor> qkv = reference_prologue(q0, k0, v0, positions, kv_of_head);
     q = qkv[0], k = qkv[1], v = qkv[2];
   }
   // 7. Causal GQA attention at the latent head size.

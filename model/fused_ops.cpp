@@ -162,7 +162,7 @@ class AddRmsNormFunction : public torch::autograd::Function<AddRmsNormFunction> 
     at::Tensor dx, dy, dw;
 #if HYDRA_CUDA
     if (ctx->saved_data["kernel"].toBool()) {
-      std::tie(dx, dy, dw) = add_rms_norm_backward_cuda(grads[0], grads[1], h, weight, rstd, alpha, need_dw);
+      std::tie(dx, dy, dw) = add_rms_norm_backward_cuda(grads[0], grads[1], h, weight, rstd, alpha, true, need_dw);
       return {dx, dy, at::Tensor(), dw, at::Tensor()};
     }
 #endif
@@ -172,6 +172,47 @@ class AddRmsNormFunction : public torch::autograd::Function<AddRmsNormFunction> 
     dx = dh.to(static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt()));
     dy = (alpha * dh).to(static_cast<at::ScalarType>(ctx->saved_data["y_dtype"].toInt()));
     return {dx, dy, at::Tensor(), dw, at::Tensor()};
+  }
+};
+
+// {x, rms_norm(x)}: returning x itself (autograd hands out a view of it with this node as its
+// history) makes this node the one place where x's two gradients meet, so the backward adds the
+// other uses' gradient dx_other inside the norm's backward pass (dx = dx_other + norm's dx, the
+// sum autograd would form, rounded the same) instead of autograd adding them in a separate pass.
+class RmsNormWithInputFunction : public torch::autograd::Function<RmsNormWithInputFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
+    const bool kernel = kernels_apply({x, weight});
+    at::Tensor y, rstd;
+#if HYDRA_CUDA
+    if (kernel) std::tie(y, rstd) = rms_norm_forward_cuda(x, weight, 1, eps);
+#endif
+    if (!kernel) std::tie(y, rstd) = norm_forward(x, weight, 1, eps);
+    ctx->save_for_backward({x, weight, rstd});
+    ctx->saved_data["kernel"] = kernel;
+    return {x, y};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1], &rstd = saved[2];
+    const at::Tensor &dx_other = grads[0], &dy = grads[1];
+    const bool need_dw = ctx->needs_input_grad(1);
+    if (!dy.defined()) return {dx_other, at::Tensor(), at::Tensor()};
+    at::Tensor dx, dw;
+#if HYDRA_CUDA
+    if (ctx->saved_data["kernel"].toBool()) {
+      if (dx_other.defined()) {
+        std::tie(dx, std::ignore, dw) = add_rms_norm_backward_cuda(dx_other, dy, x, weight, rstd, 1.0, false, need_dw);
+      } else {
+        std::tie(dx, dw) = rms_norm_backward_cuda(dy, x, weight, rstd, 1, need_dw);
+      }
+      return {dx, dw, at::Tensor()};
+    }
+#endif
+    std::tie(dx, dw) = norm_backward(dy, x, weight, rstd, 1, need_dw);
+    if (dx_other.defined()) dx = dx_other + dx;
+    return {dx, dw, at::Tensor()};
   }
 };
 
@@ -303,6 +344,13 @@ std::tuple<torch::Tensor, torch::Tensor> fused_add_rms_norm(const torch::Tensor&
   HYDRA_CHECK(x.sizes() == y.sizes() && weight.numel() == x.size(-1),
               "add_rms_norm: x " << x.sizes() << ", y " << y.sizes() << ", weight " << weight.sizes());
   const variable_list out = AddRmsNormFunction::apply(x, y, alpha, weight, eps);
+  return {out[0], out[1]};
+}
+
+std::tuple<torch::Tensor, torch::Tensor> fused_rms_norm_with_input(const torch::Tensor& x, const torch::Tensor& weight,
+                                                                   double eps) {
+  HYDRA_CHECK(weight.numel() == x.size(-1), "rms_norm: x " << x.sizes() << ", weight " << weight.sizes());
+  const variable_list out = RmsNormWithInputFunction::apply(x, weight, eps);
   return {out[0], out[1]};
 }
 

@@ -36,6 +36,12 @@ torch::Tensor fused_head_rms_norm(const torch::Tensor& x, const torch::Tensor& w
 std::tuple<torch::Tensor, torch::Tensor> fused_add_rms_norm(const torch::Tensor& x, const torch::Tensor& y,
                                                             double alpha, const torch::Tensor& weight, double eps);
 
+// {x, rms_norm(x, weight, eps)} as one node, for an x that is also used elsewhere (the residual
+// stream): its backward adds the gradient of the returned x into the norm's backward pass.
+// Use the returned x, not the argument, for the other uses.
+std::tuple<torch::Tensor, torch::Tensor> fused_rms_norm_with_input(const torch::Tensor& x, const torch::Tensor& weight,
+                                                                   double eps);
+
 // apply_rope(x, positions, theta) of layers.h: x [B, S, heads, D], positions [B, S] int64.
 torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta);
 

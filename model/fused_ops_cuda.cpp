@@ -44,15 +44,21 @@ kernels::RopeShape rope_shape(const at::Tensor& x, double theta) {
   return s;
 }
 
-// dweight from contiguous x, rstd and dy of the norm's shape.
-at::Tensor weight_grad(const kernels::RmsNormShape& s, const at::Tensor& x, const at::Tensor& rstd,
-                       const at::Tensor& dy, const at::Tensor& weight) {
-  at::Tensor dw = at::empty(weight.sizes(), weight.options());
+// The weight gradient's output and workspace for a backward launch of the norm's shape (both
+// undefined, and nothing asked of the kernels, when the weight needs no gradient).
+struct WeightGradBuffers {
+  at::Tensor dweight, workspace;
+  kernels::RmsNormWeightGrad out;
+};
+
+WeightGradBuffers weight_grad_buffers(const kernels::RmsNormShape& s, const at::Tensor& weight, bool need_dw) {
+  WeightGradBuffers b;
+  if (!need_dw) return b;
+  b.dweight = at::empty(weight.sizes(), weight.options());
   const size_t bytes = kernels::rms_norm_weight_grad_workspace(s);
-  at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
-  kernels::rms_norm_weight_grad(s, x.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dw.data_ptr(),
-                                workspace.data_ptr(), bytes, at::cuda::getCurrentCUDAStream());
-  return dw;
+  b.workspace = at::empty({static_cast<int64_t>(bytes)}, weight.options().dtype(at::kByte));
+  b.out = {b.dweight.data_ptr(), b.workspace.data_ptr(), bytes};
+  return b;
 }
 
 }  // namespace
@@ -89,12 +95,11 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cuda(const at::Tensor& dy_i
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), dy = as_contiguous(dy_in, x);
   const auto s = norm_shape(x, x.size(-1), groups, 0.0);
-  at::Tensor dw;
-  if (need_dw) dw = weight_grad(s, x, rstd, dy, weight);
+  const WeightGradBuffers dw = weight_grad_buffers(s, weight, need_dw);
   at::Tensor dx = at::empty(x.sizes(), x.options());
   kernels::rms_norm_backward(s, x.data_ptr(), weight.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dx.data_ptr(),
-                             at::cuda::getCurrentCUDAStream());
-  return {dx, dw};
+                             dw.out, at::cuda::getCurrentCUDAStream());
+  return {dx, dw.dweight};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_forward_cuda(const at::Tensor& x_in, const at::Tensor& y_in,
@@ -114,18 +119,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_backward_cuda(const 
                                                                           const at::Tensor& h_in,
                                                                           const at::Tensor& weight_in,
                                                                           const at::Tensor& rstd, double alpha,
-                                                                          bool need_dw) {
+                                                                          bool need_dy, bool need_dw) {
   const c10::cuda::CUDAGuard guard(h_in.device());
   const at::Tensor h = h_in.contiguous(), weight = weight_in.contiguous();
   const at::Tensor dh = as_contiguous(dh_in, h), dn = as_contiguous(dn_in, h);
   const auto s = norm_shape(h, h.size(-1), 1, 0.0);
-  at::Tensor dw;
-  if (need_dw) dw = weight_grad(s, h, rstd, dn, weight);
-  at::Tensor dx = at::empty(h.sizes(), h.options()), dy = at::empty(h.sizes(), h.options());
+  const WeightGradBuffers dw = weight_grad_buffers(s, weight, need_dw);
+  at::Tensor dx = at::empty(h.sizes(), h.options());
+  at::Tensor dy = need_dy ? at::empty(h.sizes(), h.options()) : at::Tensor();
   kernels::add_rms_norm_backward(s, h.data_ptr(), weight.data_ptr(), rstd.data_ptr<float>(), dh.data_ptr(),
-                                 dn.data_ptr(), static_cast<float>(alpha), dx.data_ptr(), dy.data_ptr(),
-                                 at::cuda::getCurrentCUDAStream());
-  return {dx, dy, dw};
+                                 dn.data_ptr(), static_cast<float>(alpha), dx.data_ptr(),
+                                 need_dy ? dy.data_ptr() : nullptr, dw.out, at::cuda::getCurrentCUDAStream());
+  return {dx, dy, dw.dweight};
 }
 
 at::Tensor rope_cuda(const at::Tensor& x_in, const at::Tensor& positions_in, double theta, bool inverse) {
@@ -164,15 +169,13 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_rope_backward_cuda(const at::Tensor&
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous();
   // The gradient of the norm's output, rounded to the storage type as autograd would hold it;
-  // then the norm's backward writes dx over it (the launcher allows dx to alias dy), after the
-  // weight gradient has read it.
+  // then the norm's backward writes dx over it (the launcher allows dx to alias dy).
   at::Tensor g = rope_cuda(as_contiguous(dout, x), positions, theta, /*inverse=*/true);
   const auto s = norm_shape(x, x.size(-1), 1, 0.0);
-  at::Tensor dw;
-  if (need_dw) dw = weight_grad(s, x, rstd, g, weight);
+  const WeightGradBuffers dw = weight_grad_buffers(s, weight, need_dw);
   kernels::rms_norm_backward(s, x.data_ptr(), weight.data_ptr(), rstd.data_ptr<float>(), g.data_ptr(), g.data_ptr(),
-                             at::cuda::getCurrentCUDAStream());
-  return {g, dw};
+                             dw.out, at::cuda::getCurrentCUDAStream());
+  return {g, dw.dweight};
 }
 
 at::Tensor swiglu_forward_cuda(const at::Tensor& g_in, const at::Tensor& u_in) {

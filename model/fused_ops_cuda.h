@@ -26,11 +26,12 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cuda(const at::Tensor& dy, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_forward_cuda(const at::Tensor& x, const at::Tensor& y,
                                                                          double alpha, const at::Tensor& weight,
                                                                          double eps);
-// From the gradients of h and of the norm. Returns {dx, dy, dweight (undefined unless need_dw)}.
+// From the gradients of h and of the norm. Returns {dx, dy (undefined unless need_dy), dweight
+// (undefined unless need_dw)}.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_backward_cuda(const at::Tensor& dh, const at::Tensor& dn,
                                                                           const at::Tensor& h, const at::Tensor& weight,
                                                                           const at::Tensor& rstd, double alpha,
-                                                                          bool need_dw);
+                                                                          bool need_dy, bool need_dw);
 
 // x [B, S, heads, D], positions [B, S] int64; inverse: the rotation by -angle (the backward).
 at::Tensor rope_cuda(const at::Tensor& x, const at::Tensor& positions, double theta, bool inverse);

@@ -75,10 +75,11 @@ LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_ro
 torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& positions) {
   // Each sub-layer is one tp region: it enters at the normalised input and leaves through its
   // row-parallel output projection (tp_hooks.h).
-  // h = x + alpha * attn(...) and mlp_norm(h) in one node (one kernel on CUDA).
-  const auto [h, normed] =
-      fused_add_rms_norm(x, attn->forward(tp.enter_region(attn_norm->forward(x)), positions), alpha,
-                         mlp_norm->weight, mlp_norm->eps);
+  // x feeds the residual and attn_norm: one node, so that its two gradients add in the norm's
+  // backward kernel. h = x + alpha * attn(...) and mlp_norm(h) in one node (one kernel on CUDA).
+  const auto [residual, attn_in] = fused_rms_norm_with_input(x, attn_norm->weight, attn_norm->eps);
+  const auto [h, normed] = fused_add_rms_norm(residual, attn->forward(tp.enter_region(attn_in), positions), alpha,
+                                              mlp_norm->weight, mlp_norm->eps);
   const torch::Tensor mlp_in = tp.enter_region(normed);
   if (!recompute_mlp) return h + mlp->forward(mlp_in);
   // Only the MLP's input is kept; backward runs the MLP again (its matmuls and SwiGLU).
@@ -93,7 +94,10 @@ std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torc
   const torch::Tensor logits = router->forward(x).squeeze(-1);  // [B, S]
   const int64_t S = x.size(1);
   const Selection sel = select_tokens(logits, {}, mod_capacity_tokens(capacity, S), run.route);
-  if (run.log) run.log->push_back({name + ".router", sel.selected_count, x.size(0) * S});
+  if (run.log) {
+    run.log->push_back({name + ".router", sel.selected_count, x.size(0) * S});
+    if (run.router_entropy) run.log->back().entropy_sum = router_entropy_sum(logits, {});
+  }
   auto routed = apply_routed(x, positions, logits, sel, [this](const torch::Tensor& xs, const torch::Tensor& ps) {
     return std::vector<torch::Tensor>{dense(xs, ps), torch::Tensor()};
   });
@@ -188,7 +192,10 @@ std::vector<torch::Tensor> MacroBlockImpl::forward(const torch::Tensor& x, const
     const Projection& router = mor_routers[r - 2];
     const torch::Tensor logits = router->forward(h).squeeze(-1);
     const Selection sel = select_tokens(logits, active, mor_capacity_tokens(S, r, recursions), run.route);
-    if (run.log) run.log->push_back({name + ".mor_routers." + std::to_string(r - 2), sel.selected_count, candidates});
+    if (run.log) {
+      run.log->push_back({name + ".mor_routers." + std::to_string(r - 2), sel.selected_count, candidates});
+      if (run.router_entropy) run.log->back().entropy_sum = router_entropy_sum(logits, active);
+    }
     candidates = sel.selected_count;
     auto routed = apply_routed(h, positions, logits, sel, pass);
     if (run.route == RouteMode::kTopK) aux = aux + mor_aux_scale * router_aux_loss(logits, sel, active);
@@ -263,6 +270,7 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
   RunContext run;
   run.route = options.causal_routing ? RouteMode::kThreshold : RouteMode::kTopK;
   run.log = &result.routing;
+  run.router_entropy = options.router_entropy;
   const torch::Tensor positions =
       torch::arange(S, input.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
   const torch::Tensor& tokens = input;

@@ -33,6 +33,7 @@ namespace hydra::model {
 struct RunContext {
   RouteMode route = RouteMode::kTopK;
   RoutingLog* log = nullptr;  // null: record nothing (and always null during a recompute)
+  bool router_entropy = false;  // with log: also each router's entropy (RoutingStat::entropy_sum)
 };
 
 // h = x + alpha Attn(RMSNorm(x)); y = h + MLP(RMSNorm(h)). With a MoD router, only the routed
@@ -105,6 +106,7 @@ struct ForwardOptions {
   // (sigmoid(r) > 0.5), for evaluation and inference; aux_loss is then 0.
   bool causal_routing = false;
   bool return_logits = true;
+  bool router_entropy = false;  // ModelOutput::routing carries each router's entropy (diagnostics)
 };
 
 struct ModelOutput {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "model/fused_ops.h"
+#include "model/same_input_projections.h"
 
 namespace hydra::model {
 
@@ -61,7 +62,8 @@ MlpImpl::MlpImpl(const Dims& dims, const ProjectionFactory& factory) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return w_down->forward(fused_swiglu(w_gate->forward(x), w_up->forward(x)));
+  const std::vector<torch::Tensor> gate_up = project_same_input(x, {w_gate.get(), w_up.get()});
+  return w_down->forward(fused_swiglu(gate_up[0], gate_up[1]));
 }
 
 }  // namespace hydra::model

@@ -49,6 +49,9 @@ struct ProjectionSpec {
 // (named "weight" and, with a bias, "bias").
 struct ProjectionImpl : torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  // W when forward(x) is exactly x W^T: no bias, nothing communicated. Undefined otherwise.
+  // project_same_input (same_input_projections.h) uses it to fuse the backward.
+  virtual torch::Tensor plain_weight() { return {}; }
 };
 using Projection = std::shared_ptr<ProjectionImpl>;
 using ProjectionFactory = std::function<Projection(const ProjectionSpec&)>;
@@ -57,6 +60,7 @@ using ProjectionFactory = std::function<Projection(const ProjectionSpec&)>;
 struct LinearProjection : ProjectionImpl {
   explicit LinearProjection(const ProjectionSpec& spec);
   torch::Tensor forward(const torch::Tensor& x) override;
+  torch::Tensor plain_weight() override { return bias.defined() ? torch::Tensor() : weight; }
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without spec.bias
 };

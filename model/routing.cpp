@@ -50,6 +50,14 @@ std::vector<at::Tensor> apply_routed(const at::Tensor& x, const at::Tensor& posi
   return {x.scatter(1, index_e, update), result[1]};
 }
 
+at::Tensor router_entropy_sum(const at::Tensor& logits, const at::Tensor& eligible) {
+  at::NoGradGuard no_grad;
+  const at::Tensor r = logits.to(at::kFloat);
+  // H(sigmoid(r)) = softplus(r) - r sigmoid(r), stable for large |r|.
+  const at::Tensor h = at::softplus(r) - r * at::sigmoid(r);
+  return eligible.defined() ? (h * eligible.to(at::kFloat)).sum() : h.sum();
+}
+
 at::Tensor router_aux_loss(const at::Tensor& logits, const Selection& selection, const at::Tensor& eligible) {
   // At least float32 (bfloat16 logits are upcast); float64 stays float64 for the gradient tests.
   const auto type = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;

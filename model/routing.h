@@ -25,6 +25,9 @@ struct RoutingStat {
   std::string name;        // e.g. "blocks.0.layers.3.router" or "blocks.0.mor_routers.0"
   int64_t selected = 0;    // tokens that went through
   int64_t candidates = 0;  // tokens that could have
+  // Sum over the candidates of the binary entropy (nats) of sigmoid(r): 0-dim float32, no
+  // autograd history; recorded only when RunContext::router_entropy asks (it costs kernels).
+  at::Tensor entropy_sum;
 };
 using RoutingLog = std::vector<RoutingStat>;
 
@@ -51,6 +54,10 @@ using RoutedFn = std::function<std::vector<at::Tensor>(const at::Tensor&, const 
 // tokens, f's aux}. Unselected tokens pass unchanged (and get gradient 1 through x).
 std::vector<at::Tensor> apply_routed(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& logits,
                                      const Selection& selection, const RoutedFn& f);
+
+// Sum over the eligible tokens (eligible [B, S] bool, or undefined: all) of the binary entropy
+// of sigmoid(logits), in nats; 0-dim float32 without autograd history.
+at::Tensor router_entropy_sum(const at::Tensor& logits, const at::Tensor& eligible);
 
 // Mean binary cross entropy of sigmoid(logits) against membership over the eligible tokens.
 at::Tensor router_aux_loss(const at::Tensor& logits, const Selection& selection, const at::Tensor& eligible);

@@ -43,6 +43,7 @@ at::Tensor sum_in_region(Communicator& tp, const at::Tensor& x);
 struct ColumnParallelProjection : model::ProjectionImpl {
   ColumnParallelProjection(const model::ProjectionSpec& spec, Communicator& tp);
   at::Tensor forward(const at::Tensor& x) override;
+  at::Tensor plain_weight() override { return bias.defined() ? at::Tensor() : weight; }
   at::Tensor weight;  // [out / tp, in]
   at::Tensor bias;    // [out / tp] or undefined
 };

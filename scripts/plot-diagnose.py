@@ -8,6 +8,8 @@ runs this itself; by hand: scripts/plot-diagnose.py DIR/report.json).
               token leaves for the backward beside the KV-cache bytes a token needs
   gradients.png  the loss of the short run, and each component's mean gradient norm per element
               in each layer (the layers in model order), the flags' thresholds as dashed lines
+  learning.png  the loss curves of the configured model and of each single-type stack
+  components.png, compression.png  each run's loss curve, and its final loss against its step time
 
 Needs matplotlib (Debian: python3-matplotlib).
 """
@@ -100,6 +102,30 @@ def plot_gradients(report, out):
     fig.savefig(out, dpi=110)
 
 
+def plot_curves(report, key, title, out):
+    section = report[key]
+    runs = [r for r in section["runs"] if "error" not in r]
+    fig, (loss_ax, trade_ax) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for r in runs:
+        loss_ax.plot(range(1, len(r["loss"]) + 1), r["loss"], linewidth=1.0, label=r["name"])
+        trade_ax.scatter([r["ms_per_step"]], [r["final_loss"]], label=r["name"])
+        trade_ax.annotate(r["name"], (r["ms_per_step"], r["final_loss"]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+    loss_ax.axhline(section["threshold"], linestyle="--", color="gray", label="threshold (worst final)")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("LM loss")
+    loss_ax.set_title("loss of each run (same seed, same tokens)")
+    loss_ax.legend(fontsize=7)
+    trade_ax.set_xlabel("ms per training step (median)")
+    trade_ax.set_ylabel(f'final loss (mean of the last {section["final_steps"]} steps)')
+    trade_ax.set_title("what each run costs and reaches")
+    for ax in (loss_ax, trade_ax):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f'hydra diagnose: {title}, {report["device"]} {report["dtype"]}')
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(path):
     report = json.load(open(path))
     here = os.path.dirname(os.path.abspath(path))
@@ -109,6 +135,9 @@ def main(path):
         plot_memory(report, os.path.join(here, "memory.png"))
     if "gradients" in report:
         plot_gradients(report, os.path.join(here, "gradients.png"))
+    for key, title in (("learning", "learning"), ("components", "CCQA components"), ("compression", "CCQA compression")):
+        if key in report and any("error" not in r for r in report[key]["runs"]):
+            plot_curves(report, key, title, os.path.join(here, f"{key}.png"))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@
 
 #include "common/errors.h"
 #include "model/activation_memory.h"
+#include "model/model_checks.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
 #include "model/projection.h"
 #include "train/device_memory.h"
+#include "train/diagnose_runs.h"
 
 namespace hydra::train {
 namespace {
@@ -207,20 +209,65 @@ void run_memory(const RunConfig& config, const Target& t, DiagnoseReport& report
   report.estimate = estimate_memory(config, one);
 }
 
+// CCQA's C in {2, 4, 8}: a short run each, and one CCQA layer's forward+backward at the grid's
+// largest point (the latency a user trades for the loss).
+void run_compression(const RunConfig& config, const DiagnoseOptions& o, const Target& t, const DiagnoseData& data,
+                     DiagnoseReport& report) {
+  CurveSet& set = report.compression;
+  const int64_t B = o.batches.back(), S = o.seqs.back();
+  const std::vector<int> factors = {2, 4, 8};
+  for (int C : factors) {
+    model::ModelConfig v = config.model;
+    v.ccqa.compression = C;
+    const std::string name = "C " + std::to_string(C), change = "model.ccqa.compression=" + std::to_string(C);
+    RunCurve curve;
+    try {
+      model::check_model_config(v);
+      curve = curve_of(name, change, v, short_run(config, v, data, o.steps));
+      SpeedPoint p{"ccqa", B, S};
+      measure(p, [&] {
+        const model::Layer layer = make_layer(v, "ccqa", t);
+        const auto opts = torch::TensorOptions().device(t.device).dtype(t.dtype);
+        const torch::Tensor x = torch::randn({B, S, v.dim}, opts);
+        const torch::Tensor pos = torch::arange(S, opts.dtype(torch::kLong)).unsqueeze(0).expand({B, S}).contiguous();
+        time_point(t, o.repeats, *layer, [&] { return layer->dense(x, pos); }, p);
+      });
+      curve.ccqa_layer_ms = p.error.empty() ? p.fwdbwd_ms : 0.0;
+    } catch (const common::ConfigError& e) {
+      curve.name = name;
+      curve.change = change;
+      curve.error = e.what();
+    }
+    set.runs.push_back(curve);
+    if (o.progress) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "compression [%zu/%zu] %s: %s", set.runs.size(), factors.size(), name.c_str(),
+                    curve.error.empty() ? ("final loss " + std::to_string(curve.final_loss)).c_str()
+                                        : ("skipped: " + curve.error).c_str());
+      o.progress(buf);
+    }
+  }
+  // runs[0] must be the configured model for the rules; the configured C first.
+  std::stable_partition(set.runs.begin(), set.runs.end(),
+                        [&](const RunCurve& r) { return r.name == "C " + std::to_string(config.model.ccqa.compression); });
+  set_thresholds(set);
+}
+
 }  // namespace
 
 const std::vector<std::string>& diagnose_sections() {
-  static const std::vector<std::string> all = {"speed", "memory", "gradients"};
+  static const std::vector<std::string> all = {"speed", "memory", "gradients", "learning", "components", "compression"};
   return all;
 }
 
 void check_diagnose_options(const DiagnoseOptions& o) {
-  if (o.sections.empty()) HYDRA_FAIL(common::ConfigError, "--sections: name at least one of speed,memory,gradients");
+  std::string names;
+  for (const std::string& s : diagnose_sections()) names += (names.empty() ? "" : ",") + s;
+  if (o.sections.empty()) HYDRA_FAIL(common::ConfigError, "--sections: name at least one of " << names);
   for (const std::string& s : o.sections) {
     const auto& all = diagnose_sections();
     if (std::find(all.begin(), all.end(), s) == all.end()) {
-      HYDRA_FAIL(common::ConfigError, "--sections: '" << s << "' is not one of speed,memory,gradients (learning, "
-                                                      << "components and compression are not built yet)");
+      HYDRA_FAIL(common::ConfigError, "--sections: '" << s << "' is not one of " << names);
     }
   }
   for (const auto& [name, list] : {std::pair{"--batches", &o.batches}, std::pair{"--seqs", &o.seqs}}) {
@@ -233,14 +280,26 @@ void check_diagnose_options(const DiagnoseOptions& o) {
   if (o.steps < 1) HYDRA_FAIL(common::ConfigError, "--steps: " << o.steps << " must be at least 1");
 }
 
-DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
+void check_diagnose_options(const DiagnoseOptions& o, const model::ModelConfig& c) {
   check_diagnose_options(o);
+  const bool ccqa = std::find(c.pattern.begin(), c.pattern.end(), "ccqa") != c.pattern.end();
+  for (const char* s : {"components", "compression"}) {
+    if (!ccqa && std::find(o.sections.begin(), o.sections.end(), s) != o.sections.end()) {
+      HYDRA_FAIL(common::ConfigError, "--sections: " << s << " varies CCQA, and model.pattern has no ccqa layer; "
+                                                     << "leave it out");
+    }
+  }
+}
+
+DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
+  check_diagnose_options(o, config.model);
   const Target t = target_of(config);
   DiagnoseReport report;
   report.device = config.train.device;
   report.dtype = config.train.dtype;
   report.date = utc_now();
   report.params_total = model::compute_model_stats(config.model, config.train.seq_len).params_total;
+  report.configured_compression = config.model.ccqa.compression;
   // Report order, whatever order --sections gave.
   for (const std::string& s : diagnose_sections()) {
     if (std::find(o.sections.begin(), o.sections.end(), s) != o.sections.end()) report.sections.push_back(s);
@@ -249,10 +308,17 @@ DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
   Progress progress;
   progress.out = o.progress;
   progress.total = speed ? static_cast<int>((layer_types(config.model).size() + 1) * o.batches.size() * o.seqs.size()) : 0;
-  // Gradients first: it opens the training data, whose errors belong at the start.
-  if (std::count(report.sections.begin(), report.sections.end(), "gradients") > 0) run_gradients(config, o, report);
+  const auto ran = [&](const char* s) { return std::count(report.sections.begin(), report.sections.end(), s) > 0; };
+  // The data first: its errors belong at the start.
+  DiagnoseData data;
+  if (ran("gradients") || ran("learning") || ran("components") || ran("compression")) data = open_diagnose_data(config);
+  if (ran("gradients")) run_gradients(config, o, data, report);
   if (speed) run_speed(config, o, t, progress, report);
-  if (std::count(report.sections.begin(), report.sections.end(), "memory") > 0) run_memory(config, t, report);
+  if (ran("memory")) run_memory(config, t, report);
+  if (ran("learning")) run_learning(config, o, data, report);
+  if (ran("components")) run_components(config, o, data, report);
+  if (ran("compression")) run_compression(config, o, t, data, report);
+  report.recommendations = recommendations(report);
   return report;
 }
 

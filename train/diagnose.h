@@ -1,6 +1,6 @@
 // `hydra diagnose` (docs/INTERFACE.md): the diagnostics the seed reports ran with a separate
 // tool, measured on the model a user is about to train, in one process on the config's device
-// and dtype. Sections so far (issue 16 lists the rest):
+// and dtype. Sections:
 //   speed   each attention type's layer (attention + MLP, as the model runs it) and the whole
 //           model, forward and forward+backward, over a grid of batch and sequence lengths:
 //           median ms and achieved TFLOP/s (FLOPs as docs/MODEL.md counts them); on CUDA the
@@ -13,6 +13,11 @@
 //           clipping), with flags on the norm per element (norm / sqrt(numel), so that a
 //           matrix and a norm's weight compare): exploding (its mean above kExplodingFactor x
 //           the median parameter's), vanishing (never above kVanishingFactor x it), non-finite.
+//   learning   loss curves of the same short run for the configured model and for a stack of
+//           each attention type alone at about the same parameter count; the routers' use.
+//   components CCQA's parts switched off or changed one at a time, each a short run.
+//   compression  CCQA's C in {2, 4, 8}: short runs and one CCQA layer's time.
+// Then recommendations: documented rules over what was measured (diagnose_advice.cpp).
 // The launcher writes the report (launcher/cmd_diagnose.cpp); this is the measuring.
 #pragma once
 
@@ -22,6 +27,7 @@
 #include <vector>
 
 #include "common/json.h"
+#include "model/config.h"
 #include "train/memory_estimate.h"
 #include "train/run_config.h"
 
@@ -34,11 +40,11 @@ constexpr double kExplodingFactor = 100.0;
 constexpr double kVanishingFactor = 1e-3;
 
 struct DiagnoseOptions {
-  std::vector<std::string> sections = {"speed", "memory", "gradients"};
+  std::vector<std::string> sections = diagnose_sections();
   std::vector<int64_t> batches = {1, 4, 8};
   std::vector<int64_t> seqs = {256, 512, 1024};
   int repeats = 3;  // timed passes per point (the median is reported), after one untimed pass
-  int steps = 20;   // training steps of the gradients section
+  int steps = 20;   // training steps of each short run (gradients, learning, components, compression)
   std::function<void(const std::string&)> progress;  // a line per measured point
 };
 
@@ -81,6 +87,51 @@ struct GradientReport {
   double median_rms = 0;      // the median over parameters of mean_rms: the flags' scale
 };
 
+// One router's use over a short run: selected and candidate tokens summed over the steps, and
+// the mean binary entropy (nats) of its probabilities sigmoid(r) over the candidates.
+struct RouterUse {
+  std::string name;
+  int64_t selected = 0, candidates = 0;
+  double entropy = 0;
+};
+
+// One short run of the learning, components or compression section: the same data, seed and
+// steps as its section's other runs, one configuration change.
+struct RunCurve {
+  std::string name;    // "model", "mqa stack", "convs off", "C 8", ...
+  std::string change;  // the --set keys that make it from the configured model ("": none)
+  int64_t params = 0;
+  int layers = 0;      // effective layers
+  std::vector<double> loss;  // LM loss of each step
+  double final_loss = 0;     // mean of the last kFinalSteps losses
+  double improvement = 0;    // first loss - final_loss
+  int steps_to_threshold = -1;  // first step (1-based) whose kFinalSteps-step mean reaches the threshold; -1: never
+  double ms_per_step = 0;    // median step, host clock
+  double peak_gb = 0;        // CUDA: the allocator's peak; 0 elsewhere
+  double ccqa_layer_ms = 0;  // compression: one CCQA layer's forward+backward at the grid's largest point
+  std::string error;         // the change has no valid model (config checks): why; nothing measured
+};
+
+constexpr int kFinalSteps = 3;
+
+struct CurveSet {
+  // The worst final loss among the section's runs: every run gets there; steps_to_threshold
+  // says how soon.
+  double threshold = 0;
+  std::vector<RunCurve> runs;  // runs[0]: the configured model
+};
+
+struct LearningReport : CurveSet {
+  std::vector<RouterUse> routers;  // of the configured model's run (MoD, MoR)
+};
+
+// A recommendation: the rule that fired (its id, documented in docs/INTERFACE.md) and what it
+// says, built from measured numbers.
+struct Recommendation {
+  std::string rule;
+  std::string text;
+};
+
 struct DiagnoseReport {
   std::string device, dtype, date;
   std::vector<std::string> sections;
@@ -88,18 +139,19 @@ struct DiagnoseReport {
   std::vector<LayerMemory> layers;
   MemoryEstimate estimate;  // the configured run on one process (hydra info's)
   GradientReport gradients;
+  LearningReport learning;
+  CurveSet components, compression;
+  std::vector<Recommendation> recommendations;
   int64_t params_total = 0;
+  int configured_compression = 0;  // model.ccqa.compression
 };
 
-// Refuses (ConfigError naming the option) unknown sections and empty or non-positive grids.
+// Refuses (ConfigError naming the option) unknown sections and empty or non-positive grids;
+// with a config, also sections it cannot run (components and compression without a ccqa layer).
 void check_diagnose_options(const DiagnoseOptions& options);
+void check_diagnose_options(const DiagnoseOptions& options, const model::ModelConfig& model);
 
 DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& options);
-
-// The gradients section into report.gradients (diagnose_gradients.cpp). LibTorch's AdamW on the
-// model's own parameters at train.lr, betas, eps, weight decay and clip (no fp32 master, no
-// schedule): the gradients are what it measures, not the optimizer.
-void run_gradients(const RunConfig& config, const DiagnoseOptions& options, DiagnoseReport& report);
 
 // report.json (every number) and report.md (readable alone; `figures`: PNG file names beside it).
 common::Json diagnose_json(const DiagnoseReport& report);

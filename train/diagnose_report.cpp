@@ -60,6 +60,60 @@ std::vector<ComponentGradient> by_component(const GradientReport& g) {
   return out;
 }
 
+common::Json curves_json(const CurveSet& set) {
+  common::Json out = common::Json::object();
+  out["threshold"] = set.threshold;
+  out["final_steps"] = kFinalSteps;
+  common::Json runs = common::Json::array();
+  for (const RunCurve& c : set.runs) {
+    common::Json row = common::Json::object();
+    row["name"] = c.name;
+    row["change"] = c.change;
+    if (!c.error.empty()) {
+      row["error"] = c.error;
+      runs.push(row);
+      continue;
+    }
+    row["params"] = c.params;
+    row["layers"] = c.layers;
+    common::Json loss = common::Json::array();
+    for (double l : c.loss) loss.push(l);
+    row["loss"] = loss;
+    row["final_loss"] = c.final_loss;
+    row["improvement"] = c.improvement;
+    row["steps_to_threshold"] = c.steps_to_threshold;
+    row["ms_per_step"] = c.ms_per_step;
+    if (c.peak_gb > 0) row["peak_gb"] = c.peak_gb;
+    if (c.ccqa_layer_ms > 0) row["ccqa_layer_ms"] = c.ccqa_layer_ms;
+    runs.push(row);
+  }
+  out["runs"] = runs;
+  return out;
+}
+
+// The runs of a curve section as a Markdown table (`extra`: the compression's layer column).
+void curves_markdown(std::ostringstream& md, const CurveSet& set, bool layer_ms) {
+  md << "| run | change | params | layers | first loss | final loss | improvement | steps to " << fixed(set.threshold, 4)
+     << " | ms/step |" << (layer_ms ? " CCQA layer f+b ms |" : "") << "\n|---|---|---|---|---|---|---|---|---|"
+     << (layer_ms ? "---|" : "") << "\n";
+  for (const RunCurve& c : set.runs) {
+    md << "| " << c.name << " | " << (c.change.empty() ? "-" : "`" + c.change + "`") << " | ";
+    if (!c.error.empty()) {
+      md << "skipped: " << c.error << " | | | | | | |" << (layer_ms ? " |" : "") << "\n";
+      continue;
+    }
+    md << c.params << " | " << c.layers << " | " << fixed(c.loss.front(), 4) << " | " << fixed(c.final_loss, 4) << " | "
+       << fixed(c.improvement, 4) << " | " << (c.steps_to_threshold > 0 ? std::to_string(c.steps_to_threshold) : "never")
+       << " | " << fixed(c.ms_per_step, 1) << " |" << (layer_ms ? " " + fixed(c.ccqa_layer_ms, 3) + " |" : "") << "\n";
+  }
+}
+
+void figures_markdown(std::ostringstream& md, const std::vector<std::string>& figures, const std::string& prefix) {
+  for (const auto& f : figures) {
+    if (f.rfind(prefix, 0) == 0) md << "\n![" << f << "](" << f << ")\n";
+  }
+}
+
 }  // namespace
 
 common::Json diagnose_json(const DiagnoseReport& r) {
@@ -154,6 +208,31 @@ common::Json diagnose_json(const DiagnoseReport& r) {
     grads["components"] = components;
     out["gradients"] = grads;
   }
+  if (has(r, "learning")) {
+    common::Json learning = curves_json(r.learning);
+    common::Json routers = common::Json::array();
+    for (const RouterUse& u : r.learning.routers) {
+      common::Json row = common::Json::object();
+      row["name"] = u.name;
+      row["selected"] = u.selected;
+      row["candidates"] = u.candidates;
+      row["capacity_used"] = u.candidates > 0 ? static_cast<double>(u.selected) / u.candidates : 0.0;
+      row["entropy"] = u.entropy;
+      routers.push(row);
+    }
+    learning["routers"] = routers;
+    out["learning"] = learning;
+  }
+  if (has(r, "components")) out["components"] = curves_json(r.components);
+  if (has(r, "compression")) out["compression"] = curves_json(r.compression);
+  common::Json advice = common::Json::array();
+  for (const Recommendation& a : r.recommendations) {
+    common::Json row = common::Json::object();
+    row["rule"] = a.rule;
+    row["text"] = a.text;
+    advice.push(row);
+  }
+  out["recommendations"] = advice;
   return out;
 }
 
@@ -246,6 +325,55 @@ std::string diagnose_markdown(const DiagnoseReport& r, const std::vector<std::st
       if (f.rfind("gradients", 0) == 0) md << "\n![" << f << "](" << f << ")\n";
     }
   }
+  const auto short_runs = [&](const CurveSet& set) {
+    const RunCurve& first = set.runs.front();
+    md << first.loss.size() << " training steps each, from the same seed on the same tokens as the gradient flow's "
+       << "run (LibTorch's AdamW, no schedule); final loss: the mean of the last " << kFinalSteps
+       << " steps; the threshold is the worst final loss of the section, and \"steps to\" is the first step "
+          "whose " << kFinalSteps << "-step mean reaches it. One seed: differences under a few hundredths of a nat "
+          "are noise.\n\n";
+  };
+  if (has(r, "learning") && !r.learning.runs.empty()) {
+    md << "\n## Learning\n\n";
+    md << "The configured model, then a stack of each attention type alone (the pattern made of that type, as "
+          "many layers as come closest to the model's parameter count; MoD and MoR off). ";
+    short_runs(r.learning);
+    curves_markdown(md, r.learning, false);
+    if (!r.learning.routers.empty()) {
+      md << "\nRouters of the configured model over its run: tokens selected of those that could be, and the mean "
+            "binary entropy of their probabilities (nats; ln 2 = 0.693 is undecided, 0 is certain).\n\n"
+            "| router | selected | candidates | capacity used | entropy |\n|---|---|---|---|---|\n";
+      for (const RouterUse& u : r.learning.routers) {
+        md << "| " << u.name << " | " << u.selected << " | " << u.candidates << " | "
+           << fixed(u.candidates > 0 ? static_cast<double>(u.selected) / u.candidates : 0.0, 3) << " | "
+           << fixed(u.entropy, 3) << " |\n";
+      }
+    } else {
+      md << "\nNo routers (MoD off, one recursion).\n";
+    }
+    figures_markdown(md, figures, "learning");
+  }
+  if (has(r, "components") && !r.components.runs.empty()) {
+    md << "\n## Components\n\n";
+    md << "CCQA's parts switched off or changed one at a time (the post-mix norm has no switch: it is part of "
+          "docs/MODEL.md's layer). ";
+    short_runs(r.components);
+    curves_markdown(md, r.components, false);
+    figures_markdown(md, figures, "components");
+  }
+  if (has(r, "compression") && !r.compression.runs.empty()) {
+    md << "\n## Compression\n\n";
+    md << "CCQA's compression factor C (model.ccqa.compression; the configured one first), and one CCQA "
+          "layer's forward+backward at the speed grid's largest point. ";
+    short_runs(r.compression);
+    curves_markdown(md, r.compression, true);
+    figures_markdown(md, figures, "compression");
+  }
+  md << "\n## Recommendations\n\n";
+  if (r.recommendations.empty()) {
+    md << "No rule fired on these numbers (the rules: docs/INTERFACE.md, `hydra diagnose`).\n";
+  }
+  for (const Recommendation& a : r.recommendations) md << "- **" << a.rule << "**: " << a.text << "\n";
   return md.str();
 }
 

@@ -156,6 +156,17 @@ TEST_P(FusedOpsKernels, AddRmsNormMatchesFloat64) {
             {x, y, weight_values(n)}, dtype, misaligned, "add_rms_norm n " + std::to_string(n) + tag(dtype, misaligned));
       }
     }
+    // x used twice, as the residual and through its norm (the add-form backward without dy).
+    for (bool misaligned : {false, true}) {
+      check(
+          [](const auto& t) {
+            auto [same, nrm] = fused_rms_norm_with_input(t[0], t[1], kEps);
+            return std::vector<torch::Tensor>{same * 1.0, nrm};
+          },
+          [](const auto& t) { return std::vector<torch::Tensor>{t[0] * 1.0, plain_rms_norm(t[0], t[1], 1)}; },
+          {torch::randn({3, 257, n}, kF64), weight_values(n)}, dtype, misaligned,
+          "rms_norm_with_input n " + std::to_string(n) + tag(dtype, misaligned));
+    }
   }
 }
 
@@ -211,10 +222,20 @@ torch::Tensor poisoned(torch::IntArrayRef sizes, const torch::TensorOptions& o) 
   return torch::full(sizes, std::numeric_limits<double>::quiet_NaN(), o);
 }
 
-void check_norm_launchers(int64_t rows, int n, int groups, torch::ScalarType dtype) {
+// The backward launchers with the weight gradient, against float64 autograd: dx and dweight
+// poisoned beforehand, the workspace too; dweight bitwise the same on a second run. `offset`
+// elements shift x, dy and dx off 16-byte alignment, which sends a groups-1 weight gradient from
+// the fused pass to the separate one; both are checked, and against each other.
+void check_norm_launchers(int64_t rows, int n, int groups, torch::ScalarType dtype, int64_t offset = 0) {
   const auto io = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
   const auto f32 = io.dtype(torch::kFloat);
-  const torch::Tensor x = torch::randn({rows, n}, io), dy = torch::randn({rows, n}, io);
+  const auto shifted = [&](const torch::Tensor& t) {
+    torch::Tensor buffer = torch::empty({t.numel() + offset}, io);
+    torch::Tensor view = buffer.narrow(0, offset, t.numel()).view(t.sizes());
+    view.copy_(t);
+    return view;
+  };
+  const torch::Tensor x = shifted(torch::randn({rows, n}, io)), dy = shifted(torch::randn({rows, n}, io));
   const torch::Tensor w = (1.0 + 0.3 * torch::randn({groups, n}, f32)).to(dtype);
   kernels::RmsNormShape s;
   s.rows = rows;
@@ -223,24 +244,24 @@ void check_norm_launchers(int64_t rows, int n, int groups, torch::ScalarType dty
   s.eps = static_cast<float>(kEps);
   s.dtype = dtype == torch::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  torch::Tensor y = poisoned({rows, n}, io), rstd = poisoned({rows}, f32), dx = poisoned({rows, n}, io);
+  torch::Tensor y = poisoned({rows, n}, io), rstd = poisoned({rows}, f32);
   kernels::rms_norm_forward(s, x.data_ptr(), w.data_ptr(), y.data_ptr(), rstd.data_ptr<float>(), stream);
-  kernels::rms_norm_backward(s, x.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dx.data_ptr(),
-                             stream);
-  std::vector<torch::Tensor> dws;
+  std::vector<torch::Tensor> dxs, dws;
   for (int run = 0; run < 2; ++run) {
     const size_t bytes = kernels::rms_norm_weight_grad_workspace(s);
     torch::Tensor ws = poisoned({static_cast<int64_t>(bytes / 4 + 1)}, f32);
-    torch::Tensor dw = poisoned({groups, n}, io);
-    kernels::rms_norm_weight_grad(s, x.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dw.data_ptr(), ws.data_ptr(),
-                                  bytes, stream);
+    torch::Tensor dw = poisoned({groups, n}, io), dx = shifted(poisoned({rows, n}, io));
+    kernels::rms_norm_backward(s, x.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dx.data_ptr(),
+                               {dw.data_ptr(), ws.data_ptr(), bytes}, stream);
+    dxs.push_back(dx);
     dws.push_back(dw);
   }
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const std::string what = "rows " + std::to_string(rows) + " n " + std::to_string(n) + " groups " +
-                           std::to_string(groups) + tag(dtype, false);
-  for (const torch::Tensor& t : {y, rstd, dx, dws[0]}) EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << what;
+                           std::to_string(groups) + tag(dtype, offset != 0);
+  for (const torch::Tensor& t : {y, rstd, dxs[0], dws[0]}) EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << what;
   EXPECT_TRUE(torch::equal(dws[0], dws[1])) << what << ": weight gradient not reproducible";
+  EXPECT_TRUE(torch::equal(dxs[0], dxs[1])) << what << ": dx not reproducible";
   // The same quantities from the float64 formulas.
   const torch::Tensor xd = x.cpu().to(torch::kDouble).requires_grad_(true);
   const torch::Tensor wd = w.cpu().to(torch::kDouble).requires_grad_(true);
@@ -248,15 +269,27 @@ void check_norm_launchers(int64_t rows, int n, int groups, torch::ScalarType dty
   const auto g = torch::autograd::grad({yd}, {xd, wd}, {dy.cpu().to(torch::kDouble)});
   const Tolerance tol = tolerance(dtype);
   EXPECT_LT(rel_l2(y, yd), tol.forward) << what;
-  EXPECT_LT(rel_l2(dx, g[0]), tol.backward) << what;
+  EXPECT_LT(rel_l2(dxs[0], g[0]), tol.backward) << what;
   EXPECT_LT(rel_l2(dws[0], g[1]), tol.backward) << what;
+  // dx alone (no weight gradient asked) is the same dx.
+  torch::Tensor dx_alone = shifted(poisoned({rows, n}, io));
+  kernels::rms_norm_backward(s, x.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(), dy.data_ptr(), dx_alone.data_ptr(),
+                             {}, stream);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_TRUE(torch::equal(dx_alone, dxs[0])) << what << ": dx depends on whether the weight gradient is asked";
 }
 
 TEST(FusedOpsLaunchers, RmsNormPoisonedOutputsAndReproducibleWeightGradient) {
   torch::manual_seed(6);
   for (auto dtype : {torch::kBFloat16, torch::kFloat}) {
     check_norm_launchers(1, 2, 1, dtype);  // (n = 1: see RmsNormMatchesFloat64)
-    check_norm_launchers(4099, 768, 1, dtype);
+    for (int64_t offset : {0, 1}) {         // the fused pass and, off alignment, the separate one
+      check_norm_launchers(4099, 768, 1, dtype, offset);
+      check_norm_launchers(16384, 2048, 1, dtype, offset);  // 1b's width: 64 KiB of shared memory (opt-in)
+      check_norm_launchers(3001, 4096, 1, dtype, offset);   // past the fused pass's shared memory: separate
+      check_norm_launchers(5000, 64, 1, dtype, offset);     // MQA's per-head q/k norm: 8 lanes a row
+      check_norm_launchers(777, 384, 1, dtype, offset);     // a partly used vector slot (384 = 1.5 x 256)
+    }
     check_norm_launchers(12 * 333, 64, 12, dtype);
     check_norm_launchers(3 * 50, 7, 3, dtype);
     check_norm_launchers(0, 64, 1, dtype);  // no rows: a zero weight gradient, nothing else

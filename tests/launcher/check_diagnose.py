@@ -11,6 +11,11 @@
 - the gradients section (2 steps on the built-in sample) covers every parameter of the model
   once (their sizes add up to the parameter count), with finite norms, min <= mean <= max,
   per-element norms that are the norms over sqrt(size), and flags from its own thresholds;
+- learning, components and compression: every run that is the configured model (learning's
+  first, components' "as configured", compression's configured C) has exactly the gradient
+  section's losses (the same run); final losses, improvements, thresholds and steps to threshold
+  follow from the curves; MoD routers used their capacity (0.75); every recommendation names a
+  documented rule, and the component rule fires exactly where the numbers say it must;
 - a second run into the same --out is refused (exit 2) and changes nothing; unknown sections,
   bad grids (exit 2) and missing data (exit 3) are refused before anything is measured or
   written; no staging directory is left behind.
@@ -22,6 +27,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+SECTIONS = ["speed", "memory", "gradients", "learning", "components", "compression"]
+RULES = {"gradient-non-finite", "gradient-exploding", "gradient-vanishing", "component-change-helps",
+         "component-buys-little", "compression-choice", "layer-type-learns-faster", "router-decided"}
 
 HYDRA, SOURCE = sys.argv[1], sys.argv[2]
 CONFIG = os.path.join(SOURCE, "configs", "tiny.yaml")
@@ -52,24 +61,84 @@ def has_matplotlib():
     return subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"], capture_output=True).returncode == 0
 
 
+def check_curves(report, md):
+    loss = report["gradients"]["loss"]
+    for key, configured in (("learning", "model"), ("components", "as configured"), ("compression", "C 4")):
+        section = report[key]
+        runs = section["runs"]
+        if runs[0]["name"] != configured or runs[0]["loss"] != loss:
+            fail(f"{key}: the first run {runs[0]['name']} does not repeat the gradient section's run exactly")
+        finals = []
+        for r in runs:
+            if "error" in r:
+                continue
+            tail = r["loss"][-3:]
+            if abs(r["final_loss"] - sum(tail) / len(tail)) > 1e-9 or abs(r["improvement"] - (r["loss"][0] - r["final_loss"])) > 1e-9:
+                fail(f"{key} {r['name']}: final loss / improvement do not follow from the curve")
+            if not r["ms_per_step"] > 0 or not r["params"] > 0 or len(r["loss"]) != 2:
+                fail(f"{key} {r['name']}: {r}")
+            finals.append(r["final_loss"])
+        if abs(section["threshold"] - max(finals)) > 1e-12:
+            fail(f"{key}: threshold {section['threshold']} is not the worst final loss {max(finals)}")
+        for r in runs:
+            if "error" in r:
+                continue
+            means = [sum(r["loss"][max(0, i - 2): i + 1]) / len(r["loss"][max(0, i - 2): i + 1]) for i in range(len(r["loss"]))]
+            want = next((i + 1 for i, m in enumerate(means) if m <= section["threshold"]), -1)
+            if r["steps_to_threshold"] != want:
+                fail(f"{key} {r['name']}: steps_to_threshold {r['steps_to_threshold']}, the curve says {want}")
+        heading = {"learning": "## Learning", "components": "## Components", "compression": "## Compression"}[key]
+        if heading not in md:
+            fail(f"report.md lacks {heading}")
+    names = [r["name"] for r in report["learning"]["runs"]]
+    if names != ["model", "mqa stack", "ccqa stack", "mla stack"]:
+        fail(f"learning runs {names}")
+    for r in report["learning"]["runs"][1:]:
+        if "model.pattern=[" not in r["change"] or "mod.enabled=false" not in r["change"]:
+            fail(f"learning {r['name']}: change {r['change']}")
+    if not all("ccqa_layer_ms" in r for r in report["compression"]["runs"] if "error" not in r):
+        fail("compression: a run without its CCQA layer time")
+    routers = report["learning"]["routers"]
+    if not any(u["name"].endswith(".router") for u in routers) or not any(".mor_routers." in u["name"] for u in routers):
+        fail(f"learning: the MoD and MoR routers of tiny are not all there: {[u['name'] for u in routers]}")
+    for u in routers:
+        if not (0 < u["selected"] <= u["candidates"]) or not (0 <= u["entropy"] <= 0.6932):
+            fail(f"router {u}")
+        if u["name"].endswith(".router") and abs(u["capacity_used"] - 0.75) > 0.02:
+            fail(f"MoD router {u['name']} used {u['capacity_used']} of its tokens, capacity 0.75")
+    advice = report["recommendations"]
+    for a in advice:
+        if a["rule"] not in RULES or not a["text"]:
+            fail(f"recommendation {a}")
+    base = report["components"]["runs"][0]
+    for r in report["components"]["runs"][1:]:
+        fired = any(a["rule"] == "component-change-helps" and a["text"].startswith(r["name"] + ":") for a in advice)
+        if "error" not in r and fired != (base["final_loss"] - r["final_loss"] > 0.02):
+            fail(f"component-change-helps for {r['name']}: fired {fired}, final {r['final_loss']} vs {base['final_loss']}")
+    if "## Recommendations" not in md:
+        fail("report.md lacks its recommendations")
+
+
 def main():
     root = tempfile.mkdtemp(prefix="hydra_diagnose_")
     try:
         out = os.path.join(root, "report")
         # data.path empty: the gradients section trains on its built-in sample (no corpus needed).
-        grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1", "--steps", "2", "--set", "data.path="]
+        # Short runs of 2 sequences of 32 tokens: 14 of them (gradients, learning, components, compression).
+        grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1", "--steps", "2", "--set", "data.path=",
+                "--set", "train.global_batch=2", "--set", "train.seq_len=32"]
         run = hydra("diagnose", "--config", CONFIG, "--out", out, *grid)
         if run.returncode != 0:
             fail(f"exit {run.returncode}", run)
         if "[1/16]" not in run.stdout or "[16/16]" not in run.stdout or "left)" not in run.stdout:
             fail("no progress line per point ([i/16] ... left)", run)
         names = sorted(os.listdir(out))
-        want = ["report.json", "report.md"] + (["gradients.png", "memory.png", "speed.png"] if has_matplotlib() else [])
+        want = ["report.json", "report.md"] + ([s + ".png" for s in SECTIONS] if has_matplotlib() else [])
         if sorted(set(names) & set(want)) != sorted(want):
             fail(f"report directory holds {names}, expected {want}")
         report = json.load(open(os.path.join(out, "report.json")))
         md = open(os.path.join(out, "report.md")).read()
-        if report["sections"] != ["speed", "memory", "gradients"] or report["device"] != "cpu":
+        if report["sections"] != SECTIONS or report["device"] != "cpu":
             fail(f"sections {report['sections']}, device {report['device']}")
         points = {(r["what"], r["batch"], r["seq"]): r for r in report["speed"]}
         for what in ("mqa", "ccqa", "mla", "model"):
@@ -112,6 +181,7 @@ def main():
                 fail(f"gradients: {p['name']} flagged '{p['flag']}', its numbers say '{want_flag}'")
         if "## Gradient flow" not in md or "embed.weight" not in md:
             fail("report.md lacks the gradient flow section")
+        check_curves(report, md)
         stage = report["memory"]["run_estimate"]["stages"][0]
         if stage["peak"] != sum(stage[k] for k in ("weights", "gradients", "optimizer", "activations", "buffers")):
             fail(f"run estimate {stage}")
@@ -124,7 +194,8 @@ def main():
         if {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} != before:
             fail("the refused run changed the earlier report")
         # Usage errors exit 2; missing data is bad input (3), found before anything is measured.
-        for args, word, code in ((["--sections", "speed,learning"], "learning", 2), (["--batches", "1,0"], "--batches", 2),
+        for args, word, code in ((["--sections", "speed,bogus"], "bogus", 2), (["--batches", "1,0"], "--batches", 2),
+                                 (["--sections", "components", "--set", "model.pattern=[mqa,mqa,mla,mla,mqa,mla,mqa,mla]"], "components", 2),
                                  (["--seqs", "16,x"], "--seqs", 2), (["--repeats", "0"], "--repeats", 2),
                                  (["--steps", "0"], "--steps", 2),
                                  (["--set", "data.path=/nonexistent/tokens"], "/nonexistent/tokens", 3)):

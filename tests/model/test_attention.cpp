@@ -198,7 +198,7 @@ TEST(ModelCcqa, ValueShiftTakesTheSecondHalfFromThePreviousToken) {
   const torch::Tensor x = torch::randn({1, S, c.dim}, torch::kDouble);
   torch::Tensor x2 = x.clone();
   x2[0][t].add_(1.0);  // change token t only
-  const torch::Tensor v = a->values(x), v2 = a->values(x2);  // [1, S, H_kv, d_h]
+  const torch::Tensor v = a->values(a->wv->forward(x)), v2 = a->values(a->wv->forward(x2));  // [1, S, H_kv, d_h]
   const auto first = [&](const torch::Tensor& u, int64_t s) { return u[0][s].narrow(-1, 0, half); };
   const auto second = [&](const torch::Tensor& u, int64_t s) { return u[0][s].narrow(-1, half, half); };
   for (int64_t s = 0; s < S; ++s) {

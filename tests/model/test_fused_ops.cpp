@@ -161,6 +161,22 @@ TEST(FusedOps, AddRmsNormMatchesPlainFormulaInFloat64) {
   }
 }
 
+// x and its norm from one node: the gradient reaching x is the returned x's gradient plus the
+// norm's, as when x is used twice (plain: x itself, and rms_norm(x)).
+TEST(FusedOps, RmsNormWithInputMatchesUsingTheInputTwice) {
+  torch::manual_seed(8);
+  for (int64_t n : {1, 7, 96, 768}) {
+    const torch::Tensor x = torch::randn({2, 150, n}, kF64), w = 1.0 + 0.3 * torch::randn({n}, kF64);
+    expect_matches(
+        [&](const auto& t) {
+          auto [same, nrm] = fused_rms_norm_with_input(t[0], t[1], kEps);
+          return std::vector<torch::Tensor>{same, nrm};
+        },
+        [&](const auto& t) { return std::vector<torch::Tensor>{t[0] * 1.0, plain_rms_norm(t[0], t[1], 1)}; }, {x, w},
+        "rms_norm_with_input n " + std::to_string(n), {true, false});
+  }
+}
+
 TEST(FusedOps, RmsNormWithoutWeightGradientSkipsIt) {
   const torch::Tensor x = torch::randn({5, 8}, kF64).requires_grad_(true);
   const torch::Tensor w = torch::ones({8}, kF64);  // no grad: the backward must not need one
@@ -266,6 +282,13 @@ std::vector<Bf16Case> bf16_cases() {
                    },
                    {round(torch::randn({B, S, n}, kF64)), round(torch::randn({B, S, n}, kF64)),
                     round(1.0 + 0.3 * torch::randn({n}, kF64))}});
+  cases.push_back({"rms_norm_with_input",
+                   [](const auto& t) {
+                     auto [same, nrm] = fused_rms_norm_with_input(t[0], t[1], kEps);
+                     return std::vector<torch::Tensor>{same, nrm};
+                   },
+                   [](const auto& t) { return std::vector<torch::Tensor>{t[0].view_as(t[0]), rms_norm(t[0], t[1], kEps)}; },
+                   {round(torch::randn({B, S, n}, kF64)), round(1.0 + 0.3 * torch::randn({n}, kF64))}});
   cases.push_back({"rope", [pos](const auto& t) { return std::vector<torch::Tensor>{fused_rope(t[0], pos, 1e4)}; },
                    [pos](const auto& t) { return std::vector<torch::Tensor>{apply_rope(t[0], pos, 1e4)}; },
                    {round(torch::randn({B, S, H, D}, kF64))}});
