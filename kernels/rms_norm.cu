@@ -348,9 +348,7 @@ void launch_weight_grad(const RmsNormShape& shape, const void* x, const float* r
                         const RmsNormWeightGrad& out, cudaStream_t stream) {
   const int vec = row_vec<T>(shape.n, {x, dy});
   WeightGradArgs a;
-  a.plan = weight_grad_plan(shape, vec);
-  HYDRA_CHECK(out.workspace_bytes >= weight_grad_workspace_floats(a.plan) * sizeof(float),
-              "rms_norm weight gradient: workspace of " << out.workspace_bytes << " bytes is too small");
+  a.plan = weight_grad_plan(shape, vec);  // its workspace: checked by the caller
   a.n = shape.n;
   a.groups = shape.groups;
   a.x = x;
