@@ -318,6 +318,7 @@ DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
   if (ran("learning")) run_learning(config, o, data, report);
   if (ran("components")) run_components(config, o, data, report);
   if (ran("compression")) run_compression(config, o, t, data, report);
+  report.noise = loss_noise(report);
   report.recommendations = recommendations(report);
   return report;
 }

@@ -132,6 +132,14 @@ struct Recommendation {
   std::string text;
 };
 
+// The run-to-run noise of the short runs' final loss: the spread (max - min) over the runs of the
+// configured model the sections made (learning's, components', compression's: `runs` of them),
+// and the margin the recommendations require of a difference, max(0.02, 2 x spread).
+struct LossNoise {
+  int runs = 0;
+  double spread = 0, margin = 0;
+};
+
 struct DiagnoseReport {
   std::string device, dtype, date;
   std::vector<std::string> sections;
@@ -141,6 +149,7 @@ struct DiagnoseReport {
   GradientReport gradients;
   LearningReport learning;
   CurveSet components, compression;
+  LossNoise noise;
   std::vector<Recommendation> recommendations;
   int64_t params_total = 0;
   int configured_compression = 0;  // model.ccqa.compression

@@ -1,7 +1,9 @@
 // The recommendations of `hydra diagnose`: rules over the measured numbers, each with an id that
 // docs/INTERFACE.md documents. A rule only fires on numbers a section measured; its text quotes
-// them. The loss comparisons are between short runs from one seed on the same tokens: a margin
-// of kLossMargin nats keeps run-to-run noise from reading as an effect.
+// them. The loss comparisons are between short runs from one seed on the same tokens, which are
+// not bitwise repeatable on a GPU (atomics in attention backward, split-K products): the sections
+// run the configured model up to three times, and the spread of those runs' final losses is the
+// noise. A difference counts when it exceeds the margin, max(kLossMargin, 2 x noise).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,7 +14,7 @@
 namespace hydra::train {
 namespace {
 
-constexpr double kLossMargin = 0.02;    // nats: smaller final-loss differences are not reported
+constexpr double kLossMargin = 0.02;    // nats: the least final-loss difference reported
 constexpr double kTimeMargin = 0.05;    // a variant at least 5% faster per step counts as faster
 constexpr double kSureEntropy = 0.05;   // nats: a router this sure has stopped choosing (H(0.99) = 0.056)
 
@@ -47,7 +49,7 @@ const RunCurve* configured(const CurveSet& set) {
   return set.runs.empty() || !set.runs[0].error.empty() ? nullptr : &set.runs[0];
 }
 
-void component_rules(const CurveSet& set, std::vector<Recommendation>& out) {
+void component_rules(const CurveSet& set, double margin, std::vector<Recommendation>& out) {
   const RunCurve* base = configured(set);
   if (base == nullptr) return;
   for (size_t i = 1; i < set.runs.size(); ++i) {
@@ -55,22 +57,23 @@ void component_rules(const CurveSet& set, std::vector<Recommendation>& out) {
     if (!v.error.empty()) continue;
     const double gain = base->final_loss - v.final_loss;
     const double faster = 1.0 - v.ms_per_step / std::max(base->ms_per_step, 1e-9);
-    if (gain > kLossMargin) {
+    const bool part_off = v.name.size() > 4 && v.name.compare(v.name.size() - 4, 4, " off") == 0;
+    if (gain > margin) {
       out.push_back({"component-change-helps",
                      v.name + format(": final loss %.4f against %.4f as configured (%.3f nats lower over the same "
                                      "steps); try ",
                                      v.final_loss, base->final_loss, gain) + v.change});
-    } else if (gain > -kLossMargin && faster > kTimeMargin) {
+    } else if (part_off && gain > -margin && faster > kTimeMargin) {
       out.push_back({"component-buys-little",
-                     v.name + format(": final loss within %.2f nats of the configured model (%.4f against %.4f) "
-                                     "and ", kLossMargin, v.final_loss, base->final_loss) +
+                     v.name + format(": final loss within %.3f nats of the configured model (%.4f against %.4f) "
+                                     "and ", margin, v.final_loss, base->final_loss) +
                          format("%.0f%% faster per step; over these steps the part buys little: ", 100 * faster) +
                          v.change});
     }
   }
 }
 
-void compression_rules(const CurveSet& set, int configured_c, std::vector<Recommendation>& out) {
+void compression_rules(const CurveSet& set, int configured_c, double margin, std::vector<Recommendation>& out) {
   const RunCurve* best = nullptr;
   for (const RunCurve& r : set.runs) {
     if (r.error.empty() && (best == nullptr || r.final_loss < best->final_loss)) best = &r;
@@ -79,22 +82,26 @@ void compression_rules(const CurveSet& set, int configured_c, std::vector<Recomm
   // The fastest compression whose loss is within the margin of the best.
   const RunCurve* pick = nullptr;
   for (const RunCurve& r : set.runs) {
-    if (!r.error.empty() || r.final_loss > best->final_loss + kLossMargin) continue;
+    if (!r.error.empty() || r.final_loss > best->final_loss + margin) continue;
     if (pick == nullptr || r.ms_per_step < pick->ms_per_step) pick = &r;
   }
   if (pick->name == "C " + std::to_string(configured_c)) return;
+  const std::string against =
+      pick == best ? format(": the lowest final loss (%.4f)", pick->final_loss)
+                   : format(": final loss %.4f, within %.3f nats of the best (", pick->final_loss, margin) + best->name +
+                         format(", %.4f)", best->final_loss);
   out.push_back({"compression-choice",
-                 pick->name + format(": final loss %.4f, within %.2f nats of the best (", pick->final_loss, kLossMargin) +
-                     best->name + format(", %.4f), at %.1f ms per step", best->final_loss, pick->ms_per_step) +
-                     "; the configured C " + std::to_string(configured_c) + " is slower or worse: try " + pick->change});
+                 pick->name + against + format(" at %.1f ms per step, the fastest within the margin; the configured ",
+                                               pick->ms_per_step) +
+                     "C " + std::to_string(configured_c) + " is slower or worse: try " + pick->change});
 }
 
-void learning_rules(const LearningReport& L, std::vector<Recommendation>& out) {
+void learning_rules(const LearningReport& L, double margin, std::vector<Recommendation>& out) {
   const RunCurve* model = configured(L);
   if (model != nullptr) {
     for (size_t i = 1; i < L.runs.size(); ++i) {
       const RunCurve& s = L.runs[i];
-      if (s.error.empty() && model->final_loss - s.final_loss > kLossMargin) {
+      if (s.error.empty() && model->final_loss - s.final_loss > margin) {
         out.push_back({"layer-type-learns-faster",
                        s.name + format(" (%.3gM parameters): final loss %.4f against the hybrid's %.4f over the same "
                                        "steps; over a short run the hybrid pattern does not pay for itself yet",
@@ -114,13 +121,31 @@ void learning_rules(const LearningReport& L, std::vector<Recommendation>& out) {
 
 }  // namespace
 
+LossNoise loss_noise(const DiagnoseReport& r) {
+  std::vector<double> finals;
+  const auto take = [&](const CurveSet& set, const std::string& name) {
+    for (const RunCurve& c : set.runs) {
+      if (c.name == name && c.error.empty() && !c.loss.empty()) finals.push_back(c.final_loss);
+    }
+  };
+  take(r.learning, "model");
+  take(r.components, "as configured");
+  take(r.compression, "C " + std::to_string(r.configured_compression));
+  LossNoise n;
+  n.runs = static_cast<int>(finals.size());
+  if (!finals.empty()) n.spread = *std::max_element(finals.begin(), finals.end()) - *std::min_element(finals.begin(), finals.end());
+  n.margin = std::max(kLossMargin, 2 * n.spread);
+  return n;
+}
+
 std::vector<Recommendation> recommendations(const DiagnoseReport& r) {
   std::vector<Recommendation> out;
   const auto ran = [&](const std::string& s) { return std::count(r.sections.begin(), r.sections.end(), s) > 0; };
+  const double margin = r.noise.margin;
   if (ran("gradients")) gradient_rules(r.gradients, out);
-  if (ran("learning")) learning_rules(r.learning, out);
-  if (ran("components")) component_rules(r.components, out);
-  if (ran("compression")) compression_rules(r.compression, r.configured_compression, out);
+  if (ran("learning")) learning_rules(r.learning, margin, out);
+  if (ran("components")) component_rules(r.components, margin, out);
+  if (ran("compression")) compression_rules(r.compression, r.configured_compression, margin, out);
   return out;
 }
 

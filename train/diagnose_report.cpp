@@ -233,6 +233,11 @@ common::Json diagnose_json(const DiagnoseReport& r) {
     advice.push(row);
   }
   out["recommendations"] = advice;
+  common::Json noise = common::Json::object();
+  noise["configured_runs"] = r.noise.runs;
+  noise["spread"] = r.noise.spread;
+  noise["margin"] = r.noise.margin;
+  out["loss_noise"] = noise;
   return out;
 }
 
@@ -370,6 +375,11 @@ std::string diagnose_markdown(const DiagnoseReport& r, const std::vector<std::st
     figures_markdown(md, figures, "compression");
   }
   md << "\n## Recommendations\n\n";
+  if (r.noise.runs > 0) {
+    md << "The configured model ran " << r.noise.runs << " times (one per short-run section); their final losses "
+       << "spread over " << fixed(r.noise.spread, 4) << " nats, so a loss difference counts above "
+       << fixed(r.noise.margin, 3) << " nats (twice the spread, at least 0.02).\n\n";
+  }
   if (r.recommendations.empty()) {
     md << "No rule fired on these numbers (the rules: docs/INTERFACE.md, `hydra diagnose`).\n";
   }

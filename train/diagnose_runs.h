@@ -62,7 +62,9 @@ void run_learning(const RunConfig& config, const DiagnoseOptions& options, const
 void run_components(const RunConfig& config, const DiagnoseOptions& options, const DiagnoseData& data,
                     DiagnoseReport& report);
 
-// The recommendations' rules over whatever sections ran (diagnose_advice.cpp).
+// The recommendations' rules over whatever sections ran, and the loss noise they use
+// (diagnose_advice.cpp): loss_noise first, into report.noise.
+LossNoise loss_noise(const DiagnoseReport& report);
 std::vector<Recommendation> recommendations(const DiagnoseReport& report);
 
 }  // namespace hydra::train
