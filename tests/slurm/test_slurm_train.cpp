@@ -131,6 +131,15 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
   }
 
   static size_t rows_of(const std::string& name) { return sandbox()->metrics_rows(name).size(); }
+
+  // The daemons' logs, for a failure's message (gtest streams it only when an assertion fails).
+  static std::string daemon_logs() {
+    std::string out;
+    for (const char* name : {"slurmctld.log", "slurmd-n1.log", "slurmd-n2.log"}) {
+      out += "\n" + read(std::filesystem::path(cluster_dir()) / "log" / name);
+    }
+    return out;
+  }
 };
 
 TEST_F(SlurmTrain, TwoNodeJobEqualsMpirunWithTheSameLayout) {
@@ -138,7 +147,7 @@ TEST_F(SlurmTrain, TwoNodeJobEqualsMpirunWithTheSameLayout) {
   const auto ref = sandbox()->train("mpirun_dp4", 4, {"parallel.dp=4", "train.micro_batch=1"});
   ASSERT_EQ(ref.exit_code, 0) << ref.output;
   ASSERT_EQ(submit("slurm_dp4", 2, 2, "--set parallel.dp=4 --set train.micro_batch=1"), 0)
-      << read(root() / "slurm_dp4" / "sbatch.log") << read(root() / "slurm_dp4" / "slurm.out");
+      << read(root() / "slurm_dp4" / "sbatch.log") << read(root() / "slurm_dp4" / "slurm.out") << daemon_logs();
   const auto want = sandbox()->metrics_rows("mpirun_dp4"), got = sandbox()->metrics_rows("slurm_dp4");
   ASSERT_EQ(want.size(), static_cast<size_t>(kSteps));
   ASSERT_EQ(got.size(), want.size());
@@ -165,7 +174,7 @@ TEST_F(SlurmTrain, SigtermSavesRequeuesAndResumesExactly) {
   ASSERT_EQ(std::system(signal.c_str()), 0);
   const std::string end = wait_for_end(job, 240);
   const std::string log = read(root() / "slurm_preempted" / "slurm.out");
-  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log;
+  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
   EXPECT_EQ(field(end, "Restarts"), "1") << end;
   EXPECT_NE(log.find("requeueing job " + std::to_string(job)), std::string::npos) << log;
   EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
