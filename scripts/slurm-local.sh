@@ -34,13 +34,16 @@ write_config() {
   # Nodes n1 and n2 are two slurmd on this host (Debian builds Slurm with multiple-slurmd
   # support: slurmd -N NAME); %n gives each its own spool directory and pid file.
   # config_overrides: the nodes offer HYDRA_SLURM_CPUS whatever the hardware says.
+  # cred_expire=10: a job step credential's lifetime, which is also how long a requeued job
+  # waits before it may start again (default 120 s): until then a slurmd still refuses the
+  # job id it has just killed ("Job credential revoked").
   cat > "$SLURM_CONF" <<EOF
 ClusterName=hydra-local
 SlurmctldHost=$host
 SlurmctldPort=$PORT
 SlurmdPort=$((PORT + 1))
 AuthType=auth/munge
-AuthInfo=socket=$DIR/munge.socket
+AuthInfo=socket=$DIR/munge.socket,cred_expire=10
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
