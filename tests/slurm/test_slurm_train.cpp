@@ -1,7 +1,8 @@
 // slurm/train.sbatch on a real Slurm (scripts/slurm-local.sh: a controller and two slurmd
 // nodes on this machine, label slurm): a 2-node job of 2 tasks per node trains the sandbox
 // model at dp 4 and equals the same layout under plain mpirun; a job preempted by SIGTERM
-// saves, requeues itself and resumes to the same losses as an uninterrupted run. Each test
+// saves, requeues itself and resumes to the same losses as an uninterrupted run, and so does
+// one requeued by `scontrol requeue`. Each test
 // process starts a cluster and stops it after its tests, also when one fails.
 #include <gtest/gtest.h>
 
@@ -162,6 +163,36 @@ TEST_F(SlurmTrain, SigtermSavesRequeuesAndResumesExactly) {
   EXPECT_NE(log.find("requeueing job " + std::to_string(job)), std::string::npos) << log;
   EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
   const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows("slurm_preempted");
+  ASSERT_EQ(got.size(), want.size()) << log;
+  for (const auto& [step, row] : want) {
+    EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
+  }
+}
+
+// An administrator's requeue (`scontrol requeue`, no signal of the user's choosing): Slurm
+// signals the job's processes (TERM, then KILL after KillWait), the script forwards the TERM,
+// every rank saves and exits 75, and the requeued job resumes from that checkpoint to the
+// same losses as an uninterrupted run.
+TEST_F(SlurmTrain, AdministratorRequeueResumesExactly) {
+  const std::string steps = "train.steps=120";
+  if (sandbox()->metrics_rows("mpirun_dp2_long").empty()) {
+    const auto ref = sandbox()->train("mpirun_dp2_long", 2, {"parallel.dp=2", steps});
+    ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  }
+  const int job = submit("slurm_requeued", 2, 1, "--set parallel.dp=2 --set " + steps, /*wait=*/false);
+  ASSERT_GT(job, 0) << read(root() / "slurm_requeued" / "sbatch.log");
+  for (int i = 0; i < 1200 && rows_of("slurm_requeued") < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(rows_of("slurm_requeued"), 20u) << read(root() / "slurm_requeued" / "slurm.out");
+  const std::string requeue = slurm_env() + "scontrol requeue " + std::to_string(job);
+  ASSERT_EQ(std::system(requeue.c_str()), 0);
+  const std::string end = wait_for_end(job, 240);
+  const std::string log = read(root() / "slurm_requeued" / "slurm.out");
+  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
+  EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
+  EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
+  const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows("slurm_requeued");
   ASSERT_EQ(got.size(), want.size()) << log;
   for (const auto& [step, row] : want) {
     EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
