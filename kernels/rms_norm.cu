@@ -162,9 +162,9 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
 // pass. Each row group adds its rows' dy * round(xhat) into its own row of shared memory (each
 // element owned by one thread: no atomics); then the block adds the row groups' sums in group
 // order into its partial row, and the final kernel adds the blocks' partials in block order:
-// bitwise reproducible. The sums live in shared memory, not registers, so that the kernel
-// keeps the plain backward's occupancy (it is bandwidth-bound: 50 us instead of 32 with the
-// sums in registers at 80 per thread).
+// bitwise reproducible. The sums live in shared memory, not registers: in registers (80 a
+// thread) they cost occupancy, 51 us per add-form call on small against 44 us now (docs/PERF.md,
+// 2026-12-03); it is still latency-bound, at 4 rows per row group per block.
 template <typename T, int VEC, bool ADD>
 __global__ void __launch_bounds__(kThreads) backward_dw_kernel(const RowArgs a, const int64_t chunk, float* partial) {
   extern __shared__ float s_dw[];  // [kThreads / lanes][n]
@@ -342,6 +342,14 @@ size_t weight_grad_workspace_floats(const WeightGradPlan& p) {
   return static_cast<size_t>(p.chunks) * static_cast<size_t>(p.columns);
 }
 
+// The last kernel of both weight-gradient paths: a.plan.chunks partial rows of a.plan.columns
+// in a.partial, added in chunk order into a.dweight.
+template <typename T>
+void launch_chunk_sums(const WeightGradArgs& a, cudaStream_t stream) {
+  weight_grad_final_kernel<T><<<static_cast<unsigned>((a.plan.columns + 31) / 32), kThreads, 0, stream>>>(a);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
 // The separate pass: partial sums per chunk of rows, then the chunks in order.
 template <typename T>
 void launch_weight_grad(const RmsNormShape& shape, const void* x, const float* rstd, const void* dy,
@@ -363,8 +371,7 @@ void launch_weight_grad(const RmsNormShape& shape, const void* x, const float* r
     weight_grad_partial_kernel<T, 1><<<grid, kThreads, 0, stream>>>(a);
   }
   HYDRA_KERNEL_CHECK(cudaGetLastError());
-  weight_grad_final_kernel<T><<<static_cast<unsigned>((a.plan.columns + 31) / 32), kThreads, 0, stream>>>(a);
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
+  launch_chunk_sums<T>(a, stream);
 }
 
 // The backward with the weight gradient in the same pass applies to one weight row (groups 1)
@@ -406,8 +413,7 @@ void launch_fused(const RowArgs& a, const FusedPlan& p, const RmsNormWeightGrad&
   f.plan.chunks = static_cast<int>(p.blocks);
   f.partial = static_cast<float*>(out.workspace);
   f.dweight = out.dweight;
-  weight_grad_final_kernel<T><<<static_cast<unsigned>((a.n + 31) / 32), kThreads, 0, stream>>>(f);
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
+  launch_chunk_sums<T>(f, stream);
 }
 
 // dx (ADD: and the branch gradient) and, when asked, the weight gradient: in one pass where

@@ -93,6 +93,15 @@ void time_point(const Target& t, int repeats, torch::nn::Module& module, const s
   p.peak_gb = allocator_peaks(t.cuda).allocated_bytes / 1e9;
 }
 
+// One layer's point (p.batch x p.seq) on random inputs of width `dim`.
+void time_layer(const Target& t, int repeats, model::Layer layer, int64_t dim, SpeedPoint& p) {
+  const auto opts = torch::TensorOptions().device(t.device).dtype(t.dtype);
+  const torch::Tensor x = torch::randn({p.batch, p.seq, dim}, opts);
+  const torch::Tensor pos =
+      torch::arange(p.seq, opts.dtype(torch::kLong)).unsqueeze(0).expand({p.batch, p.seq}).contiguous();
+  time_point(t, repeats, *layer, [&] { return layer->dense(x, pos); }, p);
+}
+
 model::Layer make_layer(const model::ModelConfig& c, const std::string& type, const Target& t) {
   torch::manual_seed(0);
   auto layer = std::make_shared<model::LayerImpl>(c, type, /*mod_routed=*/false, /*aux_scale=*/0.0,
@@ -155,13 +164,7 @@ void run_speed(const RunConfig& config, const DiagnoseOptions& o, const Target& 
       for (int64_t S : o.seqs) {
         SpeedPoint p{type, B, S};
         p.forward_flops = static_cast<double>(B) * model::layer_forward_flops(c, type, S);
-        measure(p, [&] {
-          const auto opts = torch::TensorOptions().device(t.device).dtype(t.dtype);
-          const torch::Tensor x = torch::randn({B, S, c.dim}, opts);
-          const torch::Tensor pos =
-              torch::arange(S, opts.dtype(torch::kLong)).unsqueeze(0).expand({B, S}).contiguous();
-          time_point(t, o.repeats, *layer, [&] { return layer->dense(x, pos); }, p);
-        });
+        measure(p, [&] { time_layer(t, o.repeats, layer, c.dim, p); });
         report.speed.push_back(p);
         progress.point(describe(p));
       }
@@ -225,13 +228,7 @@ void run_compression(const RunConfig& config, const DiagnoseOptions& o, const Ta
       model::check_model_config(v);
       curve = curve_of(name, change, v, short_run(config, v, data, o.steps));
       SpeedPoint p{"ccqa", B, S};
-      measure(p, [&] {
-        const model::Layer layer = make_layer(v, "ccqa", t);
-        const auto opts = torch::TensorOptions().device(t.device).dtype(t.dtype);
-        const torch::Tensor x = torch::randn({B, S, v.dim}, opts);
-        const torch::Tensor pos = torch::arange(S, opts.dtype(torch::kLong)).unsqueeze(0).expand({B, S}).contiguous();
-        time_point(t, o.repeats, *layer, [&] { return layer->dense(x, pos); }, p);
-      });
+      measure(p, [&] { time_layer(t, o.repeats, make_layer(v, "ccqa", t), v.dim, p); });
       curve.ccqa_layer_ms = p.error.empty() ? p.fwdbwd_ms : 0.0;
     } catch (const common::ConfigError& e) {
       curve.name = name;
