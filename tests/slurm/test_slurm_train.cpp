@@ -116,6 +116,34 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
 
   static size_t rows_of(const std::string& name) { return sandbox()->metrics_rows(name).size(); }
 
+  // The interrupted-run tests' common body: the uninterrupted reference (mpirun, dp 2, 120
+  // steps), the same run as a 2-node job `name`, at its 20th step `command` JOBID (how it is
+  // interrupted), then: the job completed, resumed from a checkpoint, and every step's loss and
+  // gradient norm equal the reference's. Its id, last scontrol line and log into `job`, `end`, `log`.
+  static void interrupt_and_finish(const std::string& name, const std::string& command, int& job, std::string& end,
+                                   std::string& log) {
+    const std::string steps = "train.steps=120";
+    if (sandbox()->metrics_rows("mpirun_dp2_long").empty()) {
+      const auto ref = sandbox()->train("mpirun_dp2_long", 2, {"parallel.dp=2", steps});
+      ASSERT_EQ(ref.exit_code, 0) << ref.output;
+    }
+    job = submit(name, 2, 1, "--set parallel.dp=2 --set " + steps, /*wait=*/false);
+    ASSERT_GT(job, 0) << read(root() / name / "sbatch.log");
+    for (int i = 0; i < 1200 && rows_of(name) < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_GE(rows_of(name), 20u) << read(root() / name / "slurm.out");
+    const std::string interrupt = slurm_env() + command + " " + std::to_string(job);
+    ASSERT_EQ(std::system(interrupt.c_str()), 0) << interrupt;
+    end = wait_for_end(job, 240);
+    log = read(root() / name / "slurm.out");
+    ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
+    EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
+    const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows(name);
+    ASSERT_EQ(got.size(), want.size()) << log;
+    for (const auto& [step, row] : want) {
+      EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
+    }
+  }
+
   // The daemons' logs, for a failure's message (gtest streams it only when an assertion fails).
   static std::string daemon_logs() {
     std::string out;
@@ -145,28 +173,11 @@ TEST_F(SlurmTrain, TwoNodeJobEqualsMpirunWithTheSameLayout) {
 // 75, the script requeues the job, the requeued job (same id) resumes from that checkpoint,
 // and every step's loss and gradient norm equal those of an uninterrupted run.
 TEST_F(SlurmTrain, SigtermSavesRequeuesAndResumesExactly) {
-  const std::string steps = "train.steps=120";
-  const auto ref = sandbox()->train("mpirun_dp2_long", 2, {"parallel.dp=2", steps});
-  ASSERT_EQ(ref.exit_code, 0) << ref.output;
-  const int job = submit("slurm_preempted", 2, 1, "--set parallel.dp=2 --set " + steps, /*wait=*/false);
-  ASSERT_GT(job, 0) << read(root() / "slurm_preempted" / "sbatch.log");
-  for (int i = 0; i < 1200 && rows_of("slurm_preempted") < 20; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_GE(rows_of("slurm_preempted"), 20u) << read(root() / "slurm_preempted" / "slurm.out");
-  const std::string signal = slurm_env() + "scancel --signal=TERM --batch " + std::to_string(job);
-  ASSERT_EQ(std::system(signal.c_str()), 0);
-  const std::string end = wait_for_end(job, 240);
-  const std::string log = read(root() / "slurm_preempted" / "slurm.out");
-  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
+  int job = -1;
+  std::string end, log;
+  ASSERT_NO_FATAL_FAILURE(interrupt_and_finish("slurm_preempted", "scancel --signal=TERM --batch", job, end, log));
   EXPECT_EQ(field(end, "Restarts"), "1") << end;
   EXPECT_NE(log.find("requeueing job " + std::to_string(job)), std::string::npos) << log;
-  EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
-  const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows("slurm_preempted");
-  ASSERT_EQ(got.size(), want.size()) << log;
-  for (const auto& [step, row] : want) {
-    EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
-  }
 }
 
 // An administrator's requeue (`scontrol requeue`, no signal of the user's choosing): Slurm
@@ -174,29 +185,10 @@ TEST_F(SlurmTrain, SigtermSavesRequeuesAndResumesExactly) {
 // every rank saves and exits 75, and the requeued job resumes from that checkpoint to the
 // same losses as an uninterrupted run.
 TEST_F(SlurmTrain, AdministratorRequeueResumesExactly) {
-  const std::string steps = "train.steps=120";
-  if (sandbox()->metrics_rows("mpirun_dp2_long").empty()) {
-    const auto ref = sandbox()->train("mpirun_dp2_long", 2, {"parallel.dp=2", steps});
-    ASSERT_EQ(ref.exit_code, 0) << ref.output;
-  }
-  const int job = submit("slurm_requeued", 2, 1, "--set parallel.dp=2 --set " + steps, /*wait=*/false);
-  ASSERT_GT(job, 0) << read(root() / "slurm_requeued" / "sbatch.log");
-  for (int i = 0; i < 1200 && rows_of("slurm_requeued") < 20; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_GE(rows_of("slurm_requeued"), 20u) << read(root() / "slurm_requeued" / "slurm.out");
-  const std::string requeue = slurm_env() + "scontrol requeue " + std::to_string(job);
-  ASSERT_EQ(std::system(requeue.c_str()), 0);
-  const std::string end = wait_for_end(job, 240);
-  const std::string log = read(root() / "slurm_requeued" / "slurm.out");
-  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
+  int job = -1;
+  std::string end, log;
+  ASSERT_NO_FATAL_FAILURE(interrupt_and_finish("slurm_requeued", "scontrol requeue", job, end, log));
   EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
-  EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
-  const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows("slurm_requeued");
-  ASSERT_EQ(got.size(), want.size()) << log;
-  for (const auto& [step, row] : want) {
-    EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
-  }
 }
 
 }  // namespace
