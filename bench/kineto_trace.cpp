@@ -13,7 +13,8 @@ namespace {
 namespace prof = torch::profiler::impl;
 
 const prof::ProfilerConfig& trace_config() {
-  static const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  // Input shapes: bench/trace_summary.py names the operators behind the small kernels with them.
+  static const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
   return config;
 }
 

@@ -6,7 +6,11 @@ bench/torch_baseline.py --trace (torch.profiler), and prints per step: kernel la
 GPU's busy time (the union of kernel, copy and memset intervals) against the traced span, and
 the kernel time by category (matrix products, attention, hydra's own kernels, Triton kernels
 that torch.compile generated, ATen elementwise and reduction kernels, copies, ...), plus the
-longest kernels. --json FILE writes the same as JSON.
+longest kernels. --json FILE writes the same as JSON. For an eager trace (no CUDA graphs) it
+also says which operator launched each kernel, copy and memset outside the matrix products and
+hydra's kernels: the innermost CPU operator around the launch call, with the nearest enclosing
+operator that is not an ATen one (an autograd node, a custom function) — where the small
+kernels and memsets come from.
 
     bench/trace_summary.py TRACE --steps N [--json FILE] [--label NAME]
 """
@@ -51,6 +55,48 @@ def busy_time(intervals):
     return total
 
 
+def launching_ops(events, gpu):
+    """(innermost operator, nearest non-ATen ancestor) of each GPU event's launch call, by the
+    launch's correlation id and the CPU operators open on its thread at that moment."""
+    runtime = {e["args"]["correlation"]: e for e in events
+               if e.get("ph") == "X" and e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    ops_by_tid = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation"):
+            ops_by_tid.setdefault(e["tid"], []).append(e)
+    calls_by_tid = {}
+    for r in runtime.values():
+        calls_by_tid.setdefault(r["tid"], []).append(r)
+    owner = {}  # correlation -> (innermost, ancestor)
+    for tid, calls in calls_by_tid.items():
+        ops = sorted(ops_by_tid.get(tid, []), key=lambda e: (e["ts"], -e["dur"]))
+        stack, i = [], 0
+        for call in sorted(calls, key=lambda e: e["ts"]):
+            while i < len(ops) and ops[i]["ts"] <= call["ts"]:
+                while stack and stack[-1]["ts"] + stack[-1]["dur"] < ops[i]["ts"]:
+                    stack.pop()
+                stack.append(ops[i])
+                i += 1
+            while stack and stack[-1]["ts"] + stack[-1]["dur"] < call["ts"]:
+                stack.pop()
+            open_ops = [o for o in stack if o["ts"] + o["dur"] >= call["ts"]]
+            if not open_ops:
+                continue
+            inner = open_ops[-1]["name"]
+            dims = open_ops[-1].get("args", {}).get("Input Dims")
+            if dims:
+                inner += " " + json.dumps([d for d in dims if d], separators=(",", ":"))
+            outer = next((o["name"] for o in reversed(open_ops) if not o["name"].startswith("aten::")), "")
+            owner[call["args"]["correlation"]] = (inner, outer)
+    out = {}
+    for e in gpu:
+        corr = e.get("args", {}).get("correlation")
+        if corr not in owner:
+            continue
+        out[id(e)] = owner[corr]
+    return out
+
+
 def summarize(path, steps, label):
     with open(path) as f:
         trace = json.load(f)
@@ -84,6 +130,20 @@ def summarize(path, steps, label):
         "top_kernels": [{"name": n[:160], "category": v[2], "ms": round(v[0] * per, 3), "count": v[1] / steps}
                         for n, v in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:60]],
     }
+    owners = launching_ops(events, gpu)
+    if owners:
+        by_op = {}
+        for e in gpu:
+            c = category(e["name"], e["cat"])
+            if c in ("matmul", "hydra kernels", "attention") or id(e) not in owners:
+                continue
+            inner, outer = owners[id(e)]
+            v = by_op.setdefault((c, inner, outer), [0.0, 0])
+            v[0] += e["dur"]
+            v[1] += 1
+        out["small_kernels_by_op"] = [
+            {"category": c, "op": inner, "within": outer, "ms": round(v[0] * per, 3), "count": v[1] / steps}
+            for (c, inner, outer), v in sorted(by_op.items(), key=lambda kv: -kv[1][0])[:60]]
     return out
 
 
@@ -96,6 +156,10 @@ def print_summary(s):
     print("  longest kernels (ms per step, launches per step):")
     for k in s["top_kernels"][:12]:
         print(f"    {k['ms']:8.2f} {k['count']:6.0f}  [{k['category']}] {k['name'][:110]}")
+    if s.get("small_kernels_by_op"):
+        print("  other kernels, copies and memsets by the operator that launched them (ms, launches per step):")
+        for k in s["small_kernels_by_op"][:25]:
+            print(f"    {k['ms']:8.2f} {k['count']:6.0f}  [{k['category']}] {k['op'][:90]} < {k['within'][:60]}")
 
 
 def main():

@@ -57,8 +57,8 @@ __global__ void __launch_bounds__(kThreads) prologue_forward_kernel(const Args<T
   float* s_y = s_w + (CONV ? DH * w_stride(DH, K) : 0);    // TT x DH
   float* s_cos = s_y + TT * DH;                            // TT x HALF
   float* s_sin = s_cos + TT * HALF;
-  float* s_rs = s_sin + TT * HALF;                         // TT
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int kRowsPerWarp = 32 / HALF;
 
   rope_table<T, DH>(a, b, t0, TT, s_cos, s_sin);
   load_group<T, DH>(a, b, g, t0 - 2 * HL, TT + 2 * HL, s_u);
@@ -75,34 +75,32 @@ __global__ void __launch_bounds__(kThreads) prologue_forward_kernel(const Args<T
     premix_rows<DH, K, CONV>(s_u, s_a, s_w, CONV ? (key ? a.p.conv2_k_b : a.p.conv2_q_b) + base : nullptr, G, lh, TT,
                              2 * HL, a.gamma, s_y);
     __syncthreads();
-    for (int r = warp; r < TT; r += kWarps) {
-      float ss = 0.f;
-      for (int c = lane; c < DH; c += 32) ss += s_y[r * DH + c] * s_y[r * DH + c];
-      ss = warp_sum(ss);
-      if (lane == 0) s_rs[r] = rsqrtf(ss / DH + a.eps);
-    }
-    __syncthreads();
+    // Norm, temperature and RoPE, a row group of d_h/2 lanes per token: lane f holds the RoPE
+    // pair (f, f + d_h/2), so the group's sum of squares is the row's.
     const float scale = key ? expf(a.p.tau[g]) : 1.f;
     const float* wn = key ? a.p.k_norm_w : a.p.q_norm_w;
     T* out = key ? a.k : a.q;
-    for (int i = threadIdx.x; i < TT * HALF; i += kThreads) {
-      const int r = i / HALF, f = i % HALF, t = t0 + r;
-      if (t >= a.S) continue;
-      const float rs = s_rs[r] * scale;
-      const float x1 = s_y[r * DH + f] * rs * wn[f];
-      const float x2 = s_y[r * DH + f + HALF] * rs * wn[f + HALF];
-      const float cs = s_cos[i], sn = s_sin[i];
+    const int f = lane % HALF;
+    const float w1 = wn[f], w2 = wn[f + HALF];
+    for (int r0 = warp * kRowsPerWarp; r0 < TT; r0 += kWarps * kRowsPerWarp) {
+      const int r = r0 + lane / HALF, t = t0 + r;
+      const bool live = r < TT && t < a.S;
+      const float y1 = live ? s_y[r * DH + f] : 0.f, y2 = live ? s_y[r * DH + f + HALF] : 0.f;
+      const float rs = rsqrtf(group_sum<HALF>(y1 * y1 + y2 * y2) / DH + a.eps) * scale;
+      if (!live) continue;  // no shuffles below
+      const float x1 = y1 * rs * w1, x2 = y2 * rs * w2;
+      const float cs = s_cos[r * HALF + f], sn = s_sin[r * HALF + f];
       const int64_t tok = static_cast<int64_t>(b) * a.S + t;
       const int64_t o = key ? (tok * a.Hkv + g) * DH : (tok * a.H + g * G + lh) * DH;
       store_f(out, o + f, x1 * cs - x2 * sn);
       store_f(out, o + f + HALF, x2 * cs + x1 * sn);
     }
-    __syncthreads();  // s_a, s_w, s_y, s_rs are reused by the next head
+    __syncthreads();  // s_a, s_w, s_y are reused by the next head
   }
 }
 
 template <typename T, int DH, int K, bool CONV>
-__global__ void __launch_bounds__(kThreads) prologue_backward_kernel(const Args<T> a) {
+__global__ void __launch_bounds__(kThreads, 3) prologue_backward_kernel(const Args<T> a) {
   extern __shared__ float smem[];
   constexpr int HL = CONV ? K - 1 : 0;
   constexpr int HALF = DH / 2;
@@ -119,11 +117,11 @@ __global__ void __launch_bounds__(kThreads) prologue_backward_kernel(const Args<
   float* s_dk = s_gsum + TT * DH;                          // TT x DH: dk0 without the q part
   float* s_cos = s_dk + TT * DH;                           // rows_y x HALF
   float* s_sin = s_cos + rows_y * HALF;
-  float* s_rs = s_sin + rows_y * HALF;                     // rows_y (unused slot kept simple)
-  float* s_dqn = s_rs + rows_y;                            // kWarps x DH
+  float* s_dqn = s_sin + rows_y * HALF;                    // kWarps x DH
   float* s_dkn = s_dqn + kWarps * DH;                      // kWarps x DH
   float* s_dtau = s_dkn + kWarps * DH;                     // kWarps
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr int kRowsPerWarp = 32 / HALF;
   const SliceLayout L = slice_layout(G, DH, K);
   float* ws = a.ws + (static_cast<int64_t>(blockIdx.x) * a.Hkv + g) * a.slice;
 
@@ -159,85 +157,89 @@ __global__ void __launch_bounds__(kThreads) prologue_backward_kernel(const Args<
       premix_rows<DH, K, CONV>(s_u, s_a, s_w, CONV ? (key ? a.p.conv2_k_b : a.p.conv2_q_b) + base : nullptr, G, lh,
                                rows_y, 2 * HL, a.gamma, s_y);
       __syncthreads();
-      // Norm forward and backward, RoPE backward: one warp per token, lane f holds the
-      // RoPE pair (f, f + d_h/2).
+      // Norm forward and backward, RoPE backward: a row group of d_h/2 lanes per token, lane f
+      // holding the RoPE pair (f, f + d_h/2); the parameter partials stay in registers until the
+      // head's rows are done.
       const float scale = key ? scale_k : 1.f;
       const float* wn = key ? a.p.k_norm_w : a.p.q_norm_w;
-      float* dn = (key ? s_dkn : s_dqn) + warp * DH;
-      for (int r = warp; r < rows_y; r += kWarps) {
-        const int t = t0 + r;
-        if (t >= a.S) {  // beyond the sequence: no gradient
-          for (int c = lane; c < DH; c += 32) s_y[r * DH + c] = 0.f;
-          continue;
+      const int f = lane % HALF;
+      const float wn1 = wn[f], wn2 = wn[f + HALF];
+      float dn1 = 0.f, dn2 = 0.f, dtau = 0.f;
+      for (int r0 = warp * kRowsPerWarp; r0 < rows_y; r0 += kWarps * kRowsPerWarp) {
+        const int r = r0 + lane / HALF, t = t0 + r;
+        const bool live = r < rows_y && t < a.S;  // beyond the sequence: no gradient
+        float y1 = 0.f, y2 = 0.f, g1 = 0.f, g2 = 0.f, cs = 0.f, sn = 0.f;
+        if (live) {
+          y1 = s_y[r * DH + f], y2 = s_y[r * DH + f + HALF];
+          g1 = s_gin[r * DH + f], g2 = s_gin[r * DH + f + HALF];
+          cs = s_cos[r * HALF + f], sn = s_sin[r * HALF + f];
         }
-        float ss = 0.f;
-        for (int c = lane; c < DH; c += 32) ss += s_y[r * DH + c] * s_y[r * DH + c];
-        ss = warp_sum(ss);
-        const float rs = rsqrtf(ss / DH + a.eps);
-        float n1 = 0.f, n2 = 0.f, gx1 = 0.f, gx2 = 0.f, gn1 = 0.f, gn2 = 0.f;
-        if (lane < HALF) {
-          n1 = s_y[r * DH + lane] * rs;
-          n2 = s_y[r * DH + lane + HALF] * rs;
-          const float g1 = s_gin[r * DH + lane], g2 = s_gin[r * DH + lane + HALF];
-          const float cs = s_cos[r * HALF + lane], sn = s_sin[r * HALF + lane];
-          // RoPE is a rotation: its transpose rotates back.
-          gx1 = g1 * cs + g2 * sn;
-          gx2 = g2 * cs - g1 * sn;
-          gn1 = gx1 * wn[lane] * scale;
-          gn2 = gx2 * wn[lane + HALF] * scale;
+        const float rs = rsqrtf(group_sum<HALF>(y1 * y1 + y2 * y2) / DH + a.eps);
+        const float n1 = y1 * rs, n2 = y2 * rs;
+        // RoPE is a rotation: its transpose rotates back.
+        const float gx1 = g1 * cs + g2 * sn, gx2 = g2 * cs - g1 * sn;
+        const float gn1 = gx1 * wn1 * scale, gn2 = gx2 * wn2 * scale;
+        const float mean = group_sum<HALF>(gn1 * n1 + gn2 * n2) / DH;
+        if (r < rows_y) {
+          s_y[r * DH + f] = live ? rs * (gn1 - n1 * mean) : 0.f;
+          s_y[r * DH + f + HALF] = live ? rs * (gn2 - n2 * mean) : 0.f;
         }
-        const float mean = warp_sum(gn1 * n1 + gn2 * n2) / DH;
-        __syncwarp();
-        if (lane < HALF) {
-          s_y[r * DH + lane] = rs * (gn1 - n1 * mean);
-          s_y[r * DH + lane + HALF] = rs * (gn2 - n2 * mean);
-          if (r < TT) {  // parameters: this tile's own tokens only (the halo belongs to the next)
-            dn[lane] += gx1 * n1 * scale;
-            dn[lane + HALF] += gx2 * n2 * scale;
-          }
+        if (live && r < TT) {  // parameters: this tile's own tokens only (the halo belongs to the next)
+          dn1 += gx1 * n1 * scale;
+          dn2 += gx2 * n2 * scale;
+          dtau += (gx1 * n1 * wn1 + gx2 * n2 * wn2) * scale;
         }
-        if (key && r < TT) {
-          const float d = lane < HALF ? (gx1 * n1 * wn[lane] + gx2 * n2 * wn[lane + HALF]) * scale : 0.f;
-          const float dsum = warp_sum(d);
-          if (lane == 0) s_dtau[warp] += dsum;
-        }
+      }
+      dn1 = across_groups<HALF>(dn1);
+      dn2 = across_groups<HALF>(dn2);
+      if (lane < HALF) {
+        float* dn = (key ? s_dkn : s_dqn) + warp * DH;
+        dn[f] += dn1;
+        dn[f + HALF] += dn2;
+      }
+      if (key) {
+        dtau = warp_sum(dtau);
+        if (lane == 0) s_dtau[warp] += dtau;
       }
       __syncthreads();
       if constexpr (CONV) {
         // conv2: weight and bias gradients over this tile's tokens, then the gradient of its
         // input (conv1's output) for tokens t0 .. t0 + TT + HL - 1.
         float* ws_w2 = ws + L.w2 + static_cast<int64_t>(lh) * DH * DH * K;
-        // Weight gradient: thread (c, c + DH/2, c') walks the tile's rows with a window of K
-        // values of a in registers, so each row costs one load of a and two of G.
-        for (int e = threadIdx.x; e < DH * DH / 2; e += kThreads) {
+        // Weight and bias gradients: thread (c, c') walks the tile's rows with a window of K
+        // values of a in registers (one load of a and NC of G per row, NC output channels a
+        // thread where there are more of them than threads); the threads of c' = 0 also sum
+        // the bias's gradient.
+        constexpr int NC = DH * DH >= 2 * kThreads ? 2 : 1, CSTEP = DH / NC;
+        for (int e = threadIdx.x; e < CSTEP * DH; e += kThreads) {
           const int c = e / DH, cp = e % DH;
-          float acc0[K], acc1[K], win[K];
+          float acc[NC][K], win[K], bias[NC];
 #pragma unroll
           for (int j = 0; j < K; ++j) {
-            acc0[j] = acc1[j] = 0.f;
             win[j] = j < K - 1 ? s_a[j * DH + cp] : 0.f;
+#pragma unroll
+            for (int n = 0; n < NC; ++n) acc[n][j] = 0.f;
           }
+#pragma unroll
+          for (int n = 0; n < NC; ++n) bias[n] = 0.f;
           for (int r = 0; r < TT; ++r) {
             win[K - 1] = s_a[(r + K - 1) * DH + cp];
-            const float g0 = s_y[r * DH + c], g1 = s_y[r * DH + c + DH / 2];
 #pragma unroll
-            for (int j = 0; j < K; ++j) {
-              acc0[j] += g0 * win[j];
-              acc1[j] += g1 * win[j];
+            for (int n = 0; n < NC; ++n) {
+              const float gv = s_y[r * DH + c + n * CSTEP];
+              bias[n] += gv;
+#pragma unroll
+              for (int j = 0; j < K; ++j) acc[n][j] += gv * win[j];
             }
 #pragma unroll
             for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
           }
 #pragma unroll
-          for (int j = 0; j < K; ++j) {
-            ws_w2[(c * DH + cp) * K + j] += acc0[j];
-            ws_w2[((c + DH / 2) * DH + cp) * K + j] += acc1[j];
+          for (int n = 0; n < NC; ++n) {
+#pragma unroll
+            for (int j = 0; j < K; ++j) ws_w2[((c + n * CSTEP) * DH + cp) * K + j] += acc[n][j];
+            if (cp == 0) ws[L.b2 + lh * DH + c + n * CSTEP] += bias[n];
           }
-        }
-        for (int c = threadIdx.x; c < DH; c += kThreads) {
-          float acc = 0.f;
-          for (int r = 0; r < TT; ++r) acc += s_y[r * DH + c];
-          ws[L.b2 + lh * DH + c] += acc;
         }
         // Input gradient of conv2 for rows [0, TT + HL): kRows to a thread, then the rest.
         const int tiles = (TT + HL) / kRows, singles = TT + HL - tiles * kRows;
@@ -256,17 +258,25 @@ __global__ void __launch_bounds__(kThreads) prologue_backward_kernel(const Args<
           }
         }
         __syncthreads();
-        // conv1: weight and bias gradients over this tile's tokens.
-        for (int e = threadIdx.x; e < DH * K; e += kThreads) {
-          const int c = e / K, j = e % K;
+        // conv1: weight and bias gradients over this tile's tokens (task j = K is the bias),
+        // the rows split RS ways so that every thread has a share; the partials go through
+        // s_gin (free after the norm loop) and are added in split order.
+        constexpr int J = K + 1, RS = kThreads / (DH * J) > 1 ? kThreads / (DH * J) : 1;
+        float* s_part = s_gin;  // RS x DH x J
+        for (int e = threadIdx.x; e < RS * DH * J; e += kThreads) {
+          const int split = e / (DH * J), c = e % (DH * J) / J, j = e % J;
+          const int rb = split * TT / RS, re = (split + 1) * TT / RS;
           float acc = 0.f;
-          for (int r = 0; r < TT; ++r) acc += s_da[r * DH + c] * s_u[(r + HL + j) * cg + lh * DH + c];
-          ws[L.w1 + (lh * DH + c) * K + j] += acc;
+          for (int r = rb; r < re; ++r) acc += s_da[r * DH + c] * (j < K ? s_u[(r + HL + j) * cg + lh * DH + c] : 1.f);
+          s_part[e] = acc;
         }
-        for (int c = threadIdx.x; c < DH; c += kThreads) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < DH * J; e += kThreads) {
           float acc = 0.f;
-          for (int r = 0; r < TT; ++r) acc += s_da[r * DH + c];
-          ws[L.b1 + lh * DH + c] += acc;
+          for (int split = 0; split < RS; ++split) acc += s_part[split * DH * J + e];
+          const int c = e / J, j = e % J;
+          if (j < K) ws[L.w1 + (lh * DH + c) * K + j] += acc;
+          else ws[L.b1 + lh * DH + c] += acc;
         }
       }
       // Input gradient: through the convolutions, plus the qk-mean's direct paths.
@@ -455,13 +465,29 @@ struct BackwardPlan {
   size_t workspace_bytes = 0;
 };
 
+// Backward blocks that fit on one multiprocessor at this tile (shared memory and registers),
+// with the kernel's shared-memory limit raised to what it needs.
+int backward_blocks_per_sm(const CcqaPrologueShape& s, int tile) {
+  int blocks = 0;
+  dispatch(s, [&](auto cfg) {
+    using C = decltype(cfg);
+    const size_t bytes = bwd_smem_floats(tile, C::dh, C::k, C::conv, s.heads / s.kv_heads) * sizeof(float);
+    auto kernel = prologue_backward_kernel<typename C::type, C::dh, C::k, C::conv>;
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    HYDRA_KERNEL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, bytes));
+  });
+  return std::max(blocks, 1);
+}
+
 BackwardPlan backward_plan(const CcqaPrologueShape& s) {
   BackwardPlan plan;
   plan.T = pick_tile(s, true);
   HYDRA_CHECK(plan.T > 0, "ccqa prologue backward: no tile fits in shared memory");
   plan.n_tiles = static_cast<int>((s.seq + plan.T - 1) / plan.T);
   const int64_t work = s.batch * plan.n_tiles;
-  const int64_t target = (2LL * device_limits().sms + s.kv_heads - 1) / s.kv_heads;
+  // A persistent grid: every block that fits at once, split over the KV groups.
+  const int64_t resident = static_cast<int64_t>(backward_blocks_per_sm(s, plan.T)) * device_limits().sms;
+  const int64_t target = (resident + s.kv_heads - 1) / s.kv_heads;
   plan.P = static_cast<int>(std::max<int64_t>(1, std::min(work, target)));
   plan.slice = slice_layout(s.heads / s.kv_heads, s.head_dim, effective_kernel(s)).size;
   plan.workspace_bytes = static_cast<size_t>(plan.P) * s.kv_heads * plan.slice * sizeof(float);

@@ -16,7 +16,10 @@ namespace hydra::kernels::ccqa_prologue_detail {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxHalf = 32;  // d_h / 2 for d_h <= 64
-constexpr int kRows = 4;      // output tokens per thread in the convolution loops (register tile)
+// Output tokens per thread in the convolution loops (register tile). 5 rather than 4: at d_h 16
+// and 256 threads, a 64-token tile's 68 and 66 rows (with halos) are one round of tasks each
+// (13 x 16 + 3 x 16 and 13 x 16 + 16) instead of 17 x 16 and 18 x 16, two rounds.
+constexpr int kRows = 5;
 
 // Row stride (floats) of the staged conv2 weights: a multiple of 4 so that rows hold float4s;
 // DH K / 4 is even for d_h >= 16, so the stride in 16-byte units is odd and the eight lanes of a
@@ -36,6 +39,23 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // Arguments shared by both kernels (passed by value).
+// Sum over the LANES lanes of a row group (LANES a power of two dividing 32; groups are
+// aligned blocks of lanes), as warp_sum: a fixed xor order.
+template <int LANES>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = LANES / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum of v over the warp's row groups of LANES lanes (lanes l, l + LANES, ...), fixed order.
+template <int LANES>
+__device__ __forceinline__ float across_groups(float v) {
+#pragma unroll
+  for (int o = LANES; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 template <typename T>
 struct Args {
   int B, S, H, Hkv, G, T_tile, n_tiles;
@@ -77,19 +97,19 @@ __host__ __device__ inline SliceLayout slice_layout(int G, int dh, int K) {
 }
 
 // Shared-memory sizes (floats). Forward: u rows T+2HL (whole group), conv1 rows T+HL and conv2
-// weights (one head at a time), y rows T, cos/sin T x d_h/2, rsqrt T.
+// weights (one head at a time), y rows T, cos/sin T x d_h/2.
 __host__ __device__ inline int64_t fwd_smem_floats(int T, int dh, int K, bool conv, int G) {
   const int hl = conv ? K - 1 : 0;
   const int64_t cg = static_cast<int64_t>(G + 1) * dh;
-  return (T + 2 * hl) * cg + (conv ? (T + hl) * dh + dh * w_stride(dh, K) : 0) + T * dh + T * dh + T;
+  return (T + 2 * hl) * cg + (conv ? (T + hl) * dh + dh * w_stride(dh, K) : 0) + T * dh + T * dh;
 }
 // Backward: u rows T+4HL, conv1 rows T+3HL, conv2 weights, y/G and incoming-gradient rows T+2HL, da rows T+HL,
-// key G / query G sum / key dk0 rows T, cos/sin and rsqrt rows T+2HL, per-warp partials.
+// key G / query G sum / key dk0 rows T, cos/sin rows T+2HL, per-warp partials.
 __host__ __device__ inline int64_t bwd_smem_floats(int T, int dh, int K, bool conv, int G) {
   const int hl = conv ? K - 1 : 0;
   const int64_t cg = static_cast<int64_t>(G + 1) * dh;
   return (T + 4 * hl) * cg + (conv ? (T + 3 * hl) * dh + dh * w_stride(dh, K) + (T + hl) * dh : 0) +
-         2 * (T + 2 * hl) * dh + 3 * T * dh + (T + 2 * hl) * (dh + 1) + 2 * kWarps * dh + kWarps;
+         2 * (T + 2 * hl) * dh + 3 * T * dh + (T + 2 * hl) * dh + 2 * kWarps * dh + kWarps;
 }
 
 // cos/sin of position * inv_freq for `rows` tokens from t0, in float64 then rounded.

@@ -100,33 +100,65 @@ struct TensorBatch {
 
 template <typename T>
 __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, const AdamWTensor& t, int64_t begin,
-                                   int64_t end) {
+                                   int64_t end, bool aligned) {
   const T* grad = static_cast<const T*>(t.grad);
   T* value = static_cast<T*>(t.value);
-  // kUnroll elements a thread, blockDim apart (coalesced), loaded before any is computed: the
-  // state's offsets are not aligned for vector loads, so independent loads in flight are what
-  // keeps the memory system busy.
-  constexpr int kUnroll = 4;
-  for (int64_t base = begin + threadIdx.x; base < end; base += int64_t{kUnroll} * blockDim.x) {
-    float g[kUnroll], p[kUnroll], m[kUnroll], v[kUnroll];
-    uint8_t d[kUnroll];
+  const auto one = [&](int64_t i) {
+    const int64_t k = t.offset + i;
+    float p = a.master[k], m = a.exp_avg[k], v = a.exp_avg_sq[k];
+    adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, grad ? vector_io::to_float(grad[i]) : 0.0f,
+                  a.decay_mask[k], p, m, v);
+    a.master[k] = p;
+    a.exp_avg[k] = m;
+    a.exp_avg_sq[k] = v;
+    value[i] = vector_io::from_float<T>(p);
+  };
+  // The fp32 state (24 of the 29 bytes an element moves) goes in 16-byte vectors aligned in the
+  // flat layout. A tensor's offset there is any number, so its elements split into a head of
+  // fewer than 4 before the first aligned one, whole vectors, and a tail; the parameter and its
+  // gradient, at the same indices, go one element at a time (a warp's accesses still cover
+  // whole sectors).
+  const int64_t kb = t.offset + begin, ke = t.offset + end;
+  const int64_t vb = aligned ? min(ke, (kb + 3) / 4 * 4) : ke;
+  const int64_t ve = max(vb, ke / 4 * 4);
+  for (int64_t k = kb + threadIdx.x; k < vb; k += blockDim.x) one(k - t.offset);
+  for (int64_t k = ve + threadIdx.x; k < ke; k += blockDim.x) one(k - t.offset);
+  // kUnroll vectors a thread, blockDim apart, all loaded before any is computed: bytes in flight.
+  constexpr int kUnroll = 2;
+  const int64_t vectors = (ve - vb) / 4, first = vb / 4, i0 = vb - t.offset;
+  float4* master = reinterpret_cast<float4*>(a.master) + first;
+  float4* exp_avg = reinterpret_cast<float4*>(a.exp_avg) + first;
+  float4* exp_avg_sq = reinterpret_cast<float4*>(a.exp_avg_sq) + first;
+  const uchar4* decay = reinterpret_cast<const uchar4*>(a.decay_mask) + first;
+  for (int64_t base = threadIdx.x; base < vectors; base += int64_t{kUnroll} * blockDim.x) {
+    float4 p[kUnroll], m[kUnroll], v[kUnroll];
+    uchar4 d[kUnroll];
+    float g[kUnroll][4];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t i = base + int64_t{u} * blockDim.x, k = t.offset + i;
-      if (i < end) {
-        g[u] = grad ? vector_io::to_float(grad[i]) : 0.0f;
-        p[u] = a.master[k], m[u] = a.exp_avg[k], v[u] = a.exp_avg_sq[k], d[u] = a.decay_mask[k];
+      const int64_t j = base + int64_t{u} * blockDim.x;
+      if (j < vectors) {
+        p[u] = master[j], m[u] = exp_avg[j], v[u] = exp_avg_sq[j], d[u] = decay[j];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) g[u][e] = grad ? vector_io::to_float(grad[i0 + 4 * j + e]) : 0.0f;
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t i = base + int64_t{u} * blockDim.x, k = t.offset + i;
-      if (i < end) {
-        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u], d[u], p[u], m[u], v[u]);
-        a.master[k] = p[u];
-        a.exp_avg[k] = m[u];
-        a.exp_avg_sq[k] = v[u];
-        value[i] = vector_io::from_float<T>(p[u]);
+      const int64_t j = base + int64_t{u} * blockDim.x;
+      if (j < vectors) {
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][0], d[u].x, p[u].x, m[u].x, v[u].x);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][1], d[u].y, p[u].y, m[u].y, v[u].y);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][2], d[u].z, p[u].z, m[u].z, v[u].z);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][3], d[u].w, p[u].w, m[u].w, v[u].w);
+        master[j] = p[u];
+        exp_avg[j] = m[u];
+        exp_avg_sq[j] = v[u];
+        T* out = value + i0 + 4 * j;
+        out[0] = vector_io::from_float<T>(p[u].x);
+        out[1] = vector_io::from_float<T>(p[u].y);
+        out[2] = vector_io::from_float<T>(p[u].z);
+        out[3] = vector_io::from_float<T>(p[u].w);
       }
     }
   }
@@ -134,15 +166,18 @@ __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, co
 
 __global__ void adamw_tensors_kernel(const AdamWFlat a, const TensorBatch b) {
   const AdamWScalars s = read_scalars(a.scalars, a.finite);
+  const bool aligned = (reinterpret_cast<uintptr_t>(a.master) | reinterpret_cast<uintptr_t>(a.exp_avg) |
+                        reinterpret_cast<uintptr_t>(a.exp_avg_sq)) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(a.decay_mask) % 4 == 0;
   for (int64_t c = blockIdx.x; c < b.first_chunk[b.n]; c += gridDim.x) {
     int i = 0;
     while (c >= b.first_chunk[i + 1]) ++i;
     const AdamWTensor& t = b.t[i];
     const int64_t begin = (c - b.first_chunk[i]) * kChunk, end = begin + kChunk < t.count ? begin + kChunk : t.count;
     if (t.type == StorageType::kBFloat16) {
-      adamw_tensor_chunk<vector_io::bf16>(a, s, t, begin, end);
+      adamw_tensor_chunk<vector_io::bf16>(a, s, t, begin, end, aligned);
     } else {
-      adamw_tensor_chunk<float>(a, s, t, begin, end);
+      adamw_tensor_chunk<float>(a, s, t, begin, end, aligned);
     }
   }
 }
