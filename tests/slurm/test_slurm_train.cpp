@@ -2,10 +2,11 @@
 // nodes on this machine, label slurm): a 2-node job of 2 tasks per node trains the sandbox
 // model at dp 4 and equals the same layout under plain mpirun; a job preempted by SIGTERM
 // saves, requeues itself and resumes to the same losses as an uninterrupted run, and so does
-// one requeued by `scontrol requeue`. Each test
+// one requeued by `scontrol requeue`; after a node failure the next submission resumes. Each test
 // process starts a cluster and stops it after its tests, also when one fails.
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,9 +14,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/train/train_sandbox.h"
 
@@ -116,32 +119,67 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
 
   static size_t rows_of(const std::string& name) { return sandbox()->metrics_rows(name).size(); }
 
-  // The interrupted-run tests' common body: the uninterrupted reference (mpirun, dp 2, 120
-  // steps), the same run as a 2-node job `name`, at its 20th step `command` JOBID (how it is
-  // interrupted), then: the job completed, resumed from a checkpoint, and every step's loss and
-  // gradient norm equal the reference's. Its id, last scontrol line and log into `job`, `end`, `log`.
+  // The uninterrupted reference of the interrupted-run tests: mpirun, dp 2, kLongSteps steps.
+  static constexpr const char* kLongSteps = "train.steps=120";
+  static void ensure_long_reference() {
+    if (!sandbox()->metrics_rows("mpirun_dp2_long").empty()) return;
+    const auto ref = sandbox()->train("mpirun_dp2_long", 2, {"parallel.dp=2", kLongSteps});
+    ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  }
+
+  // Every step's loss and gradient norm of run `name` equal the reference's.
+  static void expect_reference_metrics(const std::string& name, const std::string& log) {
+    const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows(name);
+    ASSERT_EQ(got.size(), want.size()) << log;
+    for (const auto& [step, row] : want) {
+      EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
+    }
+  }
+
+  // Waits (at most 60 s) until run `name` has written `rows` metrics rows.
+  static void wait_for_rows(const std::string& name, size_t rows) {
+    for (int i = 0; i < 1200 && rows_of(name) < rows; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_GE(rows_of(name), rows) << read(root() / name / "slurm.out");
+  }
+
+  // The interrupted-run tests' common body: the same run as the reference as a 2-node job
+  // `name`, at its 20th step `command` JOBID (how it is interrupted), then: the job completed,
+  // resumed from a checkpoint, and matches the reference. Its id, last scontrol line and log
+  // into `job`, `end`, `log`.
   static void interrupt_and_finish(const std::string& name, const std::string& command, int& job, std::string& end,
                                    std::string& log) {
-    const std::string steps = "train.steps=120";
-    if (sandbox()->metrics_rows("mpirun_dp2_long").empty()) {
-      const auto ref = sandbox()->train("mpirun_dp2_long", 2, {"parallel.dp=2", steps});
-      ASSERT_EQ(ref.exit_code, 0) << ref.output;
-    }
-    job = submit(name, 2, 1, "--set parallel.dp=2 --set " + steps, /*wait=*/false);
+    ASSERT_NO_FATAL_FAILURE(ensure_long_reference());
+    job = submit(name, 2, 1, std::string("--set parallel.dp=2 --set ") + kLongSteps, /*wait=*/false);
     ASSERT_GT(job, 0) << read(root() / name / "sbatch.log");
-    for (int i = 0; i < 1200 && rows_of(name) < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ASSERT_GE(rows_of(name), 20u) << read(root() / name / "slurm.out");
+    ASSERT_NO_FATAL_FAILURE(wait_for_rows(name, 20));
     const std::string interrupt = slurm_env() + command + " " + std::to_string(job);
     ASSERT_EQ(std::system(interrupt.c_str()), 0) << interrupt;
     end = wait_for_end(job, 240);
     log = read(root() / name / "slurm.out");
     ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
     EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
-    const auto want = sandbox()->metrics_rows("mpirun_dp2_long"), got = sandbox()->metrics_rows(name);
-    ASSERT_EQ(got.size(), want.size()) << log;
-    for (const auto& [step, row] : want) {
-      EXPECT_EQ(TrainSandbox::training_fields(got.at(step)), TrainSandbox::training_fields(row)) << "step " << step;
+    expect_reference_metrics(name, log);
+  }
+
+  // The pids of job `job`'s hydra ranks on node `node`: processes named hydra whose
+  // environment carries the job id and the node name (slurmstepd sets both; a rank inherits
+  // them from the Open MPI daemon srun started there).
+  static std::vector<int> rank_pids(int job, const std::string& node) {
+    std::vector<int> pids;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      const std::string pid = entry.path().filename().string();
+      if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream comm(entry.path() / "comm"), environ(entry.path() / "environ");
+      std::string name, env((std::istreambuf_iterator<char>(environ)), std::istreambuf_iterator<char>());
+      std::getline(comm, name);
+      env.insert(env.begin(), '\0');
+      if (name == "hydra" && env.find(std::string(1, '\0') + "SLURM_JOB_ID=" + std::to_string(job) + '\0') !=
+                                 std::string::npos &&
+          env.find(std::string(1, '\0') + "SLURMD_NODENAME=" + node + '\0') != std::string::npos) {
+        pids.push_back(std::stoi(pid));
+      }
     }
+    return pids;
   }
 
   // The daemons' logs, for a failure's message (gtest streams it only when an assertion fails).
@@ -189,6 +227,32 @@ TEST_F(SlurmTrain, AdministratorRequeueResumesExactly) {
   std::string end, log;
   ASSERT_NO_FATAL_FAILURE(interrupt_and_finish("slurm_requeued", "scontrol requeue", job, end, log));
   EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
+}
+
+// A node failure mid-run: the rank on node n2 is killed (SIGKILL, as when the node dies under
+// its job step) -> the job ends without completing and is not requeued (the script requeues
+// on exit 75 only); submitting it again resumes from the newest periodic checkpoint, and
+// every step's loss and gradient norm equal those of an uninterrupted run.
+TEST_F(SlurmTrain, NodeFailureEndsTheJobAndTheNextSubmissionResumes) {
+  const std::string name = "slurm_node_failure";
+  const std::string sets = std::string("--set parallel.dp=2 --set checkpoint.every=10 --set ") + kLongSteps;
+  ASSERT_NO_FATAL_FAILURE(ensure_long_reference());
+  const int job = submit(name, 2, 1, sets, /*wait=*/false);
+  ASSERT_GT(job, 0) << read(root() / name / "sbatch.log");
+  ASSERT_NO_FATAL_FAILURE(wait_for_rows(name, 25));
+  const std::vector<int> victims = rank_pids(job, "n2");
+  ASSERT_EQ(victims.size(), 1u) << "hydra ranks of job " << job << " on n2";
+  ASSERT_EQ(::kill(victims[0], SIGKILL), 0);
+  const std::string end = wait_for_end(job, 120);
+  const std::string state = field(end, "JobState");
+  EXPECT_TRUE(state == "FAILED" || state == "NODE_FAIL") << end << read(root() / name / "slurm.out");
+  EXPECT_EQ(field(end, "Restarts"), "0") << end;
+  ASSERT_LT(rows_of(name), 120u);
+  // The user's next submission: the same command.
+  ASSERT_EQ(submit(name, 2, 1, sets), 0) << read(root() / name / "slurm.out") << daemon_logs();
+  const std::string log = read(root() / name / "slurm.out");
+  EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
+  expect_reference_metrics(name, log);
 }
 
 }  // namespace
