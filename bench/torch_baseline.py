@@ -51,7 +51,7 @@ def model_config(path, overrides=()):
             node = node[part]
         node[leaf] = yaml.safe_load(value)
     ccqa = {"compression": 4, "conv_kernel": 3, "use_convs": True, "qk_mean": True, "qk_mean_gain": 0.25,
-            "value_shift": True, "residual_scale": 0.5, **m.get("ccqa", {})}
+            "value_shift": True, "post_mix_norm": True, "residual_scale": 0.5, **m.get("ccqa", {})}
     mla = {"latent_ratio": 0.5, "residual_scale": 0.5, **m.get("mla", {})}
     mqa = {"residual_scale": 1.0, **m.get("mqa", {})}
     if m.get("mod", {}).get("enabled", False) or m.get("mor", {}).get("recursions", 1) != 1:
@@ -187,7 +187,8 @@ class Ccqa(nn.Module):
         if cc["use_convs"]:
             self.conv1_q, self.conv1_k = CausalConv(Lq, 1, K), CausalConv(Lk, 1, K)
             self.conv2_q, self.conv2_k = CausalConv(Lq, self.dh, K), CausalConv(Lk, self.dh, K)
-        self.q_norm, self.k_norm = RMSNorm(self.dh, self.eps), RMSNorm(self.dh, self.eps)
+        if cc["post_mix_norm"]:
+            self.q_norm, self.k_norm = RMSNorm(self.dh, self.eps), RMSNorm(self.dh, self.eps)
         self.tau = nn.Parameter(torch.zeros(Hkv))
         self.out_norm = RMSNorm(Lq, self.eps)
 
@@ -209,8 +210,10 @@ class Ccqa(nn.Module):
             m = 0.5 * (q0.view(B, S, -1, dh) + k0.view(B, S, -1, dh).repeat_interleave(group, dim=2))
             q = q + cc["qk_mean_gain"] * m
             k = k + cc["qk_mean_gain"] * m.view(B, S, -1, group, dh).mean(3)
-        q = rope(self.q_norm(q), self.theta)
-        k = rope(self.k_norm(k) * self.tau.exp().to(k.dtype).view(1, 1, -1, 1), self.theta)
+        if cc["post_mix_norm"]:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = rope(q, self.theta)
+        k = rope(k * self.tau.exp().to(k.dtype).view(1, 1, -1, 1), self.theta)
         o = causal_attention(q, k, v, 1.0 / math.sqrt(dh)).reshape(B, S, -1)
         return self.wo(head_rms_norm(o, self.out_norm.weight, dh, self.eps))
 

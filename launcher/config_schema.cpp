@@ -43,6 +43,7 @@ std::vector<KeySpec> build_schema() {
       {"model.ccqa.qk_mean", HYDRA_FIELD(model.ccqa.qk_mean)},
       {"model.ccqa.qk_mean_gain", HYDRA_FIELD(model.ccqa.qk_mean_gain), 0, 16},
       {"model.ccqa.value_shift", HYDRA_FIELD(model.ccqa.value_shift)},
+      {"model.ccqa.post_mix_norm", HYDRA_FIELD(model.ccqa.post_mix_norm)},
       {"model.ccqa.kernel", HYDRA_FIELD(model.ccqa.kernel), -kInf, kInf, {"fused", "reference"}},
       {"model.mla.latent_ratio", HYDRA_FIELD(model.mla.latent_ratio), 0.0625, 1},
       {"model.mod.enabled", HYDRA_FIELD(model.mod.enabled)},

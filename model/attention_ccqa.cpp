@@ -8,7 +8,7 @@
 
 #include "model/attention.h"
 #include "model/attention_core.h"
-#include "model/head_norm_node.h"  // kernel: fused, step 8's norm as one autograd node
+#include "model/fused_ops.h"
 #include "model/same_input_projections.h"
 #ifdef HYDRA_CUDA
 #include "model/attention_fused.h"  // kernel: fused (CUDA build only)
@@ -86,8 +86,10 @@ CcqaAttention::CcqaAttention(const ModelConfig& c, const ProjectionFactory& fact
     conv2_q = register_module("conv2_q", std::make_shared<CausalConvImpl>(lq, dims.dh, dims.K));
     conv2_k = register_module("conv2_k", std::make_shared<CausalConvImpl>(lk, dims.dh, dims.K));
   }
-  q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
-  k_norm = register_module("k_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
+  if (cfg.post_mix_norm) {
+    q_norm = register_module("q_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
+    k_norm = register_module("k_norm", std::make_shared<RMSNormImpl>(dims.dh, eps));
+  }
   tau = register_parameter("tau", torch::zeros({dims.Hkv / kv_parts}));
   out_norm = register_module("out_norm", std::make_shared<RMSNormImpl>(lq, eps));
   mark_region_replicated(*this, shard, tp);
@@ -112,9 +114,11 @@ constexpr bool kFusedKernels = true;
 
 // Steps 2-7 through the fused prologue. Every combination of use_convs, qk_mean and
 // value_shift is fused; q, k, v stay undefined (the caller runs the reference path) when the
-// kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3, float16/float64, CPU).
+// kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3, float16/float64, CPU) or
+// the post-mix norm is off (an ablation: the kernels always normalise).
 void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
                     const torch::Tensor& positions, torch::Tensor& q, torch::Tensor& k, torch::Tensor& v) {
+  if (!a.cfg.post_mix_norm) return;
   CcqaPrologueOptions o;
   o.head_dim = a.dims.dh;
   o.conv_kernel = a.dims.K;
@@ -196,9 +200,12 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
     q = q + cfg.qk_mean_gain * m;
     k = k + cfg.qk_mean_gain * m.view({B, S, kv_heads, group, dh}).mean(3);
   }
-  // 5. Post-mix RMSNorm over d_h. 6. Key temperature per KV head.
-  q = q_norm->forward(q);
-  k = k_norm->forward(k) * torch::exp(tau).view({1, 1, -1, 1});
+  // 5. Post-mix RMSNorm over d_h (unless switched off). 6. Key temperature per KV head.
+  if (cfg.post_mix_norm) {
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  k = k * torch::exp(tau).view({1, 1, -1, 1});
   // 7. RoPE over d_h.
   return {apply_rope(q, positions, theta), apply_rope(k, positions, theta), v};
 }
@@ -237,9 +244,9 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
                               ? attend(q, k.index_select(2, kv_of_head), v.index_select(2, kv_of_head))
                               : attend(q, k, v);
   // 8. Per-head norm over d_h, then the one up-projection W_o. On the fused path the norm is
-  // one autograd node: the host-side cost of its eleven is comparable to the kernels themselves.
+  // one node with its own kernels (fused_ops.h), as in the other attention layers.
   const torch::Tensor flat = o.reshape({B, S, -1});
-  if (fused && impl != CcqaImpl::kFusedBaseline) return wo->forward(head_rms_norm_node(flat, out_norm->weight, dh, eps));
+  if (fused && impl != CcqaImpl::kFusedBaseline) return wo->forward(fused_head_rms_norm(flat, out_norm->weight, dh, eps));
   return wo->forward(head_rms_norm(flat, out_norm->weight, dh, eps));
 }
 

@@ -21,6 +21,7 @@ struct CcqaConfig {
   bool qk_mean = true;
   double qk_mean_gain = 0.25;     // gamma
   bool value_shift = true;
+  bool post_mix_norm = true;      // step 5; off (an ablation) keeps CCQA on the reference ops
   // fused|reference. fused: CUDA build only; the launcher makes it the default there when
   // train.device is cuda (launcher/config_load.cpp), so this struct's default stays the same in
   // every translation unit of both builds.

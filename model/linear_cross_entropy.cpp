@@ -92,7 +92,8 @@ ChunkedResult run_chunks(const at::Tensor& h, const at::Tensor& w, const at::Ten
   // grad_W is a sum over every row of the batch: accumulated in float32 across chunks (one
   // rounding to bf16 at the end, as the single GEMM of the unchunked head), not in bf16,
   // where each chunk's addition would round the running sum again. It costs V x E float32
-  // while the forward runs (154 MB for the small model's 50304 x 768), freed at its end.
+  // (154 MB for the small model's 50304 x 768) and is kept so until the backward, which
+  // multiplies it by the incoming gradient and rounds once (one pass instead of four).
   at::Tensor grad_w_acc;
   if (plan.grad_w) grad_w_acc = at::zeros({vocab, w.size(1)}, w.options().dtype(acc));
   // One chunk buffer for every chunk (the last one uses its leading rows).
@@ -121,16 +122,18 @@ ChunkedResult run_chunks(const at::Tensor& h, const at::Tensor& w, const at::Ten
     if (plan.grad_w) accumulate_weight_grad(grad_w_acc, logits, h_c);
   }
   out.loss = loss_rows.sum() / count;
-  if (plan.grad_w) out.grad_w = grad_w_acc.to(w.scalar_type());
+  if (plan.grad_w) out.grad_w = grad_w_acc;
   return out;
 }
 
-// grad * t, with the product taken in the accumulation type and rounded once to t's dtype.
-at::Tensor scaled(const at::Tensor& t, const at::Tensor& grad) {
+// grad * t, with the product taken in the accumulation type and rounded once to `dtype` (t
+// itself may be in the accumulation type already: one kernel then).
+at::Tensor scaled(const at::Tensor& t, const at::Tensor& grad, at::ScalarType dtype) {
   if (!t.defined()) return {};
   const at::ScalarType acc = accumulation_type(t);
-  if (t.scalar_type() == acc) return t * grad.to(acc);
-  return (t.to(acc) * grad.to(acc)).to(t.scalar_type());
+  if (t.scalar_type() != acc) return (t.to(acc) * grad.to(acc)).to(dtype);
+  at::Tensor out = at::empty(t.sizes(), t.options().dtype(dtype));
+  return at::mul_out(out, t, grad.to(acc));
 }
 
 class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
@@ -141,22 +144,28 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     ChunkPlan plan{vocab_valid, chunk_rows, grad_h, grad_w};
     ChunkedResult r = run_chunks(h.contiguous(), weight.contiguous(), targets.contiguous(), plan);
     ctx->save_for_backward({r.grad_h, r.grad_w});
+    ctx->saved_data["h_dtype"] = static_cast<int64_t>(h.scalar_type());
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(weight.scalar_type());
     return r.loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     // The incoming gradient is a 0-dim tensor on the device: a tensor product, no .item().
-    return {scaled(saved[0], grads[0]), scaled(saved[1], grads[0]), at::Tensor(), at::Tensor(),
+    const auto h_dtype = static_cast<at::ScalarType>(ctx->saved_data["h_dtype"].toInt());
+    const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+    return {scaled(saved[0], grads[0], h_dtype), scaled(saved[1], grads[0], w_dtype), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool cuda) {
-  const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{16} << 20);  // bytes of float32 logits
-  return std::max<int64_t>(1, budget / (4 * std::max<int64_t>(1, vocab)));
+int64_t linear_cross_entropy_chunk_rows(int64_t rows, int64_t vocab, bool cuda) {
+  const int64_t budget = cuda ? (int64_t{1} << 30) : (int64_t{16} << 20);  // bytes of float32 logits
+  const int64_t most = std::max<int64_t>(1, budget / (4 * std::max<int64_t>(1, vocab)));
+  const int64_t chunks = std::max<int64_t>(1, (rows + most - 1) / most);
+  return std::max<int64_t>(1, (rows + chunks - 1) / chunks);
 }
 
 at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& targets,
@@ -170,7 +179,7 @@ at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, c
                                                << h.sizes());
   HYDRA_CHECK(0 < vocab_valid && vocab_valid <= weight.size(0),
               "linear_cross_entropy: vocab_valid " << vocab_valid << " of " << weight.size(0));
-  if (chunk_rows <= 0) chunk_rows = linear_cross_entropy_chunk_rows(weight.size(0), h.is_cuda());
+  if (chunk_rows <= 0) chunk_rows = linear_cross_entropy_chunk_rows(h.size(0), weight.size(0), h.is_cuda());
   if (h.size(0) == 0) {  // nothing to average: NaN, as nll_loss; still a node of the graph
     return (h.sum() * 0 + weight.sum() * 0).to(accumulation_type(h)) / 0.0;
   }

@@ -5,8 +5,9 @@
 // For each chunk of rows the forward computes the chunk's logits h_c W^T (in the inputs'
 // dtype), its per-row loss (log-sum-exp in float32, float64 for float64 inputs) and, at once,
 // the gradient of the mean loss with respect to those logits, (softmax - onehot) / count, from
-// which it takes grad_h_c = g_c W and adds g_c^T h_c to grad_W. It saves grad_h and grad_W,
-// not the logits; the backward only scales them by the incoming gradient. Without grad mode,
+// which it takes grad_h_c = g_c W and adds g_c^T h_c to grad_W. It saves grad_h and grad_W
+// (grad_W as its float32 accumulator), not the logits; the backward only scales them by the
+// incoming gradient, rounding grad_W to the weight's dtype once. Without grad mode,
 // or when neither h nor W requires a gradient, only the loss is computed.
 //
 // On CUDA (bf16 or float32) a fused kernel (kernels/cross_entropy.h) turns each chunk's logits
@@ -22,11 +23,15 @@ namespace hydra::model {
 // Targets equal to this are ignored (no loss, no gradient; the mean is over the others).
 constexpr int64_t kIgnoreTarget = -100;
 
-// Rows per chunk for a vocabulary of `vocab` columns, so that one chunk's logits take at most
-// 256 MiB in float32 on CUDA (big enough GEMMs for the tensor cores, 2% of an H200's memory),
-// and at most 16 MiB on the CPU: under glibc's 32 MiB ceiling for reusing freed blocks instead
-// of mapping fresh pages, whose first-touch faults cost more than the arithmetic here.
-int64_t linear_cross_entropy_chunk_rows(int64_t vocab, bool cuda);
+// Rows per chunk for `rows` rows and a vocabulary of `vocab` columns: the rows in equal chunks
+// (the last one at most as long as the others), as few as keep one chunk's logits at most 1 GiB
+// in float32 on CUDA and at most 16 MiB on the CPU. On CUDA every chunk adds its product into
+// the float32 weight gradient (V x E, read and written once a chunk: 0.3 GB on the small model),
+// so fewer chunks move fewer bytes (small's batch of 16 x 1024 tokens: 4 chunks of 4096 rows
+// instead of 13 of up to 1334; docs/PERF.md, 2026-12-03). On the CPU 16 MiB stays under
+// glibc's 32 MiB ceiling for reusing freed blocks instead of mapping fresh pages, whose
+// first-touch faults cost more than the arithmetic here.
+int64_t linear_cross_entropy_chunk_rows(int64_t rows, int64_t vocab, bool cuda);
 
 // Mean over the rows whose target is not kIgnoreTarget of -log softmax(h W^T)[row, target]:
 // h [N, E], weight [V, E] (same dtype), targets [N] int64. Columns >= vocab_valid are padding

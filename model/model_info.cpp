@@ -31,9 +31,9 @@ int64_t attention_params(const std::string& type, const ModelConfig& c, const Di
 }
 
 // Norm weights inside an attention: QK/post-mix/latent norms and the per-head output norm.
-int64_t attention_norm_params(const std::string& type, const Dims& m) {
+int64_t attention_norm_params(const std::string& type, const ModelConfig& c, const Dims& m) {
   if (type == "mqa") return 2 * m.d + m.H * m.d;
-  if (type == "ccqa") return 2 * m.dh + m.Lq;
+  if (type == "ccqa") return (c.ccqa.post_mix_norm ? 2 * m.dh : 0) + m.Lq;
   return 2 * m.dc + m.H * m.d;
 }
 
@@ -76,7 +76,7 @@ double block_pass_flops(const ModelConfig& c, const Dims& m, int64_t n) {
 int64_t layer_params(const ModelConfig& c, int position) {
   const Dims m = model_dims(c);
   const std::string& type = c.pattern.at(position);
-  return attention_params(type, c, m) + attention_norm_params(type, m) + 2 * m.E + 3 * m.E * m.F +
+  return attention_params(type, c, m) + attention_norm_params(type, c, m) + 2 * m.E + 3 * m.E * m.F +
          (is_mod_layer(c, position) ? m.E + 1 : 0);
 }
 
@@ -93,7 +93,7 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   for (int l = 0; l < static_cast<int>(c.pattern.size()); ++l) {
     const std::string& type = c.pattern[l];
     by[type] += c.macro_blocks * attention_params(type, c, m);
-    by["norms"] += c.macro_blocks * (attention_norm_params(type, m) + 2 * m.E);  // + attn_norm, mlp_norm
+    by["norms"] += c.macro_blocks * (attention_norm_params(type, c, m) + 2 * m.E);  // + attn_norm, mlp_norm
     by["mlp"] += c.macro_blocks * 3 * m.E * m.F;
     if (is_mod_layer(c, l)) by["routers"] += c.macro_blocks * (m.E + 1);
     s.kv_cache_bytes_per_token += kv_bytes(type, m) * c.macro_blocks * c.mor.recursions;

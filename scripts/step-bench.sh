@@ -76,9 +76,10 @@ done
   fi
 done
 
-python3 - "$runs" "$CONFIG" "$SEQ" > "$OUT/step-bench.json" <<'PY'
+device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+python3 - "$runs" "$CONFIG" "$SEQ" "${device:-unknown}" "$(date -u +%Y-%m-%d)" > "$OUT/step-bench.json" <<'PY'
 import glob, json, os, sys
-runs, config, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs, config, seq, device, date = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 hydra = []
 for f in sorted(glob.glob(os.path.join(runs, "hydra-b*.json"))):
     r = json.load(open(f))
@@ -92,7 +93,8 @@ for f in sorted(glob.glob(os.path.join(runs, "hydra-b*.json"))):
                   "steps": r["steps"], "version": r["version"]})
 torch_rows = [row for f in sorted(glob.glob(os.path.join(runs, "torch-b*.json"))) for row in json.load(open(f))]
 summaries = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(runs, "summary-*.json")))]
-print(json.dumps({"config": config, "hydra": hydra, "torch": torch_rows, "gpu_time": summaries}, indent=1))
+print(json.dumps({"config": config, "device": device, "date": date, "hydra": hydra, "torch": torch_rows,
+                  "gpu_time": summaries}, indent=1))
 PY
 python3 - "$OUT/step-bench.json" <<'PY' | tee -a "$log"
 import json, sys

@@ -151,6 +151,9 @@ void run_components(const RunConfig& rc, const DiagnoseOptions& o, const Diagnos
     });
   }
   if (c.ccqa.value_shift) add("value shift off", "model.ccqa.value_shift=false", [](auto& a) { a.value_shift = false; });
+  if (c.ccqa.post_mix_norm) {
+    add("post-mix norm off", "model.ccqa.post_mix_norm=false", [](auto& a) { a.post_mix_norm = false; });
+  }
   for (size_t i = 0; i < variants.size(); ++i) {
     set.runs.push_back(run_variant(rc, o, data, variants[i].name, variants[i].change, variants[i].config));
     say(o, "components", i + 1, variants.size(), set.runs.back());

@@ -360,8 +360,8 @@ std::string diagnose_markdown(const DiagnoseReport& r, const std::vector<std::st
   }
   if (has(r, "components") && !r.components.runs.empty()) {
     md << "\n## Components\n\n";
-    md << "CCQA's parts switched off or changed one at a time (the post-mix norm has no switch: it is part of "
-          "docs/MODEL.md's layer). ";
+    md << "CCQA's parts switched off or changed one at a time (with the post-mix norm off CCQA runs on the "
+          "reference ops, so that run's speed is not the fused kernels'). ";
     short_runs(r.components);
     curves_markdown(md, r.components, false);
     figures_markdown(md, figures, "components");

@@ -126,11 +126,12 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
     m.activations = m.micro_batches_in_flight * a.saved;
     int64_t forward_end = 0;
     if (s == pp - 1) {
-      // The final norm's input, the head's saved gradients of h (per token) and of W (bf16).
-      m.activations += tokens * model::head_activation_bytes(c, dtype) + vocab_local * c.dim * dtype;
-      // During the head's forward: W's float32 gradient accumulator and one chunk of logits.
-      const int64_t chunk = std::min(tokens, model::linear_cross_entropy_chunk_rows(vocab_local, true));
-      forward_end = vocab_local * c.dim * 4 + chunk * vocab_local * dtype;
+      // The final norm's input, the head's saved gradients of h (per token) and of W (its
+      // float32 accumulator, kept until the backward).
+      m.activations += tokens * model::head_activation_bytes(c, dtype) + vocab_local * c.dim * 4;
+      // During the head's forward: one chunk of logits.
+      const int64_t chunk = model::linear_cross_entropy_chunk_rows(tokens, vocab_local, true);
+      forward_end = chunk * vocab_local * dtype;
     }
     m.buffers = std::max(forward_end, a.transient);
     estimate.stages.push_back(m);

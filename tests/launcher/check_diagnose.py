@@ -128,7 +128,7 @@ def main():
     try:
         out = os.path.join(root, "report")
         # data.path empty: the gradients section trains on its built-in sample (no corpus needed).
-        # Short runs of 2 sequences of 32 tokens: 14 of them (gradients, learning, components, compression).
+        # Short runs of 2 sequences of 32 tokens: 15 of them (gradients, learning, components, compression).
         grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1", "--steps", "2", "--set", "data.path=",
                 "--set", "train.global_batch=2", "--set", "train.seq_len=32"]
         run = hydra("diagnose", "--config", CONFIG, "--out", out, *grid)

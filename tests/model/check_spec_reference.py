@@ -6,7 +6,8 @@
 spec:  tests/model/spec_reference.py (NumPy, float64, written from docs/MODEL.md alone) on a
        model with all three attention types, MoD and MoR (3 recursions), untied embeddings.
 spec-heads: the same with 8 heads and CCQA's `compress: heads` layout (2 query heads and
-       ceil(2 / 4) = 1 key/value head of the full head size 8).
+       ceil(2 / 4) = 1 key/value head of the full head size 8), and the post-mix norm off
+       (the norm itself is the same code in both layouts; `spec` keeps it on).
 torch: bench/torch_baseline.py (the PyTorch baseline of the speed benchmarks, float64) on the
        dense model it times (MoD off, one recursion), read from `hydra ckpt consolidate`.
 
@@ -41,7 +42,7 @@ COMMON = """  dim: 64
   vocab_size: 256
   tie_embeddings: false
   ccqa: {{compression: 4, compress: {compress}, conv_kernel: 3, use_convs: true, qk_mean: true, qk_mean_gain: 0.25,
-         value_shift: true}}
+         value_shift: true, post_mix_norm: {post_mix_norm}}}
   mla: {{latent_ratio: 0.5}}
 """
 ROUTED = """  mlp_ratio: 2.7
@@ -51,7 +52,8 @@ ROUTED = """  mlp_ratio: 2.7
 """
 SPEC = WHICH.startswith("spec")
 MODEL = "model:\n" + COMMON.format(heads=8 if WHICH == "spec-heads" else 4,
-                                   compress="heads" if WHICH == "spec-heads" else "head_dim") + {
+                                   compress="heads" if WHICH == "spec-heads" else "head_dim",
+                                   post_mix_norm="false" if WHICH == "spec-heads" else "true") + {
     "spec": ROUTED,
     "spec-heads": ROUTED,
     "torch": """  mlp_ratio: 2.0

@@ -22,6 +22,7 @@ class Model:
             self.Hc = self.H; self.Hkc = self.Hkv; self.dh = self.d // self.C
         self.gamma = cc['qk_mean_gain'] if cc['qk_mean'] else 0.0
         self.use_convs = cc['use_convs']; self.value_shift = cc['value_shift']
+        self.post_mix_norm = cc.get('post_mix_norm', True)
         self.eps = m.get('norm_eps', 1e-6); self.theta = m.get('rope_theta', 10000.0)
         self.alpha = {'mqa': m.get('mqa', {}).get('residual_scale', 1.0),
                       'ccqa': cc.get('residual_scale', 0.5), 'mla': m['mla'].get('residual_scale', 0.5)}
@@ -104,8 +105,10 @@ class Model:
         mh = 0.5 * (q0h + k0h[:, :, np.arange(H) // G])
         q = qc + self.gamma * mh
         k = kc + self.gamma * mh.reshape(B, n, Hkv, G, dh).mean(3)
-        q = self.rms(q, self.p(pre + 'q_norm.weight'))
-        k = self.rms(k, self.p(pre + 'k_norm.weight')) * np.exp(self.p(pre + 'tau'))[:, None]
+        if self.post_mix_norm:
+            q = self.rms(q, self.p(pre + 'q_norm.weight'))
+            k = self.rms(k, self.p(pre + 'k_norm.weight'))
+        k = k * np.exp(self.p(pre + 'tau'))[:, None]
         q = self.rope(q, pos); k = self.rope(k, pos)
         o = self.attend(q, k, v, 1 / math.sqrt(dh)).reshape(B, n, -1)
         return self.head_norm(o, self.p(pre + 'out_norm.weight'), dh) @ self.p(pre + 'wo.weight').T

@@ -133,14 +133,23 @@ TEST(LinearCrossEntropy, EveryTargetIgnoredGivesNaNLossAndZeroGradient) {
   EXPECT_EQ(w.grad().abs().max().item<double>(), 0.0);
 }
 
-TEST(LinearCrossEntropy, ChunkRowsKeepOneChunkUnderItsBudget) {
+TEST(LinearCrossEntropy, ChunkRowsSplitTheRowsEquallyUnderTheBudget) {
   for (const bool cuda : {false, true}) {
-    const int64_t budget = cuda ? (int64_t{256} << 20) : (int64_t{16} << 20);
+    const int64_t budget = cuda ? (int64_t{1} << 30) : (int64_t{16} << 20);
     for (const int64_t vocab : {17, 1000, 50304, 50257}) {
-      const int64_t rows = linear_cross_entropy_chunk_rows(vocab, cuda);
-      EXPECT_GE(rows, 1);
-      EXPECT_LE(rows * vocab * 4, budget) << vocab;
-      EXPECT_GT((rows + 1) * vocab * 4, budget) << vocab;  // and uses it
+      for (const int64_t rows : {1, 7, 4096, 16384, 100003}) {
+        const int64_t chunk = linear_cross_entropy_chunk_rows(rows, vocab, cuda);
+        const int64_t chunks = (rows + chunk - 1) / chunk;
+        const std::string where = std::to_string(rows) + " rows, vocab " + std::to_string(vocab);
+        EXPECT_GE(chunk, 1) << where;
+        EXPECT_LE(chunk, rows) << where;
+        EXPECT_LE(chunk * vocab * 4, budget) << where;
+        const int64_t last = rows - (chunks - 1) * chunk;  // equal chunks: the last short by less than their count
+        EXPECT_GE(last, 1) << where;
+        EXPECT_GT(last + chunks, chunk) << where;
+        // As few chunks as the budget allows: one chunk fewer would not fit.
+        if (chunks > 1) EXPECT_GT((rows + chunks - 2) / (chunks - 1) * vocab * 4, budget) << where;
+      }
     }
   }
 }

@@ -141,6 +141,14 @@ TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithOneBlock) {
   expect_exact_count(c);
 }
 
+TEST(ModelStats, AnalyticCountEqualsTheBuiltWithoutThePostMixNorm) {
+  ModelConfig c = load_variant("tiny");
+  c.ccqa.post_mix_norm = false;  // q_norm and k_norm are not built
+  expect_exact_count(c);
+  EXPECT_EQ(compute_model_stats(load_variant("tiny"), 256).params_total - compute_model_stats(c, 256).params_total,
+            c.macro_blocks * 3 * 2 * model_dims(c).dh);  // tiny: three CCQA layers a block
+}
+
 TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithCompressedHeads) {
   ModelConfig c = load_variant("small");  // H 12, H_kv 3, C 4: 3 query heads, 1 KV head of 64
   c.macro_blocks = 1;
