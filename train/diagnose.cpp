@@ -155,6 +155,23 @@ void measure(SpeedPoint& p, const std::function<void()>& body) {
   }
 }
 
+parallel::GridShape one_rank() {
+  parallel::GridShape one;
+  one.dp = one.tp = one.pp = 1;
+  return one;
+}
+
+// hydra info's estimate for one rank at micro-batch B x S, less the optimizer state: what the
+// speed grid's model pass (forward and backward, no optimizer step) holds at its peak.
+double predicted_pass_gb(const RunConfig& config, int64_t B, int64_t S) {
+  RunConfig at = config;
+  at.train.global_batch = at.train.micro_batch = static_cast<int>(B);
+  at.train.seq_len = static_cast<int>(S);
+  const MemoryEstimate e = estimate_memory(at, one_rank());
+  const StageMemory& m = e.stages.at(0);
+  return static_cast<double>(m.weights + m.activations + m.buffers) / 1e9;
+}
+
 void run_speed(const RunConfig& config, const DiagnoseOptions& o, const Target& t, Progress& progress,
                DiagnoseReport& report) {
   const model::ModelConfig& c = config.model;
@@ -178,6 +195,7 @@ void run_speed(const RunConfig& config, const DiagnoseOptions& o, const Target& 
       SpeedPoint p{"model", B, S};
       // flops_per_token counts forward + backward (3x the forward).
       p.forward_flops = model::compute_model_stats(c, static_cast<int>(S)).flops_per_token * B * S / 3.0;
+      p.predicted_gb = predicted_pass_gb(config, B, S);
       measure(p, [&] {
         const torch::Tensor tokens =
             torch::randint(c.vocab_size, {B, S + 1}, torch::TensorOptions().device(t.device).dtype(torch::kLong));
@@ -207,9 +225,7 @@ void run_memory(const RunConfig& config, const Target& t, DiagnoseReport& report
     m.kv_bytes_per_token = model::layer_kv_bytes_per_token(c, type);
     report.layers.push_back(m);
   }
-  parallel::GridShape one;
-  one.dp = one.tp = one.pp = 1;
-  report.estimate = estimate_memory(config, one);
+  report.estimate = estimate_memory(config, one_rank());
 }
 
 // CCQA's C in {2, 4, 8}: a short run each, and one CCQA layer's forward+backward at the grid's

@@ -4,7 +4,7 @@
 //   speed   each attention type's layer (attention + MLP, as the model runs it) and the whole
 //           model, forward and forward+backward, over a grid of batch and sequence lengths:
 //           median ms and achieved TFLOP/s (FLOPs as docs/MODEL.md counts them); on CUDA the
-//           peak memory of each point.
+//           peak memory of each point; for the model, hydra info's estimate of that peak.
 //   memory  per attention type: parameters (counted on the built layer), bytes of weights,
 //           gradients and optimizer state, activation bytes a token leaves for the backward,
 //           KV-cache bytes a token; and hydra info's peak estimate for the configured run.
@@ -55,6 +55,9 @@ struct SpeedPoint {
   double forward_ms = 0, fwdbwd_ms = 0;  // medians
   double forward_flops = 0;              // of one forward pass; forward+backward counts 3x
   double peak_gb = 0;                    // CUDA: the allocator's peak during the point; 0 elsewhere
+  // "model" points: what hydra info's estimate says this pass holds at its peak (weights,
+  // activations and buffers at this batch and sequence; the pass has no optimizer state).
+  double predicted_gb = 0;
   std::string error;                     // the point could not run (e.g. out of memory): why
 };
 

@@ -141,6 +141,7 @@ common::Json diagnose_json(const DiagnoseReport& r) {
         row["forward_tflops"] = tflops(p.forward_flops, p.forward_ms);
         row["forward_backward_tflops"] = tflops(3 * p.forward_flops, p.fwdbwd_ms);
         if (r.device == "cuda") row["peak_gb"] = p.peak_gb;
+        if (p.what == "model") row["predicted_gb"] = p.predicted_gb;
       }
       rows.push(row);
     }
@@ -250,19 +251,23 @@ std::string diagnose_markdown(const DiagnoseReport& r, const std::vector<std::st
     md << "\n## Speed\n\n";
     md << "One layer of each attention type (attention and MLP, as the model runs it) and the whole "
           "model (with the LM head and loss), median of the timed passes. TFLOP/s counts the FLOPs of "
-          "docs/MODEL.md (\"Counting\"); forward+backward counts three forwards.\n\n";
+          "docs/MODEL.md (\"Counting\"); forward+backward counts three forwards. For the model, hydra "
+          "info's estimate of the pass's peak memory (weights, activations and buffers at that batch and "
+          "sequence: the pass has no optimizer state)"
+       << (r.device == "cuda" ? " beside the allocator's measured peak" : "") << ".\n\n";
     md << "| what | batch | seq | forward ms | forward+backward ms | forward TFLOP/s | forward+backward TFLOP/s |"
-       << (r.device == "cuda" ? " peak GB |" : "") << "\n";
-    md << "|---|---|---|---|---|---|---|" << (r.device == "cuda" ? "---|" : "") << "\n";
+       << (r.device == "cuda" ? " peak GB |" : "") << " predicted GB |\n";
+    md << "|---|---|---|---|---|---|---|" << (r.device == "cuda" ? "---|" : "") << "---|\n";
     for (const SpeedPoint& p : r.speed) {
+      const std::string predicted = p.what == "model" ? " " + fixed(p.predicted_gb, 2) + " |" : " |";
       md << "| " << p.what << " | " << p.batch << " | " << p.seq << " | ";
       if (!p.error.empty()) {
-        md << "skipped: " << p.error << " | | | |" << (r.device == "cuda" ? " |" : "") << "\n";
+        md << "skipped: " << p.error << " | | | |" << (r.device == "cuda" ? " |" : "") << predicted << "\n";
         continue;
       }
       md << fixed(p.forward_ms, 3) << " | " << fixed(p.fwdbwd_ms, 3) << " | "
          << fixed(tflops(p.forward_flops, p.forward_ms), 3) << " | " << fixed(tflops(3 * p.forward_flops, p.fwdbwd_ms), 3)
-         << " |" << (r.device == "cuda" ? " " + fixed(p.peak_gb, 2) + " |" : "") << "\n";
+         << " |" << (r.device == "cuda" ? " " + fixed(p.peak_gb, 2) + " |" : "") << predicted << "\n";
     }
     for (const auto& f : figures) {
       if (f.rfind("speed", 0) == 0) md << "\n![" << f << "](" << f << ")\n";

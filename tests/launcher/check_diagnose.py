@@ -153,6 +153,21 @@ def main():
                         fail(f"speed point {what} B {b} S {s}: {r}")
         if len(report["speed"]) != 16:
             fail(f"{len(report['speed'])} speed points, expected 16")
+        # The model points' predicted peak is hydra info's estimate at that batch and sequence,
+        # less the optimizer state: asked of `hydra info --json` itself.
+        for b in (1, 2):
+            for s in (16, 32):
+                info = hydra("info", "--config", CONFIG, "--json", "--set", f"train.global_batch={b}",
+                             "--set", f"train.micro_batch={b}", "--set", f"train.seq_len={s}")
+                if info.returncode != 0:
+                    fail("hydra info", info)
+                stage = json.loads(info.stdout)["memory"]["stages"][0]
+                want = (stage["weights"] + stage["activations"] + stage["buffers"]) / 1e9
+                got = points[("model", b, s)].get("predicted_gb")
+                if got is None or abs(got - want) > 1e-12 or "peak_gb" in points[("model", b, s)]:
+                    fail(f"model B {b} S {s}: predicted_gb {got}, hydra info says {want}")
+                if "predicted_gb" in points[("mqa", b, s)]:
+                    fail("a layer point has predicted_gb")
         dtype_bytes = 4  # tiny trains in fp32
         for m in report["memory"]["layers"]:
             t = m["type"]
