@@ -49,6 +49,10 @@ const std::map<std::string, CommandSpec>& commands() {
         "hydra bench step --config FILE [--set key.path=value]... [--steps N] [--warmup N] [--json FILE] "
         "[--trace FILE]",
         {"--config", "--set", "--steps", "--warmup", "--json", "--trace"}}},
+      {"bench comm",
+       {"bandwidth and latency of the collectives on each process group of a layout (run it under mpirun)",
+        "hydra bench comm --config FILE [--set key.path=value]... [--sizes 4K,1M,64M] [--repeats N] [--json FILE]",
+        {"--config", "--set", "--sizes", "--repeats", "--json"}}},
       {"diagnose",
        {"measure a config's layers and model: speed, memory by layer type, gradient flow",
         "hydra diagnose --config FILE [--set key.path=value]... --out DIR [--sections speed,memory,gradients] "
@@ -136,6 +140,17 @@ std::string help_text(const std::string& command) {
     out += "  --trace FILE           then profile 3 more steps into a Chrome trace (CUDA build)\n";
     out += "  --help                 this text\n";
     out += "\nNo checkpoint, metrics file or evaluation is written. docs/PERF.md explains the figures.\n";
+    return out;
+  }
+  if (command == "bench comm") {
+    out += "  --config FILE          run config (YAML): parallel.dp/tp/pp, parallel.backend, train.device\n";
+    out += "  --set key.path=value   override one key (repeatable)\n";
+    out += "  --sizes LIST           buffer sizes in bytes, K/M/G for KiB/MiB/GiB (default 4K to 1G by 4x\n";
+    out += "                         on cuda, 4K to 16M on cpu)\n";
+    out += "  --repeats N            timed calls of each collective at each size (default 10)\n";
+    out += "  --json FILE            also write every row as JSON to FILE\n";
+    out += "  --help                 this text\n";
+    out += "\nEvery rank runs it (mpirun -np N hydra bench comm ...). docs/INTERFACE.md defines the figures.\n";
     return out;
   }
   if (command == "diagnose") {
@@ -253,6 +268,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--batches") args.batches = value;
     if (arg == "--seqs") args.seqs = value;
     if (arg == "--repeats") args.repeats = value;
+    if (arg == "--sizes") args.sizes = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);

@@ -31,7 +31,8 @@ struct CliArgs {
   std::string sections;              // --sections a,b (diagnose), validated by the command
   std::string batches;               // --batches 1,4,8 (diagnose)
   std::string seqs;                  // --seqs 256,512 (diagnose)
-  std::string repeats;               // --repeats N (diagnose)
+  std::string repeats;               // --repeats N (diagnose, bench comm)
+  std::string sizes;                 // --sizes 4K,1M (bench comm), validated by the command
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

@@ -1,7 +1,9 @@
-// `hydra bench attention` (the CUDA build's kernel benchmark of bench/) and `hydra bench step`
-// (the training step of a config, timed: both builds).
+// `hydra bench attention` (the CUDA build's kernel benchmark of bench/), `hydra bench step`
+// (the training step of a config, timed: both builds) and `hydra bench comm` (the collectives
+// on each process group of a layout: both builds).
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "common/errors.h"
 #include "common/json.h"
@@ -11,6 +13,7 @@
 #include "train/device_peak.h"
 #include "train/step_bench.h"
 #include "launcher/version.h"
+#include "parallel/comm_bench.h"
 #ifdef HYDRA_CUDA
 #include "bench/attention_bench.h"
 #include "bench/kineto_trace.h"
@@ -36,6 +39,46 @@ int count_option(const std::string& option, const std::string& text, int fallbac
 }
 
 constexpr int kTracedSteps = 3;
+
+// --sizes: comma-separated byte counts, each a whole number with an optional K, M or G (KiB,
+// MiB, GiB), a multiple of 4 (float32 buffers). Empty: `fallback`.
+std::vector<int64_t> size_list(const std::string& text, const std::vector<int64_t>& fallback) {
+  if (text.empty()) return fallback;
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    int64_t scale = 1;
+    std::string digits = item;
+    if (!digits.empty() && (digits.back() == 'K' || digits.back() == 'M' || digits.back() == 'G')) {
+      scale = digits.back() == 'K' ? 1 << 10 : digits.back() == 'M' ? 1 << 20 : 1 << 30;
+      digits.pop_back();
+    }
+    size_t used = 0;
+    long long value = 0;
+    try {
+      value = std::stoll(digits, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (digits.empty() || used != digits.size() || value <= 0 || value * scale % 4 != 0 || value > (1LL << 40) / scale) {
+      HYDRA_FAIL(common::ConfigError, "--sizes: '" << item << "' is not a size in bytes (a positive multiple of 4, "
+                                                   "with K, M or G for KiB, MiB, GiB)");
+    }
+    out.push_back(value * scale);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+// 4 KiB, 16 KiB, ... up to `largest` bytes.
+std::vector<int64_t> sizes_up_to(int64_t largest) {
+  std::vector<int64_t> out;
+  for (int64_t b = 4096; b <= largest; b *= 4) out.push_back(b);
+  return out;
+}
 
 common::Json step_bench_json(const Config& config, const CliArgs& args, const train::StepBenchResult& r) {
   const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
@@ -136,6 +179,47 @@ int run_bench_step(const Config& config, const CliArgs& args, const parallel::La
   print_step_bench(config, args, result);
   if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, result).dump(2) + "\n");
   if (plan.traced > 0) std::printf("  trace of %d more steps: %s\n", plan.traced, args.trace.c_str());
+  return 0;
+}
+
+int run_bench_comm(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
+  const bool cuda = config.train.device == "cuda";
+  parallel::CommBenchPlan plan;
+  plan.sizes = size_list(args.sizes, sizes_up_to(cuda ? int64_t{1} << 30 : int64_t{16} << 20));
+  plan.repeats = count_option("--repeats", args.repeats, 10, 1);
+  plan.device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  if (launch.rank == 0) plan.progress = [](const std::string& line) { common::log_info("bench comm: %s", line.c_str()); };
+  if (launch.world < 2) {
+    HYDRA_FAIL(common::ConfigError, "hydra bench comm measures collectives between processes: start it with "
+                                    "mpirun -np N (N >= 2), e.g. scripts/hydra-mpirun -np 2 hydra bench comm ...");
+  }
+  auto ctx = build_context(config, launch);
+  const std::vector<parallel::CommBenchRow> rows = parallel::run_comm_bench(*ctx, plan);
+  if (launch.rank != 0 || args.json_path.empty()) return 0;
+  common::Json out = common::Json::object();
+  out["version"] = version_text();
+  out["config"] = args.config;
+  out["device"] = config.train.device;
+  out["gpu"] = train::current_gpu_name();
+  out["backend"] = ctx->backend;
+  out["world"] = launch.world;
+  out["layout"] = common::strprintf("dp %d x tp %d x pp %d", ctx->grid.shape.dp, ctx->grid.shape.tp, ctx->grid.shape.pp);
+  out["dtype"] = "float32";
+  out["repeats"] = plan.repeats;
+  common::Json list = common::Json::array();
+  for (const auto& r : rows) {
+    common::Json row = common::Json::object();
+    row["group"] = r.group;
+    row["ranks"] = r.ranks;
+    row["op"] = r.op;
+    row["bytes"] = r.bytes;
+    row["ms"] = r.ms;
+    row["algbw_gbs"] = r.algbw_gbs;
+    row["busbw_gbs"] = r.busbw_gbs;
+    list.push(row);
+  }
+  out["rows"] = list;
+  data::write_file_atomically(args.json_path, out.dump(2) + "\n");
   return 0;
 }
 

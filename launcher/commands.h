@@ -23,6 +23,8 @@ int run_ckpt_consolidate(const CliArgs& args, const parallel::LaunchInfo& launch
 int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch);
 // `hydra bench step`: both builds.
 int run_bench_step(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
+// `hydra bench comm`: both builds, every rank.
+int run_bench_comm(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 // `hydra diagnose`: one process, both builds.
 int run_diagnose(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);

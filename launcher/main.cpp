@@ -41,6 +41,7 @@ int run(int argc, char** argv, int& rank) {
   if (args.command == "train") return launcher::run_train(config, args, launch);
   if (args.command == "eval") return launcher::run_eval(config, args, launch);
   if (args.command == "bench step") return launcher::run_bench_step(config, args, launch);
+  if (args.command == "bench comm") return launcher::run_bench_comm(config, args, launch);
   if (args.command == "diagnose") return launcher::run_diagnose(config, args, launch);
   return 0;
 }
