@@ -1,7 +1,9 @@
 // `hydra bench attention` (the CUDA build's kernel benchmark of bench/), `hydra bench step`
 // (the training step of a config, timed: both builds) and `hydra bench comm` (the collectives
 // on each process group of a layout: both builds).
+#include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "common/logging.h"
 #include "data/manifest.h"
 #include "launcher/commands.h"
+#include "launcher/option_values.h"
 #include "train/device_peak.h"
 #include "train/step_bench.h"
 #include "launcher/version.h"
@@ -25,17 +28,11 @@ namespace {
 // --steps / --warmup: a whole number of at least `least`.
 int count_option(const std::string& option, const std::string& text, int fallback, int least) {
   if (text.empty()) return fallback;
-  size_t used = 0;
-  int value = 0;
-  try {
-    value = std::stoi(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || value < least) {
+  const std::optional<long long> value = whole_number(text);
+  if (!value || *value < least || *value > INT32_MAX) {
     HYDRA_FAIL(common::ConfigError, option << " needs a whole number of at least " << least << ", got '" << text << "'");
   }
-  return value;
+  return static_cast<int>(*value);
 }
 
 constexpr int kTracedSteps = 3;
@@ -45,30 +42,19 @@ constexpr int kTracedSteps = 3;
 std::vector<int64_t> size_list(const std::string& text, const std::vector<int64_t>& fallback) {
   if (text.empty()) return fallback;
   std::vector<int64_t> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+  for (const std::string& item : split_list(text)) {
     int64_t scale = 1;
     std::string digits = item;
     if (!digits.empty() && (digits.back() == 'K' || digits.back() == 'M' || digits.back() == 'G')) {
       scale = digits.back() == 'K' ? 1 << 10 : digits.back() == 'M' ? 1 << 20 : 1 << 30;
       digits.pop_back();
     }
-    size_t used = 0;
-    long long value = 0;
-    try {
-      value = std::stoll(digits, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (digits.empty() || used != digits.size() || value <= 0 || value * scale % 4 != 0 || value > (1LL << 40) / scale) {
+    const std::optional<long long> value = whole_number(digits);
+    if (!value || *value <= 0 || *value > (1LL << 40) / scale || *value * scale % 4 != 0) {
       HYDRA_FAIL(common::ConfigError, "--sizes: '" << item << "' is not a size in bytes (a positive multiple of 4, "
                                                    "with K, M or G for KiB, MiB, GiB)");
     }
-    out.push_back(value * scale);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
+    out.push_back(*value * scale);
   }
   return out;
 }

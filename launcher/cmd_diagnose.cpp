@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "common/errors.h"
 #include "common/json.h"
 #include "launcher/commands.h"
+#include "launcher/option_values.h"
 #include "launcher/version.h"
 #include "train/diagnose.h"
 
@@ -25,29 +25,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
-  return out;
-}
-
 // "1,4,8": positive whole numbers (ConfigError naming the option otherwise).
 std::vector<int64_t> int_list(const std::string& option, const std::string& text, std::vector<int64_t> fallback) {
   if (text.empty()) return fallback;
   std::vector<int64_t> out;
   for (const std::string& item : split_list(text)) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || v < 1) {
+    const std::optional<long long> v = whole_number(item);
+    if (!v || *v < 1) {
       HYDRA_FAIL(common::ConfigError, option << ": '" << item << "' in '" << text << "' is not a positive whole number");
     }
-    out.push_back(v);
+    out.push_back(*v);
   }
   return out;
 }
