@@ -19,6 +19,9 @@
 //   tiles (persistent grid, P blocks per group) and accumulates into its own workspace slice,
 //   each element owned by one thread (plain read-modify-write, no atomics); the per-warp
 //   norm/tau partials are summed in warp order; a last kernel sums the P slices in order.
+// - The norm/RoPE loops work on row groups of d_h/2 lanes (lane f holds the RoPE pair f, f + d_h/2),
+//   several tokens a warp at small d_h; their parameter partials stay in registers until a
+//   head's rows are done, then are combined across the groups in a fixed order.
 // - The convolution loops (conv2 forward, its input and weight gradients) keep kRows tokens or
 //   a window of K taps per thread in registers and read shared memory in 16-byte vectors where
 //   the warp's lanes share the address (broadcast); staged weights have an odd 16-byte stride.
@@ -99,6 +102,10 @@ __global__ void __launch_bounds__(kThreads) prologue_forward_kernel(const Args<T
   }
 }
 
+// At most 80 registers, so that 3 blocks of 256 threads share a multiprocessor (d_h 16 takes
+// 62 KB of shared memory a block; a few bytes spill) and the persistent grid, which takes every
+// block that fits (backward_blocks_per_sm), hides more latency. Not measured apart from the rest
+// of that change (2.19 -> 1.40 ms on small, docs/PERF.md 2026-12-03).
 template <typename T, int DH, int K, bool CONV>
 __global__ void __launch_bounds__(kThreads, 3) prologue_backward_kernel(const Args<T> a) {
   extern __shared__ float smem[];
