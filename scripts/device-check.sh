@@ -53,6 +53,15 @@ if [ "${HYDRA_BENCH_ATTENTION:-1}" != 0 ]; then
     echo "device-check: bench attention FAILED"
 fi
 
+# The collectives through our NCCL communicators (issue 18: `hydra bench comm`; a ceiling of
+# NCCL's own to compare with is not measured here yet): every GPU of the machine as one world,
+# 4 KiB to 1 GiB. Needs 2 GPUs; HYDRA_BENCH_COMM=0 skips it.
+if (( ngpu >= 2 )) && [ "${HYDRA_BENCH_COMM:-1}" != 0 ]; then
+  timeout 300 mpirun --allow-run-as-root -np "$ngpu" -x NCCL_NVLS_ENABLE "$BUILD_DIR/hydra" bench comm \
+    --config configs/small.yaml --set train.device=cuda --json "$OUT/bench-comm.json" 2>&1 | tail -12 ||
+    echo "device-check: bench comm FAILED"
+fi
+
 # Training throughput and memory of the `small` variant in bf16 on the prepared corpus that
 # travels with the call (data-cache/gpu-tokens, made by `hydra data prepare`): one GPU, then,
 # with several GPUs, data parallelism over all of them at ZeRO 0, 1 and 2 (and ZeRO 1 without the
