@@ -38,7 +38,6 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Arguments shared by both kernels (passed by value).
 // Sum over the LANES lanes of a row group (LANES a power of two dividing 32; groups are
 // aligned blocks of lanes), as warp_sum: a fixed xor order.
 template <int LANES>
@@ -56,6 +55,7 @@ __device__ __forceinline__ float across_groups(float v) {
   return v;
 }
 
+// Arguments shared by both kernels (passed by value).
 template <typename T>
 struct Args {
   int B, S, H, Hkv, G, T_tile, n_tiles;

@@ -18,71 +18,61 @@ using Clock = std::chrono::steady_clock;
 // so the results themselves cannot serve).
 void wait_for(at::Tensor& probe) { (void)probe.add_(1).cpu(); }
 
-// One collective on one group: `call` runs it once on buffers prepared by `fill`, `check`
-// says what is wrong with the result ("" when right).
+// One collective on one group, its buffers filled: `call` runs it once, `check` says what is
+// wrong with the result of the first call ("" when right).
 struct Collective {
-  std::string op;
-  std::function<void()> fill, call;
+  std::function<void()> call;
   std::function<std::string()> check;
 };
 
-std::string mismatch(const at::Tensor& got, const at::Tensor& want) {
-  if (at::equal(got.cpu(), want.cpu())) return "";
-  const at::Tensor diff = (got.cpu() - want.cpu()).abs();
-  const int64_t at_index = diff.argmax().item<int64_t>();
+std::string mismatch(const at::Tensor& got_device, const at::Tensor& want_device) {
+  const at::Tensor got = got_device.cpu(), want = want_device.cpu();
+  if (at::equal(got, want)) return "";
+  const int64_t at_index = (got - want).abs().argmax().item<int64_t>();
   char buf[160];
   std::snprintf(buf, sizeof buf, "element %lld is %g, expected %g", static_cast<long long>(at_index),
-                got.cpu()[at_index].item<double>(), want.cpu()[at_index].item<double>());
+                got[at_index].item<double>(), want[at_index].item<double>());
   return buf;
 }
 
-// The four collectives on `comm` for `numel` float32 elements: each rank contributes
-// rank + 1 (its rank in the group), so every result is known exactly.
-std::vector<Collective> collectives(Communicator& comm, int64_t numel, const at::TensorOptions& o) {
+constexpr const char* kOps[] = {"all_reduce", "reduce_scatter", "all_gather", "p2p"};
+
+// Collective `op` (one of kOps) on `comm` for `numel` float32 elements: each rank contributes
+// rank + 1 (its rank in the group), so every result is known exactly. One at a time, so that
+// only one collective's buffers exist at the largest size.
+Collective make_collective(const std::string& op, Communicator& comm, int64_t numel, const at::TensorOptions& o) {
   const int n = comm.size(), r = comm.rank();
   const double mine = r + 1, total = n * (n + 1) / 2.0;
   const Range part = shard_range(numel, n, r);
-  std::vector<Collective> out;
-  {
-    Collective c{"all_reduce"};
-    at::Tensor buf = at::empty({numel}, o);
-    c.fill = [buf, mine]() mutable { buf.fill_(mine); };
-    c.call = [&comm, buf]() mutable { comm.all_reduce(buf, ReduceOp::kSum); };
-    c.check = [buf, total] { return mismatch(buf, at::full_like(buf, total)); };
-    out.push_back(c);
+  if (op == "all_reduce") {
+    at::Tensor buf = at::full({numel}, mine, o);
+    return {[&comm, buf]() mutable { comm.all_reduce(buf, ReduceOp::kSum); },
+            [buf, total] { return mismatch(buf, at::full_like(buf, total)); }};
   }
-  {
-    Collective c{"reduce_scatter"};
-    at::Tensor in = at::empty({numel}, o), shard = at::empty({part.size()}, o);
-    c.fill = [in, mine]() mutable { in.fill_(mine); };
-    c.call = [&comm, in, shard]() mutable { comm.reduce_scatter(in, shard, ReduceOp::kSum); };
-    c.check = [shard, total] { return mismatch(shard, at::full_like(shard, total)); };
-    out.push_back(c);
+  if (op == "reduce_scatter") {
+    const at::Tensor in = at::full({numel}, mine, o);
+    at::Tensor shard = at::empty({part.size()}, o);
+    return {[&comm, in, shard]() mutable { comm.reduce_scatter(in, shard, ReduceOp::kSum); },
+            [shard, total] { return mismatch(shard, at::full_like(shard, total)); }};
   }
-  {
-    Collective c{"all_gather"};
-    at::Tensor shard = at::empty({part.size()}, o), full = at::empty({numel}, o);
+  if (op == "all_gather") {
+    const at::Tensor shard = at::full({part.size()}, mine, o);
+    at::Tensor full = at::empty({numel}, o);
     at::Tensor want = at::empty({numel}, o);
     for (int i = 0; i < n; ++i) {
       const Range p = shard_range(numel, n, i);
       want.narrow(0, p.begin, p.size()).fill_(i + 1);
     }
-    c.fill = [shard, mine]() mutable { shard.fill_(mine); };
-    c.call = [&comm, shard, full]() mutable { comm.all_gather(shard, full); };
-    c.check = [full, want] { return mismatch(full, want); };
-    out.push_back(c);
+    return {[&comm, shard, full]() mutable { comm.all_gather(shard, full); },
+            [full, want] { return mismatch(full, want); }};
   }
-  {
-    // Ring-wise: every rank sends to the next and receives from the previous at once.
-    Collective c{"p2p"};
-    at::Tensor send = at::empty({numel}, o), recv = at::empty({numel}, o);
-    const int next = (r + 1) % n, prev = (r + n - 1) % n;
-    c.fill = [send, mine]() mutable { send.fill_(mine); };
-    c.call = [&comm, send, recv, next, prev]() mutable { comm.exchange(send, next, recv, prev); };
-    c.check = [recv, prev] { return mismatch(recv, at::full_like(recv, prev + 1.0)); };
-    out.push_back(c);
-  }
-  return out;
+  HYDRA_CHECK(op == "p2p", "bench comm: unknown collective '" << op << "'");
+  // Ring-wise: every rank sends to the next and receives from the previous at once.
+  const at::Tensor send = at::full({numel}, mine, o);
+  at::Tensor recv = at::empty({numel}, o);
+  const int next = (r + 1) % n, prev = (r + n - 1) % n;
+  return {[&comm, send, recv, next, prev]() mutable { comm.exchange(send, next, recv, prev); },
+          [recv, prev] { return mismatch(recv, at::full_like(recv, prev + 1.0)); }};
 }
 
 std::string size_text(int64_t bytes) {
@@ -123,9 +113,9 @@ std::vector<CommBenchRow> run_comm_bench(ParallelContext& ctx, const CommBenchPl
     if (comm->size() < 2) continue;  // one process: nothing to measure
     for (const int64_t bytes : plan.sizes) {
       HYDRA_CHECK(bytes > 0 && bytes % 4 == 0, "bench comm: size " << bytes << " bytes is not a whole number of floats");
-      for (Collective& c : collectives(*comm, bytes / 4, o)) {
-        const std::string where = comm->name() + " " + c.op + " " + size_text(bytes);
-        c.fill();
+      for (const std::string op : kOps) {
+        const std::string where = comm->name() + " " + op + " " + size_text(bytes);
+        const Collective c = make_collective(op, *comm, bytes / 4, o);
         c.call();
         wait_for(probe);
         const std::string wrong = c.check();
@@ -141,11 +131,11 @@ std::vector<CommBenchRow> run_comm_bench(ParallelContext& ctx, const CommBenchPl
         CommBenchRow row;
         row.group = comm->name();
         row.ranks = comm->size();
-        row.op = c.op;
+        row.op = op;
         row.bytes = bytes;
         row.ms = slowest.cpu().item<double>();
         row.algbw_gbs = static_cast<double>(bytes) / (row.ms * 1e-3) / 1e9;
-        row.busbw_gbs = row.algbw_gbs * bus_factor(c.op, row.ranks);
+        row.busbw_gbs = row.algbw_gbs * bus_factor(op, row.ranks);
         rows.push_back(row);
         if (plan.progress) {
           char buf[160];
