@@ -34,7 +34,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "common/errors.h"
 #include "kernels/ccqa_prologue_device.cuh"  // layouts, arguments and per-tile stages
@@ -473,15 +475,28 @@ struct BackwardPlan {
 };
 
 // Backward blocks that fit on one multiprocessor at this tile (shared memory and registers),
-// with the kernel's shared-memory limit raised to what it needs.
+// with the kernel's shared-memory limit raised to what it needs. Remembered per device, kernel
+// variant and shared-memory size: the two driver calls are host time on every eager layer call
+// (a layer plans twice a backward), and their answer never changes.
 int backward_blocks_per_sm(const CcqaPrologueShape& s, int tile) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, const void*, size_t>, int> known;
+  int dev = 0;
+  HYDRA_KERNEL_CHECK(cudaGetDevice(&dev));
   int blocks = 0;
   dispatch(s, [&](auto cfg) {
     using C = decltype(cfg);
     const size_t bytes = bwd_smem_floats(tile, C::dh, C::k, C::conv, s.heads / s.kv_heads) * sizeof(float);
     auto kernel = prologue_backward_kernel<typename C::type, C::dh, C::k, C::conv>;
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(kernel), bytes);
+    if (const auto it = known.find(key); it != known.end()) {
+      blocks = it->second;
+      return;
+    }
     HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     HYDRA_KERNEL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, bytes));
+    known[key] = blocks;
   });
   return std::max(blocks, 1);
 }

@@ -1,6 +1,6 @@
 // Fused rotate-half RoPE (docs/MODEL.md, "Notation"; model/layers.h apply_rope) over explicit
-// positions, its inverse (the backward), and the MQA query/key path RMSNorm-then-RoPE in one
-// pass. Launchers only: raw device pointers, sizes and an explicit stream; nothing here
+// positions, its inverse (the backward), the MQA query/key path RMSNorm-then-RoPE in one pass,
+// and MLA's concatenation of a plain part with a rotated part. Launchers only: raw device pointers, sizes and an explicit stream; nothing here
 // synchronises the stream. model/fused_ops.h wraps them in autograd Functions.
 //
 // Layout: x is `tokens` (B * S) contiguous tokens of `heads` heads of head_dim (even) elements;
@@ -39,5 +39,23 @@ void rope_backward(const RopeShape& shape, const void* dy, const int64_t* positi
 // by rms_norm_backward (rms_norm.h, weight gradient included) with rows = tokens * heads.
 void rms_norm_rope_forward(const RopeShape& shape, float eps, const void* x, const void* weight,
                            const int64_t* positions, void* out, float* rstd, cudaStream_t stream);
+
+// MLA's query and key assembly: out [tokens, heads, copy_dim + head_dim] = [a ; RoPE(b)] per head,
+// a [tokens, heads, copy_dim] copied, b [tokens, b_heads, head_dim] rotated, with b_heads either
+// `heads` or 1 (one rotated row shared by every head: MLA's decoupled key). Exact: the copy moves
+// values, the rotation rounds once as rope_forward does.
+struct RopeConcatShape {
+  RopeShape rope;    // tokens, heads (of the output), head_dim (the rotated part), theta, dtype
+  int copy_dim = 0;  // a's head size, the output's leading part (>= 0)
+  int b_heads = 0;   // heads or 1
+};
+
+void rope_concat_forward(const RopeConcatShape& shape, const void* a, const void* b, const int64_t* positions,
+                         void* out, cudaStream_t stream);
+
+// Its backward: da = dout[..., :copy_dim]; db = the inverse rotation of dout[..., copy_dim:],
+// summed over the heads (in head order, float32) when b_heads is 1.
+void rope_concat_backward(const RopeConcatShape& shape, const void* dout, const int64_t* positions, void* da,
+                          void* db, cudaStream_t stream);
 
 }  // namespace hydra::kernels

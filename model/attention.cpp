@@ -97,17 +97,15 @@ torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor&
   // Queries: c_q = RMSNorm(x W_dq); q = [c_q W_uq ; RoPE(c_q W_qr)] per head.
   const torch::Tensor c_q = q_norm->forward(from_x[0]);
   const std::vector<torch::Tensor> from_cq = project_same_input(c_q, {w_uq.get(), w_qr.get()});
-  const torch::Tensor q_c = from_cq[0].view({B, S, -1, d});
-  const torch::Tensor q_r = fused_rope(from_cq[1].view({B, S, -1, dr}), positions, theta);
-  // Keys and values from the cached latent c_kv, plus the shared RoPE key k_r = RoPE(x W_kr).
+  const torch::Tensor q = fused_rope_concat(from_cq[0].view({B, S, -1, d}), from_cq[1].view({B, S, -1, dr}),
+                                            positions, theta);
+  // Keys and values from the cached latent c_kv; every head's key ends in the one shared RoPE
+  // key k_r = RoPE(x W_kr).
   const torch::Tensor c_kv = kv_norm->forward(from_x[1]);
   const std::vector<torch::Tensor> from_ckv = project_same_input(c_kv, {w_uk.get(), w_uv.get()});
-  const torch::Tensor k_c = from_ckv[0].view({B, S, -1, d});
+  const torch::Tensor k = fused_rope_concat(from_ckv[0].view({B, S, -1, d}), from_x[2].view({B, S, 1, dr}),
+                                            positions, theta);
   const torch::Tensor v = from_ckv[1].view({B, S, -1, d});
-  const torch::Tensor k_r = fused_rope(from_x[2].view({B, S, 1, dr}), positions, theta);
-  const int64_t heads = q_c.size(2);
-  const torch::Tensor q = torch::cat({q_c, q_r}, -1);
-  const torch::Tensor k = torch::cat({k_c, k_r.expand({B, S, heads, dr})}, -1);
   const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d + dr)));
   return wo->forward(fused_head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
 }

@@ -244,6 +244,49 @@ class RopeFunction : public torch::autograd::Function<RopeFunction> {
   }
 };
 
+class RopeConcatFunction : public torch::autograd::Function<RopeConcatFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b, const at::Tensor& positions,
+                            double theta) {
+    check_rope(b, positions);
+    const int64_t heads = a.size(2);
+    HYDRA_CHECK(a.dim() == 4 && a.sizes().slice(0, 2) == b.sizes().slice(0, 2) && (b.size(2) == heads || b.size(2) == 1),
+                "rope_concat: a " << a.sizes() << " (want [B, S, heads, d_a]), b " << b.sizes()
+                                  << " (want [B, S, heads or 1, D])");
+    const bool kernel = rope_kernels_apply(b, positions) && kernels_apply({a, b});
+    at::Tensor out;
+#if HYDRA_CUDA
+    if (kernel) out = rope_concat_forward_cuda(a, b, positions, theta);
+#endif
+    if (!kernel) {
+      const at::Tensor rotated = rope_rotate(b, positions, theta, /*inverse=*/false);
+      out = at::cat({a, rotated.expand({b.size(0), b.size(1), heads, b.size(3)})}, -1);
+    }
+    ctx->save_for_backward({positions});
+    ctx->saved_data["theta"] = theta;
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["d_a"] = a.size(3);
+    ctx->saved_data["b_heads"] = b.size(2);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor positions = ctx->get_saved_variables()[0];
+    const double theta = ctx->saved_data["theta"].toDouble();
+    const int64_t d_a = ctx->saved_data["d_a"].toInt(), b_heads = ctx->saved_data["b_heads"].toInt();
+    const at::Tensor& g = grads[0];
+#if HYDRA_CUDA
+    if (ctx->saved_data["kernel"].toBool()) {
+      const auto [da, db] = rope_concat_backward_cuda(g, d_a, b_heads, positions, theta);
+      return {da, db, at::Tensor(), at::Tensor()};
+    }
+#endif
+    at::Tensor gb = g.narrow(-1, d_a, g.size(-1) - d_a);
+    if (b_heads == 1 && g.size(2) != 1) gb = gb.sum(2, /*keepdim=*/true);
+    return {g.narrow(-1, 0, d_a), rope_rotate(gb, positions, theta, /*inverse=*/true), at::Tensor(), at::Tensor()};
+  }
+};
+
 class RmsNormRopeFunction : public torch::autograd::Function<RmsNormRopeFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
@@ -356,6 +399,11 @@ std::tuple<torch::Tensor, torch::Tensor> fused_rms_norm_with_input(const torch::
 
 torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta) {
   return RopeFunction::apply(x, positions, theta);
+}
+
+torch::Tensor fused_rope_concat(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& positions,
+                                double theta) {
+  return RopeConcatFunction::apply(a, b, positions, theta);
 }
 
 torch::Tensor fused_rms_norm_rope(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& positions,

@@ -45,6 +45,12 @@ std::tuple<torch::Tensor, torch::Tensor> fused_rms_norm_with_input(const torch::
 // apply_rope(x, positions, theta) of layers.h: x [B, S, heads, D], positions [B, S] int64.
 torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& positions, double theta);
 
+// cat([a, apply_rope(b, positions, theta) expanded to a's heads], -1): MLA's query and key, a
+// [B, S, H, d_a] the plain part, b [B, S, H or 1, D] the rotated part (1: one rotated key shared
+// by every head). Returns [B, S, H, d_a + D].
+torch::Tensor fused_rope_concat(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& positions,
+                                double theta);
+
 // apply_rope(rms_norm(x, weight, eps), positions, theta): the MQA query/key path; weight [D].
 torch::Tensor fused_rms_norm_rope(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& positions,
                                   double theta, double eps);

@@ -149,6 +149,41 @@ at::Tensor rope_cuda(const at::Tensor& x_in, const at::Tensor& positions_in, dou
   return out;
 }
 
+kernels::RopeConcatShape rope_concat_shape(const at::Tensor& out, int64_t d_a, int64_t b_heads, double theta) {
+  kernels::RopeConcatShape s;
+  s.rope.tokens = out.size(0) * out.size(1);
+  s.rope.heads = static_cast<int>(out.size(2));
+  s.rope.head_dim = static_cast<int>(out.size(3) - d_a);
+  s.rope.theta = theta;
+  s.rope.dtype = storage_of(out);
+  s.copy_dim = static_cast<int>(d_a);
+  s.b_heads = static_cast<int>(b_heads);
+  return s;
+}
+
+at::Tensor rope_concat_forward_cuda(const at::Tensor& a_in, const at::Tensor& b_in, const at::Tensor& positions_in,
+                                    double theta) {
+  const c10::cuda::CUDAGuard guard(a_in.device());
+  const at::Tensor a = a_in.contiguous(), b = b_in.contiguous(), positions = positions_in.contiguous();
+  at::Tensor out = at::empty({a.size(0), a.size(1), a.size(2), a.size(3) + b.size(3)}, a.options());
+  kernels::rope_concat_forward(rope_concat_shape(out, a.size(3), b.size(2), theta), a.data_ptr(), b.data_ptr(),
+                               positions.data_ptr<int64_t>(), out.data_ptr(), at::cuda::getCurrentCUDAStream());
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> rope_concat_backward_cuda(const at::Tensor& dout_in, int64_t d_a, int64_t b_heads,
+                                                             const at::Tensor& positions_in, double theta) {
+  const c10::cuda::CUDAGuard guard(dout_in.device());
+  const at::Tensor dout = dout_in.contiguous(), positions = positions_in.contiguous();
+  const int64_t B = dout.size(0), S = dout.size(1), heads = dout.size(2), D = dout.size(3) - d_a;
+  at::Tensor da = at::empty({B, S, heads, d_a}, dout.options());
+  at::Tensor db = at::empty({B, S, b_heads, D}, dout.options());
+  kernels::rope_concat_backward(rope_concat_shape(dout, d_a, b_heads, theta), dout.data_ptr(),
+                                positions.data_ptr<int64_t>(), da.data_ptr(), db.data_ptr(),
+                                at::cuda::getCurrentCUDAStream());
+  return {da, db};
+}
+
 std::tuple<at::Tensor, at::Tensor> rms_norm_rope_forward_cuda(const at::Tensor& x_in, const at::Tensor& weight_in,
                                                               const at::Tensor& positions_in, double theta,
                                                               double eps) {

@@ -36,6 +36,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> add_rms_norm_backward_cuda(const 
 // x [B, S, heads, D], positions [B, S] int64; inverse: the rotation by -angle (the backward).
 at::Tensor rope_cuda(const at::Tensor& x, const at::Tensor& positions, double theta, bool inverse);
 
+// [a ; RoPE(b)] per head: a [B, S, heads, d_a], b [B, S, heads or 1, D] -> [B, S, heads, d_a + D].
+at::Tensor rope_concat_forward_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& positions,
+                                    double theta);
+// Returns {da [B, S, heads, d_a], db [B, S, b_heads, D]} from dout [B, S, heads, d_a + D].
+std::tuple<at::Tensor, at::Tensor> rope_concat_backward_cuda(const at::Tensor& dout, int64_t d_a, int64_t b_heads,
+                                                             const at::Tensor& positions, double theta);
+
 // RoPE(rms_norm(x, weight)) with weight [D]. Returns {out, rstd [B * S * heads] float32}.
 std::tuple<at::Tensor, at::Tensor> rms_norm_rope_forward_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                               const at::Tensor& positions, double theta, double eps);

@@ -201,6 +201,55 @@ TEST_P(FusedOpsKernels, RopeAndRmsNormRopeMatchFloat64) {
   }
 }
 
+// MLA's [a ; RoPE(b)]: b per head or one row shared by every head (whose gradient sums the
+// heads'); odd sizes take the scalar path, misaligned bases too.
+TEST_P(FusedOpsKernels, RopeConcatMatchesFloat64) {
+  torch::manual_seed(6);
+  const auto dtype = GetParam();
+  struct Shape {
+    int64_t B, S, heads, d_a, D, b_heads;
+  };
+  for (const Shape& s : std::vector<Shape>{{1, 1, 1, 8, 2, 1},
+                                           {2, 129, 12, 64, 32, 12},
+                                           {2, 129, 12, 64, 32, 1},
+                                           {1, 77, 5, 7, 6, 1},
+                                           {3, 31, 4, 16, 8, 4},
+                                           {1, 300, 3, 0, 64, 1}}) {
+    for (bool misaligned : {false, true}) {
+      const torch::Tensor a = torch::randn({s.B, s.S, s.heads, s.d_a}, kF64);
+      const torch::Tensor b = torch::randn({s.B, s.S, s.b_heads, s.D}, kF64);
+      const torch::Tensor pos_cpu = random_positions(s.B, s.S), pos = pos_cpu.cuda();
+      const std::string shape = "B" + std::to_string(s.B) + " S" + std::to_string(s.S) + " H" +
+                                std::to_string(s.heads) + " d_a" + std::to_string(s.d_a) + " D" + std::to_string(s.D) +
+                                " b_heads" + std::to_string(s.b_heads) + tag(dtype, misaligned);
+      check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rope_concat(t[0], t[1], pos, 1e4)}; },
+            [&](const auto& t) {
+              const torch::Tensor r = plain_rope(t[1], pos_cpu, 1e4).expand({s.B, s.S, s.heads, s.D});
+              return std::vector<torch::Tensor>{torch::cat({t[0], r}, -1)};
+            },
+            {a, b}, dtype, misaligned, "rope_concat " + shape);
+    }
+  }
+}
+
+// The launchers write every element: outputs poisoned with NaN come back finite and equal to
+// the ATen formula (the copy bit for bit).
+TEST(FusedOpsLaunchers, RopeConcatWritesEveryElement) {
+  torch::manual_seed(7);
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const int64_t B = 2, S = 65, H = 12, d_a = 64, D = 32;
+  const torch::Tensor a = torch::randn({B, S, H, d_a}, opts), b = torch::randn({B, S, 1, D}, opts);
+  const torch::Tensor pos = random_positions(B, S).cuda();
+  const torch::Tensor out = rope_concat_forward_cuda(a, b, pos, 1e4);
+  EXPECT_TRUE(torch::equal(out.narrow(-1, 0, d_a), a));
+  EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
+  const torch::Tensor dout = torch::randn({B, S, H, d_a + D}, opts);
+  const auto [da, db] = rope_concat_backward_cuda(dout, d_a, 1, pos, 1e4);
+  EXPECT_TRUE(torch::equal(da, dout.narrow(-1, 0, d_a)));
+  EXPECT_EQ(db.sizes(), b.sizes());
+  EXPECT_TRUE(torch::isfinite(db).all().item<bool>());
+}
+
 TEST_P(FusedOpsKernels, SwigluMatchesFloat64) {
   torch::manual_seed(5);
   const auto dtype = GetParam();
@@ -314,6 +363,12 @@ TEST(FusedOpsSanitizer, SmallCases) {
       check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rope(t[0], pos, 1e4)}; },
             [&](const auto& t) { return std::vector<torch::Tensor>{plain_rope(t[0], pos_cpu, 1e4)}; }, {x}, dtype,
             misaligned, "sanitizer rope" + tag(dtype, misaligned));
+      check([&](const auto& t) { return std::vector<torch::Tensor>{fused_rope_concat(t[0], t[1], pos, 1e4)}; },
+            [&](const auto& t) {
+              return std::vector<torch::Tensor>{torch::cat({t[0], plain_rope(t[1], pos_cpu, 1e4).expand({2, 9, 3, 16})}, -1)};
+            },
+            {torch::randn({2, 9, 3, 8}, kF64), torch::randn({2, 9, 1, 16}, kF64)}, dtype, misaligned,
+            "sanitizer rope_concat" + tag(dtype, misaligned));
       const torch::Tensor h = torch::randn({2, 9, 24}, kF64);
       check(
           [](const auto& t) {

@@ -234,6 +234,28 @@ TEST(FusedOps, RmsNormRopeMatchesPlainFormulaInFloat64) {
   }
 }
 
+TEST(FusedOps, RopeConcatMatchesPlainFormulaInFloat64) {
+  torch::manual_seed(8);
+  for (int64_t b_heads : {3, 1}) {
+    for (bool strided : {false, true}) {
+      const int64_t B = 2, S = 23, H = 3, d_a = 10, D = 8;
+      const torch::Tensor a = torch::randn({B, S, H, d_a}, kF64), b = torch::randn({B, S, b_heads, D}, kF64);
+      const torch::Tensor pos = random_positions(B, S);
+      expect_matches(
+          [&](const auto& t) { return std::vector<torch::Tensor>{fused_rope_concat(t[0], t[1], pos, 1e4)}; },
+          [&](const auto& t) {
+            return std::vector<torch::Tensor>{torch::cat({t[0], plain_rope(t[1], pos, 1e4).expand({B, S, H, D})}, -1)};
+          },
+          {a, b}, "rope_concat b_heads " + std::to_string(b_heads) + (strided ? " strided" : ""), {strided, strided});
+    }
+  }
+  // Heads that are neither a's nor 1, and positions of another shape, are refused.
+  EXPECT_ANY_THROW(fused_rope_concat(torch::randn({2, 3, 4, 6}), torch::randn({2, 3, 2, 8}),
+                                     torch::zeros({2, 3}, torch::kLong), 1e4));
+  EXPECT_ANY_THROW(fused_rope_concat(torch::randn({2, 3, 4, 6}), torch::randn({2, 3, 1, 8}),
+                                     torch::zeros({2, 4}, torch::kLong), 1e4));
+}
+
 TEST(FusedOps, RopeRejectsBadShapes) {
   EXPECT_ANY_THROW(fused_rope(torch::randn({2, 3, 1, 7}), torch::zeros({2, 3}, torch::kLong), 1e4));  // odd D
   EXPECT_ANY_THROW(fused_rope(torch::randn({2, 3, 1, 8}), torch::zeros({2, 4}, torch::kLong), 1e4));  // positions
