@@ -115,36 +115,6 @@ __device__ __forceinline__ void absorb(MaxSum& run, const float (&v)[N], int64_t
   run = {m, sum};
 }
 
-// The vector loops take kUnroll vectors a thread per iteration (kThreads apart, so a warp's
-// loads stay coalesced), all loaded before any is used: four 16-byte loads in flight a thread
-// rather than one, which is what a row-per-block kernel needs to reach bandwidth. The running
-// pair is rescaled once per iteration, not once per vector.
-constexpr int kUnroll = 4;
-
-// absorb() over up to kUnroll vectors; vector u (starting at column col[u]) counts if live[u].
-template <int N>
-__device__ __forceinline__ void absorb_vectors(MaxSum& run, const float (&v)[kUnroll][N], const int64_t (&col)[kUnroll],
-                                               const bool (&live)[kUnroll], int64_t vocab_valid) {
-  float local = -FLT_MAX;
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (live[u] && col[u] + i < vocab_valid) local = fmaxf(local, v[u][i]);
-    }
-  }
-  const float m = fmaxf(run.max, local);
-  float sum = run.sum * __expf(run.max - m);
-#pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (live[u] && col[u] + i < vocab_valid) sum += __expf(v[u][i] - m);
-    }
-  }
-  run = {m, sum};
-}
-
 // (softmax - onehot) * scale over `count` values starting at column `col`, in place.
 template <int N>
 __device__ __forceinline__ void to_gradient(float (&v)[N], int64_t col, int64_t vocab_valid, int64_t target, float lse,
@@ -159,7 +129,7 @@ __device__ __forceinline__ void to_gradient(float (&v)[N], int64_t col, int64_t 
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads, 2) cross_entropy_kernel(T* logits, int64_t vocab, int64_t vocab_valid,
+__global__ void __launch_bounds__(kThreads) cross_entropy_kernel(T* logits, int64_t vocab, int64_t vocab_valid,
                                                                  int64_t row_stride, const int64_t* targets,
                                                                  const float* row_scale, float* loss) {
   constexpr int V = kVec<T>;
@@ -179,18 +149,11 @@ __global__ void __launch_bounds__(kThreads, 2) cross_entropy_kernel(T* logits, i
     const float v[1] = {load1(row + c)};
     absorb(run, v, c, vocab_valid);
   }
-  for (int64_t first = tid; first < split.vectors; first += kUnroll * kThreads) {
-    float v[kUnroll][V];
-    int64_t col[kUnroll];
-    bool live[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t i = first + static_cast<int64_t>(u) * kThreads;
-      live[u] = i < split.vectors;
-      col[u] = split.head + i * V;
-      if (live[u]) load_vec(row + col[u], v[u]);
-    }
-    absorb_vectors(run, v, col, live, vocab_valid);
+  for (int64_t i = tid; i < split.vectors; i += kThreads) {
+    const int64_t c = split.head + i * V;
+    float v[V];
+    load_vec(row + c, v);
+    absorb(run, v, c, vocab_valid);
   }
   for (int64_t c = split.tail + tid; c < vocab; c += kThreads) {
     const float v[1] = {load1(row + c)};
@@ -221,21 +184,12 @@ __global__ void __launch_bounds__(kThreads, 2) cross_entropy_kernel(T* logits, i
     to_gradient(v, c, vocab_valid, target, lse, scale);
     store1(row + c, v[0]);
   }
-  for (int64_t first = tid; first < split.vectors; first += kUnroll * kThreads) {
-    float v[kUnroll][V];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t i = first + static_cast<int64_t>(u) * kThreads;
-      if (i < split.vectors) load_vec(row + split.head + i * V, v[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t i = first + static_cast<int64_t>(u) * kThreads;
-      if (i >= split.vectors) continue;
-      const int64_t c = split.head + i * V;
-      to_gradient(v[u], c, vocab_valid, target, lse, scale);
-      store_vec(row + c, v[u]);
-    }
+  for (int64_t i = tid; i < split.vectors; i += kThreads) {
+    const int64_t c = split.head + i * V;
+    float v[V];
+    load_vec(row + c, v);
+    to_gradient(v, c, vocab_valid, target, lse, scale);
+    store_vec(row + c, v);
   }
   for (int64_t c = split.tail + tid; c < vocab; c += kThreads) {
     float v[1] = {load1(row + c)};

@@ -200,7 +200,10 @@ void run_speed(const RunConfig& config, const DiagnoseOptions& o, const Target& 
         const torch::Tensor tokens =
             torch::randint(c.vocab_size, {B, S + 1}, torch::TensorOptions().device(t.device).dtype(torch::kLong));
         const torch::Tensor input = tokens.narrow(1, 0, S), targets = tokens.narrow(1, 1, S);
-        time_point(t, o.repeats, *m, [&] { return m->forward(input, targets).loss(); }, p);
+        // As the trainer runs it: the loss from the chunked LM head, no logits for the batch.
+        model::ForwardOptions fwd;
+        fwd.return_logits = false;
+        time_point(t, o.repeats, *m, [&] { return m->forward(input, targets, fwd).loss(); }, p);
       });
       report.speed.push_back(p);
       progress.point(describe(p));
