@@ -6,8 +6,13 @@
 //   walks its row in VEC-element vectors (16 bytes: 8 bf16 or 4 float32) when n and every base
 //   pointer allow, else element by element.
 // - Two passes over a row: the sum (of squares, or of g * xhat) reduced across the row's lanes
-//   with shuffles, then the outputs. The second pass re-reads the row, which the first pass
-//   has just brought into L1/L2; nothing is staged in shared memory.
+//   with shuffles, then the outputs. The forward's second pass re-reads the row, which the first
+//   pass has just brought into L1/L2; nothing is staged in shared memory. The backward of
+//   vectorised rows of up to 8 vectors a lane (bf16 n <= 2048) keeps its lane's part of the row
+//   in registers instead (x, dy and, add form, dh as raw 16-byte packs): every load of a row is
+//   issued before the first is used, and nothing is read twice. Streaming them one vector at a
+//   time, as longer rows still do, left the add-form backward at 2.8 TB/s on small (44 us a
+//   call; one 16-byte load of each array in flight a lane).
 // - Rows past the end still take part in the shuffles (every lane of a warp must), then write
 //   nothing.
 // - Arithmetic in float32; intermediates are rounded to the storage type where the unfused
@@ -24,6 +29,7 @@
 #include "kernels/rms_norm.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/vector_io.cuh"
 
@@ -114,11 +120,11 @@ __device__ __forceinline__ float row_dot(const RowArgs& a, const T* x, const T* 
 }
 
 // The second pass on one vector (columns c .. c + VEC) of a row: dx (ADD: also the branch
-// gradient). DW: adds dy * round(xhat) into dw[0 .. VEC) (shared memory), before dx is stored
-// (dx may alias dy).
+// gradient). DW: adds dy * round(xhat) of element k into dw[k * dw_stride] (shared memory, in
+// the dw kernel's layout), before dx is stored (dx may alias dy).
 template <typename T, int VEC, bool ADD, bool DW>
 __device__ __forceinline__ void backward_vector(const RowArgs& a, int64_t base, int c, const T* w, float rs, float mean,
-                                                float* dw) {
+                                                float* dw, int dw_stride) {
   float xv[VEC], gv[VEC], wv[VEC], d[VEC];
   load<T, VEC>(static_cast<const T*>(a.x) + base + c, xv);
   load<T, VEC>(static_cast<const T*>(a.dy) + base + c, gv);
@@ -126,7 +132,7 @@ __device__ __forceinline__ void backward_vector(const RowArgs& a, int64_t base, 
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
     d[k] = rs * (round_to<T>(gv[k] * wv[k]) - xv[k] * rs * mean);
-    if constexpr (DW) dw[k] += gv[k] * round_to<T>(xv[k] * rs);
+    if constexpr (DW) dw[k * dw_stride] += gv[k] * round_to<T>(xv[k] * rs);
   }
   if constexpr (ADD) {
     float dh[VEC], db[VEC];
@@ -139,6 +145,110 @@ __device__ __forceinline__ void backward_vector(const RowArgs& a, int64_t base, 
     if (a.h != nullptr) store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
   }
   store<T, VEC>(static_cast<T*>(a.out) + base + c, d);
+}
+
+// A 16-byte vector of a row kept as raw bits between the two passes of the cached backward.
+// After the first pass each is passed through an empty asm statement: the compiler must then
+// unpack it again in the second pass rather than keep the first pass's float32 copies live
+// (8 registers a vector instead of 4: at NV 4 that spilled).
+template <typename T, int VEC>
+__device__ __forceinline__ uint4 load_bits(const T* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+__device__ __forceinline__ void launder(uint4& v) { asm volatile("" : "+r"(v.x), "+r"(v.y), "+r"(v.z), "+r"(v.w)); }
+
+template <typename T, int VEC>
+__device__ __forceinline__ void bits_to_float(const uint4& v, float (&out)[VEC]) {
+  static_assert(VEC * sizeof(T) == 16, "one 16-byte vector");
+  vector_io::unpack<T, VEC>(*reinterpret_cast<const vector_io::Pack<T, VEC>*>(&v), out);
+}
+
+// One row's backward from registers: lane `sub` holds vectors sub, sub + lanes, ... (at most NV)
+// of the row, loaded all at once. Same arithmetic, in the same order, as row_dot followed by
+// backward_vector over the row (bitwise the same results). Every lane of the warp must call it.
+template <typename T, int VEC, int NV, bool ADD, bool DW>
+__device__ __forceinline__ void backward_row_cached(const RowArgs& a, int64_t row, bool live, int sub, float* dw) {
+  const int64_t base = live ? row * a.n : 0;
+  const T* x = static_cast<const T*>(a.x) + base;
+  const T* dy = static_cast<const T*>(a.dy) + base;
+  const T* w = static_cast<const T*>(a.weight) + (live ? (row % a.groups) * a.n : 0);
+  // More than one vector a lane only when the row has more vectors than 32 lanes, so the
+  // lanes are then 32: a constant, so that vector i sits at an immediate offset from one
+  // address per array (a runtime stride kept an address per vector and array live: spills).
+  const int lanes = NV > 1 ? 32 : a.lanes;
+  uint4 xr[NV], gr[NV], hr[ADD ? NV : 1];
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = (sub + i * lanes) * VEC;
+    if (live && c < a.n) {
+      xr[i] = load_bits<T, VEC>(x + c);
+      gr[i] = load_bits<T, VEC>(dy + c);
+      if constexpr (ADD) hr[i] = load_bits<T, VEC>(static_cast<const T*>(a.dh) + base + c);
+    }
+  }
+  const float rs = live ? a.rstd[row] : 0.f;
+  float dot = 0.f;
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = (sub + i * lanes) * VEC;
+    if (!live || c >= a.n) continue;
+    float xv[VEC], gv[VEC], wv[VEC];
+    bits_to_float<T, VEC>(xr[i], xv);
+    bits_to_float<T, VEC>(gr[i], gv);
+    load<T, VEC>(w + c, wv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) dot += round_to<T>(gv[k] * wv[k]) * (xv[k] * rs);
+  }
+  dot = group_sum(dot, a.lanes);
+  if (!live) return;
+  const float mean = dot / static_cast<float>(a.n);
+  const int vectors = a.n / VEC;  // the stride of the weight-gradient sums (DW)
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    launder(xr[i]);
+    launder(gr[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = (sub + i * lanes) * VEC;
+    if (c >= a.n) continue;
+    float xv[VEC], gv[VEC], wv[VEC], d[VEC];
+    bits_to_float<T, VEC>(xr[i], xv);
+    bits_to_float<T, VEC>(gr[i], gv);
+    load<T, VEC>(w + c, wv);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      d[k] = rs * (round_to<T>(gv[k] * wv[k]) - xv[k] * rs * mean);
+      if constexpr (DW) dw[k * vectors + sub + i * lanes] += gv[k] * round_to<T>(xv[k] * rs);  // c / VEC = sub + i lanes
+    }
+    if constexpr (ADD) {
+      float dh[VEC], db[VEC];
+      bits_to_float<T, VEC>(hr[i], dh);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));  // autograd sums the two in the storage type
+        db[k] = a.alpha * d[k];
+      }
+      if (a.h != nullptr) store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+    }
+    store<T, VEC>(static_cast<T*>(a.out) + base + c, d);
+  }
+}
+
+// Blocks of 256 threads a multiprocessor must hold (so registers a thread may use: 64, 85, 255).
+// The add form holds three arrays of NV 4-register packs (NV 4: 48 registers, 96 at NV 8): a
+// tighter bound spills. Occupancy matters less than usual here: each lane has 3 NV loads in
+// flight, so even one block a multiprocessor keeps more bytes in flight than the memory needs.
+template <int NV>
+constexpr int cached_min_blocks() { return NV <= 3 ? 4 : NV == 4 ? 3 : 1; }
+
+// Backward for dx (ADD: also the branch gradient), the row in registers (NV > 0, groups of any
+// count) or streamed (NV 0); the weight gradient is a separate pass.
+template <typename T, int VEC, int NV, bool ADD>
+__global__ void __launch_bounds__(kThreads, cached_min_blocks<NV>()) backward_cached_kernel(const RowArgs a) {
+  const int sub = threadIdx.x % a.lanes;
+  const int64_t row = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / a.lanes;
+  backward_row_cached<T, VEC, NV, ADD, false>(a, row, row < a.rows, sub, nullptr);
 }
 
 // Backward for dx (ADD: also the branch gradient); the weight gradient is a separate pass.
@@ -154,7 +264,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
                                     live, sub);
   if (!live) return;
   const float mean = dot / static_cast<float>(a.n);
-  for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) backward_vector<T, VEC, ADD, false>(a, base, c, w, rs, mean, nullptr);
+  for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) backward_vector<T, VEC, ADD, false>(a, base, c, w, rs, mean, nullptr, 0);
 }
 
 // Backward and weight gradient in one pass (one weight row, groups 1; vectorised rows). Block b
@@ -163,11 +273,16 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const RowArgs a) {
 // element owned by one thread: no atomics); then the block adds the row groups' sums in group
 // order into its partial row, and the final kernel adds the blocks' partials in block order:
 // bitwise reproducible. The sums live in shared memory, not registers: in registers (80 a
-// thread) they cost occupancy, 51 us per add-form call on small against 44 us now (docs/PERF.md,
-// 2026-12-03); it is still latency-bound, at 4 rows per row group per block.
-template <typename T, int VEC, bool ADD>
-__global__ void __launch_bounds__(kThreads) backward_dw_kernel(const RowArgs a, const int64_t chunk, float* partial) {
-  extern __shared__ float s_dw[];  // [kThreads / lanes][n]
+// thread) they cost occupancy, 51 us per add-form call on small against 44 us (docs/PERF.md,
+// 2026-12-03). A row group's sums are stored element-major, element k of vector v at
+// k * (n / VEC) + v, so that the lanes of a warp, which hold consecutive vectors, meet distinct
+// banks: column-major (v * VEC + k) put lanes VEC floats apart, an 8-way bank conflict on every
+// add (ncu: 85% of the shared wavefronts were conflicts). NV > 0 takes each row through
+// registers (backward_row_cached), NV 0 streams it.
+template <typename T, int VEC, int NV, bool ADD>
+__global__ void __launch_bounds__(kThreads, cached_min_blocks<NV>())
+    backward_dw_kernel(const RowArgs a, const int64_t chunk, float* partial) {
+  extern __shared__ float s_dw[];  // [kThreads / lanes][VEC][n / VEC]
   const int sub = threadIdx.x % a.lanes, group = threadIdx.x / a.lanes, groups_per_pass = kThreads / a.lanes;
   for (int i = threadIdx.x; i < groups_per_pass * a.n; i += kThreads) s_dw[i] = 0.f;
   __syncthreads();
@@ -177,6 +292,10 @@ __global__ void __launch_bounds__(kThreads) backward_dw_kernel(const RowArgs a, 
   for (int64_t first = begin; first < end; first += groups_per_pass) {  // uniform over the block
     const int64_t row = first + group;
     const bool live = row < end;
+    if constexpr (NV > 0) {
+      backward_row_cached<T, VEC, NV, ADD, true>(a, row, live, sub, mine);
+      continue;
+    }
     const int64_t base = live ? row * a.n : 0;
     const float rs = live ? a.rstd[row] : 0.f;
     const float dot = row_dot<T, VEC>(a, static_cast<const T*>(a.x) + base, static_cast<const T*>(a.dy) + base, w,
@@ -184,14 +303,15 @@ __global__ void __launch_bounds__(kThreads) backward_dw_kernel(const RowArgs a, 
     if (!live) continue;
     const float mean = dot / static_cast<float>(a.n);
     for (int c = sub * VEC; c < a.n; c += a.lanes * VEC) {
-      backward_vector<T, VEC, ADD, true>(a, base, c, w, rs, mean, mine + c);
+      backward_vector<T, VEC, ADD, true>(a, base, c, w, rs, mean, mine + c / VEC, a.n / VEC);
     }
   }
   __syncthreads();
-  for (int c = threadIdx.x; c < a.n; c += kThreads) {
+  const int vectors = a.n / VEC;
+  for (int j = threadIdx.x; j < a.n; j += kThreads) {  // j: the element-major index (no conflicts)
     float sum = 0.f;
-    for (int g = 0; g < groups_per_pass; ++g) sum += s_dw[g * a.n + c];
-    partial[static_cast<int64_t>(blockIdx.x) * a.n + c] = sum;
+    for (int g = 0; g < groups_per_pass; ++g) sum += s_dw[g * a.n + j];
+    partial[static_cast<int64_t>(blockIdx.x) * a.n + (j % vectors) * VEC + j / vectors] = sum;
   }
 }
 
@@ -400,9 +520,35 @@ FusedPlan fused_plan(const RmsNormShape& s, const RowArgs& a, int vec) {
   return p;
 }
 
+// The vectors of a row one lane of the backward holds in registers (NV of backward_row_cached:
+// 1, 2, 3, 4 or 8), or 0 where the row streams (rows not in 16-byte vectors, or longer rows).
+int cached_vectors(const RowArgs& a, int vec) {
+  if (vec == 1) return 0;
+  const int per_lane = (a.n / vec + a.lanes - 1) / a.lanes;
+  for (int nv : {1, 2, 3, 4, 8}) {
+    if (per_lane <= nv) return nv;
+  }
+  return 0;
+}
+
+// pick(std::integral_constant<int, NV>{}) for the NV that cached_vectors chose (0: streaming).
+template <typename Pick>
+auto by_cached_vectors(int nv, const Pick& pick) {
+  switch (nv) {
+    case 1: return pick(std::integral_constant<int, 1>{});
+    case 2: return pick(std::integral_constant<int, 2>{});
+    case 3: return pick(std::integral_constant<int, 3>{});
+    case 4: return pick(std::integral_constant<int, 4>{});
+    case 8: return pick(std::integral_constant<int, 8>{});
+    default: return pick(std::integral_constant<int, 0>{});
+  }
+}
+
 template <typename T, bool ADD>
 void launch_fused(const RowArgs& a, const FusedPlan& p, const RmsNormWeightGrad& out, cudaStream_t stream) {
-  auto kernel = backward_dw_kernel<T, vector_io::kMaxVec<T>, ADD>;
+  const auto kernel = by_cached_vectors(cached_vectors(a, vector_io::kMaxVec<T>), [](auto nv) {
+    return backward_dw_kernel<T, vector_io::kMaxVec<T>, decltype(nv)::value, ADD>;
+  });
   if (p.smem > 48 * 1024) {
     HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.smem)));
   }
@@ -429,7 +575,13 @@ void launch_backward(const RmsNormShape& shape, RowArgs a, int vec, const RmsNor
     launch_weight_grad<T>(shape, a.x, a.rstd, a.dy, dweight, stream);
   }
   if (a.rows == 0) return;
-  if (vec > 1) {
+  const int nv = cached_vectors(a, vec);
+  if (nv > 0) {
+    const auto kernel = by_cached_vectors(nv, [](auto n) {
+      return backward_cached_kernel<T, vector_io::kMaxVec<T>, decltype(n)::value == 0 ? 1 : decltype(n)::value, ADD>;
+    });
+    kernel<<<row_blocks(a), kThreads, 0, stream>>>(a);
+  } else if (vec > 1) {
     backward_kernel<T, vector_io::kMaxVec<T>, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);
   } else {
     backward_kernel<T, 1, ADD><<<row_blocks(a), kThreads, 0, stream>>>(a);

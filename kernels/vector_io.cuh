@@ -41,10 +41,19 @@ struct alignas(sizeof(T) * VEC) Pack {
 };
 
 template <typename T, int VEC>
-__device__ __forceinline__ void load(const T* p, float (&out)[VEC]) {
-  const Pack<T, VEC> pack = *reinterpret_cast<const Pack<T, VEC>*>(p);
+__device__ __forceinline__ Pack<T, VEC> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, VEC>*>(p);
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void unpack(const Pack<T, VEC>& pack, float (&out)[VEC]) {
 #pragma unroll
   for (int k = 0; k < VEC; ++k) out[k] = to_float(pack.v[k]);
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void load(const T* p, float (&out)[VEC]) {
+  unpack<T, VEC>(load_pack<T, VEC>(p), out);
 }
 
 template <typename T, int VEC>
