@@ -21,8 +21,11 @@ ngpu=$(nvidia-smi -L | wc -l)
 
 TORCH_PREFIX=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 start=$(date +%s)
+# HYDRA_SOURCE_COMMIT (e.g. "$(git rev-parse --short=12 HEAD)-dirty" from the machine that sent
+# the tree) names the commit in `hydra --version` and the benchmarks' JSON: the .git found here
+# may be an older one that the copy of the tree left behind.
 if ! cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHYDRA_CUDA=ON \
-     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" > "$OUT/build.log" 2>&1 ||
+     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DHYDRA_GIT_COMMIT_OVERRIDE="${HYDRA_SOURCE_COMMIT:-}" > "$OUT/build.log" 2>&1 ||
    ! cmake --build "$BUILD_DIR" -j "$(nproc)" ${HYDRA_BUILD_TARGETS:+--target $HYDRA_BUILD_TARGETS} \
        >> "$OUT/build.log" 2>&1; then
   tail -60 "$OUT/build.log"
