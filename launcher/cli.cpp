@@ -58,6 +58,12 @@ const std::map<std::string, CommandSpec>& commands() {
         "hydra diagnose --config FILE [--set key.path=value]... --out DIR [--sections speed,memory,gradients] "
         "[--batches 1,4,8] [--seqs 256,512,1024] [--repeats N] [--steps N]",
         {"--config", "--set", "--out", "--sections", "--batches", "--seqs", "--repeats", "--steps"}}},
+      {"sweep",
+       {"time the training step over rank counts and layouts (weak or strong scaling): JSON and plots",
+        "hydra sweep --config FILE [--set key.path=value]... --series weak|strong --ranks 1,2,4 [--layouts dp,tp2,pp2] "
+        "[--launcher mpirun] [--mpirun PATH] [--mpirun-args \"ARGS\"] [--steps N] [--warmup N] --out DIR",
+        {"--config", "--set", "--series", "--ranks", "--layouts", "--launcher", "--mpirun", "--mpirun-args", "--steps",
+         "--warmup", "--out"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -98,7 +104,7 @@ void check_command(const std::string& command) {
 // The value of an option: empty, or another option in its place, is a usage error.
 void check_value(const std::string& option, const std::string& value, const std::string& where) {
   if (value.empty()) HYDRA_FAIL(ConfigError, option << " needs a value, got an empty one (see " << where << " --help)");
-  if (value.rfind("--", 0) == 0) {
+  if (value.rfind("--", 0) == 0 && option != "--mpirun-args") {  // (mpirun's own options start with --)
     HYDRA_FAIL(ConfigError, option << " needs a value, got the option '" << value << "' (see " << where << " --help)");
   }
 }
@@ -165,6 +171,25 @@ std::string help_text(const std::string& command) {
     out += "                         built-in sample)\n";
     out += "  --help                 this text\n";
     out += "\nOne process. The plots need python3 with matplotlib; without it the report says so.\n";
+    return out;
+  }
+  if (command == "sweep") {
+    out += "  --config FILE          run config (YAML); data.path is read as in hydra train\n";
+    out += "  --set key.path=value   override one key (repeatable); every point gets them\n";
+    out += "  --series weak|strong   weak: the per-rank batch of the 1-rank run (train.global_batch x dp);\n";
+    out += "                         strong: train.global_batch fixed, losses compared with the 1-rank run\n";
+    out += "  --ranks LIST           process counts, e.g. 1,2,4 (efficiency needs 1)\n";
+    out += "  --layouts LIST         dp (every rank data-parallel), tpK or ppK (K-way tensor or pipeline\n";
+    out += "                         parallel, dp = ranks / K); default dp\n";
+    out += "  --launcher mpirun      how each point starts its ranks (slurm: not yet)\n";
+    out += "  --mpirun PATH          the mpirun to call (default: $HYDRA_MPIRUN, else mpirun on PATH)\n";
+    out += "  --mpirun-args \"ARGS\"   extra mpirun arguments before -np, split on spaces (e.g. --oversubscribe)\n";
+    out += "  --steps N              timed steps of each point (default 5)\n";
+    out += "  --warmup N             untimed steps first (default 2)\n";
+    out += "  --out DIR              a new (or empty) directory for sweep.json, the plots and each point's files\n";
+    out += "  --help                 this text\n";
+    out += "\nOne process: it runs `mpirun -np N hydra bench step` per point. Exit 0 when every point that\n";
+    out += "was not skipped ran, 4 when one failed (sweep.json records it). docs/INTERFACE.md has the JSON.\n";
     return out;
   }
   if (command == "ckpt inspect") {
@@ -269,6 +294,12 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--seqs") args.seqs = value;
     if (arg == "--repeats") args.repeats = value;
     if (arg == "--sizes") args.sizes = value;
+    if (arg == "--series") args.series = value;
+    if (arg == "--ranks") args.ranks = value;
+    if (arg == "--layouts") args.layouts = value;
+    if (arg == "--launcher") args.launcher = value;
+    if (arg == "--mpirun") args.mpirun = value;
+    if (arg == "--mpirun-args") args.mpirun_args = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
@@ -294,8 +325,11 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   if (!args.help && args.config.empty()) {
     HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --config FILE");
   }
-  if (!args.help && args.command == "diagnose" && args.out.empty()) {
-    HYDRA_FAIL(ConfigError, "hydra diagnose needs --out DIR");
+  if (!args.help && (args.command == "diagnose" || args.command == "sweep") && args.out.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --out DIR");
+  }
+  if (!args.help && args.command == "sweep" && (args.series.empty() || args.ranks.empty())) {
+    HYDRA_FAIL(ConfigError, "hydra sweep needs --series weak|strong and --ranks LIST (see hydra sweep --help)");
   }
   if (!args.help && args.command == "eval" && args.checkpoint.empty()) {
     HYDRA_FAIL(ConfigError, "hydra eval needs --checkpoint DIR");

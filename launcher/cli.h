@@ -33,6 +33,12 @@ struct CliArgs {
   std::string seqs;                  // --seqs 256,512 (diagnose)
   std::string repeats;               // --repeats N (diagnose, bench comm)
   std::string sizes;                 // --sizes 4K,1M (bench comm), validated by the command
+  std::string series;                // --series weak|strong (sweep), validated by the command
+  std::string ranks;                 // --ranks 1,2,4 (sweep)
+  std::string layouts;               // --layouts dp,tp2,pp2 (sweep)
+  std::string launcher;              // --launcher mpirun|slurm (sweep)
+  std::string mpirun;                // --mpirun PATH (sweep)
+  std::string mpirun_args;           // --mpirun-args "ARGS" (sweep): split on spaces
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

@@ -1,6 +1,7 @@
 // `hydra bench attention` (the CUDA build's kernel benchmark of bench/), `hydra bench step`
 // (the training step of a config, timed: both builds) and `hydra bench comm` (the collectives
 // on each process group of a layout: both builds).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <optional>
@@ -24,16 +25,6 @@
 
 namespace hydra::launcher {
 namespace {
-
-// --steps / --warmup: a whole number of at least `least`.
-int count_option(const std::string& option, const std::string& text, int fallback, int least) {
-  if (text.empty()) return fallback;
-  const std::optional<long long> value = whole_number(text);
-  if (!value || *value < least || *value > INT32_MAX) {
-    HYDRA_FAIL(common::ConfigError, option << " needs a whole number of at least " << least << ", got '" << text << "'");
-  }
-  return static_cast<int>(*value);
-}
 
 constexpr int kTracedSteps = 3;
 
@@ -66,7 +57,48 @@ std::vector<int64_t> sizes_up_to(int64_t largest) {
   return out;
 }
 
-common::Json step_bench_json(const Config& config, const CliArgs& args, const train::StepBenchResult& r) {
+// A wait's mean and largest value over the ranks, or null when the backend does not measure it.
+common::Json mean_and_max(const std::vector<train::RankStepFigures>& ranks,
+                          std::optional<double> train::RankStepFigures::*wait) {
+  double sum = 0, most = 0;
+  for (const auto& f : ranks) {
+    if (!(f.*wait)) return common::Json();
+    sum += *(f.*wait), most = std::max(most, *(f.*wait));
+  }
+  common::Json out = common::Json::object();
+  out["mean"] = ranks.empty() ? 0.0 : sum / static_cast<double>(ranks.size());
+  out["max"] = most;
+  return out;
+}
+
+common::Json optional_number(const std::optional<double>& v) { return v ? common::Json(*v) : common::Json(); }
+
+// Each rank's own figures, with its place in the grid.
+common::Json ranks_json(const parallel::GridShape& shape, const std::vector<train::RankStepFigures>& ranks) {
+  common::Json list = common::Json::array();
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    const train::RankStepFigures& f = ranks[r];
+    const parallel::GridCoord c = parallel::coord_of(shape, static_cast<int>(r));
+    common::Json row = common::Json::object();
+    row["rank"] = static_cast<int>(r);
+    row["dp"] = c.dp;
+    row["tp"] = c.tp;
+    row["pp"] = c.pp;
+    row["step_ms"] = f.step_ms;
+    row["collective_wait_ms"] = optional_number(f.collective_wait_ms);
+    row["recv_wait_ms"] = optional_number(f.recv_wait_ms);
+    row["send_wait_ms"] = optional_number(f.send_wait_ms);
+    row["peak_allocated_gb"] = f.peak_allocated_gb;
+    row["peak_reserved_gb"] = f.peak_reserved_gb;
+    row["device_used_gb"] = f.device_used_gb;
+    row["predicted_peak_gb"] = f.predicted_peak_gb;
+    list.push(row);
+  }
+  return list;
+}
+
+common::Json step_bench_json(const Config& config, const CliArgs& args, const parallel::GridShape& shape,
+                             const train::StepBenchResult& r) {
   const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
   common::Json out = common::Json::object();
   out["version"] = version_text();
@@ -98,6 +130,18 @@ common::Json step_bench_json(const Config& config, const CliArgs& args, const tr
   out["predicted_peak_gb"] = r.predicted_peak_gb;
   out["device_used_gb"] = r.device_used_gb;
   out["last_loss"] = r.last_loss;
+  out["world"] = shape.world();
+  common::Json layout = common::Json::object();
+  layout["dp"] = shape.dp;
+  layout["tp"] = shape.tp;
+  layout["pp"] = shape.pp;
+  out["layout"] = layout;
+  common::Json waits = common::Json::object();
+  waits["collective"] = mean_and_max(r.ranks, &train::RankStepFigures::collective_wait_ms);
+  waits["recv"] = mean_and_max(r.ranks, &train::RankStepFigures::recv_wait_ms);
+  waits["send"] = mean_and_max(r.ranks, &train::RankStepFigures::send_wait_ms);
+  out["host_wait_ms"] = waits["collective"].kind() == common::Json::Kind::kNull ? common::Json() : waits;
+  out["ranks"] = ranks_json(shape, r.ranks);
   return out;
 }
 
@@ -122,6 +166,13 @@ void print_step_bench(const Config& config, const CliArgs& args, const train::St
   std::printf("  %s time per step by phase:", config.train.device == "cuda" ? "device" : "host");
   for (const auto& [phase, ms] : r.phases.phase_ms) std::printf(" %s %.2f ms;", phase.c_str(), ms);
   std::printf("\n");
+  if (r.ranks.size() > 1 && r.ranks.front().collective_wait_ms) {
+    double collective = 0, recv = 0, send = 0;
+    for (const auto& f : r.ranks) collective += *f.collective_wait_ms, recv += *f.recv_wait_ms, send += *f.send_wait_ms;
+    const double n = static_cast<double>(r.ranks.size());
+    std::printf("  host blocked per step, mean over %zu ranks: collectives %.2f ms, receives %.2f ms, sends %.2f ms\n",
+                r.ranks.size(), collective / n, recv / n, send / n);
+  }
   std::fflush(stdout);
 }
 
@@ -163,7 +214,7 @@ int run_bench_step(const Config& config, const CliArgs& args, const parallel::La
   const train::StepBenchResult result = train::run_step_bench(config, *ctx, plan);
   if (launch.rank != 0) return 0;
   print_step_bench(config, args, result);
-  if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, result).dump(2) + "\n");
+  if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, ctx->grid.shape, result).dump(2) + "\n");
   if (plan.traced > 0) std::printf("  trace of %d more steps: %s\n", plan.traced, args.trace.c_str());
   return 0;
 }

@@ -28,5 +28,8 @@ int run_bench_comm(const Config& config, const CliArgs& args, const parallel::La
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 // `hydra diagnose`: one process, both builds.
 int run_diagnose(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
+// `hydra sweep`: one process without MPI (main() calls it before MPI starts); it launches
+// mpirun for each point itself.
+int run_sweep(const CliArgs& args);
 
 }  // namespace hydra::launcher

@@ -26,6 +26,9 @@ int run(int argc, char** argv, int& rank) {
     std::printf("%s", launcher::help_text(args.command).c_str());
     return 0;
   }
+  // Before MPI: the sweep starts mpirun itself, and an MPI-initialised parent would hand its
+  // Open MPI environment to those children.
+  if (args.command == "sweep") return launcher::run_sweep(args);
   parallel::MpiSession mpi(&argc, &argv);
   const parallel::LaunchInfo launch = mpi.launch();
   rank = launch.rank;

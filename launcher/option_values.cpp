@@ -1,6 +1,9 @@
 #include "launcher/option_values.h"
 
+#include <climits>
 #include <exception>
+
+#include "common/errors.h"
 
 namespace hydra::launcher {
 
@@ -25,6 +28,28 @@ std::optional<long long> whole_number(const std::string& text) {
   }
   if (used != text.size() || text.find_first_of(" \t\n") != std::string::npos) return std::nullopt;
   return value;
+}
+
+std::vector<int64_t> positive_list(const std::string& option, const std::string& text, std::vector<int64_t> fallback) {
+  if (text.empty()) return fallback;
+  std::vector<int64_t> out;
+  for (const std::string& item : split_list(text)) {
+    const std::optional<long long> v = whole_number(item);
+    if (!v || *v < 1) {
+      HYDRA_FAIL(common::ConfigError, option << ": '" << item << "' in '" << text << "' is not a positive whole number");
+    }
+    out.push_back(*v);
+  }
+  return out;
+}
+
+int count_option(const std::string& option, const std::string& text, int fallback, int least) {
+  if (text.empty()) return fallback;
+  const std::optional<long long> value = whole_number(text);
+  if (!value || *value < least || *value > INT32_MAX) {
+    HYDRA_FAIL(common::ConfigError, option << " needs a whole number of at least " << least << ", got '" << text << "'");
+  }
+  return static_cast<int>(*value);
 }
 
 }  // namespace hydra::launcher

@@ -2,6 +2,7 @@
 // --steps 20): one parser for every command, so that they all accept and refuse the same.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,5 +14,13 @@ std::vector<std::string> split_list(const std::string& text);
 
 // The whole of `text` as a base-10 integer; nullopt for anything else ("", "4x", "1e3").
 std::optional<long long> whole_number(const std::string& text);
+
+// "1,4,8": positive whole numbers; ConfigError naming `option`, the item and the list otherwise.
+// Empty text: `fallback`.
+std::vector<int64_t> positive_list(const std::string& option, const std::string& text, std::vector<int64_t> fallback);
+
+// --steps N and the like: a whole number of at least `least` (and at most INT32_MAX);
+// ConfigError naming `option` otherwise. Empty text: `fallback`.
+int count_option(const std::string& option, const std::string& text, int fallback, int least);
 
 }  // namespace hydra::launcher

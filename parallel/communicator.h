@@ -19,7 +19,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,20 @@ struct Range {
   int64_t size() const { return end - begin; }
 };
 Range shard_range(int64_t numel, int parts, int index);
+
+// Host time a rank spent blocked inside this communicator's calls, cumulative since it was
+// made: what `hydra bench step` splits a step into (compute, exposed communication, pipeline
+// waits). A wait covers the whole call from posting to completion (on the CPU the transfer and
+// the reduction happen inside it), not the checks and copies around it.
+struct HostWait {
+  double collective_s = 0;  // all_reduce, reduce_scatter, all_gather, broadcast, barrier
+  double recv_s = 0;        // recv, and the receive half of exchange
+  double send_s = 0;        // send, and the send half of exchange (waited for after the receive)
+  HostWait& operator+=(const HostWait& o) {
+    collective_s += o.collective_s, recv_s += o.recv_s, send_s += o.send_s;
+    return *this;
+  }
+};
 
 class Communicator {
  public:
@@ -63,6 +79,10 @@ class Communicator {
   // wait on each other's send. The peers may differ.
   virtual void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) = 0;
   virtual void barrier() = 0;
+
+  // This rank's waits so far; nullopt where the host does not block on the transfers (NCCL:
+  // calls return once enqueued, so its host waits would read as a wrong 0, not a small one).
+  virtual std::optional<HostWait> host_wait() const = 0;
 
  protected:
   // The checks both backends make before a call: a RuntimeFailure naming the call `op`, this

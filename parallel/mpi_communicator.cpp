@@ -92,13 +92,15 @@ class MpiCommunicator final : public Communicator {
   void recv(at::Tensor& tensor, int peer) override;
   void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) override;
   void barrier() override;
+  std::optional<HostWait> host_wait() const override { return waited_; }
 
  private:
   // check_tensor, and the tensor within MPI's element count limit.
   void check_buffer(const at::Tensor& t, const char* op, const char* what) const;
   std::string device_refusal(const at::Device& device) const override;
-  // Completes `request` or ends the run when call `seq` passes its deadline.
-  void wait(MPI_Request* request, uint64_t seq, MPI_Status* status = MPI_STATUS_IGNORE);
+  // Completes `request` or ends the run when call `seq` passes its deadline; adds the time it
+  // blocked to `total` (one of waited_'s members).
+  void wait(MPI_Request* request, uint64_t seq, double& total, MPI_Status* status = MPI_STATUS_IGNORE);
   // After a receive into `tensor` from `peer` completed with `status`: RuntimeFailure unless
   // exactly its numel elements arrived (a longer message already failed with MPI_ERR_TRUNCATE).
   void check_received(const MPI_Status& status, const at::Tensor& tensor, int peer, const char* op) const;
@@ -114,6 +116,7 @@ class MpiCommunicator final : public Communicator {
   int size_ = 1;                  // size of comm_
   int world_rank_ = 0;            // rank in MPI_COMM_WORLD, for reports
   CollectiveLog log_;             // recent calls, for the timeout report
+  HostWait waited_;               // time blocked in wait(), by kind of call
 };
 
 void MpiCommunicator::check_buffer(const at::Tensor& t, const char* op, const char* what) const {
@@ -125,9 +128,10 @@ std::string MpiCommunicator::device_refusal(const at::Device& device) const {
   return device.is_cpu() ? "" : "the MPI backend takes CPU tensors";
 }
 
-void MpiCommunicator::wait(MPI_Request* request, uint64_t seq, MPI_Status* status) {
+void MpiCommunicator::wait(MPI_Request* request, uint64_t seq, double& total, MPI_Status* status) {
+  const auto entered = CollectiveClock::now();
   const auto record = log_.find(seq);
-  const auto start = record ? record->start : CollectiveClock::now();
+  const auto start = record ? record->start : entered;
   const auto deadline = start + std::chrono::duration_cast<CollectiveClock::duration>(
                                     std::chrono::duration<double>(timeout_s_));
   // Poll: MPI_Test also drives progress of the non-blocking collective. The first polls
@@ -138,7 +142,10 @@ void MpiCommunicator::wait(MPI_Request* request, uint64_t seq, MPI_Status* statu
   for (int polls = 0;; ++polls) {
     int done = 0;
     HYDRA_MPI_CHECK(MPI_Test(request, &done, status));
-    if (done) return;
+    if (done) {
+      total += std::chrono::duration<double>(CollectiveClock::now() - entered).count();
+      return;
+    }
     if (CollectiveClock::now() > deadline) timed_out(seq);
     if (polls < kYieldPolls) {
       std::this_thread::yield();
@@ -171,7 +178,7 @@ void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   HYDRA_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer.data_ptr(),
                                  as_count(buffer.numel(), "all_reduce"),
                                  transfer_type(buffer.scalar_type()), mpi_op(op), comm_, &request));
-  wait(&request, seq);
+  wait(&request, seq, waited_.collective_s);
   finish_reduction(buffer, tensor, op);
   log_.end(seq);
 }
@@ -208,7 +215,7 @@ void MpiCommunicator::reduce_scatter(const at::Tensor& input, at::Tensor& output
   HYDRA_MPI_CHECK(MPI_Ireduce_scatter(send.data_ptr(), receive.data_ptr(), counts.data(),
                                       transfer_type(send.scalar_type()), mpi_op(op), comm_,
                                       &request));
-  wait(&request, seq);
+  wait(&request, seq, waited_.collective_s);
   finish_reduction(receive, output, op);
   log_.end(seq);
 }
@@ -241,7 +248,7 @@ void MpiCommunicator::all_gather(const at::Tensor& input, at::Tensor& output) {
   HYDRA_MPI_CHECK(MPI_Iallgatherv(input.data_ptr(), counts[static_cast<size_t>(rank_)], type,
                                   output.data_ptr(), counts.data(), displs.data(), type, comm_,
                                   &request));
-  wait(&request, seq);
+  wait(&request, seq, waited_.collective_s);
   log_.end(seq);
 }
 
@@ -252,7 +259,7 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   MPI_Request request = MPI_REQUEST_NULL;
   HYDRA_MPI_CHECK(MPI_Ibcast(tensor.data_ptr(), as_count(tensor.numel(), "broadcast"),
                              transfer_type(tensor.scalar_type()), root, comm_, &request));
-  wait(&request, seq);
+  wait(&request, seq, waited_.collective_s);
   log_.end(seq);
 }
 
@@ -263,7 +270,7 @@ void MpiCommunicator::send(const at::Tensor& tensor, int peer) {
   MPI_Request request = MPI_REQUEST_NULL;
   HYDRA_MPI_CHECK(MPI_Isend(tensor.data_ptr(), as_count(tensor.numel(), "send"),
                             transfer_type(tensor.scalar_type()), peer, kP2pTag, comm_, &request));
-  wait(&request, seq);
+  wait(&request, seq, waited_.send_s);
   log_.end(seq);
 }
 
@@ -276,7 +283,7 @@ void MpiCommunicator::recv(at::Tensor& tensor, int peer) {
   HYDRA_MPI_CHECK(MPI_Irecv(tensor.data_ptr(), as_count(tensor.numel(), "recv"), type, peer,
                             kP2pTag, comm_, &request));
   MPI_Status status;
-  wait(&request, seq, &status);
+  wait(&request, seq, waited_.recv_s, &status);
   check_received(status, tensor, peer, "recv");
   log_.end(seq);
 }
@@ -302,8 +309,8 @@ void MpiCommunicator::exchange(const at::Tensor& out, int send_peer, at::Tensor&
   HYDRA_MPI_CHECK(MPI_Isend(out.data_ptr(), as_count(out.numel(), "exchange"), transfer_type(out.scalar_type()),
                             send_peer, kP2pTag, comm_, &requests[1]));
   MPI_Status status;
-  wait(&requests[0], seq, &status);
-  wait(&requests[1], seq);
+  wait(&requests[0], seq, waited_.recv_s, &status);
+  wait(&requests[1], seq, waited_.send_s);
   check_received(status, in, recv_peer, "exchange");
   log_.end(seq);
 }
@@ -312,7 +319,7 @@ void MpiCommunicator::barrier() {
   const uint64_t seq = log_.begin("barrier", 0);
   MPI_Request request = MPI_REQUEST_NULL;
   HYDRA_MPI_CHECK(MPI_Ibarrier(comm_, &request));
-  wait(&request, seq);
+  wait(&request, seq, waited_.collective_s);
   log_.end(seq);
 }
 

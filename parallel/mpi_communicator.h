@@ -11,6 +11,9 @@
 // buffer may be reused; a large send waits for the matching recv). Calls on one
 // communicator must come from the thread that owns MPI (MPI_THREAD_FUNNELED).
 //
+// Host waits (Communicator::host_wait): the time each call spends in that MPI_Test loop, added
+// up per kind of call (collectives, receives, sends).
+//
 // dtypes: fp32 and fp64 are reduced natively. bf16 is reduced in fp32 (converted, reduced,
 // averaged, rounded back once): MPI has no bf16 type, and summing in fp32 is also the more
 // accurate choice. Broadcast, all_gather, send and recv move bf16 as raw 16-bit words.

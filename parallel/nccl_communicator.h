@@ -7,6 +7,9 @@
 // another stream needs record_stream. barrier() is the exception: it also blocks the host
 // until the stream has reached it.
 //
+// Host waits (Communicator::host_wait): not measured, nullopt. The host does not block on a
+// transfer (barrier aside), so the time a rank waits for its peers is device time.
+//
 // Ordering: all ranks call the same collectives in the same order. send/recv are single NCCL
 // operations (not grouped), so a pair exchange must be ordered to avoid a cycle (e.g. even
 // ranks send first, odd ranks receive first).

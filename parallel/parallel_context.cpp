@@ -53,4 +53,15 @@ std::unique_ptr<ParallelContext> make_parallel_context(const ProcessGrid& grid,
   return ctx;
 }
 
+std::optional<HostWait> host_wait(const ParallelContext& ctx) {
+  HostWait sum;
+  for (const Communicator* comm : {ctx.world.get(), ctx.tp.get(), ctx.dp.get(), ctx.pp.get()}) {
+    if (comm == nullptr) continue;
+    const std::optional<HostWait> waited = comm->host_wait();
+    if (!waited) return std::nullopt;
+    sum += *waited;
+  }
+  return sum;
+}
+
 }  // namespace hydra::parallel

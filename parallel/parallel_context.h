@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "parallel/communicator.h"
@@ -32,5 +33,9 @@ struct ParallelContext {
 std::unique_ptr<ParallelContext> make_parallel_context(const ProcessGrid& grid,
                                                        const std::string& backend,
                                                        double timeout_s);
+
+// This rank's host waits summed over its four communicators; nullopt when any of them does
+// not measure them (NCCL).
+std::optional<HostWait> host_wait(const ParallelContext& ctx);
 
 }  // namespace hydra::parallel

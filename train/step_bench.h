@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "parallel/parallel_context.h"
 #include "train/run_config.h"
@@ -18,6 +19,19 @@ struct StepBenchPlan {
   int traced = 0;  // then this many steps between start_trace() and stop_trace() (a profiler)
   std::function<void()> start_trace;
   std::function<void()> stop_trace;
+};
+
+// One rank's own figures over the timed steps. The waits are host time blocked in the
+// communicators (parallel::HostWait) per step; none where the backend does not measure them.
+struct RankStepFigures {
+  double step_ms = 0;                       // this rank's host clock per step
+  std::optional<double> collective_wait_ms;  // all-reduce, reduce-scatter, all-gather, broadcast, barrier
+  std::optional<double> recv_wait_ms;        // point-to-point receives (pipeline activations and gradients)
+  std::optional<double> send_wait_ms;        // point-to-point sends
+  double peak_allocated_gb = 0;
+  double peak_reserved_gb = 0;
+  double device_used_gb = 0;
+  double predicted_peak_gb = 0;
 };
 
 struct StepBenchResult {
@@ -35,8 +49,19 @@ struct StepBenchResult {
   double predicted_peak_gb = 0;     // train/memory_estimate.h for this rank's stage, to compare
   double device_used_gb = 0;        // the device's used memory at the end (what mem_gb of a run shows)
   double last_loss = 0;
+  std::vector<RankStepFigures> ranks;  // every rank's, in world-rank order (the same on every rank)
 };
 
 StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContext& ctx, const StepBenchPlan& plan);
+
+// Every rank's `mine`, in world-rank order, on every rank (collective over ctx.world; tensors
+// on `device`, where its backend takes them). step_bench_ranks.cpp.
+std::vector<RankStepFigures> gather_rank_figures(const RankStepFigures& mine, parallel::ParallelContext& ctx,
+                                                 const at::Device& device);
+
+// Per step, in ms, the waits between two readings of parallel::host_wait over `steps` steps;
+// all none when either reading is none (NCCL).
+void set_wait_figures(RankStepFigures& figures, const std::optional<parallel::HostWait>& before,
+                      const std::optional<parallel::HostWait>& after, int steps);
 
 }  // namespace hydra::train

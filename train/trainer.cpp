@@ -434,6 +434,7 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   synchronize_device(cuda);
   StepTimer timer(cuda);
   run.timer = &timer;
+  const std::optional<parallel::HostWait> waited_before = parallel::host_wait(ctx);
   const auto start = Clock::now();
   for (int i = 0; i < plan.steps; ++i) {
     timer.begin_step();
@@ -442,6 +443,9 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   }
   result.phases = timer.finish();  // waits for the device
   result.wall_step_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count() / std::max(plan.steps, 1);
+  RankStepFigures mine;
+  mine.step_ms = result.wall_step_ms;
+  set_wait_figures(mine, waited_before, parallel::host_wait(ctx), plan.steps);
   run.timer = nullptr;
   if (plan.traced > 0) {
     plan.start_trace();
@@ -455,6 +459,11 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   result.peak_reserved_gb = peaks.reserved_bytes / 1e9;
   result.predicted_peak_gb = estimate_memory(config, ctx.grid.shape).stages.at(ctx.grid.coord.pp).peak() / 1e9;
   result.device_used_gb = memory_in_use_bytes(cuda) / 1e9;
+  mine.peak_allocated_gb = result.peak_allocated_gb;
+  mine.peak_reserved_gb = result.peak_reserved_gb;
+  mine.device_used_gb = result.device_used_gb;
+  mine.predicted_peak_gb = result.predicted_peak_gb;
+  result.ranks = gather_rank_figures(mine, ctx, run.device.device());
   return result;
 }
 
