@@ -199,6 +199,7 @@ void time_layer_passes(const std::function<torch::Tensor(const torch::Tensor&)>&
 struct KernelFigures {
   Timing fwd, bwd;               // the default variant (what the model runs)
   double fwd_mt_ms[2], bwd_mt_ms[2];  // medians of 1 and 2 rows of 16 per warp (NaN: not built)
+  double fwd_tiles_inner_ms = 0, bwd_tiles_inner_ms = 0;  // medians with the old block order
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
 };
 
@@ -242,6 +243,16 @@ KernelFigures time_kernels(const Shape& s) {
                                          mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream, variant);
     }).median_ms;
   }
+  // The block order of before 2026-12-03 (tiles innermost), beside the default.
+  kernels::LatentAttentionVariant inner;
+  inner.tiles_inner = true;
+  f.fwd_tiles_inner_ms = time_device([&] {
+    kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream, inner);
+  }).median_ms;
+  f.bwd_tiles_inner_ms = time_device([&] {
+    kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
+                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream, inner);
+  }).median_ms;
   const double scores = static_cast<double>(s.B) * s.H * s.S * (s.S + 1.0) / 2.0;  // causal q.k pairs
   const double q_bytes = 2.0 * s.B * s.S * s.H * D, kv_bytes = 2.0 * s.B * s.S * s.Hkv * D, lse_bytes = 4.0 * s.B * s.H * s.S;
   f.flops_fwd = 4.0 * scores * D;   // q k^T and p v
@@ -291,6 +302,8 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   v["forward_mtiles2_ms"] = f.fwd_mt_ms[1];
   v["backward_mtiles1_ms"] = f.bwd_mt_ms[0];
   v["backward_mtiles2_ms"] = f.bwd_mt_ms[1];
+  v["forward_tiles_inner_ms"] = f.fwd_tiles_inner_ms;
+  v["backward_tiles_inner_ms"] = f.bwd_tiles_inner_ms;
   j["variants"] = std::move(v);
   return j;
 }

@@ -42,6 +42,7 @@ struct FwdParams {
   Strides qs, ks, vs, os;
   int seq, heads, group;
   float scale_log2;  // scale * log2 e
+  bool tiles_inner;  // LatentAttentionVariant::tiles_inner
 };
 
 template <int D, int MT>
@@ -51,8 +52,15 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
   __shared__ __align__(16) bf16 sk[2][kTile][W];
   __shared__ __align__(16) bf16 sv[2][kTile][W];
 
-  const int qt = gridDim.x - 1 - blockIdx.x;  // the longest rows first
-  const int h = blockIdx.y, b = blockIdx.z, hk = h / p.group;
+  // One-dimensional grid, the longest blocks first across the whole grid (query tile qt does
+  // qt + 1 key tiles): blocks start in index order, so a long block should not be among the last
+  // to start. Ordered only within each (head, batch), as a 3-d grid did, the last (head, batch)
+  // started its longest tile near the end and ran alone.
+  const int n_tiles = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_tiles;
+  const int id = static_cast<int>(blockIdx.x);
+  const int qt = n_tiles - 1 - (p.tiles_inner ? id % n_tiles : id / per_tile);
+  const int rest = p.tiles_inner ? id / n_tiles : id % per_tile;
+  const int h = rest % p.heads, b = rest / p.heads, hk = h / p.group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
@@ -208,8 +216,9 @@ int fwd_mtiles(int D, int asked) { return D == 64 ? 1 : asked ? asked : 1; }
 
 template <int D, int MT>
 void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
-  const dim3 grid((x.seq + kTile - 1) / kTile, x.heads, x.batch);
-  forward_kernel<D, MT><<<grid, threads_for(MT), 0, stream>>>(p);
+  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
+  HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
+  forward_kernel<D, MT><<<static_cast<unsigned>(blocks), threads_for(MT), 0, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -228,7 +237,7 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   const FwdParams p{q.data,         k.data,         v.data,         out.data,   lse,
                     strides_of(q),  strides_of(k),  strides_of(v),  strides_of(out),
                     shape.seq,      shape.heads,    shape.heads / shape.kv_heads,
-                    scale * kLog2e};
+                    scale * kLog2e,   variant.tiles_inner};
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
   switch (shape.head_dim * 10 + mt) {

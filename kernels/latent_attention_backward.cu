@@ -45,6 +45,7 @@ struct BwdParams {
   Strides qs, ks, vs, dos, dks, dvs;
   int seq, heads, group;
   float scale, scale_log2;
+  bool tiles_inner;  // LatentAttentionVariant::tiles_inner
 };
 
 template <int D>
@@ -69,8 +70,13 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
   extern __shared__ __align__(16) unsigned char smem_raw[];
   BwdSmem<D>& sm = *reinterpret_cast<BwdSmem<D>*>(smem_raw);
 
-  const int kt = blockIdx.x;  // tile 0 has the most query tiles: it starts first
-  const int hk = blockIdx.y, b = blockIdx.z;
+  // One-dimensional grid, key tile 0 (the most query tiles) first across the whole grid, as in
+  // the forward: a 3-d grid ordered the tiles only within each (KV head, batch), so the last
+  // ones to start included a longest tile (1.45 waves on small, ncu).
+  const int n_kt = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_kt;
+  const int id = static_cast<int>(blockIdx.x);
+  const int kt = p.tiles_inner ? id % n_kt : id / per_tile, rest = p.tiles_inner ? id / n_kt : id % per_tile;
+  const int kv_heads = p.heads / p.group, hk = rest % kv_heads, b = rest / kv_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k0 = kt * kTile;
   const int n_qtiles = (p.seq + kTile - 1) / kTile;
@@ -301,8 +307,9 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   const int smem = static_cast<int>(sizeof(BwdSmem<D>));
   // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
   HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const dim3 grid((x.seq + kTile - 1) / kTile, x.kv_heads, x.batch);
-  backward_kernel<D, kMt><<<grid, threads_for(kMt), smem, stream>>>(p);
+  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.kv_heads * x.batch;
+  HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
+  backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 
   const int64_t pieces = rows * (D / 8);
@@ -340,6 +347,7 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.dks = strides_of(dk), p.dvs = strides_of(dv);
   p.seq = shape.seq, p.heads = shape.heads, p.group = shape.heads / shape.kv_heads;
   p.scale = scale, p.scale_log2 = scale * kLog2e;
+  p.tiles_inner = variant.tiles_inner;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
   const int mt = bwd_mtiles(shape.head_dim, variant.bwd_mtiles);
   switch (shape.head_dim * 10 + mt) {

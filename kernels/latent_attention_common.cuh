@@ -144,7 +144,6 @@ inline void check_shape(const LatentAttentionShape& x) {
   HYDRA_CHECK(x.heads % x.kv_heads == 0, "heads " << x.heads << " not a multiple of kv_heads " << x.kv_heads);
   HYDRA_CHECK(latent_attention_supports(x.head_dim), "latent attention: head size " << x.head_dim
                                                                                       << " (supported: 16, 32, 64)");
-  HYDRA_CHECK(x.batch <= 65535 && x.kv_heads <= 65535 && x.heads <= 65535, "grid too large");
 }
 
 inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }

@@ -1,7 +1,9 @@
 // Latent flash attention (kernels/latent_attention.cu) against the matmul + softmax reference
 // in float64, on fresh random inputs, with every output poisoned (NaN) before the kernels run;
 // then the autograd wrapper and the CCQA layer with kernel: fused against kernel: reference.
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -176,6 +178,88 @@ TEST(LatentAttentionAutograd, GradientsThroughTheFunction) {
     EXPECT_LT(rel_l2(q.grad(), qd.grad()), tol) << "autocast " << autocast;
     EXPECT_LT(rel_l2(k.grad(), kd.grad()), tol) << "autocast " << autocast;
     EXPECT_LT(rel_l2(v.grad(), vd.grad()), tol) << "autocast " << autocast;
+  }
+}
+
+// The two block orders (LatentAttentionVariant::tiles_inner) compute the same blocks: the
+// forward and dk, dv come out bitwise equal (dq sums key tiles with atomics, in either order:
+// close, not bitwise). Then their times, at small's CCQA shape (d_h 16) and 1b's (d_h 32), for
+// docs/PERF.md (not a check; run with --gtest_also_run_disabled_tests).
+struct OrderRun {
+  torch::Tensor out, lse, dq, dk, dv;
+  float fwd_ms = 0, bwd_ms = 0;
+};
+
+OrderRun run_order(const Case& c, bool tiles_inner, int repeats) {
+  torch::manual_seed(11);
+  const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor q = torch::randn({c.batch, c.seq, c.heads, c.dim}, o);
+  const torch::Tensor k = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, o);
+  const torch::Tensor v = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, o);
+  const torch::Tensor dout = torch::randn({c.batch, c.seq, c.heads, c.dim}, o);
+  OrderRun r;
+  r.out = torch::empty_like(q), r.dq = torch::empty_like(q), r.dk = torch::empty_like(k), r.dv = torch::empty_like(v);
+  r.lse = torch::empty({c.batch, c.heads, c.seq}, o.dtype(torch::kFloat));
+  const LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
+  torch::Tensor ws = torch::empty({static_cast<int64_t>(latent_attention_backward_workspace(shape))}, o.dtype(torch::kByte));
+  LatentAttentionVariant variant;
+  variant.tiles_inner = tiles_inner;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.dim));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const auto fwd = [&] {
+    latent_attention_forward(shape, scale, cview(q), cview(k), cview(v), mview(r.out), r.lse.data_ptr<float>(), stream,
+                             variant);
+  };
+  const auto bwd = [&] {
+    latent_attention_backward(shape, scale, cview(q), cview(k), cview(v), cview(r.out), cview(dout),
+                              r.lse.data_ptr<float>(), mview(r.dq), mview(r.dk), mview(r.dv), ws.data_ptr(), stream,
+                              variant);
+  };
+  const auto median_ms = [&](const std::function<void()>& fn) {
+    fn();
+    std::vector<float> ms;
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    for (int i = 0; i < repeats; ++i) {
+      cudaEventRecord(e0, stream);
+      fn();
+      cudaEventRecord(e1, stream);
+      cudaEventSynchronize(e1);
+      float t = 0.f;
+      cudaEventElapsedTime(&t, e0, e1);
+      ms.push_back(t);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  r.fwd_ms = median_ms(fwd);
+  r.bwd_ms = median_ms(bwd);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return r;
+}
+
+void expect_same_results(const Case& c) {
+  const OrderRun a = run_order(c, false, 1), b = run_order(c, true, 1);
+  EXPECT_TRUE(torch::equal(a.out, b.out)) << name(c);
+  EXPECT_TRUE(torch::equal(a.lse, b.lse)) << name(c);
+  EXPECT_TRUE(torch::equal(a.dk, b.dk)) << name(c);
+  EXPECT_TRUE(torch::equal(a.dv, b.dv)) << name(c);
+  EXPECT_LT(rel_l2(a.dq, b.dq.to(torch::kDouble)), 1e-2) << name(c);
+}
+
+TEST(LatentAttentionOrder, BothBlockOrdersComputeTheSame) {
+  for (const Case& c : {Case{3, 1000, 12, 3, 16}, Case{2, 129, 8, 2, 32}, Case{1, 300, 4, 4, 64}}) expect_same_results(c);
+}
+
+TEST(LatentAttentionOrder, DISABLED_Timing) {
+  for (const Case& c : {Case{16, 1024, 12, 3, 16}, Case{8, 1024, 16, 4, 32}}) {
+    expect_same_results(c);
+    const OrderRun across = run_order(c, false, 30), inner = run_order(c, true, 30);
+    std::printf("latent order %s: forward %.4f ms (tiles inner %.4f), backward %.4f ms (tiles inner %.4f)\n",
+                name(c).c_str(), across.fwd_ms, inner.fwd_ms, across.bwd_ms, inner.bwd_ms);
   }
 }
 
