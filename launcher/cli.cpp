@@ -61,9 +61,10 @@ const std::map<std::string, CommandSpec>& commands() {
       {"sweep",
        {"time the training step over rank counts and layouts (weak or strong scaling): JSON and plots",
         "hydra sweep --config FILE [--set key.path=value]... --series weak|strong --ranks 1,2,4 [--layouts dp,tp2,pp2] "
-        "[--launcher mpirun] [--mpirun PATH] [--mpirun-args \"ARGS\"] [--steps N] [--warmup N] --out DIR",
-        {"--config", "--set", "--series", "--ranks", "--layouts", "--launcher", "--mpirun", "--mpirun-args", "--steps",
-         "--warmup", "--out"}}},
+        "[--launcher mpirun|slurm] [--mpirun PATH] [--mpirun-args \"ARGS\"] [--sbatch-args \"ARGS\"] [--steps N] "
+        "[--warmup N] --out DIR",
+        {"--config", "--set", "--series", "--ranks", "--layouts", "--launcher", "--mpirun", "--mpirun-args",
+         "--sbatch-args", "--steps", "--warmup", "--out"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -104,7 +105,8 @@ void check_command(const std::string& command) {
 // The value of an option: empty, or another option in its place, is a usage error.
 void check_value(const std::string& option, const std::string& value, const std::string& where) {
   if (value.empty()) HYDRA_FAIL(ConfigError, option << " needs a value, got an empty one (see " << where << " --help)");
-  if (value.rfind("--", 0) == 0 && option != "--mpirun-args") {  // (mpirun's own options start with --)
+  // (mpirun's and sbatch's own options start with --)
+  if (value.rfind("--", 0) == 0 && option != "--mpirun-args" && option != "--sbatch-args") {
     HYDRA_FAIL(ConfigError, option << " needs a value, got the option '" << value << "' (see " << where << " --help)");
   }
 }
@@ -181,14 +183,19 @@ std::string help_text(const std::string& command) {
     out += "  --ranks LIST           process counts, e.g. 1,2,4 (efficiency needs 1)\n";
     out += "  --layouts LIST         dp (every rank data-parallel), tpK or ppK (K-way tensor or pipeline\n";
     out += "                         parallel, dp = ranks / K); default dp\n";
-    out += "  --launcher mpirun      how each point starts its ranks (slurm: not yet)\n";
+    out += "  --launcher mpirun|slurm  how each point starts its ranks: mpirun here (or inside an allocation),\n";
+    out += "                         or slurm: one job per point (sbatch --wait slurm/sweep.sbatch, which runs the\n";
+    out += "                         same mpirun over the job's tasks); run it from the repository's root\n";
     out += "  --mpirun PATH          the mpirun to call (default: $HYDRA_MPIRUN, else mpirun on PATH)\n";
     out += "  --mpirun-args \"ARGS\"   extra mpirun arguments before -np, split on spaces (e.g. --oversubscribe)\n";
+    out += "  --sbatch-args \"ARGS\"   slurm: extra sbatch arguments, split on spaces (e.g. \"--partition=gpu\n";
+    out += "                         --ntasks-per-node=8 --gpus-per-node=8\"); --ntasks is the point's ranks\n";
     out += "  --steps N              timed steps of each point (default 5)\n";
     out += "  --warmup N             untimed steps first (default 2)\n";
     out += "  --out DIR              a new (or empty) directory for sweep.json, the plots and each point's files\n";
     out += "  --help                 this text\n";
-    out += "\nOne process: it runs `mpirun -np N hydra bench step` per point. Exit 0 when every point that\n";
+    out += "\nOne process: it runs `mpirun -np N hydra bench step` per point (slurm: in a job of N tasks each).\n";
+    out += "Exit 0 when every point that\n";
     out += "was not skipped ran, 4 when one failed (sweep.json records it). docs/INTERFACE.md has the JSON.\n";
     return out;
   }
@@ -300,6 +307,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--launcher") args.launcher = value;
     if (arg == "--mpirun") args.mpirun = value;
     if (arg == "--mpirun-args") args.mpirun_args = value;
+    if (arg == "--sbatch-args") args.sbatch_args = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);

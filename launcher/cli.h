@@ -39,6 +39,7 @@ struct CliArgs {
   std::string launcher;              // --launcher mpirun|slurm (sweep)
   std::string mpirun;                // --mpirun PATH (sweep)
   std::string mpirun_args;           // --mpirun-args "ARGS" (sweep): split on spaces
+  std::string sbatch_args;           // --sbatch-args "ARGS" (sweep --launcher slurm): split on spaces
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

@@ -70,9 +70,14 @@ PointRun run_point(const SweepOptions& options, const std::string& config, const
   if (!point.skipped.empty()) return run;
   run.json_file = "points/" + point_name(point) + ".json";
   run.log_file = "points/" + point_name(point) + ".log";
-  run.command = point_command(options, this_executable(), config, point, staging.file(run.json_file).string());
+  run.command = point_command(options, this_executable(), config, point, staging.file(run.json_file).string(),
+                              staging.file(run.log_file).string());
   run.outcome = run_logged(run.command, staging.file(run.log_file).string());
-  run.command.back() = run.json_file;  // the JSON path as it will be after the rename, relative to DIR
+  // The paths as they will be after the rename, relative to DIR.
+  run.command.back() = run.json_file;
+  for (std::string& word : run.command) {
+    if (word.rfind("--output=", 0) == 0) word = "--output=" + run.log_file;
+  }
   if (run.outcome.exit_code != 0) return run;
   std::ifstream in(staging.file(run.json_file));
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -36,8 +36,16 @@ std::string file_tail(const std::string& path) {
 }  // namespace
 
 std::vector<std::string> point_command(const SweepOptions& options, const std::string& hydra, const std::string& config,
-                                       const SweepPoint& point, const std::string& json_path) {
-  std::vector<std::string> argv = {options.mpirun};
+                                       const SweepPoint& point, const std::string& json_path,
+                                       const std::string& log_path) {
+  std::vector<std::string> argv;
+  if (options.launcher == "slurm") {
+    argv = {"sbatch", "--wait", "--ntasks=" + std::to_string(point.ranks), "--job-name=hydra-sweep-" + point_name(point),
+            "--output=" + log_path, "--open-mode=append"};
+    argv.insert(argv.end(), options.sbatch_args.begin(), options.sbatch_args.end());
+    argv.push_back(kSweepBatchScript);
+  }
+  argv.push_back(options.mpirun);
   argv.insert(argv.end(), options.mpirun_args.begin(), options.mpirun_args.end());
   for (const std::string& word : {std::string("-np"), std::to_string(point.ranks), hydra, std::string("bench"),
                                   std::string("step"), std::string("--config"), config}) {

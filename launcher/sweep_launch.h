@@ -11,8 +11,12 @@ namespace hydra::launcher {
 
 // The command line of `point`: the mpirun of `options` with its extra arguments, -np, this
 // hydra executable (`hydra`), `bench step --config CONFIG --set ...` and the point's JSON file.
+// With the slurm launcher that mpirun line is the argument list of `sbatch --wait --ntasks=N
+// --job-name=hydra-sweep-NAME --output=LOG --open-mode=append [sbatch args] slurm/sweep.sbatch`:
+// one job per point, whose output goes to the point's log, and whose exit status sbatch returns.
 std::vector<std::string> point_command(const SweepOptions& options, const std::string& hydra, const std::string& config,
-                                       const SweepPoint& point, const std::string& json_path);
+                                       const SweepPoint& point, const std::string& json_path,
+                                       const std::string& log_path);
 
 struct ChildOutcome {
   int exit_code = 0;     // the exit status; 128 + N for a signal N; 127 when it could not start

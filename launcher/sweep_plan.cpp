@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 
 #include "common/errors.h"
@@ -86,12 +87,28 @@ SweepOptions parse_sweep_options(const CliArgs& args, const std::string& mpirun_
   const std::string layouts = args.layouts.empty() ? "dp" : args.layouts;
   for (const std::string& name : split_list(layouts)) o.layouts.push_back(parse_layout(name, layouts));
   refuse_repeats(o.layouts, [](const SweepLayout& l) { return l.name; }, "--layouts", layouts);
-  if (args.launcher == "slurm") {
-    HYDRA_FAIL(ConfigError, "--launcher slurm: not yet; hydra sweep launches with mpirun for now (on a Slurm "
-                            "allocation, run it inside salloc with --launcher mpirun)");
+  if (!args.launcher.empty() && args.launcher != "mpirun" && args.launcher != "slurm") {
+    HYDRA_FAIL(ConfigError, "--launcher: expected mpirun or slurm, got '" << args.launcher << "'");
   }
-  if (!args.launcher.empty() && args.launcher != "mpirun") {
-    HYDRA_FAIL(ConfigError, "--launcher: expected mpirun (or slurm, not yet), got '" << args.launcher << "'");
+  o.launcher = args.launcher.empty() ? "mpirun" : args.launcher;
+  if (o.launcher == "slurm") {
+    if (!is_executable("sbatch")) HYDRA_FAIL(ConfigError, "--launcher slurm: no sbatch on PATH");
+    if (!std::filesystem::is_regular_file(kSweepBatchScript)) {
+      HYDRA_FAIL(ConfigError, "--launcher slurm submits " << kSweepBatchScript << ", which is not under the working "
+                              "directory " << std::filesystem::current_path().string()
+                              << ": run hydra sweep from the repository's root");
+    }
+  } else if (!args.sbatch_args.empty()) {
+    HYDRA_FAIL(ConfigError, "--sbatch-args needs --launcher slurm");
+  }
+  std::stringstream sbatch_words(args.sbatch_args);
+  for (std::string w; sbatch_words >> w;) {
+    if (w.rfind("--ntasks=", 0) == 0 || w == "--ntasks" || w.rfind("-n", 0) == 0 || w.rfind("--output", 0) == 0 ||
+        w.rfind("--wait", 0) == 0) {
+      HYDRA_FAIL(ConfigError, "--sbatch-args: '" << w << "' is the sweep's own (each point's --ntasks, --output "
+                              "and --wait)");
+    }
+    o.sbatch_args.push_back(w);
   }
   o.mpirun = !args.mpirun.empty() ? args.mpirun : !mpirun_env.empty() ? mpirun_env : "mpirun";
   if (!is_executable(o.mpirun)) {

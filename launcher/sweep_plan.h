@@ -24,14 +24,21 @@ struct SweepOptions {
   std::vector<SweepLayout> layouts;      // as given, no repeats
   std::string mpirun;                    // --mpirun, else $HYDRA_MPIRUN, else "mpirun"
   std::vector<std::string> mpirun_args;  // --mpirun-args, split on white space
+  std::string launcher = "mpirun";       // "mpirun" or "slurm" (a job per point, sbatch --wait)
+  std::vector<std::string> sbatch_args;  // --sbatch-args, split on white space (slurm)
   int steps = 5;                         // timed steps of each point (bench step --steps)
   int warmup = 2;                        // untimed steps first
 };
 
 // ConfigError (exit 2) naming the option and the value for anything wrong: --series,
-// --ranks, --layouts, --launcher (slurm: not yet), an --mpirun that is not an executable,
-// --steps, --warmup. `mpirun_env` is $HYDRA_MPIRUN (empty when unset).
+// --ranks, --layouts, --launcher, an --mpirun that is not an executable, --steps, --warmup;
+// with --launcher slurm, no sbatch on PATH or no kSweepBatchScript under the working
+// directory. `mpirun_env` is $HYDRA_MPIRUN (empty when unset).
 SweepOptions parse_sweep_options(const CliArgs& args, const std::string& mpirun_env);
+
+// The batch script of --launcher slurm, relative to the repository's root (the working
+// directory, as for slurm/train.sbatch).
+inline constexpr const char* kSweepBatchScript = "slurm/sweep.sbatch";
 
 struct SweepPoint {
   std::string layout;             // SweepLayout::name

@@ -89,7 +89,8 @@ Json sweep_json(const SweepHeader& h, const std::vector<PointRun>& runs) {
   out["config"] = h.config;
   out["sets"] = string_list(h.sets);
   out["series"] = h.options.series;
-  out["launcher"] = "mpirun";
+  out["launcher"] = h.options.launcher;
+  out["sbatch_args"] = string_list(h.options.sbatch_args);
   std::vector<std::string> mpirun = {h.options.mpirun};
   mpirun.insert(mpirun.end(), h.options.mpirun_args.begin(), h.options.mpirun_args.end());
   out["mpirun"] = string_list(mpirun);

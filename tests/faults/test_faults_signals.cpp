@@ -71,6 +71,16 @@ TEST_F(FaultsSignals, SigtermUnderMpirunSavesAndExits75) {
   hydra::test::expect_signal_saves_and_resumes(*sandbox(), "sigterm_np2", hydra_mpirun(2), 2, {}, "kill -TERM $pid");
 }
 
+// The same SIGTERM delivered twice, 0.1 s apart, as Slurm does on a requeue or preemption: it
+// signals the batch script's process group, which holds scripts/hydra-mpirun, while the batch
+// script forwards the signal to it as well (slurm/train.sbatch). One request: the run saves
+// and exits 75 and resumes exactly (it used to take the second as "stop at once": the Slurm
+// test of an administrator's requeue then restarted from scratch).
+TEST_F(FaultsSignals, SigtermTwiceAtOnceUnderMpirunIsOneRequest) {
+  hydra::test::expect_signal_saves_and_resumes(*sandbox(), "sigterm_twice_np2", hydra_mpirun(2), 2, {},
+                                               "kill -TERM $pid; sleep 0.1; kill -TERM $pid");
+}
+
 // A second Ctrl-C while the checkpoint is being written: the process dies by SIGINT at once
 // (exit status 130 through the shell), without the 5 s save, and leaves no committed checkpoint.
 TEST_F(FaultsSignals, SecondCtrlCStopsAtOnce) {

@@ -12,7 +12,7 @@
   grows with dp, the failed point is recorded with its exit code and output, the sweep goes on
   and exits 4.
 - refusals (exit 2, the value named, nothing written): bad --ranks, --series, --layouts,
-  --launcher slurm, a missing --mpirun, a non-empty --out, and hydra sweep under mpirun.
+  --launcher pbs, --sbatch-args without the slurm launcher, a missing --mpirun, a non-empty --out, and hydra sweep under mpirun.
 """
 import json
 import os
@@ -159,7 +159,7 @@ def check_refusals(root):
     fresh = os.path.join(root, "fresh")
     cases = [(["--ranks", "1,x"], fresh, "'x'"), (["--ranks", "0"], fresh, "'0'"), (["--ranks", "2,2"], fresh, "'2'"),
              (["--series", "medium"], fresh, "'medium'"), (["--layouts", "dp,tp1"], fresh, "'tp1'"),
-             (["--layouts", "zp2"], fresh, "'zp2'"), (["--launcher", "slurm"], fresh, "not yet"),
+             (["--layouts", "zp2"], fresh, "'zp2'"), (["--launcher", "pbs"], fresh, "'pbs'"), (["--sbatch-args", "--partition=x"], fresh, "needs --launcher slurm"),
              (["--mpirun", "/nonexistent/mpirun"], fresh, "/nonexistent/mpirun"), ([], taken, "overwrites nothing")]
     for args, out, words in cases:
         full = {"--series": "strong", "--ranks": "1,2", "--layouts": "dp"}

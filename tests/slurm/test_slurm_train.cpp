@@ -255,4 +255,34 @@ TEST_F(SlurmTrain, NodeFailureEndsTheJobAndTheNextSubmissionResumes) {
   expect_reference_metrics(name, log);
 }
 
+// A scaling sweep through Slurm (`hydra sweep --launcher slurm`, slurm/sweep.sbatch): each
+// point is its own job of N tasks, 2 a node, so the 4-rank point spans both nodes; every point
+// runs, and in the strong series every loss equals the 1-rank run's (the sweep checks that
+// against its documented tolerance; the test reads its verdict and the jobs' own lines).
+TEST_F(SlurmTrain, SweepRunsEachPointAsAJobAcrossNodes) {
+  const auto out = root() / "sweep";
+  const std::string cmd =
+      "cd " HYDRA_SOURCE_DIR " && " + slurm_env() +
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,tcp timeout 300 " HYDRA_BIN
+      " sweep --config " + (root() / "run.yaml").string() + " --series strong --ranks 1,2,4 --layouts dp"
+      " --steps 2 --warmup 1 --launcher slurm --sbatch-args \"--ntasks-per-node=2 --cpus-per-task=1 --time=10\""
+      " --set train.micro_batch=1 --out " + out.string() + " > " + (root() / "sweep.log").string() + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read(root() / "sweep.log") << daemon_logs();
+  const std::string report = read(out / "sweep.json");
+  EXPECT_NE(report.find("\"launcher\": \"slurm\""), std::string::npos) << report;
+  EXPECT_NE(report.find("\"all_ran\": true"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"losses_agree\": true"), std::string::npos) << report;
+  std::vector<std::string> jobs;
+  for (const int ranks : {1, 2, 4}) {
+    const std::string log = read(out / "points" / ("dp-" + std::to_string(ranks) + ".log"));
+    const size_t at = log.find("hydra sweep point: job ");
+    ASSERT_NE(at, std::string::npos) << log;
+    jobs.push_back(log.substr(at + 23, log.find(' ', at + 23) - at - 23));
+    const int nodes = ranks == 4 ? 2 : 1;
+    EXPECT_NE(log.find(std::to_string(ranks) + " tasks on " + std::to_string(nodes) + " node"), std::string::npos)
+        << log;
+  }
+  EXPECT_TRUE(jobs[0] != jobs[1] && jobs[1] != jobs[2] && jobs[0] != jobs[2]) << "one job per point";
+}
+
 }  // namespace
