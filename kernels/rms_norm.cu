@@ -119,6 +119,21 @@ __device__ __forceinline__ float row_dot(const RowArgs& a, const T* x, const T* 
   return group_sum(dot, a.lanes);
 }
 
+// The add form's last step on one vector: d (the norm's input gradient) plus dh, the gradient
+// that reached h directly, summed in the storage type as autograd sums them; alpha times that
+// is the branch's gradient, stored to a.h when asked.
+template <typename T, int VEC>
+__device__ __forceinline__ void add_residual_gradient(const RowArgs& a, int64_t base, int c, const float (&dh)[VEC],
+                                                      float (&d)[VEC]) {
+  float db[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) {
+    d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));
+    db[k] = a.alpha * d[k];
+  }
+  if (a.h != nullptr) store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+}
+
 // The second pass on one vector (columns c .. c + VEC) of a row: dx (ADD: also the branch
 // gradient). DW: adds dy * round(xhat) of element k into dw[k * dw_stride] (shared memory, in
 // the dw kernel's layout), before dx is stored (dx may alias dy).
@@ -135,14 +150,9 @@ __device__ __forceinline__ void backward_vector(const RowArgs& a, int64_t base, 
     if constexpr (DW) dw[k * dw_stride] += gv[k] * round_to<T>(xv[k] * rs);
   }
   if constexpr (ADD) {
-    float dh[VEC], db[VEC];
+    float dh[VEC];
     load<T, VEC>(static_cast<const T*>(a.dh) + base + c, dh);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));  // autograd sums the two in the storage type
-      db[k] = a.alpha * d[k];
-    }
-    if (a.h != nullptr) store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+    add_residual_gradient<T, VEC>(a, base, c, dh, d);
   }
   store<T, VEC>(static_cast<T*>(a.out) + base + c, d);
 }
@@ -222,14 +232,9 @@ __device__ __forceinline__ void backward_row_cached(const RowArgs& a, int64_t ro
       if constexpr (DW) dw[k * vectors + sub + i * lanes] += gv[k] * round_to<T>(xv[k] * rs);  // c / VEC = sub + i lanes
     }
     if constexpr (ADD) {
-      float dh[VEC], db[VEC];
+      float dh[VEC];
       bits_to_float<T, VEC>(hr[i], dh);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        d[k] = round_to<T>(dh[k] + round_to<T>(d[k]));  // autograd sums the two in the storage type
-        db[k] = a.alpha * d[k];
-      }
-      if (a.h != nullptr) store<T, VEC>(static_cast<T*>(a.h) + base + c, db);
+      add_residual_gradient<T, VEC>(a, base, c, dh, d);
     }
     store<T, VEC>(static_cast<T*>(a.out) + base + c, d);
   }

@@ -19,6 +19,7 @@
 #include "model/attention.h"
 #include "model/ccqa_prologue_fused.h"
 #include "model/layers.h"
+#include "tests/kernels/event_timing.h"
 #include "tests/kernels/relative_error.h"
 
 namespace hydra::kernels {
@@ -244,24 +245,7 @@ TEST(CcqaPrologueSanitizer, SmallCase) {
 // Timings (not a check; run with --gtest_also_run_disabled_tests): launcher forward and
 // backward against the reference ops' forward + backward, bf16, medians over CUDA events.
 float median_ms(const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  for (int i = 0; i < 20; ++i) {
-    cudaEventRecord(e0, at::cuda::getCurrentCUDAStream());
-    fn();
-    cudaEventRecord(e1, at::cuda::getCurrentCUDAStream());
-    cudaEventSynchronize(e1);
-    float t = 0.f;
-    cudaEventElapsedTime(&t, e0, e1);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return hydra::test::median_event_ms(fn, 20, 3, at::cuda::getCurrentCUDAStream());
 }
 
 TEST(CcqaPrologueTiming, DISABLED_SeedAndLong) {

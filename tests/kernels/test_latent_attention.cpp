@@ -17,6 +17,7 @@
 #include "model/attention.h"
 #include "model/attention_core.h"
 #include "model/attention_fused.h"
+#include "tests/kernels/event_timing.h"
 #include "tests/kernels/relative_error.h"
 
 namespace hydra::kernels {
@@ -215,28 +216,8 @@ OrderRun run_order(const Case& c, bool tiles_inner, int repeats) {
                               r.lse.data_ptr<float>(), mview(r.dq), mview(r.dk), mview(r.dv), ws.data_ptr(), stream,
                               variant);
   };
-  const auto median_ms = [&](const std::function<void()>& fn) {
-    fn();
-    std::vector<float> ms;
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    for (int i = 0; i < repeats; ++i) {
-      cudaEventRecord(e0, stream);
-      fn();
-      cudaEventRecord(e1, stream);
-      cudaEventSynchronize(e1);
-      float t = 0.f;
-      cudaEventElapsedTime(&t, e0, e1);
-      ms.push_back(t);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  };
-  r.fwd_ms = median_ms(fwd);
-  r.bwd_ms = median_ms(bwd);
+  r.fwd_ms = hydra::test::median_event_ms(fwd, repeats, 1, stream);
+  r.bwd_ms = hydra::test::median_event_ms(bwd, repeats, 1, stream);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   return r;
 }
