@@ -32,6 +32,12 @@ const std::map<std::string, CommandSpec>& commands() {
        {"validation loss and perplexity of a checkpoint (causal routing)",
         "hydra eval --config FILE --checkpoint DIR [--set key.path=value]... [--json]",
         {"--config", "--set", "--checkpoint", "--json"}}},
+      {"generate",
+       {"continue a prompt with a checkpoint's model: sampled tokens, streamed as text (one process)",
+        "hydra generate --config FILE --checkpoint DIR [--set key.path=value]... (--prompt TEXT | --prompt-file FILE) "
+        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]",
+        {"--config", "--set", "--checkpoint", "--prompt", "--prompt-file", "--max-new", "--temperature", "--top-k",
+         "--top-p", "--seed", "--json"}}},
       {"data prepare",
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
@@ -175,6 +181,23 @@ std::string help_text(const std::string& command) {
     out += "\nOne process. The plots need python3 with matplotlib; without it the report says so.\n";
     return out;
   }
+  if (command == "generate") {
+    out += "  --config FILE          run config (YAML): the checkpoint's model, data.tokenizer, train.device,\n";
+    out += "                         train.dtype, train.seq_len (the context kept)\n";
+    out += "  --checkpoint DIR       a committed checkpoint of that model (any layout)\n";
+    out += "  --set key.path=value   override one key (repeatable)\n";
+    out += "  --prompt TEXT          the text to continue\n";
+    out += "  --prompt-file FILE     ... or read it from FILE (an empty file: start a new document)\n";
+    out += "  --max-new N            tokens to generate at most (default 64; end-of-text stops early)\n";
+    out += "  --temperature T        0 (greedy) to 100 (default 1)\n";
+    out += "  --top-k K              sample among the K most likely tokens only (default 0: all)\n";
+    out += "  --top-p P              ... among the most likely tokens whose probabilities reach P (default 1)\n";
+    out += "  --seed S               the draws' seed (default 0): the same seed gives the same tokens\n";
+    out += "  --json                 print one JSON object at the end instead of streaming text\n";
+    out += "  --help                 this text\n";
+    out += "\nOne process. Each new token runs the model over the whole context (no KV cache yet).\n";
+    return out;
+  }
   if (command == "sweep") {
     out += "  --config FILE          run config (YAML); data.path is read as in hydra train\n";
     out += "  --set key.path=value   override one key (repeatable); every point gets them\n";
@@ -308,6 +331,13 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--mpirun") args.mpirun = value;
     if (arg == "--mpirun-args") args.mpirun_args = value;
     if (arg == "--sbatch-args") args.sbatch_args = value;
+    if (arg == "--prompt") args.prompt = value;
+    if (arg == "--prompt-file") args.prompt_file = value;
+    if (arg == "--max-new") args.max_new = value;
+    if (arg == "--temperature") args.temperature = value;
+    if (arg == "--top-k") args.top_k = value;
+    if (arg == "--top-p") args.top_p = value;
+    if (arg == "--seed") args.seed = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
@@ -339,8 +369,11 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   if (!args.help && args.command == "sweep" && (args.series.empty() || args.ranks.empty())) {
     HYDRA_FAIL(ConfigError, "hydra sweep needs --series weak|strong and --ranks LIST (see hydra sweep --help)");
   }
-  if (!args.help && args.command == "eval" && args.checkpoint.empty()) {
-    HYDRA_FAIL(ConfigError, "hydra eval needs --checkpoint DIR");
+  if (!args.help && (args.command == "eval" || args.command == "generate") && args.checkpoint.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --checkpoint DIR");
+  }
+  if (!args.help && args.command == "generate" && args.prompt.empty() == args.prompt_file.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra generate needs one of --prompt TEXT and --prompt-file FILE");
   }
   if (args.overwrite && !args.resume.empty()) {
     HYDRA_FAIL(ConfigError, "--resume and --overwrite exclude each other (resume continues the run in "

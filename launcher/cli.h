@@ -40,6 +40,13 @@ struct CliArgs {
   std::string mpirun;                // --mpirun PATH (sweep)
   std::string mpirun_args;           // --mpirun-args "ARGS" (sweep): split on spaces
   std::string sbatch_args;           // --sbatch-args "ARGS" (sweep --launcher slurm): split on spaces
+  std::string prompt;                // --prompt TEXT (generate)
+  std::string prompt_file;           // --prompt-file FILE (generate)
+  std::string max_new;               // --max-new N (generate), validated by the command
+  std::string temperature;           // --temperature T (generate)
+  std::string top_k;                 // --top-k K (generate)
+  std::string top_p;                 // --top-p P (generate)
+  std::string seed;                  // --seed S (generate)
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

@@ -43,6 +43,7 @@ int run(int argc, char** argv, int& rank) {
   if (args.command == "info") return launcher::run_info(config, args, launch);
   if (args.command == "train") return launcher::run_train(config, args, launch);
   if (args.command == "eval") return launcher::run_eval(config, args, launch);
+  if (args.command == "generate") return launcher::run_generate(config, args, launch);
   if (args.command == "bench step") return launcher::run_bench_step(config, args, launch);
   if (args.command == "bench comm") return launcher::run_bench_comm(config, args, launch);
   if (args.command == "diagnose") return launcher::run_diagnose(config, args, launch);

@@ -1,7 +1,9 @@
 #include "launcher/option_values.h"
 
 #include <climits>
+#include <cmath>
 #include <exception>
+#include <string>
 
 #include "common/errors.h"
 
@@ -50,6 +52,22 @@ int count_option(const std::string& option, const std::string& text, int fallbac
     HYDRA_FAIL(common::ConfigError, option << " needs a whole number of at least " << least << ", got '" << text << "'");
   }
   return static_cast<int>(*value);
+}
+
+double real_option(const std::string& option, const std::string& text, double fallback, double least, double most) {
+  if (text.empty()) return fallback;
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !std::isfinite(value) || value < least || value > most) {
+    HYDRA_FAIL(common::ConfigError, option << " needs a number from " << least << " to " << most << ", got '" << text
+                                           << "'");
+  }
+  return value;
 }
 
 }  // namespace hydra::launcher

@@ -23,4 +23,8 @@ std::vector<int64_t> positive_list(const std::string& option, const std::string&
 // ConfigError naming `option` otherwise. Empty text: `fallback`.
 int count_option(const std::string& option, const std::string& text, int fallback, int least);
 
+// --temperature 0.7 and the like: the whole of `text` as a finite real number in [least, most];
+// ConfigError naming `option` and the value otherwise. Empty text: `fallback`.
+double real_option(const std::string& option, const std::string& text, double fallback, double least, double most);
+
 }  // namespace hydra::launcher
