@@ -145,11 +145,11 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
   // The interrupted-run tests' common body: the same run as the reference as a 2-node job
   // `name`, at its 20th step `command` JOBID (how it is interrupted), then: the job completed,
   // resumed from a checkpoint, and matches the reference. Its id, last scontrol line and log
-  // into `job`, `end`, `log`.
+  // into `job`, `end`, `log`. `sets`: more --set options of the run.
   static void interrupt_and_finish(const std::string& name, const std::string& command, int& job, std::string& end,
-                                   std::string& log) {
+                                   std::string& log, const std::string& sets = "") {
     ASSERT_NO_FATAL_FAILURE(ensure_long_reference());
-    job = submit(name, 2, 1, std::string("--set parallel.dp=2 --set ") + kLongSteps, /*wait=*/false);
+    job = submit(name, 2, 1, std::string("--set parallel.dp=2 --set ") + kLongSteps + " " + sets, /*wait=*/false);
     ASSERT_GT(job, 0) << read(root() / name / "sbatch.log");
     ASSERT_NO_FATAL_FAILURE(wait_for_rows(name, 20));
     const std::string interrupt = slurm_env() + command + " " + std::to_string(job);
@@ -219,13 +219,18 @@ TEST_F(SlurmTrain, SigtermSavesRequeuesAndResumesExactly) {
 }
 
 // An administrator's requeue (`scontrol requeue`, no signal of the user's choosing): Slurm
-// signals the job's processes (TERM, then KILL after KillWait), the script forwards the TERM,
-// every rank saves and exits 75, and the requeued job resumes from that checkpoint to the
-// same losses as an uninterrupted run.
+// signals every process of the job at once (TERM, then KILL after KillWait): the batch script,
+// mpirun, the Open MPI daemon of the other node and the ranks. Usually every rank saves and
+// exits 75 and the requeued job resumes from that checkpoint; but the daemon on the other node
+// may stop its rank before the ranks agree to save (seen once in three runs, 2026-12-03), and
+// then the requeued job resumes from the last periodic checkpoint (every 10 steps here): at
+// most checkpoint.every steps are computed again, and the losses equal the uninterrupted run's
+// either way.
 TEST_F(SlurmTrain, AdministratorRequeueResumesExactly) {
   int job = -1;
   std::string end, log;
-  ASSERT_NO_FATAL_FAILURE(interrupt_and_finish("slurm_requeued", "scontrol requeue", job, end, log));
+  ASSERT_NO_FATAL_FAILURE(
+      interrupt_and_finish("slurm_requeued", "scontrol requeue", job, end, log, "--set checkpoint.every=10"));
   EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
 }
 
