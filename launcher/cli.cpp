@@ -35,9 +35,9 @@ const std::map<std::string, CommandSpec>& commands() {
       {"generate",
        {"continue a prompt with a checkpoint's model: sampled tokens, streamed as text (one process)",
         "hydra generate --config FILE --checkpoint DIR [--set key.path=value]... (--prompt TEXT | --prompt-file FILE) "
-        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json]",
+        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--no-cache] [--json]",
         {"--config", "--set", "--checkpoint", "--prompt", "--prompt-file", "--max-new", "--temperature", "--top-k",
-         "--top-p", "--seed", "--json"}}},
+         "--top-p", "--seed", "--no-cache", "--json"}}},
       {"data prepare",
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
@@ -81,7 +81,7 @@ const std::map<std::string, CommandSpec>& commands() {
 
 // --json is a flag, except for `hydra bench ...` where it names the output file.
 bool takes_value(const std::string& command, const std::string& option) {
-  if (option == "--overwrite") return false;
+  if (option == "--overwrite" || option == "--no-cache") return false;
   return option != "--json" || command.rfind("bench", 0) == 0;
 }
 
@@ -193,9 +193,12 @@ std::string help_text(const std::string& command) {
     out += "  --top-k K              sample among the K most likely tokens only (default 0: all)\n";
     out += "  --top-p P              ... among the most likely tokens whose probabilities reach P (default 1)\n";
     out += "  --seed S               the draws' seed (default 0): the same seed gives the same tokens\n";
+    out += "  --no-cache             run the model over the whole context for every token (no KV cache):\n";
+    out += "                         the same tokens, slower; for comparison\n";
     out += "  --json                 print one JSON object at the end instead of streaming text\n";
     out += "  --help                 this text\n";
-    out += "\nOne process. Each new token runs the model over the whole context (no KV cache yet).\n";
+    out += "\nOne process. The prompt is prefilled once, then each new token runs alone against the layers'\n";
+    out += "KV caches; when the context exceeds train.seq_len it restarts from its last seq_len/2 tokens.\n";
     return out;
   }
   if (command == "sweep") {
@@ -311,6 +314,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--resume") args.resume = value;
     if (arg == "--init-from") args.init_from = value;
     if (arg == "--overwrite") args.overwrite = true;
+    if (arg == "--no-cache") args.no_cache = true;
     if (arg == "--checkpoint") args.checkpoint = value;
     if (arg == "--output") args.output = value;
     if (arg == "--tokenizer") args.tokenizer = value;

@@ -47,6 +47,7 @@ struct CliArgs {
   std::string top_k;                 // --top-k K (generate)
   std::string top_p;                 // --top-p P (generate)
   std::string seed;                  // --seed S (generate)
+  bool no_cache = false;             // --no-cache (generate): the whole context for every token
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

@@ -1,12 +1,15 @@
 // `hydra generate`: continue a prompt with a checkpoint's model, one token at a time. One
 // process; the model is built whole from the config and its weights read from a checkpoint of
-// any layout (checkpoint/ reshards them). Every new token runs the model over the whole context
-// (the last train.seq_len tokens), with MoD's causal routing as at evaluation: correct and
-// simple, quadratic in the length. KV caches per layer type are issue 19's next step.
+// any layout (checkpoint/ reshards them). By default each new token runs through the model
+// alone against the layers' KV caches (model/decode.h); --no-cache runs the model over the whole
+// context for every token instead (the reference the tests compare with). Both see the same
+// context (context_start below), with MoD's and MoR's causal routing as at evaluation.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -18,7 +21,9 @@
 #include "data/tokenizer.h"
 #include "launcher/commands.h"
 #include "launcher/option_values.h"
+#include "model/decode.h"
 #include "model/hydra_model.h"
+#include "model/model_info.h"
 #include "model/sampling.h"
 #include "parallel/flat_layout.h"
 
@@ -31,6 +36,7 @@ struct GenerateOptions {
   std::string prompt;
   int max_new = 64;
   uint64_t seed = 0;
+  bool cache = true;  // --no-cache: the whole context through the model for every token
   model::SamplingOptions sampling;
 };
 
@@ -48,6 +54,7 @@ GenerateOptions parse_generate_options(const CliArgs& args) {
   o.sampling.top_k = count_option("--top-k", args.top_k, 0, 0);
   o.sampling.top_p = real_option("--top-p", args.top_p, 1.0, 1e-9, 1.0);
   o.seed = static_cast<uint64_t>(count_option("--seed", args.seed, 0, 0));
+  o.cache = !args.no_cache;
   return o;
 }
 
@@ -67,16 +74,87 @@ model::HydraModel load_model(const Config& config, const std::string& dir) {
   return m;
 }
 
-// The next token's logits [vocab_size] after `context`.
-torch::Tensor next_logits(model::HydraModel& m, const std::vector<int32_t>& context, int64_t vocab_size,
-                          const torch::Device& device) {
+// Where the context starts, given the tokens so far (`length`), where it started before and
+// train.seq_len (`window`): the last `window` tokens of the prompt at first; when a new token
+// makes it longer than `window`, it restarts from its last window / 2 tokens (the cached path
+// prefills them again: once every window / 2 tokens, not at every step). Both paths use it, so
+// they see the same context at every step.
+size_t context_start(size_t length, size_t start, size_t window) {
+  if (length - start <= window) return start;
+  return length - std::max<size_t>(1, window / 2);
+}
+
+torch::Tensor token_tensor(std::vector<int32_t>::const_iterator first, std::vector<int32_t>::const_iterator last,
+                           const torch::Device& device) {
+  return torch::tensor(std::vector<int64_t>(first, last), torch::kLong).to(device);
+}
+
+// The next token's logits [vocab_size] after `context`, the whole context through the model.
+torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& context, int64_t vocab_size) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor input =
-      torch::tensor(std::vector<int64_t>(context.begin(), context.end()), torch::kLong).unsqueeze(0).to(device);
   model::ForwardOptions fwd;
-  fwd.causal_routing = true;  // MoD decides per token, as at inference (docs/MODEL.md)
-  const model::ModelOutput out = m->forward(input, {}, fwd);
+  fwd.causal_routing = true;  // MoD and MoR decide per token, as at inference (docs/MODEL.md)
+  const model::ModelOutput out = m->forward(context.unsqueeze(0), {}, fwd);
   return out.logits.select(0, 0).select(0, -1).narrow(0, 0, vocab_size);
+}
+
+// The next-token logits of one sequence as it grows, by either path.
+class NextLogits {
+ public:
+  NextLogits(model::HydraModel m, bool cache, size_t window, int64_t vocab_size, torch::Device device)
+      : m_(std::move(m)), cache_(cache), window_(window), vocab_size_(vocab_size), device_(device) {}
+
+  // The logits after `tokens` (the prompt and the tokens chosen so far, one more than at the
+  // previous call).
+  torch::Tensor after(const std::vector<int32_t>& tokens) {
+    const size_t start = first_call_ ? (tokens.size() > window_ ? tokens.size() - window_ : 0)
+                                     : context_start(tokens.size(), start_, window_);
+    const bool restart = first_call_ || start != start_;
+    first_call_ = false;
+    start_ = start;
+    if (!cache_) return full_context_logits(m_, token_tensor(tokens.begin() + start, tokens.end(), device_), vocab_size_);
+    if (restart) {
+      model::Decoded d = model::prefill(*m_, token_tensor(tokens.begin() + start, tokens.end(), device_), window_);
+      state_.emplace(std::move(d.state));
+      ++prefills_;
+      return d.logits.narrow(0, 0, vocab_size_);
+    }
+    return model::decode_step(*m_, *state_, tokens.back()).narrow(0, 0, vocab_size_);
+  }
+
+  const std::optional<model::DecodeState>& state() const { return state_; }
+  int prefills() const { return prefills_; }
+
+ private:
+  model::HydraModel m_;
+  bool cache_;
+  size_t window_;
+  int64_t vocab_size_;
+  torch::Device device_;
+  bool first_call_ = true;
+  size_t start_ = 0;
+  std::optional<model::DecodeState> state_;
+  int prefills_ = 0;
+};
+
+// What the KV cache costs (docs/MODEL.md "Decoding with caches"): per token, for one layer of
+// each type of the pattern and for the whole model (bf16, every effective layer: the worst
+// case), and what the run's cache held at the end (its dtype; MoD and MoR skip entries).
+common::Json kv_cache_report(const Config& config, const NextLogits& next) {
+  common::Json kv = common::Json::object();
+  common::Json per_layer = common::Json::object();
+  for (const std::string& type : config.model.pattern) {
+    per_layer[type] = model::layer_kv_bytes_per_token(config.model, type);
+  }
+  kv["bf16_bytes_per_token_per_layer"] = per_layer;
+  kv["bf16_bytes_per_token"] = model::compute_model_stats(config.model, config.train.seq_len).kv_cache_bytes_per_token;
+  if (next.state()) {
+    kv["held_bytes"] = next.state()->cache_bytes();
+    kv["held_entries"] = next.state()->cache_entries();
+    kv["context_tokens"] = next.state()->length();
+  }
+  kv["prefills"] = next.prefills();
+  return kv;
 }
 
 }  // namespace
@@ -98,14 +176,13 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   std::vector<int32_t> context = tokenizer->encode(o.prompt);
   const size_t prompt_tokens = context.size();
   if (context.empty()) context.push_back(tokenizer->eot_id());  // a new document
-  const size_t window = static_cast<size_t>(config.train.seq_len);
+  NextLogits next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device);
   std::mt19937_64 rng(o.seed);
   std::vector<int32_t> generated;
   std::string stopped = "max_new";
   const auto start = std::chrono::steady_clock::now();
   while (static_cast<int>(generated.size()) < o.max_new) {
-    const std::vector<int32_t> recent(context.size() > window ? context.end() - window : context.begin(), context.end());
-    const torch::Tensor logits = next_logits(m, recent, tokenizer->vocab_size(), device);
+    const torch::Tensor logits = next.after(context);
     const auto id = static_cast<int32_t>(model::sample_next_token(logits, o.sampling, rng));
     if (id == tokenizer->eot_id()) {
       stopped = "end_of_text";
@@ -139,12 +216,14 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     sampling["top_p"] = o.sampling.top_p;
     sampling["seed"] = static_cast<int64_t>(o.seed);
     out["sampling"] = sampling;
+    out["cache"] = o.cache;
+    out["kv_cache"] = kv_cache_report(config, next);
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("\n");
     std::fflush(stdout);
-    std::fprintf(stderr, "generate: %zu tokens in %.2f s (%.1f tokens/s), stopped at %s\n", generated.size(), seconds,
-                 seconds > 0 ? generated.size() / seconds : 0.0, stopped.c_str());
+    std::fprintf(stderr, "generate: %zu tokens in %.2f s (%.1f tokens/s, %s), stopped at %s\n", generated.size(), seconds,
+                 seconds > 0 ? generated.size() / seconds : 0.0, o.cache ? "KV cache" : "no cache", stopped.c_str());
   }
   return 0;
 }

@@ -40,17 +40,22 @@ MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factor
   mark_region_replicated(*this, shard, tp);
 }
 
-torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+std::vector<torch::Tensor> MqaAttention::queries_keys_values(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), d = dims.d;
   const std::vector<torch::Tensor> qkv = project_same_input(x, {wq.get(), wk.get(), wv.get()});
-  torch::Tensor q = qkv[0].view({B, S, -1, d});
-  torch::Tensor k = qkv[1].view({B, S, 1, d});
-  const torch::Tensor v = qkv[2].view({B, S, 1, d});
   // QK-norm then RoPE, one node (and on CUDA one kernel) each.
-  q = fused_rms_norm_rope(q, q_norm->weight, positions, theta, eps);
-  k = fused_rms_norm_rope(k, k_norm->weight, positions, theta, eps);
-  const torch::Tensor o = causal_attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d)));
-  return wo->forward(fused_head_rms_norm(o.reshape({B, S, -1}), out_norm->weight, d, eps));
+  const torch::Tensor q = fused_rms_norm_rope(qkv[0].view({B, S, -1, d}), q_norm->weight, positions, theta, eps);
+  const torch::Tensor k = fused_rms_norm_rope(qkv[1].view({B, S, 1, d}), k_norm->weight, positions, theta, eps);
+  return {q, k, qkv[2].view({B, S, 1, d})};
+}
+
+torch::Tensor MqaAttention::output(const torch::Tensor& o) {
+  return wo->forward(fused_head_rms_norm(o.reshape({o.size(0), o.size(1), -1}), out_norm->weight, dims.d, eps));
+}
+
+torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+  const std::vector<torch::Tensor> qkv = queries_keys_values(x, positions);
+  return output(causal_attention(qkv[0], qkv[1], qkv[2], 1.0 / std::sqrt(static_cast<double>(dims.d))));
 }
 
 // ---------------------------------------------------------------------------------------------

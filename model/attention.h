@@ -12,6 +12,7 @@
 
 #include "model/config.h"
 #include "model/dims.h"
+#include "model/kv_cache.h"
 #include "model/layers.h"
 #include "model/projection.h"
 #include "model/tp_hooks.h"
@@ -21,8 +22,16 @@ namespace hydra::model {
 // Tensor parallelism (model/tp_hooks.h): each type's sharding(dims, tp) says what splits;
 // the constructors size their per-head parameters to this rank's heads (tp.size, tp.rank) and
 // mark the replicated parameters inside the tp region with tp.sum_grad.
+//
+// Decoding (docs/MODEL.md "Decoding with caches"; one sequence, one process): decode(x,
+// positions, cache) takes the normalised inputs x [1, n, E] of n new tokens that follow the
+// tokens already in `cache`, appends what they leave to it, and returns what forward would
+// return for those n tokens had it been given the cached tokens and them. empty_cache() is the
+// cache of this type before any token (model/kv_cache.h); a cache of another type is refused.
 struct AttentionImpl : torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) = 0;
+  virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) = 0;
+  virtual AttentionCache empty_cache() const = 0;
 };
 using Attention = std::shared_ptr<AttentionImpl>;
 
@@ -30,7 +39,13 @@ using Attention = std::shared_ptr<AttentionImpl>;
 struct MqaAttention : AttentionImpl {
   MqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
+  AttentionCache empty_cache() const override { return MqaCache{}; }
   static LayerSharding sharding(const Dims& dims, int tp = 1);
+  // Steps 1-4 for the tokens of x: {q [B, S, H, d], k [B, S, 1, d], v [B, S, 1, d]}.
+  std::vector<torch::Tensor> queries_keys_values(const torch::Tensor& x, const torch::Tensor& positions);
+  // Steps 6-7: the per-head norm and W_o of the attention output o [B, S, H, d].
+  torch::Tensor output(const torch::Tensor& o);
 
   Dims dims;
   double eps, theta;
@@ -44,6 +59,9 @@ struct MqaAttention : AttentionImpl {
 struct CausalConvImpl : torch::nn::Module {
   CausalConvImpl(int64_t channels, int64_t group_size, int64_t kernel);
   torch::Tensor forward(const torch::Tensor& x);  // x [B, S, channels]
+  // Decoding: x [B, K-1+n, channels] whose first K-1 rows are the inputs before the n new ones
+  // (zeros before the sequence starts: forward's padding). Returns the n new outputs.
+  torch::Tensor forward_unpadded(const torch::Tensor& x);
   int64_t group_size;
   torch::Tensor weight;  // [channels, group_size, K]
   torch::Tensor bias;    // [channels]
@@ -83,6 +101,15 @@ struct CcqaAttention : AttentionImpl {
   // holds every KV head under tp (replicated KV), the KV head of each local query head.
   std::vector<torch::Tensor> reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
                                                 const torch::Tensor& positions, const torch::Tensor& kv_of_head);
+  // Steps 4-7 (qk-mean, post-mix norm, temperature, RoPE) given the latents before (q0, k0) and
+  // after (qc, kc) the convolutions, [B, S, channels] each: {q [B, S, heads, d_h], k}. Each
+  // token's result depends on that token's inputs only.
+  std::vector<torch::Tensor> mix_and_rotate(const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& qc,
+                                            const torch::Tensor& kc, const torch::Tensor& positions,
+                                            const torch::Tensor& kv_of_head);
+  // Decoding on the reference ops (one process: every KV head held).
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
+  AttentionCache empty_cache() const override { return CcqaCache{}; }
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
   static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
@@ -104,6 +131,10 @@ struct CcqaAttention : AttentionImpl {
 struct MlaAttention : AttentionImpl {
   MlaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
+  // Decoding with W_uk absorbed into the query and W_uv applied to the attended latent
+  // (docs/MODEL.md "Decoding with caches"): the cache holds [c_kv ; k_r] only.
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
+  AttentionCache empty_cache() const override { return MlaCache{}; }
   static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;

@@ -36,6 +36,12 @@ torch::Tensor CausalConvImpl::forward(const torch::Tensor& x) {
   return torch::conv1d(padded, weight, bias, /*stride=*/one, /*padding=*/zero, /*dilation=*/one, groups).transpose(1, 2);
 }
 
+torch::Tensor CausalConvImpl::forward_unpadded(const torch::Tensor& x) {
+  const int64_t groups = weight.size(0) / group_size;
+  const std::vector<int64_t> one = {1}, zero = {0};
+  return torch::conv1d(x.transpose(1, 2), weight, bias, one, zero, one, groups).transpose(1, 2);
+}
+
 LayerSharding CcqaAttention::sharding(const Dims& m, int tp) {
   const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
   // Everything splits by heads: query heads for the query part, KV heads for the key/value
@@ -169,7 +175,6 @@ torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, co
 std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0,
                                                              const torch::Tensor& v0, const torch::Tensor& positions,
                                                              const torch::Tensor& kv_of_head) {
-  const int64_t B = q0.size(0), S = q0.size(1), dh = dims.dh;
   // 2. Values, with the per-KV-head shift.
   const torch::Tensor v = values(v0);
   // 3. Two causal convolutions: depthwise, then grouped per head.
@@ -178,8 +183,17 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
     q = conv2_q->forward(conv1_q->forward(q0));
     k = conv2_k->forward(conv1_k->forward(k0));
   }
-  q = q.view({B, S, -1, dh});
-  k = k.view({B, S, -1, dh});
+  const std::vector<torch::Tensor> qk = mix_and_rotate(q0, k0, q, k, positions, kv_of_head);
+  return {qk[0], qk[1], v};
+}
+
+std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0, const torch::Tensor& k0,
+                                                         const torch::Tensor& qc, const torch::Tensor& kc,
+                                                         const torch::Tensor& positions,
+                                                         const torch::Tensor& kv_of_head) {
+  const int64_t B = q0.size(0), S = q0.size(1), dh = dims.dh;
+  torch::Tensor q = qc.view({B, S, -1, dh});
+  torch::Tensor k = kc.view({B, S, -1, dh});
   const int64_t heads = q.size(2), kv_heads = k.size(2);
   const bool kv_whole = kv_of_head.defined();
   const int64_t group = kv_whole ? dims.Hc / dims.Hkv : heads / kv_heads;
@@ -207,7 +221,7 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
   }
   k = k * torch::exp(tau).view({1, 1, -1, 1});
   // 7. RoPE over d_h.
-  return {apply_rope(q, positions, theta), apply_rope(k, positions, theta), v};
+  return {apply_rope(q, positions, theta), apply_rope(k, positions, theta)};
 }
 
 torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {

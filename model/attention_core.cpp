@@ -7,26 +7,43 @@
 
 namespace hydra::model {
 
-at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      double scale) {
-  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
-  const int64_t Hkv = k.size(2), Dv = v.size(3);
+namespace {
+
+// q [B, n, H, D] against the keys [B, m, Hkv, D] (m >= n, the queries the last n of them).
+at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  const int64_t B = q.size(0), n = q.size(1), H = q.size(2), D = q.size(3);
+  const int64_t m = k.size(1), Hkv = k.size(2), Dv = v.size(3);
   HYDRA_CHECK(H % Hkv == 0, "query heads " << H << " not a multiple of key/value heads " << Hkv);
+  HYDRA_CHECK(m >= n, n << " queries but only " << m << " keys");
   const int64_t G = H / Hkv;
   // Group the query heads under their key/value head instead of repeating k and v:
-  // q [B, Hkv, G, S, D] against k [B, Hkv, 1, S, D].
-  const at::Tensor qg = q.permute({0, 2, 1, 3}).reshape({B, Hkv, G, S, D});
+  // q [B, Hkv, G, n, D] against k [B, Hkv, 1, m, D].
+  const at::Tensor qg = q.permute({0, 2, 1, 3}).reshape({B, Hkv, G, n, D});
   const at::Tensor kg = k.permute({0, 2, 1, 3}).unsqueeze(2);
   const at::Tensor vg = v.permute({0, 2, 1, 3}).unsqueeze(2);
-  at::Tensor scores = at::matmul(qg, kg.transpose(-1, -2)) * scale;  // [B, Hkv, G, S, S]
+  at::Tensor scores = at::matmul(qg, kg.transpose(-1, -2)) * scale;  // [B, Hkv, G, n, m]
   const bool low_precision = scores.scalar_type() == at::kHalf || scores.scalar_type() == at::kBFloat16;
   if (low_precision) scores = scores.to(at::kFloat);
-  const at::Tensor future = at::ones({S, S}, q.options().dtype(at::kBool)).triu(1);
-  scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+  // Query i (index m - n + i) sees keys j <= m - n + i: mask j - i > m - n.
+  if (n > 1) {
+    const at::Tensor future = at::ones({n, m}, q.options().dtype(at::kBool)).triu(m - n + 1);
+    scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
+  }
   at::Tensor probs = at::softmax(scores, -1);
   if (low_precision) probs = probs.to(q.scalar_type());
-  const at::Tensor out = at::matmul(probs, vg);  // [B, Hkv, G, S, Dv]
-  return out.reshape({B, H, S, Dv}).permute({0, 2, 1, 3});
+  const at::Tensor out = at::matmul(probs, vg);  // [B, Hkv, G, n, Dv]
+  return out.reshape({B, H, n, Dv}).permute({0, 2, 1, 3});
+}
+
+}  // namespace
+
+at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      double scale) {
+  return masked_attention(q, k, v, scale);
+}
+
+at::Tensor attention_over_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  return masked_attention(q, k, v, scale);
 }
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {

@@ -22,4 +22,10 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       double scale);
 
+// Decoding (model/decode.h): the n queries q [B, n, H, Dqk] are the last n tokens of the m >= n
+// keys k [B, m, H_kv, Dqk] and values v [B, m, H_kv, Dv] (a cache and the new tokens): query i
+// sits at index m - n + i and sees keys 0 .. m - n + i. The same grouping and softmax precision
+// as causal_attention (matmul + masked softmax on any device). Returns [B, n, H, Dv].
+at::Tensor attention_over_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+
 }  // namespace hydra::model

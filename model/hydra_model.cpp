@@ -73,12 +73,17 @@ LayerImpl::LayerImpl(const ModelConfig& c, const std::string& type_, bool mod_ro
 }
 
 torch::Tensor LayerImpl::dense(const torch::Tensor& x, const torch::Tensor& positions) {
+  return sublayers(x, [&](const torch::Tensor& in) { return attn->forward(in, positions); });
+}
+
+torch::Tensor LayerImpl::sublayers(const torch::Tensor& x,
+                                   const std::function<torch::Tensor(const torch::Tensor&)>& attention) {
   // Each sub-layer is one tp region: it enters at the normalised input and leaves through its
   // row-parallel output projection (tp_hooks.h).
   // x feeds the residual and attn_norm: one node, so that its two gradients add in the norm's
   // backward kernel. h = x + alpha * attn(...) and mlp_norm(h) in one node (one kernel on CUDA).
   const auto [residual, attn_in] = fused_rms_norm_with_input(x, attn_norm->weight, attn_norm->eps);
-  const auto [h, normed] = fused_add_rms_norm(residual, attn->forward(tp.enter_region(attn_in), positions), alpha,
+  const auto [h, normed] = fused_add_rms_norm(residual, attention(tp.enter_region(attn_in)), alpha,
                                               mlp_norm->weight, mlp_norm->eps);
   const torch::Tensor mlp_in = tp.enter_region(normed);
   if (!recompute_mlp) return h + mlp->forward(mlp_in);
@@ -273,18 +278,8 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
   run.router_entropy = options.router_entropy;
   const torch::Tensor positions =
       torch::arange(S, input.options().dtype(torch::kLong)).unsqueeze(0).expand({B, S});
-  const torch::Tensor& tokens = input;
-  torch::Tensor h;
-  if (!slice.first_stage) {
-    h = input;  // the previous stage's hidden state
-  } else if (tp.active()) {
-    // Vocab-parallel lookup: rows of other ranks read as zero; the sum over tp is the embedding.
-    const torch::Tensor mine = (tokens >= vocab_begin) & (tokens < vocab_begin + vocab_local);
-    const torch::Tensor local_ids = (tokens - vocab_begin) * mine;
-    h = tp.reduce(torch::embedding(embed, local_ids) * mine.unsqueeze(-1).to(embed.scalar_type()));
-  } else {
-    h = torch::embedding(embed, tokens);
-  }
+  // On the first stage the tokens, else the previous stage's hidden state.
+  torch::Tensor h = slice.first_stage ? embed_tokens(input) : input;
   torch::Tensor aux = zero_aux(h);
   for (const MacroBlock& block : blocks) {
     auto out = block->forward(h, positions, run);
@@ -307,14 +302,7 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
     result.lm_loss = linear_cross_entropy(h.reshape({B * S, h.size(-1)}), weight, targets.reshape({B * S}), vocab_valid);
     return result;
   }
-  torch::Tensor logits = head ? head->forward(h) : torch::linear(h, embed);
-  if (vocab_begin + vocab_local > config.vocab_size) {
-    // Padded vocabulary entries never get probability: -inf before the softmax.
-    torch::Tensor pad = torch::zeros({vocab_local}, logits.options());
-    const int64_t first_pad = std::max<int64_t>(0, config.vocab_size - vocab_begin);
-    pad.narrow(0, first_pad, vocab_local - first_pad).fill_(-std::numeric_limits<double>::infinity());
-    logits = logits + pad;
-  }
+  const torch::Tensor logits = lm_head(h);
   if (targets.defined() && tp.active()) {
     result.lm_loss = tp.cross_entropy(logits, targets, vocab_begin);
   } else if (targets.defined()) {
@@ -325,6 +313,28 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
   }
   if (options.return_logits) result.logits = logits;
   return result;
+}
+
+torch::Tensor HydraModelImpl::embed_tokens(const torch::Tensor& tokens) {
+  if (!tp.active()) return torch::embedding(embed, tokens);
+  // Vocab-parallel lookup: rows of other ranks read as zero; the sum over tp is the embedding.
+  const int64_t vocab_local = slice.vocab_local, vocab_begin = slice.vocab_begin;
+  const torch::Tensor mine = (tokens >= vocab_begin) & (tokens < vocab_begin + vocab_local);
+  const torch::Tensor local_ids = (tokens - vocab_begin) * mine;
+  return tp.reduce(torch::embedding(embed, local_ids) * mine.unsqueeze(-1).to(embed.scalar_type()));
+}
+
+torch::Tensor HydraModelImpl::lm_head(const torch::Tensor& h) {
+  const int64_t vocab_local = slice.vocab_local, vocab_begin = slice.vocab_begin;
+  torch::Tensor logits = head ? head->forward(h) : torch::linear(h, embed);
+  if (vocab_begin + vocab_local > config.vocab_size) {
+    // Padded vocabulary entries never get probability: -inf before the softmax.
+    torch::Tensor pad = torch::zeros({vocab_local}, logits.options());
+    const int64_t first_pad = std::max<int64_t>(0, config.vocab_size - vocab_begin);
+    pad.narrow(0, first_pad, vocab_local - first_pad).fill_(-std::numeric_limits<double>::infinity());
+    logits = logits + pad;
+  }
+  return logits;
 }
 
 }  // namespace hydra::model

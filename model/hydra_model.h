@@ -9,6 +9,7 @@
 //   (MoR, i = 0 routes recursion 2), final_norm.weight, head.weight (untied only).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,9 @@ struct LayerImpl : torch::nn::Module {
             bool recompute_mlp = false);
   // The layer on every token it is given: y.
   torch::Tensor dense(const torch::Tensor& x, const torch::Tensor& positions);
+  // y = h + MLP(RMSNorm(h)), h = x + alpha attention(RMSNorm(x)): the layer around a given
+  // attention of the normalised input (dense: attn->forward; decoding: attn->decode).
+  torch::Tensor sublayers(const torch::Tensor& x, const std::function<torch::Tensor(const torch::Tensor&)>& attention);
   // {y, weighted aux loss (a scalar, zero without a router)}.
   std::vector<torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& positions, const RunContext& run);
 
@@ -127,6 +131,11 @@ struct HydraModelImpl : torch::nn::Module {
   // read on the last stage. A stage before the last returns `hidden` and its aux loss.
   ModelOutput forward(const torch::Tensor& input, const torch::Tensor& targets = {},
                       const ForwardOptions& options = {});
+  // The first stage's embedding of tokens [B, S] int64: [B, S, E] (summed over tp).
+  torch::Tensor embed_tokens(const torch::Tensor& tokens);
+  // The last stage's LM head on the final norm's output h [..., E]: logits [..., V_padded / tp],
+  // padded columns -inf.
+  torch::Tensor lm_head(const torch::Tensor& h);
 
   ModelConfig config;
   Dims dims;

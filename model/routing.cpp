@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "common/errors.h"
+
 namespace hydra::model {
 
 Selection select_tokens(const at::Tensor& logits, const at::Tensor& eligible, int64_t k, RouteMode mode) {
@@ -31,6 +33,18 @@ Selection select_tokens(const at::Tensor& logits, const at::Tensor& eligible, in
   s.selected = chosen.gather(1, order);
   s.member = chosen.to(r.scalar_type());
   s.selected_count = chosen.sum().item<int64_t>();
+  return s;
+}
+
+Selection select_chosen(const at::Tensor& logits, const at::Tensor& eligible) {
+  HYDRA_CHECK(logits.dim() == 2 && logits.size(0) == 1, "select_chosen takes one sequence, got " << logits.sizes());
+  Selection s;
+  at::Tensor chosen = logits.detach() > 0;  // sigmoid(r) > 0.5, as select_tokens' threshold mode
+  if (eligible.defined()) chosen = chosen.logical_and(eligible);
+  s.index = chosen.select(0, 0).nonzero().view({1, -1});  // ascending: position order
+  s.selected = at::ones_like(s.index, s.index.options().dtype(at::kBool));
+  s.member = chosen.to(logits.scalar_type());
+  s.selected_count = s.index.numel();
   return s;
 }
 

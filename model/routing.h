@@ -47,6 +47,11 @@ struct Selection {
 // most the eligible count of every sequence).
 Selection select_tokens(const at::Tensor& logits, const at::Tensor& eligible, int64_t k, RouteMode mode);
 
+// Decoding (model/decode.h): the threshold rule's chosen tokens alone, of one sequence
+// (logits [1, n]): index [1, k] of the eligible tokens with r > 0 in position order, all
+// selected, k = selected_count (0 when none); member as select_tokens'.
+Selection select_chosen(const at::Tensor& logits, const at::Tensor& eligible);
+
 // The routed function: maps (x_sub [B, n, E], positions_sub [B, n]) to {f(x_sub), aux}.
 using RoutedFn = std::function<std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&)>;
 

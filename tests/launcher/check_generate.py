@@ -8,6 +8,10 @@ vocabulary) trained for a few steps on the GPL text, then continued from its che
   first half of a greedy continuation gives the second half (positions, the context and MoD's
   causal routing all enter); the JSON's text is the bytes of its tokens;
 - the streamed text (no --json) is the JSON's text; a seed repeats its draws exactly;
+- the KV cache (the default) and --no-cache (the whole context for every token) choose the same
+  greedy tokens, also past train.seq_len, where the context restarts from its last seq_len/2
+  tokens (the cached path prefills again); with a long context the cache is faster; the JSON
+  reports the cache's bytes;
 - the refusals: no prompt or two, bad numbers (exit 2), a missing checkpoint or one of another
   model shape (exit 3).
 """
@@ -72,6 +76,34 @@ def main():
         b = generate("--prompt", prompt, "--max-new", "10", "--seed", "5", "--top-k", "20", "--top-p", "0.9")
         if a["tokens"] != b["tokens"] or a["sampling"] != {"temperature": 1.0, "top_k": 20, "top_p": 0.9, "seed": 5}:
             fail(f"seed 5 twice: {a} / {b}")
+        # Cached (default) against uncached: the same greedy tokens, across two context restarts
+        # (12 prompt tokens + 100 new ones with train.seq_len 64: restarts at 65 and 97 tokens).
+        cached = generate("--prompt", prompt, "--max-new", "100", "--temperature", "0")
+        uncached = generate("--prompt", prompt, "--max-new", "100", "--temperature", "0", "--no-cache")
+        if cached["tokens"] != uncached["tokens"] or len(cached["tokens"]) != 100:
+            fail(f"cached and uncached greedy tokens differ:\n{cached['tokens']}\n{uncached['tokens']}")
+        if not cached["cache"] or uncached["cache"]:
+            fail(f"cache flags {cached['cache']} / {uncached['cache']}")
+        kv = cached["kv_cache"]
+        if kv["prefills"] != 3 or not 0 < kv["held_entries"] <= kv["context_tokens"] * 32 or kv["held_bytes"] <= 0:
+            fail(f"kv_cache report {kv}")
+        if kv["bf16_bytes_per_token_per_layer"] != {"mqa": 64, "ccqa": 32, "mla": 80}:
+            fail(f"bytes per token per layer {kv['bf16_bytes_per_token_per_layer']}")
+        if uncached["kv_cache"]["prefills"] != 0 or "held_bytes" in uncached["kv_cache"]:
+            fail(f"uncached kv_cache report {uncached['kv_cache']}")
+        # Speed: a context of up to 256 tokens (the window a longer train.seq_len gives; the model
+        # has no learned positions) costs the uncached path a forward of the whole context per
+        # token, the cached one a single token's.
+        long_args = ["--prompt", prompt * 4, "--max-new", "150", "--temperature", "0", "--set", "train.seq_len=256"]
+        fast = generate(*long_args)
+        slow = generate(*long_args, "--no-cache")
+        if fast["tokens"] != slow["tokens"]:
+            fail(f"long context: cached and uncached tokens differ:\n{fast['tokens']}\n{slow['tokens']}")
+        if not fast["seconds"] * 1.5 < slow["seconds"]:
+            fail(f"the cache is not faster: {fast['seconds']:.2f} s cached, {slow['seconds']:.2f} s uncached")
+        print(f"generate: {len(fast['tokens'])} tokens after {fast['prompt_tokens']}: {fast['seconds']:.2f} s with the "
+              f"KV cache, {slow['seconds']:.2f} s without")
+
         stream = hydra(*base, "--prompt", prompt, "--max-new", "12", "--temperature", "0")
         if stream.returncode != 0 or stream.stdout.decode("latin-1") != whole["text"] + "\n":
             fail(f"streamed text {stream.stdout!r}, JSON text {whole['text']!r}", stream)
@@ -93,7 +125,8 @@ def main():
         for run, what in ((missing, "a missing checkpoint"), (other, "another model's checkpoint")):
             if run.returncode != 3:
                 fail(f"{what}: exit {run.returncode}, expected 3", run)
-        print("generate: greedy consistent, streamed = JSON text, seeded draws repeat, refusals as documented")
+        print("generate: greedy consistent, cached = uncached, streamed = JSON text, seeded draws repeat, refusals as "
+              "documented")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
