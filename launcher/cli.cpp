@@ -35,9 +35,9 @@ const std::map<std::string, CommandSpec>& commands() {
       {"generate",
        {"continue a prompt with a checkpoint's model: sampled tokens, streamed as text (one process)",
         "hydra generate --config FILE --checkpoint DIR [--set key.path=value]... (--prompt TEXT | --prompt-file FILE) "
-        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--no-cache] [--json]",
+        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--batch B] [--no-cache] [--json]",
         {"--config", "--set", "--checkpoint", "--prompt", "--prompt-file", "--max-new", "--temperature", "--top-k",
-         "--top-p", "--seed", "--no-cache", "--json"}}},
+         "--top-p", "--seed", "--batch", "--no-cache", "--json"}}},
       {"data prepare",
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
@@ -193,6 +193,8 @@ std::string help_text(const std::string& command) {
     out += "  --top-k K              sample among the K most likely tokens only (default 0: all)\n";
     out += "  --top-p P              ... among the most likely tokens whose probabilities reach P (default 1)\n";
     out += "  --seed S               the draws' seed (default 0): the same seed gives the same tokens\n";
+    out += "  --batch B              B continuations of the prompt (default 1), seeds S .. S+B-1; printed\n";
+    out += "                         after the run, one after another (--json: continuations)\n";
     out += "  --no-cache             run the model over the whole context for every token (no KV cache):\n";
     out += "                         the same tokens, slower; for comparison\n";
     out += "  --json                 print one JSON object at the end instead of streaming text\n";
@@ -342,6 +344,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--top-k") args.top_k = value;
     if (arg == "--top-p") args.top_p = value;
     if (arg == "--seed") args.seed = value;
+    if (arg == "--batch") args.batch = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);

@@ -48,6 +48,7 @@ struct CliArgs {
   std::string top_p;                 // --top-p P (generate)
   std::string seed;                  // --seed S (generate)
   bool no_cache = false;             // --no-cache (generate): the whole context for every token
+  std::string batch;                 // --batch B (generate): continuations of the prompt
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

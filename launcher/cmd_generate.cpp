@@ -4,6 +4,7 @@
 // alone against the layers' KV caches (model/decode.h); --no-cache runs the model over the whole
 // context for every token instead (the reference the tests compare with). Both see the same
 // context (context_start below), with MoD's and MoR's causal routing as at evaluation.
+// --batch B continues B copies of the prompt's state, each with its own seed.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -37,6 +38,7 @@ struct GenerateOptions {
   int max_new = 64;
   uint64_t seed = 0;
   bool cache = true;  // --no-cache: the whole context through the model for every token
+  int batch = 1;      // --batch: continuations of the prompt, seeds seed .. seed + batch - 1
   model::SamplingOptions sampling;
 };
 
@@ -55,6 +57,7 @@ GenerateOptions parse_generate_options(const CliArgs& args) {
   o.sampling.top_p = real_option("--top-p", args.top_p, 1.0, 1e-9, 1.0);
   o.seed = static_cast<uint64_t>(count_option("--seed", args.seed, 0, 0));
   o.cache = !args.no_cache;
+  o.batch = count_option("--batch", args.batch, 1, 1);
   return o;
 }
 
@@ -157,6 +160,16 @@ common::Json kv_cache_report(const Config& config, const NextLogits& next) {
   return kv;
 }
 
+// One continuation of the prompt: its tokens, its draws (--seed + its index), its logits' source.
+struct Continuation {
+  std::vector<int32_t> context;    // the prompt and the tokens chosen so far
+  std::vector<int32_t> generated;  // the tokens chosen so far
+  std::string stopped;             // max_new, or end_of_text once it drew that
+  uint64_t seed;
+  NextLogits next;
+  std::mt19937_64 rng;
+};
+
 }  // namespace
 
 int run_generate(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
@@ -173,57 +186,96 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   model::HydraModel m = load_model(config, args.checkpoint);
   const torch::Device device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU);
 
-  std::vector<int32_t> context = tokenizer->encode(o.prompt);
-  const size_t prompt_tokens = context.size();
-  if (context.empty()) context.push_back(tokenizer->eot_id());  // a new document
-  NextLogits next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device);
-  std::mt19937_64 rng(o.seed);
-  std::vector<int32_t> generated;
-  std::string stopped = "max_new";
+  std::vector<int32_t> prompt = tokenizer->encode(o.prompt);
+  const size_t prompt_tokens = prompt.size();
+  if (prompt.empty()) prompt.push_back(tokenizer->eot_id());  // a new document
   const auto start = std::chrono::steady_clock::now();
-  while (static_cast<int>(generated.size()) < o.max_new) {
-    const torch::Tensor logits = next.after(context);
-    const auto id = static_cast<int32_t>(model::sample_next_token(logits, o.sampling, rng));
-    if (id == tokenizer->eot_id()) {
-      stopped = "end_of_text";
-      break;
-    }
-    generated.push_back(id);
-    context.push_back(id);
-    if (!args.json) {
-      const std::string piece = tokenizer->decode(&id, 1);  // bytes: a character may span tokens
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
+  // The prompt runs once; every continuation starts from a copy of its state (a fork).
+  NextLogits prompt_next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device);
+  const torch::Tensor prompt_logits = prompt_next.after(prompt);
+  std::vector<Continuation> rows;
+  for (int i = 0; i < o.batch; ++i) {
+    rows.push_back(Continuation{prompt, {}, "max_new", o.seed + i, prompt_next, std::mt19937_64(o.seed + i)});
+  }
+  const bool stream = !args.json && o.batch == 1;
+  // The continuations advance together, one token each per round (one after another: no
+  // batched kernels yet), each with its own draws.
+  size_t produced = 0;
+  for (int round = 0; round < o.max_new; ++round) {
+    for (Continuation& row : rows) {
+      if (row.stopped == "end_of_text") continue;
+      const torch::Tensor logits = round == 0 ? prompt_logits : row.next.after(row.context);
+      const auto id = static_cast<int32_t>(model::sample_next_token(logits, o.sampling, row.rng));
+      if (id == tokenizer->eot_id()) {
+        row.stopped = "end_of_text";
+        continue;
+      }
+      row.generated.push_back(id);
+      row.context.push_back(id);
+      ++produced;
+      if (stream) {
+        const std::string piece = tokenizer->decode(&id, 1);  // bytes: a character may span tokens
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      }
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double tokens_per_s = seconds > 0 ? produced / seconds : 0.0;
   if (args.json) {
     common::Json out = common::Json::object();
     out["checkpoint"] = args.checkpoint;
     out["step"] = index.progress.step;
     out["prompt"] = o.prompt;
     out["prompt_tokens"] = static_cast<int64_t>(prompt_tokens);
-    common::Json ids = common::Json::array();
-    for (const int32_t id : generated) ids.push(static_cast<int64_t>(id));
-    out["tokens"] = ids;
-    out["text"] = tokenizer->decode(generated);
-    out["stopped"] = stopped;
+    const auto ids = [](const std::vector<int32_t>& tokens) {
+      common::Json list = common::Json::array();
+      for (const int32_t id : tokens) list.push(static_cast<int64_t>(id));
+      return list;
+    };
+    // The first continuation (the one of --seed itself) at the top level; all of them in
+    // `continuations` with --batch.
+    out["tokens"] = ids(rows[0].generated);
+    out["text"] = tokenizer->decode(rows[0].generated);
+    out["stopped"] = rows[0].stopped;
+    if (o.batch > 1) {
+      common::Json list = common::Json::array();
+      for (const Continuation& row : rows) {
+        common::Json item = common::Json::object();
+        item["seed"] = static_cast<int64_t>(row.seed);
+        item["tokens"] = ids(row.generated);
+        item["text"] = tokenizer->decode(row.generated);
+        item["stopped"] = row.stopped;
+        list.push(item);
+      }
+      out["continuations"] = list;
+    }
     out["seconds"] = seconds;
-    out["tokens_per_s"] = seconds > 0 ? generated.size() / seconds : 0.0;
+    out["tokens_per_s"] = tokens_per_s;
     common::Json sampling = common::Json::object();
     sampling["temperature"] = o.sampling.temperature;
     sampling["top_k"] = o.sampling.top_k;
     sampling["top_p"] = o.sampling.top_p;
     sampling["seed"] = static_cast<int64_t>(o.seed);
     out["sampling"] = sampling;
+    out["batch"] = o.batch;
     out["cache"] = o.cache;
-    out["kv_cache"] = kv_cache_report(config, next);
+    out["kv_cache"] = kv_cache_report(config, rows[0].next);
     std::printf("%s\n", out.dump().c_str());
   } else {
-    std::printf("\n");
+    if (stream) {
+      std::printf("\n");
+    } else {
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const std::string text = tokenizer->decode(rows[i].generated);
+        std::printf("--- continuation %zu (seed %llu) ---\n", i, static_cast<unsigned long long>(rows[i].seed));
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::printf("\n");
+      }
+    }
     std::fflush(stdout);
-    std::fprintf(stderr, "generate: %zu tokens in %.2f s (%.1f tokens/s, %s), stopped at %s\n", generated.size(), seconds,
-                 seconds > 0 ? generated.size() / seconds : 0.0, o.cache ? "KV cache" : "no cache", stopped.c_str());
+    std::fprintf(stderr, "generate: %zu tokens in %.2f s (%.1f tokens/s, %s), stopped at %s\n", produced, seconds,
+                 tokens_per_s, o.cache ? "KV cache" : "no cache", rows[0].stopped.c_str());
   }
   return 0;
 }

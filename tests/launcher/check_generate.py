@@ -11,7 +11,7 @@ vocabulary) trained for a few steps on the GPL text, then continued from its che
 - the KV cache (the default) and --no-cache (the whole context for every token) choose the same
   greedy tokens, also past train.seq_len, where the context restarts from its last seq_len/2
   tokens (the cached path prefills again); with a long context the cache is faster; the JSON
-  reports the cache's bytes;
+  reports the cache's bytes; --batch B gives the B single runs of seeds S .. S+B-1;
 - the refusals: no prompt or two, bad numbers (exit 2), a missing checkpoint or one of another
   model shape (exit 3).
 """
@@ -104,6 +104,20 @@ def main():
         print(f"generate: {len(fast['tokens'])} tokens after {fast['prompt_tokens']}: {fast['seconds']:.2f} s with the "
               f"KV cache, {slow['seconds']:.2f} s without")
 
+        # --batch 3: continuation i is the single run of seed 5 + i (each forks the prompt's state),
+        # with and without the cache.
+        for extra in ([], ["--no-cache"]):
+            batch = generate("--prompt", prompt, "--max-new", "10", "--seed", "5", "--top-k", "20", "--batch", "3", *extra)
+            rows = batch["continuations"]
+            if len(rows) != 3 or batch["tokens"] != rows[0]["tokens"] or batch["batch"] != 3:
+                fail(f"--batch 3 {extra}: {batch}")
+            for i, row in enumerate(rows):
+                single = generate("--prompt", prompt, "--max-new", "10", "--seed", str(5 + i), "--top-k", "20", *extra)
+                if row["seed"] != 5 + i or row["tokens"] != single["tokens"] or row["stopped"] != single["stopped"]:
+                    fail(f"--batch 3 {extra}: continuation {i} {row}, the single run of seed {5 + i} {single}")
+            if len({tuple(row["tokens"]) for row in rows}) < 2:
+                fail(f"--batch 3 {extra}: the continuations are all alike: {rows}")
+
         stream = hydra(*base, "--prompt", prompt, "--max-new", "12", "--temperature", "0")
         if stream.returncode != 0 or stream.stdout.decode("latin-1") != whole["text"] + "\n":
             fail(f"streamed text {stream.stdout!r}, JSON text {whole['text']!r}", stream)
@@ -114,7 +128,7 @@ def main():
         cases = [([], 2, "one of --prompt"), (["--prompt", "x", "--prompt-file", prompt_file], 2, "one of --prompt"),
                  (["--prompt", "x", "--top-p", "0"], 2, "--top-p"), (["--prompt", "x", "--temperature", "-1"], 2,
                                                                     "--temperature"),
-                 (["--prompt", "x", "--max-new", "0"], 2, "--max-new")]
+                 (["--prompt", "x", "--max-new", "0"], 2, "--max-new"), (["--prompt", "x", "--batch", "0"], 2, "--batch")]
         for extra, code, words in cases:
             run = hydra(*base, *extra)
             if run.returncode != code or words.encode() not in run.stderr:
