@@ -4,112 +4,13 @@
 // The models are tiny and random with every parameter away from its init (convolutions that
 // read earlier tokens, routers that skip about half the tokens), and the Sensitive* tests
 // check that the comparison notices a cache that loses a piece of its state.
-#include <cmath>
-#include <string>
-#include <vector>
-
 #include "common/errors.h"
-#include "model/decode.h"
-#include "model/hydra_model.h"
-#include "model_test_util.h"
+#include "decode_test_util.h"
 
 namespace hydra::model {
 namespace {
 
-using test::small_config;
-
-constexpr int kVocab = 61;
-constexpr int64_t kTokens = 24;
-
-struct Shape {
-  std::vector<std::string> pattern;
-  bool mod = false;
-  int recursions = 1;
-  std::string compress = "head_dim";
-};
-
-ModelConfig decode_config(const Shape& s) {
-  ModelConfig c = small_config(kVocab);
-  c.pattern = s.pattern;
-  c.macro_blocks = 2;
-  c.mod.enabled = s.mod;
-  c.mod.layers.clear();
-  for (int l = 1; l < static_cast<int>(s.pattern.size()); l += 2) c.mod.layers.push_back(l);
-  if (c.mod.layers.empty()) c.mod.layers = {0};
-  c.mor.recursions = s.recursions;
-  c.ccqa.compress = s.compress;
-  c.tie_embeddings = false;
-  return c;
-}
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-// Every parameter away from its init: projections of unit gain (activations of order 1, so
-// that attention is far from uniform), convolutions with every tap, temperatures, norm gains,
-// and routers with bias 0 whose scores are of order 1 (about half the tokens chosen).
-void randomize(HydraModelImpl& m) {
-  torch::NoGradGuard no_grad;
-  torch::manual_seed(11);
-  const double E = static_cast<double>(m.dims.E);
-  for (auto& item : m.named_parameters()) {
-    const std::string& name = item.key();
-    torch::Tensor t = item.value();
-    if (name.find("router") != std::string::npos) {
-      if (ends_with(name, "bias")) t.zero_(); else t.normal_(0.0, 1.0 / std::sqrt(E));
-    } else if (ends_with(name, "norm.weight")) {
-      t.uniform_(0.5, 1.5);
-    } else if (name.find("conv") != std::string::npos) {
-      t.normal_(0.0, 0.5);
-    } else if (ends_with(name, "tau")) {
-      t.normal_(0.0, 0.3);
-    } else if (name == "embed.weight") {
-      t.normal_(0.0, 1.0);
-    } else if (t.dim() == 2) {
-      t.normal_(0.0, 1.0 / std::sqrt(static_cast<double>(t.size(1))));
-    }
-  }
-}
-
-HydraModel random_model(const Shape& s, torch::Dtype dtype) {
-  torch::manual_seed(0);
-  auto m = std::make_shared<HydraModelImpl>(decode_config(s));
-  randomize(*m);
-  m->to(dtype);
-  m->eval();
-  return m;
-}
-
-torch::Tensor random_tokens(int64_t n, int seed = 3) {
-  torch::manual_seed(seed);
-  return torch::randint(kVocab, {n}, torch::kLong);
-}
-
-ModelOutput full_forward(HydraModel& m, const torch::Tensor& tokens) {
-  torch::NoGradGuard no_grad;
-  ForwardOptions causal;
-  causal.causal_routing = true;
-  return m->forward(tokens.unsqueeze(0), {}, causal);
-}
-
-// The largest |cached - full| over the positions from prefix-1 on, relative to the largest full
-// logit (at least 1): prefill of the first `prefix` tokens, then one decode_step per token.
-double max_decode_error(HydraModel& m, const torch::Tensor& tokens, int64_t prefix) {
-  const torch::Tensor full = full_forward(m, tokens).logits.select(0, 0).narrow(-1, 0, kVocab).to(torch::kDouble);
-  Decoded d = prefill(*m, tokens.narrow(0, 0, prefix), tokens.size(0));
-  double worst = 0;
-  auto compare = [&](const torch::Tensor& logits, int64_t t) {
-    const torch::Tensor got = logits.narrow(0, 0, kVocab).to(torch::kDouble);
-    const torch::Tensor want = full.select(0, t);
-    const double scale = std::max(1.0, want.abs().max().item<double>());
-    worst = std::max(worst, (got - want).abs().max().item<double>() / scale);
-  };
-  compare(d.logits, prefix - 1);
-  for (int64_t t = prefix; t < tokens.size(0); ++t) compare(decode_step(*m, d.state, tokens[t].item<int64_t>()), t);
-  EXPECT_EQ(d.state.length(), tokens.size(0));
-  return worst;
-}
+using namespace test;  // the decoding helpers (decode_test_util.h)
 
 // Token by token (prefill of one token) and from a prefilled prompt of 9, in both precisions.
 void expect_decoding_matches(const Shape& s) {
