@@ -110,6 +110,8 @@ class NextLogits {
   // The logits after `tokens` (the prompt and the tokens chosen so far, one more than at the
   // previous call).
   torch::Tensor after(const std::vector<int32_t>& tokens) {
+    HYDRA_CHECK(first_call_ || tokens.size() == seen_ + 1, "NextLogits: " << tokens.size() << " tokens after " << seen_);
+    seen_ = tokens.size();
     const size_t start = first_call_ ? (tokens.size() > window_ ? tokens.size() - window_ : 0)
                                      : context_start(tokens.size(), start_, window_);
     const bool restart = first_call_ || start != start_;
@@ -135,7 +137,8 @@ class NextLogits {
   int64_t vocab_size_;
   torch::Device device_;
   bool first_call_ = true;
-  size_t start_ = 0;
+  size_t seen_ = 0;   // tokens at the previous call
+  size_t start_ = 0;  // where the context starts
   std::optional<model::DecodeState> state_;
   int prefills_ = 0;
 };
