@@ -91,6 +91,12 @@ def main():
             fail(f"bytes per token per layer {kv['bf16_bytes_per_token_per_layer']}")
         if uncached["kv_cache"]["prefills"] != 0 or "held_bytes" in uncached["kv_cache"]:
             fail(f"uncached kv_cache report {uncached['kv_cache']}")
+        # A prompt longer than train.seq_len: the context starts at its last 64 tokens, restarts at once.
+        long_prompt = ("This License " * 8)[:100]
+        cached = generate("--prompt", long_prompt, "--max-new", "20", "--temperature", "0")
+        uncached = generate("--prompt", long_prompt, "--max-new", "20", "--temperature", "0", "--no-cache")
+        if cached["tokens"] != uncached["tokens"] or cached["kv_cache"]["prefills"] != 2:
+            fail(f"long prompt: {cached} / {uncached}")
         # Speed: a context of up to 256 tokens (the window a longer train.seq_len gives; the model
         # has no learned positions) costs the uncached path a forward of the whole context per
         # token, the cached one a single token's.
