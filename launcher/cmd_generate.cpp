@@ -4,7 +4,8 @@
 // alone against the layers' KV caches (model/decode.h); --no-cache runs the model over the whole
 // context for every token instead (the reference the tests compare with). Both see the same
 // context (context_start below), with MoD's and MoR's causal routing as at evaluation.
-// --batch B continues B copies of the prompt's state, each with its own seed.
+// --batch B continues B copies of the prompt's state, each with its own seed, their cached
+// steps batched.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -109,7 +110,39 @@ class NextLogits {
 
   // The logits after `tokens` (the prompt and the tokens chosen so far, one more than at the
   // previous call).
-  torch::Tensor after(const std::vector<int32_t>& tokens) {
+  torch::Tensor after(const std::vector<int32_t>& tokens) { return after_all({this}, {&tokens})[0]; }
+
+  // after() of several sequences of one model: those that continue their cache take one batched
+  // decode step together (model/decode.h); a first call, a restart and --no-cache run alone.
+  static std::vector<torch::Tensor> after_all(const std::vector<NextLogits*>& rows,
+                                              const std::vector<const std::vector<int32_t>*>& tokens) {
+    std::vector<torch::Tensor> logits(rows.size());
+    std::vector<model::DecodeState*> stepping;
+    std::vector<int64_t> last;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i]->advance(*tokens[i])) {
+        stepping.push_back(&*rows[i]->state_);
+        last.push_back(tokens[i]->back());
+        which.push_back(i);
+      } else {
+        logits[i] = rows[i]->anew(*tokens[i]);
+      }
+    }
+    if (!stepping.empty()) {
+      const torch::Tensor step = model::decode_step(*rows[which[0]]->m_, stepping, last);
+      for (size_t j = 0; j < which.size(); ++j) logits[which[j]] = step[j].narrow(0, 0, rows[which[j]]->vocab_size_);
+    }
+    return logits;
+  }
+
+  const std::optional<model::DecodeState>& state() const { return state_; }
+  int prefills() const { return prefills_; }
+
+ private:
+  // Moves the context on to `tokens` (context_start); true when the cache continues: the last
+  // token is one decode step.
+  bool advance(const std::vector<int32_t>& tokens) {
     HYDRA_CHECK(first_call_ || tokens.size() == seen_ + 1, "NextLogits: " << tokens.size() << " tokens after " << seen_);
     seen_ = tokens.size();
     const size_t start = first_call_ ? (tokens.size() > window_ ? tokens.size() - window_ : 0)
@@ -117,20 +150,20 @@ class NextLogits {
     const bool restart = first_call_ || start != start_;
     first_call_ = false;
     start_ = start;
-    if (!cache_) return full_context_logits(m_, token_tensor(tokens.begin() + start, tokens.end(), device_), vocab_size_);
-    if (restart) {
-      model::Decoded d = model::prefill(*m_, token_tensor(tokens.begin() + start, tokens.end(), device_), window_);
-      state_.emplace(std::move(d.state));
-      ++prefills_;
-      return d.logits.narrow(0, 0, vocab_size_);
-    }
-    return model::decode_step(*m_, *state_, tokens.back()).narrow(0, 0, vocab_size_);
+    return cache_ && !restart;
   }
 
-  const std::optional<model::DecodeState>& state() const { return state_; }
-  int prefills() const { return prefills_; }
+  // The logits after the context without a cached step: its prefill, or (--no-cache) a forward
+  // over all of it.
+  torch::Tensor anew(const std::vector<int32_t>& tokens) {
+    const torch::Tensor context = token_tensor(tokens.begin() + start_, tokens.end(), device_);
+    if (!cache_) return full_context_logits(m_, context, vocab_size_);
+    model::Decoded d = model::prefill(*m_, context, window_);
+    state_.emplace(std::move(d.state));
+    ++prefills_;
+    return d.logits.narrow(0, 0, vocab_size_);
+  }
 
- private:
   model::HydraModel m_;
   bool cache_;
   size_t window_;
@@ -201,14 +234,25 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     rows.push_back(Continuation{prompt, {}, "max_new", o.seed + i, prompt_next, std::mt19937_64(o.seed + i)});
   }
   const bool stream = !args.json && o.batch == 1;
-  // The continuations advance together, one token each per round (one after another: no
-  // batched kernels yet), each with its own draws.
+  // The continuations advance together, one token each per round (their cached steps batched
+  // into one), each with its own draws.
   size_t produced = 0;
   for (int round = 0; round < o.max_new; ++round) {
+    std::vector<Continuation*> going;
     for (Continuation& row : rows) {
-      if (row.stopped == "end_of_text") continue;
-      const torch::Tensor logits = round == 0 ? prompt_logits : row.next.after(row.context);
-      const auto id = static_cast<int32_t>(model::sample_next_token(logits, o.sampling, row.rng));
+      if (row.stopped != "end_of_text") going.push_back(&row);
+    }
+    if (going.empty()) break;
+    std::vector<torch::Tensor> logits(going.size(), prompt_logits);
+    if (round > 0) {
+      std::vector<NextLogits*> nexts;
+      std::vector<const std::vector<int32_t>*> contexts;
+      for (Continuation* row : going) nexts.push_back(&row->next), contexts.push_back(&row->context);
+      logits = NextLogits::after_all(nexts, contexts);
+    }
+    for (size_t i = 0; i < going.size(); ++i) {
+      Continuation& row = *going[i];
+      const auto id = static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, row.rng));
       if (id == tokenizer->eot_id()) {
         row.stopped = "end_of_text";
         continue;

@@ -23,14 +23,17 @@ namespace hydra::model {
 // the constructors size their per-head parameters to this rank's heads (tp.size, tp.rank) and
 // mark the replicated parameters inside the tp region with tp.sum_grad.
 //
-// Decoding (docs/MODEL.md "Decoding with caches"; one sequence, one process): decode(x,
-// positions, cache) takes the normalised inputs x [1, n, E] of n new tokens that follow the
-// tokens already in `cache`, appends what they leave to it, and returns what forward would
-// return for those n tokens had it been given the cached tokens and them. empty_cache() is the
-// cache of this type before any token (model/kv_cache.h); a cache of another type is refused.
+// Decoding (docs/MODEL.md "Decoding with caches"; one process): decode(x, positions, runs)
+// takes the normalised inputs x [1, T, E] of T new tokens, runs of consecutive tokens of one
+// sequence each (model/kv_cache.h's CacheRun: n tokens of a prompt, or one token of each of
+// several sequences), appends what each run leaves to its cache, and returns what forward would
+// return for those tokens had it been given each sequence's cached tokens and them.
+// empty_cache() is the cache of this type before any token; a cache of another type is refused.
+// The projections run on all T tokens at once; what reads a cache, run by run.
 struct AttentionImpl : torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) = 0;
-  virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) = 0;
+  virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions,
+                               const std::vector<CacheRun>& runs) = 0;
   virtual AttentionCache empty_cache() const = 0;
 };
 using Attention = std::shared_ptr<AttentionImpl>;
@@ -39,7 +42,7 @@ using Attention = std::shared_ptr<AttentionImpl>;
 struct MqaAttention : AttentionImpl {
   MqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
-  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return MqaCache{}; }
   static LayerSharding sharding(const Dims& dims, int tp = 1);
   // Steps 1-4 for the tokens of x: {q [B, S, H, d], k [B, S, 1, d], v [B, S, 1, d]}.
@@ -108,7 +111,7 @@ struct CcqaAttention : AttentionImpl {
                                             const torch::Tensor& kc, const torch::Tensor& positions,
                                             const torch::Tensor& kv_of_head);
   // Decoding on the reference ops (one process: every KV head held).
-  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return CcqaCache{}; }
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
@@ -133,7 +136,7 @@ struct MlaAttention : AttentionImpl {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
   // Decoding with W_uk absorbed into the query and W_uv applied to the attended latent
   // (docs/MODEL.md "Decoding with caches"): the cache holds [c_kv ; k_r] only.
-  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return MlaCache{}; }
   static LayerSharding sharding(const Dims& dims, int tp = 1);
 

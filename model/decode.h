@@ -8,8 +8,9 @@
 // token leaves no entry in that layer's cache; MoR keeps one cache per recursion, holding the
 // tokens that reached that recursion (a token that exits leaves nothing in the later ones).
 //
-// One sequence (batch 1), one process, the whole model (no pipeline stage, no tensor
-// parallelism), no autograd. The caller owns the state; copying a DecodeState forks the
+// A DecodeState is one sequence; decode_step takes one token of each of several at once (their
+// projections and MLPs batched). One process, the whole model (no pipeline stage, no tensor
+// parallelism), no autograd. The caller owns the states; copying a DecodeState forks the
 // sequence (nothing is ever written in place).
 #pragma once
 
@@ -49,7 +50,8 @@ class DecodeState {
  private:
   DecodeState() = default;
   friend Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_length);
-  friend torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t token);
+  friend torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
+                                   const std::vector<int64_t>& tokens);
   const HydraModelImpl* model_ = nullptr;
   int64_t length_ = 0;
   int64_t max_length_ = 0;
@@ -66,5 +68,12 @@ Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_
 
 // Appends one token to the state and returns the logits that follow it [V_padded].
 torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t token);
+
+// One token for each of several sequences at once (a batch: the weights are read once for all;
+// routing still decides per token): states[i] takes tokens[i], each at its own position. Returns
+// [B, V_padded], row i the logits after tokens[i]; the same as B calls of the one above. The
+// states are distinct.
+torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
+                          const std::vector<int64_t>& tokens);
 
 }  // namespace hydra::model
