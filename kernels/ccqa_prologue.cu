@@ -16,8 +16,8 @@
 // - The forward writes only q and k; nothing is saved. The backward recomputes the forward
 //   of its tile (plus halo) from q0, k0.
 // - Parameter gradients are deterministic: each backward block loops over a fixed set of
-//   tiles (persistent grid, P blocks per group) and accumulates into its own workspace slice,
-//   each element owned by one thread (plain read-modify-write, no atomics); the per-warp
+//   tiles (persistent grid, P blocks per group) and accumulates into its own workspace slice
+//   (which it zeroes first: no memset), each element owned by one thread (plain read-modify-write, no atomics); the per-warp
 //   norm/tau partials are summed in warp order; a last kernel sums the P slices in order.
 // - The norm/RoPE loops work on row groups of d_h/2 lanes (lane f holds the RoPE pair f, f + d_h/2),
 //   several tokens a warp at small d_h; their parameter partials stay in registers until a
@@ -135,6 +135,12 @@ __global__ void __launch_bounds__(kThreads, 3) prologue_backward_kernel(const Ar
   float* ws = a.ws + (static_cast<int64_t>(blockIdx.x) * a.Hkv + g) * a.slice;
 
   for (int i = threadIdx.x; i < 2 * kWarps * DH + kWarps; i += kThreads) s_dqn[i] = 0.f;
+  // The convolutions' parameter sums start from zero here rather than by a memset before the
+  // launch (one graph node fewer a layer); the loop's first barrier orders these stores before
+  // any thread's first accumulation.
+  if constexpr (CONV) {
+    for (int64_t i = threadIdx.x; i < L.qn; i += kThreads) ws[i] = 0.f;
+  }
   const float scale_k = expf(a.p.tau[g]);
 
   for (int w = blockIdx.x; w < a.B * a.n_tiles; w += gridDim.x) {
@@ -608,7 +614,6 @@ void ccqa_prologue_backward(const CcqaPrologueShape& s, const void* q0, const vo
   const BackwardPlan plan = backward_plan(s);
   HYDRA_CHECK(workspace_bytes >= plan.workspace_bytes,
               "ccqa prologue: workspace of " << workspace_bytes << " bytes, need " << plan.workspace_bytes);
-  HYDRA_KERNEL_CHECK(cudaMemsetAsync(workspace, 0, plan.workspace_bytes, stream));
   const int G = s.heads / s.kv_heads;
   dispatch(s, [&](auto cfg) {
     using C = decltype(cfg);

@@ -52,7 +52,7 @@ for b in $BATCHES; do
       --set train.dtype=bf16 --set train.global_batch="$b" --set train.micro_batch="$b" --set train.seq_len="$SEQ" \
       --set train.warmup_steps=5 --set train.cuda_graphs="$g" --warmup 5 --steps "$STEPS" \
       --json "$runs/hydra-b$b-$g.json" "${trace[@]}" \
-      >> "$log" 2>&1 || echo "step-bench: hydra batch $b (cuda_graphs $g) FAILED (exit $?; out of memory?)" | tee -a "$log"
+      >> "$log" 2>&1 || echo "step-bench: hydra batch $b (cuda_graphs $g) FAILED (exit $?; docs/INTERFACE.md lists the codes; the log's last error says why)" | tee -a "$log"
     if [ "$TRACE" = 1 ] && [ -f "$runs/trace-hydra-b$b-$g.json" ]; then
       python3 bench/trace_summary.py "$runs/trace-hydra-b$b-$g.json" --steps 3 --label "hydra b$b graphs $g" \
         --json "$runs/summary-hydra-b$b-$g.json" >> "$log" 2>&1
