@@ -6,6 +6,7 @@
 // check that the comparison notices a cache that loses a piece of its state.
 #include "common/errors.h"
 #include "decode_test_util.h"
+#include "model/model_info.h"
 
 namespace hydra::model {
 namespace {
@@ -96,6 +97,22 @@ TEST(Decode, RoutedLayersCacheOnlyTheirTokens) {
     EXPECT_LT(cached_tokens(block.recursions[1][0]), kTokens);  // recursion 2: the routed ones
   }
   EXPECT_LT(d.state.cache_entries(), kTokens * 3 * 2 * 2);
+}
+
+// The cache holds what docs/MODEL.md counts (compute_model_stats, bf16): per token and layer
+// 2 d (MQA), 2 Lk (CCQA, both layouts), d_c + d_r (MLA); routed layers hold less.
+TEST(Decode, CacheBytesAreTheCountedBytes) {
+  for (const std::string compress : {"head_dim", "heads"}) {
+    const Shape dense{ModelConfig{}.pattern, false, 1, compress};
+    HydraModel m = random_model(dense, torch::kBFloat16);
+    const Decoded d = prefill(*m, random_tokens(10), kTokens);
+    const int64_t counted = compute_model_stats(decode_config(dense), kTokens).kv_cache_bytes_per_token;
+    EXPECT_EQ(d.state.cache_bytes(), counted * 10) << compress;
+  }
+  const Shape routed{ModelConfig{}.pattern, true, 2};
+  HydraModel m = random_model(routed, torch::kBFloat16);
+  const Decoded d = prefill(*m, random_tokens(10), kTokens);
+  EXPECT_LT(d.state.cache_bytes(), compute_model_stats(decode_config(routed), kTokens).kv_cache_bytes_per_token * 10);
 }
 
 // The comparison notices a lost piece of CCQA's state: clearing any one of the convolutions'
