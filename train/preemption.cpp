@@ -2,8 +2,11 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 
 namespace hydra::train {
 namespace {
@@ -11,6 +14,15 @@ namespace {
 std::atomic<bool> g_signalled{false};  // set by the handler (lock-free, async-signal-safe)
 
 void on_preemption_signal(int) { g_signalled.store(true); }
+
+// The launcher's request in a file (HYDRA_STOP_FILE, set by scripts/hydra-mpirun for the ranks
+// it starts): mpirun forwards a signal only to ranks that already run, so one that comes while
+// it is still starting them would be lost; the file outlives that moment. One stat a step.
+bool stop_file_present() {
+  const char* path = std::getenv("HYDRA_STOP_FILE");
+  struct stat info{};
+  return path != nullptr && *path != '\0' && ::stat(path, &info) == 0;
+}
 
 }  // namespace
 
@@ -27,7 +39,7 @@ void install_preemption_handlers() {
   sigaction(SIGINT, &action, nullptr);
 }
 
-bool preemption_signalled() { return g_signalled.load(); }
+bool preemption_signalled() { return g_signalled.load() || stop_file_present(); }
 
 bool preemption_agreed(parallel::Communicator* world, const at::TensorOptions& device) {
   if (!world || world->size() == 1) return preemption_signalled();

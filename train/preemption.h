@@ -14,7 +14,8 @@ namespace hydra::train {
 // Installs the handlers (idempotent). Returns nothing; the flag starts cleared.
 void install_preemption_handlers();
 
-// This process received SIGTERM, SIGINT or SIGUSR1 since the handlers were installed.
+// This process received SIGTERM, SIGINT or SIGUSR1 since the handlers were installed, or the
+// file that HYDRA_STOP_FILE names exists (scripts/hydra-mpirun creates it when signalled).
 bool preemption_signalled();
 
 // Whether any rank was signalled: one all-reduce (max) over `world` (null: this process).

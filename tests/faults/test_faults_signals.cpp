@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -79,6 +81,30 @@ TEST_F(FaultsSignals, SigtermUnderMpirunSavesAndExits75) {
 TEST_F(FaultsSignals, SigtermTwiceAtOnceUnderMpirunIsOneRequest) {
   hydra::test::expect_signal_saves_and_resumes(*sandbox(), "sigterm_twice_np2", hydra_mpirun(2), 2, {},
                                                "kill -TERM $pid; sleep 0.1; kill -TERM $pid");
+}
+
+// SIGTERM to scripts/hydra-mpirun -np 2 a moment after it starts, before its ranks run (a Slurm
+// job signalled in its first seconds): mpirun forwards signals only to running ranks, so the
+// request travels in the script's stop file (HYDRA_STOP_FILE) too; the ranks find it at their
+// first step boundary, save and exit 75. Without the file the signal was lost and the run went
+// on to its end (or mpirun failed forwarding it).
+TEST_F(FaultsSignals, SigtermBeforeTheRanksRunStillSaves) {
+  const fs::path dir = root() / "sigterm_at_start";
+  fs::create_directories(dir);
+  std::ofstream(dir / "run.sh") << hydra_mpirun(2) << " '" HYDRA_BIN "' train --config " << (root() / "run.yaml").string()
+                                << " --set train.steps=100000 --set checkpoint.dir=" << (dir / "ckpt").string()
+                                << " --set log.jsonl=" << (dir / "metrics.jsonl").string() << " > "
+                                << (dir / "out.log").string() << " 2>&1 &\n"
+                                << "pid=$!\nsleep 0.05\nkill -TERM $pid\n"
+                                << "( sleep 120; kill -9 $pid ) >/dev/null 2>&1 & guard=$!\n"
+                                << "wait $pid; rc=$?\nkill $guard 2>/dev/null\nexit $rc\n";
+  const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
+  std::ifstream in(dir / "out.log");
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 75) << log;
+  EXPECT_NE(log.find("preempted by a signal at step 1;"), std::string::npos) << log;
+  EXPECT_FALSE(no_committed_checkpoint("sigterm_at_start")) << log;
 }
 
 // A second Ctrl-C while the checkpoint is being written: the process dies by SIGINT at once

@@ -57,7 +57,9 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
   // sbatch of slurm/train.sbatch from the repository's root, CPU resources instead of GPUs
   // (the only change a user makes here), with the sandbox run's settings; `wait`: sbatch
   // --wait, returning its exit status; else the job id (-1: not submitted).
-  static int submit(const std::string& name, int nodes, int tasks_per_node, const std::string& sets, bool wait = true) {
+  // `limits`: the job's time options.
+  static int submit(const std::string& name, int nodes, int tasks_per_node, const std::string& sets, bool wait = true,
+                    const std::string& limits = "--time=10") {
     const auto dir = root() / name;
     std::filesystem::create_directories(dir);
     const std::string cmd =
@@ -67,7 +69,7 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
         "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,tcp "
         "HYDRA=" HYDRA_BIN " timeout 300 sbatch " + (wait ? "--wait " : "--parsable ") + "--nodes=" +
         std::to_string(nodes) + " --ntasks-per-node=" + std::to_string(tasks_per_node) +
-        " --cpus-per-task=1 --gpus-per-node=0 --time=10 " + "--output=" + (dir / "slurm.out").string() +
+        " --cpus-per-task=1 --gpus-per-node=0 " + limits + " --output=" + (dir / "slurm.out").string() +
         " slurm/train.sbatch " + (root() / "run.yaml").string() + " --set checkpoint.dir=" + (dir / "ckpt").string() +
         " --set log.jsonl=" + (dir / "metrics.jsonl").string() + " " + sets + " > " + (dir / "sbatch.log").string() +
         " 2>&1";
@@ -163,8 +165,8 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
 
   // The pids of job `job`'s hydra ranks on node `node`: processes named hydra whose
   // environment carries the job id and the node name (slurmstepd sets both; a rank inherits
-  // them from the Open MPI daemon srun started there).
-  static std::vector<int> rank_pids(int job, const std::string& node) {
+  // them from the Open MPI daemon srun started there). `command`: another process name.
+  static std::vector<int> rank_pids(int job, const std::string& node, const std::string& command = "hydra") {
     std::vector<int> pids;
     for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
       const std::string pid = entry.path().filename().string();
@@ -173,7 +175,7 @@ struct SlurmTrain : hydra::test::SandboxTest<SlurmTrain> {
       std::string name, env((std::istreambuf_iterator<char>(environ)), std::istreambuf_iterator<char>());
       std::getline(comm, name);
       env.insert(env.begin(), '\0');
-      if (name == "hydra" && env.find(std::string(1, '\0') + "SLURM_JOB_ID=" + std::to_string(job) + '\0') !=
+      if (name == command && env.find(std::string(1, '\0') + "SLURM_JOB_ID=" + std::to_string(job) + '\0') !=
                                  std::string::npos &&
           env.find(std::string(1, '\0') + "SLURMD_NODENAME=" + node + '\0') != std::string::npos) {
         pids.push_back(std::stoi(pid));
@@ -232,6 +234,56 @@ TEST_F(SlurmTrain, AdministratorRequeueResumesExactly) {
   ASSERT_NO_FATAL_FAILURE(
       interrupt_and_finish("slurm_requeued", "scontrol requeue", job, end, log, "--set checkpoint.every=10"));
   EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
+}
+
+// A time limit (--time=3 --signal=B:TERM@100 instead of the script's 24 hours and 180 s):
+// Slurm sends the signal up to 60 s early (sbatch(1)), here 20-80 s into each job; every rank
+// saves and exits 75, the script requeues the job, and the requeued job resumes; a requeued
+// job that reaches its own signal is requeued again, until the run is done. Every step is
+// logged and the losses equal the uninterrupted run's. (A --time=2 --signal=B:TERM@90 job, 30 s
+// of margin, got its requeued run's signal at once, while mpirun was starting: the next test.)
+TEST_F(SlurmTrain, TimeLimitSignalRequeuesUntilTheRunIsDone) {
+  const std::string name = "slurm_time_limit";
+  // About 10 steps a second over the two nodes: 1200 steps outlast the first job's signal.
+  const std::string sets =
+      "--set parallel.dp=2 --set train.steps=1200 --set model.dim=64 --set model.heads=4 --set model.kv_heads=2 "
+      "--set model.mor.recursions=1 --set train.seq_len=64 --set train.global_batch=8 --set train.micro_batch=4";
+  const int job = submit(name, 2, 1, sets, /*wait=*/false, "--time=3 --signal=B:TERM@100");
+  ASSERT_GT(job, 0) << read(root() / name / "sbatch.log");
+  const std::string end = wait_for_end(job, 900);
+  const std::string log = read(root() / name / "slurm.out");
+  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
+  EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
+  EXPECT_NE(log.find("requeueing job " + std::to_string(job)), std::string::npos) << log;
+  EXPECT_NE(log.find("resume: loading"), std::string::npos) << log;
+  EXPECT_NE(log.find("train: done, 1200 steps"), std::string::npos) << log;
+  const auto rows = sandbox()->metrics_rows(name);
+  EXPECT_EQ(rows.size(), 1200u);
+  EXPECT_EQ(rows.rbegin()->first, 1200);
+}
+
+// A signal while the job is still starting (mpirun up, its daemon on the other node maybe not):
+// mpirun ends with an error before any rank can save, not with 75. The script requeues on a
+// signal whatever the exit code, so the job still completes (here from the start, no checkpoint
+// existing yet) and equals the uninterrupted run. Before that rule the job ended FAILED.
+TEST_F(SlurmTrain, SignalWhileStartingStillRequeues) {
+  const std::string name = "slurm_signal_at_start";
+  ASSERT_NO_FATAL_FAILURE(ensure_long_reference());
+  const int job = submit(name, 2, 1, std::string("--set parallel.dp=2 --set ") + kLongSteps, /*wait=*/false);
+  ASSERT_GT(job, 0) << read(root() / name / "sbatch.log");
+  bool launched = false;
+  for (int i = 0; i < 2400 && !launched; ++i) {
+    launched = !rank_pids(job, "n1", "mpirun").empty();
+    if (!launched) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_TRUE(launched) << "no mpirun of job " << job << read(root() / name / "slurm.out");
+  const std::string signal = slurm_env() + "scancel --signal=TERM --batch " + std::to_string(job);
+  ASSERT_EQ(std::system(signal.c_str()), 0) << signal;
+  const std::string end = wait_for_end(job, 240);
+  const std::string log = read(root() / name / "slurm.out");
+  ASSERT_EQ(field(end, "JobState"), "COMPLETED") << end << log << daemon_logs();
+  EXPECT_GE(std::atoi(field(end, "Restarts").c_str()), 1) << end;
+  expect_reference_metrics(name, log);
 }
 
 // A node failure mid-run: the rank on node n2 is killed (SIGKILL, as when the node dies under
