@@ -27,6 +27,7 @@
 #include "model/hydra_model.h"
 #include "model/model_info.h"
 #include "model/sampling.h"
+#include "model/sharding.h"
 #include "parallel/flat_layout.h"
 
 namespace hydra::launcher {
@@ -67,10 +68,16 @@ model::HydraModel load_model(const Config& config, const std::string& dir) {
   torch::manual_seed(0);  // the initial values are overwritten; a fixed seed keeps builds alike
   model::HydraModel m = std::make_shared<model::HydraModelImpl>(config.model);
   parallel::NamedParams params;
-  for (const auto& item : m->named_parameters()) params.emplace_back(item.key(), item.value());
+  // Where each parameter sits in the whole one: in particular the embedding's and head's padded
+  // vocabulary rows, which checkpoints do not store (GPT-2's 50,257 rows padded to 50,304).
+  std::vector<model::ShardInfo> placements;
+  for (const auto& item : m->named_parameters()) {
+    params.emplace_back(item.key(), item.value());
+    placements.push_back(model::placement_of(m->placements, item.key()).shard);
+  }
   {
     torch::NoGradGuard no_grad;
-    checkpoint::load_checkpoint(dir, params, parallel::make_flat_layout(params), nullptr);
+    checkpoint::load_checkpoint(dir, params, parallel::make_flat_layout(params), nullptr, placements);
   }
   const auto dtype = config.train.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   m->to(torch::Device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU), dtype);
