@@ -87,7 +87,8 @@ TEST_F(FaultsSignals, SigtermTwiceAtOnceUnderMpirunIsOneRequest) {
 // job signalled in its first seconds): mpirun forwards signals only to running ranks, so the
 // request travels in the script's stop file (HYDRA_STOP_FILE) too; the ranks find it at their
 // first step boundary, save and exit 75. Without the file the signal was lost and the run went
-// on to its end (or mpirun failed forwarding it).
+// on to its end (or mpirun failed forwarding it). A run that ignores the signal is killed after
+// 120 s, mpirun and ranks included (they run in process groups of their own).
 TEST_F(FaultsSignals, SigtermBeforeTheRanksRunStillSaves) {
   const fs::path dir = root() / "sigterm_at_start";
   fs::create_directories(dir);
@@ -96,7 +97,8 @@ TEST_F(FaultsSignals, SigtermBeforeTheRanksRunStillSaves) {
                                 << " --set log.jsonl=" << (dir / "metrics.jsonl").string() << " > "
                                 << (dir / "out.log").string() << " 2>&1 &\n"
                                 << "pid=$!\nsleep 0.05\nkill -TERM $pid\n"
-                                << "( sleep 120; kill -9 $pid ) >/dev/null 2>&1 & guard=$!\n"
+                                << "( sleep 120; pkill -9 -f '" << (dir / "ckpt").string()
+                                << "'; kill -9 $pid ) >/dev/null 2>&1 & guard=$!\n"
                                 << "wait $pid; rc=$?\nkill $guard 2>/dev/null\nexit $rc\n";
   const int status = std::system(("bash " + (dir / "run.sh").string()).c_str());
   std::ifstream in(dir / "out.log");
