@@ -71,6 +71,11 @@ const std::map<std::string, CommandSpec>& commands() {
         "[--warmup N] --out DIR",
         {"--config", "--set", "--series", "--ranks", "--layouts", "--launcher", "--mpirun", "--mpirun-args",
          "--sbatch-args", "--steps", "--warmup", "--out"}}},
+      {"plan",
+       {"predict memory per GPU and step time of every layout on a cluster, ranked by tokens/s",
+        "hydra plan --config FILE [--set key.path=value]... --cluster FILE [--gpus N] [--top N] "
+        "[--calibration FILE[,FILE...]] [--comm FILE] [--json FILE]",
+        {"--config", "--set", "--cluster", "--gpus", "--top", "--calibration", "--comm", "--json"}}},
       {"ckpt inspect",
        {"step, tokens, layout, parameters, files and sizes of a checkpoint; verifies every checksum",
         "hydra ckpt inspect DIR [--json]",
@@ -79,10 +84,10 @@ const std::map<std::string, CommandSpec>& commands() {
   return table;
 }
 
-// --json is a flag, except for `hydra bench ...` where it names the output file.
+// --json is a flag, except for `hydra bench ...` and `hydra plan` where it names the output file.
 bool takes_value(const std::string& command, const std::string& option) {
   if (option == "--overwrite" || option == "--no-cache") return false;
-  return option != "--json" || command.rfind("bench", 0) == 0;
+  return option != "--json" || command.rfind("bench", 0) == 0 || command == "plan";
 }
 
 // Commands of two words ("data prepare") take their second word here.
@@ -227,6 +232,21 @@ std::string help_text(const std::string& command) {
     out += "was not skipped ran, 4 when one failed (sweep.json records it). docs/INTERFACE.md has the JSON.\n";
     return out;
   }
+  if (command == "plan") {
+    out += "  --config FILE          run config (YAML): the model, train.global_batch, seq_len, dtype\n";
+    out += "  --set key.path=value   override one key (repeatable)\n";
+    out += "  --cluster FILE         the cluster (YAML: configs/clusters/*.yaml; docs/SCALING.md has the keys)\n";
+    out += "  --gpus N               GPUs to plan for (default: the cluster's gpus_per_node)\n";
+    out += "  --top N                feasible layouts printed (default 5)\n";
+    out += "  --calibration F[,F]    1-GPU `hydra bench step --json` outputs of this model: the achieved FLOP\n";
+    out += "                         rate, with two batches also the per-micro-batch overhead\n";
+    out += "                         (default: the cluster's peak x 0.40)\n";
+    out += "  --comm FILE            a `hydra bench comm --json` output: bandwidth and latency of its links\n";
+    out += "  --json FILE            write every layout, feasible or not, as JSON\n";
+    out += "  --help                 this text\n";
+    out += "\nOne process, no MPI, no device. docs/SCALING.md gives the formulas.\n";
+    return out;
+  }
   if (command == "ckpt inspect") {
     out += "  --json                 print JSON instead of text\n  --help                 this text\n";
     out += "\nExit code 0 when the checkpoint is complete and every checksum verifies, 3 otherwise.\n";
@@ -345,6 +365,11 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--top-p") args.top_p = value;
     if (arg == "--seed") args.seed = value;
     if (arg == "--batch") args.batch = value;
+    if (arg == "--cluster") args.cluster = value;
+    if (arg == "--gpus") args.gpus = value;
+    if (arg == "--top") args.top = value;
+    if (arg == "--calibration") args.calibration = value;
+    if (arg == "--comm") args.comm = value;
     if (arg == "--input") {
       args.inputs.push_back(value);  // --input takes every following word up to the next option
       while (i + 1 < argc && argv[i + 1][0] != '-') args.inputs.push_back(argv[++i]);
@@ -375,6 +400,9 @@ CliArgs parse_cli(int argc, const char* const* argv) {
   }
   if (!args.help && args.command == "sweep" && (args.series.empty() || args.ranks.empty())) {
     HYDRA_FAIL(ConfigError, "hydra sweep needs --series weak|strong and --ranks LIST (see hydra sweep --help)");
+  }
+  if (!args.help && args.command == "plan" && args.cluster.empty()) {
+    HYDRA_FAIL(ConfigError, "hydra plan needs --cluster FILE (e.g. configs/clusters/h100-8x-ib400.yaml)");
   }
   if (!args.help && (args.command == "eval" || args.command == "generate") && args.checkpoint.empty()) {
     HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --checkpoint DIR");

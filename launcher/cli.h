@@ -49,6 +49,11 @@ struct CliArgs {
   std::string seed;                  // --seed S (generate)
   bool no_cache = false;             // --no-cache (generate): the whole context for every token
   std::string batch;                 // --batch B (generate): continuations of the prompt
+  std::string cluster;               // --cluster FILE (plan)
+  std::string gpus;                  // --gpus N (plan), validated by the command
+  std::string top;                   // --top N (plan)
+  std::string calibration;           // --calibration FILE (plan): a bench step JSON
+  std::string comm;                  // --comm FILE (plan): a bench comm JSON
 };
 
 CliArgs parse_cli(int argc, const char* const* argv);

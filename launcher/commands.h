@@ -33,5 +33,7 @@ int run_diagnose(const Config& config, const CliArgs& args, const parallel::Laun
 // `hydra sweep`: one process without MPI (main() calls it before MPI starts); it launches
 // mpirun for each point itself.
 int run_sweep(const CliArgs& args);
+// `hydra plan`: one process, no MPI (main() calls it before MPI starts), no device.
+int run_plan(const CliArgs& args);
 
 }  // namespace hydra::launcher

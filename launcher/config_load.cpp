@@ -181,7 +181,7 @@ std::pair<std::string, YAML::Node> parse_set(const std::string& set) {
 
 }  // namespace
 
-Config load_config(const std::string& config_path, const std::vector<std::string>& sets) {
+Config load_config(const std::string& config_path, const std::vector<std::string>& sets, BuildCheck build) {
   Loader loader;
   const YAML::Node root = config_path.empty() ? YAML::Node() : load_yaml_file(config_path, "config file");
   std::vector<std::pair<std::string, YAML::Node>> overrides;
@@ -226,11 +226,11 @@ Config load_config(const std::string& config_path, const std::vector<std::string
   }
 #endif
   loader.config.source = config_path;
-  check_config(loader.config);
+  check_config(loader.config, build);
   return loader.config;
 }
 
-void check_config(const Config& c) {
+void check_config(const Config& c, BuildCheck build) {
   const std::string loc = c.source.empty() ? "config" : c.source;
   try {
     model::check_model_config(c.model);
@@ -241,10 +241,10 @@ void check_config(const Config& c) {
     HYDRA_FAIL(ConfigError, loc << ": train.min_lr " << c.train.min_lr << " exceeds train.lr " << c.train.lr);
   }
 #ifndef HYDRA_CUDA
-  if (c.train.device == "cuda") {
+  if (c.train.device == "cuda" && build == BuildCheck::kThisBuild) {
     HYDRA_FAIL(ConfigError, loc << ": train.device: cuda needs the CUDA build (cmake -DHYDRA_CUDA=ON); this is the CPU build");
   }
-  if (c.parallel.backend == "nccl") {
+  if (c.parallel.backend == "nccl" && build == BuildCheck::kThisBuild) {
     HYDRA_FAIL(ConfigError, loc << ": parallel.backend: nccl needs the CUDA build; use mpi or auto");
   }
 #endif

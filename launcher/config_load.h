@@ -15,11 +15,16 @@
 
 namespace hydra::launcher {
 
+// Whether a config must run on this build (train.device: cuda needs the CUDA build), or is
+// only described (`hydra plan` predicts CUDA runs on any machine).
+enum class BuildCheck { kThisBuild, kAnyBuild };
+
 // config_path may be empty (defaults, presets and --set only).
-Config load_config(const std::string& config_path, const std::vector<std::string>& sets);
+Config load_config(const std::string& config_path, const std::vector<std::string>& sets,
+                   BuildCheck build = BuildCheck::kThisBuild);
 
 // Cross-key checks that need no world size (model shape, lr bounds, device vs build).
-void check_config(const Config& config);
+void check_config(const Config& config, BuildCheck build = BuildCheck::kThisBuild);
 
 // The resolved config as JSON, nested by section, every key of the schema.
 common::Json config_to_json(const Config& config);

@@ -29,6 +29,7 @@ int run(int argc, char** argv, int& rank) {
   // Before MPI: the sweep starts mpirun itself, and an MPI-initialised parent would hand its
   // Open MPI environment to those children.
   if (args.command == "sweep") return launcher::run_sweep(args);
+  if (args.command == "plan") return launcher::run_plan(args);  // arithmetic only: no MPI
   parallel::MpiSession mpi(&argc, &argv);
   const parallel::LaunchInfo launch = mpi.launch();
   rank = launch.rank;

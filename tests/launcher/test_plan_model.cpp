@@ -1,0 +1,214 @@
+// hydra plan's formulas against hand-computed values: ring collectives, the 1F1B bubble, the
+// memory of a layout equal to hydra info's estimate for that layout, a single-GPU step time,
+// the cluster file's strict checks.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
+
+#include "common/errors.h"
+#include "launcher/config_load.h"
+#include "launcher/plan_files.h"
+#include "model/model_info.h"
+#include "parallel/process_grid.h"
+#include "train/memory_estimate.h"
+#include "train/plan_model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace hydra;
+
+const train::Link kLink{1e9, 1e-6};  // 1 GB/s, 1 us
+
+TEST(PlanFormulas, RingAllReduce) {
+  // 2(n-1) steps of latency + 2(n-1)/n x bytes / bandwidth: n 4, 1 GB -> 6 us + 1.5 s.
+  EXPECT_DOUBLE_EQ(train::allreduce_seconds(1e9, 4, kLink), 6e-6 + 1.5);
+  EXPECT_DOUBLE_EQ(train::allreduce_seconds(1e9, 1, kLink), 0.0);
+  EXPECT_DOUBLE_EQ(train::allreduce_seconds(1e9, 2, kLink), 2e-6 + 1.0);
+}
+
+TEST(PlanFormulas, ReduceScatterAllGatherP2p) {
+  EXPECT_DOUBLE_EQ(train::reduce_scatter_seconds(1e9, 4, kLink), 3e-6 + 0.75);
+  EXPECT_DOUBLE_EQ(train::all_gather_seconds(1e9, 8, kLink), 7e-6 + 0.875);
+  EXPECT_DOUBLE_EQ(train::p2p_seconds(5e8, kLink), 1e-6 + 0.5);
+}
+
+TEST(PlanFormulas, MeasuredAllReduceCurveIsReadOnItsRanks) {
+  train::Link link = kLink;
+  link.all_reduce = {2, {{1e3, 1e-4}, {1e5, 1e-2}}};
+  // Log-log between the points: 1e4 bytes is halfway, 1e-3 s; the ends clamp and scale.
+  EXPECT_NEAR(train::allreduce_seconds(1e4, 2, link), 1e-3, 1e-15);
+  EXPECT_DOUBLE_EQ(train::allreduce_seconds(10, 2, link), 1e-4);
+  EXPECT_DOUBLE_EQ(train::allreduce_seconds(1e6, 2, link), 1e-1);
+  // Measured on 2 ranks: 4 ranks fall back to the ring formula.
+  EXPECT_DOUBLE_EQ(train::allreduce_seconds(1e9, 4, link), 6e-6 + 1.5);
+}
+
+TEST(PlanFormulas, Bubble) {
+  EXPECT_DOUBLE_EQ(train::bubble_fraction(4, 8), 3.0 / 8);
+  EXPECT_DOUBLE_EQ(train::bubble_fraction(1, 8), 0.0);
+  EXPECT_DOUBLE_EQ(train::bubble_fraction(2, 1), 1.0);
+}
+
+train::Cluster test_cluster() {
+  train::Cluster c;
+  c.name = "test";
+  c.gpus_per_node = 8;
+  c.peak_flops = 1e12;
+  c.hbm_bytes = 1e12;
+  c.intra = kLink;
+  c.inter = {1e8, 1e-5};
+  return c;
+}
+
+// Rates of arithmetic alone: no per-micro-batch overhead, a free optimizer.
+train::PlanRates flops_only(double flops) {
+  train::PlanRates r;
+  r.achieved_flops = flops;
+  return r;
+}
+
+launcher::Config tiny() {
+  return launcher::load_config(std::string(HYDRA_SOURCE_DIR) + "/configs/tiny.yaml", {"train.dtype=bf16"});
+}
+
+TEST(PlanModel, MemoryIsHydraInfosEstimateForTheLayout) {
+  const launcher::Config base = tiny();
+  const train::PlanRates rates = flops_only(1e11);
+  for (const train::Layout& l : {train::Layout{2, 1, 1, 1, 2, 2, "layer"}, train::Layout{1, 2, 1, 0, 8, 1, "none"},
+                                 train::Layout{1, 1, 2, 0, 2, 4, "mlp"}}) {
+    const train::Prediction p = train::predict_layout(base, l, test_cluster(), rates);
+    ASSERT_TRUE(p.feasible) << p.reason;
+    const train::RunConfig c = train::with_layout(base, l);
+    const auto shape = parallel::resolve_grid_shape(l.dp * l.tp * l.pp, l.dp, l.tp, l.pp);
+    EXPECT_EQ(p.memory.peak(), train::estimate_memory(c, shape).worst().peak()) << l.name();
+  }
+}
+
+TEST(PlanModel, OneGpuStepIsFlopsOverRate) {
+  const launcher::Config base = tiny();
+  const train::PlanRates rates = flops_only(1e11);
+  const train::Prediction p = train::predict_layout(base, {1, 1, 1, 0, 8, 1, "none"}, test_cluster(), rates);
+  ASSERT_TRUE(p.feasible) << p.reason;
+  const double fpt = model::compute_model_stats(base.model, base.train.seq_len).flops_per_token;
+  EXPECT_NEAR(p.step_ms, fpt * 8 * 128 / 1e11 * 1e3, 1e-9);
+  EXPECT_DOUBLE_EQ(p.exposed_comm_ms(), 0.0);
+  EXPECT_DOUBLE_EQ(p.bubble_ms, 0.0);
+  EXPECT_NEAR(p.mfu, 0.1, 1e-12);  // achieved / peak
+}
+
+TEST(PlanModel, PipelineBubbleAndTensorParallelComm) {
+  const launcher::Config base = tiny();
+  const train::PlanRates rates = flops_only(1e11);
+  const train::Prediction pp = train::predict_layout(base, {1, 1, 2, 0, 2, 4, "none"}, test_cluster(), rates);
+  ASSERT_TRUE(pp.feasible) << pp.reason;
+  EXPECT_NEAR(pp.bubble_ms, pp.compute_ms / 4, 1e-9);  // (p-1)/m with no tp
+  // p2p: 2 x (m + p - 1) messages of micro_batch x seq x E x 2 bytes.
+  EXPECT_NEAR(pp.pp_comm_ms, 2 * 5 * (1e-6 + 2.0 * 128 * 64 * 2 / 1e9) * 1e3, 1e-9);
+  const train::Prediction tp = train::predict_layout(base, {1, 2, 1, 0, 8, 1, "none"}, test_cluster(), rates);
+  ASSERT_TRUE(tp.feasible) << tp.reason;
+  // 4 all-reduces per effective layer (32) of 8 x 128 x 64 x 2 bytes over 2 ranks.
+  EXPECT_NEAR(tp.tp_comm_ms, 32 * 4 * (2e-6 + 8.0 * 128 * 64 * 2 / 1e9) * 1e3, 1e-9);
+}
+
+TEST(PlanModel, InfeasibleLayoutsSayWhy) {
+  const launcher::Config base = tiny();
+  const train::PlanRates rates = flops_only(1e11);
+  EXPECT_EQ(train::predict_layout(base, {1, 3, 1, 0, 8, 1, "none"}, test_cluster(), rates).reason,
+            "tp 3 does not divide 4 heads");
+  train::Cluster small = test_cluster();
+  small.hbm_bytes = 1e6;
+  const train::Prediction p = train::predict_layout(base, {1, 1, 1, 0, 8, 1, "none"}, small, rates);
+  EXPECT_FALSE(p.feasible);
+  EXPECT_NE(p.reason.find("GB HBM"), std::string::npos) << p.reason;
+  const auto all = train::plan_layouts(base, 4, test_cluster(), rates);
+  ASSERT_FALSE(all.empty());
+  EXPECT_TRUE(all.front().feasible);
+  for (size_t i = 1; i < all.size(); ++i) {
+    if (all[i].feasible) EXPECT_GE(all[i - 1].tok_s, all[i].tok_s);
+  }
+}
+
+TEST(PlanRates, TwoMicroBatchSizesSeparateOverheadFromRate) {
+  // forward+backward = 0.05 s + FLOPs / 1e9: runs of 64 and 512 tokens at 1e6 FLOPs a token.
+  const double fpt = 1e6;
+  auto run = [&](double tokens) { return train::CalibrationPoint{tokens, 0.05 + fpt * tokens / 1e9, 0.02}; };
+  const train::PlanRates r = train::fit_rates({run(64), run(512)}, fpt, 4e6);
+  EXPECT_NEAR(r.achieved_flops, 1e9, 1e-3);
+  EXPECT_NEAR(r.micro_batch_overhead, 0.05, 1e-12);
+  EXPECT_NEAR(r.optimizer_per_param, 0.02 / 4e6, 1e-18);
+  // One run: all of its time is arithmetic.
+  const train::PlanRates one = train::fit_rates({run(512)}, fpt, 4e6);
+  EXPECT_NEAR(one.achieved_flops, fpt * 512 / (0.05 + fpt * 512 / 1e9), 1e-3);
+  EXPECT_EQ(one.micro_batch_overhead, 0.0);
+  // Runs that take less time with more tokens (noise) give no negative rate: the largest alone.
+  const train::PlanRates odd =
+      train::fit_rates({train::CalibrationPoint{64, 0.9, 0}, train::CalibrationPoint{512, 0.5, 0}}, fpt, 4e6);
+  EXPECT_NEAR(odd.achieved_flops, fpt * 512 / 0.5, 1e-3);
+  EXPECT_EQ(odd.micro_batch_overhead, 0.0);
+}
+
+TEST(PlanModel, OverheadPerMicroBatchAndOptimizerPerParameter) {
+  const launcher::Config base = tiny();
+  train::PlanRates rates = flops_only(1e11);
+  rates.micro_batch_overhead = 0.01;
+  rates.optimizer_per_param = 1e-9;
+  const train::Prediction flat = train::predict_layout(base, {1, 1, 1, 0, 8, 1, "none"}, test_cluster(), flops_only(1e11));
+  const train::Prediction one = train::predict_layout(base, {1, 1, 1, 0, 8, 1, "none"}, test_cluster(), rates);
+  const double params = static_cast<double>(model::compute_model_stats(base.model, base.train.seq_len).params_total);
+  EXPECT_NEAR(one.compute_ms, flat.compute_ms + 10.0, 1e-9);
+  EXPECT_NEAR(one.optimizer_ms, params * 1e-9 * 1e3, 1e-9);
+  // Four micro-batches of 2: four overheads, the same arithmetic.
+  const train::Prediction four = train::predict_layout(base, {1, 1, 1, 0, 2, 4, "none"}, test_cluster(), rates);
+  EXPECT_NEAR(four.compute_ms, flat.compute_ms + 40.0, 1e-9);
+  // ZeRO 1 over dp 2: each rank updates half of the parameters.
+  const train::Prediction z1 = train::predict_layout(base, {2, 1, 1, 1, 4, 1, "none"}, test_cluster(), rates);
+  EXPECT_NEAR(z1.optimizer_ms, one.optimizer_ms / 2, 1e-9);
+}
+
+class ClusterFile : public ::testing::Test {
+ protected:
+  std::string write(const std::string& text) {
+    const fs::path path = fs::temp_directory_path() / ("hydra_cluster_" + std::to_string(::getpid()) + ".yaml");
+    std::ofstream(path) << text;
+    return path.string();
+  }
+  const std::string good_ =
+      "name: x\ngpus_per_node: 8\npeak_bf16_flops: 1e15\nhbm_bytes: 8e10\nintra_node_bandwidth: 3e11\n"
+      "intra_node_latency: 5e-6\ninter_node_bandwidth: 4.5e10\ninter_node_latency: 1e-5\n";
+  void expect_error(const std::string& text, const std::string& needle) {
+    const std::string path = write(text);
+    try {
+      launcher::load_cluster(path);
+      FAIL() << "accepted: " << text;
+    } catch (const common::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
+};
+
+TEST_F(ClusterFile, ShippedFilesLoad) {
+  for (const char* name : {"h100-8x-ib400", "h200-1x", "cpu-2core"}) {
+    const train::Cluster c =
+        launcher::load_cluster(std::string(HYDRA_SOURCE_DIR) + "/configs/clusters/" + name + ".yaml");
+    EXPECT_EQ(c.name, name);
+  }
+  EXPECT_EQ(launcher::load_cluster(write(good_)).gpus_per_node, 8);
+}
+
+TEST_F(ClusterFile, StrictChecks) {
+  expect_error(good_ + "nvlink: 1\n", "unknown key 'nvlink'");
+  expect_error(good_.substr(good_.find('\n') + 1), "missing key 'name'");
+  std::string zero = good_;
+  zero.replace(zero.find("hbm_bytes: 8e10"), 15, "hbm_bytes: 0");
+  expect_error(zero, "hbm_bytes must be positive");
+  std::string text = good_;
+  text.replace(text.find("inter_node_latency: 1e-5"), 24, "inter_node_latency: fast");
+  expect_error(text, "inter_node_latency must be a number");
+}
+
+}  // namespace
