@@ -1,7 +1,8 @@
-// train.freeze under every parallel axis against the one-process frozen run: dp 2 at ZeRO 1
-// and 2 (frozen tensors have no bucket, shard or reduction), tp 2 (patterns match the full
-// names of slices) and pp 2 with tied embeddings (each stage freezes its own part, the frozen
-// embedding's two copies are not exchanged). Compared: per-step losses and gradient norms
+// train.freeze under every parallel axis against the one-process frozen run: dp 2 at ZeRO 2
+// (frozen tensors have no bucket, shard, staging or reduction; ZeRO 1 shards the same way and
+// is left out for CI time), tp 2 (patterns match the full names of slices) and pp 2 with tied
+// embeddings (each stage freezes its own part, the frozen embedding's two copies are not
+// exchanged). Compared: per-step losses and gradient norms
 // (frozen tensors are in neither run's norm) within 1e-4 relative, with clipping active, the
 // trained weights within 1e-4, and the frozen ones bit for bit.
 #include <gtest/gtest.h>
@@ -35,7 +36,6 @@ TEST_F(FreezeParallelTrain, Dp2Tp2Pp2EqualTheOneProcessFrozenRun) {
   ASSERT_EQ(want.size(), static_cast<size_t>(kSteps));
   EXPECT_GT(want.begin()->second.second, 0.5) << "the reference must clip for the test to mean something";
   const std::vector<std::pair<std::string, std::vector<std::string>>> layouts = {
-      {"dp2_zero1", {"parallel.zero_stage=1"}},
       {"dp2_zero2", {"parallel.zero_stage=2"}},
       {"tp2", {"parallel.tp=2"}},
       {"pp2", {"parallel.pp=2"}},
