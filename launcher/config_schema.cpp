@@ -101,6 +101,8 @@ std::vector<KeySpec> build_schema() {
       {"train.peak_tflops", HYDRA_FIELD(train.peak_tflops), 0, 1e6},
       {"train.cuda_graphs", HYDRA_FIELD(train.cuda_graphs), -kInf, kInf, {"auto", "on", "off"}, false,
        "capture the training step in a CUDA graph and replay it (one GPU, no parallelism yet); auto: where it can"},
+      {"train.freeze", HYDRA_FIELD(train.freeze), -kInf, kInf, {}, false,
+       "parameter-name patterns (* matches any run of characters) whose parameters do not train"},
 
       // data
       {"data.path", HYDRA_FIELD(data.path)},

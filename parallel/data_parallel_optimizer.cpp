@@ -7,9 +7,14 @@
 namespace hydra::parallel {
 namespace {
 
+// The parameters it trains: those that require a gradient. A frozen parameter (train.freeze)
+// is left out of everything here: master weights, moments, buckets, hooks, reductions, and
+// so the gradient norm; its value stays the model's.
 NamedParams named_params(const torch::nn::Module& model) {
   NamedParams out;
-  for (const auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_parameters()) {
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  }
   return out;
 }
 

@@ -3,6 +3,9 @@
 // with backward (parallel/grad_overlap.h). It owns its layout, its parameters, the ZeRO state
 // and the overlap hooks, and with them the order they need (docs/ARCHITECTURE.md, "One step"):
 //
+//   parameters     those of the model that require a gradient, in model order; a frozen one
+//                  (requires_grad false: train.freeze) has no master weights, moments, bucket,
+//                  hook or reduction, and no part in the gradient norm.
 //   construction   one step: the model's fp32 parameters, on their final device, become the
 //                  master weights; then the model is cast to its compute dtype; then the
 //                  parameters' gradient accumulators are hooked. (Master weights read after
@@ -50,7 +53,8 @@ struct DataParallelOptions {
 class DataParallelOptimizer {
  public:
   // `model`: fp32 parameters on their final device. `layout`: make_flat_layout of its
-  // named_parameters() (with tp_split and duplicate marked); checked against them. `dp` may
+  // named_parameters() that require a gradient (with tp_split and duplicate marked); checked
+  // against them. `dp` may
   // be null (one rank).
   DataParallelOptimizer(torch::nn::Module& model, FlatLayout layout, Communicator* dp,
                         const DataParallelOptions& options);
@@ -75,7 +79,7 @@ class DataParallelOptimizer {
   // counts zero, the overlap's learned firing counts forgotten.
   void reload_master_from_params();
 
-  const NamedParams& params() const;  // the model's, in their compute dtype
+  const NamedParams& params() const;  // the model's trainable ones, in their compute dtype
   const FlatLayout& layout() const;
   const ZeroOptimizer& shards() const;  // buckets, the reduced gradient part, the stage
   std::vector<AdamWState*> states();    // for checkpoints (one per bucket)

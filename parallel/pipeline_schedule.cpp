@@ -80,7 +80,9 @@ at::Tensor backward_one(std::deque<InFlight>& in_flight, const at::Tensor& grad_
   in_flight.pop_front();
   if (f.micro == links.spec.micro_batches - 1 && links.spec.before_last_backward) links.spec.before_last_backward();
   std::vector<at::Tensor> roots, grads;
-  if (!links.last) {
+  // An output that needs no gradient (train.freeze froze everything before it on this stage)
+  // has nothing to back-propagate.
+  if (!links.last && f.output.requires_grad()) {
     roots.push_back(f.output);
     grads.push_back(grad_output);
   }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace hydra::train {
 
@@ -30,6 +31,9 @@ struct TrainConfig {
   int eval_batches = 8;
   double peak_tflops = 0;         // one GPU's dense bf16 peak for MFU; 0: from the detected GPU
   std::string cuda_graphs = "auto";  // auto|on|off: capture the step in a CUDA graph (train/step_graph.h)
+  // Glob patterns (`*`: any run of characters) of parameter names left as they are: no
+  // gradient, no optimizer state (train/frozen_params.h). Empty: every parameter trains.
+  std::vector<std::string> freeze;
 };
 
 }  // namespace hydra::train

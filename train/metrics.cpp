@@ -27,6 +27,10 @@ std::string metrics_row(const StepMetrics& r) {
   if (r.checkpoint.copy_ms) row["ckpt_copy_ms"] = *r.checkpoint.copy_ms;
   if (r.checkpoint.write_ms) row["ckpt_write_ms"] = *r.checkpoint.write_ms;
   if (r.checkpoint.load_ms) row["ckpt_load_ms"] = *r.checkpoint.load_ms;
+  if (r.params) {
+    row["params_trainable"] = r.params->trainable;
+    row["params_frozen"] = r.params->frozen;
+  }
   return row.dump();
 }
 

@@ -1,9 +1,11 @@
 // The metrics file (docs/INTERFACE.md): JSON Lines written by rank 0, one object per logged
 // step — step, loss, lr, grad_norm, tokens, tok_s, mfu (null on CPU), skipped, mem_gb — and
 // evaluation rows with val_loss; ckpt_stall_ms, ckpt_write_ms, ckpt_load_ms after
-// checkpoints. Floats round-trip, so two runs compare bit for bit.
+// checkpoints; params_trainable and params_frozen in a process's first row. Floats
+// round-trip, so two runs compare bit for bit.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -19,6 +21,12 @@ struct CheckpointTimes {
   std::optional<double> load_ms;   // loading the checkpoint the run resumed from
 };
 
+// The model's parameters (elements) that train and that train.freeze froze.
+struct ParamSplit {
+  int64_t trainable = 0;
+  int64_t frozen = 0;
+};
+
 struct StepMetrics {
   int step = 0;                  // optimizer steps completed
   double loss = 0;               // LM loss (mean over the global batch)
@@ -32,6 +40,7 @@ struct StepMetrics {
   std::optional<double> mem_gb;  // memory in use on rank 0: its GPU (cudaMemGetInfo), else its RSS
   std::optional<double> val_loss;
   CheckpointTimes checkpoint;
+  std::optional<ParamSplit> params;  // in the first row a process writes
 };
 
 class MetricsFile {

@@ -58,6 +58,7 @@ const std::vector<ResumeRule>& resume_rules() {
       {"train.seed", false, "it fixes the data order the consumed-sample counter walks"},
       {"train.global_batch", false, "the data position and the optimizer's dynamics depend on it"},
       {"train.seq_len", false, "the corpus is cut into windows of train.seq_len + 1 tokens"},
+      {"train.freeze", false, "frozen parameters have no optimizer state in the checkpoint to continue from"},
       {"train.", false, "the schedule, optimizer and precision the checkpoint's state was made with"},
       {"data.", false, "the consumed-sample counter indexes this corpus with this tokenizer"},
       {"checkpoint.", true, "where and how often to save"},

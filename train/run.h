@@ -16,6 +16,7 @@
 #include "model/shard_info.h"
 #include "parallel/data_parallel_optimizer.h"
 #include "parallel/parallel_context.h"
+#include "train/frozen_params.h"
 #include "train/metrics.h"
 #include "train/oom_message.h"
 #include "train/run_config.h"
@@ -33,10 +34,12 @@ struct BatchPlan {
   int64_t val_batches = 0;  // global batches per evaluation (data::validation_batches)
 };
 
-// Checkpoint bookkeeping (run_checkpoints.cpp): where each parameter sits in the whole model
-// (filled on first use), the background writer of checkpoint.async, and the times to report
-// in the next metrics row.
+// Checkpoint bookkeeping (run_checkpoints.cpp): every parameter of this rank, frozen ones
+// too (the optimizer holds the trainable ones only), and where each sits in the whole model
+// (both filled on first use), the background writer of checkpoint.async, and the times to
+// report in the next metrics row.
 struct RunCheckpoints {
+  parallel::NamedParams params;
   std::vector<model::ShardInfo> placements;
   std::unique_ptr<checkpoint::AsyncCheckpointWriter> writer = std::make_unique<checkpoint::AsyncCheckpointWriter>();
   CheckpointTimes times;
@@ -54,6 +57,7 @@ struct Run {
   std::unique_ptr<StepGraph> graph;       // the captured step (train.cuda_graphs); null: eager
   checkpoint::Progress progress;
   RunCheckpoints checkpoints;
+  FreezeCounts frozen;  // the whole model's trainable and frozen parameters (train.freeze)
   int steps_run = 0;          // by this process (the second logs how much of the reduction overlapped)
   RunPhase* phase = nullptr;  // where the run is, for an out-of-memory message (null: untracked)
   StepTimer* timer = nullptr;  // hydra bench step: the device time of each phase (null: untimed)

@@ -15,13 +15,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Where each parameter of this rank sits in the whole model, for checkpoints, in the order of
-// the optimizer's parameters (the model recorded them as it built them; the tied copy is not
-// stored).
+// Every parameter of this rank in model order and compute dtype: the optimizer's trainable
+// ones and those train.freeze froze, which checkpoints store too (without optimizer state).
+const parallel::NamedParams& all_params(Run& run) {
+  if (run.checkpoints.params.empty()) {
+    for (const auto& item : run.model->named_parameters()) run.checkpoints.params.emplace_back(item.key(), item.value());
+  }
+  return run.checkpoints.params;
+}
+
+// Where each of all_params sits in the whole model, for checkpoints (the model recorded them
+// as it built them; the tied copy is not stored).
 const std::vector<model::ShardInfo>& placements(Run& run) {
-  if (run.checkpoints.placements.size() != run.optim.params().size()) {
+  if (run.checkpoints.placements.size() != all_params(run).size()) {
     run.checkpoints.placements.clear();
-    for (const auto& item : run.optim.params()) {
+    for (const auto& item : all_params(run)) {
       run.checkpoints.placements.push_back(model::placement_of(run.model->placements, item.first).shard);
     }
   }
@@ -69,7 +77,7 @@ std::string save(Run& run, const std::string& config_json) {
     finish_async_save(run);
     const auto start = Clock::now();
     const std::string dir =
-        run.checkpoints.writer->start(req, run.optim.params(), run.optim.layout(), states, world_of(run));
+        run.checkpoints.writer->start(req, all_params(run), run.optim.layout(), states, world_of(run));
     const double stall = ms_since(start);
     run.checkpoints.times.stall_ms = run.checkpoints.times.stall_ms.value_or(0) + stall;
     run.checkpoints.times.copy_ms = run.checkpoints.times.copy_ms.value_or(0) + stall;
@@ -80,7 +88,7 @@ std::string save(Run& run, const std::string& config_json) {
                    static_cast<long long>(run.progress.step));
   const auto start = Clock::now();
   const std::string dir =
-      checkpoint::save_checkpoint(req, run.optim.params(), run.optim.layout(), states, world_of(run));
+      checkpoint::save_checkpoint(req, all_params(run), run.optim.layout(), states, world_of(run));
   const double took = ms_since(start);
   run.checkpoints.times.stall_ms = run.checkpoints.times.stall_ms.value_or(0) + took;
   run.checkpoints.times.write_ms = took;
@@ -97,7 +105,7 @@ bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpo
     // Whatever dp, tp, pp or ZeRO stage wrote it: each rank reads the parts that overlap its own.
     common::log_info("resume: loading %s", dir.c_str());  // a large model takes a while: say what
     const auto start = Clock::now();
-    out = checkpoint::load_checkpoint(dir, run.optim.params(), run.optim.layout(), run.optim.states(), placements(run));
+    out = checkpoint::load_checkpoint(dir, all_params(run), run.optim.layout(), run.optim.states(), placements(run));
     run.checkpoints.times.load_ms = ms_since(start);
   } catch (const common::InputError& e) {
     problem = e.what();
@@ -111,8 +119,8 @@ bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpo
 
 }  // namespace
 
-void load_weights(Run& run, const std::string& dir) {
-  checkpoint::load_checkpoint(dir, run.optim.params(), run.optim.layout(), nullptr, placements(run));
+checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& dir) {
+  return checkpoint::load_checkpoint(dir, all_params(run), run.optim.layout(), nullptr, placements(run));
 }
 
 void restore(Run& run, const RunRequest& request) {
@@ -142,9 +150,13 @@ void restore(Run& run, const RunRequest& request) {
     HYDRA_FAIL(common::InputError, "resume: none of the " << candidates.size() << " complete checkpoints under "
                                        << run.config.checkpoint.dir << " could be loaded (see the warnings above)");
   } else if (request.init_from) {
-    load_weights(run, *request.init_from);
+    // A new run from these weights: run.progress stays at step 0, so the step counter, the
+    // schedule (warmup, then the cosine over train.steps), the data order and AdamW's bias
+    // corrections all start afresh; the checkpoint's position and optimizer state are not read.
+    const checkpoint::LoadedCheckpoint source = load_weights(run, *request.init_from);
     run.optim.reload_master_from_params();
-    common::log_info("init-from: weights of %s (fresh optimizer and data position)", request.init_from->c_str());
+    common::log_info("init-from: weights of %s (its step %lld); a new run from step 0: fresh optimizer, schedule "
+                     "and data position", request.init_from->c_str(), static_cast<long long>(source.progress.step));
   }
 }
 

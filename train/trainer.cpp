@@ -28,6 +28,7 @@
 #include "parallel/tensor_parallel.h"
 #include "train/device_memory.h"
 #include "train/device_peak.h"
+#include "train/frozen_params.h"
 #include "train/memory_estimate.h"
 #include "train/metrics.h"
 #include "train/oom_message.h"
@@ -82,6 +83,13 @@ void check_vocab(const RunConfig& config, const data::DataSource& data) {
   }
 }
 
+// Whether the first and last stage sum the tied embedding's gradients: it has a copy on the
+// last stage, and it trains (both stages agree: they freeze by name).
+bool tied_exchange(const RunConfig& config, const parallel::ParallelContext& ctx, const model::HydraModelImpl& model) {
+  return parallel::has_tied_copy(config.model.tie_embeddings, ctx.grid) &&
+         (!model.embed.defined() || model.embed.requires_grad());
+}
+
 // This stage's part of the model (fp32 init from train.seed, on the run's device).
 model::HydraModel build_model(const RunConfig& config, parallel::ParallelContext& ctx,
                               const std::vector<model::StageLayers>& stages, const at::TensorOptions& device) {
@@ -99,12 +107,15 @@ model::HydraModel build_model(const RunConfig& config, parallel::ParallelContext
   return model;
 }
 
-// The data-parallel optimizer of `model`: its fp32 values become the master weights, then it
-// casts the model to train.dtype and hooks the gradient overlap (parallel/data_parallel_optimizer.h).
+// The data-parallel optimizer of `model`'s trainable parameters (train.freeze leaves the rest
+// out): their fp32 values become the master weights, then it casts the model to train.dtype
+// and hooks the gradient overlap (parallel/data_parallel_optimizer.h).
 parallel::DataParallelOptimizer build_optimizer(const RunConfig& config, parallel::ParallelContext& ctx,
                                                 model::HydraModel& model) {
   parallel::NamedParams params;
-  for (const auto& item : model->named_parameters()) params.emplace_back(item.key(), item.value());
+  for (const auto& item : model->named_parameters()) {
+    if (item.value().requires_grad()) params.emplace_back(item.key(), item.value());
+  }
   parallel::FlatLayout layout = parallel::make_flat_layout(params);
   for (auto& slot : layout.slots) {
     const model::ParamPlacement& placed = model::placement_of(model->placements, slot.name);
@@ -117,7 +128,7 @@ parallel::DataParallelOptimizer build_optimizer(const RunConfig& config, paralle
   options.bucket_numel = std::max<int64_t>(1, std::llround(p.bucket_mb * (1 << 20) / 4));
   options.overlap = p.overlap_grad_reduce;
   // The tied embedding's buckets wait for its exchange after backward.
-  if (parallel::has_tied_copy(config.model.tie_embeddings, ctx.grid)) options.deferred.push_back("embed.weight");
+  if (tied_exchange(config, ctx, *model)) options.deferred.push_back("embed.weight");
   options.compute_dtype = config.train.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   return parallel::DataParallelOptimizer(*model, std::move(layout), ctx.dp.get(), options);
 }
@@ -146,10 +157,13 @@ Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
   const auto stages = parallel::plan_pipeline_stages(config.model, ctx.grid.shape.pp, config.parallel.pp_layers);
   const auto device = at::TensorOptions().device(config.train.device == "cuda" ? at::kCUDA : at::kCPU);
   model::HydraModel model = build_model(config, ctx, stages, device);
+  // Before the optimizer, which takes the parameters that still require a gradient.
+  const FreezeCounts frozen = freeze_parameters(config.source, config.train.freeze, *model, ctx, device);
   parallel::DataParallelOptimizer optim = build_optimizer(config, ctx, model);
   StepInputs inputs = make_step_inputs(batches.accumulation, batches.micro_batch, config.train.seq_len, device.device());
   Run run{config, ctx, std::move(batches), std::move(data), device, std::move(model), std::move(optim),
           std::move(inputs)};
+  run.frozen = frozen;
   if (graphs) run.graph = std::make_unique<StepGraph>();
   run.optim.log_memory(ctx.grid.rank);
   if (config.train.device == "cuda") {
@@ -173,7 +187,7 @@ parallel::PipelineSpec pipeline_spec(Run& run, int micro_batches) {
   spec.pp = run.ctx.pp.get();
   spec.micro_batches = micro_batches;
   spec.activation_shape = {run.batches.micro_batch, run.config.train.seq_len, run.config.model.dim};
-  spec.activation_options = run.device.dtype(run.optim.params().front().second.scalar_type());
+  spec.activation_options = run.device.dtype(run.model->parameters().front().scalar_type());
   spec.before_last_backward = [&run] { run.optim.arm_overlap(); };
   return spec;
 }
@@ -214,7 +228,7 @@ at::Tensor forward_backward(Run& run) {
 // gradients averaged over dp (this rank keeps its part), losses summed over stages (the LM
 // loss lives on the last, aux losses on every stage) and averaged over dp.
 void reduce_step(Run& run, at::Tensor& loss_sum) {
-  if (parallel::has_tied_copy(run.config.model.tie_embeddings, run.ctx.grid)) {
+  if (tied_exchange(run.config, run.ctx, *run.model)) {
     parallel::sum_tied_embedding_grads(run.model->embed, run.ctx.grid, *run.ctx.pp);
   }
   if (run.ctx.grid.shape.pp > 1) run.ctx.pp->all_reduce(loss_sum, parallel::ReduceOp::kSum);
@@ -360,6 +374,7 @@ RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, con
       row.mem_gb = memory_in_use_bytes(config.train.device == "cuda") / 1e9;
       if (eval_now) row.val_loss = evaluate(run), result.last_val_loss = row.val_loss;
       row.checkpoint = std::exchange(run.checkpoints.times, {});
+      if (run.progress.step == first_step) row.params = ParamSplit{run.frozen.trainable_elements, run.frozen.frozen_elements};
       metrics.write(row);
       progress_line.print(row);
       window_start = Clock::now();
