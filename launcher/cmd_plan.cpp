@@ -36,15 +36,7 @@ common::Json prediction_json(const train::Prediction& p) {
     row["reason"] = p.reason;
     return row;
   }
-  common::Json mem = common::Json::object();
-  mem["weights"] = p.memory.weights;
-  mem["gradients"] = p.memory.gradients;
-  mem["optimizer"] = p.memory.optimizer;
-  mem["activations"] = p.memory.activations;
-  mem["buffers"] = p.memory.buffers;
-  mem["peak"] = p.memory.peak();
-  mem["stage"] = p.memory.stage;
-  row["memory_bytes"] = mem;
+  row["memory_bytes"] = train::stage_memory_json(p.memory);
   common::Json ms = common::Json::object();
   ms["compute"] = p.compute_ms;
   ms["optimizer"] = p.optimizer_ms;

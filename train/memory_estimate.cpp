@@ -139,20 +139,22 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
   return estimate;
 }
 
+common::Json stage_memory_json(const StageMemory& m) {
+  common::Json row = common::Json::object();
+  row["stage"] = m.stage;
+  row["weights"] = m.weights;
+  row["gradients"] = m.gradients;
+  row["optimizer"] = m.optimizer;
+  row["activations"] = m.activations;
+  row["buffers"] = m.buffers;
+  row["micro_batches_in_flight"] = m.micro_batches_in_flight;
+  row["peak"] = m.peak();
+  return row;
+}
+
 common::Json memory_estimate_json(const MemoryEstimate& e) {
   common::Json stages = common::Json::array();
-  for (const auto& m : e.stages) {
-    common::Json row = common::Json::object();
-    row["stage"] = m.stage;
-    row["weights"] = m.weights;
-    row["gradients"] = m.gradients;
-    row["optimizer"] = m.optimizer;
-    row["activations"] = m.activations;
-    row["buffers"] = m.buffers;
-    row["micro_batches_in_flight"] = m.micro_batches_in_flight;
-    row["peak"] = m.peak();
-    stages.push(row);
-  }
+  for (const auto& m : e.stages) stages.push(stage_memory_json(m));
   common::Json out = common::Json::object();
   out["micro_batch"] = e.micro_batch;
   out["peak_bytes"] = e.worst().peak();

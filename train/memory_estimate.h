@@ -45,5 +45,8 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
 // peak_bytes (the worst stage's) and, per stage, stage, weights, gradients, optimizer,
 // activations, buffers, micro_batches_in_flight and peak.
 common::Json memory_estimate_json(const MemoryEstimate& estimate);
+// One stage's figures in bytes (stage, weights, gradients, optimizer, activations, buffers,
+// micro_batches_in_flight, peak): hydra info's rows and hydra plan's memory_bytes.
+common::Json stage_memory_json(const StageMemory& stage);
 
 }  // namespace hydra::train

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 
 namespace hydra::train {
 namespace {
@@ -40,6 +42,17 @@ void install_preemption_handlers() {
 }
 
 bool preemption_signalled() { return g_signalled.load() || stop_file_present(); }
+
+void arm_forwarded_signals(parallel::Communicator* world, const at::TensorOptions& device) {
+  const char* path = std::getenv("HYDRA_STOP_FILE");
+  if (path == nullptr || *path == '\0') return;
+  if (world && world->size() > 1) {
+    at::Tensor ready = at::ones({1}, device.dtype(at::kFloat));
+    world->all_reduce(ready, parallel::ReduceOp::kSum);  // returns once every rank has called it
+  }
+  if (world && world->rank() != 0) return;
+  if (std::FILE* marker = std::fopen((std::string(path) + ".armed").c_str(), "w")) std::fclose(marker);
+}
 
 bool preemption_agreed(parallel::Communicator* world, const at::TensorOptions& device) {
   if (!world || world->size() == 1) return preemption_signalled();

@@ -18,6 +18,13 @@ void install_preemption_handlers();
 // file that HYDRA_STOP_FILE names exists (scripts/hydra-mpirun creates it when signalled).
 bool preemption_signalled();
 
+// Tells scripts/hydra-mpirun that every rank can now take its forwarded SIGUSR1: after one
+// collective over `world` (every rank has installed its handlers before it), rank 0 creates
+// HYDRA_STOP_FILE's name + ".armed". Until then the script does not forward the signal, whose
+// default action would kill a rank still loading (the stop file carries the request).
+// Nothing without HYDRA_STOP_FILE. Every rank must call it, after install_preemption_handlers.
+void arm_forwarded_signals(parallel::Communicator* world, const at::TensorOptions& device);
+
 // Whether any rank was signalled: one all-reduce (max) over `world` (null: this process).
 // Every rank must call it at the same step.
 bool preemption_agreed(parallel::Communicator* world, const at::TensorOptions& device);

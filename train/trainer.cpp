@@ -308,6 +308,7 @@ RunResult train_run(const RunConfig& config, parallel::ParallelContext& ctx, con
   // Outputs and resume settings first: a wrong path fails in a second, not at the first save.
   const EarlierRun earlier = check_run_start(config, request, ctx);
   Run run = build_run(config, ctx);
+  arm_forwarded_signals(world_of(run), run.device);
   run.phase = &phase;
   phase.micro_batch = run.batches.micro_batch;
   restore(run, request);
