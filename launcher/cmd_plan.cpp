@@ -103,7 +103,7 @@ int run_plan(const CliArgs& args) {
   if (!args.calibration.empty()) {
     const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len);
     std::vector<train::CalibrationPoint> runs;
-    for (const auto& path : split_list(args.calibration)) runs.push_back(load_calibration_point(path, stats.flops_per_token));
+    for (const auto& path : split_list(args.calibration)) runs.push_back(load_calibration_point(path, stats.flops_per_token, config.train.dtype));
     rates = train::fit_rates(runs, stats.flops_per_token, static_cast<double>(stats.params_total));
     rates.achieved_source = "calibration " + args.calibration;
   } else {

@@ -73,8 +73,14 @@ train::Cluster load_cluster(const std::string& path) {
   return c;
 }
 
-train::CalibrationPoint load_calibration_point(const std::string& path, double flops_per_token) {
+train::CalibrationPoint load_calibration_point(const std::string& path, double flops_per_token,
+                                               const std::string& dtype) {
   const YAML::Node root = load_json(path, "calibration (hydra bench step --json)");
+  const std::string measured = root.IsMap() && root["dtype"] ? root["dtype"].as<std::string>() : "";
+  if (measured != dtype) {
+    HYDRA_FAIL(ConfigError, path << ": dtype '" << measured << "' but this config trains in " << dtype
+                                 << " (set train.dtype, or calibrate in " << dtype << ")");
+  }
   if (json_number(path, root, "world") != 1) {
     HYDRA_FAIL(ConfigError, path << ": world is " << root["world"].as<std::string>()
                                  << "; a calibration run is one GPU (hydra bench step without mpirun)");

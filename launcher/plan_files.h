@@ -14,8 +14,9 @@ train::Cluster load_cluster(const std::string& path);
 
 // One calibration run of the plan's model: a `hydra bench step --json` output of one GPU
 // without accumulation or recompute, whose flops_per_token must be `flops_per_token` (the same
-// model and sequence length); anything else is refused naming the file and the key.
-train::CalibrationPoint load_calibration_point(const std::string& path, double flops_per_token);
+// model and sequence length) and dtype `dtype`; anything else is refused naming the file and key.
+train::CalibrationPoint load_calibration_point(const std::string& path, double flops_per_token,
+                                               const std::string& dtype);
 
 // Replaces the cluster's intra-node link (inter-node when the file's world exceeds
 // gpus_per_node) with a `hydra bench comm --json` output's all_reduce of the world group: the

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include <unistd.h>
 
@@ -198,6 +199,26 @@ TEST_F(ClusterFile, ShippedFilesLoad) {
     EXPECT_EQ(c.name, name);
   }
   EXPECT_EQ(launcher::load_cluster(write(good_)).gpus_per_node, 8);
+}
+
+TEST_F(ClusterFile, CalibrationOfAnotherDtypeOrModelIsRefused) {
+  const std::string path = write(
+      "{\"world\": 1, \"accumulation\": 1, \"flops_per_token\": 1000, \"dtype\": \"bf16\", \"global_batch\": 8, "
+      "\"seq_len\": 64, \"step_ms\": 100, \"phase_ms\": {\"gradient reduction and optimizer step\": 20}}");
+  const train::CalibrationPoint p = launcher::load_calibration_point(path, 1000, "bf16");
+  EXPECT_DOUBLE_EQ(p.tokens, 512);
+  EXPECT_DOUBLE_EQ(p.forward_backward_s, 0.08);
+  EXPECT_DOUBLE_EQ(p.optimizer_s, 0.02);
+  for (const auto& [fpt, dtype, needle] : {std::tuple<double, std::string, std::string>{1000, "fp32", "dtype 'bf16'"},
+                                           {2000, "bf16", "flops_per_token 1000"}}) {
+    try {
+      launcher::load_calibration_point(path, fpt, dtype);
+      FAIL() << "accepted for " << dtype << " at " << fpt;
+    } catch (const common::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(ClusterFile, StrictChecks) {
