@@ -7,6 +7,10 @@
 // random output gradient, with x requiring grad. The fused layer is timed twice: as it is and
 // built as model::CcqaImpl::kFusedBaseline (the same weights, its host-side glue as before the
 // fixed-cost work: per-parameter casts, the eleven-node output norm), so that one run shows both.
+// Every layer is also timed as the training step runs it: captured once in a CUDA graph
+// (train::StepGraph, as train.cuda_graphs does) and replayed, so that host launch time, which
+// sets the eager figures at short lengths (host_median_ms close to median_ms), drops out; the
+// graphed figures compare what the layers cost the device.
 // HYDRA_BENCH_SHAPES=8x1024,1x4096 keeps the rows of those B x S (for a profiler run).
 #include "bench/attention_bench.h"
 
@@ -29,6 +33,7 @@
 #include "kernels/latent_attention.h"
 #include "model/attention.h"
 #include "model/projection.h"
+#include "train/step_graph.h"
 
 namespace hydra::bench {
 namespace {
@@ -127,6 +132,7 @@ std::shared_ptr<model::CcqaAttention> make_ccqa(const Shape& s, model::CcqaImpl 
 
 struct FwdBwd {
   Timing fwd, fwdbwd;
+  Timing graphed_fwd, graphed_fwdbwd;  // the same passes replayed from a CUDA graph
   // Medians of a separate loop: host time to return from the forward (with autograd) and from
   // backward(), and wall time from the forward's start to the device's finish.
   double host_fwd_ms = 0, host_bwd_ms = 0, wall_ms = 0;
@@ -142,13 +148,21 @@ FwdBwd time_layer(const std::function<torch::Tensor(const torch::Tensor&)>& fn, 
   FwdBwd r;
   r.fwd.median_ms = r.fwdbwd.median_ms = std::nan("");  // stays NaN (null in JSON) if a pass fails
   r.host_fwd_ms = r.host_bwd_ms = r.wall_ms = std::nan("");
+  r.graphed_fwd.median_ms = r.graphed_fwdbwd.median_ms = std::nan("");
   try {
     time_layer_passes(fn, x, dy, params, r);
   } catch (const c10::Error& e) {  // out of memory at the largest sizes: report, keep going
     std::printf(" [failed: %s]", std::string(e.what_without_backtrace()).substr(0, 120).c_str());
-    c10::cuda::CUDACachingAllocator::emptyCache();
   }
+  c10::cuda::CUDACachingAllocator::emptyCache();
   return r;
+}
+
+// `pass` captured in a CUDA graph after the StepGraph's eager warm-up, then its replays timed.
+Timing time_graphed(const std::function<torch::Tensor()>& pass) {
+  train::StepGraph graph;
+  for (int i = 0; i < graph.steps_before_replay(); ++i) graph.run(pass);
+  return time_device([&] { graph.run(pass); });
 }
 
 void time_layer_passes(const std::function<torch::Tensor(const torch::Tensor&)>& fn, const torch::Tensor& x,
@@ -194,6 +208,24 @@ void time_layer_passes(const std::function<torch::Tensor(const torch::Tensor&)>&
   r.host_fwd_ms = median(f);
   r.host_bwd_ms = median(b);
   r.wall_ms = median(w);
+  // Graphed: the gradients are dropped before each pass (on the host, also while capturing),
+  // so that the captured backward makes them afresh in the graph's pool and a replay writes,
+  // not accumulates, them, like the eager loop above.
+  try {
+    r.graphed_fwd = time_graphed([&] {
+      torch::NoGradGuard no_grad;
+      return fn(x);
+    });
+    r.graphed_fwdbwd = time_graphed([&] {
+      drop_grads();
+      const torch::Tensor y = fn(xg);
+      y.backward(dy);
+      return y;
+    });
+  } catch (const std::exception& e) {  // a layer that cannot be captured: its figures stay NaN
+    std::printf(" [graph failed: %s]", std::string(e.what()).substr(0, 160).c_str());
+  }
+  drop_grads();
 }
 
 struct KernelFigures {
@@ -276,6 +308,8 @@ Json layer_json(const FwdBwd& t) {
   Json j = Json::object();
   j["forward"] = timing_json(t.fwd);
   j["forward_backward"] = timing_json(t.fwdbwd);
+  j["graphed_forward"] = timing_json(t.graphed_fwd);
+  j["graphed_forward_backward"] = timing_json(t.graphed_fwdbwd);
   j["host_forward_with_autograd_ms"] = t.host_fwd_ms;
   j["host_backward_ms"] = t.host_bwd_ms;
   j["wall_forward_backward_ms"] = t.wall_ms;
@@ -385,13 +419,20 @@ int run_attention_bench(const std::string& json_path) {
     row["speedup_fwdbwd_vs_baseline"] = tb.fwdbwd.median_ms / tf.fwdbwd.median_ms;
     row["speedup_fwdbwd_vs_reference"] = tr.fwdbwd.median_ms / tf.fwdbwd.median_ms;
     row["speedup_fwdbwd_vs_gqa_flash"] = tg.fwdbwd.median_ms / tf.fwdbwd.median_ms;
+    // Graphed (the training step's way): the fused paths against GQA, forward and f+b.
+    row["graphed_speedup_fwd_vs_gqa_flash"] = tg.graphed_fwd.median_ms / tf.graphed_fwd.median_ms;
+    row["graphed_speedup_fwdbwd_vs_gqa_flash"] = tg.graphed_fwdbwd.median_ms / tf.graphed_fwdbwd.median_ms;
+    row["graphed_speedup_fwd_heads_vs_gqa_flash"] = tg.graphed_fwd.median_ms / th.graphed_fwd.median_ms;
+    row["graphed_speedup_fwdbwd_heads_vs_gqa_flash"] = tg.graphed_fwdbwd.median_ms / th.graphed_fwdbwd.median_ms;
     row["latent_kernels"] = kernel_json(kf, ceil);
     rows.push(std::move(row));
     const double fwd_floor = std::max(kf.flops_fwd / (ceil.matmul_tflops * 1e12), kf.bytes_fwd / (ceil.copy_gbs * 1e9)) * 1e3;
     const double bwd_floor = std::max(kf.flops_bwd / (ceil.matmul_tflops * 1e12), kf.bytes_bwd / (ceil.copy_gbs * 1e9)) * 1e3;
     table.push_back({tf.fwd.median_ms, tf.fwdbwd.median_ms, tr.fwd.median_ms, tr.fwdbwd.median_ms, tg.fwd.median_ms,
                      tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.bwd.median_ms, fwd_floor / kf.fwd.median_ms,
-                     bwd_floor / kf.bwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, heads_fwd, heads_fwdbwd});
+                     bwd_floor / kf.bwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, heads_fwd, heads_fwdbwd,
+                     tf.graphed_fwd.median_ms, tf.graphed_fwdbwd.median_ms, th.graphed_fwd.median_ms,
+                     th.graphed_fwdbwd.median_ms, tg.graphed_fwd.median_ms, tg.graphed_fwdbwd.median_ms});
     std::printf(" fused %.3f / %.3f ms (baseline %.3f / %.3f), reference %.3f / %.3f ms, gqa %.3f / %.3f ms (fwd / "
                 "fwd+bwd); kernels fwd %.3f (1 row/warp %.3f, 2 %.3f) bwd %.3f (%.3f, %.3f) ms\n",
                 tf.fwd.median_ms, tf.fwdbwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, tr.fwd.median_ms,
@@ -400,8 +441,10 @@ int run_attention_bench(const std::string& json_path) {
     // Host side of forward+backward: enqueue time inside the timed iteration, then the
     // separate loop's forward / backward() / wall medians.
     const auto host = [](const char* name, const FwdBwd& t) {
-      std::printf("    %-14s f+b %.3f ms on the device, host %.3f ms in the iteration; host fwd %.3f + bwd %.3f, wall %.3f ms\n",
-                  name, t.fwdbwd.median_ms, t.fwdbwd.host_median_ms, t.host_fwd_ms, t.host_bwd_ms, t.wall_ms);
+      std::printf("    %-14s f+b %.3f ms on the device, host %.3f ms in the iteration; host fwd %.3f + bwd %.3f, wall %.3f ms;"
+                  " graphed fwd %.3f, f+b %.3f ms\n",
+                  name, t.fwdbwd.median_ms, t.fwdbwd.host_median_ms, t.host_fwd_ms, t.host_bwd_ms, t.wall_ms,
+                  t.graphed_fwd.median_ms, t.graphed_fwdbwd.median_ms);
     };
     host("fused", tf);
     host("fused baseline", tb);
@@ -426,6 +469,15 @@ int run_attention_bench(const std::string& json_path) {
                 "%4.2f %4.2f | %7.3f %9.3f | %4.2f %4.2f\n",
                 all[i].E, all[i].B, all[i].S, t[0], t[1], t[10], t[11], t[2], t[3], t[4], t[5], t[3] / t[1], t[5] / t[1],
                 t[6], t[7], t[8], t[9], t[12], t[13], t[4] / t[12], t[5] / t[13]);
+  }
+  std::printf("\nCUDA graphs (each layer captured once, replays timed: the training step's way)\n");
+  std::printf("%-6s %-5s %-6s | %-17s | %-17s | %-17s | %-11s | %-11s\n", "E", "B", "S", "fused fwd/f+b ms",
+              "heads fwd/f+b ms", "gqa fwd/f+b ms", "fused x gqa", "heads x gqa");
+  for (size_t i = 0; i < all.size(); ++i) {
+    const auto& t = table[i];
+    std::printf("%-6d %-5d %-6d | %7.3f %9.3f | %7.3f %9.3f | %7.3f %9.3f | %4.2f %4.2f | %4.2f %4.2f\n", all[i].E,
+                all[i].B, all[i].S, t[14], t[15], t[16], t[17], t[18], t[19], t[18] / t[14], t[19] / t[15],
+                t[18] / t[16], t[19] / t[17]);
   }
   return 0;
 }

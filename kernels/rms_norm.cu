@@ -512,6 +512,16 @@ struct FusedPlan {
   size_t smem = 0;
 };
 
+int cached_vectors(const RowArgs& a, int vec);
+
+// Blocks of the fused pass. Rows held 8 vectors a lane (bf16 n 2048: 198 registers, one block a
+// multiprocessor) take 128 blocks of 64 rows, one wave: at 512 blocks of 16 rows each block's
+// fixed work (zeroing 64 KB of sums, adding its 8 rows of them, writing its partial row) weighed
+// as much as its rows (1b's add-form backward with the weight gradient: 84.5 -> 70.0 us a call;
+// at small's n 768 the same change was slower, 54.5 -> 72.7 us, its blocks fit four a
+// multiprocessor). A function of the shape alone, as the sums' order must be.
+int64_t fused_max_blocks(const RowArgs& a, int vec) { return cached_vectors(a, vec) == 8 ? 128 : kFusedMaxBlocks; }
+
 FusedPlan fused_plan(const RmsNormShape& s, const RowArgs& a, int vec) {
   FusedPlan p;
   const int64_t per_pass = kThreads / a.lanes;
@@ -519,7 +529,7 @@ FusedPlan fused_plan(const RmsNormShape& s, const RowArgs& a, int vec) {
   if (s.groups != 1 || vec == 1 || s.rows == 0 || p.smem > kFusedMaxSmem) return p;
   p.applies = true;
   const int64_t passes = (s.rows + per_pass - 1) / per_pass;
-  const int64_t blocks = std::min(kFusedMaxBlocks, passes);
+  const int64_t blocks = std::min(fused_max_blocks(a, vec), passes);
   p.chunk = (passes + blocks - 1) / blocks * per_pass;
   p.blocks = static_cast<unsigned>((s.rows + p.chunk - 1) / p.chunk);
   return p;

@@ -6,6 +6,7 @@
 // the ATen fallback). Launcher-level checks poison every output and the workspace with NaN and
 // run the weight gradient twice (bitwise equal). A small case runs under compute-sanitizer.
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
@@ -18,6 +19,7 @@
 #include "kernels/rms_norm.h"
 #include "model/fused_ops.h"
 #include "model/fused_ops_cuda.h"
+#include "tests/kernels/event_timing.h"
 #include "tests/kernels/relative_error.h"
 
 namespace hydra::model {
@@ -385,6 +387,36 @@ TEST(FusedOpsSanitizer, SmallCases) {
             {torch::randn({2, 9, 24}, kF64), torch::randn({2, 9, 24}, kF64)}, dtype, misaligned,
             "sanitizer swiglu" + tag(dtype, misaligned));
     }
+  }
+}
+
+// Timing (not a check): the residual add + RMSNorm, forward and backward with the weight
+// gradient, at small's (16 x 1024 rows of 768) and 1b's (8 x 1024 rows of 2048) shapes, bf16.
+// GB/s counts the bytes each must move (backward: h, dh, dn read, dx and dy written).
+TEST(FusedOpsLaunchers, DISABLED_TimingAddRmsNorm) {
+  const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  for (const auto& [rows, n] : {std::pair<int64_t, int>{16384, 768}, std::pair<int64_t, int>{8192, 2048}}) {
+    kernels::RmsNormShape s;
+    s.rows = rows;
+    s.n = n;
+    const torch::Tensor x = torch::randn({rows, n}, o), y = torch::randn({rows, n}, o), w = torch::rand({n}, o) + 0.5;
+    torch::Tensor h = torch::empty_like(x), out = torch::empty_like(x), dx = torch::empty_like(x), dy = torch::empty_like(x);
+    const torch::Tensor dh = torch::randn({rows, n}, o), dn = torch::randn({rows, n}, o);
+    torch::Tensor rstd = torch::empty({rows}, o.dtype(torch::kFloat)), dw = torch::empty({n}, o);
+    const size_t ws_bytes = kernels::rms_norm_weight_grad_workspace(s);
+    torch::Tensor ws = torch::empty({static_cast<int64_t>(ws_bytes)}, o.dtype(torch::kByte));
+    const float fwd = hydra::test::median_event_ms([&] {
+      kernels::add_rms_norm_forward(s, x.data_ptr(), y.data_ptr(), 1.0f, w.data_ptr(), h.data_ptr(), out.data_ptr(),
+                                    rstd.data_ptr<float>(), stream);
+    }, 30, 3, stream);
+    const float bwd = hydra::test::median_event_ms([&] {
+      kernels::add_rms_norm_backward(s, h.data_ptr(), w.data_ptr(), rstd.data_ptr<float>(), dh.data_ptr(), dn.data_ptr(),
+                                     1.0f, dx.data_ptr(), dy.data_ptr(), {dw.data_ptr(), ws.data_ptr(), ws_bytes}, stream);
+    }, 30, 3, stream);
+    const double tensor = static_cast<double>(rows) * n * 2;
+    std::printf("TIMING add_rms_norm %ldx%d: forward %.1f us (%.0f GB/s), backward+dw %.1f us (%.0f GB/s)\n",
+                static_cast<long>(rows), n, fwd * 1e3, 4 * tensor / fwd / 1e6, bwd * 1e3, 5 * tensor / bwd / 1e6);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -15,6 +16,8 @@
 #include "parallel/flat_layout.h"
 #include "parallel/optimizer_kernels.h"
 #include "parallel/step_gate.h"
+#include "tests/kernels/event_timing.h"
+#include <ATen/cuda/CUDAContext.h>
 
 namespace {
 
@@ -145,6 +148,48 @@ TEST(OptimizerKernels, AdamWOnTheParametersEqualsGatherUpdateScatter) {
   const FlatLayout host_layout = make_flat_layout(host);
   AdamWState hs = make_adamw_state(host_layout, host, {0, 8});
   EXPECT_FALSE(fused_adamw_params(hs, host_layout, host, h, plan_adamw_update(hs.step, h, always_apply(hs.master.options()), hs.master.options())));
+}
+
+// Timing (not a check): the one-rank AdamW over `1b`'s parameter shapes (bf16 parameters, 1.46B
+// elements) and the gradient norm's sum of squares over the same gradients; prints GB/s at
+// 28 bytes an element moved (gradient 2, master 8, moments 16, value 2) and 2 for the norm.
+TEST(OptimizerKernels, DISABLED_TimingOneB) {
+  NamedParams params;
+  const int64_t E = 2048, F = 7168, V = 50304;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    params.emplace_back(name, at::randn(shape, at::TensorOptions(at::kCUDA).dtype(at::kBFloat16)));
+  };
+  add("embed", {V, E});
+  for (int l = 0; l < 24; ++l) {
+    const std::string p = "l" + std::to_string(l) + ".";
+    add(p + "norm1", {E});
+    add(p + "wq", {E, E});
+    add(p + "wkv", {512, E});
+    add(p + "wo", {E, E});
+    add(p + "norm2", {E});
+    add(p + "w_gate_up", {2 * F, E});
+    add(p + "w_down", {E, F});
+  }
+  add("head", {V, E});
+  FlatLayout layout = make_flat_layout(params);
+  for (size_t i = 0; i < layout.slots.size(); ++i) layout.slots[i].decay = params[i].second.dim() > 1;
+  AdamWState a = make_adamw_state(layout, params, {0, layout.numel});
+  std::vector<at::Tensor> grads;
+  for (auto& [name, v] : params) {
+    v.mutable_grad() = at::randn_like(v);
+    grads.push_back(v.grad());
+  }
+  const AdamWHyper h{at::scalar_tensor(3e-3, at::kDouble), 0.9, 0.95, 1e-8, 0.1};
+  const at::Tensor loss = at::full({}, 2.5, at::TensorOptions(at::kCUDA).dtype(at::kDouble));
+  const at::Tensor norm = at::full({}, 1.0, loss.options());
+  const AdamWUpdate u = plan_adamw_update(a.step, h, make_step_gate(loss, norm, 1.0), a.master.options());
+  ASSERT_TRUE(fused_adamw_params(a, layout, params, h, u));
+  const cudaStream_t st = at::cuda::getCurrentCUDAStream();
+  const float adamw = hydra::test::median_event_ms([&] { fused_adamw_params(a, layout, params, h, u); }, 10, 2, st);
+  const float squares = hydra::test::median_event_ms([&] { fused_sum_of_squares(grads); }, 10, 2, st);
+  const double n = static_cast<double>(layout.numel);
+  std::printf("TIMING adamw 1b-like (%.0fM elements): %.3f ms (%.0f GB/s at 28 B); sum of squares %.3f ms (%.0f GB/s)\n",
+              n / 1e6, adamw, 28 * n / adamw / 1e6, squares, 2 * n / squares / 1e6);
 }
 
 }  // namespace
