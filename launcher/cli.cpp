@@ -26,15 +26,15 @@ const std::map<std::string, CommandSpec>& commands() {
         {"--config", "--set", "--json"}}},
       {"train",
        {"train a model (one process, or every rank under mpirun/srun)",
-        "hydra train --config FILE [--set key.path=value]... [--resume latest|DIR] [--init-from DIR] [--overwrite]",
+        "hydra train --config FILE [--set key.path=value]... [--resume latest|DIR] [--init-from DIR|FILE] [--overwrite]",
         {"--config", "--set", "--resume", "--init-from", "--overwrite"}}},
       {"eval",
        {"validation loss and perplexity of a checkpoint (causal routing)",
-        "hydra eval --config FILE --checkpoint DIR [--set key.path=value]... [--json]",
+        "hydra eval --config FILE --checkpoint DIR|FILE [--set key.path=value]... [--json]",
         {"--config", "--set", "--checkpoint", "--json"}}},
       {"generate",
        {"continue a prompt with a checkpoint's model: sampled tokens, streamed as text (one process)",
-        "hydra generate --config FILE --checkpoint DIR [--set key.path=value]... (--prompt TEXT | --prompt-file FILE) "
+        "hydra generate --config FILE --checkpoint DIR|FILE [--set key.path=value]... (--prompt TEXT | --prompt-file FILE) "
         "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--batch B] [--no-cache] [--json]",
         {"--config", "--set", "--checkpoint", "--prompt", "--prompt-file", "--max-new", "--temperature", "--top-k",
          "--top-p", "--seed", "--batch", "--no-cache", "--json"}}},
@@ -189,7 +189,8 @@ std::string help_text(const std::string& command) {
   if (command == "generate") {
     out += "  --config FILE          run config (YAML): the checkpoint's model, data.tokenizer, train.device,\n";
     out += "                         train.dtype, train.seq_len (the context kept)\n";
-    out += "  --checkpoint DIR       a committed checkpoint of that model (any layout)\n";
+    out += "  --checkpoint DIR|FILE  a committed checkpoint of that model (any layout), or its weights\n";
+    out += "                         consolidated into one file (hydra ckpt consolidate)\n";
     out += "  --set key.path=value   override one key (repeatable)\n";
     out += "  --prompt TEXT          the text to continue\n";
     out += "  --prompt-file FILE     ... or read it from FILE (an empty file: start a new document)\n";
@@ -266,13 +267,14 @@ std::string help_text(const std::string& command) {
   if (command == "train") {
     out += "  --resume latest|DIR    continue a run: the newest complete checkpoint under\n";
     out += "                         checkpoint.dir, or the checkpoint DIR (exact: same data, same losses)\n";
-    out += "  --init-from DIR        start from the weights of checkpoint DIR with a fresh optimizer\n";
+    out += "  --init-from DIR|FILE   start from the weights of checkpoint DIR (or of a consolidated file)\n";
+    out += "                         with a fresh optimizer\n";
     out += "                         and data position (fine-tuning)\n";
     out += "  --overwrite            start a new run although checkpoint.dir or log.jsonl hold an earlier\n";
     out += "                         run's: they are moved aside (replaced_<time>), never deleted\n";
   }
   if (command == "eval") {
-    out += "  --checkpoint DIR       the checkpoint to evaluate\n";
+    out += "  --checkpoint DIR|FILE  the checkpoint (or consolidated weights file) to evaluate\n";
     out += "  --json                 print one JSON object (full precision) instead of text\n";
   }
   out += "  --help                 this text\n";
@@ -405,7 +407,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     HYDRA_FAIL(ConfigError, "hydra plan needs --cluster FILE (e.g. configs/clusters/h100-8x-ib400.yaml)");
   }
   if (!args.help && (args.command == "eval" || args.command == "generate") && args.checkpoint.empty()) {
-    HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --checkpoint DIR");
+    HYDRA_FAIL(ConfigError, "hydra " << args.command << " needs --checkpoint DIR|FILE");
   }
   if (!args.help && args.command == "generate" && args.prompt.empty() == args.prompt_file.empty()) {
     HYDRA_FAIL(ConfigError, "hydra generate needs one of --prompt TEXT and --prompt-file FILE");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/weights_file.h"
 #include "common/errors.h"
 #include "common/json.h"
 #include "data/tokenizer.h"
@@ -63,8 +64,9 @@ GenerateOptions parse_generate_options(const CliArgs& args) {
   return o;
 }
 
-// The whole model of `config` on its device and dtype, with the weights of checkpoint `dir`.
-model::HydraModel load_model(const Config& config, const std::string& dir) {
+// The whole model of `config` on its device and dtype, with the weights of `source` (a
+// checkpoint directory or a consolidated file); `loaded` receives what was read.
+model::HydraModel load_model(const Config& config, const std::string& source, checkpoint::LoadedCheckpoint& loaded) {
   torch::manual_seed(0);  // the initial values are overwritten; a fixed seed keeps builds alike
   model::HydraModel m = std::make_shared<model::HydraModelImpl>(config.model);
   parallel::NamedParams params;
@@ -77,7 +79,7 @@ model::HydraModel load_model(const Config& config, const std::string& dir) {
   }
   {
     torch::NoGradGuard no_grad;
-    checkpoint::load_checkpoint(dir, params, parallel::make_flat_layout(params), nullptr, placements);
+    loaded = checkpoint::load_weights(source, params, placements);
   }
   const auto dtype = config.train.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   m->to(torch::Device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU), dtype);
@@ -225,8 +227,8 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     HYDRA_FAIL(ConfigError, "data.tokenizer " << config.data.tokenizer << " has " << tokenizer->vocab_size()
                                               << " ids, model.vocab_size " << config.model.vocab_size);
   }
-  const checkpoint::LoadedCheckpoint index = checkpoint::read_index(args.checkpoint);
-  model::HydraModel m = load_model(config, args.checkpoint);
+  checkpoint::LoadedCheckpoint index;
+  model::HydraModel m = load_model(config, args.checkpoint, index);
   const torch::Device device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU);
 
   std::vector<int32_t> prompt = tokenizer->encode(o.prompt);

@@ -6,7 +6,6 @@
 
 #include "common/logging.h"
 #include "common/errors.h"
-#include "checkpoint/checkpoint.h"
 #include "common/json.h"
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
@@ -16,17 +15,16 @@
 namespace hydra::launcher {
 namespace {
 
-// `hydra eval --json`: one object, floats at full precision, with the checkpoint's position
-// (its index was just loaded, so reading it again cannot fail for another reason).
-common::Json eval_json(const Config& config, const std::string& dir, double loss) {
-  const checkpoint::LoadedCheckpoint index = checkpoint::read_index(dir);
+// `hydra eval --json`: one object, floats at full precision, with the position of the run
+// that wrote the weights.
+common::Json eval_json(const Config& config, const std::string& source, const train::EvalResult& result) {
   common::Json out = common::Json::object();
-  out["checkpoint"] = dir;
-  out["step"] = index.progress.step;
-  out["tokens"] = index.progress.tokens;
+  out["checkpoint"] = source;
+  out["step"] = result.step;
+  out["tokens"] = result.tokens;
   out["eval_batches"] = config.train.eval_batches;
-  out["val_loss"] = loss;
-  out["perplexity"] = std::exp(loss);
+  out["val_loss"] = result.val_loss;
+  out["perplexity"] = std::exp(result.val_loss);
   return out;
 }
 
@@ -61,12 +59,12 @@ int run_train(const Config& config, const CliArgs& args, const parallel::LaunchI
 
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
   auto ctx = build_context(config, launch);
-  const double loss = train::run_evaluation(config, *ctx, args.checkpoint);
+  const train::EvalResult result = train::run_evaluation(config, *ctx, args.checkpoint);
   if (launch.rank != 0) return 0;
   if (args.json) {
-    std::printf("%s\n", eval_json(config, args.checkpoint, loss).dump().c_str());
+    std::printf("%s\n", eval_json(config, args.checkpoint, result).dump().c_str());
   } else {
-    std::printf("val_loss %.6f perplexity %.4f\n", loss, std::exp(loss));
+    std::printf("val_loss %.6f perplexity %.4f\n", result.val_loss, std::exp(result.val_loss));
   }
   std::fflush(stdout);
   return 0;

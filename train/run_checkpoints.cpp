@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "checkpoint/weights_file.h"
 #include "common/errors.h"
 #include "common/logging.h"
 #include "model/sharding.h"
@@ -119,8 +120,8 @@ bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpo
 
 }  // namespace
 
-checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& dir) {
-  return checkpoint::load_checkpoint(dir, all_params(run), run.optim.layout(), nullptr, placements(run));
+checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& source) {
+  return checkpoint::load_weights(source, all_params(run), placements(run));
 }
 
 void restore(Run& run, const RunRequest& request) {

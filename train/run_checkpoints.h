@@ -23,9 +23,9 @@ std::string finish_async_save(Run& run);
 // weights alone, with fresh master weights and moments from them.
 void restore(Run& run, const RunRequest& request);
 
-// Weights only (hydra eval, --init-from), frozen parameters included; returns what the
-// checkpoint's index says (its step).
-checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& dir);
+// Weights only (hydra eval, --init-from), frozen parameters included, from a checkpoint
+// directory or a consolidated file (checkpoint/weights_file.h); returns the source's step.
+checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& source);
 
 // The world communicator, null for one process.
 parallel::Communicator* world_of(Run& run);

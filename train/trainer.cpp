@@ -415,13 +415,13 @@ RunResult run_training(const RunConfig& config, parallel::ParallelContext& ctx, 
   }
 }
 
-double run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& dir) {
+EvalResult run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& dir) {
   Run run = build_run(config, ctx);
-  load_weights(run, dir);
+  const checkpoint::LoadedCheckpoint source = load_weights(run, dir);
   const double loss = evaluate(run);
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
                    static_cast<int>(run.batches.val_batches));
-  return loss;
+  return {loss, source.progress.step, source.progress.tokens};
 }
 
 StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContext& ctx, const StepBenchPlan& plan) {

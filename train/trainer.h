@@ -20,6 +20,7 @@
 //      save (train/run_checkpoints.h) on their schedules
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -44,7 +45,14 @@ struct RunResult {
 
 RunResult run_training(const RunConfig& config, parallel::ParallelContext& ctx, const RunRequest& request);
 
-// Evaluates a checkpoint: validation loss and perplexity in causal routing mode.
-double run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& checkpoint);
+struct EvalResult {
+  double val_loss = 0;
+  int64_t step = 0;    // of the evaluated weights' run (checkpoint index or consolidated file)
+  int64_t tokens = 0;
+};
+
+// Evaluates the weights of a checkpoint directory or a consolidated file: validation loss (and
+// so perplexity) in causal routing mode.
+EvalResult run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& checkpoint);
 
 }  // namespace hydra::train

@@ -17,6 +17,7 @@
 #include "checkpoint/consolidate.h"
 #include "checkpoint/h5_file.h"
 #include "checkpoint/snapshot.h"
+#include "checkpoint/weights_file.h"
 #include "common/errors.h"
 
 namespace {
@@ -188,6 +189,45 @@ TEST_F(ReshardTest, AMissingStageFileIsAnErrorNamingTheParameter) {
   } catch (const common::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("rank_00003.h5"), std::string::npos) << e.what();
   }
+}
+
+// The consolidated file as a source of weights (--init-from FILE, hydra generate/eval): into one
+// process (vocabulary padded to 6 rows) and into tp4 slices (padded to 8, w_down split along
+// dim 1), the same values as from the checkpoint directory, which are the global tensors.
+TEST_F(ReshardTest, ConsolidatedFileLoadsIntoEveryPlacement) {
+  const std::string file = (root / "weights.h5").string();
+  ASSERT_EQ(checkpoint::consolidate_checkpoint(dir, file), 4);
+  EXPECT_TRUE(checkpoint::is_weights_file(file));
+  EXPECT_FALSE(checkpoint::is_weights_file(dir));
+  for (const std::vector<Part>& parts : {std::vector<Part>{{kEmbed, -1, 1, 0, 6}, {kDown}, {kUp}, {kNorm}},
+                                         std::vector<Part>{{kEmbed, 0, 4, 2, 8}, {kDown, 1, 4, 3}, {kUp, 0, 4, 1}}}) {
+    for (const std::string& source : {file, dir}) {
+      Rank r = make_rank(global, parts, false);
+      const checkpoint::LoadedCheckpoint loaded = checkpoint::load_weights(source, r.params, r.placements);
+      EXPECT_EQ(loaded.dir, source);
+      for (size_t k = 0; k < parts.size(); ++k) {
+        EXPECT_TRUE(at::equal(r.params[k].second, local(global, parts[k], 0))) << source << " " << parts[k].name;
+      }
+    }
+  }
+}
+
+// What is not a consolidated file of this model is refused naming the file and the dataset.
+TEST_F(ReshardTest, AWrongWeightsFileIsAnErrorNamingIt) {
+  const std::string file = (root / "weights.h5").string();
+  checkpoint::consolidate_checkpoint(dir, file);
+  const auto refused = [](const std::string& source, const parallel::NamedParams& params, const std::string& expect) {
+    try {
+      checkpoint::load_weights(source, params);
+      ADD_FAILURE() << source << " loaded";
+    } catch (const common::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
+    }
+  };
+  const parallel::NamedParams norm = {{kNorm, at::zeros({4})}};
+  refused(dir + "/index.h5", norm, "not a consolidated weights file");
+  refused(file, {{"blocks.9.norm.weight", at::zeros({4})}}, "/model/blocks.9.norm.weight is missing");
+  refused(file, {{kNorm, at::zeros({5})}}, "has shape [4], the model expects [5]");
 }
 
 }  // namespace

@@ -13,7 +13,9 @@ vocabulary) trained for a few steps on the GPL text, then continued from its che
   tokens (the cached path prefills again); with a long context both give the same tokens (times printed); the JSON
   reports the cache's bytes; --batch B gives the B single runs of seeds S .. S+B-1;
 - the refusals: no prompt or two, bad numbers (exit 2), a missing checkpoint or one of another
-  model shape (exit 3); a checkpoint of a vocabulary the model pads (300 rows, 384 in the model) loads.
+  model shape (exit 3); a checkpoint of a vocabulary the model pads (300 rows, 384 in the model) loads;
+- the checkpoint consolidated into one file (`hydra ckpt consolidate`) gives the same greedy
+  tokens and step, and `hydra eval` the same loss, as its directory; a file that is not one is exit 3.
 """
 import json
 import os
@@ -126,6 +128,25 @@ def main():
         stream = hydra(*base, "--prompt", prompt, "--max-new", "12", "--temperature", "0")
         if stream.returncode != 0 or stream.stdout.decode("latin-1") != whole["text"] + "\n":
             fail(f"streamed text {stream.stdout!r}, JSON text {whole['text']!r}", stream)
+
+        # The consolidated file of the checkpoint: the same weights, so the same greedy tokens.
+        weights = os.path.join(root, "weights.h5")
+        joined = hydra("ckpt", "consolidate", ckpt, "--output", weights)
+        if joined.returncode != 0:
+            fail("ckpt consolidate", joined)
+        from_file = hydra("generate", "--config", CONFIG, *set_args, "--checkpoint", weights, "--prompt", prompt,
+                          "--max-new", "12", "--temperature", "0", "--json")
+        if from_file.returncode != 0 or json.loads(from_file.stdout)["tokens"] != whole["tokens"] or \
+                json.loads(from_file.stdout)["step"] != 30:
+            fail(f"generate from the consolidated file, against the directory's {whole['tokens']}", from_file)
+        evals = [hydra("eval", "--config", CONFIG, *set_args, "--checkpoint", source, "--json") for source in (ckpt, weights)]
+        if any(e.returncode != 0 for e in evals) or \
+                json.loads(evals[0].stdout)["val_loss"] != json.loads(evals[1].stdout)["val_loss"]:
+            fail(f"eval of the directory and of its consolidated file: {[e.stdout for e in evals]}", evals[1])
+        not_weights = hydra("generate", "--config", CONFIG, *set_args, "--checkpoint", os.path.join(ckpt, "index.h5"),
+                            "--prompt", "x")
+        if not_weights.returncode != 3 or b"not a consolidated weights file" not in not_weights.stderr:
+            fail("a checkpoint's index.h5 as --checkpoint", not_weights)
 
         prompt_file = os.path.join(root, "prompt.txt")
         with open(prompt_file, "w") as f:

@@ -130,6 +130,13 @@ TEST_F(FreezeTrain, InitFromStartsANewScheduleAtStepZero) {
   EXPECT_EQ(index.progress.step, kSteps);
   EXPECT_EQ(index.progress.consumed_samples, 4 * kSteps) << "global batch 4 from sample 0";
   EXPECT_EQ(index.optim_step, kSteps) << "AdamW's bias corrections restart";
+
+  // The same start from the consolidated file of that checkpoint: the same losses, bit for bit.
+  const auto from_file = sandbox()->train("post_file", 0, {}, {"--init-from", consolidate("pre", kSteps)});
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.output;
+  const auto file_rows = sandbox()->metrics_rows("post_file");
+  ASSERT_EQ(file_rows.size(), post.size());
+  for (const auto& [step, row] : post) EXPECT_EQ(field(file_rows.at(step), "loss"), field(row, "loss")) << "step " << step;
 }
 
 // Nothing in a checkpoint depends on train.seq_len (RoPE is computed): a fine-tune at a longer
