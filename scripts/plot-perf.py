@@ -31,21 +31,31 @@ def plot_attention(data, out):
     for ax, width in zip(axes, sorted({r["E"] for r in rows})):
         subset = sorted((r for r in rows if r["E"] == width), key=lambda r: (r["B"] * r["S"], r["S"]))
         labels = [f'B{r["B"]} S{r["S"]}' for r in subset]
-        for key, name in (("ccqa_fused", "CCQA fused"), ("ccqa_reference", "CCQA reference"),
-                          ("ccqa_heads_fused", "CCQA heads layout, fused"),
-                          ("ccqa_heads_reference", "CCQA heads layout, reference ops"),
-                          ("gqa_flash", "GQA + FlashAttention")):
+        graphed = "graphed_forward_backward" in subset[0]["ccqa_fused"]
+        keys = (("ccqa_fused", "CCQA fused"), ("ccqa_reference", "CCQA reference"),
+                ("ccqa_heads_fused", "CCQA heads layout, fused"),
+                ("ccqa_heads_reference", "CCQA heads layout, reference ops"), ("gqa_flash", "GQA + FlashAttention"))
+        if graphed:  # replayed from a CUDA graph (solid, as the training step runs) and eager (dashed)
+            keys = tuple(k for k in keys if "reference" not in k[0])
+        for key, name in keys:
             if key not in subset[0]:
                 continue
-            ax.plot(labels, [r[key]["forward_backward"]["median_ms"] for r in subset], marker="o", label=name)
+            if graphed:
+                line, = ax.plot(labels, [r[key]["graphed_forward_backward"]["median_ms"] for r in subset], marker="o",
+                                label=name + ", CUDA graph")
+                ax.plot(labels, [r[key]["forward_backward"]["median_ms"] for r in subset], linestyle="--", marker=".",
+                        color=line.get_color(), alpha=0.6, label=name + ", eager")
+            else:
+                ax.plot(labels, [r[key]["forward_backward"]["median_ms"] for r in subset], marker="o", label=name)
         ax.set_yscale("log")
         ax.set_ylabel("forward + backward, ms (median)")
         ax.set_title(f"E {width}")
         ax.tick_params(axis="x", rotation=45)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8)  # below the panels: the data fills them
     fig.suptitle(f'CCQA layer, {data.get("device", "")}, {data.get("date", "")}')
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(out, dpi=110)
 
 
