@@ -34,8 +34,9 @@ struct BshdMut {
 };
 
 // Rows of 16 per warp (1 or 2) of the forward (queries) and the backward (keys); 0 takes the
-// default for the head size. Two rows per warp halve shared-memory reads per score at the cost
-// of registers and warps in flight. For the dev benchmark; the model uses the defaults.
+// default for the head size (the backward's: and the length). Two rows per warp halve
+// shared-memory reads per score at the cost of registers and warps in flight. For the dev
+// benchmark; the model uses the defaults.
 // tiles_inner: the block order of before 2026-12-03 (the tiles of one (head, batch) one after
 // another, longest first only among them) instead of the longest tiles first across the grid.
 struct LatentAttentionVariant {

@@ -286,8 +286,16 @@ __global__ void dq_convert_kernel(const float* acc, bf16* dq, Strides s, int bat
   *reinterpret_cast<uint4*>(dq + b * s.b + i * s.s + h * s.h + c * 8) = *reinterpret_cast<const uint4*>(v);
 }
 
-// m-tiles per warp: see fwd_mtiles in latent_attention.cu for why 1 is the default.
-int bwd_mtiles(int D, int asked) { return D == 64 ? 1 : asked ? asked : 1; }
+// m-tiles per warp (asked: a LatentAttentionVariant's choice). 1 was the default everywhere
+// (fwd_mtiles in latent_attention.cu says why); with the blocks ordered longest first across the
+// grid, 2 became the faster backward at head size 16 at all nine E 768 shapes of `hydra bench
+// attention` (H200, 2026-12-04: equal to 6% faster, 0.125 -> 0.117 ms at B 8, S 1024) and at
+// head size 32 at S 16384 (3.88 -> 3.41 ms), but not at 4096 or 8192 (4% and 8% slower).
+int bwd_mtiles(int D, int seq, int asked) {
+  if (D == 64) return 1;  // 2 spills: not built
+  if (asked) return asked;
+  return D == 16 || seq >= 16384 ? 2 : 1;
+}
 
 template <int D, int kMt>
 void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq,
@@ -349,7 +357,7 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.scale = scale, p.scale_log2 = scale * kLog2e;
   p.tiles_inner = variant.tiles_inner;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
-  const int mt = bwd_mtiles(shape.head_dim, variant.bwd_mtiles);
+  const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
   switch (shape.head_dim * 10 + mt) {
     case 161: return backward_impl<16, 1>(shape, p, out, dout, dq, workspace, stream);
     case 162: return backward_impl<16, 2>(shape, p, out, dout, dq, workspace, stream);
