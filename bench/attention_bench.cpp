@@ -160,7 +160,7 @@ FwdBwd time_layer(const std::function<torch::Tensor(const torch::Tensor&)>& fn, 
 
 // `pass` captured in a CUDA graph after the StepGraph's eager warm-up, then its replays timed.
 Timing time_graphed(const std::function<torch::Tensor()>& pass) {
-  train::StepGraph graph;
+  train::StepGraph graph(2, "an attention layer's pass");
   for (int i = 0; i < graph.steps_before_replay(); ++i) graph.run(pass);
   return time_device([&] { graph.run(pass); });
 }

@@ -83,7 +83,7 @@ struct StepGraph::Captured {
     return out;
   }
 
-  void capture(const std::function<at::Tensor()>& step) {
+  void capture(const std::function<at::Tensor()>& step, const std::string& what) {
     // The eager steps' cached blocks go back to the device: the graph's pool takes their place.
     c10::cuda::device_synchronize();
     c10::cuda::CUDACachingAllocator::emptyCache();
@@ -98,22 +98,23 @@ struct StepGraph::Captured {
         // End the capture so that the stream is usable again, then name the way out.
         cudaGraph_t partial = nullptr;
         if (cudaStreamEndCapture(side.stream(), &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
-        HYDRA_FAIL(common::RuntimeFailure, "capturing the training step in a CUDA graph failed ("
+        HYDRA_FAIL(common::RuntimeFailure, "capturing " << what << " in a CUDA graph failed ("
                                                << e.what() << "); set train.cuda_graphs: off to run it eagerly");
       }
     });
     ready = true;
-    common::log_info("cuda graphs: the training step captured in %.0f ms; every step from here replays it",
+    common::log_info("cuda graphs: %s captured in %.0f ms; every step from here replays it", what.c_str(),
                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
 };
 
-StepGraph::StepGraph(int eager_steps) : captured_(std::make_unique<Captured>()), eager_steps_(eager_steps) {}
+StepGraph::StepGraph(int eager_steps, std::string what)
+    : captured_(std::make_unique<Captured>()), eager_steps_(eager_steps), what_(std::move(what)) {}
 
 at::Tensor StepGraph::run(const std::function<at::Tensor()>& step) {
   Captured& c = *captured_;
   if (calls_++ < eager_steps_) return c.on_side(step);
-  if (!c.ready) c.capture(step);  // recorded, not run: the replay below runs it
+  if (!c.ready) c.capture(step, what_);  // recorded, not run: the replay below runs it
   c.graph.replay();
   return c.output;
 }
@@ -124,7 +125,7 @@ bool StepGraph::captured() const { return captured_->ready; }
 
 struct StepGraph::Captured {};
 
-StepGraph::StepGraph(int eager_steps) : eager_steps_(eager_steps) {}
+StepGraph::StepGraph(int eager_steps, std::string what) : eager_steps_(eager_steps), what_(std::move(what)) {}
 
 at::Tensor StepGraph::run(const std::function<at::Tensor()>& step) {
   HYDRA_CHECK(false, "StepGraph needs the CUDA build");

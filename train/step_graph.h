@@ -41,8 +41,9 @@ bool use_cuda_graphs(const RunConfig& config, const parallel::ProcessGrid& grid)
 class StepGraph {
  public:
   // The first `eager_steps` steps run eagerly (lazy initialisation, the allocator's growth, the
-  // steady state the capture records); the next one is captured and replayed.
-  explicit StepGraph(int eager_steps = 2);
+  // steady state the capture records); the next one is captured and replayed. `what` names the
+  // captured work in the log line (a benchmark captures other things than the training step).
+  explicit StepGraph(int eager_steps = 2, std::string what = "the training step");
   ~StepGraph();
   StepGraph(const StepGraph&) = delete;
   StepGraph& operator=(const StepGraph&) = delete;
@@ -61,6 +62,7 @@ class StepGraph {
   struct Captured;  // the CUDA graph (CUDA build only)
   std::unique_ptr<Captured> captured_;
   int eager_steps_ = 0;
+  std::string what_;
   int calls_ = 0;
 };
 
