@@ -193,7 +193,7 @@ class ClusterFile : public ::testing::Test {
 };
 
 TEST_F(ClusterFile, ShippedFilesLoad) {
-  for (const char* name : {"h100-8x-ib400", "h200-1x", "cpu-2core"}) {
+  for (const char* name : {"h100-8x-ib400", "h200-1x", "cpu-2core", "a100-8x-selene"}) {
     const train::Cluster c =
         launcher::load_cluster(std::string(HYDRA_SOURCE_DIR) + "/configs/clusters/" + name + ".yaml");
     EXPECT_EQ(c.name, name);
