@@ -135,6 +135,16 @@ void expect_exact_count(const ModelConfig& c) {
 
 TEST(ModelStats, AnalyticCountEqualsTheBuiltTiny) { expect_exact_count(load_variant("tiny")); }
 
+// The baselines (configs/tiny-gqa.yaml, tiny-mha.yaml): their header's counts.
+TEST(ModelStats, AnalyticCountEqualsTheBuiltTinyBaselines) {
+  for (const auto& [name, total] : {std::pair{"tiny-gqa", 3813578}, std::pair{"tiny-mha", 3879114}}) {
+    const ModelConfig c = load_variant(name);
+    EXPECT_NO_THROW(check_model_config(c)) << name;
+    EXPECT_EQ(compute_model_stats(c, 128).params_total, total) << name;
+    expect_exact_count(c);
+  }
+}
+
 TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithOneBlock) {
   ModelConfig c = load_variant("small");  // untied, dense
   c.macro_blocks = 1;
