@@ -2,7 +2,7 @@
 """The baseline for `hydra train`'s speed: the same dense HYDRA model in plain PyTorch.
 
 A user choosing a trainer compares hydra with what a few hundred lines of PyTorch give. This
-file is those lines, written from docs/MODEL.md: the MQA, CCQA and MLA layers of the pattern,
+file is those lines, written from docs/MODEL.md: the MQA/GQA/MHA, CCQA and MLA layers of the pattern,
 SwiGLU, pre-norm residuals with the per-type scale, the padded vocabulary, mean cross entropy.
 Dense only (MoD off, one recursion): the configs the speed targets name. Parameter names and
 shapes are hydra's, so a consolidated hydra checkpoint loads into it (load_hydra_h5) and the
@@ -54,6 +54,7 @@ def model_config(path, overrides=()):
             "value_shift": True, "post_mix_norm": True, "residual_scale": 0.5, **m.get("ccqa", {})}
     mla = {"latent_ratio": 0.5, "residual_scale": 0.5, **m.get("mla", {})}
     mqa = {"residual_scale": 1.0, **m.get("mqa", {})}
+    gqa = {"residual_scale": 1.0, **m.get("gqa", {})}  # gqa and mha layers
     if m.get("mod", {}).get("enabled", False) or m.get("mor", {}).get("recursions", 1) != 1:
         sys.exit(f"{path}: the baseline is the dense model: set model.mod.enabled=false and model.mor.recursions=1")
     return {
@@ -62,7 +63,7 @@ def model_config(path, overrides=()):
         "pattern": m.get("pattern", ["mqa", "mqa", "ccqa", "ccqa", "ccqa", "mla", "mqa", "mla"]),
         "vocab_size": m["vocab_size"], "tie_embeddings": m.get("tie_embeddings", False),
         "init_std": m.get("init_std", 0.02), "rope_theta": m.get("rope_theta", 10000.0),
-        "norm_eps": m.get("norm_eps", 1e-6), "ccqa": ccqa, "mla": mla, "mqa": mqa,
+        "norm_eps": m.get("norm_eps", 1e-6), "ccqa": ccqa, "mla": mla, "mqa": mqa, "gqa": gqa,
     }
 
 
@@ -141,20 +142,24 @@ class Mlp(nn.Module):  # SwiGLU
         return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
 
 
-class Mqa(nn.Module):
-    def __init__(self, c):
+class Gqa(nn.Module):
+    """MQA (kv_heads 1), GQA (model.kv_heads) and MHA (kv_heads = H): H query heads of d, kv_heads
+    key/value heads of d, query head h on KV head h // (H / kv_heads)."""
+
+    def __init__(self, c, kv_heads):
         super().__init__()
         E, H = c["dim"], c["heads"]
         self.d, self.eps, self.theta = E // H, c["norm_eps"], c["rope_theta"]
-        self.wq, self.wk, self.wv, self.wo = linear(E, H * self.d), linear(E, self.d), linear(E, self.d), linear(H * self.d, E)
+        self.wq, self.wo = linear(E, H * self.d), linear(H * self.d, E)
+        self.wk, self.wv = linear(E, kv_heads * self.d), linear(E, kv_heads * self.d)
         self.q_norm, self.k_norm = RMSNorm(self.d, self.eps), RMSNorm(self.d, self.eps)
         self.out_norm = RMSNorm(H * self.d, self.eps)
 
     def forward(self, x):
         B, S, _ = x.shape
         q = rope(self.q_norm(self.wq(x).view(B, S, -1, self.d)), self.theta)
-        k = rope(self.k_norm(self.wk(x).view(B, S, 1, self.d)), self.theta)
-        v = self.wv(x).view(B, S, 1, self.d)
+        k = rope(self.k_norm(self.wk(x).view(B, S, -1, self.d)), self.theta)
+        v = self.wv(x).view(B, S, -1, self.d)
         o = causal_attention(q, k, v, 1.0 / math.sqrt(self.d)).reshape(B, S, -1)
         return self.wo(head_rms_norm(o, self.out_norm.weight, self.d, self.eps))
 
@@ -244,14 +249,16 @@ class Mla(nn.Module):
         return self.wo(head_rms_norm(o, self.out_norm.weight, d, self.eps))
 
 
-ATTENTION = {"mqa": Mqa, "ccqa": Ccqa, "mla": Mla}
+ATTENTION = {"mqa": lambda c: Gqa(c, 1), "gqa": lambda c: Gqa(c, c["kv_heads"]), "mha": lambda c: Gqa(c, c["heads"]),
+             "ccqa": Ccqa, "mla": Mla}
+SCALE_SECTION = {"mha": "gqa"}  # the config section holding a type's residual scale
 
 
 class Layer(nn.Module):
     def __init__(self, c, kind):
         super().__init__()
         E = c["dim"]
-        self.alpha = c[kind]["residual_scale"]
+        self.alpha = c[SCALE_SECTION.get(kind, kind)]["residual_scale"]
         self.attn_norm, self.mlp_norm = RMSNorm(E, c["norm_eps"]), RMSNorm(E, c["norm_eps"])
         self.attn = ATTENTION[kind](c)
         self.mlp = Mlp(E, round_up(round(c["mlp_ratio"] * E), 64))

@@ -234,6 +234,7 @@ void check_config(const Config& c, BuildCheck build) {
   const std::string loc = c.source.empty() ? "config" : c.source;
   try {
     model::check_model_config(c.model);
+    model::check_tensor_parallel(c.model, c.parallel.tp);
   } catch (const ConfigError& e) {
     HYDRA_FAIL(ConfigError, loc << ": " << e.what());
   }

@@ -13,14 +13,14 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 #define HYDRA_FIELD(member) [](Config& c) -> FieldRef { return &c.member; }
 
 std::vector<KeySpec> build_schema() {
-  const std::vector<std::string> attention_types = {"mqa", "ccqa", "mla"};
+  const std::vector<std::string> attention_types = {"mqa", "gqa", "mha", "ccqa", "mla"};
   return {
       // model: docs/MODEL.md. Sizes are required unless a preset provides them.
       {"model.preset", HYDRA_FIELD(model.preset), -kInf, kInf, {}, false,
        "variant name in configs/ whose model section is the base"},
       {"model.dim", HYDRA_FIELD(model.dim), 8, 65536, {}, true, "model width E"},
       {"model.heads", HYDRA_FIELD(model.heads), 1, 1024, {}, true, "query heads H"},
-      {"model.kv_heads", HYDRA_FIELD(model.kv_heads), 1, 1024, {}, true, "CCQA key/value heads"},
+      {"model.kv_heads", HYDRA_FIELD(model.kv_heads), 1, 1024, {}, true, "key/value heads of CCQA and GQA layers"},
       {"model.mlp_ratio", HYDRA_FIELD(model.mlp_ratio), 0.25, 64, {}, false, "SwiGLU width / E"},
       {"model.macro_blocks", HYDRA_FIELD(model.macro_blocks), 1, 1024, {}, true,
        "number of macro-blocks"},
@@ -33,6 +33,8 @@ std::vector<KeySpec> build_schema() {
       {"model.rope_theta", HYDRA_FIELD(model.rope_theta), 1, 1e9},
       {"model.norm_eps", HYDRA_FIELD(model.norm_eps), 0, 1},
       {"model.mqa.residual_scale", HYDRA_FIELD(model.mqa.residual_scale), 0, 4, {}, false, "alpha of MQA layers"},
+      {"model.gqa.residual_scale", HYDRA_FIELD(model.gqa.residual_scale), 0, 4, {}, false,
+       "alpha of GQA and MHA layers"},
       {"model.ccqa.residual_scale", HYDRA_FIELD(model.ccqa.residual_scale), 0, 4, {}, false, "alpha of CCQA layers"},
       {"model.mla.residual_scale", HYDRA_FIELD(model.mla.residual_scale), 0, 4, {}, false, "alpha of MLA layers"},
       {"model.ccqa.compression", HYDRA_FIELD(model.ccqa.compression), 2, 8},

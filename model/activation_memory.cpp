@@ -23,13 +23,14 @@ ActivationBytes norms_and_mlp(const Dims& m, int dtype_bytes, int tp) {
 }
 
 // The attention between the norms, from its input n1 (counted above) to its output.
-int64_t attention_saved(const std::string& type, const Dims& m, int dtype_bytes, int tp) {
-  if (type == "mqa") {
+int64_t attention_saved(const std::string& type, const ModelConfig& c, const Dims& m, int dtype_bytes, int tp) {
+  if (is_grouped_type(type)) {
     // q before and after QK-norm+RoPE, the attention's output and its per-head norm's output
-    // (split over tp); the one key/value head: k before and after, v (replicated). rstd of q
-    // and k, log-sum-exp, rstd of the output norm.
-    const int64_t heads = m.H / tp;
-    return (4 * heads * m.d + 3 * m.d) * dtype_bytes + (3 * heads + 1) * kFp32;
+    // (split over tp); the key/value heads: k before and after, v (split with the query heads,
+    // MQA's one head replicated). rstd of q and k, log-sum-exp, rstd of the output norm.
+    const int64_t heads = m.H / tp, kv_all = grouped_kv_heads(type, c);
+    const int64_t kv = kv_all % tp == 0 ? kv_all / tp : kv_all;
+    return (4 * heads * m.d + 3 * kv * m.d) * dtype_bytes + (3 * heads + kv) * kFp32;
   }
   if (type == "ccqa") {
     // The fused prologue keeps its inputs q0, k0 and v (it recomputes the rest per tile); the
@@ -49,7 +50,7 @@ ActivationBytes layer_activation_bytes(const ModelConfig& config, int position, 
   const Dims m = model_dims(config);
   const std::string& type = config.pattern.at(static_cast<size_t>(position));
   ActivationBytes a = norms_and_mlp(m, dtype_bytes, tp);
-  const int64_t attention = attention_saved(type, m, dtype_bytes, tp);
+  const int64_t attention = attention_saved(type, config, m, dtype_bytes, tp);
   a.saved += attention;
   // The attention's backward holds about one gradient per saved tensor at its widest.
   if (attention > a.transient) a.transient = attention;

@@ -2,7 +2,7 @@
 // autograd node of the CUDA path saves (docs/MODEL.md, "Memory"): the peak-memory estimate of
 // `hydra info` (train/memory_estimate.h) is built on it. Analytic, like model_info.h: no model
 // is built. Counts are of the CUDA build's fused path (fused RMSNorm/RoPE/SwiGLU, the fused
-// CCQA prologue and latent attention, FlashAttention for MQA and MLA, the chunked LM head).
+// CCQA prologue and latent attention, FlashAttention for MQA/GQA/MHA and MLA, the chunked LM head).
 #pragma once
 
 #include <cstdint>

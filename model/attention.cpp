@@ -1,4 +1,5 @@
-// MQA and MLA, and the per-type dispatch. CCQA lives in attention_ccqa.cpp.
+// The grouped-query family (MQA, GQA, MHA) and MLA, and the per-type dispatch. CCQA lives in
+// attention_ccqa.cpp.
 #include "model/attention.h"
 
 #include <cmath>
@@ -13,22 +14,33 @@
 namespace hydra::model {
 
 // ---------------------------------------------------------------------------------------------
-// MQA
-LayerSharding MqaAttention::sharding(const Dims& m, int /*tp*/) {
+// The grouped-query family: MQA (1 KV head), GQA (model.kv_heads), MHA (H)
+LayerSharding GqaAttention::sharding(const Dims& m, int64_t kv_heads, int tp) {
   const auto col = ShardRole::kColumn, row = ShardRole::kRow, rep = ShardRole::kReplicated;
+  // One key/value head (MQA): every rank needs it whole. More: they split with the query heads,
+  // which needs tp to divide them (check_tensor_parallel says so at start, naming the keys).
+  const bool replicated = kv_heads == 1;
+  if (!replicated && kv_heads % tp != 0) {
+    HYDRA_FAIL(common::ConfigError, "tensor parallelism: parallel.tp = " << tp << " does not divide the " << kv_heads
+                                        << " key/value heads of a grouped-query layer");
+  }
+  const ShardRole kv_role = replicated ? rep : col;
+  const int64_t kv_unit = replicated ? 1 : m.d;
   return {{{"wq", m.E, m.H * m.d, col, m.d, m.init_std},
-           // One key/value head: every rank needs it whole.
-           {"wk", m.E, m.d, rep, 1, m.init_std},
-           {"wv", m.E, m.d, rep, 1, m.init_std},
+           {"wk", m.E, kv_heads * m.d, kv_role, kv_unit, m.init_std},
+           {"wv", m.E, kv_heads * m.d, kv_role, kv_unit, m.init_std},
            {"wo", m.H * m.d, m.E, row, m.d, m.out_std}},
           {{"q_norm.weight", false, 1, "QK-norm over d, shared by heads"},
-           {"k_norm.weight", false, 1, "QK-norm over d"},
+           {"k_norm.weight", false, 1, "QK-norm over d, shared by the key heads"},
            {"out_norm.weight", true, m.d, "per-head output norm, split with the heads"}}};
 }
 
-MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factory, const TensorParallelHooks& tp)
-    : dims(model_dims(c)), eps(c.norm_eps), theta(c.rope_theta) {
-  const LayerSharding shard = sharding(dims, tp.size);
+GqaAttention::GqaAttention(const ModelConfig& c, int64_t kv_heads_, const ProjectionFactory& factory,
+                           const TensorParallelHooks& tp)
+    : dims(model_dims(c)), kv_heads(kv_heads_), eps(c.norm_eps), theta(c.rope_theta) {
+  HYDRA_CHECK(kv_heads >= 1 && dims.H % kv_heads == 0,
+              "grouped-query attention: " << kv_heads << " key/value heads for " << dims.H << " query heads");
+  const LayerSharding shard = sharding(dims, kv_heads, tp.size);
   const auto& specs = shard.projections;
   wq = register_module("wq", make_projection(specs, "wq", factory));
   wk = register_module("wk", make_projection(specs, "wk", factory));
@@ -40,20 +52,21 @@ MqaAttention::MqaAttention(const ModelConfig& c, const ProjectionFactory& factor
   mark_region_replicated(*this, shard, tp);
 }
 
-std::vector<torch::Tensor> MqaAttention::queries_keys_values(const torch::Tensor& x, const torch::Tensor& positions) {
+std::vector<torch::Tensor> GqaAttention::queries_keys_values(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), d = dims.d;
   const std::vector<torch::Tensor> qkv = project_same_input(x, {wq.get(), wk.get(), wv.get()});
-  // QK-norm then RoPE, one node (and on CUDA one kernel) each.
+  // QK-norm then RoPE, one node (and on CUDA one kernel) each. Head counts come from the
+  // projections (this rank's heads under tp).
   const torch::Tensor q = fused_rms_norm_rope(qkv[0].view({B, S, -1, d}), q_norm->weight, positions, theta, eps);
-  const torch::Tensor k = fused_rms_norm_rope(qkv[1].view({B, S, 1, d}), k_norm->weight, positions, theta, eps);
-  return {q, k, qkv[2].view({B, S, 1, d})};
+  const torch::Tensor k = fused_rms_norm_rope(qkv[1].view({B, S, -1, d}), k_norm->weight, positions, theta, eps);
+  return {q, k, qkv[2].view({B, S, -1, d})};
 }
 
-torch::Tensor MqaAttention::output(const torch::Tensor& o) {
+torch::Tensor GqaAttention::output(const torch::Tensor& o) {
   return wo->forward(fused_head_rms_norm(o.reshape({o.size(0), o.size(1), -1}), out_norm->weight, dims.d, eps));
 }
 
-torch::Tensor MqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
+torch::Tensor GqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const std::vector<torch::Tensor> qkv = queries_keys_values(x, positions);
   return output(causal_attention(qkv[0], qkv[1], qkv[2], 1.0 / std::sqrt(static_cast<double>(dims.d))));
 }
@@ -118,23 +131,25 @@ torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor&
 // ---------------------------------------------------------------------------------------------
 Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory,
                          const TensorParallelHooks& tp) {
-  if (type == "mqa") return std::make_shared<MqaAttention>(config, factory, tp);
+  if (is_grouped_type(type)) return std::make_shared<GqaAttention>(config, grouped_kv_heads(type, config), factory, tp);
   if (type == "ccqa") return std::make_shared<CcqaAttention>(config, factory, tp);
   if (type == "mla") return std::make_shared<MlaAttention>(config, factory, tp);
-  HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (mqa|ccqa|mla)");
+  HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (" << kAttentionTypes << ")");
 }
 
 double residual_scale(const std::string& type, const ModelConfig& config) {
   if (type == "mqa") return config.mqa.residual_scale;
+  if (type == "gqa" || type == "mha") return config.gqa.residual_scale;
   if (type == "ccqa") return config.ccqa.residual_scale;
   return config.mla.residual_scale;
 }
 
-LayerSharding attention_sharding(const std::string& type, const Dims& dims, int tp) {
-  if (type == "mqa") return MqaAttention::sharding(dims, tp);
+LayerSharding attention_sharding(const std::string& type, const ModelConfig& config, int tp) {
+  const Dims dims = model_dims(config);
+  if (is_grouped_type(type)) return GqaAttention::sharding(dims, grouped_kv_heads(type, config), tp);
   if (type == "ccqa") return CcqaAttention::sharding(dims, tp);
   if (type == "mla") return MlaAttention::sharding(dims, tp);
-  HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (mqa|ccqa|mla)");
+  HYDRA_FAIL(common::ConfigError, "model.pattern: unknown attention type '" << type << "' (" << kAttentionTypes << ")");
 }
 
 void mark_region_replicated(torch::nn::Module& module, const LayerSharding& sharding, const TensorParallelHooks& tp) {

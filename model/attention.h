@@ -1,4 +1,5 @@
-// The three attention types of docs/MODEL.md: MQA, CCQA (compressed convolutional GQA) and MLA.
+// The attention types of docs/MODEL.md: the grouped-query family (MQA, GQA, MHA: one layer),
+// CCQA (compressed convolutional GQA) and MLA.
 // Each maps x [B, S, E] and the tokens' positions [B, S] (int64) to [B, S, E], ends with the
 // per-head RMSNorm and W_o, and calls the one attention core (attention_core.h).
 //
@@ -38,19 +39,30 @@ struct AttentionImpl : torch::nn::Module {
 };
 using Attention = std::shared_ptr<AttentionImpl>;
 
-// MQA: H query heads of size d, one key/value head; QK-norm (weights of size d) then RoPE.
-struct MqaAttention : AttentionImpl {
-  MqaAttention(const ModelConfig& config, const ProjectionFactory& factory, const TensorParallelHooks& tp = {});
+// The grouped-query family, one layer for three types (docs/MODEL.md "GQA"): H query heads of
+// size d and kv_heads key/value heads of size d, query head h on KV head floor(h / (H / kv_heads));
+// QK-norm (weights of size d shared by every head) then RoPE. mqa is kv_heads 1, gqa
+// model.kv_heads, mha H (grouped_kv_heads, dims.h); the parameters' names and shapes follow
+// kv_heads alone, so a gqa layer with model.kv_heads 1 is an mqa layer bit for bit.
+struct GqaAttention : AttentionImpl {
+  GqaAttention(const ModelConfig& config, int64_t kv_heads, const ProjectionFactory& factory,
+               const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
-  AttentionCache empty_cache() const override { return MqaCache{}; }
-  static LayerSharding sharding(const Dims& dims, int tp = 1);
-  // Steps 1-4 for the tokens of x: {q [B, S, H, d], k [B, S, 1, d], v [B, S, 1, d]}.
+  AttentionCache empty_cache() const override { return GqaCache{}; }
+  // Tensor parallelism: the query heads split over tp; the KV heads split with them when tp
+  // divides kv_heads (each rank's query heads then use its own KV heads only), a single KV head
+  // (MQA) is replicated with gradients summed, and any other count is a ConfigError
+  // (check_tensor_parallel, model_checks.h, refuses it at start naming the keys).
+  static LayerSharding sharding(const Dims& dims, int64_t kv_heads, int tp = 1);
+  // Steps 1-4 for the tokens of x: {q [B, S, H, d], k [B, S, kv_heads, d], v [B, S, kv_heads, d]}
+  // (this rank's heads under tp).
   std::vector<torch::Tensor> queries_keys_values(const torch::Tensor& x, const torch::Tensor& positions);
   // Steps 6-7: the per-head norm and W_o of the attention output o [B, S, H, d].
   torch::Tensor output(const torch::Tensor& o);
 
   Dims dims;
+  int64_t kv_heads;
   double eps, theta;
   Projection wq, wk, wv, wo;
   RMSNorm q_norm, k_norm, out_norm;  // out_norm: H*d entries, applied per head
@@ -146,12 +158,12 @@ struct MlaAttention : AttentionImpl {
   RMSNorm q_norm, kv_norm, out_norm;  // latent norms (d_c), per-head out norm (H*d)
 };
 
-// "mqa" | "ccqa" | "mla".
+// "mqa" | "gqa" | "mha" | "ccqa" | "mla".
 Attention make_attention(const std::string& type, const ModelConfig& config, const ProjectionFactory& factory,
                          const TensorParallelHooks& tp = {});
 // The residual scale alpha of a type: h = x + alpha * Attn(RMSNorm(x)).
 double residual_scale(const std::string& type, const ModelConfig& config);
-LayerSharding attention_sharding(const std::string& type, const Dims& dims, int tp = 1);
+LayerSharding attention_sharding(const std::string& type, const ModelConfig& config, int tp = 1);
 // Calls tp.sum_grad on every parameter of `module` that `sharding` leaves replicated (its
 // replicated projections and unsharded params): inside the tp region their gradients are
 // partial sums on each rank. Nothing without tensor parallelism.

@@ -36,13 +36,13 @@ torch::Tensor for_each_run(const std::vector<CacheRun>& runs,
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// MQA: the one key/value head is the cache.
-torch::Tensor MqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions,
+// MQA, GQA, MHA: the key/value heads are the cache.
+torch::Tensor GqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions,
                                    const std::vector<CacheRun>& runs) {
   const std::vector<torch::Tensor> qkv = queries_keys_values(x, positions);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dims.d));
   return output(for_each_run(runs, [&](AttentionCache& cache, int64_t first, int64_t n) {
-    MqaCache& c = std::get<MqaCache>(cache);
+    GqaCache& c = std::get<GqaCache>(cache);
     c.k = append_tokens(c.k, qkv[1].narrow(1, first, n));
     c.v = append_tokens(c.v, qkv[2].narrow(1, first, n));
     return attention_over_cache(qkv[0].narrow(1, first, n), c.k, c.v, scale);

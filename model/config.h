@@ -11,6 +11,10 @@ struct MqaConfig {
   double residual_scale = 1.0;    // alpha: h = x + alpha * Attn(RMSNorm(x)) (docs/MODEL.md "Layer")
 };
 
+struct GqaConfig {
+  double residual_scale = 1.0;    // alpha of gqa and mha layers (mha is gqa with H_kv = H)
+};
+
 struct CcqaConfig {
   int compression = 4;            // C
   // What C compresses (docs/MODEL.md, CCQA): head_dim: H heads of d / C (the default);
@@ -50,7 +54,7 @@ struct ModelConfig {
   std::string preset;             // name of a variant in configs/, or empty
   int dim = 0;                    // E
   int heads = 0;                  // H
-  int kv_heads = 0;               // H_kv of CCQA (MQA has 1, MLA has H)
+  int kv_heads = 0;               // H_kv of CCQA and GQA (MQA has 1, MHA and MLA have H)
   double mlp_ratio = 4.0;
   int macro_blocks = 0;
   std::vector<std::string> pattern = {"mqa", "mqa", "ccqa", "ccqa", "ccqa", "mla", "mqa", "mla"};
@@ -60,6 +64,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
   MqaConfig mqa;
+  GqaConfig gqa;
   CcqaConfig ccqa;
   MlaConfig mla;
   ModConfig mod;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "model/config.h"
 
@@ -15,7 +16,7 @@ struct Dims {
   int64_t H = 0;       // query heads
   int64_t d = 0;       // head size E / H
   int64_t F = 0;       // SwiGLU width round_up(mlp_ratio * E, 64)
-  // MQA: one key/value head of size d.
+  // MQA, GQA and MHA: H query heads and grouped_kv_heads(type, config) key/value heads of d.
   // CCQA (compression C) attends with Hc query heads and Hkv key/value heads of size dh:
   // compress head_dim: Hc = H, Hkv = H_kv, dh = d / C; compress heads: Hc = H / C,
   // Hkv = ceil(H_kv / C), dh = d. Query latent Lq = Hc dh (E / C either way), key/value
@@ -34,6 +35,19 @@ struct Dims {
   double init_std = 0.02;        // every linear and embedding weight
   double out_std = 0.02;         // W_o and W_down: init_std / sqrt(2 L)
 };
+
+// Every value model.pattern takes, as error messages list them.
+inline constexpr const char* kAttentionTypes = "mqa|gqa|mha|ccqa|mla";
+
+// The grouped-query family (docs/MODEL.md "GQA"): one layer, GqaAttention, with H query heads of
+// size d and a number of key/value heads that the type names: mqa 1, gqa model.kv_heads, mha H.
+inline bool is_grouped_type(const std::string& type) { return type == "mqa" || type == "gqa" || type == "mha"; }
+inline int64_t grouped_kv_heads(const std::string& type, const ModelConfig& c) {
+  if (type == "mqa") return 1;
+  if (type == "gqa") return c.kv_heads;
+  if (type == "mha") return c.heads;
+  return 0;
+}
 
 inline int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 

@@ -37,7 +37,7 @@ double router_bias(double p) {
 LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed, int tp) {
   const Dims m = model_dims(config);
   LayerSharding out;
-  const LayerSharding attn = attention_sharding(type, m, tp);
+  const LayerSharding attn = attention_sharding(type, config, tp);
   for (auto spec : attn.projections) {
     spec.name = "attn." + spec.name;
     out.projections.push_back(spec);
@@ -217,6 +217,7 @@ HydraModelImpl::HydraModelImpl(const ModelConfig& c, const ModelOptions& options
     : config(c), dims(model_dims(c)), checkpointing(parse_checkpointing(options.activation_checkpointing)),
       tp(options.tp_hooks) {
   check_model_config(c);
+  check_tensor_parallel(c, tp.size);
   // options.tp pads the vocabulary; the hooks shard the model. Without hooks the model is
   // whole (a single process padded as for tp ranks, e.g. to read its checkpoints).
   HYDRA_CHECK(tp.size == 1 || tp.size == options.tp,

@@ -11,13 +11,13 @@ int64_t bytes_of(const at::Tensor& t) { return t.defined() ? static_cast<int64_t
 }  // namespace
 
 int64_t cached_tokens(const AttentionCache& cache) {
-  if (const auto* c = std::get_if<MqaCache>(&cache)) return tokens_of(c->k);
+  if (const auto* c = std::get_if<GqaCache>(&cache)) return tokens_of(c->k);
   if (const auto* c = std::get_if<CcqaCache>(&cache)) return tokens_of(c->k);
   return tokens_of(std::get<MlaCache>(cache).latent);
 }
 
 int64_t cached_bytes(const AttentionCache& cache) {
-  if (const auto* c = std::get_if<MqaCache>(&cache)) return bytes_of(c->k) + bytes_of(c->v);
+  if (const auto* c = std::get_if<GqaCache>(&cache)) return bytes_of(c->k) + bytes_of(c->v);
   if (const auto* c = std::get_if<CcqaCache>(&cache)) return bytes_of(c->k) + bytes_of(c->v);
   return bytes_of(std::get<MlaCache>(cache).latent);
 }

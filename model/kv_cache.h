@@ -14,8 +14,9 @@
 
 namespace hydra::model {
 
-// MQA: its one key/value head, k after QK-norm and RoPE. [1, n, 1, d] each.
-struct MqaCache {
+// MQA, GQA, MHA: the key/value heads, k after QK-norm and RoPE. [1, n, H_kv, d] each (H_kv 1 for
+// MQA, model.kv_heads for GQA, H for MHA).
+struct GqaCache {
   at::Tensor k, v;
 };
 
@@ -40,7 +41,7 @@ struct MlaCache {
   at::Tensor latent;
 };
 
-using AttentionCache = std::variant<MqaCache, CcqaCache, MlaCache>;
+using AttentionCache = std::variant<GqaCache, CcqaCache, MlaCache>;
 
 // New tokens of several sequences in one call (decoding a batch): `length` consecutive tokens of
 // one sequence, which its cache takes; a call's runs follow each other in the order given.

@@ -28,13 +28,16 @@ void check_model_config(const ModelConfig& c) {
   std::set<std::string> types;
   for (size_t i = 0; i < c.pattern.size(); ++i) {
     const std::string& t = c.pattern[i];
-    if (t != "mqa" && t != "ccqa" && t != "mla") {
-      HYDRA_FAIL(ConfigError, "model.pattern[" << i << "]: '" << t << "' is not one of mqa|ccqa|mla");
+    if (!is_grouped_type(t) && t != "ccqa" && t != "mla") {
+      HYDRA_FAIL(ConfigError, "model.pattern[" << i << "]: '" << t << "' is not one of " << kAttentionTypes);
     }
     types.insert(t);
   }
-  if (types.count("mqa") && d % 2 != 0) {
-    HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d << ": MQA's head size must be even (RoPE rotates pairs)");
+  for (const char* grouped : {"mqa", "gqa", "mha"}) {
+    if (types.count(grouped) && d % 2 != 0) {
+      HYDRA_FAIL(ConfigError, "model.dim / model.heads = " << d << ": a " << grouped
+                                  << " layer's head size must be even (RoPE rotates pairs)");
+    }
   }
   if (types.count("ccqa") && c.ccqa.compress == "heads") {
     const int C = c.ccqa.compression;
@@ -92,6 +95,22 @@ void check_model_config(const ModelConfig& c) {
   }
   if (c.mod.aux_weight < 0) HYDRA_FAIL(ConfigError, "model.mod.aux_weight: " << c.mod.aux_weight << " must be >= 0");
   if (c.mor.aux_weight < 0) HYDRA_FAIL(ConfigError, "model.mor.aux_weight: " << c.mor.aux_weight << " must be >= 0");
+}
+
+void check_tensor_parallel(const ModelConfig& c, int tp) {
+  using common::ConfigError;
+  if (tp <= 1) return;
+  if (c.heads % tp != 0) {
+    HYDRA_FAIL(ConfigError, "parallel.tp: " << tp << " does not divide model.heads " << c.heads
+                                << " (tensor parallelism splits the query heads)");
+  }
+  const bool gqa = std::find(c.pattern.begin(), c.pattern.end(), "gqa") != c.pattern.end();
+  if (gqa && c.kv_heads > 1 && c.kv_heads % tp != 0) {
+    HYDRA_FAIL(ConfigError, "parallel.tp: " << tp << " does not divide model.kv_heads " << c.kv_heads
+                                << ": a gqa layer splits its key/value heads with the query heads over tp (a tp "
+                                << "that divides model.kv_heads, or model.kv_heads 1, which is mqa)");
+  }
+  // mha: H_kv = H, which tp divides (checked above).
 }
 
 }  // namespace hydra::model

@@ -15,8 +15,9 @@ int64_t conv_params(const Dims& m) {  // both convolutions, query and key parts,
 }
 
 // Weights of the attention's projections (the matmuls a token goes through).
-int64_t attention_matmul_params(const std::string& type, const Dims& m) {
-  if (type == "mqa") return m.E * m.H * m.d + 2 * m.E * m.d + m.H * m.d * m.E;
+int64_t attention_matmul_params(const std::string& type, const ModelConfig& c, const Dims& m) {
+  // mqa, gqa, mha: W_q, W_k and W_v of H_kv heads each, W_o
+  if (is_grouped_type(type)) return m.E * m.H * m.d + 2 * m.E * grouped_kv_heads(type, c) * m.d + m.H * m.d * m.E;
   if (type == "ccqa") return m.E * m.Lq + 2 * m.E * m.Lk + m.Lq * m.E;
   // mla: W_dq, W_uq, W_qr, W_dkv, W_uk, W_uv, W_kr, W_o
   return m.E * m.dc + m.dc * m.H * m.d + m.dc * m.H * m.dr + m.E * m.dc + 2 * m.dc * m.H * m.d + m.E * m.dr +
@@ -25,21 +26,21 @@ int64_t attention_matmul_params(const std::string& type, const Dims& m) {
 
 // Attention parameters that are not norm weights: projections, convolutions, temperatures.
 int64_t attention_params(const std::string& type, const ModelConfig& c, const Dims& m) {
-  int64_t p = attention_matmul_params(type, m);
+  int64_t p = attention_matmul_params(type, c, m);
   if (type == "ccqa") p += (c.ccqa.use_convs ? conv_params(m) : 0) + m.Hkv;
   return p;
 }
 
 // Norm weights inside an attention: QK/post-mix/latent norms and the per-head output norm.
 int64_t attention_norm_params(const std::string& type, const ModelConfig& c, const Dims& m) {
-  if (type == "mqa") return 2 * m.d + m.H * m.d;
+  if (is_grouped_type(type)) return 2 * m.d + m.H * m.d;
   if (type == "ccqa") return (c.ccqa.post_mix_norm ? 2 * m.dh : 0) + m.Lq;
   return 2 * m.dc + m.H * m.d;
 }
 
 // bf16 bytes a token leaves in one layer's KV cache.
-int64_t kv_bytes(const std::string& type, const Dims& m) {
-  if (type == "mqa") return 2 * (2 * m.d);        // k, v: one head of d
+int64_t kv_bytes(const std::string& type, const ModelConfig& c, const Dims& m) {
+  if (is_grouped_type(type)) return 2 * (2 * grouped_kv_heads(type, c) * m.d);  // k, v: H_kv heads of d
   if (type == "ccqa") return 2 * (2 * m.Lk);      // k, v latents (value-shift halves included)
   return 2 * (m.dc + m.dr);                       // c_kv and the shared k_r
 }
@@ -48,10 +49,10 @@ int64_t kv_bytes(const std::string& type, const Dims& m) {
 // for every matmul, the convolutions, and the causal attention (n(n+1)/2 query-key pairs).
 double layer_flops(const std::string& type, const ModelConfig& c, const Dims& m, int64_t n) {
   const double tokens = static_cast<double>(n);
-  double matmul = static_cast<double>(attention_matmul_params(type, m) + 3 * m.E * m.F);
+  double matmul = static_cast<double>(attention_matmul_params(type, c, m) + 3 * m.E * m.F);
   if (type == "ccqa" && c.ccqa.use_convs) matmul += static_cast<double>((m.Lq + m.Lk) * m.K * (1 + m.dh));
   double per_pair = 0;  // FLOPs per (query, key) pair summed over heads: scores + weighted values
-  if (type == "mqa") per_pair = 2.0 * m.H * (m.d + m.d);
+  if (is_grouped_type(type)) per_pair = 2.0 * m.H * (m.d + m.d);  // every query head, whatever H_kv
   if (type == "ccqa") per_pair = 2.0 * m.Hc * (m.dh + m.dh);
   if (type == "mla") per_pair = 2.0 * m.H * ((m.d + m.dr) + m.d);
   return 2.0 * matmul * tokens + per_pair * tokens * (tokens + 1) / 2.0;
@@ -87,7 +88,7 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   s.vocab_padded = padded_vocab(c.vocab_size, tp);
   s.effective_layers = static_cast<int>(m.effective_depth);
   auto& by = s.params_by_type;
-  for (const char* key : {"mqa", "ccqa", "mla", "mlp", "embedding", "routers", "norms"}) by[key] = 0;
+  for (const char* key : {"mqa", "gqa", "mha", "ccqa", "mla", "mlp", "embedding", "routers", "norms"}) by[key] = 0;
 
   // Parameters of one macro-block, times the macro-blocks (recursions share them).
   for (int l = 0; l < static_cast<int>(c.pattern.size()); ++l) {
@@ -96,7 +97,7 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
     by["norms"] += c.macro_blocks * (attention_norm_params(type, c, m) + 2 * m.E);  // + attn_norm, mlp_norm
     by["mlp"] += c.macro_blocks * 3 * m.E * m.F;
     if (is_mod_layer(c, l)) by["routers"] += c.macro_blocks * (m.E + 1);
-    s.kv_cache_bytes_per_token += kv_bytes(type, m) * c.macro_blocks * c.mor.recursions;
+    s.kv_cache_bytes_per_token += kv_bytes(type, c, m) * c.macro_blocks * c.mor.recursions;
   }
   by["routers"] += static_cast<int64_t>(c.macro_blocks) * (c.mor.recursions - 1) * (m.E + 1);
   by["norms"] += m.E;  // final norm
@@ -124,7 +125,9 @@ double layer_forward_flops(const ModelConfig& c, const std::string& type, int64_
   return layer_flops(type, c, model_dims(c), n);
 }
 
-int64_t layer_kv_bytes_per_token(const ModelConfig& c, const std::string& type) { return kv_bytes(type, model_dims(c)); }
+int64_t layer_kv_bytes_per_token(const ModelConfig& c, const std::string& type) {
+  return kv_bytes(type, c, model_dims(c));
+}
 
 bool is_mod_layer(const ModelConfig& c, int position) {
   return c.mod.enabled && std::find(c.mod.layers.begin(), c.mod.layers.end(), position) != c.mod.layers.end();

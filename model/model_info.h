@@ -14,7 +14,7 @@ struct ModelStats {
   int64_t vocab_padded = 0;
   int64_t params_total = 0;
   int64_t params_non_embedding = 0;
-  std::map<std::string, int64_t> params_by_type;  // mqa, ccqa, mla, mlp, embedding, routers, norms
+  std::map<std::string, int64_t> params_by_type;  // mqa, gqa, mha, ccqa, mla, mlp, embedding, routers, norms
   int effective_layers = 0;
   int64_t kv_cache_bytes_per_token = 0;  // bf16
   double flops_per_token = 0;            // training (forward + backward)

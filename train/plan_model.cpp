@@ -6,6 +6,7 @@
 
 #include "common/errors.h"
 #include "common/logging.h"
+#include "model/model_checks.h"
 #include "model/model_info.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/process_grid.h"
@@ -69,7 +70,15 @@ Prediction predict_layout(const RunConfig& base, const Layout& l, const Cluster&
     p.reason = "tp " + std::to_string(l.tp) + " does not divide " + std::to_string(c.model.heads) + " heads";
     return p;
   }
-  // (KV heads that tp does not divide stay whole on every rank: model/attention_ccqa.cpp.)
+  // (CCQA's KV heads that tp does not divide stay whole on every rank: model/attention_ccqa.cpp;
+  // a gqa layer's must split.)
+  try {
+    model::check_tensor_parallel(c.model, l.tp);
+  } catch (const common::ConfigError& e) {
+    p.feasible = false;
+    p.reason = e.what();
+    return p;
+  }
   std::vector<model::StageLayers> plan;
   parallel::GridShape shape;
   try {

@@ -6,10 +6,12 @@
 spec:  tests/model/spec_reference.py (NumPy, float64, written from docs/MODEL.md alone) on a
        model with all three attention types, MoD and MoR (3 recursions), untied embeddings.
 spec-heads: the same with 8 heads and CCQA's `compress: heads` layout (2 query heads and
-       ceil(2 / 4) = 1 key/value head of the full head size 8), and the post-mix norm off
-       (the norm itself is the same code in both layouts; `spec` keeps it on).
+       ceil(2 / 4) = 1 key/value head of the full head size 8), the post-mix norm off
+       (the norm itself is the same code in both layouts; `spec` keeps it on), and a gqa
+       (8 query heads on 2 key/value heads) and an mha layer in place of two MQA layers.
 torch: bench/torch_baseline.py (the PyTorch baseline of the speed benchmarks, float64) on the
-       dense model it times (MoD off, one recursion), read from `hydra ckpt consolidate`.
+       dense model it times (MoD off, one recursion), read from `hydra ckpt consolidate`; its
+       pattern has a gqa and an mha layer too.
 
 Both train a few fp32 steps on a small byte-level corpus with a global batch of exactly
 every training window, so the step's loss is the mean over all windows whatever the shuffle,
@@ -38,7 +40,7 @@ SEQ_LEN = 64
 COMMON = """  dim: 64
   heads: {heads}
   kv_heads: 2
-  pattern: [mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]
+  pattern: {pattern}
   vocab_size: 256
   tie_embeddings: false
   ccqa: {{compression: 4, compress: {compress}, conv_kernel: 3, use_convs: true, qk_mean: true, qk_mean_gain: 0.25,
@@ -51,7 +53,10 @@ ROUTED = """  mlp_ratio: 2.7
   mor: {recursions: 3, aux_weight: 0.01}
 """
 SPEC = WHICH.startswith("spec")
+# spec-heads and torch put the grouped-query kinds gqa (H_kv 2) and mha in place of two MQA layers.
+GROUPED = "[mqa, gqa, ccqa, ccqa, ccqa, mla, mha, mla]"
 MODEL = "model:\n" + COMMON.format(heads=8 if WHICH == "spec-heads" else 4,
+                                   pattern=GROUPED if WHICH != "spec" else "[mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]",
                                    compress="heads" if WHICH == "spec-heads" else "head_dim",
                                    post_mix_norm="false" if WHICH == "spec-heads" else "true") + {
     "spec": ROUTED,

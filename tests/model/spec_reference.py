@@ -24,7 +24,8 @@ class Model:
         self.use_convs = cc['use_convs']; self.value_shift = cc['value_shift']
         self.post_mix_norm = cc.get('post_mix_norm', True)
         self.eps = m.get('norm_eps', 1e-6); self.theta = m.get('rope_theta', 10000.0)
-        self.alpha = {'mqa': m.get('mqa', {}).get('residual_scale', 1.0),
+        gqa_scale = m.get('gqa', {}).get('residual_scale', 1.0)
+        self.alpha = {'mqa': m.get('mqa', {}).get('residual_scale', 1.0), 'gqa': gqa_scale, 'mha': gqa_scale,
                       'ccqa': cc.get('residual_scale', 0.5), 'mla': m['mla'].get('residual_scale', 0.5)}
         self.pattern = m['pattern']; self.nb = m['macro_blocks']; self.R = m['mor']['recursions']
         self.mod = m['mod']; self.V = m['vocab_size']; self.tied = m['tie_embeddings']
@@ -69,11 +70,15 @@ class Model:
                 out += W[:, i, mtap] * xs[:, :, base + i]
         return out
 
-    def mqa(self, pre, x, pos):
+    def mqa(self, pre, x, pos): return self.grouped(pre, x, pos, 1)
+    def gqa(self, pre, x, pos): return self.grouped(pre, x, pos, self.Hkv)
+    def mha(self, pre, x, pos): return self.grouped(pre, x, pos, self.H)
+
+    def grouped(self, pre, x, pos, Hkv):  # MQA, GQA, MHA: H query heads, Hkv key/value heads of d
         B, n, _ = x.shape; d = self.d
-        q = (x @ self.p(pre + 'wq.weight').T).reshape(B, n, -1, d)
-        k = (x @ self.p(pre + 'wk.weight').T).reshape(B, n, 1, d)
-        v = (x @ self.p(pre + 'wv.weight').T).reshape(B, n, 1, d)
+        q = (x @ self.p(pre + 'wq.weight').T).reshape(B, n, self.H, d)
+        k = (x @ self.p(pre + 'wk.weight').T).reshape(B, n, Hkv, d)
+        v = (x @ self.p(pre + 'wv.weight').T).reshape(B, n, Hkv, d)
         q = self.rope(self.rms(q, self.p(pre + 'q_norm.weight')), pos)
         k = self.rope(self.rms(k, self.p(pre + 'k_norm.weight')), pos)
         o = self.attend(q, k, v, 1 / math.sqrt(d)).reshape(B, n, -1)

@@ -1,5 +1,5 @@
-// Layers and attention types: causality, gradients (central differences, float64), CCQA
-// against an independently written GQA layer, value shift, RoPE shift invariance.
+// Layers and attention types: causality, gradients (central differences, float64), MQA, GQA, MHA
+// and CCQA against an independently written GQA layer, value shift, RoPE shift invariance.
 #include <algorithm>
 #include <cmath>
 
@@ -73,7 +73,7 @@ TEST_P(AttentionTypes, ShiftingAllPositionsLeavesOutputsUnchanged) {
   EXPECT_TRUE(torch::allclose(y, y_shifted, 1e-9, 1e-9));
 }
 
-INSTANTIATE_TEST_SUITE_P(Model, AttentionTypes, ::testing::Values("mqa", "ccqa", "ccqa-heads", "mla"),
+INSTANTIATE_TEST_SUITE_P(Model, AttentionTypes, ::testing::Values("mqa", "gqa", "mha", "ccqa", "ccqa-heads", "mla"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -208,6 +208,72 @@ TEST(ModelCcqa, ValueShiftTakesTheSecondHalfFromThePreviousToken) {
   }
   // x_(-1) = 0: the second half of token 0 is zero.
   EXPECT_TRUE(torch::equal(second(v, 0), torch::zeros_like(second(v, 0))));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The grouped-query family (mqa: 1 KV head, gqa: model.kv_heads, mha: H) against the same
+// per-token loops, with head size d: query head h reads KV head floor(h / (H / H_kv)).
+class GroupedKinds : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GroupedKinds, EqualsPerTokenGqaWrittenOut) {
+  ModelConfig c = small_config();
+  c.heads = 8;     // d = 4
+  c.kv_heads = 4;  // gqa: G = 2
+  const std::string type = GetParam();
+  const int64_t H = 8, d = 4, S = 6, Hkv = type == "mqa" ? 1 : type == "gqa" ? 4 : 8;
+  Attention a = build(type, c);
+  torch::NoGradGuard no_grad;
+  const auto named = a->named_parameters();
+  const torch::Tensor Wq = named["wq.weight"], Wk = named["wk.weight"], Wv = named["wv.weight"];
+  const torch::Tensor Wo = named["wo.weight"], qn = named["q_norm.weight"], kn = named["k_norm.weight"];
+  const torch::Tensor on = named["out_norm.weight"];
+  ASSERT_EQ(Wq.size(0), H * d);
+  ASSERT_EQ(Wk.size(0), Hkv * d);
+  ASSERT_EQ(Wv.size(0), Hkv * d);
+  ASSERT_EQ(qn.size(0), d);
+  const torch::Tensor x = torch::randn({2, S, c.dim}, torch::kDouble);
+  const torch::Tensor pos = positions_for(2, S, 3);
+  const torch::Tensor y = a->forward(x, pos);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t t = 0; t < S; ++t) {
+      std::vector<torch::Tensor> heads;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t j = h / (H / Hkv);
+        const torch::Tensor q = naive_rope(naive_rms(Wq.narrow(0, h * d, d).mv(x[b][t]), qn), t + 3, c.rope_theta);
+        std::vector<double> scores;
+        for (int64_t s = 0; s <= t; ++s) {
+          const torch::Tensor k = naive_rope(naive_rms(Wk.narrow(0, j * d, d).mv(x[b][s]), kn), s + 3, c.rope_theta);
+          scores.push_back(q.dot(k).item<double>() / std::sqrt(static_cast<double>(d)));
+        }
+        const double mx = *std::max_element(scores.begin(), scores.end());
+        double z = 0;
+        for (double& sc : scores) z += (sc = std::exp(sc - mx));
+        torch::Tensor o = torch::zeros({d}, torch::kDouble);
+        for (int64_t s = 0; s <= t; ++s) o += scores[s] / z * Wv.narrow(0, j * d, d).mv(x[b][s]);
+        heads.push_back(naive_rms(o, on.narrow(0, h * d, d)));
+      }
+      EXPECT_TRUE(torch::allclose(y[b][t], Wo.mv(torch::cat(heads)), 1e-10, 1e-10)) << type << " " << b << " " << t;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Model, GroupedKinds, ::testing::Values("mqa", "gqa", "mha"));
+
+// One implementation: gqa with model.kv_heads 1 is mqa, and with model.kv_heads = H is mha, bit
+// for bit (same parameters, names and random draws).
+TEST(ModelGqa, KvHeadsOneIsMqaAndKvHeadsHIsMha) {
+  const torch::Tensor x = torch::randn({2, 7, 32}, torch::kDouble);
+  const torch::Tensor pos = positions_for(2, 7);
+  torch::NoGradGuard no_grad;
+  for (const auto& [kv_heads, other] : {std::pair{1, "mqa"}, std::pair{4, "mha"}}) {
+    ModelConfig c = small_config();
+    c.kv_heads = kv_heads;
+    Attention gqa = build("gqa", c), same = build(other, c);
+    const auto mine = gqa->named_parameters(), theirs = same->named_parameters();
+    ASSERT_EQ(mine.size(), theirs.size());
+    for (const auto& p : mine) EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << other << " " << p.key();
+    EXPECT_TRUE(test::bit_identical(gqa->forward(x, pos), same->forward(x, pos))) << other;
+  }
 }
 
 TEST(ModelAttentionCore, GqaMatchesRepeatedKeysAndValues) {

@@ -1,6 +1,7 @@
 // Cached decoding (model/decode.h) against the full forward with causal routing: the logits
 // after every position agree, in float64 (1e-10) and float32 (1e-5, relative to the largest
-// logit), for each attention type alone, both CCQA layouts, MoD, MoR and the default pattern.
+// logit), for each attention type alone (MQA, GQA, MHA, CCQA, MLA), both CCQA layouts, MoD, MoR
+// and the default pattern.
 // The models are tiny and random with every parameter away from its init (convolutions that
 // read earlier tokens, routers that skip about half the tokens), and the Sensitive* tests
 // check that the comparison notices a cache that loses a piece of its state.
@@ -35,6 +36,8 @@ std::pair<int64_t, int64_t> routed(const ModelOutput& out, const std::string& wh
 }
 
 TEST(Decode, MqaMatchesFullForward) { expect_decoding_matches({{"mqa"}}); }
+TEST(Decode, GqaMatchesFullForward) { expect_decoding_matches({{"gqa"}}); }  // 4 heads on 2 KV heads
+TEST(Decode, MhaMatchesFullForward) { expect_decoding_matches({{"mha"}}); }
 TEST(Decode, CcqaMatchesFullForward) { expect_decoding_matches({{"ccqa"}}); }
 TEST(Decode, CcqaHeadsLayoutMatchesFullForward) { expect_decoding_matches({{"ccqa"}, false, 1, "heads"}); }
 TEST(Decode, MlaMatchesFullForward) { expect_decoding_matches({{"mla"}}); }
@@ -58,6 +61,10 @@ TEST(Decode, MorMatchesFullForward) {
   EXPECT_GT(selected, candidates / 5);
   EXPECT_LT(selected, candidates * 4 / 5);
   expect_decoding_matches(s);
+}
+
+TEST(Decode, GroupedKindsWithModAndMorMatchFullForward) {
+  expect_decoding_matches({{"gqa", "mha", "mqa"}, /*mod=*/true, /*recursions=*/2});
 }
 
 TEST(Decode, MorDefaultPatternMatchesFullForward) {
@@ -100,7 +107,8 @@ TEST(Decode, RoutedLayersCacheOnlyTheirTokens) {
 }
 
 // The cache holds what docs/MODEL.md counts (compute_model_stats, bf16): per token and layer
-// 2 d (MQA), 2 Lk (CCQA, both layouts), d_c + d_r (MLA); routed layers hold less.
+// 2 H_kv d (MQA 1, GQA model.kv_heads, MHA H), 2 Lk (CCQA, both layouts), d_c + d_r (MLA);
+// routed layers hold less.
 TEST(Decode, CacheBytesAreTheCountedBytes) {
   for (const std::string compress : {"head_dim", "heads"}) {
     const Shape dense{ModelConfig{}.pattern, false, 1, compress};
@@ -108,6 +116,15 @@ TEST(Decode, CacheBytesAreTheCountedBytes) {
     const Decoded d = prefill(*m, random_tokens(10), kTokens);
     const int64_t counted = compute_model_stats(decode_config(dense), kTokens).kv_cache_bytes_per_token;
     EXPECT_EQ(d.state.cache_bytes(), counted * 10) << compress;
+  }
+  {
+    // d 8, 4 heads, 2 KV heads, 2 macro-blocks: 2 bytes x 2 (k, v) x (1 + 2 + 4) heads x 8 a block.
+    const Shape grouped{{"mqa", "gqa", "mha"}};
+    HydraModel m = random_model(grouped, torch::kBFloat16);
+    const Decoded d = prefill(*m, random_tokens(10), kTokens);
+    const int64_t counted = compute_model_stats(decode_config(grouped), kTokens).kv_cache_bytes_per_token;
+    EXPECT_EQ(counted, 2 * (2 * 2 * (1 + 2 + 4) * 8));
+    EXPECT_EQ(d.state.cache_bytes(), counted * 10);
   }
   const Shape routed{ModelConfig{}.pattern, true, 2};
   HydraModel m = random_model(routed, torch::kBFloat16);
@@ -137,17 +154,17 @@ TEST(Decode, SensitiveToEveryCcqaState) {
 
 // ... and a lost key/value entry of any type.
 TEST(Decode, SensitiveToEveryKvEntry) {
-  const Shape s{{"mqa", "ccqa", "mla"}};
+  const Shape s{{"mqa", "ccqa", "mla", "gqa"}};
   HydraModel m = random_model(s, torch::kDouble);
   const torch::Tensor tokens = random_tokens(kTokens);
   const Decoded base = prefill(*m, tokens.narrow(0, 0, 10), kTokens);
   DecodeState ok = base.state;
   const torch::Tensor want = decode_step(*m, ok, tokens[10].item<int64_t>());
-  for (int l = 0; l < 3; ++l) {
+  for (int l = 0; l < 4; ++l) {
     DecodeState broken = base.state;
     AttentionCache& cache = broken.blocks[0].recursions[0][l];
     // Drop the oldest token's entry: the next token attends to one token fewer.
-    if (auto* c = std::get_if<MqaCache>(&cache)) c->k = c->k.narrow(1, 1, 9), c->v = c->v.narrow(1, 1, 9);
+    if (auto* c = std::get_if<GqaCache>(&cache)) c->k = c->k.narrow(1, 1, 9), c->v = c->v.narrow(1, 1, 9);
     if (auto* c = std::get_if<CcqaCache>(&cache)) c->k = c->k.narrow(1, 1, 9), c->v = c->v.narrow(1, 1, 9);
     if (auto* c = std::get_if<MlaCache>(&cache)) c->latent = c->latent.narrow(1, 1, 9);
     const torch::Tensor got = decode_step(*m, broken, tokens[10].item<int64_t>());

@@ -135,6 +135,16 @@ void expect_exact_count(const ModelConfig& c) {
 
 TEST(ModelStats, AnalyticCountEqualsTheBuiltTiny) { expect_exact_count(load_variant("tiny")); }
 
+// The baselines (configs/tiny-gqa.yaml, tiny-mha.yaml): their header's counts.
+TEST(ModelStats, AnalyticCountEqualsTheBuiltTinyBaselines) {
+  for (const auto& [name, total] : {std::pair{"tiny-gqa", 3813578}, std::pair{"tiny-mha", 3879114}}) {
+    const ModelConfig c = load_variant(name);
+    EXPECT_NO_THROW(check_model_config(c)) << name;
+    EXPECT_EQ(compute_model_stats(c, 128).params_total, total) << name;
+    expect_exact_count(c);
+  }
+}
+
 TEST(ModelStats, AnalyticCountEqualsTheBuiltSmallWithOneBlock) {
   ModelConfig c = load_variant("small");  // untied, dense
   c.macro_blocks = 1;
@@ -176,6 +186,36 @@ TEST(ModelStats, AnalyticCountEqualsTheBuilt100m) {
   expect_exact_count(c);
 }
 
+// The grouped-query family, counted by hand (docs/MODEL.md "Counting"): tiny's E 64, H 4, d 16,
+// H_kv 2, F 128, one macro-block of gqa, mha and mqa, vocabulary 256 tied.
+TEST(ModelStats, GroupedKindsCountedByHand) {
+  ModelConfig c = load_variant("tiny");
+  c.pattern = {"gqa", "mha", "mqa"};
+  c.macro_blocks = 1;
+  c.mod.enabled = false;
+  c.mor.recursions = 1;
+  c.vocab_size = 256;
+  const int64_t E = 64, H = 4, d = 16, F = 128, S = 256;
+  const auto attention = [&](int64_t kv) { return E * H * d + 2 * E * kv * d + H * d * E; };  // W_q, W_k, W_v, W_o
+  const ModelStats s = compute_model_stats(c, S);
+  EXPECT_EQ(s.params_by_type.at("gqa"), attention(2));
+  EXPECT_EQ(s.params_by_type.at("mha"), attention(4));
+  EXPECT_EQ(s.params_by_type.at("mqa"), attention(1));
+  EXPECT_EQ(s.params_by_type.at("norms"), 3 * (2 * d + H * d + 2 * E) + E);  // QK, output, layer norms; final
+  EXPECT_EQ(s.params_total, attention(2) + attention(4) + attention(1) + 3 * 3 * E * F + 3 * (2 * d + H * d + 2 * E) +
+                                E + 256 * E);
+  expect_exact_count(c);
+  // KV cache, bf16: 2 bytes x (k, v) x H_kv d per layer.
+  EXPECT_EQ(s.kv_cache_bytes_per_token, 2 * 2 * (2 + 4 + 1) * d);
+  EXPECT_EQ(layer_kv_bytes_per_token(c, "gqa"), 2 * 2 * 2 * d);
+  // FLOPs: the projections' weights, and every query head's scores and values whatever H_kv.
+  const auto layer = [&](int64_t kv) {
+    return 2.0 * (attention(kv) + 3 * E * F) * S + 2.0 * H * (d + d) * S * (S + 1) / 2.0;
+  };
+  EXPECT_DOUBLE_EQ(layer_forward_flops(c, "gqa", S), layer(2));
+  EXPECT_DOUBLE_EQ(s.flops_per_token, 3.0 * (layer(2) + layer(4) + layer(1) + 2.0 * E * 256 * S) / S);
+}
+
 TEST(ModelStats, FlopsFollowCapacities) {
   ModelConfig dense = small_config(128);
   ModelConfig mod = dense;
@@ -215,8 +255,12 @@ TEST(ModelChecks, CrossKeyErrorsNameTheKey) {
   c.ccqa.compression = 8;  // d = 8 -> d_h = 1, odd
   expect_config_error(c, "model.ccqa.compression");
   c = small_config();
-  c.pattern = {"mqa", "gqa"};
+  c.pattern = {"mqa", "sqa"};
   expect_config_error(c, "model.pattern");
+  c = small_config();
+  c.pattern = {"gqa"};
+  c.kv_heads = 3;  // of 4 query heads
+  expect_config_error(c, "model.kv_heads");
   c = small_config();
   c.mod.enabled = true;
   c.mod.layers = {1, 9};
@@ -224,6 +268,30 @@ TEST(ModelChecks, CrossKeyErrorsNameTheKey) {
   c = small_config();
   c.mla.latent_ratio = 0.3;  // 9.6 channels
   expect_config_error(c, "model.mla.latent_ratio");
+}
+
+// Tensor parallelism splits a gqa layer's key/value heads with its query heads: tp must divide
+// model.kv_heads (mqa's one head is replicated; mha's H heads divide as the query heads do).
+TEST(ModelChecks, TensorParallelMustSplitGqaKeyValueHeads) {
+  ModelConfig c = small_config();  // H 4, H_kv 2
+  c.pattern = {"gqa", "mha", "mqa", "ccqa"};
+  EXPECT_NO_THROW(check_tensor_parallel(c, 2));
+  try {
+    check_tensor_parallel(c, 4);
+    ADD_FAILURE() << "no error for tp 4 with 2 key/value heads";
+  } catch (const common::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.kv_heads"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("parallel.tp"), std::string::npos) << e.what();
+  }
+  c.pattern = {"mha", "mqa", "ccqa"};  // no gqa layer: tp 4 splits the query heads, MQA and CCQA replicate
+  EXPECT_NO_THROW(check_tensor_parallel(c, 4));
+  c.kv_heads = 1;
+  c.pattern = {"gqa"};  // one KV head: mqa, replicated
+  EXPECT_NO_THROW(check_tensor_parallel(c, 4));
+  EXPECT_THROW(check_tensor_parallel(c, 3), common::ConfigError);  // 3 does not divide 4 heads
+  // The layer itself refuses to split 2 KV heads over 4 ranks.
+  EXPECT_THROW(GqaAttention::sharding(model_dims(c), 2, 4), common::ConfigError);
+  EXPECT_NO_THROW(GqaAttention::sharding(model_dims(c), 2, 2));
 }
 
 }  // namespace

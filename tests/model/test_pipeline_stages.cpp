@@ -114,6 +114,14 @@ TEST(PipelineStages, UnevenLayerStagesWithoutMoR) {
   expect_stages_equal_whole(routed_config(1, 1, true), {{0, 3}, {3, 4}, {4, 8}});
 }
 
+// The grouped-query kinds (MQA, GQA with 2 KV heads, MHA) through two stages of a macro-block.
+TEST(PipelineStages, GroupedKindsThroughTwoStages) {
+  ModelConfig c = routed_config(2, 1, true);
+  c.pattern = {"gqa", "mha", "mqa", "gqa"};
+  c.mod.layers = {1, 3};
+  expect_stages_equal_whole(c, {{0, 3}, {3, 8}});
+}
+
 TEST(PipelineStages, StageInsideAMacroBlockIsRefusedWithMoR) {
   EXPECT_ANY_THROW(build(routed_config(1, 2, false), {0, 4}));
 }

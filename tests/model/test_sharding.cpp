@@ -19,7 +19,7 @@ constexpr int kTp = 2;
 // Every layer type, MoD on one position, MoR routers, two macro-blocks (one per stage).
 ModelConfig tied_config() {
   ModelConfig c = test::small_config();
-  c.pattern = {"mqa", "ccqa", "mla"};
+  c.pattern = {"mqa", "ccqa", "mla", "gqa"};  // gqa: 2 KV heads, split over tp 2
   c.macro_blocks = 2;
   c.tie_embeddings = true;
   c.mod.enabled = true;

@@ -123,10 +123,16 @@ TEST(TensorParallel, MlaEqualsOneProcess) { check_sublayer("mla", config(2)); }
 // kv_heads 2: split under tp 2, replicated under tp 4; kv_heads 1: always replicated.
 TEST(TensorParallel, CcqaEqualsOneProcess) { check_sublayer("ccqa", config(2)); }
 TEST(TensorParallel, CcqaWithReplicatedKvHeadsEqualsOneProcess) { check_sublayer("ccqa", config(1)); }
+// gqa's KV heads split with the query heads: kv_heads = tp (tp 2: 4 heads on 2 KV heads, one of
+// them per rank; tp 4: one of each per rank). mha: every rank its own H / tp of both.
+TEST(TensorParallel, GqaEqualsOneProcess) { check_sublayer("gqa", config(tp().size())); }
+TEST(TensorParallel, MhaEqualsOneProcess) { check_sublayer("mha", config(2)); }
 
-// The whole model (every attention type, MoD and MoR on): loss and every gradient.
-void check_model(bool tied) {
-  model::ModelConfig c = config(2);
+// The whole model (every attention type, MoD and MoR on; the default pattern, or one with the
+// grouped-query kinds): loss and every gradient.
+void check_model(bool tied, int kv_heads = 2, const std::vector<std::string>& pattern = model::ModelConfig{}.pattern) {
+  model::ModelConfig c = config(kv_heads);
+  c.pattern = pattern;
   c.tie_embeddings = tied;
   c.mor.recursions = 2;
   model::ModelOptions tp_options;
@@ -165,6 +171,10 @@ void check_model(bool tied) {
 
 TEST(TensorParallel, TiedModelEqualsOneProcess) { check_model(true); }
 TEST(TensorParallel, UntiedModelEqualsOneProcess) { check_model(false); }
+// gqa, mha and mqa side by side, the KV heads of gqa split over tp (kv_heads = tp).
+TEST(TensorParallel, GroupedModelEqualsOneProcess) {
+  check_model(false, tp().size(), {"gqa", "mha", "mqa", "ccqa", "gqa", "mla", "mha", "mqa"});
+}
 
 }  // namespace
 }  // namespace hydra::parallel

@@ -1,6 +1,7 @@
 // 3D parallelism end to end: `mpirun -np N hydra train` with pipeline stages (alone and with
 // tensor and data parallelism, every ZeRO stage where dp > 1) trains what one process trains
-// with the same global batch. The model is the sandbox's (MQA, CCQA, MLA; MoD and MoR on)
+// with the same global batch. The model is the sandbox's (MQA, CCQA, MLA; MoD and MoR on; one
+// test swaps in GQA and MHA)
 // with 2 macro-blocks, so that stages hold whole macro-blocks; clipping is active (clip
 // below the gradient norms), so the global norm over stages, tp slices and dp shards
 // matters. Compared per step: loss within 1e-4 relative, the gradient norm within 1e-5 at
@@ -112,6 +113,16 @@ TEST_F(PpTrain, TensorParallelLayoutsEqualOneProcess) {
                                     {"tp2_kv_split", 2, {"parallel.tp=2"}},
                                     {"tp2_dp2_zero0", 4, {"parallel.tp=2", "parallel.dp=2", "parallel.zero_stage=0"}},
                                     {"tp2_dp2_zero2", 4, {"parallel.tp=2", "parallel.dp=2", "parallel.zero_stage=2"}}});
+}
+
+// The grouped-query kinds (docs/MODEL.md "GQA, MQA and MHA") through tp2 x pp2: gqa's 2 KV heads
+// split over tp, mha's 4 with its query heads, mqa's one replicated; stages of whole macro-blocks.
+// Width 64 and the smaller learning rate for the reasons given above.
+TEST_F(PpTrain, GroupedKindsUnderTp2Pp2EqualOneProcess) {
+  expect_layouts_equal_one_process("grouped", {"model.dim=64", "model.heads=4", "model.kv_heads=2",
+                                               "model.pattern=[gqa, mha, mqa, gqa]", "train.lr=0.002",
+                                               "train.min_lr=0.0002"},
+                                   {{"tp2_pp2", 4, {"parallel.tp=2", "parallel.pp=2"}}});
 }
 
 // Four stages of one macro-block each (MoR on); an uneven split of 1, 5 and 2 layers with MoR
