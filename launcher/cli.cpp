@@ -66,7 +66,7 @@ const std::map<std::string, CommandSpec>& commands() {
         {"--config", "--set", "--out", "--sections", "--batches", "--seqs", "--repeats", "--steps"}}},
       {"sweep",
        {"time the training step over rank counts and layouts (weak or strong scaling): JSON and plots",
-        "hydra sweep --config FILE [--set key.path=value]... --series weak|strong --ranks 1,2,4 [--layouts dp,tp2,pp2] "
+        "hydra sweep --config FILE [--set key.path=value]... --series weak|strong --ranks 1,2,4 [--layouts dp,tp2,pp2,tp2pp2] "
         "[--launcher mpirun|slurm] [--mpirun PATH] [--mpirun-args \"ARGS\"] [--sbatch-args \"ARGS\"] [--steps N] "
         "[--warmup N] --out DIR",
         {"--config", "--set", "--series", "--ranks", "--layouts", "--launcher", "--mpirun", "--mpirun-args",
@@ -216,7 +216,7 @@ std::string help_text(const std::string& command) {
     out += "                         strong: train.global_batch fixed, losses compared with the 1-rank run\n";
     out += "  --ranks LIST           process counts, e.g. 1,2,4 (efficiency needs 1)\n";
     out += "  --layouts LIST         dp (every rank data-parallel), tpK or ppK (K-way tensor or pipeline\n";
-    out += "                         parallel, dp = ranks / K); default dp\n";
+    out += "                         parallel, dp = ranks / K), tpKppM (both); default dp\n";
     out += "  --launcher mpirun|slurm  how each point starts its ranks: mpirun here (or inside an allocation),\n";
     out += "                         or slurm: one job per point (sbatch --wait slurm/sweep.sbatch, which runs the\n";
     out += "                         same mpirun over the job's tasks); run it from the repository's root\n";

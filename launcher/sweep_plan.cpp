@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -20,17 +21,26 @@ namespace {
 
 using common::ConfigError;
 
-// "dp", or "tp"/"pp" followed by a whole number of at least 2.
+// "dp", or tpK, ppM or both (tp first: tp2pp2) with K, M whole numbers of at least 2.
 SweepLayout parse_layout(const std::string& name, const std::string& list) {
   SweepLayout layout{name};
   if (name == "dp") return layout;
-  const std::string kind = name.substr(0, 2);
-  const std::optional<long long> degree = name.size() > 2 ? whole_number(name.substr(2)) : std::nullopt;
-  if ((kind != "tp" && kind != "pp") || !degree || *degree < 2 || *degree > 1 << 20) {
+  const auto refuse = [&] {
     HYDRA_FAIL(ConfigError, "--layouts: '" << name << "' in '" << list
-                                           << "' is not a layout (dp, tpK or ppK with K >= 2, e.g. tp2, pp4)");
+                                           << "' is not a layout (dp, tpK, ppM or tpKppM with K, M >= 2, e.g. tp2, pp4, "
+                                              "tp2pp2)");
+  };
+  size_t at = 0;
+  for (const std::string kind : {"tp", "pp"}) {
+    if (name.compare(at, 2, kind) != 0) continue;
+    size_t end = at + 2;
+    while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+    const std::optional<long long> degree = whole_number(name.substr(at + 2, end - at - 2));
+    if (!degree || *degree < 2 || *degree > 1 << 20) refuse();
+    (kind == "tp" ? layout.tp : layout.pp) = static_cast<int>(*degree);
+    at = end;
   }
-  (kind == "tp" ? layout.tp : layout.pp) = static_cast<int>(*degree);
+  if (at == 0 || at != name.size()) refuse();
   return layout;
 }
 

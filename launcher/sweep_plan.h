@@ -12,7 +12,7 @@
 namespace hydra::launcher {
 
 struct SweepLayout {
-  std::string name;  // "dp", "tp2", "pp4", ...
+  std::string name;  // "dp", "tp2", "pp4", "tp2pp2", ...
   int tp = 1;
   int pp = 1;
   int degree() const { return tp * pp; }  // ranks one data-parallel replica takes

@@ -3,7 +3,8 @@
 
   check_sweep.py HYDRA_BIN SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 
-- strong series, layouts dp and pp2 at 1, 2 and 4 ranks: pp2 at 1 rank skipped with its reason;
+- strong series, layouts dp, pp2 and tp2pp2 at 1, 2 and 4 ranks: pp2 at 1 rank and tp2pp2 below 4
+  skipped with their reasons;
   every figure recomputed here from the points' own bench step JSON (tokens per step = global
   batch x seq_len, tok/s from the step time, efficiency from the raw tok/s, the time split from
   the ranks' waits, the waits' mean and max from each rank's); every loss within the documented
@@ -83,17 +84,22 @@ def check_point(p, bench, base_tok_s, out):
 
 def check_strong(root):
     out = os.path.join(root, "strong")
-    run = sweep(root, out, "strong", "1,2,4", "dp,pp2")
+    run = sweep(root, out, "strong", "1,2,4", "dp,pp2,tp2pp2")
     if run.returncode != 0:
         fail(f"strong sweep exit {run.returncode}", run)
     report = json.load(open(os.path.join(out, "sweep.json")))
     names = [p["name"] for p in report["points"]]
-    if names != ["dp-1", "dp-2", "dp-4", "pp2-1", "pp2-2", "pp2-4"]:
+    if names != ["dp-1", "dp-2", "dp-4", "pp2-1", "pp2-2", "pp2-4", "tp2pp2-1", "tp2pp2-2", "tp2pp2-4"]:
         fail(f"points {names}")
+    combined = report["points"][8]
+    if [report["points"][i]["status"] for i in (6, 7)] != ["skipped"] * 2 or \
+            "tp2pp2 needs a multiple of 4 ranks" not in report["points"][7]["skip_reason"] or \
+            (combined["dp"], combined["tp"], combined["pp"], combined["status"]) != (1, 2, 2, "ok"):
+        fail(f"tp2pp2: {report['points'][6:]}")
     skipped = report["points"][3]
     if skipped["status"] != "skipped" or "pp2 needs a multiple of 2 ranks" not in skipped["skip_reason"] or "tok_s" in skipped or skipped["command"]:
         fail(f"pp2 at 1 rank: {skipped}")
-    if "[4/6] pp2 at 1 rank: skipped" not in run.stdout or "[6/6] pp2 at 4 ranks" not in run.stdout or "left)" not in run.stdout:
+    if "[4/9] pp2 at 1 rank: skipped" not in run.stdout or "[9/9] tp2pp2 at 4 ranks" not in run.stdout or "left)" not in run.stdout:
         fail("no progress line per point", run)
     ran = [p for p in report["points"] if p["status"] == "ok"]
     benches = {p["name"]: json.load(open(os.path.join(out, p["bench_json"]))) for p in ran}
@@ -159,7 +165,8 @@ def check_refusals(root):
     fresh = os.path.join(root, "fresh")
     cases = [(["--ranks", "1,x"], fresh, "'x'"), (["--ranks", "0"], fresh, "'0'"), (["--ranks", "2,2"], fresh, "'2'"),
              (["--series", "medium"], fresh, "'medium'"), (["--layouts", "dp,tp1"], fresh, "'tp1'"),
-             (["--layouts", "zp2"], fresh, "'zp2'"), (["--launcher", "pbs"], fresh, "'pbs'"), (["--sbatch-args", "--partition=x"], fresh, "needs --launcher slurm"),
+             (["--layouts", "zp2"], fresh, "'zp2'"), (["--layouts", "tp2pp1"], fresh, "'tp2pp1'"),
+             (["--layouts", "pp2tp2"], fresh, "'pp2tp2'"), (["--launcher", "pbs"], fresh, "'pbs'"), (["--sbatch-args", "--partition=x"], fresh, "needs --launcher slurm"),
              (["--mpirun", "/nonexistent/mpirun"], fresh, "/nonexistent/mpirun"), ([], taken, "overwrites nothing")]
     for args, out, words in cases:
         full = {"--series": "strong", "--ranks": "1,2", "--layouts": "dp"}
