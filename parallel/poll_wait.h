@@ -10,9 +10,11 @@
 // call: the policy before 2026-12-04 slept up to 1 ms between calls, and a 1 MiB all-reduce
 // over 2 ranks took 20-24 ms instead of ~0.5 ms (docs/PERF.md, 2026-12-04).
 //
-// Why it yields: ranks may outnumber the cores (the tests run 8 ranks on 2). A poll that gives
-// its core away between calls lets the rank it waits for run; a pure spin would hold the
-// core for a whole time slice.
+// Why it yields, and sleeps in a long wait: ranks may outnumber the cores (the tests run 8
+// ranks on 2), and other processes share them. A poll that gives its core away between calls
+// lets the rank it waits for run; a pure spin would hold the core for a whole time slice. A
+// rank that only yields still looks busy to the scheduler, which then leaves other work on
+// the core of the rank doing the computing; a sleeping rank's core is idle and takes it.
 #pragma once
 
 #include <chrono>
@@ -31,13 +33,13 @@ struct PollHooks {
   std::function<void(std::chrono::microseconds)> sleep;  // not runnable for that long
 };
 
-// The knobs of the loop (the defaults are mpi_poll_policy's; a test describes the loop before
-// 2026-12-04 with them). After each poll that finds the call incomplete: the first
-// `spin_polls` polls follow at once; up to poll `yield_polls` a yield comes between polls;
-// after that a sleep, `sleep_first` doubling to `sleep_max`.
+// The knobs of the loop (a test describes the loop before 2026-12-04 with them too). After each
+// poll that finds the call incomplete: a yield, as long as fewer than `yield_polls` polls were
+// made and the wait is younger than `yield_for`; after that a sleep, `sleep_first` doubling to
+// `sleep_max`.
 struct PollPolicy {
-  int64_t spin_polls = 0;
   int64_t yield_polls = INT64_MAX;
+  CollectiveClock::duration yield_for = CollectiveClock::duration::max();
   std::chrono::microseconds sleep_first{0};
   std::chrono::microseconds sleep_max{0};
 };

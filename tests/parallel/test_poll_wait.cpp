@@ -9,7 +9,8 @@
 //   before 2026-12-04 slept up to 1 ms: 20-24 ms for a 1 MiB all-reduce over 2 ranks).
 // - sharing: the loop never makes more than kMaxPollsInARow polls without giving the core
 //   away, so on oversubscribed cores (8 ranks on 2 in the tests) the rank being waited for
-//   runs.
+//   runs; a short wait (a collective moving) never sleeps, and a long one (a peer computing)
+//   sleeps most of the time, leaving the core idle for others.
 // - the deadline: kExpired only once the clock is past it, after a poll that found the call
 //   still in flight; a call complete at the first poll neither yields nor sleeps.
 #include <gtest/gtest.h>
@@ -36,6 +37,7 @@ struct FakeWorld {
   std::vector<CollectiveClock::time_point> polls;
   int64_t yields = 0;
   int64_t sleeps = 0;
+  CollectiveClock::duration slept{0};
   int64_t polls_in_a_row = 0;      // since the last yield or sleep
   int64_t most_polls_in_a_row = 0;
 
@@ -55,6 +57,7 @@ struct FakeWorld {
             },
             [this](microseconds d) {
               ++sleeps;
+              slept += d;
               polls_in_a_row = 0;
               t += d;
             }};
@@ -104,6 +107,19 @@ TEST(PollWait, TheCoreIsGivenAwayBetweenPolls) {
     EXPECT_LE(w.most_polls_in_a_row, kMaxPollsInARow) << "peer " << late.count() << " us late";
     EXPECT_GT(w.yields + w.sleeps, 0);
   }
+}
+
+TEST(PollWait, AWaitOfAFewMillisecondsNeverSleeps) {
+  for (const auto late : {microseconds(50), microseconds(1000), microseconds(5000)}) {
+    const FakeWorld w = wait_for_peer(mpi_poll_policy(), late);
+    EXPECT_EQ(w.sleeps, 0) << "peer " << late.count() << " us late";
+  }
+}
+
+TEST(PollWait, ALongWaitLeavesTheCoreIdleMostOfTheTime) {
+  const auto late = milliseconds(300);
+  const FakeWorld w = wait_for_peer(mpi_poll_policy(), late);
+  EXPECT_GE(w.slept, late * 9 / 10);
 }
 
 TEST(PollWait, ACompleteCallReturnsAtTheFirstPoll) {
