@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "parallel/collective_log.h"
 #include "parallel/mpi_session.h"
+#include "parallel/poll_wait.h"
 
 namespace hydra::parallel {
 
@@ -117,6 +118,7 @@ class MpiCommunicator final : public Communicator {
   int world_rank_ = 0;            // rank in MPI_COMM_WORLD, for reports
   CollectiveLog log_;             // recent calls, for the timeout report
   HostWait waited_;               // time blocked in wait(), by kind of call
+  PollPolicy poll_policy_ = mpi_poll_policy();  // how wait() polls (poll_wait.h)
 };
 
 void MpiCommunicator::check_buffer(const at::Tensor& t, const char* op, const char* what) const {
@@ -134,26 +136,16 @@ void MpiCommunicator::wait(MPI_Request* request, uint64_t seq, double& total, MP
   const auto start = record ? record->start : entered;
   const auto deadline = start + std::chrono::duration_cast<CollectiveClock::duration>(
                                     std::chrono::duration<double>(timeout_s_));
-  // Poll: MPI_Test also drives progress of the non-blocking collective. The first polls
-  // only yield (fast completion for small calls); after that sleep 20 us doubling to 1 ms,
-  // so that on oversubscribed cores the ranks being waited for get the CPU.
-  constexpr int kYieldPolls = 64;
-  auto pause = std::chrono::microseconds(20);
-  for (int polls = 0;; ++polls) {
-    int done = 0;
-    HYDRA_MPI_CHECK(MPI_Test(request, &done, status));
-    if (done) {
-      total += std::chrono::duration<double>(CollectiveClock::now() - entered).count();
-      return;
-    }
-    if (CollectiveClock::now() > deadline) timed_out(seq);
-    if (polls < kYieldPolls) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds(1000));
-    }
-  }
+  // MPI_Test also drives the call's progress; poll_wait.h says how often and why.
+  const PollHooks hooks{[&] {
+                          int done = 0;
+                          HYDRA_MPI_CHECK(MPI_Test(request, &done, status));
+                          return done != 0;
+                        },
+                        [] { return CollectiveClock::now(); }, [] { std::this_thread::yield(); },
+                        [](std::chrono::microseconds d) { std::this_thread::sleep_for(d); }};
+  if (poll_until_done(hooks, poll_policy_, deadline) == PollEnd::kExpired) timed_out(seq);
+  total += std::chrono::duration<double>(CollectiveClock::now() - entered).count();
 }
 
 void MpiCommunicator::timed_out(uint64_t seq) {

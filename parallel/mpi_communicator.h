@@ -2,9 +2,9 @@
 //
 // Every call is a non-blocking MPI operation (MPI_Iallreduce, MPI_Ireduce_scatter,
 // MPI_Iallgatherv, MPI_Ibcast, MPI_Isend/MPI_Irecv, MPI_Ibarrier) completed by a loop of
-// MPI_Test against the deadline start + timeout_s. The loop yields, then sleeps with a
-// growing pause (up to 1 ms), so oversubscribed ranks leave the cores to the ranks they
-// wait for. On expiry the call logs the timeout report (collective_log.h) and ends the run
+// MPI_Test against the deadline start + timeout_s (poll_wait.h): it polls back to back with a
+// yield in between and never sleeps, because Open MPI advances the call only inside MPI_Test,
+// and the yield leaves an oversubscribed core to the rank being waited for. On expiry the call logs the timeout report (collective_log.h) and ends the run
 // with MPI_Abort(MPI_COMM_WORLD, 4); it does not return or throw.
 //
 // Ordering and waiting: calls return when the result is in place (and, for send, when the

@@ -10,27 +10,40 @@ sequences, global batch 8), one thread per rank (OMP_NUM_THREADS=1, so a rank is
 2. predict with `hydra plan --cluster configs/clusters/cpu-2core.yaml --gpus 1|2 --calibration
    --comm --json`;
 3. measure `hydra bench step` for 1 rank, dp2, tp2 and pp2 (4 micro-batches) and compare the
-   step time (fail past TOLERANCE) and the memory: hydra plan's peak must equal bench step's
-   predicted_peak_gb (the same estimate); the measured peak is a CUDA figure, absent on the CPU.
+   step time (the fastest of 2 runs, more while it misses; fail past TOLERANCE) and the memory:
+   hydra plan's peak must equal bench step's predicted_peak_gb (the same estimate); the measured
+   peak is a CUDA figure, absent on the CPU.
 Prints the table of errors (docs/SCALING.md quotes it).
 """
 import json
 import os
 import subprocess
 import sys
+import resource
 import tempfile
+import time
 
 HYDRA, SOURCE, MPIEXEC, FLAGS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 CONFIG = os.path.join(SOURCE, "configs", "tiny.yaml")
 CLUSTER = os.path.join(SOURCE, "configs", "clusters", "cpu-2core.yaml")
 MEM_TOL = 0.10
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
-# The issue's 15% holds the 1-rank point. Multi-rank steps on the 2-core CI machine move by up
-# to 30% between identical runs (two ranks and mpirun on two cores), so dp2 and pp2 are held
-# to 40%, a bound that still catches a wrong formula (a missing bubble or optimizer term is
-# 25-100%); tp2's step is mostly MPI all-reduces of 64-256 KiB, whose time moves by 20x between
-# runs, so it is printed only. docs/SCALING.md has the measured errors.
-TOLERANCE = {"1 rank": 0.15, "dp2": 0.50, "pp2": 0.50, "tp2": None}
+# The issue asks 15%; multi-rank layouts are held to 20% (docs/SCALING.md has the measured
+# errors: within 12% in every undisturbed run since 2026-12-04, when the MPI communicator began
+# polling a collective back to back, parallel/poll_wait.h). Two ranks fill both cores of the CI
+# machine, so any other process running at the same time slows a multi-rank step by up to 2x
+# (it takes a core from one rank, the other waits for it): a disturbed measurement, not a wrong
+# prediction. Each run therefore counts the CPU time other processes took during it (the
+# machine's busy time in /proc/stat less this script's children's); a run where they averaged
+# more than DISTURBED cores beyond those its ranks leave free (1 for 1 rank) does not count. A layout outside its tolerance is measured again, up
+# to ATTEMPTS runs, judged by its fastest undisturbed run; a wrong formula (a missing bubble or
+# optimizer term: 25-100%) fails every attempt. When no run of a layout was undisturbed, its
+# time is printed, not judged, and the test ends as skipped (SKIP, ctest's SKIP_RETURN_CODE)
+# once everything else has passed.
+TOLERANCE = {"1 rank": 0.15, "dp2": 0.20, "pp2": 0.20, "tp2": 0.20}
+ATTEMPTS = 4
+DISTURBED = 0.15  # cores used by other processes, averaged over a run
+SKIP = 77
 LAYOUTS = [  # name, ranks, dp, tp, pp, micro_batches
     ("1 rank", 1, 1, 1, 1, 1),
     ("dp2", 2, 2, 1, 1, 1),
@@ -50,6 +63,27 @@ def run(cmd, what, timeout=120):
     return r
 
 
+def busy_seconds():
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(t) - t[3] - t[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_seconds():
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return c.ru_utime + c.ru_stime
+
+
+def run_alone(cmd, what):
+    """run(), and the cores other processes used on average meanwhile."""
+    busy, ours, start = busy_seconds(), children_seconds(), time.monotonic()
+    r = run(cmd, what)
+    wall = time.monotonic() - start
+    others = (busy_seconds() - busy) - (children_seconds() - ours)
+    return r, max(others, 0.0) / wall
+
+
 def main():
     root = tempfile.mkdtemp(prefix="hydra_plan_")
     os.makedirs(os.path.join(root, "text"))
@@ -61,14 +95,31 @@ def main():
             "train.global_batch=8"]
     setargs = [w for s in sets for w in ("--set", s)]
 
-    def bench(name, ranks, dp, tp, pp, m, batch=8):
-        # The faster of two runs: on a shared 2-core machine a run's mean step moves by up to 30%
-        # with what else runs; the faster run is the one less disturbed.
-        first, second = (bench_once(name, ranks, dp, tp, pp, m, batch, i) for i in (1, 2))
-        best = first if first["step_ms"] <= second["step_ms"] else second
+    def bench(name, ranks, dp, tp, pp, m, batch=8, predicted_ms=None):
+        # The fastest undisturbed run of at least two: on a shared 2-core machine a run's mean
+        # step moves by up to 2x with what else runs. More runs (up to ATTEMPTS) while there is
+        # no undisturbed one, or, with a prediction, while the best is outside the tolerance.
+        runs = []
+        tol = TOLERANCE.get(name)
+
+        # Cores the run could lose to others without slowing: those its ranks leave free.
+        spare = max((os.cpu_count() or 1) - ranks, 0)
+
+        def best():
+            clean = [r for r in runs if r["others_cores"] <= spare + DISTURBED]
+            return min(clean or runs, key=lambda r: r["step_ms"]), bool(clean)
+
+        while len(runs) < ATTEMPTS:
+            runs.append(bench_once(name, ranks, dp, tp, pp, m, batch, len(runs) + 1))
+            top, clean = best()
+            if len(runs) >= 2 and clean and not (predicted_ms and tol and abs(predicted_ms / top["step_ms"] - 1) > tol):
+                break
+        top, clean = best()
+        top["attempts"], top["undisturbed"] = len(runs), clean
+        top["others_cores_max"] = max(r["others_cores"] for r in runs)
         path = os.path.join(root, name.replace(" ", "_") + ".json")
-        json.dump(best, open(path, "w"))
-        return best
+        json.dump(top, open(path, "w"))
+        return top
 
     def bench_once(name, ranks, dp, tp, pp, m, batch, attempt):
         out = os.path.join(root, name.replace(" ", "_") + f".{attempt}.json")
@@ -78,8 +129,10 @@ def main():
                "--steps", "8", "--warmup", "2", "--json", out]
         if ranks > 1:
             cmd = [MPIEXEC, *FLAGS, "-np", str(ranks), *cmd]
-        run(cmd, f"bench step {name}")
-        return json.load(open(out))
+        _, others = run_alone(cmd, f"bench step {name}")
+        result = json.load(open(out))
+        result["others_cores"] = others
+        return result
 
     bench("calibration b2", 1, 1, 1, 1, 1, batch=2)
     bench("calibration b8", 1, 1, 1, 1, 1)
@@ -94,30 +147,37 @@ def main():
              "--calibration", cal_path, "--comm", comm_path, "--json", path], f"plan --gpus {gpus}")
         plans[gpus] = json.load(open(path))["layouts"]
 
-    failures = []
+    failures, unjudged = [], []
     print(f"{'layout':8} {'measured ms':>12} {'predicted ms':>13} {'time err':>9} {'plan mem GB':>12} "
-          f"{'info mem GB':>12} {'mem err':>8}")
+          f"{'info mem GB':>12} {'mem err':>8} {'runs':>5} {'others':>7}")
     for layout in LAYOUTS:
         name, ranks, dp, tp, pp, m = layout
-        measured = bench(*layout)  # the 1-rank row: a second run, not the calibration itself
         mb = 8 // dp // m
         match = [p for p in plans[ranks] if p["dp"] == dp and p["tp"] == tp and p["pp"] == pp and p["zero_stage"] == 0
                  and p["micro_batch"] == mb and p["micro_batches"] == m and p["recompute"] == "none"]
         if len(match) != 1 or not match[0]["feasible"]:
             fail(f"{name}: no feasible predicted layout in {match}")
         p = match[0]
+        # The 1-rank row: a second run, not the calibration itself.
+        measured = bench(*layout, predicted_ms=p["ms"]["step"])
         time_err = p["ms"]["step"] / measured["step_ms"] - 1
         plan_gb = p["memory_bytes"]["peak"] * 1e-9
         mem_err = plan_gb / measured["predicted_peak_gb"] - 1
         print(f"{name:8} {measured['step_ms']:12.2f} {p['ms']['step']:13.2f} {time_err:+9.1%} {plan_gb:12.4f} "
-              f"{measured['predicted_peak_gb']:12.4f} {mem_err:+8.1%}")
+              f"{measured['predicted_peak_gb']:12.4f} {mem_err:+8.1%} {measured['attempts']:5d} "
+              f"{measured['others_cores']:7.2f}")
         tol = TOLERANCE[name]
-        if tol is not None and abs(time_err) > tol:
+        if not measured["undisturbed"]:
+            unjudged.append(f"{name} (other processes used {measured['others_cores']:.2f} cores in its fastest run)")
+        elif tol is not None and abs(time_err) > tol:
             failures.append(f"{name}: time error {time_err:+.1%} > {tol:.0%}")
         if abs(mem_err) > MEM_TOL:
             failures.append(f"{name}: memory error {mem_err:+.1%} > {MEM_TOL:.0%}")
     if failures:
         fail("; ".join(failures))
+    if unjudged:
+        print("SKIPPED: no undisturbed run of " + ", ".join(unjudged) + "; memory and every other layout pass")
+        sys.exit(SKIP)
     print("PASS")
 
 
