@@ -55,8 +55,8 @@ int consolidate_checkpoint(const std::string& dir, const std::string& output) {
   int count = 0;
   try {
     H5File out = H5File::create(tmp);
-    out.set_attr("/", "format", std::string("hydra-weights"));
-    out.set_attr("/", "version", int64_t{1});
+    out.set_attr("/", "format", std::string(kWeightsFormat));
+    out.set_attr("/", "version", kWeightsVersion);
     out.set_attr("/", "step", index.progress.step);
     out.set_attr("/", "tokens", index.progress.tokens);
     out.set_attr("/", "config", index.config_json);

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "checkpoint/consolidate.h"
 #include "checkpoint/h5_file.h"
 #include "checkpoint/regions.h"
 #include "common/errors.h"
@@ -42,13 +43,14 @@ LoadedCheckpoint load_file(const std::string& path, const parallel::NamedParams&
                            const std::vector<model::ShardInfo>& placements) {
   const H5File file = H5File::open_read(path);
   const std::string format = file.has_attr("/", "format") ? file.attr_string("/", "format") : "";
-  if (format != "hydra-weights") {
+  if (format != kWeightsFormat) {
     HYDRA_FAIL(InputError, path << ": not a consolidated weights file (format '" << format
                                 << "', expected 'hydra-weights': `hydra ckpt consolidate DIR --output FILE` writes one; "
                                    "a checkpoint is its step_N directory)");
   }
-  if (file.attr_int("/", "version") != 1) {
-    HYDRA_FAIL(InputError, path << ": weights file version " << file.attr_int("/", "version") << ", this build reads 1");
+  if (file.attr_int("/", "version") != kWeightsVersion) {
+    HYDRA_FAIL(InputError, path << ": weights file version " << file.attr_int("/", "version") << ", this build reads "
+                                << kWeightsVersion);
   }
   LoadedCheckpoint out;
   out.dir = path;
