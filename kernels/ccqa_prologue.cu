@@ -384,21 +384,6 @@ __global__ void reduce_param_grads(const float* ws, int P, int Hkv, int G, int d
   }
 }
 
-// Value shift and its transpose over [B*S, width] (width = H_kv d_h).
-template <typename T>
-__global__ void value_shift_kernel(const T* in, T* out, int64_t n, int64_t S, int64_t width, int dh, bool backward) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int c = static_cast<int>(i % width % dh);
-    const int64_t t = i / width % S;
-    float v;
-    if (c < dh / 2) v = load_f(in, i);
-    else if (!backward) v = t > 0 ? load_f(in, i - width) : 0.f;      // x_(t-1) W_v2
-    else v = t + 1 < S ? load_f(in, i + width) : 0.f;                  // gradient from t + 1
-    store_f(out, i, v);
-  }
-}
-
 // ---- host side ----
 
 template <typename T, int DH, int K, bool CONV>
@@ -572,33 +557,6 @@ void ccqa_prologue_forward(const CcqaPrologueShape& s, const void* q0, const voi
     kernel<<<dim3(a.B * a.n_tiles, a.Hkv), kThreads, bytes, stream>>>(a);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
   });
-}
-
-void ccqa_value_shift_forward(const CcqaPrologueShape& s, const void* v, void* v_out, cudaStream_t stream) {
-  const int64_t width = static_cast<int64_t>(s.kv_heads) * s.head_dim, n = s.batch * s.seq * width;
-  if (n == 0) return;
-  if (s.dtype == CcqaDtype::kFloat32) {
-    value_shift_kernel<float><<<elementwise_blocks(n), 256, 0, stream>>>(
-        static_cast<const float*>(v), static_cast<float*>(v_out), n, s.seq, width, s.head_dim, false);
-  } else {
-    value_shift_kernel<__nv_bfloat16><<<elementwise_blocks(n), 256, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(v_out), n, s.seq, width, s.head_dim, false);
-  }
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
-}
-
-void ccqa_value_shift_backward(const CcqaPrologueShape& s, const void* dv_out, void* dv, cudaStream_t stream) {
-  const int64_t width = static_cast<int64_t>(s.kv_heads) * s.head_dim, n = s.batch * s.seq * width;
-  if (n == 0) return;
-  if (s.dtype == CcqaDtype::kFloat32) {
-    value_shift_kernel<float><<<elementwise_blocks(n), 256, 0, stream>>>(
-        static_cast<const float*>(dv_out), static_cast<float*>(dv), n, s.seq, width, s.head_dim, true);
-  } else {
-    value_shift_kernel<__nv_bfloat16><<<elementwise_blocks(n), 256, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(dv_out), static_cast<__nv_bfloat16*>(dv), n, s.seq, width, s.head_dim,
-        true);
-  }
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 size_t ccqa_prologue_backward_workspace(const CcqaPrologueShape& s) {

@@ -5,7 +5,7 @@
 // Layouts (all contiguous, the model's own):
 //   q0 [B, S, H*d_h], k0 [B, S, H_kv*d_h], v [B, S, H_kv*d_h]   (float32 or bfloat16)
 //   q  [B, S, H, d_h], k [B, S, H_kv, d_h], v_out [B, S, H_kv, d_h] (same type as the inputs)
-//   positions [B, S] int64 (RoPE positions; causality and the value shift go by index)
+//   positions [B, S] int64 (RoPE positions; causality goes by index)
 //   parameters float32 in the torch layouts of CausalConvImpl / RMSNormImpl / tau.
 // H and H_kv are this rank's heads; query head h belongs to KV head h / (H / H_kv).
 #pragma once
@@ -72,11 +72,8 @@ bool ccqa_prologue_supports(const CcqaPrologueShape& shape);
 void ccqa_prologue_forward(const CcqaPrologueShape& shape, const void* q0, const void* k0, const int64_t* positions,
                            const CcqaPrologueParams& params, void* q, void* k, cudaStream_t stream);
 
-// Step 2, value shift: channels [d_h/2, d_h) of each KV head move one token later (zero at
-// t = 0). v_out must not alias v.
-void ccqa_value_shift_forward(const CcqaPrologueShape& shape, const void* v, void* v_out, cudaStream_t stream);
-// Its transpose: dv from the gradient of v_out. dv must not alias dv_out.
-void ccqa_value_shift_backward(const CcqaPrologueShape& shape, const void* dv_out, void* dv, cudaStream_t stream);
+// Step 2, the value shift, is not here: the latent attention applies it as it reads the values
+// (LatentAttentionShape::value_shift, kernels/latent_attention.h).
 
 // Bytes of device workspace ccqa_prologue_backward needs (per-block parameter-gradient
 // partials); its contents on entry do not matter. Depends on the shape and the current device.

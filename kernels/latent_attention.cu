@@ -18,6 +18,10 @@
 //   G query heads of its group and every query tile at or after the diagonal, so dk and dv are
 //   summed over the group in registers and written once, without atomics; dq is summed over
 //   key tiles with fp32 atomic adds into a workspace and converted (times scale) at the end.
+// - CCQA's value shift (LatentAttentionShape::value_shift) is applied where V tiles are loaded:
+//   a thread's 16-byte pieces of a row's second half come from the row before (zero at row 0);
+//   the backward writes dv of the unshifted values (row j's second half to row j - 1, the last
+//   row's second half 0). No pass of its own over v or dv.
 // - Launchers take an explicit stream, never synchronise, and check every launch.
 //
 // This file: the forward kernel and the shared entry points; the backward lives in
@@ -43,6 +47,7 @@ struct FwdParams {
   int seq, heads, group;
   float scale_log2;  // scale * log2 e
   bool tiles_inner;  // LatentAttentionVariant::tiles_inner
+  bool value_shift;  // LatentAttentionShape::value_shift
 };
 
 template <int D, int MT>
@@ -71,7 +76,7 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
 
   load_tile<D, kT>(sq, q, p.qs.s, q0, p.seq);
   load_tile<D, kT>(sk[0], k, p.ks.s, 0, p.seq);
-  load_tile<D, kT>(sv[0], v, p.vs.s, 0, p.seq);
+  load_tile<D, kT>(sv[0], v, p.vs.s, 0, p.seq, p.value_shift);
   cp_async_commit();
 
   uint32_t qf[MT][D / 16][4];
@@ -91,7 +96,7 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
     __syncthreads();  // tile j visible; everyone is done with stage st ^ 1
     if (j < qt) {
       load_tile<D, kT>(sk[st ^ 1], k, p.ks.s, (j + 1) * kTile, p.seq);
-      load_tile<D, kT>(sv[st ^ 1], v, p.vs.s, (j + 1) * kTile, p.seq);
+      load_tile<D, kT>(sv[st ^ 1], v, p.vs.s, (j + 1) * kTile, p.seq, p.value_shift);
     }
     cp_async_commit();
     if (j == 0) {
@@ -237,7 +242,7 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   const FwdParams p{q.data,         k.data,         v.data,         out.data,   lse,
                     strides_of(q),  strides_of(k),  strides_of(v),  strides_of(out),
                     shape.seq,      shape.heads,    shape.heads / shape.kv_heads,
-                    scale * kLog2e,   variant.tiles_inner};
+                    scale * kLog2e,   variant.tiles_inner, shape.value_shift};
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
   switch (shape.head_dim * 10 + mt) {

@@ -21,6 +21,11 @@ struct LatentAttentionShape {
   int heads = 0;     // H (query heads)
   int kv_heads = 0;  // H_kv, divides H
   int head_dim = 0;  // D: 16, 32 or 64
+  // CCQA's value shift applied as the values are read (docs/MODEL.md): v holds x W_v, and the
+  // second half of each head's channels of key position j is read from position j - 1 (zero at
+  // j = 0); the backward's dv is the gradient of that unshifted v. Saves the shift's own pass and
+  // its transpose (two kernels a layer).
+  bool value_shift = false;
 };
 
 // A [B, S, heads, D] bf16 tensor in device memory: base pointer and element strides.

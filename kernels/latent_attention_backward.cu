@@ -46,6 +46,7 @@ struct BwdParams {
   int seq, heads, group;
   float scale, scale_log2;
   bool tiles_inner;  // LatentAttentionVariant::tiles_inner
+  bool value_shift;  // LatentAttentionShape::value_shift
 };
 
 template <int D>
@@ -98,7 +99,7 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
   };
 
   load_tile<D, kT>(sm.k, p.k + b * p.ks.b + hk * p.ks.h, p.ks.s, k0, p.seq);
-  load_tile<D, kT>(sm.v, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0, p.seq);
+  load_tile<D, kT>(sm.v, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0, p.seq, p.value_shift);
   load_step(0, 0);
   cp_async_commit();
 
@@ -249,7 +250,10 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
     }
   }
 
-  // dk (times scale) and dv, each key row written once.
+  // dk (times scale) and dv, each key row written once. With the value shift, the second half
+  // of key row j's dv is the gradient of row j - 1's unshifted values (dropped at j = 0), and
+  // the last row's second half, which no later row reads, gets 0: every element of the
+  // unshifted dv is still written exactly once.
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -262,8 +266,13 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
       for (int i = 0; i < D / 8; ++i) {
         *reinterpret_cast<__nv_bfloat162*>(dkp + i * 8 + 2 * t) =
             __floats2bfloat162_rn(dk[mt][i][2 * r] * p.scale, dk[mt][i][2 * r + 1] * p.scale);
-        *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) =
-            __floats2bfloat162_rn(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
+        const __nv_bfloat162 value = __floats2bfloat162_rn(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
+        if (!p.value_shift || i * 8 < D / 2) {
+          *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) = value;
+          continue;
+        }
+        if (row > 0) *reinterpret_cast<__nv_bfloat162*>(dvp - p.dvs.s + i * 8 + 2 * t) = value;
+        if (row == p.seq - 1) *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) = __floats2bfloat162_rn(0.f, 0.f);
       }
     }
   }
@@ -356,6 +365,7 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.seq = shape.seq, p.heads = shape.heads, p.group = shape.heads / shape.kv_heads;
   p.scale = scale, p.scale_log2 = scale * kLog2e;
   p.tiles_inner = variant.tiles_inner;
+  p.value_shift = shape.value_shift;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
   const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
   switch (shape.head_dim * 10 + mt) {

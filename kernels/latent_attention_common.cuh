@@ -107,18 +107,25 @@ __device__ __forceinline__ void acc_as_a(uint32_t (&a)[4], const float (&s)[8][4
 }
 
 // Rows row0 .. row0 + 63 of a [S, D] slab (row stride in elements) into shared memory,
-// asynchronously; rows at or past seq are zero-filled.
+// asynchronously; rows at or past seq are zero-filled. shift (CCQA's value shift): the second
+// half of row r's channels comes from row r - 1 of the slab, zero for row 0.
 template <int D, int kT>
 __device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src, int64_t row_stride, int row0,
-                                          int seq) {
+                                          int seq, bool shift = false) {
   constexpr int kChunks = D / 8;  // 16-byte pieces per row
   static_assert(kTile * kChunks % kT == 0, "every thread moves the same number of pieces");
+  static_assert(kT % kChunks == 0, "a thread keeps one column: piece threadIdx.x % kChunks of its rows");
+  static_assert(D % 16 == 0, "the shift moves whole 16-byte pieces");
+  // Piece c = threadIdx.x + i kT is row c / kChunks, column c % kChunks: the column is the
+  // thread's own for every i, so its shift is worked out once.
+  const int col = (threadIdx.x % kChunks) * 8, first = threadIdx.x / kChunks;
+  const int back = shift && col >= D / 2 ? 1 : 0;
 #pragma unroll
   for (int i = 0; i < kTile * kChunks / kT; ++i) {
-    const int c = threadIdx.x + i * kT;
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const bool valid = row0 + r < seq;
-    cp_async16(&dst[r][col], src + (valid ? static_cast<int64_t>(row0 + r) * row_stride : 0) + col, valid);
+    const int r = first + i * (kT / kChunks);
+    const int from = row0 + r - back;
+    const bool valid = row0 + r < seq && from >= 0;
+    cp_async16(&dst[r][col], src + (valid ? static_cast<int64_t>(from) * row_stride : 0) + col, valid);
   }
 }
 

@@ -106,22 +106,19 @@ torch::Tensor CcqaAttention::values(const torch::Tensor& v0) {
   // v0 = x W_v holds both halves: per KV head, channels [0, d_h/2) are x W_v1 and
   // [d_h/2, d_h) are x W_v2 of docs/MODEL.md.
   const torch::Tensor v = v0.view({B, S, -1, dh});
-  if (!cfg.value_shift) return v;
-  const int64_t half = dh / 2;
   // The second half moves one token later: v2 at t is x_(t-1) W_v2, zero at t = 0.
-  const torch::Tensor v2 = v.narrow(-1, half, dh - half);
-  const torch::Tensor v2_prev = torch::cat({torch::zeros_like(v2.narrow(1, 0, 1)), v2.narrow(1, 0, S - 1)}, 1);
-  return torch::cat({v.narrow(-1, 0, half), v2_prev}, -1);
+  return cfg.value_shift ? shift_values(v) : v;
 }
 
 namespace {
 #ifdef HYDRA_CUDA
 constexpr bool kFusedKernels = true;
 
-// Steps 2-7 through the fused prologue. Every combination of use_convs, qk_mean and
-// value_shift is fused; q, k, v stay undefined (the caller runs the reference path) when the
-// kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3, float16/float64, CPU) or
-// the post-mix norm is off (an ablation: the kernels always normalise).
+// Steps 3-7 through the fused prologue (every combination of use_convs and qk_mean); v is
+// v0 per head, unshifted: the fused attention applies step 2's shift as it reads the values
+// (the caller passes cfg.value_shift on). q, k, v stay undefined (the caller runs the reference
+// path) when the kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3,
+// float16/float64, CPU) or the post-mix norm is off (an ablation: the kernels always normalise).
 void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
                     const torch::Tensor& positions, torch::Tensor& q, torch::Tensor& k, torch::Tensor& v) {
   if (!a.cfg.post_mix_norm) return;
@@ -129,7 +126,6 @@ void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tens
   o.head_dim = a.dims.dh;
   o.conv_kernel = a.dims.K;
   o.use_convs = a.cfg.use_convs;
-  o.value_shift = a.cfg.value_shift;
   o.qk_gain = a.cfg.qk_mean ? a.cfg.qk_mean_gain : 0.0;
   o.eps = a.q_norm->eps;
   o.theta = a.theta;
@@ -155,8 +151,9 @@ void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tens
   v = qkv[2];
 }
 
-torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
-  return causal_attention_fused(q, k, v, scale);
+torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                              bool value_shift) {
+  return causal_attention_fused(q, k, v, scale, value_shift);
 }
 
 #else
@@ -166,8 +163,9 @@ constexpr bool kFusedKernels = false;
 void fused_prologue(CcqaAttention&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                     const torch::Tensor&, torch::Tensor&, torch::Tensor&, torch::Tensor&) {}
 
-torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
-  return causal_attention(q, k, v, scale);
+torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                              bool value_shift) {
+  return causal_attention(q, k, value_shift ? shift_values(v) : v, scale);
 }
 #endif
 }  // namespace
@@ -244,7 +242,9 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor q, k, v;
   // The fused prologue (kernels/ccqa_prologue.h) only when this rank holds whole KV groups:
   // replicated KV heads under tp need the cross-rank qk-mean sum and keep the reference path.
+  // Its v is unshifted: the shift then happens as the fused attention reads v.
   if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, v0, positions, q, k, v);
+  const bool shift_in_attention = q.defined() && cfg.value_shift;
   if (!q.defined()) {  // not fused, or shapes the kernels do not take
     const std::vector<torch::Tensor> qkv = reference_prologue(q0, k0, v0, positions, kv_of_head);
     q = qkv[0], k = qkv[1], v = qkv[2];
@@ -252,7 +252,7 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   // 7. Causal GQA attention at the latent head size.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const auto attend = [&](const torch::Tensor& qa, const torch::Tensor& ka, const torch::Tensor& va) {
-    return fused ? fused_attention(qa, ka, va, scale) : causal_attention(qa, ka, va, scale);
+    return fused ? fused_attention(qa, ka, va, scale, shift_in_attention) : causal_attention(qa, ka, va, scale);
   };
   const torch::Tensor o = kv_of_head.defined()
                               ? attend(q, k.index_select(2, kv_of_head), v.index_select(2, kv_of_head))

@@ -46,6 +46,13 @@ at::Tensor attention_over_cache(const at::Tensor& q, const at::Tensor& k, const 
   return masked_attention(q, k, v, scale);
 }
 
+at::Tensor shift_values(const at::Tensor& v) {
+  const int64_t S = v.size(1), half = v.size(3) / 2;
+  const at::Tensor v2 = v.narrow(-1, half, v.size(3) - half);
+  const at::Tensor v2_prev = at::cat({at::zeros_like(v2.narrow(1, 0, 1)), v2.narrow(1, 0, S - 1)}, 1);
+  return at::cat({v.narrow(-1, 0, half), v2_prev}, -1);
+}
+
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
 #if HYDRA_HAS_SDPA
   if (q.is_cuda()) {

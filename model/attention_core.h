@@ -22,6 +22,11 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       double scale);
 
+// CCQA's value shift (docs/MODEL.md): v [B, S, H_kv, d] with the second half of each head's
+// channels moved one token later, zero at the first token. The fused attention applies it as it
+// reads the values instead (causal_attention_fused's value_shift).
+at::Tensor shift_values(const at::Tensor& v);
+
 // Decoding (model/decode.h): the n queries q [B, n, H, Dqk] are the last n tokens of the m >= n
 // keys k [B, m, H_kv, Dqk] and values v [B, m, H_kv, Dv] (a cache and the new tokens): query i
 // sits at index m - n + i and sees keys 0 .. m - n + i. The same grouping and softmax precision

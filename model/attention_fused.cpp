@@ -38,16 +38,18 @@ kernels::BshdMut mut_view(at::Tensor& x) {
 class LatentAttentionFunction : public torch::autograd::Function<LatentAttentionFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
-                            const at::Tensor& v_in, double scale) {
+                            const at::Tensor& v_in, double scale, bool value_shift) {
     const c10::cuda::CUDAGuard guard(q_in.device());
     const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-    const auto shape = shape_of(q, k);
+    auto shape = shape_of(q, k);
+    shape.value_shift = value_shift;
     at::Tensor out = at::empty_like(q);
     at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
     kernels::latent_attention_forward(shape, static_cast<float>(scale), view(q), view(k), view(v), mut_view(out),
                                       lse.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["scale"] = scale;  // a double, not a tensor
+    ctx->saved_data["value_shift"] = value_shift;
     return out;
   }
 
@@ -56,7 +58,8 @@ class LatentAttentionFunction : public torch::autograd::Function<LatentAttention
     const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     const c10::cuda::CUDAGuard guard(q.device());
     const at::Tensor dout = grads[0].to(at::kBFloat16).contiguous();
-    const auto shape = shape_of(q, k);
+    auto shape = shape_of(q, k);
+    shape.value_shift = ctx->saved_data["value_shift"].toBool();
     at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
     at::Tensor workspace = at::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape))},
                                      q.options().dtype(at::kByte));
@@ -64,7 +67,7 @@ class LatentAttentionFunction : public torch::autograd::Function<LatentAttention
                                        view(v), view(out), view(dout), lse.data_ptr<float>(), mut_view(dq),
                                        mut_view(dk), mut_view(dv), workspace.data_ptr(),
                                        at::cuda::getCurrentCUDAStream());
-    return {dq, dk, dv, at::Tensor()};
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -84,13 +87,15 @@ bool fused_attention_applies(const at::Tensor& q, const at::Tensor& k, const at:
   return all_bf16 || autocast_bf16();
 }
 
-at::Tensor causal_attention_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  if (!fused_attention_applies(q, k, v)) return causal_attention(q, k, v, scale);
+at::Tensor causal_attention_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                  bool value_shift) {
+  if (!fused_attention_applies(q, k, v)) return causal_attention(q, k, value_shift ? shift_values(v) : v, scale);
   HYDRA_CHECK(q.size(2) % k.size(2) == 0 && k.sizes() == v.sizes() && q.size(0) == k.size(0) && q.size(1) == k.size(1),
               "fused attention: q " << q.sizes() << ", k " << k.sizes() << ", v " << v.sizes());
   // A zero-length sequence or batch has nothing to compute.
   if (q.numel() == 0) return at::empty_like(q, q.options().dtype(at::kBFloat16));
-  return LatentAttentionFunction::apply(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), scale);
+  return LatentAttentionFunction::apply(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), scale,
+                                        value_shift);
 }
 
 }  // namespace hydra::model

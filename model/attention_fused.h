@@ -11,7 +11,10 @@
 
 namespace hydra::model {
 
-at::Tensor causal_attention_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+// value_shift: v is CCQA's unshifted x W_v per head and the attention reads it through the value
+// shift (shift_values, attention_core.h); the gradient returned for v is that of the unshifted v.
+at::Tensor causal_attention_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                  bool value_shift = false);
 
 // True when causal_attention_fused runs the kernels (not the fallback) for these inputs.
 bool fused_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);

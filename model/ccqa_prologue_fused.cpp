@@ -180,42 +180,6 @@ class PrologueFunction : public torch::autograd::Function<PrologueFunction> {
   }
 };
 
-// v [B, S, H_kv d_h] -> [B, S, H_kv, d_h] with the second half of each head one token later.
-class ValueShiftFunction : public torch::autograd::Function<ValueShiftFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& v, int64_t head_dim) {
-    const c10::cuda::CUDAGuard guard(v.device());
-    kernels::CcqaPrologueShape s;
-    s.batch = v.size(0);
-    s.seq = v.size(1);
-    s.kv_heads = static_cast<int>(v.size(2) / head_dim);
-    s.head_dim = static_cast<int>(head_dim);
-    s.dtype = v.scalar_type() == at::kBFloat16 ? kernels::CcqaDtype::kBFloat16 : kernels::CcqaDtype::kFloat32;
-    at::Tensor out = at::empty({s.batch, s.seq, s.kv_heads, s.head_dim}, v.options());
-    kernels::ccqa_value_shift_forward(s, v.data_ptr(), out.data_ptr(), at::cuda::getCurrentCUDAStream());
-    ctx->saved_data["head_dim"] = head_dim;
-    ctx->saved_data["dtype"] = static_cast<int64_t>(s.dtype == kernels::CcqaDtype::kBFloat16);
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor& g = grads[0];
-    const int64_t head_dim = ctx->saved_data["head_dim"].toInt();
-    const at::ScalarType dtype = ctx->saved_data["dtype"].toInt() ? at::kBFloat16 : at::kFloat;
-    const c10::cuda::CUDAGuard guard(g.device());
-    const at::Tensor gc = g.to(dtype).contiguous();
-    kernels::CcqaPrologueShape s;
-    s.batch = gc.size(0);
-    s.seq = gc.size(1);
-    s.kv_heads = static_cast<int>(gc.size(2));
-    s.head_dim = static_cast<int>(head_dim);
-    s.dtype = dtype == at::kBFloat16 ? kernels::CcqaDtype::kBFloat16 : kernels::CcqaDtype::kFloat32;
-    at::Tensor dv = at::empty({s.batch, s.seq, s.kv_heads * head_dim}, gc.options());
-    kernels::ccqa_value_shift_backward(s, gc.data_ptr(), dv.data_ptr(), at::cuda::getCurrentCUDAStream());
-    return {dv, at::Tensor()};
-  }
-};
-
 at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat).contiguous() : t; }
 
 }  // namespace
@@ -249,9 +213,7 @@ std::vector<at::Tensor> ccqa_prologue_fused(const at::Tensor& q0, const at::Tens
   const variable_list qk = PrologueFunction::apply(
       q0c, k0c, pos, conv(w.conv1_q_w), conv(w.conv1_q_b), conv(w.conv1_k_w), conv(w.conv1_k_b), conv(w.conv2_q_w),
       conv(w.conv2_q_b), conv(w.conv2_k_w), conv(w.conv2_k_b), param(w.q_norm_w), param(w.k_norm_w), param(w.tau), o);
-  const at::Tensor values = o.value_shift ? ValueShiftFunction::apply(vc, o.head_dim)
-                                          : vc.view({v.size(0), v.size(1), -1, o.head_dim});
-  return {qk[0], qk[1], values};
+  return {qk[0], qk[1], vc.view({v.size(0), v.size(1), -1, o.head_dim})};
 }
 
 }  // namespace hydra::model

@@ -17,6 +17,7 @@
 
 #include "kernels/ccqa_prologue.h"
 #include "model/attention.h"
+#include "model/attention_core.h"
 #include "model/ccqa_prologue_fused.h"
 #include "model/layers.h"
 #include "tests/kernels/event_timing.h"
@@ -170,9 +171,10 @@ void check_case(const Case& c) {
                 vo = poisoned({B, S, c.kv_heads, c.dh}, io);
   ccqa_prologue_forward(s, q0.data_ptr(), k0.data_ptr(), pos.data_ptr<int64_t>(), params, q.data_ptr(), k.data_ptr(),
                         stream);
-  // Without the shift the layer uses v as it is and runs no kernel for it.
-  if (c.shift) ccqa_value_shift_forward(s, v.data_ptr(), vo.data_ptr(), stream);
-  else vo = v.view({B, S, c.kv_heads, c.dh});
+  // The value shift has no kernel of its own: the latent attention applies it as it reads v
+  // (tests/kernels/test_latent_attention.cpp). Its ATen form here keeps the reference's v and
+  // dv in the comparison.
+  vo = c.shift ? model::shift_values(v.view({B, S, c.kv_heads, c.dh})) : v.view({B, S, c.kv_heads, c.dh});
 
   // Backward, every output poisoned; twice, to check that it is bitwise reproducible.
   std::vector<torch::Tensor> runs[2];
@@ -187,8 +189,14 @@ void check_case(const Case& c) {
     torch::Tensor ws = poisoned({static_cast<int64_t>(ws_bytes / 4 + 1)}, f32);
     ccqa_prologue_backward(s, q0.data_ptr(), k0.data_ptr(), pos.data_ptr<int64_t>(), params, gq.data_ptr(),
                            gk.data_ptr(), dq0.data_ptr(), dk0.data_ptr(), g, ws.data_ptr(), ws_bytes, stream);
-    if (c.shift) ccqa_value_shift_backward(s, gv.data_ptr(), dv.data_ptr(), stream);
-    else dv = gv.reshape({B, S, lk});
+    if (c.shift) {  // the shift's transpose: the second half of token t's gradient from t + 1
+      const int64_t half = c.dh / 2;
+      const torch::Tensor g2 = gv.narrow(-1, half, c.dh - half);
+      const torch::Tensor g2_next = torch::cat({g2.narrow(1, 1, S - 1), torch::zeros_like(g2.narrow(1, 0, 1))}, 1);
+      dv = torch::cat({gv.narrow(-1, 0, half), g2_next}, -1).reshape({B, S, lk});
+    } else {
+      dv = gv.reshape({B, S, lk});
+    }
     run = {dq0, dk0, dv};
     run.insert(run.end(), dp.begin(), dp.end());
   }

@@ -134,6 +134,65 @@ INSTANTIATE_TEST_SUITE_P(Sweep, LatentAttention, ::testing::ValuesIn(sweep()),
                                   std::to_string(c.dim);
                          });
 
+// CCQA's value shift read by the kernels (LatentAttentionShape::value_shift): v unshifted in,
+// out and the gradients against the float64 reference over shift_values(v), dv being the
+// gradient of the unshifted v (so the shift's transpose, the last token's zero second half and
+// the first token's dropped one are checked), every m-tile variant; dv poisoned first, so an
+// element the shifted writes miss shows up as NaN.
+void check_value_shift(const Case& c) {
+  torch::manual_seed(77 + c.seq + c.dim);
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor q = (1.5 * torch::randn({c.batch, c.seq, c.heads, c.dim}, bf)).to(torch::kBFloat16);
+  const torch::Tensor k = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
+  const torch::Tensor v = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
+  const torch::Tensor dout = torch::randn({c.batch, c.seq, c.heads, c.dim}, bf);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
+  LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
+  shape.value_shift = true;
+  torch::Tensor qd = q.to(torch::kDouble).requires_grad_(), kd = k.to(torch::kDouble).requires_grad_(),
+                vd = v.to(torch::kDouble).requires_grad_();
+  const torch::Tensor ref = model::causal_attention_reference(qd, kd, model::shift_values(vd), scale);
+  ref.backward(dout.to(torch::kDouble));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  for (const int mtiles : {0, 1, 2}) {
+    const LatentAttentionVariant variant{mtiles, mtiles};
+    torch::Tensor out = poisoned_like(q);
+    torch::Tensor lse = torch::empty({c.batch, c.heads, c.seq}, bf.dtype(torch::kFloat));
+    latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
+                             lse.data_ptr<float>(), stream, variant);
+    torch::Tensor dq = poisoned_like(q), dk = poisoned_like(k), dv = poisoned_like(v);
+    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape))}, 255,
+                                   bf.dtype(torch::kByte));
+    latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(out),
+                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(),
+                              stream, variant);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::string what = name(c) + " mtiles " + std::to_string(mtiles);
+    for (const auto& [label, t] : {std::pair{"out", out}, {"dq", dq}, {"dk", dk}, {"dv", dv}}) {
+      ASSERT_TRUE(torch::isfinite(t).all().item<bool>()) << what << ": " << label << " has unwritten elements";
+    }
+    EXPECT_LT(rel_l2(out, ref.detach()), 1e-2) << what;
+    EXPECT_LT(grad_error(dq, qd.grad(), vd.grad()), 1e-2) << what;
+    EXPECT_LT(grad_error(dk, kd.grad(), vd.grad()), 1e-2) << what;
+    EXPECT_LT(rel_l2(dv, vd.grad()), 1e-2) << what;
+    // The last token's second half reaches no query: its gradient is exactly 0.
+    EXPECT_EQ(dv.narrow(1, c.seq - 1, 1).narrow(3, c.dim / 2, c.dim / 2).abs().max().item<float>(), 0.f) << what;
+  }
+}
+
+TEST(LatentAttentionValueShift, MatchesShiftedFloat64Reference) {
+  for (const Case& c : std::vector<Case>{{2, 1, 4, 1, 16}, {3, 7, 6, 2, 16}, {2, 129, 4, 1, 32},
+                                         {1, 1000, 12, 3, 16}, {2, 200, 8, 2, 64}, {1, 4096, 16, 4, 32}}) {
+    check_value_shift(c);
+  }
+}
+
+// Small cases for compute-sanitizer (tests/kernels/CMakeLists.txt): the shifted reads and
+// writes stay inside their tensors.
+TEST(LatentAttentionValueShift, SanitizerCase) {
+  for (const Case& c : std::vector<Case>{{2, 70, 4, 2, 16}, {1, 65, 2, 1, 32}}) check_value_shift(c);
+}
+
 // Strided (non-contiguous) views as the CCQA layer produces them: q, k, v as slices of one
 // packed tensor, through the launchers.
 TEST(LatentAttentionStrides, PackedQkvSlices) {
