@@ -141,6 +141,14 @@ common::Json step_bench_json(const Config& config, const CliArgs& args, const pa
   waits["recv"] = mean_and_max(r.ranks, &train::RankStepFigures::recv_wait_ms);
   waits["send"] = mean_and_max(r.ranks, &train::RankStepFigures::send_wait_ms);
   out["host_wait_ms"] = waits["collective"].kind() == common::Json::Kind::kNull ? common::Json() : waits;
+  common::Json calls = common::Json::object();
+  for (const auto& [group, c] : r.calls_per_step) {
+    common::Json g = common::Json::object();
+    g["calls"] = c.calls;
+    g["bytes"] = c.bytes;
+    calls[group] = g;
+  }
+  out["calls_per_step"] = calls;
   out["ranks"] = ranks_json(shape, r.ranks);
   return out;
 }
@@ -172,6 +180,11 @@ void print_step_bench(const Config& config, const CliArgs& args, const train::St
     const double n = static_cast<double>(r.ranks.size());
     std::printf("  host blocked per step, mean over %zu ranks: collectives %.2f ms, receives %.2f ms, sends %.2f ms\n",
                 r.ranks.size(), collective / n, recv / n, send / n);
+  }
+  if (!r.calls_per_step.empty()) {
+    std::printf("  communicator calls per step (rank 0):");
+    for (const auto& [group, c] : r.calls_per_step) std::printf(" %s %.0f (%.2f MB);", group.c_str(), c.calls, c.bytes / 1e6);
+    std::printf("\n");
   }
   std::fflush(stdout);
 }

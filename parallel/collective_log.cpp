@@ -38,7 +38,13 @@ uint64_t CollectiveLog::begin(const char* op, int64_t bytes) {
   r.start = CollectiveClock::now();
   r.end = r.start;
   r.done = false;
+  bytes_ += bytes;
   return next_seq_++;
+}
+
+CallTotals CollectiveLog::totals() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {static_cast<int64_t>(next_seq_), bytes_};
 }
 
 void CollectiveLog::end(uint64_t seq) {

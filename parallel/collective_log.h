@@ -36,8 +36,15 @@ struct CollectiveRecord {
   bool done = false;
 };
 
-// A ring of the last `capacity` records. Thread-safe: the NCCL watchdog marks records done
-// while the calling thread adds new ones.
+// Every call a communicator has made since it was made: how many, and this rank's payload
+// bytes (`hydra bench step` reports them per step and group).
+struct CallTotals {
+  int64_t calls = 0;
+  int64_t bytes = 0;
+};
+
+// A ring of the last `capacity` records, and the running totals of every call. Thread-safe:
+// the NCCL watchdog marks records done while the calling thread adds new ones.
 class CollectiveLog {
  public:
   static constexpr size_t kDefaultCapacity = 32;
@@ -51,11 +58,14 @@ class CollectiveLog {
   std::optional<CollectiveRecord> find(uint64_t seq) const;
   // The records in the ring, oldest first.
   std::vector<CollectiveRecord> recent() const;
+  // Every call so far (the ring forgets; these do not).
+  CallTotals totals() const;
 
  private:
   mutable std::mutex mutex_;
   std::vector<CollectiveRecord> ring_;  // slot seq % capacity
   uint64_t next_seq_ = 0;               // sequence number of the next call
+  int64_t bytes_ = 0;                   // payload of every call so far
 };
 
 // Who is reporting: the group a communicator spans and this process's place in it.

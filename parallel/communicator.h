@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "parallel/collective_log.h"
+
 namespace hydra::parallel {
 
 enum class ReduceOp { kSum, kAvg, kMax };
@@ -83,6 +85,8 @@ class Communicator {
   // This rank's waits so far; nullopt where the host does not block on the transfers (NCCL:
   // calls return once enqueued, so its host waits would read as a wrong 0, not a small one).
   virtual std::optional<HostWait> host_wait() const = 0;
+  // Every call so far on this communicator (collectives and point-to-point) and its payload.
+  virtual CallTotals call_totals() const = 0;
 
  protected:
   // The checks both backends make before a call: a RuntimeFailure naming the call `op`, this

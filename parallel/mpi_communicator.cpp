@@ -94,6 +94,7 @@ class MpiCommunicator final : public Communicator {
   void exchange(const at::Tensor& out, int send_peer, at::Tensor& in, int recv_peer) override;
   void barrier() override;
   std::optional<HostWait> host_wait() const override { return waited_; }
+  CallTotals call_totals() const override { return log_.totals(); }
 
  private:
   // check_tensor, and the tensor within MPI's element count limit.

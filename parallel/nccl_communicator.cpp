@@ -84,6 +84,7 @@ class NcclCommunicator final : public Communicator {
   void barrier() override;
   // Not measured: calls return once enqueued (see the header).
   std::optional<HostWait> host_wait() const override { return std::nullopt; }
+  CallTotals call_totals() const override { return log_.totals(); }
 
   ncclComm_t comm() const { return comm_; }
   int device() const { return device_; }

@@ -64,4 +64,13 @@ std::optional<HostWait> host_wait(const ParallelContext& ctx) {
   return sum;
 }
 
+std::map<std::string, CallTotals> call_totals(const ParallelContext& ctx) {
+  // Groups of one rank communicate nothing (their calls return at once): left out.
+  std::map<std::string, CallTotals> out;
+  for (const Communicator* comm : {ctx.world.get(), ctx.tp.get(), ctx.dp.get(), ctx.pp.get()}) {
+    if (comm != nullptr && comm->size() > 1) out[comm->name()] = comm->call_totals();
+  }
+  return out;
+}
+
 }  // namespace hydra::parallel

@@ -3,6 +3,7 @@
 // just the one communicator a component needs). There is no global copy (STYLE.md rule 1).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,5 +38,9 @@ std::unique_ptr<ParallelContext> make_parallel_context(const ProcessGrid& grid,
 // This rank's host waits summed over its four communicators; nullopt when any of them does
 // not measure them (NCCL).
 std::optional<HostWait> host_wait(const ParallelContext& ctx);
+
+// Each communicator's call totals so far, by group name ("world", "tp", "dp", "pp"), for the
+// groups of more than one rank.
+std::map<std::string, CallTotals> call_totals(const ParallelContext& ctx);
 
 }  // namespace hydra::parallel

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,12 @@ struct RankStepFigures {
   double predicted_peak_gb = 0;
 };
 
+// A group's calls in one timed step, on this rank: how many and their payload bytes.
+struct CallsPerStep {
+  double calls = 0;
+  double bytes = 0;
+};
+
 struct StepBenchResult {
   StepPhases phases;                // per timed step
   int warmup_steps = 0;             // run before timing (more than asked where a CUDA graph must be captured first)
@@ -50,6 +57,9 @@ struct StepBenchResult {
   double device_used_gb = 0;        // the device's used memory at the end (what mem_gb of a run shows)
   double last_loss = 0;
   std::vector<RankStepFigures> ranks;  // every rank's, in world-rank order (the same on every rank)
+  // This rank's communicator calls per timed step, by group (parallel::call_totals: groups of
+  // more than one rank); the ranks of a tp or dp group make the same calls.
+  std::map<std::string, CallsPerStep> calls_per_step;
 };
 
 StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContext& ctx, const StepBenchPlan& plan);

@@ -451,6 +451,7 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   StepTimer timer(cuda);
   run.timer = &timer;
   const std::optional<parallel::HostWait> waited_before = parallel::host_wait(ctx);
+  const std::map<std::string, parallel::CallTotals> calls_before = parallel::call_totals(ctx);
   const auto start = Clock::now();
   for (int i = 0; i < plan.steps; ++i) {
     timer.begin_step();
@@ -462,6 +463,12 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   RankStepFigures mine;
   mine.step_ms = result.wall_step_ms;
   set_wait_figures(mine, waited_before, parallel::host_wait(ctx), plan.steps);
+  for (const auto& [group, after] : parallel::call_totals(ctx)) {
+    const parallel::CallTotals before = calls_before.at(group);
+    const double per_step = 1.0 / std::max(plan.steps, 1);
+    result.calls_per_step[group] = {static_cast<double>(after.calls - before.calls) * per_step,
+                                    static_cast<double>(after.bytes - before.bytes) * per_step};
+  }
   run.timer = nullptr;
   if (plan.traced > 0) {
     plan.start_trace();

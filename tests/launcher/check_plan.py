@@ -12,7 +12,8 @@ sequences, global batch 8), one thread per rank (OMP_NUM_THREADS=1, so a rank is
 3. measure `hydra bench step` for 1 rank, dp2, tp2 and pp2 (4 micro-batches) and compare the
    step time (the fastest of 2 runs, more while it misses; fail past TOLERANCE) and the memory:
    hydra plan's peak must equal bench step's predicted_peak_gb (the same estimate); the measured
-   peak is a CUDA figure, absent on the CPU.
+   peak is a CUDA figure, absent on the CPU; and dp2's data-parallel traffic (bench step's
+   calls_per_step.dp.bytes) must be the float32 gradient of `hydra info`'s parameter count.
 Prints the table of errors (docs/SCALING.md quotes it).
 """
 import json
@@ -140,6 +141,10 @@ def main():
     comm_path = os.path.join(root, "comm.json")
     run([MPIEXEC, *FLAGS, "-np", "2", HYDRA, "bench", "comm", "--config", CONFIG, *setargs, "--sizes", "4K,16K,64K,256K,1M",
          "--repeats", "5", "--json", comm_path], "bench comm")
+    info_json = subprocess.run([HYDRA, "info", "--config", CONFIG, *setargs, "--json"], check=True,
+                               capture_output=True, text=True).stdout
+    info = json.loads(info_json)
+    info = info.get("model", info)
     plans = {}
     for gpus in (1, 2):
         path = os.path.join(root, f"plan{gpus}.json")
@@ -173,6 +178,15 @@ def main():
             failures.append(f"{name}: time error {time_err:+.1%} > {tol:.0%}")
         if abs(mem_err) > MEM_TOL:
             failures.append(f"{name}: memory error {mem_err:+.1%} > {MEM_TOL:.0%}")
+        if name == "dp2":
+            # bench step's calls_per_step against the parameter count: without ZeRO the data-parallel
+            # group all-reduces the whole float32 gradient once a step (4 bytes a parameter), plus a
+            # few scalars (the loss, the finite flag).
+            grad_bytes = 4 * info["params_total"]
+            got = measured["calls_per_step"]["dp"]["bytes"]
+            print(f"dp2: the dp group moved {got:.0f} bytes a step; the float32 gradient is {grad_bytes} bytes")
+            if not grad_bytes <= got <= grad_bytes + 1024:
+                failures.append(f"dp2: calls_per_step.dp.bytes {got:.0f}, expected {grad_bytes} plus at most 1 KiB")
     if failures:
         fail("; ".join(failures))
     if unjudged:

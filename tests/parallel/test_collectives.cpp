@@ -132,6 +132,25 @@ TEST_P(Collectives, AllReduce) {
   }
 }
 
+// call_totals (hydra bench step's calls_per_step): every call counted with this rank's payload,
+// also past the 32 records the timeout report keeps.
+TEST_P(Collectives, CallTotalsCountEveryCallAndItsPayload) {
+  const CallTotals before = comm().call_totals();
+  const int64_t element = at::elementSize(dtype());
+  int64_t bytes = 0;
+  for (int i = 0; i < 40; ++i) {
+    at::Tensor t = make_input(me(), 3 + i, 0, dtype());
+    comm().all_reduce(t, ReduceOp::kSum);
+    bytes += (3 + i) * element;
+  }
+  at::Tensor b = make_input(me(), 17, 0, dtype());
+  comm().broadcast(b, 0);
+  comm().barrier();
+  const CallTotals after = comm().call_totals();
+  EXPECT_EQ(after.calls - before.calls, 42) << comm().name();
+  EXPECT_EQ(after.bytes - before.bytes, bytes + 17 * element) << comm().name();
+}
+
 TEST_P(Collectives, ReduceScatterUneven) {
   for (ReduceOp op : kOps) {
     for (int64_t n : kSizes) {

@@ -49,6 +49,7 @@ class MirroredPair : public Communicator {
   void exchange(const at::Tensor&, int, at::Tensor&, int) override { HYDRA_FAIL(common::RuntimeFailure, "not used"); }
   void barrier() override {}
   std::optional<HostWait> host_wait() const override { return std::nullopt; }
+  CallTotals call_totals() const override { return {}; }
 
   std::vector<c10::Stream> streams;  // the current stream at each reducing call
 
