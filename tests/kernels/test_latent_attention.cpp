@@ -6,6 +6,7 @@
 #include <functional>
 #include <cstdio>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <ATen/autocast_mode.h>
@@ -68,6 +69,17 @@ BshdMut mview(torch::Tensor& x) {
 
 torch::Tensor poisoned_like(const torch::Tensor& x) { return torch::full_like(x, std::nan("")); }
 
+// q, k, v and an output gradient of case c, bf16 on the GPU, from the current seed. Queries a
+// little larger than unit scale so that some rows are peaked, not flat.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_inputs(const Case& c) {
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  torch::Tensor q = (1.5 * torch::randn({c.batch, c.seq, c.heads, c.dim}, bf)).to(torch::kBFloat16);
+  torch::Tensor k = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
+  torch::Tensor v = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
+  torch::Tensor dout = torch::randn({c.batch, c.seq, c.heads, c.dim}, bf);
+  return {q, k, v, dout};
+}
+
 class LatentAttention : public ::testing::TestWithParam<Case> {};
 
 // The launchers directly: forward outputs and dq, dk, dv within 1e-2 relative L2 of float64.
@@ -75,11 +87,7 @@ TEST_P(LatentAttention, MatchesFloat64Reference) {
   const Case c = GetParam();
   torch::manual_seed(1000 + c.seq * 7 + c.dim * 3 + c.heads);
   const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-  // Queries a little larger than unit scale so that some rows are peaked, not flat.
-  const torch::Tensor q = (1.5 * torch::randn({c.batch, c.seq, c.heads, c.dim}, bf)).to(torch::kBFloat16);
-  const torch::Tensor k = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
-  const torch::Tensor v = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
-  const torch::Tensor dout = torch::randn({c.batch, c.seq, c.heads, c.dim}, bf);
+  const auto [q, k, v, dout] = random_inputs(c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
   const LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -142,10 +150,7 @@ INSTANTIATE_TEST_SUITE_P(Sweep, LatentAttention, ::testing::ValuesIn(sweep()),
 void check_value_shift(const Case& c) {
   torch::manual_seed(77 + c.seq + c.dim);
   const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-  const torch::Tensor q = (1.5 * torch::randn({c.batch, c.seq, c.heads, c.dim}, bf)).to(torch::kBFloat16);
-  const torch::Tensor k = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
-  const torch::Tensor v = torch::randn({c.batch, c.seq, c.kv_heads, c.dim}, bf);
-  const torch::Tensor dout = torch::randn({c.batch, c.seq, c.heads, c.dim}, bf);
+  const auto [q, k, v, dout] = random_inputs(c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
   LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
   shape.value_shift = true;
