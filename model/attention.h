@@ -24,13 +24,15 @@ namespace hydra::model {
 // the constructors size their per-head parameters to this rank's heads (tp.size, tp.rank) and
 // mark the replicated parameters inside the tp region with tp.sum_grad.
 //
-// Decoding (docs/MODEL.md "Decoding with caches"; one process): decode(x, positions, runs)
+// Decoding (docs/MODEL.md "Decoding with caches"): decode(x, positions, runs)
 // takes the normalised inputs x [1, T, E] of T new tokens, runs of consecutive tokens of one
 // sequence each (model/kv_cache.h's CacheRun: n tokens of a prompt, or one token of each of
 // several sequences), appends what each run leaves to its cache, and returns what forward would
 // return for those tokens had it been given each sequence's cached tokens and them.
 // empty_cache() is the cache of this type before any token; a cache of another type is refused.
-// The projections run on all T tokens at once; what reads a cache, run by run.
+// The projections run on all T tokens at once; what reads a cache, run by run. Under tp each
+// rank caches what its forward computes (its heads, or the replicated latent or KV heads) and
+// decode runs the forward's collectives.
 struct AttentionImpl : torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) = 0;
   virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions,
@@ -122,12 +124,15 @@ struct CcqaAttention : AttentionImpl {
   std::vector<torch::Tensor> mix_and_rotate(const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& qc,
                                             const torch::Tensor& kc, const torch::Tensor& positions,
                                             const torch::Tensor& kv_of_head);
-  // Decoding on the reference ops (one process: every KV head held).
+  // Decoding on the reference ops.
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return CcqaCache{}; }
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
   static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
+  // Replicated KV heads under tp: [heads] int64 on `options`' device, the (global) KV head of
+  // each of this rank's `heads` query heads; undefined when this rank holds whole KV groups.
+  torch::Tensor kv_of_local_heads(int64_t heads, const torch::TensorOptions& options) const;
   static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;

@@ -222,6 +222,11 @@ std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0
   return {apply_rope(q, positions, theta), apply_rope(k, positions, theta)};
 }
 
+torch::Tensor CcqaAttention::kv_of_local_heads(int64_t heads, const torch::TensorOptions& options) const {
+  if (!tp.active() || kv_split(dims, tp.size)) return {};
+  return torch::div(torch::arange(heads, options.dtype(torch::kLong)) + tp.rank * heads, dims.Hc / dims.Hkv, "floor");
+}
+
 torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
   // 1. Down-projections into the latent, and the values' projection (step 2).
@@ -231,12 +236,7 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   const torch::Tensor& v0 = qkv0[2];  // [B, S, H_kv d_h]
   // Replicated KV heads under tp: this rank's query heads are a slice of the global ones and
   // each uses KV head (global head) / G, G = Hc / Hkv; a KV group may span ranks.
-  torch::Tensor kv_of_head;  // [heads] int64: the KV head of each local query head
-  if (tp.active() && !kv_split(dims, tp.size)) {
-    const int64_t heads = q0.size(-1) / dh;
-    kv_of_head = torch::div(torch::arange(heads, x.options().dtype(torch::kLong)) + tp.rank * heads,
-                            dims.Hc / dims.Hkv, "floor");
-  }
+  const torch::Tensor kv_of_head = kv_of_local_heads(q0.size(-1) / dh, x.options());
   // 2-7. Values, convolutions, qk-mean, norms, temperature, RoPE.
   const bool fused = kFusedKernels && impl != CcqaImpl::kReference && x.is_cuda();
   torch::Tensor q, k, v;

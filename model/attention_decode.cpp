@@ -68,11 +68,13 @@ torch::Tensor convolve_after(CausalConvImpl& conv, torch::Tensor& history, const
 
 torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions,
                                     const std::vector<CacheRun>& runs) {
-  HYDRA_CHECK(!tp.active(), "CCQA decoding runs on one process");
   const int64_t T = x.size(1), dh = dims.dh;
   // 1. Down-projections and the values' projection, every token at once.
   const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
   const torch::Tensor &q0 = qkv0[0], &k0 = qkv0[1], &v0 = qkv0[2];
+  // Under tp with replicated KV heads: the KV head of each of this rank's query heads (the
+  // cache then holds every KV head, as the forward computes them all).
+  const torch::Tensor kv_of_head = kv_of_local_heads(q0.size(-1) / dh, x.options());
   // 2-3. Per sequence: the value shift reads its previous token's projection (zero before the
   // first), the convolutions continue from its last K-1 inputs of each.
   std::vector<torch::Tensor> qc_runs, kc_runs;
@@ -89,16 +91,18 @@ torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor&
                                     : k0_run);
     return v_run;
   });
-  // 4-7. Per token, as in the forward.
+  // 4-7. Per token, as in the forward (with its sum over tp of a KV group's queries).
   const std::vector<torch::Tensor> qk =
-      mix_and_rotate(q0, k0, torch::cat(qc_runs, 1), torch::cat(kc_runs, 1), positions, /*kv_of_head=*/{});
+      mix_and_rotate(q0, k0, torch::cat(qc_runs, 1), torch::cat(kc_runs, 1), positions, kv_of_head);
   // 7. Each sequence's new queries over its keys and values.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const torch::Tensor o = for_each_run(runs, [&](AttentionCache& cache, int64_t first, int64_t n) {
     CcqaCache& c = std::get<CcqaCache>(cache);
     c.k = append_tokens(c.k, qk[1].narrow(1, first, n));
     c.v = append_tokens(c.v, v.narrow(1, first, n));
-    return attention_over_cache(qk[0].narrow(1, first, n), c.k, c.v, scale);
+    const torch::Tensor q_run = qk[0].narrow(1, first, n);
+    if (!kv_of_head.defined()) return attention_over_cache(q_run, c.k, c.v, scale);
+    return attention_over_cache(q_run, c.k.index_select(2, kv_of_head), c.v.index_select(2, kv_of_head), scale);
   });
   // 8. Per-head norm, W_o (the reference ops, as the forward off the fused path).
   return wo->forward(head_rms_norm(o.reshape({1, T, -1}), out_norm->weight, dh, eps));

@@ -9,9 +9,11 @@
 // tokens that reached that recursion (a token that exits leaves nothing in the later ones).
 //
 // A DecodeState is one sequence; decode_step takes one token of each of several at once (their
-// projections and MLPs batched). One process, the whole model (no pipeline stage, no tensor
-// parallelism), no autograd. The caller owns the states; copying a DecodeState forks the
-// sequence (nothing is ever written in place).
+// projections and MLPs batched). The whole model (no pipeline stage), no autograd. Under tensor
+// parallelism every rank of the group makes the same calls with the same tokens: each holds the
+// caches of its own heads (attention.h) and runs the forward's collectives, and each gets the
+// whole logits row. The caller owns the states; copying a DecodeState forks the sequence
+// (nothing is ever written in place).
 #pragma once
 
 #include <cstdint>

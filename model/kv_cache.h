@@ -2,7 +2,10 @@
 // its own projections (docs/MODEL.md "Decoding with caches"). One cache per layer *instance*:
 // per macro-block, per MoR recursion, per position in the pattern (model/decode.h owns them).
 // The caches hold one sequence (batch 1), tensors [1, n, ...] with n the tokens that reached the
-// layer (under MoD/MoR fewer than the context). An empty cache has undefined tensors.
+// layer (under MoD/MoR fewer than the context). An empty cache has undefined tensors. Under
+// tensor parallelism each rank's cache holds what its forward computes: the KV heads of its
+// query heads where they split (GQA, MHA; CCQA when tp divides its KV heads), every KV head or
+// the whole latent where they are replicated (MQA, MLA; CCQA otherwise).
 //
 // Appending never writes into an existing tensor (each step makes new ones with cat), so a
 // copy of a cache is an independent fork of it: continuing one copy leaves the other as it was.

@@ -220,5 +220,20 @@ TEST(Decode, RefusesWrongUse) {
   EXPECT_THROW(decode_step(*m, d.state, 1), common::RuntimeFailure);  // full
 }
 
+// A pipeline stage cannot decode (tensor parallelism can: tests/parallel/test_tp_decode.cpp):
+// the refusal names it.
+TEST(Decode, RefusesAPipelineStage) {
+  ModelOptions options;
+  options.stage = {0, 1};  // the first of the two layers (macro-blocks of one layer)
+  torch::manual_seed(0);
+  HydraModel stage = std::make_shared<HydraModelImpl>(decode_config({{"mqa"}}), options);
+  try {
+    prefill(*stage, random_tokens(4), 8);
+    ADD_FAILURE() << "prefill decoded on a pipeline stage";
+  } catch (const common::RuntimeFailure& e) {
+    EXPECT_NE(std::string(e.what()).find("pipeline"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace hydra::model
