@@ -30,7 +30,7 @@ SKIP_TAGS = {"script", "style", "head", "nav", "noscript", "svg", "button", "sel
 # these packages use (Sphinx, rustdoc/mdBook, javadoc, DocBook, Doxygen, texinfo HTML).
 CHROME_RE = re.compile(
     r"(^|[\s_-])(sphinxsidebar|related|navbar|navigation|nav-bar|top-nav|sub-nav|"
-    r"breadcrumbs?|footer|header|headerlink|search|toc-wrapper|sidebar-elems|"
+    r"breadcrumbs?|footer|headerlink|search|toc-wrapper|sidebar-elems|"
     r"navheader|navfooter|menu-bar|skip-nav|legalnotice|flex-menu)($|[\s_-])", re.I)
 BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "pre",
               "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "blockquote",

@@ -94,6 +94,7 @@ done
 packages+=("${COPYRIGHT_PACKAGES[@]}")
 
 mkdir -p "$OUT/packages"
+OUT=$(cd "$OUT" && pwd)  # absolute: the script changes directory
 exec 9>"$OUT/.fetch.lock"
 flock 9
 
@@ -179,7 +180,7 @@ convert() {  # KIND SRC_ROOT OUT_DIR < relative paths
 
 licences_of() {  # DEP-5 copyright file -> its distinct License: short names
   local names
-  names=$({ grep -h '^License:' "$1" || true; } | sed 's/^License: *//' | sort -u | paste -sd',' | sed 's/,/, /g')
+  names=$({ grep -h '^License: *[^ ]' "$1" || true; } | sed 's/^License: *//' | sort -u | paste -sd',' | sed 's/,/, /g')
   echo "${names:-no machine-readable License: field, see the copyright file}"
 }
 
