@@ -463,9 +463,9 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   RankStepFigures mine;
   mine.step_ms = result.wall_step_ms;
   set_wait_figures(mine, waited_before, parallel::host_wait(ctx), plan.steps);
+  const double per_step = 1.0 / std::max(plan.steps, 1);
   for (const auto& [group, after] : parallel::call_totals(ctx)) {
     const parallel::CallTotals before = calls_before.at(group);
-    const double per_step = 1.0 / std::max(plan.steps, 1);
     result.calls_per_step[group] = {static_cast<double>(after.calls - before.calls) * per_step,
                                     static_cast<double>(after.bytes - before.bytes) * per_step};
   }
