@@ -6,6 +6,7 @@
 
 #include "common/crash_report.h"
 #include "common/errors.h"
+#include "common/heap_reuse.h"
 #include "common/logging.h"
 #include "launcher/cli.h"
 #include "launcher/commands.h"
@@ -54,6 +55,7 @@ int run(int argc, char** argv, int& rank) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  hydra::common::keep_freed_heap_for_reuse();  // before the first tensor (common/heap_reuse.h)
   int rank = 0;
   try {
     return run(argc, argv, rank);
