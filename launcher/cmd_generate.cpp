@@ -1,9 +1,11 @@
 // `hydra generate`: continue a prompt with a checkpoint's model, one token at a time. One
-// process; the model is built whole from the config and its weights read from a checkpoint of
+// process, or tensor-parallel ranks under mpirun (parallel.tp = the ranks): the model is built
+// from the config (whole, or this rank's tp slices) and its weights read from a checkpoint of
 // any layout (checkpoint/ reshards them). By default each new token runs through the model
-// alone against the layers' KV caches (model/decode.h); --no-cache runs the model over the whole
-// context for every token instead (the reference the tests compare with). Both see the same
-// context (context_start below), with MoD's and MoR's causal routing as at evaluation.
+// alone against the layers' KV caches (model/decode.h; under tp each rank holds its heads'
+// caches); --no-cache runs the model over the whole context for every token instead (the
+// reference the tests compare with; one process only). Both see the same context
+// (context_start below), with MoD's and MoR's causal routing as at evaluation.
 // --batch B continues B copies of the prompt's state, each with its own seed, their cached
 // steps batched.
 #include <algorithm>
@@ -30,6 +32,8 @@
 #include "model/sampling.h"
 #include "model/sharding.h"
 #include "parallel/flat_layout.h"
+#include "parallel/parallel_context.h"
+#include "parallel/tensor_parallel.h"
 
 namespace hydra::launcher {
 namespace {
@@ -64,14 +68,17 @@ GenerateOptions parse_generate_options(const CliArgs& args) {
   return o;
 }
 
-// The whole model of `config` on its device and dtype, with the weights of `source` (a
-// checkpoint directory or a consolidated file); `loaded` receives what was read.
-model::HydraModel load_model(const Config& config, const std::string& source, checkpoint::LoadedCheckpoint& loaded) {
+// The model of `config` on its device and dtype (whole, or this rank's tensor-parallel slices
+// with `options` from the tp group), with the weights of `source` (a checkpoint directory or a
+// consolidated file); `loaded` receives what was read.
+model::HydraModel load_model(const Config& config, const std::string& source, const model::ModelOptions& options,
+                             checkpoint::LoadedCheckpoint& loaded) {
   torch::manual_seed(0);  // the initial values are overwritten; a fixed seed keeps builds alike
-  model::HydraModel m = std::make_shared<model::HydraModelImpl>(config.model);
+  model::HydraModel m = std::make_shared<model::HydraModelImpl>(config.model, options);
   parallel::NamedParams params;
   // Where each parameter sits in the whole one: in particular the embedding's and head's padded
-  // vocabulary rows, which checkpoints do not store (GPT-2's 50,257 rows padded to 50,304).
+  // vocabulary rows, which checkpoints do not store (GPT-2's 50,257 rows padded to 50,304), and
+  // under tp this rank's slice.
   std::vector<model::ShardInfo> placements;
   for (const auto& item : m->named_parameters()) {
     params.emplace_back(item.key(), item.value());
@@ -215,20 +222,62 @@ struct Continuation {
   std::mt19937_64 rng;
 };
 
+// Under mpirun, the ranks of one tensor-parallel group: each builds its slices of the model and
+// holds its heads' caches, all run the same steps (the forward's collectives) and get the whole
+// logits row (model/decode.h). One process: no group.
+struct TensorParallelGroup {
+  std::unique_ptr<parallel::ParallelContext> ctx;  // null: one process
+  model::ModelOptions options;                     // this rank's slices
+
+  bool speaks() const { return !ctx || ctx->grid.rank == 0; }  // prints: one process or rank 0
+  int size() const { return ctx ? ctx->tp->size() : 1; }
+
+  // Rank 0's ids for every rank. Every rank draws the same ids from the same logits with the
+  // same seeds; taking rank 0's makes that a guarantee, so that no rank can stop at an
+  // end-of-text another did not draw and leave the others waiting in a collective.
+  void agree(std::vector<int32_t>& ids, const torch::Device& device) const {
+    if (!ctx || ids.empty()) return;
+    // As float64 (the communicators move floating-point tensors; ids below 2^53 are exact).
+    torch::Tensor t = torch::tensor(std::vector<double>(ids.begin(), ids.end()), torch::kDouble).to(device);
+    ctx->tp->broadcast(t, 0);
+    const torch::Tensor host = t.cpu().contiguous();
+    const double* p = host.data_ptr<double>();
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(p[i]);
+  }
+};
+
+// One process, or (world > 1) the tp group of all ranks: parallel.tp must be the world, dp and pp
+// 1 (decoding needs every layer on each process; dp would only repeat the same generation).
+TensorParallelGroup make_group(const Config& config, const parallel::LaunchInfo& launch, bool cache) {
+  TensorParallelGroup g;
+  if (launch.world == 1) return g;
+  const auto& p = config.parallel;
+  if (p.tp != launch.world || p.pp != 1 || p.dp > 1) {  // (dp 0: auto, which is 1 here)
+    HYDRA_FAIL(ConfigError, "hydra generate on " << launch.world << " ranks runs tensor-parallel: it needs "
+                                                 << "parallel.tp " << launch.world << " (the ranks), dp 1 and pp 1; "
+                                                 << "got dp " << (p.dp == 0 ? std::string("auto") : std::to_string(p.dp))
+                                                 << ", tp " << p.tp << ", pp " << p.pp);
+  }
+  if (!cache) HYDRA_FAIL(ConfigError, "--no-cache runs in one process (the reference path); drop it under mpirun");
+  g.ctx = build_context(config, launch);
+  g.options.tp = g.ctx->tp->size();
+  g.options.projection_factory = parallel::make_tp_projection_factory(*g.ctx->tp);
+  g.options.tp_hooks = parallel::make_tp_hooks(*g.ctx->tp);
+  return g;
+}
+
 }  // namespace
 
 int run_generate(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
-  if (launch.world > 1) {
-    HYDRA_FAIL(ConfigError, "hydra generate runs in one process (launched on " << launch.world << " ranks)");
-  }
   const GenerateOptions o = parse_generate_options(args);
+  const TensorParallelGroup group = make_group(config, launch, o.cache);
   const std::unique_ptr<data::Tokenizer> tokenizer = data::load_tokenizer(config.data.tokenizer);
   if (tokenizer->vocab_size() > config.model.vocab_size) {
     HYDRA_FAIL(ConfigError, "data.tokenizer " << config.data.tokenizer << " has " << tokenizer->vocab_size()
                                               << " ids, model.vocab_size " << config.model.vocab_size);
   }
   checkpoint::LoadedCheckpoint index;
-  model::HydraModel m = load_model(config, args.checkpoint, index);
+  model::HydraModel m = load_model(config, args.checkpoint, group.options, index);
   const torch::Device device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU);
 
   std::vector<int32_t> prompt = tokenizer->encode(o.prompt);
@@ -242,7 +291,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   for (int i = 0; i < o.batch; ++i) {
     rows.push_back(Continuation{prompt, {}, "max_new", o.seed + i, prompt_next, std::mt19937_64(o.seed + i)});
   }
-  const bool stream = !args.json && o.batch == 1;
+  const bool stream = !args.json && o.batch == 1 && group.speaks();
   // The continuations advance together, one token each per round (their cached steps batched
   // into one), each with its own draws.
   size_t produced = 0;
@@ -259,9 +308,14 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
       for (Continuation* row : going) nexts.push_back(&row->next), contexts.push_back(&row->context);
       logits = NextLogits::after_all(nexts, contexts);
     }
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < going.size(); ++i) {
+      ids.push_back(static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, going[i]->rng)));
+    }
+    group.agree(ids, device);
     for (size_t i = 0; i < going.size(); ++i) {
       Continuation& row = *going[i];
-      const auto id = static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, row.rng));
+      const int32_t id = ids[i];
       if (id == tokenizer->eot_id()) {
         row.stopped = "end_of_text";
         continue;
@@ -278,6 +332,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double tokens_per_s = seconds > 0 ? produced / seconds : 0.0;
+  if (!group.speaks()) return 0;
   if (args.json) {
     common::Json out = common::Json::object();
     out["checkpoint"] = args.checkpoint;
@@ -315,6 +370,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     sampling["seed"] = static_cast<int64_t>(o.seed);
     out["sampling"] = sampling;
     out["batch"] = o.batch;
+    out["tp"] = group.size();
     out["cache"] = o.cache;
     out["kv_cache"] = kv_cache_report(config, rows[0].next);
     std::printf("%s\n", out.dump().c_str());

@@ -26,7 +26,7 @@ int run_bench_step(const Config& config, const CliArgs& args, const parallel::La
 // `hydra bench comm`: both builds, every rank.
 int run_bench_comm(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
-// `hydra generate`: one process, both builds.
+// `hydra generate`: one process, or tensor-parallel ranks under mpirun; both builds.
 int run_generate(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 // `hydra diagnose`: one process, both builds.
 int run_diagnose(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
