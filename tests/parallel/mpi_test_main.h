@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/errors.h"
+#include "common/heap_reuse.h"
 #include "parallel/mpi_session.h"
 #include "parallel/parallel_context.h"
 
@@ -50,6 +51,7 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 // Runs every test on every rank with `current` pointing at the context while they run.
 inline int mpi_test_main(int argc, char** argv, const char* name, const MpiTestConfigure& configure,
                          parallel::ParallelContext*& current) {
+  common::keep_freed_heap_for_reuse();  // as the hydra executable runs (common/heap_reuse.h)
   try {
     parallel::MpiSession session(&argc, &argv);
     const parallel::LaunchInfo& launch = session.launch();
