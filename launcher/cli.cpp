@@ -53,8 +53,8 @@ const std::map<std::string, CommandSpec>& commands() {
       {"bench step",
        {"time the training step of a config: tok/s, MFU, peak memory, time per phase",
         "hydra bench step --config FILE [--set key.path=value]... [--steps N] [--warmup N] [--json FILE] "
-        "[--trace FILE]",
-        {"--config", "--set", "--steps", "--warmup", "--json", "--trace"}}},
+        "[--trace FILE] [--tp-slice N]",
+        {"--config", "--set", "--steps", "--warmup", "--json", "--trace", "--tp-slice"}}},
       {"bench comm",
        {"bandwidth and latency of the collectives on each process group of a layout (run it under mpirun)",
         "hydra bench comm --config FILE [--set key.path=value]... [--sizes 4K,1M,64M] [--repeats N] [--json FILE]",
@@ -157,6 +157,8 @@ std::string help_text(const std::string& command) {
     out += "  --warmup N             untimed steps first (default 3)\n";
     out += "  --json FILE            also write the figures as JSON to FILE\n";
     out += "  --trace FILE           then profile 3 more steps into a Chrome trace (CUDA build)\n";
+    out += "  --tp-slice N           time one rank of tensor parallelism N in this one process, its\n"
+           "                         collectives left out (a calibration run of hydra plan)\n";
     out += "  --help                 this text\n";
     out += "\nNo checkpoint, metrics file or evaluation is written. docs/PERF.md explains the figures.\n";
     return out;
@@ -346,6 +348,7 @@ CliArgs parse_cli(int argc, const char* const* argv) {
     if (arg == "--steps") args.steps = value;
     if (arg == "--warmup") args.warmup = value;
     if (arg == "--trace") args.trace = value;
+    if (arg == "--tp-slice") args.tp_slice = value;
     if (arg == "--out") args.out = value;
     if (arg == "--sections") args.sections = value;
     if (arg == "--batches") args.batches = value;

@@ -27,6 +27,7 @@ struct CliArgs {
   std::string steps;                 // --steps N (bench step), validated by the command
   std::string warmup;                // --warmup N (bench step)
   std::string trace;                 // --trace FILE (bench step)
+  std::string tp_slice;              // --tp-slice N (bench step), validated by the command
   std::string out;                   // --out DIR (diagnose)
   std::string sections;              // --sections a,b (diagnose), validated by the command
   std::string batches;               // --batches 1,4,8 (diagnose)

@@ -98,7 +98,7 @@ common::Json ranks_json(const parallel::GridShape& shape, const std::vector<trai
 }
 
 common::Json step_bench_json(const Config& config, const CliArgs& args, const parallel::GridShape& shape,
-                             const train::StepBenchResult& r) {
+                             int tp_slice, const train::StepBenchResult& r) {
   const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
   common::Json out = common::Json::object();
   out["version"] = version_text();
@@ -130,7 +130,9 @@ common::Json step_bench_json(const Config& config, const CliArgs& args, const pa
   out["predicted_peak_gb"] = r.predicted_peak_gb;
   out["device_used_gb"] = r.device_used_gb;
   out["last_loss"] = r.last_loss;
-  out["world"] = shape.world();
+  // The processes measured (a --tp-slice run is one, standing for a rank of its layout).
+  out["world"] = static_cast<int>(r.ranks.size());
+  if (tp_slice > 0) out["tp_slice"] = tp_slice;
   common::Json layout = common::Json::object();
   layout["dp"] = shape.dp;
   layout["tp"] = shape.tp;
@@ -153,8 +155,12 @@ common::Json step_bench_json(const Config& config, const CliArgs& args, const pa
   return out;
 }
 
-void print_step_bench(const Config& config, const CliArgs& args, const train::StepBenchResult& r) {
+void print_step_bench(const Config& config, const CliArgs& args, int tp_slice, const train::StepBenchResult& r) {
   const double tok_s = r.tokens_per_step / (r.wall_step_ms / 1e3);
+  if (tp_slice > 0) {
+    std::printf("bench step: one process timing rank 0 of tensor parallelism %d, its collectives left out "
+                "(tok/s and MFU below are of that one rank)\n", tp_slice);
+  }
   std::printf("bench step: %s, batch %d x %d tokens (%d per rank x %d micro-batches), %s %s, %d steps after %d "
               "warm-up%s\n",
               args.config.c_str(), config.train.global_batch, config.train.seq_len, r.micro_batch, r.accumulation,
@@ -189,6 +195,26 @@ void print_step_bench(const Config& config, const CliArgs& args, const train::St
   std::fflush(stdout);
 }
 
+// The config of a --tp-slice run: parallel.tp set to the slice's size. It times one rank, so it
+// is one process, and a layout of tp alone (dp and pp are other processes' work).
+Config tp_slice_config(const Config& config, int tp, const parallel::LaunchInfo& launch) {
+  const std::string where = config.source.empty() ? "config" : config.source;
+  if (launch.world != 1) {
+    HYDRA_FAIL(common::ConfigError, "--tp-slice times one tensor-parallel rank in one process; this run has "
+                                        << launch.world << " (run it without mpirun)");
+  }
+  const auto& p = config.parallel;
+  if (p.dp > 1 || p.pp > 1 || (p.tp != 1 && p.tp != tp)) {
+    HYDRA_FAIL(common::ConfigError, where << ": --tp-slice " << tp << " times a layout of tp " << tp
+                                          << " alone; the config sets parallel.dp " << p.dp << ", tp " << p.tp << ", pp "
+                                          << p.pp);
+  }
+  Config sliced = config;
+  sliced.parallel.tp = tp;
+  sliced.parallel.dp = 1;
+  return sliced;
+}
+
 }  // namespace
 
 int run_bench(const CliArgs& args, const parallel::LaunchInfo& launch) {
@@ -207,6 +233,8 @@ int run_bench_step(const Config& config, const CliArgs& args, const parallel::La
   train::StepBenchPlan plan;
   plan.steps = count_option("--steps", args.steps, 10, 1);
   plan.warmup = count_option("--warmup", args.warmup, 3, 0);
+  const int tp_slice = args.tp_slice.empty() ? 0 : count_option("--tp-slice", args.tp_slice, 0, 2);
+  const Config run_config = tp_slice > 0 ? tp_slice_config(config, tp_slice, launch) : config;
   if (config.data.path.empty()) {
     HYDRA_FAIL(common::ConfigError, (config.source.empty() ? "config" : config.source)
                                         << ": data.path: hydra bench step reads batches as hydra train does "
@@ -223,11 +251,14 @@ int run_bench_step(const Config& config, const CliArgs& args, const parallel::La
     HYDRA_FAIL(common::ConfigError, "--trace needs the CUDA build (LibTorch's Kineto profiler); this is the CPU build");
 #endif
   }
-  auto ctx = build_context(config, launch);
-  const train::StepBenchResult result = train::run_step_bench(config, *ctx, plan);
+  auto ctx = tp_slice > 0 ? build_tp_slice_context(run_config, tp_slice) : build_context(run_config, launch);
+  const train::StepBenchResult result = train::run_step_bench(run_config, *ctx, plan);
   if (launch.rank != 0) return 0;
-  print_step_bench(config, args, result);
-  if (!args.json_path.empty()) data::write_file_atomically(args.json_path, step_bench_json(config, args, ctx->grid.shape, result).dump(2) + "\n");
+  print_step_bench(run_config, args, tp_slice, result);
+  if (!args.json_path.empty()) {
+    data::write_file_atomically(args.json_path,
+                                step_bench_json(run_config, args, ctx->grid.shape, tp_slice, result).dump(2) + "\n");
+  }
   if (plan.traced > 0) std::printf("  trace of %d more steps: %s\n", plan.traced, args.trace.c_str());
   return 0;
 }

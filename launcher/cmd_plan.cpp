@@ -1,11 +1,13 @@
 // `hydra plan`: every layout of N GPUs (dp x tp x pp, ZeRO stage, micro-batch size and count,
 // recompute) predicted by train/plan_model.h on a cluster file, ranked by tokens/s; the
 // infeasible ones with the reason. One process, no MPI, no device.
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <string>
 #include <tuple>
 
+#include "common/errors.h"
 #include "common/json.h"
 #include "data/manifest.h"
 #include "launcher/commands.h"
@@ -103,7 +105,17 @@ int run_plan(const CliArgs& args) {
   if (!args.calibration.empty()) {
     const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len);
     std::vector<train::CalibrationPoint> runs;
-    for (const auto& path : split_list(args.calibration)) runs.push_back(load_calibration_point(path, stats.flops_per_token, config.train.dtype));
+    const auto flops_per_token = [&config](int tp) {
+      return model::compute_model_stats(config.model, config.train.seq_len, tp).flops_per_token;
+    };
+    for (const auto& path : split_list(args.calibration)) {
+      runs.push_back(load_calibration_point(path, flops_per_token, config.train.dtype));
+    }
+    if (std::all_of(runs.begin(), runs.end(), [](const train::CalibrationPoint& r) { return r.tp_slice > 1; })) {
+      HYDRA_FAIL(common::ConfigError, "--calibration " << args.calibration
+                                          << ": only --tp-slice runs; add a run of the whole model (hydra bench step "
+                                             "without --tp-slice), which a slice is measured against");
+    }
     rates = train::fit_rates(runs, stats.flops_per_token, static_cast<double>(stats.params_total));
     rates.achieved_source = "calibration " + args.calibration;
   } else {
@@ -118,9 +130,10 @@ int run_plan(const CliArgs& args) {
 
   std::printf("plan        %s on %d GPUs of %s (%d per node), global batch %d x %d tokens\n", config.source.c_str(),
               gpus, cluster.name.c_str(), cluster.gpus_per_node, config.train.global_batch, config.train.seq_len);
-  std::printf("compute     %.3g FLOP/s per GPU achieved, %.3g ms per micro-batch, optimizer %.3g ns per parameter: %s\n",
-              rates.achieved_flops, rates.micro_batch_overhead * 1e3, rates.optimizer_per_param * 1e9,
-              rates.achieved_source.c_str());
+  std::printf("compute     %.3g FLOP/s per GPU achieved, %.3g ms per micro-batch, %.3g us per token not divided by "
+              "tp, optimizer %.3g ns per parameter: %s\n",
+              rates.achieved_flops, rates.micro_batch_overhead * 1e3, rates.replicated_per_token * 1e6,
+              rates.optimizer_per_param * 1e9, rates.achieved_source.c_str());
   print_table(all, top);
   if (!args.json_path.empty()) {
     common::Json out = common::Json::object();
@@ -136,6 +149,7 @@ int run_plan(const CliArgs& args) {
     out["achieved_flops"] = rates.achieved_flops;
     out["achieved_source"] = rates.achieved_source;
     out["micro_batch_overhead_s"] = rates.micro_batch_overhead;
+    out["replicated_per_token_s"] = rates.replicated_per_token;
     out["optimizer_per_param_s"] = rates.optimizer_per_param;
     out["overlap_fraction"] = rates.overlap_fraction;
     common::Json list = common::Json::array();

@@ -10,6 +10,7 @@
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
 #include "parallel/parallel_context.h"
+#include "parallel/tp_slice.h"
 #include "train/trainer.h"
 
 namespace hydra::launcher {
@@ -28,15 +29,22 @@ common::Json eval_json(const Config& config, const std::string& source, const tr
   return out;
 }
 
+std::string backend_of(const Config& config) {
+  if (config.parallel.backend != "auto") return config.parallel.backend;
+  return config.train.device == "cuda" ? "nccl" : "mpi";
+}
+
 }  // namespace
 
 std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch) {
   const parallel::GridShape shape =
       parallel::resolve_grid_shape(launch.world, config.parallel.dp, config.parallel.tp, config.parallel.pp);
-  std::string backend = config.parallel.backend;
-  if (backend == "auto") backend = config.train.device == "cuda" ? "nccl" : "mpi";
-  return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend,
+  return parallel::make_parallel_context(parallel::make_process_grid(shape, launch.rank), backend_of(config),
                                          config.parallel.timeout_s);
+}
+
+std::unique_ptr<parallel::ParallelContext> build_tp_slice_context(const Config& config, int tp) {
+  return parallel::make_tp_slice_context(tp, backend_of(config), config.parallel.timeout_s);
 }
 
 int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {

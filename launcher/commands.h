@@ -13,6 +13,9 @@ namespace hydra::launcher {
 
 // The process grid of parallel.* over the launched ranks, and its communicators.
 std::unique_ptr<parallel::ParallelContext> build_context(const Config& config, const parallel::LaunchInfo& launch);
+// One process standing for rank 0 of tensor parallelism `tp` with its collectives left out
+// (parallel/tp_slice.h): `hydra bench step --tp-slice N`.
+std::unique_ptr<parallel::ParallelContext> build_tp_slice_context(const Config& config, int tp);
 
 int run_info(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);
 int run_train(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch);

@@ -73,7 +73,8 @@ train::Cluster load_cluster(const std::string& path) {
   return c;
 }
 
-train::CalibrationPoint load_calibration_point(const std::string& path, double flops_per_token,
+train::CalibrationPoint load_calibration_point(const std::string& path,
+                                               const std::function<double(int tp)>& flops_per_token,
                                                const std::string& dtype) {
   const YAML::Node root = load_json(path, "calibration (hydra bench step --json)");
   const std::string measured = root.IsMap() && root["dtype"] ? root["dtype"].as<std::string>() : "";
@@ -89,12 +90,17 @@ train::CalibrationPoint load_calibration_point(const std::string& path, double f
     HYDRA_FAIL(ConfigError, path << ": accumulation is " << root["accumulation"].as<std::string>()
                                  << "; calibrate with train.micro_batch = train.global_batch");
   }
-  const double fpt = json_number(path, root, "flops_per_token");
-  if (std::abs(fpt / flops_per_token - 1) > 1e-9) {
-    HYDRA_FAIL(ConfigError, path << ": flops_per_token " << fpt << " is another model's or sequence length's (this config: "
-                                 << flops_per_token << ")");
-  }
   train::CalibrationPoint p;
+  if (root["tp_slice"]) {
+    const double k = json_number(path, root, "tp_slice");
+    if (k < 2 || k != static_cast<int>(k)) HYDRA_FAIL(ConfigError, path << ": tp_slice must be a whole number >= 2");
+    p.tp_slice = static_cast<int>(k);
+  }
+  const double fpt = json_number(path, root, "flops_per_token"), want = flops_per_token(p.tp_slice);
+  if (std::abs(fpt / want - 1) > 1e-9) {
+    HYDRA_FAIL(ConfigError, path << ": flops_per_token " << fpt << " is another model's or sequence length's (this config: "
+                                 << want << ")");
+  }
   p.tokens = json_number(path, root, "global_batch") * json_number(path, root, "seq_len");
   const double step_s = json_number(path, root, "step_ms") / 1e3;
   const YAML::Node phases = root["phase_ms"];

@@ -4,6 +4,7 @@
 // naming the file and the key.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "train/plan_model.h"
@@ -13,9 +14,11 @@ namespace hydra::launcher {
 train::Cluster load_cluster(const std::string& path);
 
 // One calibration run of the plan's model: a `hydra bench step --json` output of one GPU
-// without accumulation or recompute, whose flops_per_token must be `flops_per_token` (the same
-// model and sequence length) and dtype `dtype`; anything else is refused naming the file and key.
-train::CalibrationPoint load_calibration_point(const std::string& path, double flops_per_token,
+// without accumulation or recompute (with --tp-slice N or without), whose flops_per_token must
+// be `flops_per_token(N)` (the same model and sequence length at that tensor parallelism; 1
+// without a slice) and dtype `dtype`; anything else is refused naming the file and key.
+train::CalibrationPoint load_calibration_point(const std::string& path,
+                                               const std::function<double(int tp)>& flops_per_token,
                                                const std::string& dtype);
 
 // Replaces the cluster's intra-node link (inter-node when the file's world exceeds

@@ -114,7 +114,9 @@ Prediction predict_layout(const RunConfig& base, const Layout& l, const Cluster&
   // arithmetic, not the operations): the overhead scales with the stage and the recompute.
   const double overhead_s =
       m * rates.micro_batch_overhead * stage_frac * recompute_flops_factor(c, l.recompute);
-  const double compute_s = overhead_s + flops * stage_frac / (l.dp * l.tp) / rates.achieved_flops;
+  const double replicated_s =
+      rates.replicated_per_token * tokens / l.dp * stage_frac * recompute_flops_factor(c, l.recompute);
+  const double compute_s = overhead_s + flops * stage_frac / (l.dp * l.tp) / rates.achieved_flops + replicated_s;
   // The optimizer updates the stage's tp slice, of which ZeRO 1/2 leave each dp rank a 1/dp share.
   const double optimizer_s =
       rates.optimizer_per_param * static_cast<double>(stage_params) / l.tp / (l.zero >= 1 ? l.dp : 1);
@@ -160,19 +162,17 @@ Prediction predict_layout(const RunConfig& base, const Layout& l, const Cluster&
   return p;
 }
 
-PlanRates fit_rates(const std::vector<CalibrationPoint>& runs, double flops_per_token, double params) {
-  HYDRA_CHECK(!runs.empty(), "no calibration runs");
-  PlanRates rates;
-  double opt = 0;
-  for (const auto& r : runs) opt += r.optimizer_s;
-  rates.optimizer_per_param = opt / runs.size() / params;
+namespace {
+
+// achieved_flops and micro_batch_overhead from the whole-model runs (fit_rates, first part).
+void fit_whole_model(const std::vector<const CalibrationPoint*>& runs, double flops_per_token, PlanRates& rates) {
   // Least squares of t = a + x / R over the runs' FLOPs x.
   double n = 0, sx = 0, st = 0, sxx = 0, sxt = 0;
-  const CalibrationPoint* largest = &runs.front();
-  for (const auto& r : runs) {
-    const double x = flops_per_token * r.tokens;
-    n += 1, sx += x, st += r.forward_backward_s, sxx += x * x, sxt += x * r.forward_backward_s;
-    if (r.tokens > largest->tokens) largest = &r;
+  const CalibrationPoint* largest = runs.front();
+  for (const CalibrationPoint* r : runs) {
+    const double x = flops_per_token * r->tokens;
+    n += 1, sx += x, st += r->forward_backward_s, sxx += x * x, sxt += x * r->forward_backward_s;
+    if (r->tokens > largest->tokens) largest = r;
   }
   const double det = n * sxx - sx * sx;
   if (runs.size() >= 2 && det > 0) {
@@ -180,10 +180,35 @@ PlanRates fit_rates(const std::vector<CalibrationPoint>& runs, double flops_per_
     if (slope > 0 && intercept >= 0) {
       rates.achieved_flops = 1.0 / slope;
       rates.micro_batch_overhead = intercept;
-      return rates;
+      return;
     }
   }
   rates.achieved_flops = flops_per_token * largest->tokens / largest->forward_backward_s;
+}
+
+}  // namespace
+
+PlanRates fit_rates(const std::vector<CalibrationPoint>& runs, double flops_per_token, double params) {
+  std::vector<const CalibrationPoint*> whole, slices;
+  for (const auto& r : runs) (r.tp_slice > 1 ? slices : whole).push_back(&r);
+  HYDRA_CHECK(!whole.empty(), "no whole-model calibration run (a --tp-slice run only measures against one)");
+  PlanRates rates;
+  double opt = 0;
+  for (const CalibrationPoint* r : whole) opt += r->optimizer_s;
+  rates.optimizer_per_param = opt / whole.size() / params;
+  fit_whole_model(whole, flops_per_token, rates);
+  if (slices.empty()) return rates;
+  const double c = flops_per_token / rates.achieved_flops;  // seconds per token, whole model
+  double sum = 0;
+  for (const CalibrationPoint* s : slices) {
+    const double k = s->tp_slice;
+    const double c_k = (s->forward_backward_s - rates.micro_batch_overhead) / s->tokens;
+    // (Below 0: the slice ran faster than an even split, timing noise; at c all the work would
+    // be replicated and the divided rate infinite: 0.95 c keeps it finite.)
+    sum += std::clamp((k * c_k - c) / (k - 1), 0.0, 0.95 * c);
+  }
+  rates.replicated_per_token = sum / slices.size();
+  rates.achieved_flops = flops_per_token / (c - rates.replicated_per_token);
   return rates;
 }
 

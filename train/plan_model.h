@@ -25,11 +25,14 @@ struct Cluster {
 
 // What one GPU achieves, from calibration runs (fit_rates) or the cluster's peak. A micro-batch's
 // forward+backward costs micro_batch_overhead (launches, per-operation costs: what a small
-// micro-batch cannot amortise) plus its FLOPs at achieved_flops; the optimizer step costs
-// optimizer_per_param for each parameter the GPU updates.
+// micro-batch cannot amortise), plus its FLOPs at achieved_flops (the work tensor parallelism
+// divides among its ranks), plus replicated_per_token for each of its tokens (the full-width
+// work every tp rank repeats: norms, residual adds, routers, the embedding); the optimizer step
+// costs optimizer_per_param for each parameter the GPU updates.
 struct PlanRates {
-  double achieved_flops = 0;        // FLOP/s of the forward+backward's arithmetic
+  double achieved_flops = 0;        // FLOP/s of the forward+backward's arithmetic that tp divides
   double micro_batch_overhead = 0;  // seconds per micro-batch, the whole model on one GPU
+  double replicated_per_token = 0;  // seconds per token of the work tp does not divide (0 unless a --tp-slice run measured it)
   double optimizer_per_param = 0;   // seconds per parameter updated
   std::string achieved_source;      // where the figures came from, printed with the plan
   double overlap_fraction = 1.0;    // of the last micro-batch's backward that hides dp reduction
@@ -40,12 +43,17 @@ struct CalibrationPoint {
   double tokens = 0;              // global_batch x seq_len
   double forward_backward_s = 0;  // the step without its optimizer phase
   double optimizer_s = 0;         // the gradient reduction and optimizer phase (0 when not split out)
+  int tp_slice = 1;               // > 1: one rank of that tensor parallelism, collectives left out (--tp-slice)
 };
 
-// The rates of a model with `flops_per_token` and `params` parameters from its runs: one run
-// gives achieved_flops alone (no overhead); runs at two or more micro-batch sizes fit
-// forward_backward_s = overhead + flops / achieved_flops by least squares (a fit with a negative
-// overhead or rate falls back to the largest run alone). optimizer_per_param: the runs' mean.
+// The rates of a model with `flops_per_token` and `params` parameters from its runs. The whole-
+// model runs (tp_slice 1; at least one): one gives achieved_flops alone (no overhead); two or more
+// micro-batch sizes fit forward_backward_s = overhead + flops / rate by least squares (a fit with
+// a negative overhead or rate falls back to the largest run alone). A slice run of tp k then
+// splits the per-token cost c (= flops_per_token / rate) into what tp divides and what it does
+// not: its per-token time c_k = (forward_backward_s - overhead) / tokens = (c - r) / k + r gives
+// r = (k c_k - c) / (k - 1), clamped to [0, c), the mean over slice runs; achieved_flops becomes
+// flops_per_token / (c - r). optimizer_per_param: the whole-model runs' mean.
 PlanRates fit_rates(const std::vector<CalibrationPoint>& runs, double flops_per_token, double params);
 
 struct Layout {

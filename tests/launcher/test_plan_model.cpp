@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <tuple>
 
 #include <unistd.h>
@@ -154,6 +155,55 @@ TEST(PlanRates, TwoMicroBatchSizesSeparateOverheadFromRate) {
   EXPECT_EQ(odd.micro_batch_overhead, 0.0);
 }
 
+TEST(PlanRates, TpSliceRunSeparatesTheWorkTpDoesNotDivide) {
+  // A model whose forward+backward is 0.05 s a micro-batch + 1 us a token that tp divides +
+  // 0.25 us a token every tp rank repeats; runs of 64 and 512 tokens whole, and of 512 tokens as
+  // one rank of tp 2 and of tp 4 (the overhead is per micro-batch: not divided).
+  const double fpt = 1e6, divided = 1e-6, replicated = 0.25e-6;
+  auto run = [&](double tokens, int k) {
+    return train::CalibrationPoint{tokens, 0.05 + tokens * (divided / k + replicated), k == 1 ? 0.02 : 0.0, k};
+  };
+  const train::PlanRates r = train::fit_rates({run(64, 1), run(512, 1), run(512, 2), run(512, 4)}, fpt, 4e6);
+  EXPECT_NEAR(r.micro_batch_overhead, 0.05, 1e-12);
+  EXPECT_NEAR(r.replicated_per_token, replicated, 1e-15);
+  EXPECT_NEAR(r.achieved_flops, fpt / divided, 1e-9 * fpt / divided);
+  EXPECT_NEAR(r.optimizer_per_param, 0.02 / 4e6, 1e-18);  // the whole-model runs' (the slices' update less)
+  // Without the slice the same whole-model runs put everything in the divided rate.
+  const train::PlanRates whole = train::fit_rates({run(64, 1), run(512, 1)}, fpt, 4e6);
+  EXPECT_NEAR(whole.achieved_flops, fpt / (divided + replicated), 1e-9 * fpt / divided);
+  EXPECT_EQ(whole.replicated_per_token, 0.0);
+  // A slice no faster than an even split (noise) replicates nothing; one as slow as the whole
+  // model is held below it (a finite divided rate).
+  const train::CalibrationPoint fast{512, 0.05 + 0.9 * 512 * (divided + replicated) / 2, 0, 2};
+  EXPECT_EQ(train::fit_rates({run(64, 1), run(512, 1), fast}, fpt, 4e6).replicated_per_token, 0.0);
+  const train::CalibrationPoint slow{512, run(512, 1).forward_backward_s, 0, 2};
+  const train::PlanRates all = train::fit_rates({run(64, 1), run(512, 1), slow}, fpt, 4e6);
+  EXPECT_NEAR(all.replicated_per_token, 0.95 * (divided + replicated), 1e-15);
+  EXPECT_NEAR(all.achieved_flops, fpt / (0.05 * (divided + replicated)), 1e-6 * fpt / divided);
+  EXPECT_THROW(train::fit_rates({run(512, 2)}, fpt, 4e6), std::exception);  // a slice alone
+}
+
+TEST(PlanModel, ReplicatedWorkIsNotDividedByTensorParallelism) {
+  const launcher::Config base = tiny();
+  const train::PlanRates flat = flops_only(1e11);
+  train::PlanRates rates = flat;
+  rates.replicated_per_token = 1e-6;
+  const double tokens = 8.0 * 128;
+  for (const auto& [dp, tp] : {std::pair{1, 1}, std::pair{1, 2}, std::pair{2, 1}, std::pair{2, 2}}) {
+    const train::Layout l{dp, tp, 1, 0, 8 / dp, 1, "none"};
+    const train::Prediction with = train::predict_layout(base, l, test_cluster(), rates);
+    const train::Prediction without = train::predict_layout(base, l, test_cluster(), flat);
+    ASSERT_TRUE(with.feasible) << with.reason;
+    // Each rank repeats it for its dp share of the tokens, whatever tp is.
+    EXPECT_NEAR(with.compute_ms - without.compute_ms, tokens / dp * 1e-6 * 1e3, 1e-9) << l.name();
+  }
+  // A recomputed forward repeats its share too.
+  const train::Layout layer{1, 2, 1, 0, 8, 1, "layer"};
+  EXPECT_NEAR(train::predict_layout(base, layer, test_cluster(), rates).compute_ms -
+                  train::predict_layout(base, layer, test_cluster(), flat).compute_ms,
+              tokens * 1e-6 * 1e3 * 4.0 / 3.0, 1e-9);
+}
+
 TEST(PlanModel, OverheadPerMicroBatchAndOptimizerPerParameter) {
   const launcher::Config base = tiny();
   train::PlanRates rates = flops_only(1e11);
@@ -207,15 +257,24 @@ TEST_F(ClusterFile, CalibrationOfAnotherDtypeOrModelIsRefused) {
   const std::string path = write(
       "{\"world\": 1, \"accumulation\": 1, \"flops_per_token\": 1000, \"dtype\": \"bf16\", \"global_batch\": 8, "
       "\"seq_len\": 64, \"step_ms\": 100, \"phase_ms\": {\"gradient reduction and optimizer step\": 20}}");
-  const train::CalibrationPoint p = launcher::load_calibration_point(path, 1000, "bf16");
+  // The model's FLOPs a token by tensor parallelism (the vocabulary pads to 128 x tp).
+  const auto flops = [](int tp) { return tp == 1 ? 1000.0 : 1000.0 + tp; };
+  const train::CalibrationPoint p = launcher::load_calibration_point(path, flops, "bf16");
   EXPECT_DOUBLE_EQ(p.tokens, 512);
   EXPECT_DOUBLE_EQ(p.forward_backward_s, 0.08);
   EXPECT_DOUBLE_EQ(p.optimizer_s, 0.02);
-  for (const auto& [fpt, dtype, needle] : {std::tuple<double, std::string, std::string>{1000, "fp32", "dtype 'bf16'"},
-                                           {2000, "bf16", "flops_per_token 1000"}}) {
+  EXPECT_EQ(p.tp_slice, 1);
+  const std::string slice = write(
+      "{\"world\": 1, \"tp_slice\": 2, \"accumulation\": 1, \"flops_per_token\": 1002, \"dtype\": \"bf16\", "
+      "\"global_batch\": 8, \"seq_len\": 64, \"step_ms\": 60, \"phase_ms\": {}}");
+  EXPECT_EQ(launcher::load_calibration_point(slice, flops, "bf16").tp_slice, 2);
+  const auto other = [](int tp) { return 2000.0 + tp; };
+  for (const auto& [fpt, dtype, needle] :
+       {std::tuple<std::function<double(int)>, std::string, std::string>{flops, "fp32", "dtype 'bf16'"},
+        {other, "bf16", "flops_per_token 1000"}}) {
     try {
       launcher::load_calibration_point(path, fpt, dtype);
-      FAIL() << "accepted for " << dtype << " at " << fpt;
+      FAIL() << "accepted: " << needle;
     } catch (const common::ConfigError& e) {
       EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
