@@ -110,6 +110,8 @@ std::vector<int64_t> stage_params(const model::ModelConfig& c, const std::vector
     for (int l = plan[s].first; l < plan[s].end; ++l) p += params_of_layer(c, l);
     if (s == 0) p += first_stage_extra(c);
     if (s + 1 == plan.size()) p += last_stage_extra(c);
+    // One stage holds a tied embedding once: the head is the embedding itself, not a copy.
+    if (plan.size() == 1 && c.tie_embeddings) p -= first_stage_extra(c);
     out.push_back(p);
   }
   return out;

@@ -12,8 +12,8 @@
 namespace hydra::parallel {
 
 // The parameters each stage of `plan` holds: its layers, plus the embedding on the first
-// stage and the final norm and head (with tied embeddings: the copy of the embedding) on
-// the last. The balance the planner minimises.
+// stage and the final norm and head (with tied embeddings: the copy of the embedding, which
+// a single stage does not have) on the last. The balance the planner minimises.
 std::vector<int64_t> stage_params(const model::ModelConfig& config, const std::vector<model::StageLayers>& plan);
 
 // `stages` stages. layers_per_stage: parallel.pp_layers, the number of layers of each stage

@@ -103,8 +103,6 @@ Prediction predict_layout(const RunConfig& base, const Layout& l, const Cluster&
   const double stage_layers = stage_frac * stats.effective_layers;
   int64_t stage_params = 0;
   for (int64_t n : parallel::stage_params(c.model, plan)) stage_params = std::max(stage_params, n);
-  // One stage holds a tied embedding once (stage_params counts the head's copy on the last stage).
-  if (l.pp == 1) stage_params = model::compute_model_stats(c.model, c.train.seq_len).params_total;
 
   const double tokens = static_cast<double>(c.train.global_batch) * c.train.seq_len;
   const double dtype_bytes = c.train.dtype == "bf16" ? 2.0 : 4.0;

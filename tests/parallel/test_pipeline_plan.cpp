@@ -90,6 +90,10 @@ TEST(PipelinePlan, StageParamsAddUpToTheModel) {
     for (int64_t p : stage_params(c, plan)) sum += p;
     const int64_t copy = tied ? model::padded_vocab(c.vocab_size, 1) * c.dim : 0;
     EXPECT_EQ(sum, model::compute_model_stats(c, 16).params_total + copy) << "tied " << tied;
+    // One stage: the whole model, the tied embedding once (it was counted twice, and hydra
+    // info's memory estimate with it).
+    EXPECT_EQ(stage_params(c, plan_pipeline_stages(c, 1)), std::vector<int64_t>{model::compute_model_stats(c, 16).params_total})
+        << "tied " << tied;
   }
 }
 

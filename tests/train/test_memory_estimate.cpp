@@ -72,9 +72,26 @@ TEST(MemoryEstimate, OneMqaLayerMatchesTheHandCountedInventory) {
   // backward holds them again with the MLP backward's gradients.
   RunConfig mlp = c;
   mlp.train.activation_checkpointing = "mlp";
-  const auto& r = hydra::train::estimate_memory(mlp, grid()).stages[0];
+  const auto recomputed = hydra::train::estimate_memory(mlp, grid());  // (a reference into a temporary dangled)
+  const auto& r = recomputed.stages[0];
   EXPECT_EQ(r.activations, m.activations - tokens * 3 * 128 * 2);
   EXPECT_EQ(r.buffers, std::max<int64_t>(m.buffers, tokens * ((3 * 128 + 2 * 64) * 2 + 3 * 128 * 2)));
+}
+
+// Tied embeddings on one stage: the head is the embedding, held once (the estimate counted a
+// second copy of it, V x E elements of weights and optimizer state, as if a last pipeline stage
+// held one); under pp 2 the last stage does hold its copy.
+TEST(MemoryEstimate, TiedEmbeddingsOnOneStageAreHeldOnce) {
+  RunConfig c = one_mqa_layer();
+  c.model.tie_embeddings = true;
+  const int64_t N = hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total;
+  const auto one = hydra::train::estimate_memory(c, grid());
+  EXPECT_EQ(one.stages[0].weights, 2 * N);
+  EXPECT_EQ(one.stages[0].optimizer, 13 * N);
+  c.model.macro_blocks = 2;
+  const int64_t N2 = hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total;
+  const auto two = hydra::train::estimate_memory(c, grid(1, 1, 2));
+  EXPECT_EQ(two.stages[0].weights + two.stages[1].weights, 2 * (N2 + 256 * 64));
 }
 
 TEST(MemoryEstimate, ActivationsGrowWithTheMicroBatchAndShrinkWithRecomputationAndMod) {
