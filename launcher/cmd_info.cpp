@@ -3,14 +3,17 @@
 // size that does not fit the config fails the same way everywhere.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "common/json.h"
 #include "common/torch_compat.h"
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
 #include "model/model_info.h"
+#include "model/parameter_inventory.h"
 #include "parallel/pipeline_plan.h"
 #include "parallel/process_grid.h"
+#include "train/frozen_params.h"
 #include "train/memory_estimate.h"
 
 namespace hydra::launcher {
@@ -48,11 +51,22 @@ common::Json grid_json(const parallel::GridShape& shape) {
   return grid;
 }
 
-common::Json model_json(const model::ModelStats& s) {
+// train.freeze counted on the parameter inventory (no model is built), and refused as hydra
+// train refuses it (a pattern that matches nothing, nothing left to train): before a job starts.
+train::FreezeCounts count_freeze(const Config& config) {
+  std::vector<train::ParamCount> params;
+  for (const model::ParameterEntry& p : model::parameter_inventory(config.model)) params.push_back({p.name, p.elements, true});
+  const train::FreezeCounts counts = train::count_frozen(config.train.freeze, params);
+  if (!config.train.freeze.empty()) train::check_freeze(config.source, config.train.freeze, counts, -1);
+  return counts;
+}
+
+common::Json model_json(const model::ModelStats& s, const train::FreezeCounts& freeze) {
   common::Json m = common::Json::object();
   m["vocab_padded"] = s.vocab_padded;
   m["params_total"] = s.params_total;
   m["params_non_embedding"] = s.params_non_embedding;
+  m["params_frozen"] = freeze.frozen_elements;  // train.freeze (of the model at tp 1: the vocabulary padded to 128)
   common::Json by_type = common::Json::object();
   for (const auto& [type, count] : s.params_by_type) by_type[type] = count;
   m["params_by_type"] = by_type;
@@ -108,7 +122,8 @@ void print_pipeline(const Config& config, const std::vector<model::StageLayers>&
   }
 }
 
-void print_text(const model::ModelStats& s, const Config& config, const parallel::GridShape& shape) {
+void print_text(const model::ModelStats& s, const train::FreezeCounts& freeze, const Config& config,
+                const parallel::GridShape& shape) {
   std::printf("config      %s\n", config.source.c_str());
   std::printf("grid        world %d = dp %d x tp %d x pp %d (tp fastest, then dp, then pp)\n",
               shape.world(), shape.dp, shape.tp, shape.pp);
@@ -121,6 +136,12 @@ void print_text(const model::ModelStats& s, const Config& config, const parallel
               config.model.pattern.size(), config.model.mor.recursions, s.effective_layers);
   std::printf("params      %.2fM total, %.2fM non-embedding\n", s.params_total / 1e6,
               s.params_non_embedding / 1e6);
+  if (freeze.frozen_tensors > 0) {
+    std::printf("freeze      %.2fM frozen in %lld tensors, %.2fM trainable (train.freeze: no gradient or optimizer "
+                "state for the frozen; memory below counts them so)\n",
+                freeze.frozen_elements / 1e6, static_cast<long long>(freeze.frozen_tensors),
+                freeze.trainable_elements / 1e6);
+  }
   std::printf("flops/token %.3g (training)\n", s.flops_per_token);
 }
 
@@ -141,7 +162,8 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   info["config"] = config_to_json(config);
   info["grid"] = grid_json(shape);
   const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
-  info["model"] = model_json(stats);
+  const train::FreezeCounts freeze = count_freeze(config);
+  info["model"] = model_json(stats, freeze);
   // Planned here too, so that an impossible split fails before a job is launched.
   const auto plan = parallel::plan_pipeline_stages(config.model, shape.pp, config.parallel.pp_layers);
   info["pipeline"] = pipeline_json(config, plan);
@@ -150,7 +172,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   if (args.json) {
     std::printf("%s\n", info.dump(2).c_str());
   } else {
-    print_text(stats, config, shape);
+    print_text(stats, freeze, config, shape);
     print_pipeline(config, plan);
     print_memory(memory, config);
     print_memory_by_recompute(config, shape);

@@ -24,10 +24,6 @@ int64_t whole_elements(const model::ShardInfo& shard) {
   return n;
 }
 
-bool matches_any(const std::vector<std::string>& patterns, const std::string& name) {
-  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return glob_matches(p, name); });
-}
-
 std::string millions(int64_t n) {
   std::ostringstream out;
   out.precision(3);
@@ -36,6 +32,10 @@ std::string millions(int64_t n) {
 }
 
 }  // namespace
+
+bool is_frozen(const std::vector<std::string>& patterns, const std::string& name) {
+  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return glob_matches(p, name); });
+}
 
 bool glob_matches(const std::string& pattern, const std::string& name) {
   // Greedy with one backtrack point: after a `*`, a mismatch retries the pattern's rest one
@@ -102,7 +102,7 @@ FreezeCounts freeze_parameters(const std::string& source, const std::vector<std:
   for (auto& item : model.named_parameters()) {
     const model::ParamPlacement& placed = model::placement_of(model.placements, item.key());
     held.push_back({item.key(), whole_elements(placed.shard), !placed.tied_copy});
-    if (matches_any(patterns, item.key())) {
+    if (is_frozen(patterns, item.key())) {
       item.value().set_requires_grad(false);
     } else {
       ++trainable_here;

@@ -22,6 +22,9 @@ namespace hydra::train {
 // included, so `blocks.*.attn.*` reaches every layer's attention), any other character itself.
 bool glob_matches(const std::string& pattern, const std::string& name);
 
+// Whether any of train.freeze's `patterns` matches `name`.
+bool is_frozen(const std::vector<std::string>& patterns, const std::string& name);
+
 // One parameter a rank holds, as counted: its full name, the elements of the whole parameter
 // (without vocabulary padding), and whether this rank counts it (false for the last pipeline
 // stage's copy of a tied embedding: the first stage counts it).

@@ -6,6 +6,7 @@
 #include "model/hydra_model.h"
 #include "model/model_checks.h"
 #include "model/model_info.h"
+#include "model/parameter_inventory.h"
 #include "model_test_util.h"
 
 namespace hydra::model {
@@ -131,6 +132,23 @@ void expect_exact_count(const ModelConfig& c) {
   }
   EXPECT_EQ(s.params_by_type.at("routers"), routers);
   EXPECT_EQ(s.params_by_type.at("embedding"), embedding);
+  // The inventory (model/parameter_inventory.h) names every parameter the model registers, in
+  // its order and with its size; each layer's entries add up to what the stage planner counts
+  // for that layer (its MoR routers included).
+  const std::vector<ParameterEntry> inventory = parameter_inventory(c);
+  const auto named = model->named_parameters();
+  ASSERT_EQ(inventory.size(), named.size());
+  std::map<int, int64_t> by_layer;
+  for (size_t i = 0; i < inventory.size(); ++i) {
+    EXPECT_EQ(inventory[i].name, named[i].key());
+    EXPECT_EQ(inventory[i].elements, named[i].value().numel()) << inventory[i].name;
+    by_layer[inventory[i].layer] += inventory[i].elements;
+  }
+  const int P = static_cast<int>(c.pattern.size());
+  for (int layer = 0; layer < c.macro_blocks * P; ++layer) {
+    const int64_t routers = layer % P == 0 ? static_cast<int64_t>(c.mor.recursions - 1) * (c.dim + 1) : 0;
+    EXPECT_EQ(by_layer[layer], layer_params(c, layer % P) + routers) << "layer " << layer;
+  }
 }
 
 TEST(ModelStats, AnalyticCountEqualsTheBuiltTiny) { expect_exact_count(load_variant("tiny")); }

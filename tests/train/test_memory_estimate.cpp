@@ -94,6 +94,38 @@ TEST(MemoryEstimate, TiedEmbeddingsOnOneStageAreHeldOnce) {
   EXPECT_EQ(two.stages[0].weights + two.stages[1].weights, 2 * (N2 + 256 * 64));
 }
 
+// train.freeze: a frozen parameter keeps its weights but has no gradient buffer and no optimizer
+// state; and before the first parameter that trains (no recomputation), autograd records
+// nothing, so a frozen embedding and first layer keep no activations. (Against the trainer's own
+// accounting: tests/train/test_freeze_parallel_train.cpp.)
+TEST(MemoryEstimate, FrozenParametersHoldWeightsOnlyAndAFrozenPrefixKeepsNoActivations) {
+  RunConfig c = one_mqa_layer();
+  const int64_t N = hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total;
+  const int64_t embedding = 256 * 64;
+  const auto whole = hydra::train::estimate_memory(c, grid(2, 1, 1));
+  c.train.freeze = {"embed.weight"};
+  const auto no_embed = hydra::train::estimate_memory(c, grid(2, 1, 1));
+  const auto& m = no_embed.stages[0];
+  EXPECT_EQ(m.weights, 2 * N);
+  EXPECT_EQ(m.optimizer, 13 * (N - embedding));  // dp 2 without ZeRO: each rank the whole state
+  EXPECT_EQ(m.gradients, 4 * (N - embedding));   // the flat float32 gradient of what trains
+  EXPECT_EQ(m.activations, whole.stages[0].activations);  // layer 0 trains: the gradient flows from it
+  // The layer frozen too (the head still trains): its activations and its backward's buffer go.
+  c.train.freeze = {"embed.weight", "blocks.0.layers.0.*"};
+  const auto prefix = hydra::train::estimate_memory(c, grid());
+  const int64_t layer = 944 * 2 + 15 * 4, tokens = 2 * 32;  // the hand count above
+  EXPECT_EQ(prefix.stages[0].activations, whole.stages[0].activations - tokens * layer);
+  EXPECT_LT(prefix.stages[0].buffers, whole.stages[0].buffers);
+  const int64_t layer_params = hydra::model::layer_params(c.model, 0);
+  EXPECT_EQ(prefix.stages[0].optimizer, 13 * (N - embedding - layer_params));
+  // Recomputation marks each segment's input as needing a gradient: nothing is skipped.
+  c.train.activation_checkpointing = "layer";
+  RunConfig trained = one_mqa_layer();
+  trained.train.activation_checkpointing = "layer";
+  EXPECT_EQ(hydra::train::estimate_memory(c, grid()).stages[0].activations,
+            hydra::train::estimate_memory(trained, grid()).stages[0].activations);
+}
+
 TEST(MemoryEstimate, ActivationsGrowWithTheMicroBatchAndShrinkWithRecomputationAndMod) {
   RunConfig c = one_mqa_layer();
   c.model.pattern = {"mqa", "ccqa", "mla", "ccqa"};
