@@ -116,6 +116,54 @@ PY
   grep -E "^== |step 40|error|fatal|train:|eval:" "$OUT/train.log" | tail -30
 fi
 
+# Decoding speed (issue 19; HYDRA_DECODE_BENCH=1, off by default: beside the other sections its
+# file would be a ninth): `hydra generate` on `small` in bf16 from a 2-step checkpoint, prefill,
+# batch 1 and batch 64, beside bench/torch_decode.py (the same model in PyTorch with static
+# caches: eager, torch.compile, reduce-overhead) at the same prompt length and new tokens; all
+# rows into $OUT/decode-small.json.
+if [ "${HYDRA_DECODE_BENCH:-0}" = 1 ] && [ -f "$DATA/manifest.json" ]; then
+  dec=/tmp/hydra-decode
+  rm -rf "$dec" && mkdir -p "$dec"
+  new=${HYDRA_DECODE_NEW:-128}
+  dec_args=(--config configs/small.yaml --set data.path="$DATA" --set train.device=cuda --set train.dtype=bf16
+            --set train.seq_len=1024)
+  "$BUILD_DIR/hydra" train "${dec_args[@]}" --set train.steps=2 --set train.global_batch=8 --set train.micro_batch=8 \
+    --set train.eval_every=0 --set checkpoint.dir="$dec/ck" --set log.jsonl="$dec/train.jsonl" > "$dec/train.log" 2>&1 ||
+    echo "device-check: the decoding benchmark's training run FAILED"
+  # A prompt of plain English, about 500 tokens.
+  python3 -c 'print(" ".join(["The committee met on a grey morning to read the reports of the year, and each of"
+                              " them had something to say about the harbour, the roads and the price of bread."] * 22))' \
+    > "$dec/prompt.txt"
+  ck=$(ls -d "$dec"/ck/step_* 2>/dev/null | sort | tail -1)
+  gen=("$BUILD_DIR/hydra" generate "${dec_args[@]}" --checkpoint "$ck" --prompt-file "$dec/prompt.txt" --json)
+  timeout 300 "${gen[@]}" --max-new 1 --temperature 0 > "$dec/hydra-prefill.json" 2> "$dec/hydra-prefill.err"
+  timeout 300 "${gen[@]}" --max-new "$new" --temperature 0 > "$dec/hydra-b1.json" 2> "$dec/hydra-b1.err"
+  timeout 300 "${gen[@]}" --max-new "$new" --batch 64 --temperature 1 > "$dec/hydra-b64.json" 2> "$dec/hydra-b64.err"
+  prompt_len=$(python3 -c "import json; print(json.load(open('$dec/hydra-b1.json'))['prompt_tokens'])" 2>/dev/null || echo 512)
+  timeout 600 python3 bench/torch_decode.py --config configs/small.yaml --batch 1 64 --prompt-len "$prompt_len" \
+    --new "$new" --json "$dec/torch.json" > "$dec/torch.log" 2>&1 || echo "device-check: torch_decode.py FAILED"
+  python3 - "$dec" > "$OUT/decode-small.json" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+out = {}
+for name in ("hydra-prefill", "hydra-b1", "hydra-b64"):
+    try:
+        row = json.load(open(os.path.join(d, name + ".json")))
+        row.pop("tokens", None), row.pop("text", None)
+        for c in row.get("continuations", []):
+            c.pop("tokens", None), c.pop("text", None)
+        out[name] = row
+    except Exception as e:
+        out[name] = {"error": str(e), "stderr": open(os.path.join(d, name + ".err")).read()[-2000:]}
+try:
+    out["torch"] = json.load(open(os.path.join(d, "torch.json")))
+except Exception as e:
+    out["torch"] = {"error": str(e), "log": open(os.path.join(d, "torch.log")).read()[-3000:]}
+print(json.dumps(out, indent=1))
+PY
+  head -c 3000 "$OUT/decode-small.json"
+fi
+
 # Checkpoint timing (docs/CHECKPOINT.md) for the largest variant that fits one GPU comfortably
 # (configs/1b.yaml, bf16; HYDRA_CKPT_CONFIG overrides, HYDRA_CKPT_TIMING=0 skips): saves at
 # steps 2, 4 and 5, synchronous and then checkpoint.async, and a resume (the load). The
