@@ -71,12 +71,9 @@ std::unique_ptr<Communicator> make_tp_slice_communicator(int size) {
 }
 
 std::unique_ptr<ParallelContext> make_tp_slice_context(int tp, const std::string& backend, double timeout_s) {
-  const LaunchInfo launch = query_launch_info(MPI_COMM_WORLD);
-  if (launch.world != 1) {
-    HYDRA_FAIL(common::ConfigError, "--tp-slice times one tp rank in one process; this run has "
-                                        << launch.world << " processes (run it without mpirun)");
-  }
-  if (tp < 2) HYDRA_FAIL(common::ConfigError, "--tp-slice: expected a tensor-parallel size of 2 or more, got " << tp);
+  // (The launcher refuses both with a message for the user first: launcher/cmd_bench.cpp.)
+  HYDRA_CHECK(query_launch_info(MPI_COMM_WORLD).world == 1, "a tp-slice context is one process");
+  HYDRA_CHECK(tp >= 2, "a tp slice of " << tp << " ranks");
   auto ctx = make_parallel_context(make_process_grid(GridShape{1, 1, 1}, 0), backend, timeout_s);
   ctx->grid = make_process_grid(GridShape{1, tp, 1}, 0);
   ctx->tp = make_tp_slice_communicator(tp);

@@ -23,7 +23,7 @@ std::unique_ptr<Communicator> make_tp_slice_communicator(int size);
 
 // The context of such a run: a one-process MPI world (world, dp and pp groups of one rank, of
 // `backend`), the grid of dp 1 x tp `tp` x pp 1 at rank 0, and the slice communicator as tp.
-// Throws ConfigError unless this is one process and tp >= 2.
+// Needs one process and tp >= 2.
 std::unique_ptr<ParallelContext> make_tp_slice_context(int tp, const std::string& backend, double timeout_s);
 
 }  // namespace hydra::parallel

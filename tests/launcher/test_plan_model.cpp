@@ -224,11 +224,14 @@ TEST(PlanModel, OverheadPerMicroBatchAndOptimizerPerParameter) {
 
 class ClusterFile : public ::testing::Test {
  protected:
+  // A file of its own per call (a test may hold two at once).
   std::string write(const std::string& text) {
-    const fs::path path = fs::temp_directory_path() / ("hydra_cluster_" + std::to_string(::getpid()) + ".yaml");
+    const fs::path path = fs::temp_directory_path() / ("hydra_cluster_" + std::to_string(::getpid()) + "_" +
+                                                       std::to_string(files_++) + ".yaml");
     std::ofstream(path) << text;
     return path.string();
   }
+  int files_ = 0;
   const std::string good_ =
       "name: x\ngpus_per_node: 8\npeak_bf16_flops: 1e15\nhbm_bytes: 8e10\nintra_node_bandwidth: 3e11\n"
       "intra_node_latency: 5e-6\ninter_node_bandwidth: 4.5e10\ninter_node_latency: 1e-5\n";
