@@ -122,6 +122,13 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
 
 }  // namespace
 
+bool any_trains(const torch::nn::Module& module) {
+  for (const auto& p : module.parameters()) {
+    if (p.requires_grad()) return true;
+  }
+  return false;
+}
+
 Checkpointing parse_checkpointing(const std::string& mode) {
   if (mode == "none") return Checkpointing::kNone;
   if (mode == "mlp") return Checkpointing::kMlp;
@@ -131,8 +138,8 @@ Checkpointing parse_checkpointing(const std::string& mode) {
              "train.activation_checkpointing: '" << mode << "' is not one of none|mlp|layer|block");
 }
 
-std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn) {
-  if (!at::GradMode::is_enabled()) return fn(x, true);
+std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn, bool segment_trains) {
+  if (!at::GradMode::is_enabled() || (!x.requires_grad() && !segment_trains)) return fn(x, true);
   const at::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
   auto state = c10::make_intrusive<RecomputeState>();
   state->fn = std::move(fn);

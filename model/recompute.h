@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
 
 namespace hydra::model {
 
@@ -28,7 +29,12 @@ using RecomputeFn = std::function<std::vector<at::Tensor>(const at::Tensor& x, b
 
 // Outside grad mode this is fn(x, true). Otherwise x must be the only tensor input that needs
 // a gradient (parameters are reached through fn). If x does not require grad, a detached copy
-// that does is used, so that backward still reaches the parameters inside fn.
-std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn);
+// that does is used, so that backward still reaches the parameters inside fn; unless no
+// parameter inside fn trains either (`segment_trains` false: train.freeze froze them all), when
+// nothing needs a gradient and fn(x, true) runs once, recording nothing, as without recompute.
+std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn, bool segment_trains = true);
+
+// Whether any parameter of `module` (and its submodules) requires a gradient.
+bool any_trains(const torch::nn::Module& module);
 
 }  // namespace hydra::model

@@ -72,12 +72,19 @@ StageActivations stage_activations(const RunConfig& config, const model::StageLa
   const int first_block = layers.first / static_cast<int>(P);
   const int end_block = static_cast<int>((layers.end + P - 1) / P);
   // Autograd records an operation only when an input or a parameter needs a gradient. A later
-  // stage's input always does (the schedule marks it, to send its gradient back), and so does
-  // a recomputed segment's (model/recompute.cpp), so only the first stage without
-  // recomputation can start without a gradient flowing.
-  bool flows = layers.first > 0 || frozen.embedding_trains || checkpointing != Checkpointing::kNone;
+  // stage's input always does (the schedule marks it, to send its gradient back), so only the
+  // first stage can start without a gradient flowing. A recomputed segment with a parameter that
+  // trains marks its input as needing one (model/recompute.cpp): in block mode a whole pass of a
+  // block with such a parameter counts.
+  bool flows = layers.first > 0 || frozen.embedding_trains;
   StageActivations out;
   for (int block = first_block; block < end_block; ++block) {
+    if (checkpointing == Checkpointing::kBlock) {
+      for (int position = 0; position < P; ++position) {
+        const int layer = block * static_cast<int>(P) + position;
+        if (layer >= layers.first && layer < layers.end) flows = flows || frozen.layer_trains[static_cast<size_t>(layer)];
+      }
+    }
     for (int r = 1; r <= R; ++r) {
       const int64_t tokens = model::mor_capacity_tokens(S, r, R);  // per sequence, in this pass
       int64_t pass_saved = 0;

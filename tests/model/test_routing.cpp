@@ -1,6 +1,7 @@
 // Mixture-of-Depths and Mixture-of-Recursions: gating, capacities, aux-loss gradients, causal
 // threshold mode; activation checkpointing against the plain graph.
 #include "model/hydra_model.h"
+#include "model/recompute.h"
 #include "model_test_util.h"
 
 namespace hydra::model {
@@ -202,7 +203,61 @@ TEST_P(Checkpointing, SameLossAndGradientsAsWithout) {
   }
 }
 
+// train.freeze with recompute: a frozen prefix (the embedding and the first macro-block) is not
+// recomputed and records nothing, and the parameters that train get the plain graph's gradients.
+TEST_P(Checkpointing, FrozenPrefixIsNotRecomputedAndTheRestMatches) {
+  ModelConfig c = routed_config();
+  c.macro_blocks = 2;
+  HydraModel plain = build(c, "none", 3), ckpt = build(c, GetParam(), 3);
+  const auto frozen = [](const std::string& name) { return name.rfind("embed.", 0) == 0 || name.rfind("blocks.0.", 0) == 0; };
+  for (HydraModel* m : {&plain, &ckpt}) {
+    for (auto& p : (*m)->named_parameters()) {
+      if (frozen(p.key())) p.value().set_requires_grad(false);
+    }
+  }
+  const auto tokens = torch::randint(97, {2, 10}, torch::kLong);
+  const auto targets = torch::randint(97, {2, 10}, torch::kLong);
+  const ModelOutput a = plain->forward(tokens, targets), b = ckpt->forward(tokens, targets);
+  a.loss().backward();
+  b.loss().backward();
+  EXPECT_NEAR(a.loss().item<double>(), b.loss().item<double>(), 1e-12);
+  auto pb = ckpt->named_parameters();
+  for (const auto& p : plain->named_parameters()) {
+    const torch::Tensor& h = pb[p.key()].grad();
+    if (frozen(p.key())) {
+      EXPECT_FALSE(h.defined()) << p.key();
+      continue;
+    }
+    ASSERT_TRUE(p.value().grad().defined() && h.defined()) << p.key();
+    EXPECT_TRUE(torch::allclose(p.value().grad(), h, 1e-10, 1e-12)) << p.key();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Model, Checkpointing, ::testing::Values("mlp", "layer", "block"));
+
+// The primitive: a segment with nothing to train on an input that needs no gradient runs once
+// and records nothing; with a parameter that trains it is recorded and recomputed in backward.
+TEST(Recompute, ASegmentWithNothingToTrainRunsOnceAndRecordsNothing) {
+  const torch::Tensor frozen_w = torch::ones({3}, torch::kDouble);  // as train.freeze leaves it
+  const torch::Tensor w = torch::ones({3}, torch::kDouble).requires_grad_(true);
+  const torch::Tensor x = torch::randn({2, 3}, torch::kDouble);  // needs no gradient
+  int calls = 0;
+  const auto times = [&](const torch::Tensor& weight) {
+    return RecomputeFn([&calls, weight](const torch::Tensor& in, bool) {
+      ++calls;
+      return std::vector<torch::Tensor>{in * weight};
+    });
+  };
+  const torch::Tensor skipped = checkpointed(x, times(frozen_w), /*segment_trains=*/false)[0];
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(skipped.requires_grad());
+  const torch::Tensor kept = checkpointed(x, times(w), /*segment_trains=*/true)[0];
+  EXPECT_EQ(calls, 2);
+  ASSERT_TRUE(kept.requires_grad());
+  kept.sum().backward();
+  EXPECT_EQ(calls, 3);  // the recompute
+  EXPECT_TRUE(torch::allclose(w.grad(), x.sum(0)));
+}
 
 }  // namespace
 }  // namespace hydra::model
