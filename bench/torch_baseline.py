@@ -309,15 +309,19 @@ class HydraDense(nn.Module):
                         p.dim() == 2 and "norm" not in name):
                     p.normal_(0, std)
 
+    def logits(self, h):
+        """The LM head on the last hidden states h [B, S, E]: float32 (float64 in float64), the
+        padded vocabulary entries -inf."""
+        h = self.final_norm(h)
+        logits = F.linear(h, self.head.weight if self.head is not None else self.embed.weight)
+        logits = logits.float() if logits.dtype != torch.float64 else logits
+        return logits + self.vocab_pad.to(logits.dtype)
+
     def forward(self, tokens, targets):
         h = self.embed(tokens)
         for block in self.blocks:
             h = block(h)
-        h = self.final_norm(h)
-        logits = F.linear(h, self.head.weight if self.head is not None else self.embed.weight)
-        logits = logits.float() if logits.dtype != torch.float64 else logits
-        logits = logits + self.vocab_pad.to(logits.dtype)
-        return F.cross_entropy(logits.view(-1, self.vocab_padded), targets.reshape(-1))
+        return F.cross_entropy(self.logits(h).view(-1, self.vocab_padded), targets.reshape(-1))
 
 
 def load_hydra_h5(model, path):
@@ -409,6 +413,29 @@ def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token, trace=Non
     return row
 
 
+def run_rows(batches, modes, time_one, config, json_path):
+    """time_one(mode, batch) for every batch and mode, each row printed as it comes (a mode that
+    runs out of memory is a row with its error) and tagged with the config; all rows written to
+    json_path (a temporary, then renamed) when given."""
+    import os
+
+    rows = []
+    for batch in batches:
+        for mode in modes:
+            try:
+                row = time_one(mode, batch)
+            except torch.cuda.OutOfMemoryError as e:
+                row = {"mode": mode, "batch": batch, "error": "out of memory: " + str(e)[:200]}
+                torch.cuda.empty_cache()
+            row["config"] = config
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if json_path:
+        with open(json_path + ".tmp", "w") as f:
+            json.dump(rows, f, indent=1)
+        os.replace(json_path + ".tmp", json_path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -424,23 +451,12 @@ def main():
                     "(Chrome traces; bench/trace_summary.py reads them)" % TRACED_STEPS)
     args = ap.parse_args()
     c = model_config(args.config, args.set)
-    rows = []
-    for batch in args.batch:
-        for mode in args.modes.split(","):
-            try:
-                trace = f"{args.trace_dir}/torch-{mode}-b{batch}.json" if args.trace_dir else None
-                row = time_mode(c, mode, batch, args.seq_len, args.steps, args.warmup, args.flops_per_token, trace)
-            except torch.cuda.OutOfMemoryError as e:
-                row = {"mode": mode, "batch": batch, "seq_len": args.seq_len, "error": "out of memory: " + str(e)[:200]}
-                torch.cuda.empty_cache()
-            row["config"] = args.config
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(rows, f, indent=1)
-        import os
-        os.replace(args.json + ".tmp", args.json)
+
+    def time_one(mode, batch):
+        trace = f"{args.trace_dir}/torch-{mode}-b{batch}.json" if args.trace_dir else None
+        return time_mode(c, mode, batch, args.seq_len, args.steps, args.warmup, args.flops_per_token, trace)
+
+    run_rows(args.batch, args.modes.split(","), time_one, args.config, args.json)
 
 
 if __name__ == "__main__":

@@ -185,10 +185,7 @@ class CachedDecoder(torch.nn.Module):
                 h = h + layer.alpha * CHUNK[type(layer.attn)](layer.attn, layer.attn_norm(h), positions, self.caches[i])
                 h = h + layer.mlp(layer.mlp_norm(h))
                 i += 1
-        h = model.final_norm(h)
-        logits = F.linear(h, model.head.weight if model.head is not None else model.embed.weight)
-        logits = logits.float() if logits.dtype != torch.float64 else logits
-        return logits + model.vocab_pad.to(logits.dtype)
+        return model.logits(h)
 
 
 def full_logits(model, tokens):
@@ -196,9 +193,7 @@ def full_logits(model, tokens):
     h = model.embed(tokens)
     for block in model.blocks:
         h = block(h)
-    h = model.final_norm(h)
-    logits = F.linear(h, model.head.weight if model.head is not None else model.embed.weight)
-    return logits + model.vocab_pad.to(logits.dtype)
+    return model.logits(h)
 
 
 def check(c, args):
@@ -321,21 +316,8 @@ def main():
         return greedy(c, args)
     if not torch.cuda.is_available():
         sys.exit("the timing needs a CUDA device (--check and --prompt-ids run on the CPU)")
-    rows = []
-    for batch in args.batch:
-        for mode in args.modes.split(","):
-            try:
-                row = time_mode(c, mode, batch, args)
-            except torch.cuda.OutOfMemoryError as e:
-                row = {"mode": mode, "batch": batch, "error": "out of memory: " + str(e)[:200]}
-                torch.cuda.empty_cache()
-            row["config"] = args.config
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+    tb.run_rows(args.batch, args.modes.split(","), lambda mode, batch: time_mode(c, mode, batch, args), args.config,
+                args.json)
 
 
 if __name__ == "__main__":
