@@ -197,6 +197,21 @@ class Ccqa(nn.Module):
         self.tau = nn.Parameter(torch.zeros(Hkv))
         self.out_norm = RMSNorm(Lq, self.eps)
 
+    def mix(self, q0, k0, q, k):
+        """Per token (steps 5-6): the qk-mean of the projections q0, k0 [B, S, L] added to the
+        convolved q, k [B, S, L] as heads of dh, then the post-mix norms."""
+        B, S, _ = q.shape
+        dh, cc = self.dh, self.cfg
+        q, k = q.view(B, S, -1, dh), k.view(B, S, -1, dh)
+        if cc["qk_mean"]:
+            group = q.shape[2] // k.shape[2]
+            m = 0.5 * (q0.view(B, S, -1, dh) + k0.view(B, S, -1, dh).repeat_interleave(group, dim=2))
+            q = q + cc["qk_mean_gain"] * m
+            k = k + cc["qk_mean_gain"] * m.view(B, S, -1, group, dh).mean(3)
+        if cc["post_mix_norm"]:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k
+
     def forward(self, x):
         B, S, _ = x.shape
         dh, cc = self.dh, self.cfg
@@ -209,14 +224,7 @@ class Ccqa(nn.Module):
         q, k = q0, k0
         if cc["use_convs"]:
             q, k = self.conv2_q(self.conv1_q(q0)), self.conv2_k(self.conv1_k(k0))
-        q, k = q.view(B, S, -1, dh), k.view(B, S, -1, dh)
-        if cc["qk_mean"]:
-            group = q.shape[2] // k.shape[2]
-            m = 0.5 * (q0.view(B, S, -1, dh) + k0.view(B, S, -1, dh).repeat_interleave(group, dim=2))
-            q = q + cc["qk_mean_gain"] * m
-            k = k + cc["qk_mean_gain"] * m.view(B, S, -1, group, dh).mean(3)
-        if cc["post_mix_norm"]:
-            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.mix(q0, k0, q, k)
         q = rope(q, self.theta)
         k = rope(k * self.tau.exp().to(k.dtype).view(1, 1, -1, 1), self.theta)
         o = causal_attention(q, k, v, 1.0 / math.sqrt(dh)).reshape(B, S, -1)

@@ -105,14 +105,7 @@ def ccqa_chunk(m, x, positions, cache):
     if cc["use_convs"]:
         q = conv_chunk(m.conv2_q, conv_chunk(m.conv1_q, q0, cache["conv1_q"]), cache["conv2_q"])
         k = conv_chunk(m.conv2_k, conv_chunk(m.conv1_k, k0, cache["conv1_k"]), cache["conv2_k"])
-    q, k = q.view(B, n, -1, dh), k.view(B, n, -1, dh)
-    if cc["qk_mean"]:
-        group = q.shape[2] // k.shape[2]
-        mean = 0.5 * (q0.view(B, n, -1, dh) + k0.view(B, n, -1, dh).repeat_interleave(group, dim=2))
-        q = q + cc["qk_mean_gain"] * mean
-        k = k + cc["qk_mean_gain"] * mean.view(B, n, -1, group, dh).mean(3)
-    if cc["post_mix_norm"]:
-        q, k = m.q_norm(q), m.k_norm(k)
+    q, k = m.mix(q0, k0, q, k)
     q = rope_at(q, positions, m.theta)
     k = rope_at(k * m.tau.exp().to(k.dtype).view(1, 1, -1, 1), positions, m.theta)
     cache["k"].index_copy_(1, positions, k)
