@@ -23,6 +23,7 @@ struct Frozen {
   std::vector<int64_t> elements;  // per pipeline stage (a tied embedding's copy on the last stage too)
   std::vector<bool> layer_trains;  // per global layer: any of its parameters (its block's MoR routers on the first) trains
   bool embedding_trains = true;
+  bool head_trains = true;  // the last stage's vocabulary matrix: head.weight, or the tied embedding's copy
 };
 
 Frozen frozen_parameters(const RunConfig& config, const std::vector<model::StageLayers>& plan) {
@@ -44,17 +45,19 @@ Frozen frozen_parameters(const RunConfig& config, const std::vector<model::Stage
       if (frozen && c.tie_embeddings && plan.size() > 1) f.elements.back() += p.elements;  // the last stage's copy
     } else if (p.layer == model::ParameterEntry::kLastStage) {
       if (frozen) f.elements.back() += p.elements;
+      if (p.name == "head.weight") f.head_trains = !frozen;
     } else {
       if (frozen) f.elements[stage_of(p.layer)] += p.elements;
       if (!frozen) f.layer_trains[static_cast<size_t>(p.layer)] = true;
     }
   }
+  if (c.tie_embeddings) f.head_trains = f.embedding_trains;
   return f;
 }
 
 // What one micro-batch keeps for the backward on a stage, and the widest extra its backward
 // (or recomputation) holds at once. Where no gradient flows yet (train.freeze: the embedding and
-// the first layers frozen, no recomputation, on the first stage), the layers record nothing.
+// the first layers frozen, on the first stage), the layers record nothing.
 struct StageActivations {
   int64_t saved = 0;
   int64_t transient = 0;
@@ -162,9 +165,11 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
     const int stage = dp > 1 ? config.parallel.zero_stage : 0;
     const int64_t owned = stage > 0 ? (numel + dp - 1) / dp : numel;
     // The largest bucket: buckets hold whole parameters, so the embedding (tied: on the first
-    // and the last stage), larger than a bucket, is a bucket of its own.
+    // and the last stage) or the head, larger than a bucket, is a bucket of its own where it trains.
     int64_t largest_bucket = std::min(numel, bucket_numel);
-    if ((s == 0 || s == pp - 1) && frozen.embedding_trains) largest_bucket = std::max(largest_bucket, vocab_local * c.dim);
+    if ((s == 0 && frozen.embedding_trains) || (s == pp - 1 && frozen.head_trains)) {
+      largest_bucket = std::max(largest_bucket, vocab_local * c.dim);
+    }
     // Stage 2 with overlap gathers into two staging buckets (data_parallel_optimizer.cpp).
     const int staging = stage == 2 && config.parallel.overlap_grad_reduce ? 2 : 1;
     const parallel::ZeroMemory z =

@@ -182,6 +182,17 @@ TEST(MemoryEstimate, PipelineStagesHoldTheirMicroBatchesInFlightAndZeroShardsThe
   EXPECT_EQ(hydra::train::estimate_memory(c, grid(4, 1, 1)).stages[0].gradients, 4 * (2 * 256 * 64 + owned));
   c.parallel.overlap_grad_reduce = false;
   EXPECT_EQ(hydra::train::estimate_memory(c, grid(4, 1, 1)).stages[0].gradients, 4 * (256 * 64 + owned));
+  // train.freeze: a frozen matrix is in no bucket. With the (untied) head still training it is
+  // the largest bucket; with both frozen the buckets are bucket-sized.
+  const int64_t vocab_matrix = 256 * 64;
+  const int64_t owned_without = (hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total -
+                                 vocab_matrix + 3) / 4;
+  c.train.freeze = {"embed.weight"};
+  EXPECT_EQ(hydra::train::estimate_memory(c, grid(4, 1, 1)).stages[0].gradients, 4 * (vocab_matrix + owned_without));
+  c.train.freeze = {"embed.weight", "head.weight"};
+  const int64_t owned_neither = (hydra::model::compute_model_stats(c.model, c.train.seq_len).params_total -
+                                 2 * vocab_matrix + 3) / 4;
+  EXPECT_EQ(hydra::train::estimate_memory(c, grid(4, 1, 1)).stages[0].gradients, 4 * (2621 + owned_neither));
 }
 
 }  // namespace
