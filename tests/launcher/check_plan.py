@@ -10,7 +10,7 @@ sequences, global batch 8), one thread per rank (OMP_NUM_THREADS=1, so a rank is
 2. predict with `hydra plan --cluster configs/clusters/cpu-2core.yaml --gpus 1|2 --calibration
    --comm --json`;
 3. measure `hydra bench step` for 1 rank, dp2, tp2 and pp2 (4 micro-batches) and compare the
-   step time (the fastest of 2 runs, more while it misses; fail past the time tolerance) and the memory:
+   step time (the fastest of 2 runs with --strict, of 1 in CI, more while it misses; fail past the time tolerance) and the memory:
    hydra plan's peak must equal bench step's predicted_peak_gb (the same estimate); the measured
    peak is a CUDA figure, absent on the CPU; and dp2's data-parallel traffic (bench step's
    calls_per_step.dp.bytes) must be the float32 gradient of `hydra info`'s parameter count, and
@@ -62,6 +62,9 @@ UNEQUAL = 0.10
 TOLERANCE = ({"1 rank": 0.15, "dp2": 0.20, "pp2": 0.20, "tp2": 0.20} if STRICT else
              {"1 rank": 0.50, "dp2": 0.50, "pp2": 0.50, "tp2": 0.50})
 ATTEMPTS = 4
+# Runs of each layout at least (the fastest counts): two for --strict, where a few percent
+# matter; one in CI while it is undisturbed and within the 50% (the suite's time).
+MIN_RUNS = 2 if STRICT else 1
 DISTURBED = 0.15  # cores used by other processes, averaged over a run
 SKIP = 77
 LAYOUTS = [  # name, ranks, dp, tp, pp, micro_batches
@@ -135,7 +138,7 @@ def main():
     setargs = [w for s in sets for w in ("--set", s)]
 
     def bench(name, ranks, dp, tp, pp, m, batch=8, predicted_ms=None, tp_slice=None):
-        # The fastest undisturbed run of at least two: on a shared 2-core machine a run's mean
+        # The fastest undisturbed run of at least MIN_RUNS: on a shared 2-core machine a run's mean
         # step moves by up to 2x with what else runs. More runs (up to ATTEMPTS) while there is
         # no undisturbed one, or, with a prediction, while the best is outside the tolerance.
         runs = []
@@ -151,7 +154,7 @@ def main():
         while len(runs) < ATTEMPTS:
             runs.append(bench_once(name, ranks, dp, tp, pp, m, batch, len(runs) + 1, tp_slice))
             top, clean = best()
-            if len(runs) >= 2 and clean and not (predicted_ms and tol and abs(predicted_ms / top["step_ms"] - 1) > tol):
+            if len(runs) >= MIN_RUNS and clean and not (predicted_ms and tol and abs(predicted_ms / top["step_ms"] - 1) > tol):
                 break
         top, clean = best()
         top["attempts"], top["undisturbed"] = len(runs), clean
