@@ -124,7 +124,10 @@ fi
 if [ "${HYDRA_DECODE_BENCH:-0}" = 1 ] && [ -f "$DATA/manifest.json" ]; then
   dec=/tmp/hydra-decode
   rm -rf "$dec" && mkdir -p "$dec"
-  new=${HYDRA_DECODE_NEW:-128}
+  # 64 new tokens: batch 64 at the session-12 rate (72 tokens/s) is already a minute; and two
+  # torch modes (compiling takes a minute or more each): 128 tokens and three modes ran out of a
+  # 330 s call (2026-12-04, PERF.md).
+  new=${HYDRA_DECODE_NEW:-64}
   dec_args=(--config configs/small.yaml --set data.path="$DATA" --set train.device=cuda --set train.dtype=bf16
             --set train.seq_len=1024)
   "$BUILD_DIR/hydra" train "${dec_args[@]}" --set train.steps=2 --set train.global_batch=8 --set train.micro_batch=8 \
@@ -141,7 +144,8 @@ if [ "${HYDRA_DECODE_BENCH:-0}" = 1 ] && [ -f "$DATA/manifest.json" ]; then
   timeout 300 "${gen[@]}" --max-new "$new" --batch 64 --temperature 1 > "$dec/hydra-b64.json" 2> "$dec/hydra-b64.err"
   prompt_len=$(python3 -c "import json; print(json.load(open('$dec/hydra-b1.json'))['prompt_tokens'])" 2>/dev/null || echo 512)
   timeout 600 python3 bench/torch_decode.py --config configs/small.yaml --batch 1 64 --prompt-len "$prompt_len" \
-    --new "$new" --json "$dec/torch.json" > "$dec/torch.log" 2>&1 || echo "device-check: torch_decode.py FAILED"
+    --new "$new" --modes "${HYDRA_DECODE_MODES:-eager,reduce-overhead}" --json "$dec/torch.json" > "$dec/torch.log" 2>&1 ||
+    echo "device-check: torch_decode.py FAILED"
   python3 - "$dec" > "$OUT/decode-small.json" <<'PY'
 import json, os, sys
 d = sys.argv[1]
