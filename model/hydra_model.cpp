@@ -90,7 +90,7 @@ torch::Tensor LayerImpl::sublayers(const torch::Tensor& x,
   // Only the MLP's input is kept; backward runs the MLP again (its matmuls and SwiGLU).
   Mlp self = mlp;
   return h + checkpointed(mlp_in, [self](const torch::Tensor& in, bool) { return std::vector<torch::Tensor>{self->forward(in)}; },
-                          any_trains(*mlp))[0];
+                          *mlp)[0];
 }
 
 std::vector<torch::Tensor> LayerImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,
@@ -163,7 +163,7 @@ std::vector<torch::Tensor> MacroBlockImpl::run_layers(const torch::Tensor& x, co
         RunContext inner = run;
         if (!first) inner.log = nullptr;
         return layer->forward(in, positions, inner);
-      }, any_trains(*layer));
+      }, *layer);
     } else {
       out = layer->forward(h, positions, run);
     }
@@ -184,7 +184,7 @@ std::vector<torch::Tensor> MacroBlockImpl::forward(const torch::Tensor& x, const
       RunContext inner = run;
       if (!first) inner.log = nullptr;
       return self->run_layers(xin, pos, inner);
-    }, any_trains(*self));
+    }, *self);
   };
   // Recursion 1 takes every token.
   std::vector<torch::Tensor> out = pass(x, positions);

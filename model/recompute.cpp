@@ -1,5 +1,6 @@
 #include "model/recompute.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -122,13 +123,6 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
 
 }  // namespace
 
-bool any_trains(const torch::nn::Module& module) {
-  for (const auto& p : module.parameters()) {
-    if (p.requires_grad()) return true;
-  }
-  return false;
-}
-
 Checkpointing parse_checkpointing(const std::string& mode) {
   if (mode == "none") return Checkpointing::kNone;
   if (mode == "mlp") return Checkpointing::kMlp;
@@ -138,8 +132,12 @@ Checkpointing parse_checkpointing(const std::string& mode) {
              "train.activation_checkpointing: '" << mode << "' is not one of none|mlp|layer|block");
 }
 
-std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn, bool segment_trains) {
-  if (!at::GradMode::is_enabled() || (!x.requires_grad() && !segment_trains)) return fn(x, true);
+std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn, const torch::nn::Module& segment) {
+  const auto trains = [&segment] {
+    const auto params = segment.parameters();
+    return std::any_of(params.begin(), params.end(), [](const at::Tensor& p) { return p.requires_grad(); });
+  };
+  if (!at::GradMode::is_enabled() || (!x.requires_grad() && !trains())) return fn(x, true);
   const at::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
   auto state = c10::make_intrusive<RecomputeState>();
   state->fn = std::move(fn);

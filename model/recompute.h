@@ -28,13 +28,11 @@ Checkpointing parse_checkpointing(const std::string& mode);
 using RecomputeFn = std::function<std::vector<at::Tensor>(const at::Tensor& x, bool first_pass)>;
 
 // Outside grad mode this is fn(x, true). Otherwise x must be the only tensor input that needs
-// a gradient (parameters are reached through fn). If x does not require grad, a detached copy
-// that does is used, so that backward still reaches the parameters inside fn; unless no
-// parameter inside fn trains either (`segment_trains` false: train.freeze froze them all), when
-// nothing needs a gradient and fn(x, true) runs once, recording nothing, as without recompute.
-std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn, bool segment_trains = true);
-
-// Whether any parameter of `module` (and its submodules) requires a gradient.
-bool any_trains(const torch::nn::Module& module);
+// a gradient (parameters are reached through fn: those of `segment`, the module fn runs). If x
+// does not require grad, a detached copy that does is used, so that backward still reaches the
+// parameters inside fn; unless no parameter of `segment` requires grad either (train.freeze
+// froze them all), when nothing needs a gradient and fn(x, true) runs once, recording nothing,
+// as without recompute. (The parameters are looked at only then: in training x needs a gradient.)
+std::vector<at::Tensor> checkpointed(const at::Tensor& x, RecomputeFn fn, const torch::nn::Module& segment);
 
 }  // namespace hydra::model

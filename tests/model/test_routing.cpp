@@ -236,8 +236,12 @@ INSTANTIATE_TEST_SUITE_P(Model, Checkpointing, ::testing::Values("mlp", "layer",
 // The primitive: a segment with nothing to train on an input that needs no gradient runs once
 // and records nothing; with a parameter that trains it is recorded and recomputed in backward.
 TEST(Recompute, ASegmentWithNothingToTrainRunsOnceAndRecordsNothing) {
-  const torch::Tensor frozen_w = torch::ones({3}, torch::kDouble);  // as train.freeze leaves it
-  const torch::Tensor w = torch::ones({3}, torch::kDouble).requires_grad_(true);
+  // Two one-weight segments: one frozen (as train.freeze leaves it), one that trains.
+  struct Scale : torch::nn::Module {
+    explicit Scale(bool trains) : w(register_parameter("w", torch::ones({3}, torch::kDouble), trains)) {}
+    torch::Tensor w;
+  };
+  Scale frozen(false), trained(true);
   const torch::Tensor x = torch::randn({2, 3}, torch::kDouble);  // needs no gradient
   int calls = 0;
   const auto times = [&](const torch::Tensor& weight) {
@@ -246,15 +250,15 @@ TEST(Recompute, ASegmentWithNothingToTrainRunsOnceAndRecordsNothing) {
       return std::vector<torch::Tensor>{in * weight};
     });
   };
-  const torch::Tensor skipped = checkpointed(x, times(frozen_w), /*segment_trains=*/false)[0];
+  const torch::Tensor skipped = checkpointed(x, times(frozen.w), frozen)[0];
   EXPECT_EQ(calls, 1);
   EXPECT_FALSE(skipped.requires_grad());
-  const torch::Tensor kept = checkpointed(x, times(w), /*segment_trains=*/true)[0];
+  const torch::Tensor kept = checkpointed(x, times(trained.w), trained)[0];
   EXPECT_EQ(calls, 2);
   ASSERT_TRUE(kept.requires_grad());
   kept.sum().backward();
   EXPECT_EQ(calls, 3);  // the recompute
-  EXPECT_TRUE(torch::allclose(w.grad(), x.sum(0)));
+  EXPECT_TRUE(torch::allclose(trained.w.grad(), x.sum(0)));
 }
 
 }  // namespace
