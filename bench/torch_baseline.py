@@ -364,16 +364,21 @@ def decay_groups(model, weight_decay):
 TRACED_STEPS = 3
 
 
+def in_mode(module, mode):
+    """module as a benchmark mode runs it: "eager" (itself), "compile" or "reduce-overhead"."""
+    if mode == "compile":
+        return torch.compile(module)
+    if mode == "reduce-overhead":
+        return torch.compile(module, mode="reduce-overhead")
+    return module
+
+
 def time_mode(c, mode, batch, seq_len, steps, warmup, flops_per_token, trace=None):
     torch.manual_seed(0)
     device = torch.device("cuda")
     model = HydraDense(c).to(device)
     opt = torch.optim.AdamW(decay_groups(model, 0.1), lr=3e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
-    forward = model
-    if mode == "compile":
-        forward = torch.compile(model)
-    elif mode == "reduce-overhead":
-        forward = torch.compile(model, mode="reduce-overhead")
+    forward = in_mode(model, mode)
     gen = torch.Generator(device="cpu").manual_seed(1)
     extra = TRACED_STEPS if trace else 0
     data = torch.randint(0, c["vocab_size"], (steps + warmup + extra, batch, seq_len + 1), generator=gen).to(device)

@@ -245,11 +245,7 @@ def time_mode(c, mode, batch, args):
         tb.load_hydra_h5(model, args.checkpoint)
     context = args.prompt_len + args.new
     decoder = CachedDecoder(model, batch, context, dtype, device)
-    step = decoder
-    if mode == "compile":
-        step = torch.compile(decoder)
-    elif mode == "reduce-overhead":
-        step = torch.compile(decoder, mode="reduce-overhead")
+    step = tb.in_mode(decoder, mode)
     gen = torch.Generator(device="cpu").manual_seed(1)
     prompt = torch.randint(0, c["vocab_size"], (batch, args.prompt_len), generator=gen).to(device)
     torch.cuda.reset_peak_memory_stats()
