@@ -27,6 +27,7 @@
 #include "launcher/commands.h"
 #include "launcher/option_values.h"
 #include "model/decode.h"
+#include "model/decode_batch.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
 #include "model/sampling.h"
@@ -118,66 +119,93 @@ torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& con
   return out.logits.select(0, 0).select(0, -1).narrow(0, 0, vocab_size);
 }
 
-// The next-token logits of one sequence as it grows, by either path.
+// The next-token logits of every continuation as it grows, by either path. With the cache the
+// continuations are the rows of one model::DecodeBatch: a round's cached steps are one batched
+// step, a first call and a restart load the row with a prefill of its context.
 class NextLogits {
  public:
-  NextLogits(model::HydraModel m, bool cache, size_t window, int64_t vocab_size, torch::Device device)
-      : m_(std::move(m)), cache_(cache), window_(window), vocab_size_(vocab_size), device_(device) {}
+  NextLogits(model::HydraModel m, bool cache, size_t window, int64_t vocab_size, torch::Device device, int rows)
+      : m_(std::move(m)), cache_(cache), window_(window), vocab_size_(vocab_size), device_(device),
+        rows_(static_cast<size_t>(rows)) {
+    if (cache_) batch_.emplace(*m_, rows, static_cast<int64_t>(window_));
+  }
 
-  // The logits after `tokens` (the prompt and the tokens chosen so far, one more than at the
-  // previous call).
-  torch::Tensor after(const std::vector<int32_t>& tokens) { return after_all({this}, {&tokens})[0]; }
+  // The logits after the prompt, for every row: the prompt runs once and each row continues a
+  // copy of its cache (a fork).
+  torch::Tensor after_prompt(const std::vector<int32_t>& prompt) {
+    for (size_t i = 0; i < rows_.size(); ++i) advance(i, prompt);
+    const torch::Tensor context = token_tensor(prompt.begin() + rows_[0].start, prompt.end(), device_);
+    if (!cache_) return full_context_logits(m_, context, vocab_size_).to(torch::kCPU);
+    const model::Decoded d = model::prefill(*m_, context, static_cast<int64_t>(window_));
+    for (size_t i = 0; i < rows_.size(); ++i) {
+      batch_->load(static_cast<int64_t>(i), d.state);
+      rows_[i].prefills = 1;
+    }
+    return d.logits.narrow(0, 0, vocab_size_).to(torch::kCPU);
+  }
 
-  // after() of several sequences of one model: those that continue their cache take one batched
-  // decode step together (model/decode.h); a first call, a restart and --no-cache run alone.
-  static std::vector<torch::Tensor> after_all(const std::vector<NextLogits*>& rows,
-                                              const std::vector<const std::vector<int32_t>*>& tokens) {
+  // The logits after each listed row's tokens (one more than at its previous call), in order;
+  // the rows not listed are left as they are. Rows that continue their cache take one batched
+  // step together; a restart and --no-cache run alone.
+  std::vector<torch::Tensor> after(const std::vector<size_t>& rows, const std::vector<const std::vector<int32_t>*>& tokens) {
     std::vector<torch::Tensor> logits(rows.size());
-    std::vector<model::DecodeState*> stepping;
-    std::vector<int64_t> last;
-    std::vector<size_t> which;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      if (rows[i]->advance(*tokens[i])) {
-        stepping.push_back(&*rows[i]->state_);
-        last.push_back(tokens[i]->back());
-        which.push_back(i);
+    std::vector<int64_t> step_tokens(rows_.size(), 0);
+    std::vector<bool> stepping(rows_.size(), false);
+    bool any = false;
+    for (size_t j = 0; j < rows.size(); ++j) {
+      if (advance(rows[j], *tokens[j])) {
+        stepping[rows[j]] = any = true;
+        step_tokens[rows[j]] = tokens[j]->back();
       } else {
-        logits[i] = rows[i]->anew(*tokens[i]);
+        logits[j] = anew(rows[j], *tokens[j]);
       }
     }
-    if (!stepping.empty()) {
-      const torch::Tensor step = model::decode_step(*rows[which[0]]->m_, stepping, last);
-      for (size_t j = 0; j < which.size(); ++j) logits[which[j]] = step[j].narrow(0, 0, rows[which[j]]->vocab_size_);
+    if (any) {
+      // One copy to the host for all rows (sampling reads them there).
+      const torch::Tensor step = batch_->step(step_tokens, stepping).narrow(1, 0, vocab_size_).to(torch::kCPU);
+      for (size_t j = 0; j < rows.size(); ++j) {
+        if (stepping[rows[j]]) logits[j] = step[static_cast<int64_t>(rows[j])];
+      }
     }
     return logits;
   }
 
-  const std::optional<model::DecodeState>& state() const { return state_; }
-  int prefills() const { return prefills_; }
+  const std::optional<model::DecodeBatch>& batch() const { return batch_; }
+  int prefills(size_t row) const { return rows_.at(row).prefills; }
 
  private:
-  // Moves the context on to `tokens` (context_start); true when the cache continues: the last
-  // token is one decode step.
-  bool advance(const std::vector<int32_t>& tokens) {
-    HYDRA_CHECK(first_call_ || tokens.size() == seen_ + 1, "NextLogits: " << tokens.size() << " tokens after " << seen_);
-    seen_ = tokens.size();
-    const size_t start = first_call_ ? (tokens.size() > window_ ? tokens.size() - window_ : 0)
-                                     : context_start(tokens.size(), start_, window_);
-    const bool restart = first_call_ || start != start_;
-    first_call_ = false;
-    start_ = start;
+  // Where one row's context starts and what it has seen.
+  struct Row {
+    bool first_call = true;
+    size_t seen = 0;   // tokens at the previous call
+    size_t start = 0;  // where the context starts
+    int prefills = 0;
+  };
+
+  // Moves row i's context on to `tokens` (context_start); true when its cache continues: the
+  // last token is one decode step.
+  bool advance(size_t i, const std::vector<int32_t>& tokens) {
+    Row& row = rows_.at(i);
+    HYDRA_CHECK(row.first_call || tokens.size() == row.seen + 1,
+                "NextLogits: " << tokens.size() << " tokens after " << row.seen);
+    row.seen = tokens.size();
+    const size_t start = row.first_call ? (tokens.size() > window_ ? tokens.size() - window_ : 0)
+                                        : context_start(tokens.size(), row.start, window_);
+    const bool restart = row.first_call || start != row.start;
+    row.first_call = false;
+    row.start = start;
     return cache_ && !restart;
   }
 
-  // The logits after the context without a cached step: its prefill, or (--no-cache) a forward
-  // over all of it.
-  torch::Tensor anew(const std::vector<int32_t>& tokens) {
-    const torch::Tensor context = token_tensor(tokens.begin() + start_, tokens.end(), device_);
+  // Row i's logits after its context without a cached step: the context's prefill loaded into
+  // the row, or (--no-cache) a forward over all of it.
+  torch::Tensor anew(size_t i, const std::vector<int32_t>& tokens) {
+    const torch::Tensor context = token_tensor(tokens.begin() + rows_[i].start, tokens.end(), device_);
     if (!cache_) return full_context_logits(m_, context, vocab_size_);
-    model::Decoded d = model::prefill(*m_, context, window_);
-    state_.emplace(std::move(d.state));
-    ++prefills_;
-    return d.logits.narrow(0, 0, vocab_size_);
+    const model::Decoded d = model::prefill(*m_, context, static_cast<int64_t>(window_));
+    batch_->load(static_cast<int64_t>(i), d.state);
+    ++rows_[i].prefills;
+    return d.logits.narrow(0, 0, vocab_size_).to(torch::kCPU);
   }
 
   model::HydraModel m_;
@@ -185,16 +213,14 @@ class NextLogits {
   size_t window_;
   int64_t vocab_size_;
   torch::Device device_;
-  bool first_call_ = true;
-  size_t seen_ = 0;   // tokens at the previous call
-  size_t start_ = 0;  // where the context starts
-  std::optional<model::DecodeState> state_;
-  int prefills_ = 0;
+  std::vector<Row> rows_;
+  std::optional<model::DecodeBatch> batch_;  // with the cache
 };
 
 // What the KV cache costs (docs/MODEL.md "Decoding with caches"): per token, for one layer of
 // each type of the pattern and for the whole model (bf16, every effective layer: the worst
-// case), and what the run's cache held at the end (its dtype; MoD and MoR skip entries).
+// case), and what the run's caches held at the end over all continuations (their dtype; MoD and
+// MoR skip entries) and allocated; the first continuation's context and prefills.
 common::Json kv_cache_report(const Config& config, const NextLogits& next) {
   common::Json kv = common::Json::object();
   common::Json per_layer = common::Json::object();
@@ -203,12 +229,13 @@ common::Json kv_cache_report(const Config& config, const NextLogits& next) {
   }
   kv["bf16_bytes_per_token_per_layer"] = per_layer;
   kv["bf16_bytes_per_token"] = model::compute_model_stats(config.model, config.train.seq_len).kv_cache_bytes_per_token;
-  if (next.state()) {
-    kv["held_bytes"] = next.state()->cache_bytes();
-    kv["held_entries"] = next.state()->cache_entries();
-    kv["context_tokens"] = next.state()->length();
+  if (next.batch()) {
+    kv["held_bytes"] = next.batch()->cache_bytes();
+    kv["held_entries"] = next.batch()->cache_entries();
+    kv["allocated_bytes"] = next.batch()->allocated_bytes();
+    kv["context_tokens"] = next.batch()->length(0);
   }
-  kv["prefills"] = next.prefills();
+  kv["prefills"] = next.prefills(0);
   return kv;
 }
 
@@ -218,7 +245,6 @@ struct Continuation {
   std::vector<int32_t> generated;  // the tokens chosen so far
   std::string stopped;             // max_new, or end_of_text once it drew that
   uint64_t seed;
-  NextLogits next;
   std::mt19937_64 rng;
 };
 
@@ -284,12 +310,11 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   const size_t prompt_tokens = prompt.size();
   if (prompt.empty()) prompt.push_back(tokenizer->eot_id());  // a new document
   const auto start = std::chrono::steady_clock::now();
-  // The prompt runs once; every continuation starts from a copy of its state (a fork).
-  NextLogits prompt_next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device);
-  const torch::Tensor prompt_logits = prompt_next.after(prompt);
+  NextLogits next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device, o.batch);
+  const torch::Tensor prompt_logits = next.after_prompt(prompt);
   std::vector<Continuation> rows;
   for (int i = 0; i < o.batch; ++i) {
-    rows.push_back(Continuation{prompt, {}, "max_new", o.seed + i, prompt_next, std::mt19937_64(o.seed + i)});
+    rows.push_back(Continuation{prompt, {}, "max_new", o.seed + i, std::mt19937_64(o.seed + i)});
   }
   const bool stream = !args.json && o.batch == 1 && group.speaks();
   // The continuations advance together, one token each per round (their cached steps batched
@@ -297,16 +322,16 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   size_t produced = 0;
   for (int round = 0; round < o.max_new; ++round) {
     std::vector<Continuation*> going;
-    for (Continuation& row : rows) {
-      if (row.stopped != "end_of_text") going.push_back(&row);
+    std::vector<size_t> going_rows;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].stopped != "end_of_text") going.push_back(&rows[i]), going_rows.push_back(i);
     }
     if (going.empty()) break;
     std::vector<torch::Tensor> logits(going.size(), prompt_logits);
     if (round > 0) {
-      std::vector<NextLogits*> nexts;
       std::vector<const std::vector<int32_t>*> contexts;
-      for (Continuation* row : going) nexts.push_back(&row->next), contexts.push_back(&row->context);
-      logits = NextLogits::after_all(nexts, contexts);
+      for (Continuation* row : going) contexts.push_back(&row->context);
+      logits = next.after(going_rows, contexts);
     }
     std::vector<int32_t> ids;
     for (size_t i = 0; i < going.size(); ++i) {
@@ -372,7 +397,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     out["batch"] = o.batch;
     out["tp"] = group.size();
     out["cache"] = o.cache;
-    out["kv_cache"] = kv_cache_report(config, rows[0].next);
+    out["kv_cache"] = kv_cache_report(config, next);
     std::printf("%s\n", out.dump().c_str());
   } else {
     if (stream) {

@@ -38,6 +38,14 @@ struct AttentionImpl : torch::nn::Module {
   virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions,
                                const std::vector<CacheRun>& runs) = 0;
   virtual AttentionCache empty_cache() const = 0;
+  // Decoding B sequences together with preallocated caches (model/decode_batch.h): x [1, B, E]
+  // holds one new token of each row, positions [1, B]. Each row's token is put in slot count[b]
+  // of its row and attends to slots 0 .. count[b] (the first `span` slots are read; span exceeds
+  // every count). A row whose `write` [B] (bool) is false keeps its cache: its count does not
+  // advance and its fixed state is not updated (its output is computed and meaningless). No
+  // shape depends on the tokens and nothing is read back to the host.
+  virtual torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
+                                    const torch::Tensor& write, int64_t span) = 0;
 };
 using Attention = std::shared_ptr<AttentionImpl>;
 
@@ -52,6 +60,8 @@ struct GqaAttention : AttentionImpl {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return GqaCache{}; }
+  torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
+                            const torch::Tensor& write, int64_t span) override;
   // Tensor parallelism: the query heads split over tp; the KV heads split with them when tp
   // divides kv_heads (each rank's query heads then use its own KV heads only), a single KV head
   // (MQA) is replicated with gradients summed, and any other count is a ConfigError
@@ -127,6 +137,8 @@ struct CcqaAttention : AttentionImpl {
   // Decoding on the reference ops.
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return CcqaCache{}; }
+  torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
+                            const torch::Tensor& write, int64_t span) override;
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
   static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
@@ -155,6 +167,8 @@ struct MlaAttention : AttentionImpl {
   // (docs/MODEL.md "Decoding with caches"): the cache holds [c_kv ; k_r] only.
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
   AttentionCache empty_cache() const override { return MlaCache{}; }
+  torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
+                            const torch::Tensor& write, int64_t span) override;
   static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;

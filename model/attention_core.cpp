@@ -9,8 +9,10 @@ namespace hydra::model {
 
 namespace {
 
-// q [B, n, H, D] against the keys [B, m, Hkv, D] (m >= n, the queries the last n of them).
-at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+// q [B, n, H, D] against the keys [B, m, Hkv, D] (m >= n, the queries the last n of them);
+// visible [B, m] bool, when defined, also hides the keys of each row where it is false.
+at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                            const at::Tensor& visible = {}) {
   const int64_t B = q.size(0), n = q.size(1), H = q.size(2), D = q.size(3);
   const int64_t m = k.size(1), Hkv = k.size(2), Dv = v.size(3);
   HYDRA_CHECK(H % Hkv == 0, "query heads " << H << " not a multiple of key/value heads " << Hkv);
@@ -29,6 +31,9 @@ at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::
     const at::Tensor future = at::ones({n, m}, q.options().dtype(at::kBool)).triu(m - n + 1);
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
   }
+  if (visible.defined()) {
+    scores = scores.masked_fill(visible.logical_not().view({B, 1, 1, 1, m}), -std::numeric_limits<double>::infinity());
+  }
   at::Tensor probs = at::softmax(scores, -1);
   if (low_precision) probs = probs.to(q.scalar_type());
   const at::Tensor out = at::matmul(probs, vg);  // [B, Hkv, G, n, Dv]
@@ -44,6 +49,13 @@ at::Tensor causal_attention_reference(const at::Tensor& q, const at::Tensor& k, 
 
 at::Tensor attention_over_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
   return masked_attention(q, k, v, scale);
+}
+
+at::Tensor attention_over_rows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& visible,
+                               double scale) {
+  HYDRA_CHECK(q.size(1) == 1 && visible.sizes() == at::IntArrayRef({k.size(0), k.size(1)}),
+              "attention_over_rows: one query a row and a [rows, keys] mask");
+  return masked_attention(q, k, v, scale, visible);
 }
 
 at::Tensor shift_values(const at::Tensor& v) {

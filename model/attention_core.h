@@ -33,4 +33,10 @@ at::Tensor shift_values(const at::Tensor& v);
 // as causal_attention (matmul + masked softmax on any device). Returns [B, n, H, Dv].
 at::Tensor attention_over_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
 
+// Decoding B sequences with preallocated caches (model/decode_batch.h): one query a row,
+// q [B, 1, H, Dqk], over that row's keys k [B, m, H_kv, Dqk] and values v [B, m, H_kv, Dv]
+// where visible [B, m] (bool) is true. Grouping and softmax precision as above.
+at::Tensor attention_over_rows(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& visible,
+                               double scale);
+
 }  // namespace hydra::model

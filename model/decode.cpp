@@ -102,10 +102,12 @@ torch::Tensor run_tokens(HydraModelImpl& model, const torch::Tensor& ids, const 
   return h;
 }
 
+}  // namespace
+
 // The logits [1, T, V_padded] after the final hidden states h [1, T, E]. Under tp the head gives
 // this rank's vocabulary columns; placed among zeros and summed over the group they are the whole
 // row on every rank (exactly: each column is one rank's value plus zeros), which sampling needs.
-torch::Tensor next_logits(HydraModelImpl& model, const torch::Tensor& h) {
+torch::Tensor next_token_logits(HydraModelImpl& model, const torch::Tensor& h) {
   const torch::Tensor local = model.lm_head(model.tp.enter_region(model.final_norm->forward(h)));
   if (!model.tp.active()) return local;
   const ModelSlice& slice = model.slice;
@@ -113,8 +115,6 @@ torch::Tensor next_logits(HydraModelImpl& model, const torch::Tensor& h) {
   whole.narrow(-1, slice.vocab_begin, slice.vocab_local).copy_(local);
   return model.tp.reduce(whole);
 }
-
-}  // namespace
 
 int64_t DecodeState::cache_bytes() const {
   int64_t total = 0;
@@ -159,7 +159,7 @@ Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_
   const torch::Tensor positions = torch::arange(n, ids.options()).unsqueeze(0);
   const torch::Tensor h = run_tokens(model, ids, positions, Tokens{{&state}, std::vector<int64_t>(n, 0)});
   state.length_ = n;
-  const torch::Tensor logits = next_logits(model, h.narrow(1, n - 1, 1)).view({-1});
+  const torch::Tensor logits = next_token_logits(model, h.narrow(1, n - 1, 1)).view({-1});
   return {std::move(state), logits};
 }
 
@@ -188,7 +188,7 @@ torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>
   const torch::Tensor h = run_tokens(model, torch::tensor(tokens, options).view({1, B}),
                                      torch::tensor(positions, options).view({1, B}), Tokens{states, seq});
   for (DecodeState* state : states) ++state->length_;
-  return next_logits(model, h).view({B, -1});
+  return next_token_logits(model, h).view({B, -1});
 }
 
 }  // namespace hydra::model

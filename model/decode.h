@@ -54,6 +54,7 @@ class DecodeState {
   friend Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_length);
   friend torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
                                    const std::vector<int64_t>& tokens);
+  friend class DecodeBatch;
   const HydraModelImpl* model_ = nullptr;
   int64_t length_ = 0;
   int64_t max_length_ = 0;
@@ -77,5 +78,9 @@ torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t tok
 // states are distinct.
 torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
                           const std::vector<int64_t>& tokens);
+
+// The logits [1, T, V_padded] after the final hidden states h [1, T, E] (before the final norm):
+// the whole row on every rank under tensor parallelism (sampling needs it).
+torch::Tensor next_token_logits(HydraModelImpl& model, const torch::Tensor& h);
 
 }  // namespace hydra::model

@@ -61,4 +61,39 @@ int64_t cached_bytes(const AttentionCache& cache);
 // cat([old, fresh], dim 1), or fresh when old is undefined (an empty cache).
 at::Tensor append_tokens(const at::Tensor& old, const at::Tensor& fresh);
 
+// The caches of B sequences decoded together (model/decode_batch.h), preallocated so that a
+// decode step has the same shapes whatever the tokens: each per-token tensor of the types above
+// as [B, capacity, ...] (row b, slot i: the i-th token row b cached in this layer instance), the
+// fixed per-sequence state (CCQA's convolution histories, its last value projection) as
+// [B, ...]. Each tensor is allocated, zeros, when the first token reaches it (its shape is what
+// the layer computes); zeros are also the empty state. Every later write is in place.
+struct CacheRows {
+  AttentionCache tensors;  // the alternative of the layer's type (AttentionImpl::empty_cache)
+  at::Tensor count;        // [B] int64: the slots of each row that hold its tokens
+  int64_t capacity = 0;    // slots per row
+};
+
+// fresh [B, ...] (one token a row) into slot count[b] of each row of slots [B, capacity, ...]:
+// every row writes (a row whose count does not advance leaves a value that the next write
+// replaces and no read sees).
+void put_rows(at::Tensor& slots, const CacheRows& rows, const at::Tensor& fresh);
+// state [B, ...] becomes fresh where write [B] (bool) is true; zeros before the first write.
+void keep_where(at::Tensor& state, const at::Tensor& fresh, const at::Tensor& write);
+// The fixed state of each row, zeros before its first token: state allocated as zeros like
+// `like` [B, ...] when undefined.
+const at::Tensor& state_or_zeros(at::Tensor& state, const at::Tensor& like);
+// [B, span] bool: slot j of row b is read by its new token, j <= count[b] (its cached tokens
+// and the one just put).
+at::Tensor visible_slots(const CacheRows& rows, int64_t span);
+// count += write ([B] bool).
+void advance_rows(CacheRows& rows, const at::Tensor& write);
+// Row `row` holds what `one` (a one-sequence cache of the same type) holds: its tokens in slots
+// [0, n), its fixed state; whatever the row held before is dropped.
+void load_row(CacheRows& rows, int64_t row, const AttentionCache& one);
+// Tokens held over all rows (sum of count: reads the device), and their bytes.
+int64_t rows_tokens(const CacheRows& rows);
+int64_t rows_bytes(const CacheRows& rows);
+// Bytes allocated for the per-token tensors (B x capacity slots).
+int64_t rows_allocated_bytes(const CacheRows& rows);
+
 }  // namespace hydra::model

@@ -1,6 +1,7 @@
 #include "model/sampling.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -9,75 +10,102 @@
 namespace hydra::model {
 namespace {
 
-// Ids by decreasing logit, the lower id first among equals.
-std::vector<int64_t> ranked_ids(const std::vector<double>& z) {
-  std::vector<int64_t> order(z.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return z[a] > z[b]; });
-  return order;
-}
+// Ids by decreasing logit, the lower id first among equals, sorted only as far as asked: a
+// draw usually stops within the first few dozen ranks of a 50k vocabulary.
+class Ranking {
+ public:
+  explicit Ranking(const std::vector<double>& z) : z_(z), order_(z.size()) {
+    std::iota(order_.begin(), order_.end(), 0);
+  }
+  size_t size() const { return order_.size(); }
+  // The id at rank i (i < size()).
+  int64_t at(size_t i) {
+    if (i >= sorted_) sort_to(std::max({i + 1, 2 * sorted_, size_t{64}}));
+    return order_[i];
+  }
+  double logit_at(size_t i) { return z_[static_cast<size_t>(at(i))]; }
 
-// The kept ids (in rank order) and their probabilities, renormalised.
-struct Kept {
-  std::vector<int64_t> ids;
-  std::vector<double> probs;
+ private:
+  void sort_to(size_t m) {
+    m = std::min(m, order_.size());
+    // order_[0, sorted_) already holds the largest in rank order: rank the next ones among the rest.
+    std::partial_sort(order_.begin() + static_cast<std::ptrdiff_t>(sorted_), order_.begin() + static_cast<std::ptrdiff_t>(m),
+                      order_.end(), [this](int64_t a, int64_t b) { return z_[a] > z_[b] || (z_[a] == z_[b] && a < b); });
+    sorted_ = m;
+  }
+  const std::vector<double>& z_;
+  std::vector<int64_t> order_;
+  size_t sorted_ = 0;
 };
 
-Kept filter(const torch::Tensor& logits, const SamplingOptions& o) {
+// The logits as float64 on the host, checked with the options.
+std::vector<double> logits_row(const torch::Tensor& logits, const SamplingOptions& o) {
   HYDRA_CHECK(logits.dim() == 1 && logits.size(0) > 0, "sampling: logits must be one non-empty row");
   HYDRA_CHECK(o.temperature >= 0 && o.top_k >= 0 && o.top_p > 0 && o.top_p <= 1,
               "sampling: temperature " << o.temperature << ", top_k " << o.top_k << ", top_p " << o.top_p);
   const torch::Tensor cpu = logits.detach().to(torch::kCPU, torch::kDouble).contiguous();
   const double* p = cpu.data_ptr<double>();
-  std::vector<double> z(p, p + cpu.numel());
-  const std::vector<int64_t> order = ranked_ids(z);
-  Kept kept;
-  if (o.temperature == 0) {
-    kept.ids = {order.front()};
-    kept.probs = {1.0};
-    return kept;
-  }
-  const size_t k = o.top_k > 0 ? std::min<size_t>(static_cast<size_t>(o.top_k), order.size()) : order.size();
-  // Softmax of z / T over the top k, stable: subtract the largest.
-  const double top = z[order.front()] / o.temperature;
-  double sum = 0;
-  for (size_t i = 0; i < k; ++i) {
-    const double e = std::exp(z[order[i]] / o.temperature - top);
-    kept.ids.push_back(order[i]);
-    kept.probs.push_back(e);
-    sum += e;
-  }
-  for (double& q : kept.probs) q /= sum;
-  if (o.top_p < 1) {
-    double cumulative = 0;
-    size_t n = 0;
-    while (n < kept.probs.size() && cumulative < o.top_p) cumulative += kept.probs[n++];
-    kept.ids.resize(n);
-    kept.probs.resize(n);
-    for (double& q : kept.probs) q /= cumulative;
-  }
-  return kept;
+  return std::vector<double>(p, p + cpu.numel());
 }
+
+// The kept ranks [0, kept) of z and the probability of each: softmax of z / T over the top k,
+// renormalised over the top-p prefix. Greedy (T 0) keeps rank 0 alone.
+struct Filtered {
+  Filtered(const std::vector<double>& z, const SamplingOptions& o) : ranking(z), temperature(o.temperature) {
+    if (o.temperature == 0) return;
+    const size_t V = ranking.size();
+    const size_t k = o.top_k > 0 ? std::min<size_t>(static_cast<size_t>(o.top_k), V) : V;
+    // Stable: subtract the largest.
+    top = ranking.logit_at(0) / temperature;
+    double sum = 0;
+    if (k == V) {
+      for (const double zi : z) sum += std::exp(zi / temperature - top);
+    } else {
+      for (size_t i = 0; i < k; ++i) sum += std::exp(ranking.logit_at(i) / temperature - top);
+    }
+    norm = sum;
+    kept = k;
+    if (o.top_p < 1) {
+      double cumulative = 0;
+      size_t n = 0;
+      while (n < k && cumulative < o.top_p) cumulative += prob(n++);
+      kept = n;
+      norm = sum * cumulative;
+    }
+  }
+  double prob(size_t rank) { return std::exp(ranking.logit_at(rank) / temperature - top) / norm; }
+
+  Ranking ranking;
+  double temperature;
+  size_t kept = 1;
+  double top = 0, norm = 1;
+};
 
 }  // namespace
 
 int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& options, std::mt19937_64& rng) {
-  const Kept kept = filter(logits, options);
-  if (kept.ids.size() == 1) return kept.ids.front();
+  const std::vector<double> z = logits_row(logits, options);
+  Filtered f(z, options);
+  if (f.kept == 1) return f.ranking.at(0);
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   double cumulative = 0;
-  for (size_t i = 0; i < kept.ids.size(); ++i) {
-    cumulative += kept.probs[i];
-    if (u < cumulative) return kept.ids[i];
+  for (size_t i = 0; i < f.kept; ++i) {
+    cumulative += f.prob(i);
+    if (u < cumulative) return f.ranking.at(i);
   }
-  return kept.ids.back();  // u within rounding of 1
+  return f.ranking.at(f.kept - 1);  // u within rounding of 1
 }
 
 torch::Tensor sampling_distribution(const torch::Tensor& logits, const SamplingOptions& options) {
-  const Kept kept = filter(logits, options);
+  const std::vector<double> z = logits_row(logits, options);
+  Filtered f(z, options);
   torch::Tensor out = torch::zeros({logits.size(0)}, torch::kDouble);
   double* p = out.data_ptr<double>();
-  for (size_t i = 0; i < kept.ids.size(); ++i) p[kept.ids[i]] = kept.probs[i];
+  if (f.temperature == 0) {
+    p[f.ranking.at(0)] = 1.0;
+    return out;
+  }
+  for (size_t i = 0; i < f.kept; ++i) p[f.ranking.at(i)] = f.prob(i);
   return out;
 }
 

@@ -2,6 +2,7 @@
 // top-p, the tie order, and draws whose frequencies match the distribution.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -67,6 +68,62 @@ TEST(Sampling, DrawsFollowTheDistributionAndTheSeed) {
   }
   std::mt19937_64 a(3), b(3);
   for (int i = 0; i < 50; ++i) EXPECT_EQ(sample_next_token(z, o, a), sample_next_token(z, o, b));
+}
+
+// The reference: every id ranked by one full stable sort, the filters and the draw over it.
+std::vector<std::pair<int64_t, double>> reference_kept(const std::vector<double>& z, const SamplingOptions& o) {
+  std::vector<int64_t> order(z.size());
+  for (size_t i = 0; i < z.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return z[a] > z[b]; });
+  const size_t k = o.top_k > 0 ? std::min<size_t>(o.top_k, z.size()) : z.size();
+  std::vector<std::pair<int64_t, double>> kept;
+  double sum = 0;
+  for (size_t i = 0; i < k; ++i) {
+    kept.push_back({order[i], std::exp((z[order[i]] - z[order[0]]) / o.temperature)});
+    sum += kept.back().second;
+  }
+  for (auto& item : kept) item.second /= sum;
+  if (o.top_p < 1) {
+    double cumulative = 0;
+    size_t n = 0;
+    while (n < kept.size() && cumulative < o.top_p) cumulative += kept[n++].second;
+    kept.resize(n);
+    for (auto& item : kept) item.second /= cumulative;
+  }
+  return kept;
+}
+
+// A GPT-2-sized row with ties: the distribution and a seed's draws equal the full sort's
+// (sample_next_token ranks only as far as a draw reaches).
+TEST(Sampling, PartialRankingEqualsAFullSort) {
+  torch::manual_seed(5);
+  const torch::Tensor logits = (torch::randn({50257}, torch::kDouble) * 3).round() / 2;  // many ties
+  std::vector<double> z(logits.data_ptr<double>(), logits.data_ptr<double>() + logits.numel());
+  for (const auto& [k, p] : {std::pair{0, 1.0}, std::pair{40, 1.0}, std::pair{0, 0.9}, std::pair{200, 0.95}}) {
+    SamplingOptions o;
+    o.temperature = 0.8;
+    o.top_k = k;
+    o.top_p = p;
+    const auto kept = reference_kept(z, o);
+    const torch::Tensor dist = sampling_distribution(logits, o);
+    torch::Tensor want = torch::zeros({50257}, torch::kDouble);
+    for (const auto& [id, prob] : kept) want[id] = prob;
+    EXPECT_LT((dist - want).abs().max().item<double>(), 1e-12) << "top_k " << k << ", top_p " << p;
+    std::mt19937_64 ours(9), theirs(9);
+    for (int draw = 0; draw < 200; ++draw) {
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(theirs);
+      double cumulative = 0;
+      int64_t expected = kept.back().first;
+      for (const auto& [id, prob] : kept) {
+        cumulative += prob;
+        if (u < cumulative) {
+          expected = id;
+          break;
+        }
+      }
+      ASSERT_EQ(sample_next_token(logits, o, ours), expected) << "draw " << draw << ", top_k " << k << ", top_p " << p;
+    }
+  }
 }
 
 TEST(Sampling, RefusesBadOptions) {
