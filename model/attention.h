@@ -24,19 +24,17 @@ namespace hydra::model {
 // the constructors size their per-head parameters to this rank's heads (tp.size, tp.rank) and
 // mark the replicated parameters inside the tp region with tp.sum_grad.
 //
-// Decoding (docs/MODEL.md "Decoding with caches"): decode(x, positions, runs)
-// takes the normalised inputs x [1, T, E] of T new tokens, runs of consecutive tokens of one
-// sequence each (model/kv_cache.h's CacheRun: n tokens of a prompt, or one token of each of
-// several sequences), appends what each run leaves to its cache, and returns what forward would
-// return for those tokens had it been given each sequence's cached tokens and them.
-// empty_cache() is the cache of this type before any token; a cache of another type is refused.
-// The projections run on all T tokens at once; what reads a cache, run by run. Under tp each
-// rank caches what its forward computes (its heads, or the replicated latent or KV heads) and
-// decode runs the forward's collectives.
+// Decoding (docs/MODEL.md "Decoding with caches"): decode(x, positions, cache) takes the
+// normalised inputs x [1, T, E] of T new tokens of one sequence (a prompt, or the next token),
+// appends what they leave to the sequence's cache, and returns what forward would return for
+// those tokens had it been given the cached tokens and them. empty_cache() is the cache of this
+// type before any token; a cache of another type is refused. decode_rows (below) is the same
+// step for one token of each of B sequences with preallocated caches. Under tp each rank caches
+// what its forward computes (its heads, or the replicated latent or KV heads) and decoding runs
+// the forward's collectives.
 struct AttentionImpl : torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) = 0;
-  virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions,
-                               const std::vector<CacheRun>& runs) = 0;
+  virtual torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) = 0;
   virtual AttentionCache empty_cache() const = 0;
   // Decoding B sequences together with preallocated caches (model/decode_batch.h): x [1, B, E]
   // holds one new token of each row, positions [1, B]. Each row's token is put in slot count[b]
@@ -58,7 +56,7 @@ struct GqaAttention : AttentionImpl {
   GqaAttention(const ModelConfig& config, int64_t kv_heads, const ProjectionFactory& factory,
                const TensorParallelHooks& tp = {});
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
-  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
   AttentionCache empty_cache() const override { return GqaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
@@ -135,7 +133,7 @@ struct CcqaAttention : AttentionImpl {
                                             const torch::Tensor& kc, const torch::Tensor& positions,
                                             const torch::Tensor& kv_of_head);
   // Decoding on the reference ops.
-  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
   AttentionCache empty_cache() const override { return CcqaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
@@ -165,7 +163,7 @@ struct MlaAttention : AttentionImpl {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions) override;
   // Decoding with W_uk absorbed into the query and W_uv applied to the attended latent
   // (docs/MODEL.md "Decoding with caches"): the cache holds [c_kv ; k_r] only.
-  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, const std::vector<CacheRun>& runs) override;
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
   AttentionCache empty_cache() const override { return MlaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;

@@ -2,11 +2,8 @@
 // tokens' projections, the cache grown by what they leave, and attention of their queries over
 // the whole cache. Each reads as its forward, whose steps it reuses where a token needs only
 // itself (projections, norms, RoPE, qk-mean, the output), and replaces the steps that read
-// earlier tokens (attention; CCQA's convolutions and value shift) by their cached form. The
-// tokens of one call come in runs, one sequence each (kv_cache.h): what is per token runs on all
-// of them at once, what reads a cache run by run (for_each_run).
+// earlier tokens (attention; CCQA's convolutions and value shift) by their cached form.
 #include <cmath>
-#include <functional>
 
 #include <torch/torch.h>
 
@@ -18,35 +15,15 @@
 #include "model/same_input_projections.h"
 
 namespace hydra::model {
-namespace {
-
-// f(cache, first, length) for each run, in order: the run's tokens are [first, first + length) of
-// the call's. Returns f's results concatenated along the tokens (dim 1).
-torch::Tensor for_each_run(const std::vector<CacheRun>& runs,
-                           const std::function<torch::Tensor(AttentionCache&, int64_t, int64_t)>& f) {
-  std::vector<torch::Tensor> parts;
-  int64_t first = 0;
-  for (const CacheRun& run : runs) {
-    parts.push_back(f(*run.cache, first, run.length));
-    first += run.length;
-  }
-  return parts.size() == 1 ? parts[0] : torch::cat(parts, 1);
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // MQA, GQA, MHA: the key/value heads are the cache.
-torch::Tensor GqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions,
-                                   const std::vector<CacheRun>& runs) {
+torch::Tensor GqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) {
   const std::vector<torch::Tensor> qkv = queries_keys_values(x, positions);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dims.d));
-  return output(for_each_run(runs, [&](AttentionCache& cache, int64_t first, int64_t n) {
-    GqaCache& c = std::get<GqaCache>(cache);
-    c.k = append_tokens(c.k, qkv[1].narrow(1, first, n));
-    c.v = append_tokens(c.v, qkv[2].narrow(1, first, n));
-    return attention_over_cache(qkv[0].narrow(1, first, n), c.k, c.v, scale);
-  }));
+  GqaCache& c = std::get<GqaCache>(cache);
+  c.k = append_tokens(c.k, qkv[1]);
+  c.v = append_tokens(c.v, qkv[2]);
+  return output(attention_over_cache(qkv[0], c.k, c.v, 1.0 / std::sqrt(static_cast<double>(dims.d))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -66,44 +43,31 @@ torch::Tensor convolve_after(CausalConvImpl& conv, torch::Tensor& history, const
 
 }  // namespace
 
-torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions,
-                                    const std::vector<CacheRun>& runs) {
+torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) {
   const int64_t T = x.size(1), dh = dims.dh;
+  CcqaCache& c = std::get<CcqaCache>(cache);
   // 1. Down-projections and the values' projection, every token at once.
   const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
   const torch::Tensor &q0 = qkv0[0], &k0 = qkv0[1], &v0 = qkv0[2];
   // Under tp with replicated KV heads: the KV head of each of this rank's query heads (the
   // cache then holds every KV head, as the forward computes them all).
   const torch::Tensor kv_of_head = kv_of_local_heads(q0.size(-1) / dh, x.options());
-  // 2-3. Per sequence: the value shift reads its previous token's projection (zero before the
-  // first), the convolutions continue from its last K-1 inputs of each.
-  std::vector<torch::Tensor> qc_runs, kc_runs;
-  const torch::Tensor v = for_each_run(runs, [&](AttentionCache& cache, int64_t first, int64_t n) {
-    CcqaCache& c = std::get<CcqaCache>(cache);
-    const torch::Tensor q0_run = q0.narrow(1, first, n), k0_run = k0.narrow(1, first, n);
-    const torch::Tensor v0_run = v0.narrow(1, first, n);
-    if (!c.v0_last.defined()) c.v0_last = torch::zeros({1, 1, v0.size(2)}, v0.options());
-    const torch::Tensor v_run = values(torch::cat({c.v0_last, v0_run}, 1)).narrow(1, 1, n);
-    c.v0_last = v0_run.narrow(1, n - 1, 1);
-    qc_runs.push_back(cfg.use_convs ? convolve_after(*conv2_q, c.conv2_q, convolve_after(*conv1_q, c.conv1_q, q0_run))
-                                    : q0_run);
-    kc_runs.push_back(cfg.use_convs ? convolve_after(*conv2_k, c.conv2_k, convolve_after(*conv1_k, c.conv1_k, k0_run))
-                                    : k0_run);
-    return v_run;
-  });
+  // 2-3. The value shift reads the previous token's projection (zero before the first), the
+  // convolutions continue from the last K-1 inputs of each.
+  if (!c.v0_last.defined()) c.v0_last = torch::zeros({1, 1, v0.size(2)}, v0.options());
+  const torch::Tensor v = values(torch::cat({c.v0_last, v0}, 1)).narrow(1, 1, T);
+  c.v0_last = v0.narrow(1, T - 1, 1);
+  const torch::Tensor qc = cfg.use_convs ? convolve_after(*conv2_q, c.conv2_q, convolve_after(*conv1_q, c.conv1_q, q0)) : q0;
+  const torch::Tensor kc = cfg.use_convs ? convolve_after(*conv2_k, c.conv2_k, convolve_after(*conv1_k, c.conv1_k, k0)) : k0;
   // 4-7. Per token, as in the forward (with its sum over tp of a KV group's queries).
-  const std::vector<torch::Tensor> qk =
-      mix_and_rotate(q0, k0, torch::cat(qc_runs, 1), torch::cat(kc_runs, 1), positions, kv_of_head);
-  // 7. Each sequence's new queries over its keys and values.
+  const std::vector<torch::Tensor> qk = mix_and_rotate(q0, k0, qc, kc, positions, kv_of_head);
+  // 7. The new queries over the keys and values.
+  c.k = append_tokens(c.k, qk[1]);
+  c.v = append_tokens(c.v, v);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-  const torch::Tensor o = for_each_run(runs, [&](AttentionCache& cache, int64_t first, int64_t n) {
-    CcqaCache& c = std::get<CcqaCache>(cache);
-    c.k = append_tokens(c.k, qk[1].narrow(1, first, n));
-    c.v = append_tokens(c.v, v.narrow(1, first, n));
-    const torch::Tensor q_run = qk[0].narrow(1, first, n);
-    if (!kv_of_head.defined()) return attention_over_cache(q_run, c.k, c.v, scale);
-    return attention_over_cache(q_run, c.k.index_select(2, kv_of_head), c.v.index_select(2, kv_of_head), scale);
-  });
+  const torch::Tensor o = kv_of_head.defined() ? attention_over_cache(qk[0], c.k.index_select(2, kv_of_head),
+                                                                      c.v.index_select(2, kv_of_head), scale)
+                                               : attention_over_cache(qk[0], c.k, c.v, scale);
   // 8. Per-head norm, W_o (the reference ops, as the forward off the fused path).
   return wo->forward(head_rms_norm(o.reshape({1, T, -1}), out_norm->weight, dh, eps));
 }
@@ -116,8 +80,7 @@ torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor&
 //   sum_j p_j c_kv,j W_uv,h^T  =  (sum_j p_j c_kv,j) W_uv,h^T
 // is the attended latent times W_uv,h^T: W_uk and W_uv touch the new tokens only, never the
 // cache. (W_uv cannot be folded further into W_o: the per-head output norm lies between.)
-torch::Tensor MlaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions,
-                                   const std::vector<CacheRun>& runs) {
+torch::Tensor MlaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) {
   const int64_t T = x.size(1), d = dims.d, dr = dims.dr, dc = dims.dc;
   const torch::Tensor w_uk_heads = w_uk->plain_weight(), w_uv_heads = w_uv->plain_weight();
   HYDRA_CHECK(w_uk_heads.defined() && w_uv_heads.defined(), "MLA decoding needs plain W_uk, W_uv projections");
@@ -135,13 +98,11 @@ torch::Tensor MlaAttention::decode(const torch::Tensor& x, const torch::Tensor& 
   const int64_t heads = q_c.size(2);
   const torch::Tensor q_latent = torch::einsum("bnhd,hdc->bnhc", {q_c, w_uk_heads.view({heads, d, dc})});
   const torch::Tensor q = torch::cat({q_latent, q_r}, -1);  // [1, T, H, d_c + d_r]
-  // Steps 5, 7 and 8 on each sequence's cache: scale 1/sqrt(d + d_r) as in the forward.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d + dr));
-  const torch::Tensor o_latent = for_each_run(runs, [&](AttentionCache& cache, int64_t first, int64_t n) {
-    MlaCache& c = std::get<MlaCache>(cache);
-    c.latent = append_tokens(c.latent, latent.narrow(1, first, n));
-    return attention_over_cache(q.narrow(1, first, n), c.latent, c.latent.narrow(-1, 0, dc), scale);
-  });
+  // Steps 5, 7 and 8 over the cache: scale 1/sqrt(d + d_r) as in the forward.
+  MlaCache& c = std::get<MlaCache>(cache);
+  c.latent = append_tokens(c.latent, latent);
+  const torch::Tensor o_latent = attention_over_cache(q, c.latent, c.latent.narrow(-1, 0, dc),
+                                                      1.0 / std::sqrt(static_cast<double>(d + dr)));
   const torch::Tensor o = torch::einsum("bnhc,hdc->bnhd", {o_latent, w_uv_heads.view({heads, d, dc})});
   // Step 9.
   return wo->forward(fused_head_rms_norm(o.reshape({1, T, -1}), out_norm->weight, d, eps));

@@ -11,35 +11,6 @@
 namespace hydra::model {
 namespace {
 
-// The new tokens of one call as one row [1, T]: runs of consecutive tokens of one sequence each
-// (a prompt's n tokens, or one token of each of several sequences). seq[i]: the sequence of
-// token i, an index into `states`.
-struct Tokens {
-  std::vector<DecodeState*> states;
-  std::vector<int64_t> seq;
-
-  // The caches of layer instance (block, recursion, layer), one run per sequence in order.
-  std::vector<CacheRun> runs(size_t block, int recursion, size_t layer) const {
-    std::vector<CacheRun> out;
-    for (size_t i = 0; i < seq.size(); ++i) {
-      if (i > 0 && seq[i] == seq[i - 1]) {
-        ++out.back().length;
-        continue;
-      }
-      out.push_back({&states[seq[i]]->blocks[block].recursions[recursion - 1][layer], 1});
-    }
-    return out;
-  }
-  // The tokens a router chose (index [1, k], in order): their sequences.
-  Tokens subset(const torch::Tensor& index) const {
-    Tokens out{states, {}};
-    const torch::Tensor chosen = index.reshape({-1}).to(torch::kCPU, torch::kLong).contiguous();
-    const int64_t* p = chosen.data_ptr<int64_t>();
-    for (int64_t i = 0; i < chosen.numel(); ++i) out.seq.push_back(seq[p[i]]);
-    return out;
-  }
-};
-
 // Which layer instance: macro-block, recursion (1-based), pattern position.
 struct Instance {
   size_t block;
@@ -47,29 +18,31 @@ struct Instance {
   size_t layer;
 };
 
+AttentionCache& cache_of(DecodeState& state, const Instance& at) {
+  return state.blocks[at.block].recursions[static_cast<size_t>(at.recursion) - 1][at.layer];
+}
+
 // The layer on the new tokens x [1, T, E]; a MoD layer on those its router chooses (the others
-// pass unchanged and leave nothing in its caches).
+// pass unchanged and leave nothing in its cache).
 torch::Tensor layer_step(LayerImpl& layer, const Instance& at, const torch::Tensor& x, const torch::Tensor& positions,
-                         const Tokens& tokens) {
-  const auto run = [&](const Tokens& which) {
-    return [&layer, &at, which](const torch::Tensor& xs, const torch::Tensor& ps) {
-      const std::vector<CacheRun> runs = which.runs(at.block, at.recursion, at.layer);
-      return std::vector<torch::Tensor>{
-          layer.sublayers(xs, [&](const torch::Tensor& in) { return layer.attn->decode(in, ps, runs); }), {}};
-    };
+                         DecodeState& state) {
+  AttentionCache& cache = cache_of(state, at);
+  const auto run = [&](const torch::Tensor& xs, const torch::Tensor& ps) {
+    return std::vector<torch::Tensor>{
+        layer.sublayers(xs, [&](const torch::Tensor& in) { return layer.attn->decode(in, ps, cache); }), {}};
   };
-  if (!layer.router) return run(tokens)(x, positions)[0];
+  if (!layer.router) return run(x, positions)[0];
   const torch::Tensor logits = layer.router->forward(x).squeeze(-1);
   const Selection chosen = select_chosen(logits, {});
   if (chosen.selected_count == 0) return x;
-  return apply_routed(x, positions, logits, chosen, run(tokens.subset(chosen.index)))[0];
+  return apply_routed(x, positions, logits, chosen, run)[0];
 }
 
 // One pass through the block's layers with the caches of one recursion.
 torch::Tensor pass_step(MacroBlockImpl& block, size_t b, int recursion, torch::Tensor h, const torch::Tensor& positions,
-                        const Tokens& tokens) {
+                        DecodeState& state) {
   for (size_t l = 0; l < block.layers.size(); ++l) {
-    h = layer_step(*block.layers[l], {b, recursion, l}, h, positions, tokens);
+    h = layer_step(*block.layers[l], {b, recursion, l}, h, positions, state);
   }
   return h;
 }
@@ -77,16 +50,15 @@ torch::Tensor pass_step(MacroBlockImpl& block, size_t b, int recursion, torch::T
 // The block's recursions: recursion 1 on every new token, recursion r >= 2 on those its router
 // chooses among the ones recursion r-1 ran, with that recursion's caches.
 torch::Tensor block_step(MacroBlockImpl& block, size_t b, const torch::Tensor& x, const torch::Tensor& positions,
-                         const Tokens& tokens) {
-  torch::Tensor h = pass_step(block, b, 1, x, positions, tokens);
+                         DecodeState& state) {
+  torch::Tensor h = pass_step(block, b, 1, x, positions, state);
   torch::Tensor active;  // [1, T] bool: still recursing (undefined: all)
   for (int r = 2; r <= block.recursions; ++r) {
     const torch::Tensor logits = block.mor_routers[r - 2]->forward(h).squeeze(-1);
     const Selection chosen = select_chosen(logits, active);
     if (chosen.selected_count == 0) break;  // every new token has exited
-    const Tokens routed = tokens.subset(chosen.index);
     h = apply_routed(h, positions, logits, chosen, [&](const torch::Tensor& xs, const torch::Tensor& ps) {
-          return std::vector<torch::Tensor>{pass_step(block, b, r, xs, ps, routed), {}};
+          return std::vector<torch::Tensor>{pass_step(block, b, r, xs, ps, state), {}};
         })[0];
     active = chosen.member > 0.5;
   }
@@ -96,9 +68,9 @@ torch::Tensor block_step(MacroBlockImpl& block, size_t b, const torch::Tensor& x
 // The tokens [1, T] at positions [1, T] through the model, the caches grown; the final hidden
 // states [1, T, E] before the final norm.
 torch::Tensor run_tokens(HydraModelImpl& model, const torch::Tensor& ids, const torch::Tensor& positions,
-                         const Tokens& tokens) {
+                         DecodeState& state) {
   torch::Tensor h = model.embed_tokens(ids);
-  for (size_t b = 0; b < model.blocks.size(); ++b) h = block_step(*model.blocks[b], b, h, positions, tokens);
+  for (size_t b = 0; b < model.blocks.size(); ++b) h = block_step(*model.blocks[b], b, h, positions, state);
   return h;
 }
 
@@ -157,38 +129,22 @@ Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_
   const int64_t n = tokens.size(0);
   const torch::Tensor ids = tokens.to(model.embed.device(), torch::kLong).unsqueeze(0);
   const torch::Tensor positions = torch::arange(n, ids.options()).unsqueeze(0);
-  const torch::Tensor h = run_tokens(model, ids, positions, Tokens{{&state}, std::vector<int64_t>(n, 0)});
+  const torch::Tensor h = run_tokens(model, ids, positions, state);
   state.length_ = n;
   const torch::Tensor logits = next_token_logits(model, h.narrow(1, n - 1, 1)).view({-1});
   return {std::move(state), logits};
 }
 
 torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t token) {
-  return decode_step(model, std::vector<DecodeState*>{&state}, {token}).select(0, 0);
-}
-
-torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
-                          const std::vector<int64_t>& tokens) {
-  HYDRA_CHECK(!states.empty() && states.size() == tokens.size(),
-              "decode_step: " << states.size() << " states and " << tokens.size() << " tokens");
-  std::vector<int64_t> positions;
-  for (size_t i = 0; i < states.size(); ++i) {
-    const DecodeState& state = *states[i];
-    HYDRA_CHECK(state.model_ == &model, "decode_step: a state prefilled by another model");
-    HYDRA_CHECK(!state.full(), "decode_step: a state holds its " << state.max_length_
-                                                                 << " tokens already (prefill a shorter context)");
-    for (size_t j = 0; j < i; ++j) HYDRA_CHECK(states[j] != states[i], "decode_step: one state given twice");
-    positions.push_back(state.length_);
-  }
+  HYDRA_CHECK(state.model_ == &model, "decode_step: a state prefilled by another model");
+  HYDRA_CHECK(!state.full(), "decode_step: a state holds its " << state.max_length_
+                                                               << " tokens already (prefill a shorter context)");
   torch::NoGradGuard no_grad;
   const auto options = torch::dtype(torch::kLong).device(model.embed.device());
-  const auto B = static_cast<int64_t>(states.size());
-  std::vector<int64_t> seq(states.size());
-  for (size_t i = 0; i < seq.size(); ++i) seq[i] = static_cast<int64_t>(i);
-  const torch::Tensor h = run_tokens(model, torch::tensor(tokens, options).view({1, B}),
-                                     torch::tensor(positions, options).view({1, B}), Tokens{states, seq});
-  for (DecodeState* state : states) ++state->length_;
-  return next_token_logits(model, h).view({B, -1});
+  const torch::Tensor h = run_tokens(model, torch::full({1, 1}, token, options), torch::full({1, 1}, state.length_, options),
+                                     state);
+  ++state.length_;
+  return next_token_logits(model, h).view({-1});
 }
 
 }  // namespace hydra::model

@@ -8,8 +8,8 @@
 // token leaves no entry in that layer's cache; MoR keeps one cache per recursion, holding the
 // tokens that reached that recursion (a token that exits leaves nothing in the later ones).
 //
-// A DecodeState is one sequence; decode_step takes one token of each of several at once (their
-// projections and MLPs batched). The whole model (no pipeline stage), no autograd. Under tensor
+// A DecodeState is one sequence; model/decode_batch.h decodes several at once (its rows are
+// loaded from prefills). The whole model (no pipeline stage), no autograd. Under tensor
 // parallelism every rank of the group makes the same calls with the same tokens: each holds the
 // caches of its own heads (attention.h) and runs the forward's collectives, and each gets the
 // whole logits row. The caller owns the states; copying a DecodeState forks the sequence
@@ -52,8 +52,7 @@ class DecodeState {
  private:
   DecodeState() = default;
   friend Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_length);
-  friend torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
-                                   const std::vector<int64_t>& tokens);
+  friend torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t token);
   friend class DecodeBatch;
   const HydraModelImpl* model_ = nullptr;
   int64_t length_ = 0;
@@ -71,13 +70,6 @@ Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_
 
 // Appends one token to the state and returns the logits that follow it [V_padded].
 torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t token);
-
-// One token for each of several sequences at once (a batch: the weights are read once for all;
-// routing still decides per token): states[i] takes tokens[i], each at its own position. Returns
-// [B, V_padded], row i the logits after tokens[i]; the same as B calls of the one above. The
-// states are distinct.
-torch::Tensor decode_step(HydraModelImpl& model, const std::vector<DecodeState*>& states,
-                          const std::vector<int64_t>& tokens);
 
 // The logits [1, T, V_padded] after the final hidden states h [1, T, E] (before the final norm):
 // the whole row on every rank under tensor parallelism (sampling needs it).

@@ -46,13 +46,6 @@ struct MlaCache {
 
 using AttentionCache = std::variant<GqaCache, CcqaCache, MlaCache>;
 
-// New tokens of several sequences in one call (decoding a batch): `length` consecutive tokens of
-// one sequence, which its cache takes; a call's runs follow each other in the order given.
-struct CacheRun {
-  AttentionCache* cache;
-  int64_t length;
-};
-
 // Tokens held (0 when empty) and the bytes of the per-token tensors (k/v, c_kv/k_r; not CCQA's
 // fixed convolution and shift state).
 int64_t cached_tokens(const AttentionCache& cache);

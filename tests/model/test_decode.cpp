@@ -185,30 +185,6 @@ TEST(Decode, CopiedStateForks) {
   EXPECT_LT((after - full).narrow(0, 0, kVocab).abs().max().item<double>(), 1e-10);
 }
 
-// One step of several sequences at once equals their steps one by one: forks of one prompt at
-// different lengths, whose tokens MoD and MoR route differently.
-TEST(Decode, BatchedStepEqualsSingleSteps) {
-  HydraModel m = random_model({ModelConfig{}.pattern, /*mod=*/true, /*recursions=*/3}, torch::kDouble);
-  const torch::Tensor tokens = random_tokens(kTokens);
-  const Decoded d = prefill(*m, tokens.narrow(0, 0, 6), kTokens);
-  std::vector<DecodeState> batch(3, d.state);
-  decode_step(*m, batch[2], 5);  // one sequence a token further on
-  std::vector<DecodeState> alone = batch;
-  for (int64_t step = 0; step < 8; ++step) {
-    const int64_t t = tokens[6 + step].item<int64_t>();
-    const std::vector<int64_t> next = {t, (t + 1) % kVocab, (t + 2) % kVocab};
-    const torch::Tensor together = decode_step(*m, {&batch[0], &batch[1], &batch[2]}, next);
-    for (size_t i = 0; i < 3; ++i) {
-      const torch::Tensor single = decode_step(*m, alone[i], next[i]);
-      EXPECT_LT((together[i] - single).narrow(0, 0, kVocab).abs().max().item<double>(), 1e-12) << "step " << step;
-    }
-  }
-  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(batch[i].cache_entries(), alone[i].cache_entries());
-  // The sequences were routed differently (else the batch would not test per-token routing).
-  EXPECT_NE(batch[0].cache_entries(), batch[1].cache_entries());
-  EXPECT_THROW(decode_step(*m, {&batch[0], &batch[0]}, {1, 2}), common::RuntimeFailure);  // one state twice
-}
-
 TEST(Decode, RefusesWrongUse) {
   HydraModel m = random_model({{"mqa"}}, torch::kFloat);
   HydraModel other = random_model({{"mqa"}}, torch::kFloat);

@@ -7,6 +7,7 @@
 #include <ATen/Context.h>
 
 #include "decode_test_util.h"
+#include "model/decode_batch.h"
 
 namespace hydra::model {
 namespace {
@@ -34,23 +35,26 @@ TEST(DecodeGpu, Float32MatchesFusedForward) {
   expect_close_on_cuda({{"ccqa"}, false, 1, "heads", 128, "fused"}, torch::kFloat, 1e-4);
 }
 
-// A batched step of forks at different lengths equals their single steps (float32).
-TEST(DecodeGpu, BatchedStepEqualsSingleSteps) {
+// Rows decoded together on CUDA (model/decode_batch.h: masks, no host reads) equal their single
+// steps (float32), rows at different lengths.
+TEST(DecodeGpu, BatchEqualsSingleSteps) {
   const Shape s{ModelConfig{}.pattern, /*mod=*/true, /*recursions=*/2, "head_dim", 128, "fused"};
   HydraModel m = random_model(s, torch::kFloat, kCuda);
   const torch::Tensor tokens = random_tokens(kTokens, 3, kCuda);
   const Decoded d = prefill(*m, tokens.narrow(0, 0, 6), kTokens);
-  std::vector<DecodeState> batch(3, d.state);
-  decode_step(*m, batch[1], 7);
-  std::vector<DecodeState> alone = batch;
+  std::vector<DecodeState> alone(3, d.state);
+  decode_step(*m, alone[1], 7);
+  DecodeBatch batch(*m, 3, kTokens);
+  for (int64_t row = 0; row < 3; ++row) batch.load(row, d.state);
+  batch.step({0, 7, 0}, {false, true, false});
   for (int64_t step = 0; step < 6; ++step) {
     const int64_t t = tokens[6 + step].item<int64_t>();
     const std::vector<int64_t> next = {t, (t + 1) % kVocab, (t + 2) % kVocab};
-    const torch::Tensor together = decode_step(*m, {&batch[0], &batch[1], &batch[2]}, next);
+    const torch::Tensor together = batch.step(next);
     for (size_t i = 0; i < 3; ++i) {
       const torch::Tensor single = decode_step(*m, alone[i], next[i]);
       const double scale = std::max(1.0, single.narrow(0, 0, kVocab).abs().max().item<double>());
-      EXPECT_LT((together[i] - single).narrow(0, 0, kVocab).abs().max().item<double>() / scale, 1e-5);
+      EXPECT_LT((together[static_cast<int64_t>(i)] - single).narrow(0, 0, kVocab).abs().max().item<double>() / scale, 1e-5);
     }
   }
 }

@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include "model/decode.h"
+#include "model/decode_batch.h"
 #include "model/hydra_model.h"
 #include "parallel/parallel_context.h"
 #include "parallel/tensor_parallel.h"
@@ -155,24 +156,31 @@ TEST(TpDecode, GroupedKindsWithModAndMorMatchOneProcess) {
   expect_tp_decoding_matches(config({{"gqa", "mha", "mqa", "ccqa"}, /*mod=*/true, /*recursions=*/2}, tp().size()));
 }
 
-// One step of several sequences at once under tp equals the reference's steps one by one.
-TEST(TpDecode, BatchedStepMatchesOneProcess) {
+// Rows decoded together under tp (model/decode_batch.h: each rank's rows hold its heads'
+// caches) equal the reference's single-sequence steps, rows at different lengths.
+TEST(TpDecode, BatchMatchesOneProcess) {
   const model::ModelConfig c = config({model::ModelConfig{}.pattern, /*mod=*/true, /*recursions=*/2});
   auto ref = reference_model(c);
   auto mine = tp_model(c, *ref);
   ref->to(torch::kDouble);
   mine->to(torch::kDouble);
   const torch::Tensor tokens = tokens_of(kTokens);
-  model::Decoded ours = model::prefill(*mine, tokens.narrow(0, 0, 6), kTokens);
   model::Decoded theirs = model::prefill(*ref, tokens.narrow(0, 0, 6), kTokens);
-  std::vector<model::DecodeState> batch(2, ours.state), alone(2, theirs.state);
+  std::vector<model::DecodeState> alone(2, theirs.state);
+  model::decode_step(*ref, alone[1], 7);
+  model::DecodeBatch batch(*mine, 2, kTokens);
+  const model::Decoded ours = model::prefill(*mine, tokens.narrow(0, 0, 6), kTokens);
+  batch.load(0, ours.state);
+  batch.load(1, ours.state);
+  batch.step({0, 7}, {false, true});  // row 1 a token further on
   for (int64_t step = 0; step < 6; ++step) {
     const int64_t t = tokens[6 + step].item<int64_t>();
     const std::vector<int64_t> next = {t, (t + 1) % kVocab};
-    const torch::Tensor together = model::decode_step(*mine, {&batch[0], &batch[1]}, next);
+    const torch::Tensor together = batch.step(next);
     for (size_t i = 0; i < 2; ++i) {
       const torch::Tensor single = model::decode_step(*ref, alone[i], next[i]);
-      EXPECT_LT((together[i].narrow(0, 0, kVocab) - single.narrow(0, 0, kVocab)).abs().max().item<double>(), 1e-10)
+      EXPECT_LT((together[static_cast<int64_t>(i)].narrow(0, 0, kVocab) - single.narrow(0, 0, kVocab)).abs().max().item<double>(),
+                1e-10)
           << "step " << step;
     }
   }
