@@ -35,6 +35,7 @@
 #include "parallel/flat_layout.h"
 #include "parallel/parallel_context.h"
 #include "parallel/tensor_parallel.h"
+#include "train/decode_graphs.h"
 
 namespace hydra::launcher {
 namespace {
@@ -124,9 +125,11 @@ torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& con
 // step, a first call and a restart load the row with a prefill of its context.
 class NextLogits {
  public:
-  NextLogits(model::HydraModel m, bool cache, size_t window, int64_t vocab_size, torch::Device device, int rows)
+  // graphs: capture the cached steps in CUDA graphs (train/decode_graphs.h).
+  NextLogits(model::HydraModel m, bool cache, size_t window, int64_t vocab_size, torch::Device device, int rows,
+             bool graphs)
       : m_(std::move(m)), cache_(cache), window_(window), vocab_size_(vocab_size), device_(device),
-        rows_(static_cast<size_t>(rows)) {
+        rows_(static_cast<size_t>(rows)), graphs_(graphs && cache) {
     if (cache_) batch_.emplace(*m_, rows, static_cast<int64_t>(window_));
   }
 
@@ -162,7 +165,7 @@ class NextLogits {
     }
     if (any) {
       // One copy to the host for all rows (sampling reads them there).
-      const torch::Tensor step = batch_->step(step_tokens, stepping).narrow(1, 0, vocab_size_).to(torch::kCPU);
+      const torch::Tensor step = graphs_.step(*batch_, step_tokens, stepping).narrow(1, 0, vocab_size_).to(torch::kCPU);
       for (size_t j = 0; j < rows.size(); ++j) {
         if (stepping[rows[j]]) logits[j] = step[static_cast<int64_t>(rows[j])];
       }
@@ -171,6 +174,7 @@ class NextLogits {
   }
 
   const std::optional<model::DecodeBatch>& batch() const { return batch_; }
+  int graphs_captured() const { return graphs_.captured(); }
   int prefills(size_t row) const { return rows_.at(row).prefills; }
 
  private:
@@ -215,6 +219,7 @@ class NextLogits {
   torch::Device device_;
   std::vector<Row> rows_;
   std::optional<model::DecodeBatch> batch_;  // with the cache
+  train::DecodeGraphs graphs_;
 };
 
 // What the KV cache costs (docs/MODEL.md "Decoding with caches"): per token, for one layer of
@@ -310,7 +315,11 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   const size_t prompt_tokens = prompt.size();
   if (prompt.empty()) prompt.push_back(tokenizer->eot_id());  // a new document
   const auto start = std::chrono::steady_clock::now();
-  NextLogits next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device, o.batch);
+  // CUDA graphs for the cached steps on a GPU in one process (under tp the collectives are not
+  // captured), unless train.cuda_graphs is off.
+  const bool graphs = device.is_cuda() && group.size() == 1 && config.train.cuda_graphs != "off";
+  NextLogits next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device, o.batch,
+                  graphs);
   const torch::Tensor prompt_logits = next.after_prompt(prompt);
   std::vector<Continuation> rows;
   for (int i = 0; i < o.batch; ++i) {
@@ -397,6 +406,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     out["batch"] = o.batch;
     out["tp"] = group.size();
     out["cache"] = o.cache;
+    out["cuda_graphs"] = next.graphs_captured();
     out["kv_cache"] = kv_cache_report(config, next);
     std::printf("%s\n", out.dump().c_str());
   } else {

@@ -81,6 +81,8 @@ DecodeBatch::DecodeBatch(HydraModelImpl& model, int64_t rows, int64_t max_length
   HYDRA_CHECK(rows >= 1 && max_length >= 1, "DecodeBatch: " << rows << " rows of " << max_length << " tokens");
   const auto options = torch::dtype(torch::kLong).device(model.embed.device());
   positions_ = torch::zeros({1, rows}, options);
+  ids_ = torch::zeros({1, rows}, options);
+  write_ = torch::zeros({rows}, options.dtype(torch::kBool));
   for (const auto& block : model.blocks) {
     std::vector<std::vector<CacheRows>> recursions(static_cast<size_t>(block->recursions));
     for (auto& recursion : recursions) {
@@ -108,10 +110,14 @@ void DecodeBatch::load(int64_t row, const DecodeState& state) {
 }
 
 torch::Tensor DecodeBatch::step(const std::vector<int64_t>& tokens, const std::vector<bool>& active) {
+  return run(prepare(tokens, active));
+}
+
+int64_t DecodeBatch::prepare(const std::vector<int64_t>& tokens, const std::vector<bool>& active) {
   const int64_t B = rows();
   HYDRA_CHECK(static_cast<int64_t>(tokens.size()) == B && (active.empty() || static_cast<int64_t>(active.size()) == B),
               "DecodeBatch::step: " << tokens.size() << " tokens and " << active.size() << " flags for " << B << " rows");
-  std::vector<uint8_t> runs(static_cast<size_t>(B), 1);
+  std::vector<int64_t> runs(static_cast<size_t>(B), 1);
   int64_t longest = 0;
   for (size_t i = 0; i < runs.size(); ++i) {
     if (!active.empty() && !active[i]) {
@@ -123,17 +129,20 @@ torch::Tensor DecodeBatch::step(const std::vector<int64_t>& tokens, const std::v
                                                                        << " tokens already (prefill a shorter context)");
     longest = std::max(longest, lengths_[i] + 1);
   }
-  torch::NoGradGuard no_grad;
-  const torch::Device device = positions_.device();
-  const torch::Tensor ids = torch::tensor(tokens, torch::kLong).view({1, B}).to(device);
-  const torch::Tensor write = torch::tensor(std::vector<int64_t>(runs.begin(), runs.end()), torch::kLong).to(device) > 0;
-  const int64_t span = std::min(max_length_, (longest + kSpanStep - 1) / kSpanStep * kSpanStep);
-  const StepShape at{positions_, std::max<int64_t>(span, 1)};
-  torch::Tensor h = model_->embed_tokens(ids);
-  for (size_t b = 0; b < caches_.size(); ++b) h = block_rows(*model_->blocks[b], caches_[b], h, write, at);
-  positions_.add_(write.to(torch::kLong).view({1, B}));
+  ids_.copy_(torch::tensor(tokens, torch::kLong).view({1, B}));
+  write_.copy_(torch::tensor(runs, torch::kLong) > 0);
   for (size_t i = 0; i < runs.size(); ++i) lengths_[i] += runs[i];
-  return next_token_logits(*model_, h).view({B, -1});
+  const int64_t span = (longest + kSpanStep - 1) / kSpanStep * kSpanStep;
+  return std::max<int64_t>(1, std::min(max_length_, span));
+}
+
+torch::Tensor DecodeBatch::run(int64_t span) {
+  torch::NoGradGuard no_grad;
+  const StepShape at{positions_, span};
+  torch::Tensor h = model_->embed_tokens(ids_);
+  for (size_t b = 0; b < caches_.size(); ++b) h = block_rows(*model_->blocks[b], caches_[b], h, write_, at);
+  positions_.add_(write_.to(torch::kLong).view({1, -1}));
+  return next_token_logits(*model_, h).view({rows(), -1});
 }
 
 int64_t DecodeBatch::cache_entries() const {

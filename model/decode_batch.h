@@ -49,6 +49,15 @@ class DecodeBatch {
   // for an inactive row). Every active row must hold a loaded sequence that is not full.
   torch::Tensor step(const std::vector<int64_t>& tokens, const std::vector<bool>& active = {});
 
+  // step() in two halves, for a caller that captures the second in a CUDA graph
+  // (train/decode_graphs.h). prepare() checks the rows, copies the tokens and flags into the
+  // batch's input buffers, counts the tokens on the host and returns the span the step reads;
+  // run(span) then queues the step's device work, which reads only those buffers and the caches
+  // and writes only the caches and the positions, and returns the logits. Each prepare() must be
+  // followed by one run() of the span it returned.
+  int64_t prepare(const std::vector<int64_t>& tokens, const std::vector<bool>& active = {});
+  torch::Tensor run(int64_t span);
+
   // The tokens held in the caches, summed over layer instances and rows (under MoD and MoR fewer
   // than the lengths times the layers), their bytes, and the bytes allocated. Read the device.
   int64_t cache_entries() const;
@@ -60,6 +69,8 @@ class DecodeBatch {
   int64_t max_length_;
   std::vector<int64_t> lengths_;  // each row's tokens so far: its next position
   torch::Tensor positions_;       // [1, B] int64 on the model's device: lengths_, kept there
+  torch::Tensor ids_;             // [1, B] int64: the step's tokens (prepare's copy)
+  torch::Tensor write_;           // [B] bool: the step's active rows (prepare's copy)
   // caches_[block][recursion - 1][pattern position]
   std::vector<std::vector<std::vector<CacheRows>>> caches_;
 };

@@ -117,10 +117,11 @@ PY
 fi
 
 # Decoding speed (issue 19; HYDRA_DECODE_BENCH=1, off by default: beside the other sections its
-# file would be a ninth): `hydra generate` on `small` in bf16 from a 2-step checkpoint, prefill,
-# batch 1 and batch 64, beside bench/torch_decode.py (the same model in PyTorch with static
-# caches: eager, torch.compile, reduce-overhead) at the same prompt length and new tokens; all
-# rows into $OUT/decode-small.json.
+# file would be a ninth): `hydra generate` on dense `small` (MoD off, one recursion: the model
+# the baseline has) in bf16 from a 2-step checkpoint, prefill, batch 1 and batch 64 with the
+# decode steps in CUDA graphs and (-eager rows) without, beside bench/torch_decode.py (the same
+# model in PyTorch with static caches: eager, torch.compile, reduce-overhead) at the same prompt
+# length and new tokens; all rows into $OUT/decode-small.json.
 if [ "${HYDRA_DECODE_BENCH:-0}" = 1 ] && [ -f "$DATA/manifest.json" ]; then
   dec=/tmp/hydra-decode
   rm -rf "$dec" && mkdir -p "$dec"
@@ -129,7 +130,7 @@ if [ "${HYDRA_DECODE_BENCH:-0}" = 1 ] && [ -f "$DATA/manifest.json" ]; then
   # 330 s call (2026-12-04, PERF.md).
   new=${HYDRA_DECODE_NEW:-64}
   dec_args=(--config configs/small.yaml --set data.path="$DATA" --set train.device=cuda --set train.dtype=bf16
-            --set train.seq_len=1024)
+            --set train.seq_len=1024 --set model.mod.enabled=false --set model.mor.recursions=1)
   "$BUILD_DIR/hydra" train "${dec_args[@]}" --set train.steps=2 --set train.global_batch=8 --set train.micro_batch=8 \
     --set train.eval_every=0 --set checkpoint.dir="$dec/ck" --set log.jsonl="$dec/train.jsonl" > "$dec/train.log" 2>&1 ||
     echo "device-check: the decoding benchmark's training run FAILED"
@@ -142,15 +143,20 @@ if [ "${HYDRA_DECODE_BENCH:-0}" = 1 ] && [ -f "$DATA/manifest.json" ]; then
   timeout 300 "${gen[@]}" --max-new 1 --temperature 0 > "$dec/hydra-prefill.json" 2> "$dec/hydra-prefill.err"
   timeout 300 "${gen[@]}" --max-new "$new" --temperature 0 > "$dec/hydra-b1.json" 2> "$dec/hydra-b1.err"
   timeout 300 "${gen[@]}" --max-new "$new" --batch 64 --temperature 1 > "$dec/hydra-b64.json" 2> "$dec/hydra-b64.err"
+  timeout 300 "${gen[@]}" --max-new "$new" --temperature 0 --set train.cuda_graphs=off > "$dec/hydra-b1-eager.json" \
+    2> "$dec/hydra-b1-eager.err"
+  timeout 300 "${gen[@]}" --max-new "$new" --batch 64 --temperature 1 --set train.cuda_graphs=off \
+    > "$dec/hydra-b64-eager.json" 2> "$dec/hydra-b64-eager.err"
   prompt_len=$(python3 -c "import json; print(json.load(open('$dec/hydra-b1.json'))['prompt_tokens'])" 2>/dev/null || echo 512)
-  timeout 600 python3 bench/torch_decode.py --config configs/small.yaml --batch 1 64 --prompt-len "$prompt_len" \
+  timeout 600 python3 bench/torch_decode.py --config configs/small.yaml --set mod.enabled=false --set mor.recursions=1 \
+    --batch 1 64 --prompt-len "$prompt_len" \
     --new "$new" --modes "${HYDRA_DECODE_MODES:-eager,reduce-overhead}" --json "$dec/torch.json" > "$dec/torch.log" 2>&1 ||
     echo "device-check: torch_decode.py FAILED"
   python3 - "$dec" > "$OUT/decode-small.json" <<'PY'
 import json, os, sys
 d = sys.argv[1]
 out = {}
-for name in ("hydra-prefill", "hydra-b1", "hydra-b64"):
+for name in ("hydra-prefill", "hydra-b1", "hydra-b64", "hydra-b1-eager", "hydra-b64-eager"):
     try:
         row = json.load(open(os.path.join(d, name + ".json")))
         row.pop("tokens", None), row.pop("text", None)
