@@ -89,6 +89,10 @@ def main():
         kv = cached["kv_cache"]
         if kv["prefills"] != 3 or not 0 < kv["held_entries"] <= kv["context_tokens"] * 32 or kv["held_bytes"] <= 0:
             fail(f"kv_cache report {kv}")
+        # Allocated: every instance's rows for train.seq_len + 1 slots, held a part of them; no
+        # CUDA graphs on the CPU.
+        if not kv["held_bytes"] < kv["allocated_bytes"] or cached["cuda_graphs"] != 0:
+            fail(f"allocated {kv.get('allocated_bytes')} / held {kv['held_bytes']}, graphs {cached.get('cuda_graphs')}")
         if kv["bf16_bytes_per_token_per_layer"] != {"mqa": 64, "ccqa": 32, "mla": 80}:
             fail(f"bytes per token per layer {kv['bf16_bytes_per_token_per_layer']}")
         if uncached["kv_cache"]["prefills"] != 0 or "held_bytes" in uncached["kv_cache"]:
