@@ -20,12 +20,22 @@ class Ranking {
   size_t size() const { return order_.size(); }
   // The id at rank i (i < size()).
   int64_t at(size_t i) {
+    if (i == 0 && sorted_ == 0) first_largest();
     if (i >= sorted_) sort_to(std::max({i + 1, 2 * sorted_, size_t{64}}));
     return order_[i];
   }
   double logit_at(size_t i) { return z_[static_cast<size_t>(at(i))]; }
 
  private:
+  // Rank 0 alone (greedy, and the softmax's shift) by one pass: the first largest to the front.
+  void first_largest() {
+    size_t best = 0;
+    for (size_t j = 1; j < z_.size(); ++j) {
+      if (z_[j] > z_[best]) best = j;
+    }
+    std::swap(order_[0], order_[best]);
+    sorted_ = 1;
+  }
   void sort_to(size_t m) {
     m = std::min(m, order_.size());
     // order_[0, sorted_) already holds the largest in rank order: rank the next ones among the rest.
@@ -58,8 +68,9 @@ struct Filtered {
     // Stable: subtract the largest.
     top = ranking.logit_at(0) / temperature;
     double sum = 0;
-    if (k == V) {
-      for (const double zi : z) sum += std::exp(zi / temperature - top);
+    if (k == V) {  // every id: ATen's vectorised exp and sum over the row (a view of z, no copy)
+      const torch::Tensor row = torch::from_blob(const_cast<double*>(z.data()), {static_cast<int64_t>(V)}, torch::kDouble);
+      sum = (row / temperature - top).exp().sum().item<double>();
     } else {
       for (size_t i = 0; i < k; ++i) sum += std::exp(ranking.logit_at(i) / temperature - top);
     }
@@ -89,6 +100,15 @@ int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& op
   if (f.kept == 1) return f.ranking.at(0);
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   double cumulative = 0;
+  if (f.kept == z.size()) {
+    // Nothing filtered: the inversion runs over the ids in id order, which needs no ranking (a
+    // flat distribution would otherwise rank thousands of ids for one draw).
+    for (size_t id = 0; id < z.size(); ++id) {
+      cumulative += std::exp(z[id] / f.temperature - f.top) / f.norm;
+      if (u < cumulative) return static_cast<int64_t>(id);
+    }
+    return static_cast<int64_t>(z.size()) - 1;  // u within rounding of 1
+  }
   for (size_t i = 0; i < f.kept; ++i) {
     cumulative += f.prob(i);
     if (u < cumulative) return f.ranking.at(i);

@@ -1,7 +1,9 @@
 // Choosing the next token from a model's logits (hydra generate): temperature, top-k and
 // top-p (nucleus) filtering, then one draw. The draw inverts the cumulative distribution in
 // float64 on the host with a uniform number from the caller's generator, so a seed gives the
-// same tokens on any device and build; temperature 0 is greedy (the first largest logit).
+// same tokens on any device and build (the kept tokens by decreasing logit after a filter, all
+// tokens in id order when nothing is filtered); temperature 0 is greedy (the first largest
+// logit).
 #pragma once
 
 #include <cstdint>
