@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/Parallel.h>
+
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/weights_file.h"
 #include "common/errors.h"
@@ -342,10 +344,14 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
       for (Continuation* row : going) contexts.push_back(&row->context);
       logits = next.after(going_rows, contexts);
     }
-    std::vector<int32_t> ids;
-    for (size_t i = 0; i < going.size(); ++i) {
-      ids.push_back(static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, going[i]->rng)));
-    }
+    // Each continuation draws from its own generator, so the rows are sampled in parallel (on a
+    // GPU the host's sampling of a large batch would otherwise outlast the decode step).
+    std::vector<int32_t> ids(going.size());
+    at::parallel_for(0, static_cast<int64_t>(going.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        ids[i] = static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, going[i]->rng));
+      }
+    });
     group.agree(ids, device);
     for (size_t i = 0; i < going.size(); ++i) {
       Continuation& row = *going[i];
