@@ -165,6 +165,11 @@ struct MlaAttention : AttentionImpl {
   // (docs/MODEL.md "Decoding with caches"): the cache holds [c_kv ; k_r] only.
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) override;
   AttentionCache empty_cache() const override { return MlaCache{}; }
+  // Decoding's per-token steps: {the absorbed query [B, T, H, d_c + d_r], the cache entry
+  // [c_kv ; k_r] [B, T, 1, d_c + d_r]}; and from the attended latent [B, T, H, d_c] the output
+  // (W_uv per head, the per-head norm, W_o).
+  std::vector<torch::Tensor> absorbed_query_and_entry(const torch::Tensor& x, const torch::Tensor& positions);
+  torch::Tensor absorbed_output(const torch::Tensor& o_latent);
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
   static LayerSharding sharding(const Dims& dims, int tp = 1);

@@ -80,32 +80,41 @@ torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor&
 //   sum_j p_j c_kv,j W_uv,h^T  =  (sum_j p_j c_kv,j) W_uv,h^T
 // is the attended latent times W_uv,h^T: W_uk and W_uv touch the new tokens only, never the
 // cache. (W_uv cannot be folded further into W_o: the per-head output norm lies between.)
-torch::Tensor MlaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) {
-  const int64_t T = x.size(1), d = dims.d, dr = dims.dr, dc = dims.dc;
-  const torch::Tensor w_uk_heads = w_uk->plain_weight(), w_uv_heads = w_uv->plain_weight();
-  HYDRA_CHECK(w_uk_heads.defined() && w_uv_heads.defined(), "MLA decoding needs plain W_uk, W_uv projections");
+std::vector<torch::Tensor> MlaAttention::absorbed_query_and_entry(const torch::Tensor& x, const torch::Tensor& positions) {
+  const int64_t B = x.size(0), T = x.size(1), d = dims.d, dr = dims.dr, dc = dims.dc;
+  const torch::Tensor w_uk_heads = w_uk->plain_weight();
+  HYDRA_CHECK(w_uk_heads.defined(), "MLA decoding needs plain W_uk, W_uv projections");
   const std::vector<torch::Tensor> from_x = project_same_input(x, {w_dq.get(), w_dkv.get(), w_kr.get()});
   // Queries (steps 1-3): q_c, and q_r rotated.
   const torch::Tensor c_q = q_norm->forward(from_x[0]);
   const std::vector<torch::Tensor> from_cq = project_same_input(c_q, {w_uq.get(), w_qr.get()});
-  const torch::Tensor q_c = from_cq[0].view({1, T, -1, d});
-  const torch::Tensor q_r = fused_rope(from_cq[1].view({1, T, -1, dr}), positions, theta);
+  const torch::Tensor q_c = from_cq[0].view({B, T, -1, d});
+  const torch::Tensor q_r = fused_rope(from_cq[1].view({B, T, -1, dr}), positions, theta);
   // The cached key (steps 4 and 6): [c_kv ; RoPE(x W_kr)], one head.
   const torch::Tensor c_kv = kv_norm->forward(from_x[1]);
-  const torch::Tensor k_r = fused_rope(from_x[2].view({1, T, 1, dr}), positions, theta);
-  const torch::Tensor latent = torch::cat({c_kv.unsqueeze(2), k_r}, -1);  // [1, T, 1, d_c + d_r]
+  const torch::Tensor k_r = fused_rope(from_x[2].view({B, T, 1, dr}), positions, theta);
   // Absorbed query: q_c,h W_uk,h for every head h ([H, d, d_c] viewed from [H d, d_c]).
   const int64_t heads = q_c.size(2);
   const torch::Tensor q_latent = torch::einsum("bnhd,hdc->bnhc", {q_c, w_uk_heads.view({heads, d, dc})});
-  const torch::Tensor q = torch::cat({q_latent, q_r}, -1);  // [1, T, H, d_c + d_r]
+  return {torch::cat({q_latent, q_r}, -1), torch::cat({c_kv.unsqueeze(2), k_r}, -1)};
+}
+
+torch::Tensor MlaAttention::absorbed_output(const torch::Tensor& o_latent) {
+  const int64_t B = o_latent.size(0), T = o_latent.size(1), heads = o_latent.size(2), d = dims.d;
+  const torch::Tensor w_uv_heads = w_uv->plain_weight();
+  HYDRA_CHECK(w_uv_heads.defined(), "MLA decoding needs plain W_uk, W_uv projections");
+  const torch::Tensor o = torch::einsum("bnhc,hdc->bnhd", {o_latent, w_uv_heads.view({heads, d, dims.dc})});
+  // Step 9.
+  return wo->forward(fused_head_rms_norm(o.reshape({B, T, -1}), out_norm->weight, d, eps));
+}
+
+torch::Tensor MlaAttention::decode(const torch::Tensor& x, const torch::Tensor& positions, AttentionCache& cache) {
+  const std::vector<torch::Tensor> q_entry = absorbed_query_and_entry(x, positions);
   // Steps 5, 7 and 8 over the cache: scale 1/sqrt(d + d_r) as in the forward.
   MlaCache& c = std::get<MlaCache>(cache);
-  c.latent = append_tokens(c.latent, latent);
-  const torch::Tensor o_latent = attention_over_cache(q, c.latent, c.latent.narrow(-1, 0, dc),
-                                                      1.0 / std::sqrt(static_cast<double>(d + dr)));
-  const torch::Tensor o = torch::einsum("bnhc,hdc->bnhd", {o_latent, w_uv_heads.view({heads, d, dc})});
-  // Step 9.
-  return wo->forward(fused_head_rms_norm(o.reshape({1, T, -1}), out_norm->weight, d, eps));
+  c.latent = append_tokens(c.latent, q_entry[1]);
+  return absorbed_output(attention_over_cache(q_entry[0], c.latent, c.latent.narrow(-1, 0, dims.dc),
+                                              1.0 / std::sqrt(static_cast<double>(dims.d + dims.dr))));
 }
 
 }  // namespace hydra::model

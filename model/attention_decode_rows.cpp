@@ -100,26 +100,13 @@ torch::Tensor CcqaAttention::decode_rows(const torch::Tensor& x, const torch::Te
 // latent [c_kv ; k_r] of one head.
 torch::Tensor MlaAttention::decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                                         const torch::Tensor& write, int64_t span) {
-  const int64_t B = x.size(1), d = dims.d, dr = dims.dr, dc = dims.dc;
-  const torch::Tensor w_uk_heads = w_uk->plain_weight(), w_uv_heads = w_uv->plain_weight();
-  HYDRA_CHECK(w_uk_heads.defined() && w_uv_heads.defined(), "MLA decoding needs plain W_uk, W_uv projections");
-  const std::vector<torch::Tensor> from_x = project_same_input(x, {w_dq.get(), w_dkv.get(), w_kr.get()});
-  const torch::Tensor c_q = q_norm->forward(from_x[0]);
-  const std::vector<torch::Tensor> from_cq = project_same_input(c_q, {w_uq.get(), w_qr.get()});
-  const torch::Tensor q_c = from_cq[0].view({1, B, -1, d});
-  const torch::Tensor q_r = fused_rope(from_cq[1].view({1, B, -1, dr}), positions, theta);
-  const torch::Tensor c_kv = kv_norm->forward(from_x[1]);
-  const torch::Tensor k_r = fused_rope(from_x[2].view({1, B, 1, dr}), positions, theta);
+  const std::vector<torch::Tensor> q_entry = absorbed_query_and_entry(x, positions);
   MlaCache& c = std::get<MlaCache>(rows.tensors);
-  put_rows(c.latent, rows, torch::cat({c_kv.unsqueeze(2), k_r}, -1).select(0, 0));  // [B, 1, d_c + d_r]
-  const int64_t heads = q_c.size(2);
-  const torch::Tensor q_latent = torch::einsum("bnhd,hdc->bnhc", {q_c, w_uk_heads.view({heads, d, dc})});
-  const torch::Tensor q = torch::cat({q_latent, q_r}, -1);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d + dr));
-  const torch::Tensor o_latent = attend_rows(q, c.latent, c.latent.narrow(-1, 0, dc), rows, span, scale);
+  put_rows(c.latent, rows, q_entry[1].select(0, 0));  // [B, 1, d_c + d_r]
+  const torch::Tensor o_latent = attend_rows(q_entry[0], c.latent, c.latent.narrow(-1, 0, dims.dc), rows, span,
+                                             1.0 / std::sqrt(static_cast<double>(dims.d + dims.dr)));
   advance_rows(rows, write);
-  const torch::Tensor o = torch::einsum("bnhc,hdc->bnhd", {o_latent, w_uv_heads.view({heads, d, dc})});
-  return wo->forward(fused_head_rms_norm(o.reshape({1, B, -1}), out_norm->weight, d, eps));
+  return absorbed_output(o_latent);
 }
 
 }  // namespace hydra::model

@@ -145,34 +145,18 @@ torch::Tensor DecodeBatch::run(int64_t span) {
   return next_token_logits(*model_, h).view({rows(), -1});
 }
 
-int64_t DecodeBatch::cache_entries() const {
+int64_t DecodeBatch::sum_over_caches(int64_t (*of)(const CacheRows&)) const {
   int64_t total = 0;
   for (const auto& block : caches_) {
     for (const auto& recursion : block) {
-      for (const CacheRows& cache : recursion) total += rows_tokens(cache);
+      for (const CacheRows& cache : recursion) total += of(cache);
     }
   }
   return total;
 }
 
-int64_t DecodeBatch::cache_bytes() const {
-  int64_t total = 0;
-  for (const auto& block : caches_) {
-    for (const auto& recursion : block) {
-      for (const CacheRows& cache : recursion) total += rows_bytes(cache);
-    }
-  }
-  return total;
-}
-
-int64_t DecodeBatch::allocated_bytes() const {
-  int64_t total = 0;
-  for (const auto& block : caches_) {
-    for (const auto& recursion : block) {
-      for (const CacheRows& cache : recursion) total += rows_allocated_bytes(cache);
-    }
-  }
-  return total;
-}
+int64_t DecodeBatch::cache_entries() const { return sum_over_caches(rows_tokens); }
+int64_t DecodeBatch::cache_bytes() const { return sum_over_caches(rows_bytes); }
+int64_t DecodeBatch::allocated_bytes() const { return sum_over_caches(rows_allocated_bytes); }
 
 }  // namespace hydra::model

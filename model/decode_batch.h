@@ -65,6 +65,7 @@ class DecodeBatch {
   int64_t allocated_bytes() const;
 
  private:
+  int64_t sum_over_caches(int64_t (*of)(const CacheRows&)) const;
   HydraModelImpl* model_;
   int64_t max_length_;
   std::vector<int64_t> lengths_;  // each row's tokens so far: its next position

@@ -80,6 +80,25 @@ inline HydraModel random_model(const Shape& s, torch::Dtype dtype, torch::Device
   return m;
 }
 
+// CCQA's switches and kernel sizes, variant 0 .. kCcqaVariants - 1 (K 1 keeps no history, K 4,
+// no convolutions, no value shift, no qk-mean, no post-mix norm): a float64 model of CCQA and
+// MQA layers with MoD.
+constexpr int kCcqaVariants = 6;
+inline HydraModel ccqa_variant_model(int variant) {
+  ModelConfig c = decode_config({{"ccqa", "mqa"}, /*mod=*/true});
+  if (variant == 0) c.ccqa.conv_kernel = 1;
+  if (variant == 1) c.ccqa.conv_kernel = 4;
+  if (variant == 2) c.ccqa.use_convs = false;
+  if (variant == 3) c.ccqa.value_shift = false;
+  if (variant == 4) c.ccqa.qk_mean = false;
+  if (variant == 5) c.ccqa.post_mix_norm = false;
+  torch::manual_seed(0);
+  auto m = std::make_shared<HydraModelImpl>(c);
+  randomize(*m);
+  m->to(torch::kDouble);
+  return m;
+}
+
 inline torch::Tensor random_tokens(int64_t n, int seed = 3, torch::Device device = torch::kCPU) {
   torch::manual_seed(seed);
   return torch::randint(kVocab, {n}, torch::kLong).to(device);

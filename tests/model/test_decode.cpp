@@ -74,19 +74,8 @@ TEST(Decode, MorDefaultPatternMatchesFullForward) {
 // CCQA's switches and kernel sizes: the cached steps follow each (K 1 keeps no history).
 TEST(Decode, CcqaVariantsMatchFullForward) {
   const torch::Tensor tokens = random_tokens(kTokens);
-  for (int variant = 0; variant < 6; ++variant) {
-    ModelConfig c = decode_config({{"ccqa", "mqa"}, /*mod=*/true});
-    if (variant == 0) c.ccqa.conv_kernel = 1;
-    if (variant == 1) c.ccqa.conv_kernel = 4;
-    if (variant == 2) c.ccqa.use_convs = false;
-    if (variant == 3) c.ccqa.value_shift = false;
-    if (variant == 4) c.ccqa.qk_mean = false;
-    if (variant == 5) c.ccqa.post_mix_norm = false;
-    torch::manual_seed(0);
-    auto m = std::make_shared<HydraModelImpl>(c);
-    randomize(*m);
-    m->to(torch::kDouble);
-    HydraModel model = m;
+  for (int variant = 0; variant < kCcqaVariants; ++variant) {
+    HydraModel model = ccqa_variant_model(variant);
     EXPECT_LT(max_decode_error(model, tokens, 1), 1e-10) << "variant " << variant;
     EXPECT_LT(max_decode_error(model, tokens, 7), 1e-10) << "variant " << variant;
   }

@@ -97,19 +97,8 @@ TEST(DecodeBatch, MorDefaultPatternMatchesFullForward) {
 
 // CCQA's switches and kernel sizes (K 1 keeps an empty history).
 TEST(DecodeBatch, CcqaVariantsMatchFullForward) {
-  for (int variant = 0; variant < 6; ++variant) {
-    ModelConfig c = decode_config({{"ccqa", "mqa"}, /*mod=*/true});
-    if (variant == 0) c.ccqa.conv_kernel = 1;
-    if (variant == 1) c.ccqa.conv_kernel = 4;
-    if (variant == 2) c.ccqa.use_convs = false;
-    if (variant == 3) c.ccqa.value_shift = false;
-    if (variant == 4) c.ccqa.qk_mean = false;
-    if (variant == 5) c.ccqa.post_mix_norm = false;
-    torch::manual_seed(0);
-    auto built = std::make_shared<HydraModelImpl>(c);
-    randomize(*built);
-    built->to(torch::kDouble);
-    HydraModel m = built;
+  for (int variant = 0; variant < kCcqaVariants; ++variant) {
+    HydraModel m = ccqa_variant_model(variant);
     EXPECT_LT(three_rows_error(m), 1e-10) << "variant " << variant;
   }
 }
