@@ -108,10 +108,14 @@ int64_t DecodeState::cache_entries() const {
   return total;
 }
 
-Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_length) {
+void check_decodable(const HydraModelImpl& model) {
   HYDRA_CHECK(model.slice.first_stage && model.slice.last_stage,
               "decoding needs every layer of the model on this process: pipeline parallelism cannot decode "
               "(tensor parallelism can)");
+}
+
+Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_length) {
+  check_decodable(model);
   HYDRA_CHECK(tokens.dim() == 1 && tokens.size(0) >= 1 && tokens.size(0) <= max_length,
               "prefill takes 1 to " << max_length << " tokens, got shape " << tokens.sizes());
   torch::NoGradGuard no_grad;

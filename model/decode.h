@@ -71,6 +71,9 @@ Decoded prefill(HydraModelImpl& model, const torch::Tensor& tokens, int64_t max_
 // Appends one token to the state and returns the logits that follow it [V_padded].
 torch::Tensor decode_step(HydraModelImpl& model, DecodeState& state, int64_t token);
 
+// Refuses a model that is one pipeline stage of several (decoding needs every layer here).
+void check_decodable(const HydraModelImpl& model);
+
 // The logits [1, T, V_padded] after the final hidden states h [1, T, E] (before the final norm):
 // the whole row on every rank under tensor parallelism (sampling needs it).
 torch::Tensor next_token_logits(HydraModelImpl& model, const torch::Tensor& h);

@@ -75,9 +75,7 @@ torch::Tensor block_rows(MacroBlockImpl& block, std::vector<std::vector<CacheRow
 
 DecodeBatch::DecodeBatch(HydraModelImpl& model, int64_t rows, int64_t max_length)
     : model_(&model), max_length_(max_length), lengths_(static_cast<size_t>(rows), 0) {
-  HYDRA_CHECK(model.slice.first_stage && model.slice.last_stage,
-              "decoding needs every layer of the model on this process: pipeline parallelism cannot decode "
-              "(tensor parallelism can)");
+  check_decodable(model);
   HYDRA_CHECK(rows >= 1 && max_length >= 1, "DecodeBatch: " << rows << " rows of " << max_length << " tokens");
   const auto options = torch::dtype(torch::kLong).device(model.embed.device());
   positions_ = torch::zeros({1, rows}, options);

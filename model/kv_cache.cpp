@@ -28,9 +28,8 @@ at::Tensor append_tokens(const at::Tensor& old, const at::Tensor& fresh) {
   return old.defined() ? at::cat({old, fresh}, 1) : fresh.contiguous();
 }
 
-}  // namespace hydra::model
-
-namespace hydra::model {
+// ---------------------------------------------------------------------------------------------
+// The rows of a batch (CacheRows).
 namespace {
 
 int64_t batch_rows(const CacheRows& rows) { return rows.count.size(0); }

@@ -182,5 +182,19 @@ TEST(DecodeBatch, RefusesWrongUse) {
   EXPECT_EQ(batch.length(1), 5);
 }
 
+// A pipeline stage cannot hold a batch either (the refusal names it, as prefill's does).
+TEST(DecodeBatch, RefusesAPipelineStage) {
+  ModelOptions options;
+  options.stage = {0, 1};
+  torch::manual_seed(0);
+  HydraModel stage = std::make_shared<HydraModelImpl>(decode_config({{"mqa"}}), options);
+  try {
+    DecodeBatch batch(*stage, 2, 8);
+    ADD_FAILURE() << "a batch on a pipeline stage";
+  } catch (const common::RuntimeFailure& e) {
+    EXPECT_NE(std::string(e.what()).find("pipeline"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace hydra::model
