@@ -12,11 +12,10 @@
 // What is not captured yet falls back to the eager step (auto) or refuses to start (on):
 // several processes (the collectives and the gradient overlap, whose first step reads on the
 // host, have not been captured and tested on several GPUs) and train.inject_nonfinite_step
-// (a testing aid that poisons one chosen step), and train.activation_checkpointing (the
-// recompute runs a backward inside the backward; written to be capturable, the CUDA
-// generator's state is not read while capturing, but not yet run on a GPU under a capture).
-// Evaluation, logging, checkpoints and the
-// preemption check run eagerly between replays.
+// (a testing aid that poisons one chosen step). train.activation_checkpointing is captured
+// too: the recompute's backward inside the backward records into the same graph, and the CUDA
+// generator's state is not read while capturing (model/recompute.cpp). Evaluation, logging,
+// checkpoints and the preemption check run eagerly between replays.
 #pragma once
 
 #include <ATen/core/Tensor.h>

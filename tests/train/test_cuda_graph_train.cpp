@@ -82,4 +82,28 @@ TEST_F(CudaGraphTrain, CapturedStepEqualsTheEagerStep) {
   expect_same_steps("graph", "resumed", deterministic, 11);
 }
 
+// With activation checkpointing the recompute (a forward and a backward inside the backward)
+// is captured with the step: every mode trains as its eager run does, and as the run without
+// recompute does (recomputation changes nothing but time and memory).
+TEST_F(CudaGraphTrain, CapturedRecomputeEqualsTheEagerRecompute) {
+  const auto plain = sandbox()->train("plain", 0, sets("off"));
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  for (const std::string mode : {"mlp", "layer", "block"}) {
+    Sets eager_sets = sets("off"), graph_sets = sets("on");
+    eager_sets.push_back("train.activation_checkpointing=" + mode);
+    graph_sets.push_back("train.activation_checkpointing=" + mode);
+    const auto eager = sandbox()->train("eager_" + mode, 0, eager_sets);
+    ASSERT_EQ(eager.exit_code, 0) << eager.output;
+    const auto again = sandbox()->train("eager_again_" + mode, 0, eager_sets);
+    ASSERT_EQ(again.exit_code, 0) << again.output;
+    const bool deterministic = rows("eager_" + mode) == rows("eager_again_" + mode);
+    const auto graph = sandbox()->train("graph_" + mode, 0, graph_sets);
+    ASSERT_EQ(graph.exit_code, 0) << mode << ": " << graph.output;
+    EXPECT_NE(graph.output.find("cuda graphs: the training step captured"), std::string::npos) << graph.output;
+    ASSERT_EQ(rows("graph_" + mode).size(), static_cast<size_t>(kSteps)) << mode;
+    expect_same_steps("eager_" + mode, "graph_" + mode, deterministic);
+    expect_same_steps("plain", "graph_" + mode, false);
+  }
+}
+
 }  // namespace
