@@ -86,7 +86,13 @@ class Communicator {
   // calls return once enqueued, so its host waits would read as a wrong 0, not a small one).
   virtual std::optional<HostWait> host_wait() const = 0;
   // Every call so far on this communicator (collectives and point-to-point) and its payload.
+  // Counted on the host as calls are issued: a replayed CUDA graph issues none.
   virtual CallTotals call_totals() const = 0;
+  // Whether its calls may be recorded into a CUDA graph and replayed (train/step_graph.h):
+  // they queue device work only and keep no host-side watch on it. MPI: no (the transfers
+  // run on the host); NCCL: not yet (its watchdog records an event after every call, and
+  // captured collectives have not been run on several GPUs); the tp-slice group: yes.
+  virtual bool capturable() const = 0;
 
  protected:
   // The checks both backends make before a call: a RuntimeFailure naming the call `op`, this

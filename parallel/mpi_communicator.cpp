@@ -95,6 +95,7 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   std::optional<HostWait> host_wait() const override { return waited_; }
   CallTotals call_totals() const override { return log_.totals(); }
+  bool capturable() const override { return false; }
 
  private:
   // check_tensor, and the tensor within MPI's element count limit.

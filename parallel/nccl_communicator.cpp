@@ -85,6 +85,7 @@ class NcclCommunicator final : public Communicator {
   // Not measured: calls return once enqueued (see the header).
   std::optional<HostWait> host_wait() const override { return std::nullopt; }
   CallTotals call_totals() const override { return log_.totals(); }
+  bool capturable() const override { return false; }
 
   ncclComm_t comm() const { return comm_; }
   int device() const { return device_; }

@@ -45,6 +45,7 @@ class TpSliceCommunicator final : public Communicator {
   void barrier() override { ++totals_.calls; }
   std::optional<HostWait> host_wait() const override { return HostWait{}; }
   CallTotals call_totals() const override { return totals_; }
+  bool capturable() const override { return true; }  // device copies at most, nothing on the host
 
  protected:
   std::string device_refusal(const at::Device&) const override { return ""; }

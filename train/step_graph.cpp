@@ -18,15 +18,22 @@
 
 namespace hydra::train {
 
-std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const parallel::GridShape& shape) {
+std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const parallel::GridShape& shape,
+                                             bool tp_capturable) {
   std::vector<std::string> why;
   if (config.train.device != "cuda") why.push_back("train.device is " + config.train.device + ", not cuda");
 #ifndef HYDRA_CUDA
   if (config.train.device == "cuda") why.push_back("the CPU build has no CUDA");  // (load_config refuses this first)
 #endif
-  if (shape.world() > 1) {
-    why.push_back(std::to_string(shape.world()) +
-                  " processes: the collectives and the gradient overlap are not captured yet (one process only)");
+  if (shape.dp > 1) {
+    why.push_back("dp " + std::to_string(shape.dp) +
+                  ": the gradient reduction (its overlap reads on the host) is not captured yet");
+  }
+  if (shape.pp > 1) {
+    why.push_back("pp " + std::to_string(shape.pp) + ": the pipeline's sends and receives are not captured yet");
+  }
+  if (shape.tp > 1 && !tp_capturable) {
+    why.push_back("tp " + std::to_string(shape.tp) + ": its collectives are not captured yet");
   }
   if (config.train.inject_nonfinite_step > 0) {
     why.push_back("train.inject_nonfinite_step poisons one chosen step, which a replayed graph cannot single out");
@@ -34,10 +41,10 @@ std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const para
   return why;
 }
 
-bool use_cuda_graphs(const RunConfig& config, const parallel::ProcessGrid& grid) {
+bool use_cuda_graphs(const RunConfig& config, const parallel::ParallelContext& ctx) {
   const std::string& mode = config.train.cuda_graphs;
   if (mode == "off") return false;
-  const std::vector<std::string> why = cuda_graph_blockers(config, grid.shape);
+  const std::vector<std::string> why = cuda_graph_blockers(config, ctx.grid.shape, ctx.tp && ctx.tp->capturable());
   if (why.empty()) return true;
   std::string blocker;
   for (const auto& reason : why) blocker += (blocker.empty() ? "" : "; ") + reason;

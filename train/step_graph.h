@@ -10,8 +10,9 @@
 // makes them in the graph's own memory pool and every replay writes them afresh.
 //
 // What is not captured yet falls back to the eager step (auto) or refuses to start (on):
-// several processes (the collectives and the gradient overlap, whose first step reads on the
-// host, have not been captured and tested on several GPUs) and train.inject_nonfinite_step
+// several processes (the collectives and the gradient overlap, which reads on the host, have
+// not been captured and run on several GPUs; `hydra bench step --tp-slice`, one process whose
+// tp group has no peers, is captured) and train.inject_nonfinite_step
 // (a testing aid that poisons one chosen step). train.activation_checkpointing is captured
 // too: the recompute's backward inside the backward records into the same graph, and the CUDA
 // generator's state is not read while capturing (model/recompute.cpp). Evaluation, logging,
@@ -25,17 +26,21 @@
 #include <string>
 #include <vector>
 
+#include "parallel/parallel_context.h"
 #include "parallel/process_grid.h"
 #include "train/run_config.h"
 
 namespace hydra::train {
 
-// Why this run's step cannot be captured, every reason (none: it can).
-std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const parallel::GridShape& shape);
+// Why this run's step cannot be captured, every reason (none: it can). `tp_capturable`: the tp
+// group's collectives may be recorded (parallel::Communicator::capturable; the tp-slice
+// timing run's group, which has no peers).
+std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const parallel::GridShape& shape,
+                                             bool tp_capturable = false);
 
 // Whether this run captures its step: train.cuda_graphs off: no; auto: where it can (else an
 // info line says why not); on: yes, and a ConfigError naming the key where it cannot.
-bool use_cuda_graphs(const RunConfig& config, const parallel::ProcessGrid& grid);
+bool use_cuda_graphs(const RunConfig& config, const parallel::ParallelContext& ctx);
 
 class StepGraph {
  public:

@@ -146,7 +146,7 @@ void log_pipeline(const Run& run, const std::vector<model::StageLayers>& stages)
 }
 
 Run build_run(const RunConfig& config, parallel::ParallelContext& ctx) {
-  const bool graphs = use_cuda_graphs(config, ctx.grid);  // (train.cuda_graphs: on where it cannot fails here)
+  const bool graphs = use_cuda_graphs(config, ctx);  // (train.cuda_graphs: on where it cannot fails here)
   BatchPlan batches = plan_batches(config, ctx.grid);
   // The data first: a wrong path or tokenizer fails in a second, not after building a model.
   const auto seed = static_cast<uint64_t>(config.train.seed);
@@ -438,10 +438,15 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   // The steps of a run, without what a run does between them (logging, evaluation, saving);
   // their numbers stay on the device until the end.
   at::Tensor last_numbers;
+  // Collectives are counted on the host as they are issued, which a replay does not do: they
+  // are counted over the first step, always eager (every step issues the same calls).
+  const std::map<std::string, parallel::CallTotals> calls_before = parallel::call_totals(ctx);
+  std::map<std::string, parallel::CallTotals> calls_in_first_step;
   auto one_step = [&] {
     last_numbers = run_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
     run.progress.step += 1;
     run.progress.consumed_samples += t.global_batch;
+    if (calls_in_first_step.empty()) calls_in_first_step = parallel::call_totals(ctx);
   };
   // A captured step is timed from its replays: the eager steps and the capture are warm-up.
   result.warmup_steps = run.graph ? std::max(plan.warmup, run.graph->steps_before_replay()) : plan.warmup;
@@ -451,7 +456,6 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   StepTimer timer(cuda);
   run.timer = &timer;
   const std::optional<parallel::HostWait> waited_before = parallel::host_wait(ctx);
-  const std::map<std::string, parallel::CallTotals> calls_before = parallel::call_totals(ctx);
   const auto start = Clock::now();
   for (int i = 0; i < plan.steps; ++i) {
     timer.begin_step();
@@ -463,11 +467,10 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   RankStepFigures mine;
   mine.step_ms = result.wall_step_ms;
   set_wait_figures(mine, waited_before, parallel::host_wait(ctx), plan.steps);
-  const double per_step = 1.0 / std::max(plan.steps, 1);
-  for (const auto& [group, after] : parallel::call_totals(ctx)) {
+  for (const auto& [group, after] : calls_in_first_step) {
     const parallel::CallTotals before = calls_before.at(group);
-    result.calls_per_step[group] = {static_cast<double>(after.calls - before.calls) * per_step,
-                                    static_cast<double>(after.bytes - before.bytes) * per_step};
+    result.calls_per_step[group] = {static_cast<double>(after.calls - before.calls),
+                                    static_cast<double>(after.bytes - before.bytes)};
   }
   run.timer = nullptr;
   if (plan.traced > 0) {

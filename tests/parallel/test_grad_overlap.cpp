@@ -50,6 +50,7 @@ class MirroredPair : public Communicator {
   void barrier() override {}
   std::optional<HostWait> host_wait() const override { return std::nullopt; }
   CallTotals call_totals() const override { return {}; }
+  bool capturable() const override { return false; }
 
   std::vector<c10::Stream> streams;  // the current stream at each reducing call
 

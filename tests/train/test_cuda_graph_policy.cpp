@@ -7,16 +7,22 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "parallel/tp_slice.h"
 #include "train/step_graph.h"
 
 namespace {
 
 using hydra::train::RunConfig;
 
-hydra::parallel::ProcessGrid grid_of(int dp) {
-  hydra::parallel::GridShape shape;
-  shape.dp = dp;
-  return hydra::parallel::make_process_grid(shape, 0);
+hydra::parallel::ProcessGrid grid_of(int dp, int tp = 1, int pp = 1) {
+  return hydra::parallel::make_process_grid(hydra::parallel::GridShape{dp, tp, pp}, 0);
+}
+
+// A context with the grid alone (no communicators: use_cuda_graphs reads the tp group only).
+hydra::parallel::ParallelContext context_of(int dp) {
+  hydra::parallel::ParallelContext ctx;
+  ctx.grid = grid_of(dp);
+  return ctx;
 }
 
 bool mentions(const std::vector<std::string>& why, const std::string& piece) {
@@ -34,24 +40,49 @@ TEST(CudaGraphPolicy, NamesEveryReasonThatRulesTheCaptureOut) {
   const auto why = hydra::train::cuda_graph_blockers(c, grid_of(2).shape);
   EXPECT_EQ(why.size(), 3u);
   EXPECT_TRUE(mentions(why, "train.device is cpu"));
-  EXPECT_TRUE(mentions(why, "2 processes"));
+  EXPECT_TRUE(mentions(why, "dp 2: the gradient reduction"));
   EXPECT_TRUE(mentions(why, "train.inject_nonfinite_step"));
   EXPECT_FALSE(mentions(why, "activation_checkpointing"));
 
   c.train.cuda_graphs = "on";
   try {
-    hydra::train::use_cuda_graphs(c, grid_of(2));
+    hydra::train::use_cuda_graphs(c, context_of(2));
     ADD_FAILURE() << "train.cuda_graphs: on with blockers must refuse";
   } catch (const hydra::common::ConfigError& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("train.cuda_graphs: on, but the step cannot be captured"), std::string::npos) << what;
-    EXPECT_NE(what.find("2 processes"), std::string::npos) << what;
+    EXPECT_NE(what.find("dp 2"), std::string::npos) << what;
     EXPECT_NE(what.find("train.inject_nonfinite_step"), std::string::npos) << what;
   }
   c.train.cuda_graphs = "off";
-  EXPECT_FALSE(hydra::train::use_cuda_graphs(c, grid_of(2)));
+  EXPECT_FALSE(hydra::train::use_cuda_graphs(c, context_of(2)));
   c.train.cuda_graphs = "auto";
-  EXPECT_FALSE(hydra::train::use_cuda_graphs(c, grid_of(2)));
+  EXPECT_FALSE(hydra::train::use_cuda_graphs(c, context_of(2)));
+}
+
+// Each parallel axis is its own reason; tp is none where its group can be recorded (the
+// tp-slice timing run's group, which has no peers).
+TEST(CudaGraphPolicy, EachParallelAxisIsNamedAndATpSliceCaptures) {
+  RunConfig c;
+  c.train.device = "cuda";
+  const auto all = hydra::train::cuda_graph_blockers(c, grid_of(2, 2, 2).shape);
+  EXPECT_TRUE(mentions(all, "dp 2")) << all.size();
+  EXPECT_TRUE(mentions(all, "pp 2: the pipeline"));
+  EXPECT_TRUE(mentions(all, "tp 2: its collectives are not captured yet"));
+  const auto tp_only = hydra::train::cuda_graph_blockers(c, grid_of(1, 2).shape, /*tp_capturable=*/true);
+  EXPECT_FALSE(mentions(tp_only, "tp 2"));
+  EXPECT_FALSE(mentions(tp_only, "dp")) << "one dp rank is no reason";
+
+  hydra::parallel::ParallelContext slice;
+  slice.grid = grid_of(1, 2);
+  slice.tp = hydra::parallel::make_tp_slice_communicator(2);
+  EXPECT_TRUE(slice.tp->capturable());
+  c.train.cuda_graphs = "on";
+#ifdef HYDRA_CUDA
+  EXPECT_TRUE(hydra::train::use_cuda_graphs(c, slice));
+#else
+  EXPECT_THROW(hydra::train::use_cuda_graphs(c, slice), hydra::common::ConfigError);  // (no CUDA)
+#endif
 }
 
 TEST(CudaGraphPolicy, OneCudaProcessCaptures) {
@@ -61,7 +92,7 @@ TEST(CudaGraphPolicy, OneCudaProcessCaptures) {
   const auto why = hydra::train::cuda_graph_blockers(c, grid_of(1).shape);
 #ifdef HYDRA_CUDA
   EXPECT_TRUE(why.empty()) << why.front();
-  EXPECT_TRUE(hydra::train::use_cuda_graphs(c, grid_of(1)));
+  EXPECT_TRUE(hydra::train::use_cuda_graphs(c, context_of(1)));
 #else
   ASSERT_EQ(why.size(), 1u);
   EXPECT_EQ(why[0], "the CPU build has no CUDA");
