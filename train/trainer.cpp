@@ -442,11 +442,13 @@ StepBenchResult run_step_bench(const RunConfig& config, parallel::ParallelContex
   // are counted over the first step, always eager (every step issues the same calls).
   const std::map<std::string, parallel::CallTotals> calls_before = parallel::call_totals(ctx);
   std::map<std::string, parallel::CallTotals> calls_in_first_step;
+  bool first = true;
   auto one_step = [&] {
     last_numbers = run_step(run, lr_at(schedule, static_cast<int>(run.progress.step)));
     run.progress.step += 1;
     run.progress.consumed_samples += t.global_batch;
-    if (calls_in_first_step.empty()) calls_in_first_step = parallel::call_totals(ctx);
+    if (first) calls_in_first_step = parallel::call_totals(ctx);
+    first = false;
   };
   // A captured step is timed from its replays: the eager steps and the capture are warm-up.
   result.warmup_steps = run.graph ? std::max(plan.warmup, run.graph->steps_before_replay()) : plan.warmup;
