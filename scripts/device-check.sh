@@ -35,15 +35,16 @@ fi
 echo "device-check: built in $(( $(date +%s) - start )) s on $ngpu GPU(s)"
 
 # Parts can be skipped when device time is short: HYDRA_GPU_TESTS=0 (the gpu tests; then
-# HYDRA_BUILD_TARGETS=hydra builds the executable alone), HYDRA_TRAIN_BENCH=0 (the training
+# HYDRA_BUILD_TARGETS=hydra builds the executable alone), HYDRA_GPU_TESTS_REGEX=RE (only the gpu
+# tests whose names match RE, e.g. those of code changed since the last full run), HYDRA_TRAIN_BENCH=0 (the training
 # throughput runs), HYDRA_BENCH_ATTENTION=0, HYDRA_CKPT_TIMING=0 (below).
 rc=0
 if [ "${HYDRA_GPU_TESTS:-1}" != 0 ]; then
 labels="gpu"
 exclude="multigpu"
 (( ngpu >= 2 )) && exclude="^$"   # multi-GPU tests need 2 GPUs
-ctest --test-dir "$BUILD_DIR" -L "$labels" -LE "$exclude" --output-on-failure \
-  > "$OUT/gpu-tests.log" 2>&1
+ctest --test-dir "$BUILD_DIR" -L "$labels" -LE "$exclude" ${HYDRA_GPU_TESTS_REGEX:+-R "$HYDRA_GPU_TESTS_REGEX"} \
+  --output-on-failure > "$OUT/gpu-tests.log" 2>&1
 rc=$?
 grep -E "tests passed|tests failed|\*\*\*|Failed|Passed" "$OUT/gpu-tests.log" | tail -30
 echo "device-check: gpu tests exit $rc"
