@@ -83,9 +83,12 @@ TEST_F(CudaGraphTrain, CapturedStepEqualsTheEagerStep) {
 }
 
 // With activation checkpointing the recompute (a forward and a backward inside the backward)
-// is captured with the step: every mode trains as its eager run does, and as the run without
-// recompute does (recomputation changes nothing but time and memory).
-TEST_F(CudaGraphTrain, CapturedRecomputeEqualsTheEagerRecompute) {
+// would be captured with the step: every mode must train as its eager run does, and as the run
+// without recompute does (recomputation changes nothing but time and memory). Disabled with
+// the capture itself (train/step_graph.h): on 2026-12-05 the captured runs drifted from the
+// eager ones at steps 14-18 (gradient norm 12.9 against 1.03). Run it with
+// --gtest_also_run_disabled_tests and train.cuda_graphs's refusal lifted while finding why.
+TEST_F(CudaGraphTrain, DISABLED_CapturedRecomputeEqualsTheEagerRecompute) {
   const auto plain = sandbox()->train("plain", 0, sets("off"));
   ASSERT_EQ(plain.exit_code, 0) << plain.output;
   for (const std::string mode : {"mlp", "layer", "block"}) {
