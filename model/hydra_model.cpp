@@ -296,12 +296,14 @@ ModelOutput HydraModelImpl::forward(const torch::Tensor& input, const torch::Ten
   // The LM head is column-parallel over the vocabulary: its input enters the tp region.
   h = tp.enter_region(final_norm->forward(h));
   // Training and evaluation ask for the loss alone: the head and the cross entropy run chunk
-  // by chunk (linear_cross_entropy.h), never holding the whole batch's logits. The
-  // vocabulary-parallel loss (tp) and callers that want the logits take the path below.
-  if (targets.defined() && !tp.active() && !options.return_logits) {
+  // by chunk (linear_cross_entropy.h), never holding the whole batch's logits; under tp each
+  // rank over its slice of the vocabulary. Callers that want the logits take the path below.
+  if (targets.defined() && !options.return_logits) {
     const torch::Tensor weight = head ? head->named_parameters()["weight"] : embed;
-    const int64_t vocab_valid = std::min<int64_t>(vocab_local, std::max<int64_t>(1, config.vocab_size - vocab_begin));
-    result.lm_loss = linear_cross_entropy(h.reshape({B * S, h.size(-1)}), weight, targets.reshape({B * S}), vocab_valid);
+    const int64_t vocab_valid = std::clamp<int64_t>(config.vocab_size - vocab_begin, 0, vocab_local);
+    const VocabShard shard{vocab_begin, tp.max_over_group, tp.sum_over_group};
+    result.lm_loss = linear_cross_entropy(h.reshape({B * S, h.size(-1)}), weight, targets.reshape({B * S}), vocab_valid,
+                                          /*chunk_rows=*/0, tp.active() ? &shard : nullptr);
     return result;
   }
   const torch::Tensor logits = lm_head(h);

@@ -28,6 +28,7 @@ struct ChunkPlan {
   int64_t chunk_rows = 0;
   bool grad_h = false;  // compute grad_h (h requires a gradient)
   bool grad_w = false;  // compute grad_W
+  const VocabShard* shard = nullptr;  // tensor parallelism: this rank's slice of the vocabulary
 };
 
 struct ChunkedResult {
@@ -39,26 +40,37 @@ struct ChunkedResult {
 // One chunk with ATen ops, in place on `logits` [c, V]: the per-row loss (0 for ignored rows)
 // into `loss_rows`, and with `scale` (per row: 1 / count, 0 for ignored rows) the gradient
 // (softmax - onehot) * scale into `logits`. Any device; every big step is in place, so a call
-// allocates nothing of the chunk's size (but the float32 copy of a bf16 chunk).
+// allocates nothing of the chunk's size (but the float32 copy of a bf16 chunk). With a shard,
+// `logits` are this rank's columns and the row statistics are reduced over the group.
 void chunk_cross_entropy_aten(at::Tensor& logits, const at::Tensor& targets, int64_t vocab_valid,
-                              const at::Tensor& scale, at::Tensor loss_rows) {
+                              const at::Tensor& scale, at::Tensor loss_rows, const VocabShard* shard) {
   const int64_t vocab = logits.size(1);
   at::Tensor x = logits.to(loss_rows.scalar_type());  // the chunk itself when already float32/64
   if (vocab > vocab_valid) x.narrow(1, vocab_valid, vocab - vocab_valid).fill_(-std::numeric_limits<double>::infinity());
   const at::Tensor valid = targets.ne(kIgnoreTarget);
-  // Ignored rows read column 0 (always a real column); their loss is masked below. Targets
-  // outside [0, V) fail in gather, as in nll_loss.
-  const at::Tensor column = targets.clamp_min(0).unsqueeze(1);
-  x.sub_(at::amax(x, {1}, /*keepdim=*/true));          // x - max: exp cannot overflow
-  const at::Tensor shifted_target = x.gather(1, column);  // logit[target] - max
+  // Rows whose target is here: every counted row in one process (a target outside [0, V) then
+  // fails in gather, as in nll_loss), those of this slice under tp. The others read column 0
+  // and are masked with where (column 0 may be padding: -inf times 0 would be NaN).
+  const int64_t begin = shard ? shard->begin : 0;
+  const at::Tensor here = shard ? valid & targets.ge(begin) & targets.lt(begin + vocab) : valid;
+  const at::Tensor column = ((targets - begin) * here).unsqueeze(1);
+  at::Tensor row_max = at::amax(x, {1}, /*keepdim=*/true);
+  if (shard) shard->max_over_group(row_max);
+  x.sub_(row_max);  // x - max: exp cannot overflow
+  // Row statistics: logit[target] - max (from the slice that holds the target), sum of exp.
+  at::Tensor stats = at::empty({2, x.size(0)}, x.options());
+  stats[0].copy_(at::where(here, x.gather(1, column).squeeze(1), at::zeros({}, x.options())));
   x.exp_();
-  const at::Tensor sum = x.sum(1, /*keepdim=*/true);
+  stats[1].copy_(x.sum(1));
+  if (shard) shard->sum_over_group(stats);
+  const at::Tensor shifted_target = stats[0], sum = stats[1].unsqueeze(1);
   // lse - logit[target] = log(sum) - (logit[target] - max)
-  loss_rows.copy_((sum.log() - shifted_target).squeeze(1).masked_fill_(valid.logical_not(), 0));
+  loss_rows.copy_((sum.squeeze(1).log() - shifted_target).masked_fill_(valid.logical_not(), 0));
   if (!scale.defined()) return;
   const at::Tensor row_scale = scale.unsqueeze(1);
-  x.mul_(row_scale / sum);                       // softmax * scale
-  x.scatter_add_(1, column, row_scale.neg());    // - onehot * scale (ignored rows: scale 0)
+  x.mul_(row_scale / sum);  // softmax * scale
+  // - onehot * scale where the target is here (ignored rows: scale 0)
+  x.scatter_add_(1, column, at::where(here.unsqueeze(1), row_scale.neg(), at::zeros({}, x.options())));
   if (!x.is_same(logits)) logits.copy_(x);
 }
 
@@ -106,14 +118,15 @@ ChunkedResult run_chunks(const at::Tensor& h, const at::Tensor& w, const at::Ten
     at::mm_out(logits, h_c, w.t());
     at::Tensor loss_c = loss_rows.narrow(0, first, c);
 #if HYDRA_CUDA
-    if (fused_cross_entropy_applies(logits)) {
+    // (Under tp the fused kernel would need the statistics of every slice: ATen's path then.)
+    if (!plan.shard && fused_cross_entropy_applies(logits)) {
       cross_entropy_chunk_fused(logits, targets_c, plan.vocab_valid, any_grad ? row_scale.narrow(0, first, c) : at::Tensor(),
                                 loss_c);
     } else
 #endif
     {
       chunk_cross_entropy_aten(logits, targets_c, plan.vocab_valid, any_grad ? row_scale.narrow(0, first, c) : at::Tensor(),
-                               loss_c);
+                               loss_c, plan.shard);
     }
     if (plan.grad_h) {
       at::Tensor grad_h_c = out.grad_h.narrow(0, first, c);
@@ -140,8 +153,8 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& weight,
                             const at::Tensor& targets, int64_t vocab_valid, int64_t chunk_rows, bool grad_h,
-                            bool grad_w) {
-    ChunkPlan plan{vocab_valid, chunk_rows, grad_h, grad_w};
+                            bool grad_w, const VocabShard* shard) {
+    ChunkPlan plan{vocab_valid, chunk_rows, grad_h, grad_w, shard};
     ChunkedResult r = run_chunks(h.contiguous(), weight.contiguous(), targets.contiguous(), plan);
     ctx->save_for_backward({r.grad_h, r.grad_w});
     ctx->saved_data["h_dtype"] = static_cast<int64_t>(h.scalar_type());
@@ -155,7 +168,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     const auto h_dtype = static_cast<at::ScalarType>(ctx->saved_data["h_dtype"].toInt());
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
     return {scaled(saved[0], grads[0], h_dtype), scaled(saved[1], grads[0], w_dtype), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -169,7 +182,7 @@ int64_t linear_cross_entropy_chunk_rows(int64_t rows, int64_t vocab, bool cuda) 
 }
 
 at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& targets,
-                                int64_t vocab_valid, int64_t chunk_rows) {
+                                int64_t vocab_valid, int64_t chunk_rows, const VocabShard* shard) {
   HYDRA_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1),
               "linear_cross_entropy: h " << h.sizes() << ", weight " << weight.sizes());
   HYDRA_CHECK(h.scalar_type() == weight.scalar_type(),
@@ -177,15 +190,16 @@ at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, c
   HYDRA_CHECK(targets.dim() == 1 && targets.size(0) == h.size(0) && targets.scalar_type() == at::kLong,
               "linear_cross_entropy: targets " << targets.sizes() << " " << targets.scalar_type() << " for h "
                                                << h.sizes());
-  HYDRA_CHECK(0 < vocab_valid && vocab_valid <= weight.size(0),
+  HYDRA_CHECK((shard ? 0 : 1) <= vocab_valid && vocab_valid <= weight.size(0),
               "linear_cross_entropy: vocab_valid " << vocab_valid << " of " << weight.size(0));
+  HYDRA_CHECK(!shard || (shard->max_over_group && shard->sum_over_group), "linear_cross_entropy: a shard without reductions");
   if (chunk_rows <= 0) chunk_rows = linear_cross_entropy_chunk_rows(h.size(0), weight.size(0), h.is_cuda());
   if (h.size(0) == 0) {  // nothing to average: NaN, as nll_loss; still a node of the graph
     return (h.sum() * 0 + weight.sum() * 0).to(accumulation_type(h)) / 0.0;
   }
   const bool grad = at::GradMode::is_enabled();
   return LinearCrossEntropyFunction::apply(h, weight, targets, vocab_valid, chunk_rows, grad && h.requires_grad(),
-                                           grad && weight.requires_grad());
+                                           grad && weight.requires_grad(), shard);
 }
 
 }  // namespace hydra::model

@@ -12,9 +12,15 @@
 //
 // On CUDA (bf16 or float32) a fused kernel (kernels/cross_entropy.h) turns each chunk's logits
 // into its loss and gradient in place; elsewhere ATen ops do it, in place on one chunk buffer.
+//
+// Under tensor parallelism the head is split over the vocabulary (VocabShard): each rank
+// computes its columns' logits of a chunk, and the rows' statistics (the maximum, the sum of
+// exponentials, the target's logit) meet over the group in two small all-reduces a chunk, so
+// that no rank ever holds the whole batch's logits either.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include <ATen/core/Tensor.h>
 
@@ -33,12 +39,26 @@ constexpr int64_t kIgnoreTarget = -100;
 // first-touch faults cost more than the arithmetic here.
 int64_t linear_cross_entropy_chunk_rows(int64_t rows, int64_t vocab, bool cuda);
 
+// This rank's slice of a vocabulary-parallel head: its weight rows are the vocabulary's columns
+// [begin, begin + rows). The two reductions act in place on small statistics tensors over the
+// tensor-parallel group, outside autograd (model/tp_hooks.h supplies them).
+struct VocabShard {
+  int64_t begin = 0;
+  std::function<void(at::Tensor&)> max_over_group;
+  std::function<void(at::Tensor&)> sum_over_group;
+};
+
 // Mean over the rows whose target is not kIgnoreTarget of -log softmax(h W^T)[row, target]:
 // h [N, E], weight [V, E] (same dtype), targets [N] int64. Columns >= vocab_valid are padding
 // (-inf logits: no probability, zero gradient). chunk_rows 0: linear_cross_entropy_chunk_rows.
 // Returns a 0-dim float32 tensor (float64 for float64 inputs); NaN when every target is
 // ignored, as nll_loss. The count of targets stays a tensor: no host synchronisation.
+// With a `shard`, weight is this rank's slice (targets stay ids of the whole vocabulary, and
+// vocab_valid may be 0: a slice of padding only); every rank returns the whole loss, W's
+// gradient of its slice, and h's gradient from its slice, whose sum over the group is h's
+// gradient (the tp region's enter sums it in backward). Every rank of the group calls it with
+// the same h, targets and chunk_rows.
 at::Tensor linear_cross_entropy(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& targets,
-                                int64_t vocab_valid, int64_t chunk_rows = 0);
+                                int64_t vocab_valid, int64_t chunk_rows = 0, const VocabShard* shard = nullptr);
 
 }  // namespace hydra::model

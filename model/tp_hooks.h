@@ -39,7 +39,12 @@ struct TensorParallelHooks {
   std::function<void(at::Tensor&)> sum_grad;
   // Mean next-token cross entropy over vocabulary-sharded logits [B, S, V_local] (this rank's
   // columns start at vocab_begin); targets [B, S], -100 ignored. Never gathers the logits.
+  // For callers that want the logits; training's loss alone takes the chunked head below.
   std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& targets, int64_t vocab_begin)> cross_entropy;
+  // In-place maximum and sum over the group of small statistics, outside autograd: the chunked
+  // vocabulary-parallel head and loss (linear_cross_entropy.h, VocabShard) meet its rows' so.
+  std::function<void(at::Tensor&)> max_over_group;
+  std::function<void(at::Tensor&)> sum_over_group;
 
   bool active() const { return size > 1; }
   at::Tensor enter_region(const at::Tensor& x) const { return active() ? enter(x) : x; }

@@ -109,6 +109,8 @@ model::TensorParallelHooks make_tp_hooks(Communicator& tp) {
   hooks.cross_entropy = [group](const at::Tensor& logits, const at::Tensor& targets, int64_t vocab_begin) {
     return vocab_parallel_cross_entropy(*group, logits, targets, vocab_begin);
   };
+  hooks.max_over_group = [group](at::Tensor& t) { group->all_reduce(t, ReduceOp::kMax); };
+  hooks.sum_over_group = [group](at::Tensor& t) { group->all_reduce(t, ReduceOp::kSum); };
   return hooks;
 }
 

@@ -187,9 +187,11 @@ MemoryEstimate estimate_memory(const RunConfig& config, const parallel::GridShap
       // The final norm's input, the head's saved gradients of h (per token) and of W (its
       // float32 accumulator, kept until the backward).
       m.activations += tokens * model::head_activation_bytes(c, dtype) + vocab_local * c.dim * 4;
-      // During the head's forward: one chunk of logits.
+      // During the head's forward: one chunk of logits; under tp (ATen's path on the slice,
+      // not the fused kernel: linear_cross_entropy.h) also its float32 copy.
       const int64_t chunk = model::linear_cross_entropy_chunk_rows(tokens, vocab_local, true);
-      forward_end = chunk * vocab_local * dtype;
+      const int64_t copy = tp > 1 && dtype < 4 ? 4 : 0;
+      forward_end = chunk * vocab_local * (dtype + copy);
     }
     m.buffers = std::max(forward_end, a.transient);
     estimate.stages.push_back(m);

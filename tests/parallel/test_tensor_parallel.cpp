@@ -14,6 +14,7 @@
 
 #include "common/errors.h"
 #include "model/hydra_model.h"
+#include "model/linear_cross_entropy.h"
 #include "parallel/mpi_session.h"
 #include "parallel/parallel_context.h"
 #include "parallel/tensor_parallel.h"
@@ -128,9 +129,45 @@ TEST(TensorParallel, CcqaWithReplicatedKvHeadsEqualsOneProcess) { check_sublayer
 TEST(TensorParallel, GqaEqualsOneProcess) { check_sublayer("gqa", config(tp().size())); }
 TEST(TensorParallel, MhaEqualsOneProcess) { check_sublayer("mha", config(2)); }
 
+// The chunked head and loss over a vocabulary split in tp slices (VocabShard) against one
+// process's linear_cross_entropy, in float64: the same loss on every rank, each rank's slice of
+// W's gradient, and h's gradient once the slices' parts are summed (the tp region's enter).
+// V 203 leaves the last slice padded (at tp 4: 51 columns a rank, 1 of padding); chunks of 5
+// rows over 23 rows, the last one shorter; ignored targets, and targets in every slice.
+TEST(TensorParallel, VocabShardedLinearCrossEntropyEqualsOneProcess) {
+  const int64_t N = 23, E = 6, V = 203;
+  const int ranks = tp().size(), rank = tp().rank();
+  const int64_t v_local = (V + ranks - 1) / ranks, begin = v_local * rank;
+  const int64_t valid_here = std::clamp<int64_t>(V - begin, 0, v_local);
+  torch::manual_seed(13);
+  const auto f64 = torch::TensorOptions().dtype(torch::kDouble);
+  const torch::Tensor h0 = torch::randn({N, E}, f64), w0 = torch::randn({V, E}, f64);
+  torch::Tensor targets = torch::randint(0, V, {N}, torch::kLong);
+  targets[2] = model::kIgnoreTarget;
+  targets[17] = model::kIgnoreTarget;
+  targets[5] = V - 1;  // the padded slice's last real column
+  const torch::Tensor h_ref = h0.clone().requires_grad_(true), w_ref = w0.clone().requires_grad_(true);
+  const torch::Tensor loss_ref = model::linear_cross_entropy(h_ref, w_ref, targets, V, /*chunk_rows=*/5);
+  loss_ref.backward();
+
+  const model::TensorParallelHooks hooks = make_tp_hooks(tp());
+  const model::VocabShard shard{begin, hooks.max_over_group, hooks.sum_over_group};
+  torch::Tensor w_mine = torch::zeros({v_local, E}, f64);
+  if (valid_here > 0) w_mine.narrow(0, 0, valid_here).copy_(w0.narrow(0, begin, valid_here));
+  w_mine.requires_grad_(true);
+  const torch::Tensor h_mine = h0.clone().requires_grad_(true);
+  const torch::Tensor loss = model::linear_cross_entropy(hooks.enter(h_mine), w_mine, targets, valid_here, 5, &shard);
+  loss.backward();
+  EXPECT_NEAR(loss.item<double>(), loss_ref.item<double>(), 1e-12) << "rank " << rank;
+  EXPECT_LE((h_mine.grad() - h_ref.grad()).abs().max().item<double>(), 1e-12) << "rank " << rank;
+  expect_slice(w_ref.grad(), w_mine.grad(), "W's gradient");
+}
+
 // The whole model (every attention type, MoD and MoR on; the default pattern, or one with the
-// grouped-query kinds): loss and every gradient.
-void check_model(bool tied, int kv_heads = 2, const std::vector<std::string>& pattern = model::ModelConfig{}.pattern) {
+// grouped-query kinds): loss and every gradient. `return_logits` false: the training path (the
+// chunked head, vocabulary-parallel under tp), whose loss alone is compared.
+void check_model(bool tied, int kv_heads = 2, const std::vector<std::string>& pattern = model::ModelConfig{}.pattern,
+                 bool return_logits = true) {
   model::ModelConfig c = config(kv_heads);
   c.pattern = pattern;
   c.tie_embeddings = tied;
@@ -147,13 +184,18 @@ void check_model(bool tied, int kv_heads = 2, const std::vector<std::string>& pa
   const torch::Tensor tokens = torch::randint(0, c.vocab_size, {2, 16});
   torch::Tensor targets = torch::randint(0, c.vocab_size, {2, 16});
   targets[0][3] = -100;
-  const model::ModelOutput out_ref = ref->forward(tokens, targets);
-  const model::ModelOutput out_tp = mine->forward(tokens, targets);
+  model::ForwardOptions options;
+  options.return_logits = return_logits;
+  const model::ModelOutput out_ref = ref->forward(tokens, targets, options);
+  const model::ModelOutput out_tp = mine->forward(tokens, targets, options);
   EXPECT_NEAR(out_tp.lm_loss.item<double>(), out_ref.lm_loss.item<double>(), 1e-5);
   EXPECT_NEAR(out_tp.aux_loss.item<double>(), out_ref.aux_loss.item<double>(), 1e-5);
-  // Padded columns are -inf on both sides: compare them as zeros.
-  auto finite = [](const torch::Tensor& l) { return torch::where(torch::isinf(l), torch::zeros_like(l), l.detach()); };
-  expect_slice(finite(out_ref.logits), finite(out_tp.logits), "logits");
+  EXPECT_EQ(out_tp.logits.defined(), return_logits);
+  if (return_logits) {
+    // Padded columns are -inf on both sides: compare them as zeros.
+    auto finite = [](const torch::Tensor& l) { return torch::where(torch::isinf(l), torch::zeros_like(l), l.detach()); };
+    expect_slice(finite(out_ref.logits), finite(out_tp.logits), "logits");
+  }
   ASSERT_EQ(out_tp.routing.size(), out_ref.routing.size());
   for (size_t i = 0; i < out_ref.routing.size(); ++i) EXPECT_EQ(out_tp.routing[i].selected, out_ref.routing[i].selected);
   out_ref.loss().backward();
@@ -171,6 +213,11 @@ void check_model(bool tied, int kv_heads = 2, const std::vector<std::string>& pa
 
 TEST(TensorParallel, TiedModelEqualsOneProcess) { check_model(true); }
 TEST(TensorParallel, UntiedModelEqualsOneProcess) { check_model(false); }
+// Training's loss alone: the chunked vocabulary-parallel head against one process's chunked head.
+TEST(TensorParallel, TiedModelTrainingLossEqualsOneProcess) { check_model(true, 2, model::ModelConfig{}.pattern, false); }
+TEST(TensorParallel, UntiedModelTrainingLossEqualsOneProcess) {
+  check_model(false, 2, model::ModelConfig{}.pattern, false);
+}
 // gqa, mha and mqa side by side, the KV heads of gqa split over tp (kv_heads = tp).
 TEST(TensorParallel, GroupedModelEqualsOneProcess) {
   check_model(false, tp().size(), {"gqa", "mha", "mqa", "ccqa", "gqa", "mla", "mha", "mqa"});
