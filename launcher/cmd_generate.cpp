@@ -122,6 +122,34 @@ torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& con
   return out.logits.select(0, 0).select(0, -1).narrow(0, 0, vocab_size);
 }
 
+// Where a run's wall time went (`timing` in the JSON): the host's clock around each phase. A
+// device's work shows where the host waits for it: in the copy of the step's logits.
+struct GenerateTiming {
+  double prompt_s = 0;       // the prompt's logits: its prefill (or forward) and the copy
+  double step_submit_s = 0;  // the batched steps' host work: inputs, graph replay or launches
+  double step_wait_s = 0;    // waiting for each step and copying its logits to the host
+  double anew_s = 0;         // rows restarted (context windows) and --no-cache forwards
+  double sampling_s = 0;     // drawing the next tokens from the logits on the host
+  double other_s = 0;        // the rest: bookkeeping, streaming the text, tp agreement
+  int steps = 0;             // batched steps
+
+  common::Json json() const {
+    common::Json j = common::Json::object();
+    j["prompt_s"] = prompt_s;
+    j["step_submit_s"] = step_submit_s;
+    j["step_wait_s"] = step_wait_s;
+    j["anew_s"] = anew_s;
+    j["sampling_s"] = sampling_s;
+    j["other_s"] = other_s;
+    j["steps"] = steps;
+    return j;
+  }
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // The next-token logits of every continuation as it grows, by either path. With the cache the
 // continuations are the rows of one model::DecodeBatch: a round's cached steps are one batched
 // step, a first call and a restart load the row with a prefill of its context.
@@ -152,7 +180,8 @@ class NextLogits {
   // The logits after each listed row's tokens (one more than at its previous call), in order;
   // the rows not listed are left as they are. Rows that continue their cache take one batched
   // step together; a restart and --no-cache run alone.
-  std::vector<torch::Tensor> after(const std::vector<size_t>& rows, const std::vector<const std::vector<int32_t>*>& tokens) {
+  std::vector<torch::Tensor> after(const std::vector<size_t>& rows, const std::vector<const std::vector<int32_t>*>& tokens,
+                                   GenerateTiming& timing) {
     std::vector<torch::Tensor> logits(rows.size());
     std::vector<int64_t> step_tokens(rows_.size(), 0);
     std::vector<bool> stepping(rows_.size(), false);
@@ -162,12 +191,20 @@ class NextLogits {
         stepping[rows[j]] = any = true;
         step_tokens[rows[j]] = tokens[j]->back();
       } else {
+        const auto t0 = std::chrono::steady_clock::now();
         logits[j] = anew(rows[j], *tokens[j]);
+        timing.anew_s += seconds_since(t0);
       }
     }
     if (any) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const torch::Tensor on_device = graphs_.step(*batch_, step_tokens, stepping).narrow(1, 0, vocab_size_);
+      const auto t1 = std::chrono::steady_clock::now();
       // One copy to the host for all rows (sampling reads them there).
-      const torch::Tensor step = graphs_.step(*batch_, step_tokens, stepping).narrow(1, 0, vocab_size_).to(torch::kCPU);
+      const torch::Tensor step = on_device.to(torch::kCPU);
+      timing.step_submit_s += std::chrono::duration<double>(t1 - t0).count();
+      timing.step_wait_s += seconds_since(t1);
+      ++timing.steps;
       for (size_t j = 0; j < rows.size(); ++j) {
         if (stepping[rows[j]]) logits[j] = step[static_cast<int64_t>(rows[j])];
       }
@@ -322,7 +359,9 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   const bool graphs = device.is_cuda() && group.size() == 1 && config.train.cuda_graphs != "off";
   NextLogits next(m, o.cache, static_cast<size_t>(config.train.seq_len), tokenizer->vocab_size(), device, o.batch,
                   graphs);
+  GenerateTiming timing;
   const torch::Tensor prompt_logits = next.after_prompt(prompt);
+  timing.prompt_s = seconds_since(start);
   std::vector<Continuation> rows;
   for (int i = 0; i < o.batch; ++i) {
     rows.push_back(Continuation{prompt, {}, "max_new", o.seed + i, std::mt19937_64(o.seed + i)});
@@ -342,8 +381,9 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     if (round > 0) {
       std::vector<const std::vector<int32_t>*> contexts;
       for (Continuation* row : going) contexts.push_back(&row->context);
-      logits = next.after(going_rows, contexts);
+      logits = next.after(going_rows, contexts, timing);
     }
+    const auto sampling_start = std::chrono::steady_clock::now();
     // Each continuation draws from its own generator, so the rows are sampled in parallel (on a
     // GPU the host's sampling of a large batch would otherwise outlast the decode step).
     std::vector<int32_t> ids(going.size());
@@ -352,6 +392,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
         ids[i] = static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, going[i]->rng));
       }
     });
+    timing.sampling_s += seconds_since(sampling_start);
     group.agree(ids, device);
     for (size_t i = 0; i < going.size(); ++i) {
       Continuation& row = *going[i];
@@ -370,7 +411,9 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
       }
     }
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = seconds_since(start);
+  timing.other_s = std::max(0.0, seconds - timing.prompt_s - timing.step_submit_s - timing.step_wait_s -
+                                     timing.anew_s - timing.sampling_s);
   const double tokens_per_s = seconds > 0 ? produced / seconds : 0.0;
   if (!group.speaks()) return 0;
   if (args.json) {
@@ -413,6 +456,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     out["tp"] = group.size();
     out["cache"] = o.cache;
     out["cuda_graphs"] = next.graphs_captured();
+    out["timing"] = timing.json();
     out["kv_cache"] = kv_cache_report(config, next);
     std::printf("%s\n", out.dump().c_str());
   } else {

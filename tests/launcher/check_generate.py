@@ -93,6 +93,13 @@ def main():
         # CUDA graphs on the CPU.
         if not kv["held_bytes"] < kv["allocated_bytes"] or cached["cuda_graphs"] != 0:
             fail(f"allocated {kv.get('allocated_bytes')} / held {kv['held_bytes']}, graphs {cached.get('cuda_graphs')}")
+        # The phases split the run's seconds; after the prompt's logits, 99 rounds: the two
+        # restarts (anew) and 97 batched steps.
+        timing = cached["timing"]
+        phases = sum(timing[k] for k in ("prompt_s", "step_submit_s", "step_wait_s", "anew_s", "sampling_s", "other_s"))
+        if (timing["steps"] != 97 or timing["anew_s"] <= 0 or abs(phases - cached["seconds"]) > 1e-3 or
+                min(timing.values()) < 0):
+            fail(f"timing {timing} against seconds {cached['seconds']}")
         if kv["bf16_bytes_per_token_per_layer"] != {"mqa": 64, "ccqa": 32, "mla": 80}:
             fail(f"bytes per token per layer {kv['bf16_bytes_per_token_per_layer']}")
         if uncached["kv_cache"]["prefills"] != 0 or "held_bytes" in uncached["kv_cache"]:
