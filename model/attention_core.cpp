@@ -18,25 +18,27 @@ at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::
   HYDRA_CHECK(H % Hkv == 0, "query heads " << H << " not a multiple of key/value heads " << Hkv);
   HYDRA_CHECK(m >= n, n << " queries but only " << m << " keys");
   const int64_t G = H / Hkv;
-  // Group the query heads under their key/value head instead of repeating k and v:
-  // q [B, Hkv, G, n, D] against k [B, Hkv, 1, m, D].
-  const at::Tensor qg = q.permute({0, 2, 1, 3}).reshape({B, Hkv, G, n, D});
-  const at::Tensor kg = k.permute({0, 2, 1, 3}).unsqueeze(2);
-  const at::Tensor vg = v.permute({0, 2, 1, 3}).unsqueeze(2);
-  at::Tensor scores = at::matmul(qg, kg.transpose(-1, -2)) * scale;  // [B, Hkv, G, n, m]
+  // The G query heads of a key/value head and their n queries are G n rows against that head's
+  // keys: q [B, Hkv, G n, D] against k [B, Hkv, m, D], one batched product with no copy of k or
+  // v per query head (a broadcast over G would expand them G times: decoding with one query a
+  // row, G of the size of the cache). Row g n + i is query i of head g.
+  const at::Tensor qg = q.permute({0, 2, 1, 3}).reshape({B, Hkv, G * n, D});
+  const at::Tensor kg = k.permute({0, 2, 1, 3});
+  const at::Tensor vg = v.permute({0, 2, 1, 3});
+  at::Tensor scores = at::matmul(qg, kg.transpose(-1, -2)) * scale;  // [B, Hkv, G n, m]
   const bool low_precision = scores.scalar_type() == at::kHalf || scores.scalar_type() == at::kBFloat16;
   if (low_precision) scores = scores.to(at::kFloat);
   // Query i (index m - n + i) sees keys j <= m - n + i: mask j - i > m - n.
   if (n > 1) {
-    const at::Tensor future = at::ones({n, m}, q.options().dtype(at::kBool)).triu(m - n + 1);
+    const at::Tensor future = at::ones({n, m}, q.options().dtype(at::kBool)).triu(m - n + 1).repeat({G, 1});
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
   }
   if (visible.defined()) {
-    scores = scores.masked_fill(visible.logical_not().view({B, 1, 1, 1, m}), -std::numeric_limits<double>::infinity());
+    scores = scores.masked_fill(visible.logical_not().view({B, 1, 1, m}), -std::numeric_limits<double>::infinity());
   }
   at::Tensor probs = at::softmax(scores, -1);
   if (low_precision) probs = probs.to(q.scalar_type());
-  const at::Tensor out = at::matmul(probs, vg);  // [B, Hkv, G, n, Dv]
+  const at::Tensor out = at::matmul(probs, vg);  // [B, Hkv, G n, Dv]
   return out.reshape({B, H, n, Dv}).permute({0, 2, 1, 3});
 }
 
