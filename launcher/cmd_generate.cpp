@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/weights_file.h"
@@ -127,9 +128,9 @@ torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& con
 struct GenerateTiming {
   double prompt_s = 0;       // the prompt's logits: its prefill (or forward) and the copy
   double step_submit_s = 0;  // the batched steps' host work: inputs, graph replay or launches
-  double step_wait_s = 0;    // waiting for each step and copying its logits to the host
+  double step_wait_s = 0;    // waiting for each step to finish on the device
   double anew_s = 0;         // rows restarted (context windows) and --no-cache forwards
-  double sampling_s = 0;     // drawing the next tokens from the logits on the host
+  double sampling_s = 0;     // drawing the next tokens (where the logits are) and copying the ids to the host
   double other_s = 0;        // the rest: bookkeeping, streaming the text, tp agreement
   int steps = 0;             // batched steps
 
@@ -150,6 +151,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The device's work so far finished, so that `timing` puts it in the phase that queued it.
+void wait_for(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
 // The next-token logits of every continuation as it grows, by either path. With the cache the
 // continuations are the rows of one model::DecodeBatch: a round's cached steps are one batched
 // step, a first call and a restart load the row with a prefill of its context.
@@ -164,17 +170,17 @@ class NextLogits {
   }
 
   // The logits after the prompt, for every row: the prompt runs once and each row continues a
-  // copy of its cache (a fork).
+  // copy of its cache (a fork). Logits stay on the model's device (sampled there).
   torch::Tensor after_prompt(const std::vector<int32_t>& prompt) {
     for (size_t i = 0; i < rows_.size(); ++i) advance(i, prompt);
     const torch::Tensor context = token_tensor(prompt.begin() + rows_[0].start, prompt.end(), device_);
-    if (!cache_) return full_context_logits(m_, context, vocab_size_).to(torch::kCPU);
+    if (!cache_) return full_context_logits(m_, context, vocab_size_);
     const model::Decoded d = model::prefill(*m_, context, static_cast<int64_t>(window_));
     for (size_t i = 0; i < rows_.size(); ++i) {
       batch_->load(static_cast<int64_t>(i), d.state);
       rows_[i].prefills = 1;
     }
-    return d.logits.narrow(0, 0, vocab_size_).to(torch::kCPU);
+    return d.logits.narrow(0, 0, vocab_size_);
   }
 
   // The logits after each listed row's tokens (one more than at its previous call), in order;
@@ -193,15 +199,15 @@ class NextLogits {
       } else {
         const auto t0 = std::chrono::steady_clock::now();
         logits[j] = anew(rows[j], *tokens[j]);
+        wait_for(device_);
         timing.anew_s += seconds_since(t0);
       }
     }
     if (any) {
       const auto t0 = std::chrono::steady_clock::now();
-      const torch::Tensor on_device = graphs_.step(*batch_, step_tokens, stepping).narrow(1, 0, vocab_size_);
+      const torch::Tensor step = graphs_.step(*batch_, step_tokens, stepping).narrow(1, 0, vocab_size_);
       const auto t1 = std::chrono::steady_clock::now();
-      // One copy to the host for all rows (sampling reads them there).
-      const torch::Tensor step = on_device.to(torch::kCPU);
+      wait_for(device_);
       timing.step_submit_s += std::chrono::duration<double>(t1 - t0).count();
       timing.step_wait_s += seconds_since(t1);
       ++timing.steps;
@@ -248,7 +254,7 @@ class NextLogits {
     const model::Decoded d = model::prefill(*m_, context, static_cast<int64_t>(window_));
     batch_->load(static_cast<int64_t>(i), d.state);
     ++rows_[i].prefills;
-    return d.logits.narrow(0, 0, vocab_size_).to(torch::kCPU);
+    return d.logits.narrow(0, 0, vocab_size_);
   }
 
   model::HydraModel m_;
@@ -338,6 +344,30 @@ TensorParallelGroup make_group(const Config& config, const parallel::LaunchInfo&
 
 }  // namespace
 
+// The next token of each continuation, drawing with its own generator. On a GPU the rows are
+// drawn where the logits are (model::sample_rows: one copy of the ids to the host, where copying
+// 64 rows of logits and drawing from them on the host took longer than the decode step); on the
+// CPU each row by itself, the rows in parallel.
+std::vector<int32_t> next_tokens(const std::vector<torch::Tensor>& logits, const model::SamplingOptions& sampling,
+                                 const std::vector<Continuation*>& going) {
+  std::vector<int32_t> ids(going.size());
+  if (logits.front().is_cuda()) {
+    std::vector<double> uniforms;
+    if (sampling.temperature > 0) {
+      for (Continuation* row : going) uniforms.push_back(std::uniform_real_distribution<double>(0.0, 1.0)(row->rng));
+    }
+    const std::vector<int64_t> drawn = model::sample_rows(torch::stack(logits), sampling, uniforms);
+    std::copy(drawn.begin(), drawn.end(), ids.begin());
+    return ids;
+  }
+  at::parallel_for(0, static_cast<int64_t>(going.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      ids[i] = static_cast<int32_t>(model::sample_next_token(logits[i], sampling, going[i]->rng));
+    }
+  });
+  return ids;
+}
+
 int run_generate(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
   const GenerateOptions o = parse_generate_options(args);
   const TensorParallelGroup group = make_group(config, launch, o.cache);
@@ -361,6 +391,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
                   graphs);
   GenerateTiming timing;
   const torch::Tensor prompt_logits = next.after_prompt(prompt);
+  wait_for(device);
   timing.prompt_s = seconds_since(start);
   std::vector<Continuation> rows;
   for (int i = 0; i < o.batch; ++i) {
@@ -384,14 +415,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
       logits = next.after(going_rows, contexts, timing);
     }
     const auto sampling_start = std::chrono::steady_clock::now();
-    // Each continuation draws from its own generator, so the rows are sampled in parallel (on a
-    // GPU the host's sampling of a large batch would otherwise outlast the decode step).
-    std::vector<int32_t> ids(going.size());
-    at::parallel_for(0, static_cast<int64_t>(going.size()), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        ids[i] = static_cast<int32_t>(model::sample_next_token(logits[i], o.sampling, going[i]->rng));
-      }
-    });
+    std::vector<int32_t> ids = next_tokens(logits, o.sampling, going);
     timing.sampling_s += seconds_since(sampling_start);
     group.agree(ids, device);
     for (size_t i = 0; i < going.size(); ++i) {

@@ -77,6 +77,7 @@ struct Filtered {
     }
     norm = sum;
     kept = k;
+    unfiltered = k == V && o.top_p == 1;
     if (o.top_p < 1) {
       double cumulative = 0;
       size_t n = 0;
@@ -90,6 +91,7 @@ struct Filtered {
   Ranking ranking;
   double temperature;
   size_t kept = 1;
+  bool unfiltered = false;  // no filter asked: the draw runs over the ids in id order
   double top = 0, norm = 1;
   torch::Tensor weights;  // nothing filtered: exp(z / T - top) of every id, in id order
 };
@@ -98,11 +100,13 @@ struct Filtered {
 
 int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& options, std::mt19937_64& rng) {
   const std::vector<double> z = logits_row(logits, options);
+  // Every token drawn at a temperature consumes one uniform, even where the filters keep one id,
+  // so that sample_rows (whose kept counts are known only on the device) consumes the same.
+  const double u = options.temperature > 0 ? std::uniform_real_distribution<double>(0.0, 1.0)(rng) : 0.0;
   Filtered f(z, options);
   if (f.kept == 1) return f.ranking.at(0);
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   double cumulative = 0;
-  if (f.kept == z.size()) {
+  if (f.unfiltered) {
     // Nothing filtered: the inversion runs over the ids in id order, which needs no ranking (a
     // flat distribution would otherwise rank thousands of ids for one draw), on the weights
     // the normaliser summed (an exp per id again here cost about 0.4 ms a row of 50k ids:
@@ -120,6 +124,45 @@ int64_t sample_next_token(const torch::Tensor& logits, const SamplingOptions& op
     if (u < cumulative) return f.ranking.at(i);
   }
   return f.ranking.at(f.kept - 1);  // u within rounding of 1
+}
+
+std::vector<int64_t> sample_rows(const torch::Tensor& logits, const SamplingOptions& o,
+                                 const std::vector<double>& uniforms) {
+  HYDRA_CHECK(logits.dim() == 2 && logits.size(0) > 0 && logits.size(1) > 0,
+              "sampling: logits must be [rows, vocabulary], got " << logits.sizes());
+  HYDRA_CHECK(o.temperature >= 0 && o.top_k >= 0 && o.top_p > 0 && o.top_p <= 1,
+              "sampling: temperature " << o.temperature << ", top_k " << o.top_k << ", top_p " << o.top_p);
+  const int64_t rows = logits.size(0), V = logits.size(1);
+  HYDRA_CHECK(o.temperature == 0 || static_cast<int64_t>(uniforms.size()) == rows,
+              "sampling: " << uniforms.size() << " uniforms for " << rows << " rows");
+  torch::NoGradGuard no_grad;
+  const int64_t k = o.top_k > 0 ? std::min<int64_t>(o.top_k, V) : V;
+  torch::Tensor ids;
+  if (o.temperature == 0 || k == 1) {
+    ids = logits.argmax(1);  // the first largest
+  } else {
+    const torch::Tensor z = logits.to(torch::kDouble) / o.temperature;
+    const torch::Tensor u = torch::tensor(uniforms, torch::kDouble).to(z.device()).unsqueeze(1);
+    if (k == V && o.top_p == 1) {
+      // Nothing filtered: ids in id order, as sample_next_token.
+      const torch::Tensor c = (z - std::get<0>(z.max(1, true))).exp_().cumsum(1);
+      ids = torch::searchsorted(c, u * c.narrow(1, V - 1, 1), false, /*right=*/true).squeeze(1).clamp_max(V - 1);
+    } else {
+      // Ranked by decreasing logit, the lower id first among equals (a stable sort), the top k
+      // kept; then the top-p prefix: n = 1 + the ranks whose cumulative probability is below p.
+      auto [zs, order] = z.sort(/*stable=*/true, 1, /*descending=*/true);
+      zs = zs.narrow(1, 0, k);
+      const torch::Tensor c = (zs - zs.narrow(1, 0, 1)).exp_().cumsum(1);
+      torch::Tensor n = torch::full({rows, 1}, k, order.options());
+      if (o.top_p < 1) n = ((c / c.narrow(1, k - 1, 1)) < o.top_p).sum(1, true).add_(1).clamp_max_(k);
+      const torch::Tensor kept_sum = c.gather(1, n - 1);
+      // The first rank whose running sum exceeds u times the kept sum (u within rounding of 1: the last kept).
+      const torch::Tensor rank = torch::minimum(torch::searchsorted(c, u * kept_sum, false, /*right=*/true), n - 1);
+      ids = order.gather(1, rank).squeeze(1);
+    }
+  }
+  const torch::Tensor host = ids.to(torch::kCPU, torch::kLong).contiguous();
+  return std::vector<int64_t>(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + rows);
 }
 
 torch::Tensor sampling_distribution(const torch::Tensor& logits, const SamplingOptions& options) {

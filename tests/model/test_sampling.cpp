@@ -130,6 +130,43 @@ TEST(Sampling, PartialRankingEqualsAFullSort) {
   }
 }
 
+// sample_rows (the batched draw, ATen operators on the logits' device) chooses what
+// sample_next_token chooses row by row from the same uniforms, for every kind of filter, on
+// GPT-2-sized rows with ties and on tiny ones; a generator's state after either is the same.
+TEST(Sampling, RowsDrawAsOneRowAtATime) {
+  torch::manual_seed(21);
+  for (const int64_t V : {int64_t{5}, int64_t{50257}}) {
+    const torch::Tensor logits = (torch::randn({12, V}, torch::kFloat) * 3).round() / 2;  // many ties
+    struct Options {
+      double temperature;
+      int64_t top_k;
+      double top_p;
+    };
+    for (const Options& f : {Options{0, 0, 1}, Options{0.8, 0, 1}, Options{1, 1, 1}, Options{0.8, 40, 1},
+                             Options{0.8, 0, 0.9}, Options{1.3, 200, 0.95}, Options{0.8, 0, 0.01}}) {
+      SamplingOptions o;
+      o.temperature = f.temperature, o.top_k = f.top_k, o.top_p = f.top_p;
+      for (int round = 0; round < 20; ++round) {
+        std::vector<double> uniforms;
+        std::vector<int64_t> want;
+        for (int64_t i = 0; i < logits.size(0); ++i) {
+          const uint64_t seed = 1000 * round + i;
+          std::mt19937_64 draws(seed), ours(seed);
+          uniforms.push_back(std::uniform_real_distribution<double>(0.0, 1.0)(draws));
+          want.push_back(sample_next_token(logits[i], o, ours));
+          if (o.temperature > 0) EXPECT_EQ(ours, draws) << "one uniform a token";
+        }
+        if (o.temperature == 0) uniforms.clear();
+        EXPECT_EQ(sample_rows(logits, o, uniforms), want)
+            << "V " << V << ", T " << o.temperature << ", top_k " << o.top_k << ", top_p " << o.top_p << ", round " << round;
+      }
+    }
+  }
+  SamplingOptions o;
+  EXPECT_ANY_THROW(sample_rows(torch::zeros({2, 3}), o, {0.5}));  // a uniform a row
+  EXPECT_ANY_THROW(sample_rows(torch::zeros({3}), o, {0.5}));
+}
+
 TEST(Sampling, RefusesBadOptions) {
   std::mt19937_64 rng(1);
   SamplingOptions o;
