@@ -126,7 +126,7 @@ torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& con
 // Where a run's wall time went (`timing` in the JSON): the host's clock around each phase. A
 // device's work shows where the host waits for it: in the copy of the step's logits.
 struct GenerateTiming {
-  double prompt_s = 0;       // the prompt's logits: its prefill (or forward) and the copy
+  double prompt_s = 0;       // the prompt's logits: its prefill (or forward)
   double step_submit_s = 0;  // the batched steps' host work: inputs, graph replay or launches
   double step_wait_s = 0;    // waiting for each step to finish on the device
   double anew_s = 0;         // rows restarted (context windows) and --no-cache forwards

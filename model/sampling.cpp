@@ -48,11 +48,15 @@ class Ranking {
   size_t sorted_ = 0;
 };
 
+void check_options(const SamplingOptions& o) {
+  HYDRA_CHECK(o.temperature >= 0 && o.top_k >= 0 && o.top_p > 0 && o.top_p <= 1,
+              "sampling: temperature " << o.temperature << ", top_k " << o.top_k << ", top_p " << o.top_p);
+}
+
 // The logits as float64 on the host, checked with the options.
 std::vector<double> logits_row(const torch::Tensor& logits, const SamplingOptions& o) {
   HYDRA_CHECK(logits.dim() == 1 && logits.size(0) > 0, "sampling: logits must be one non-empty row");
-  HYDRA_CHECK(o.temperature >= 0 && o.top_k >= 0 && o.top_p > 0 && o.top_p <= 1,
-              "sampling: temperature " << o.temperature << ", top_k " << o.top_k << ", top_p " << o.top_p);
+  check_options(o);
   const torch::Tensor cpu = logits.detach().to(torch::kCPU, torch::kDouble).contiguous();
   const double* p = cpu.data_ptr<double>();
   return std::vector<double>(p, p + cpu.numel());
@@ -130,8 +134,7 @@ std::vector<int64_t> sample_rows(const torch::Tensor& logits, const SamplingOpti
                                  const std::vector<double>& uniforms) {
   HYDRA_CHECK(logits.dim() == 2 && logits.size(0) > 0 && logits.size(1) > 0,
               "sampling: logits must be [rows, vocabulary], got " << logits.sizes());
-  HYDRA_CHECK(o.temperature >= 0 && o.top_k >= 0 && o.top_p > 0 && o.top_p <= 1,
-              "sampling: temperature " << o.temperature << ", top_k " << o.top_k << ", top_p " << o.top_p);
+  check_options(o);
   const int64_t rows = logits.size(0), V = logits.size(1);
   HYDRA_CHECK(o.temperature == 0 || static_cast<int64_t>(uniforms.size()) == rows,
               "sampling: " << uniforms.size() << " uniforms for " << rows << " rows");
@@ -145,7 +148,7 @@ std::vector<int64_t> sample_rows(const torch::Tensor& logits, const SamplingOpti
     const torch::Tensor u = torch::tensor(uniforms, torch::kDouble).to(z.device()).unsqueeze(1);
     if (k == V && o.top_p == 1) {
       // Nothing filtered: ids in id order, as sample_next_token.
-      const torch::Tensor c = (z - std::get<0>(z.max(1, true))).exp_().cumsum(1);
+      const torch::Tensor c = (z - z.amax(1, true)).exp_().cumsum(1);
       ids = torch::searchsorted(c, u * c.narrow(1, V - 1, 1), false, /*right=*/true).squeeze(1).clamp_max(V - 1);
     } else {
       // Ranked by decreasing logit, the lower id first among equals (a stable sort), the top k
