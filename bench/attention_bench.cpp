@@ -21,6 +21,7 @@
 #include <ctime>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -232,6 +233,8 @@ struct KernelFigures {
   Timing fwd, bwd;               // the default variant (what the model runs)
   double fwd_mt_ms[2], bwd_mt_ms[2];  // medians of 1 and 2 rows of 16 per warp (NaN: not built)
   double fwd_tiles_inner_ms = 0, bwd_tiles_inner_ms = 0;  // medians with the old block order
+  std::vector<std::pair<int, double>> bwd_split_ms;  // backward median by head split (every divisor of G)
+  int bwd_split_default = 0;                         // the launcher's choice
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
 };
 
@@ -245,8 +248,12 @@ KernelFigures time_kernels(const Shape& s) {
   torch::Tensor out = torch::empty_like(q), dq = torch::empty_like(q), dk = torch::empty_like(k),
                 dv = torch::empty_like(v);
   torch::Tensor lse = torch::empty({s.B, s.H, s.S}, bf.dtype(torch::kFloat));
-  torch::Tensor ws = torch::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape))},
+  const int group = s.H / s.Hkv;
+  kernels::LatentAttentionVariant largest;  // the workspace of the largest head split serves every variant
+  largest.bwd_head_split = group;
+  torch::Tensor ws = torch::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape, largest))},
                                   bf.dtype(torch::kByte));
+  const size_t ws_bytes = ws.numel();
   auto cv = [](const torch::Tensor& t) {
     return kernels::BshdConst{reinterpret_cast<const __nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
   };
@@ -261,7 +268,7 @@ KernelFigures time_kernels(const Shape& s) {
   });
   f.bwd = time_device([&] {
     kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
-                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream);
+                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream);
   });
   for (int mt = 1; mt <= 2; ++mt) {
     f.fwd_mt_ms[mt - 1] = f.bwd_mt_ms[mt - 1] = std::nan("");
@@ -272,7 +279,7 @@ KernelFigures time_kernels(const Shape& s) {
     }).median_ms;
     f.bwd_mt_ms[mt - 1] = time_device([&] {
       kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
-                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream, variant);
+                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, variant);
     }).median_ms;
   }
   // The block order of before 2026-12-03 (tiles innermost), beside the default.
@@ -283,8 +290,19 @@ KernelFigures time_kernels(const Shape& s) {
   }).median_ms;
   f.bwd_tiles_inner_ms = time_device([&] {
     kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
-                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), stream, inner);
+                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, inner);
   }).median_ms;
+  // The backward by head split (LatentAttentionVariant::bwd_head_split), beside the default's choice.
+  f.bwd_split_default = kernels::latent_attention_backward_head_split(shape);
+  for (int split = 1; split <= group; ++split) {
+    if (group % split) continue;
+    kernels::LatentAttentionVariant variant;
+    variant.bwd_head_split = split;
+    f.bwd_split_ms.emplace_back(split, time_device([&] {
+      kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
+                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, variant);
+    }).median_ms);
+  }
   const double scores = static_cast<double>(s.B) * s.H * s.S * (s.S + 1.0) / 2.0;  // causal q.k pairs
   const double q_bytes = 2.0 * s.B * s.S * s.H * D, kv_bytes = 2.0 * s.B * s.S * s.Hkv * D, lse_bytes = 4.0 * s.B * s.H * s.S;
   f.flops_fwd = 4.0 * scores * D;   // q k^T and p v
@@ -338,6 +356,10 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   v["backward_mtiles2_ms"] = f.bwd_mt_ms[1];
   v["forward_tiles_inner_ms"] = f.fwd_tiles_inner_ms;
   v["backward_tiles_inner_ms"] = f.bwd_tiles_inner_ms;
+  Json split = Json::object();
+  for (const auto& [slices, ms] : f.bwd_split_ms) split[std::to_string(slices)] = ms;
+  v["backward_head_split_ms"] = std::move(split);
+  v["backward_head_split_default"] = f.bwd_split_default;
   j["variants"] = std::move(v);
   return j;
 }
@@ -438,6 +460,9 @@ int run_attention_bench(const std::string& json_path) {
                 tf.fwd.median_ms, tf.fwdbwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, tr.fwd.median_ms,
                 tr.fwdbwd.median_ms, tg.fwd.median_ms, tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.fwd_mt_ms[0],
                 kf.fwd_mt_ms[1], kf.bwd.median_ms, kf.bwd_mt_ms[0], kf.bwd_mt_ms[1]);
+    std::printf("    backward by head split (default %d):", kf.bwd_split_default);
+    for (const auto& [slices, ms] : kf.bwd_split_ms) std::printf(" %d: %.3f ms", slices, ms);
+    std::printf("\n");
     // Host side of forward+backward: enqueue time inside the timed iteration, then the
     // separate loop's forward / backward() / wall medians.
     const auto host = [](const char* name, const FwdBwd& t) {

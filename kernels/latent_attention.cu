@@ -18,6 +18,9 @@
 //   G query heads of its group and every query tile at or after the diagonal, so dk and dv are
 //   summed over the group in registers and written once, without atomics; dq is summed over
 //   key tiles with fp32 atomic adds into a workspace and converted (times scale) at the end.
+//   Where that grid is too small for the GPU (one long sequence: key tile 0's chain of S / 64
+//   query tiles times G heads outlasts the rest), the group is split into slices, one block a
+//   slice, each writing fp32 dk, dv partials that a second pass adds in a fixed order.
 // - CCQA's value shift (LatentAttentionShape::value_shift) is applied where V tiles are loaded:
 //   a thread's 16-byte pieces of a row's second half come from the row before (zero at row 0);
 //   the backward writes dv of the unshifted values (row j's second half to row j - 1, the last

@@ -44,10 +44,15 @@ struct BshdMut {
 // benchmark; the model uses the defaults.
 // tiles_inner: the block order of before 2026-12-03 (the tiles of one (head, batch) one after
 // another, longest first only among them) instead of the longest tiles first across the grid.
+// bwd_head_split: the backward's blocks split the G query heads of a KV head into this many
+// slices (a divisor of G; 0 takes latent_attention_backward_head_split's choice). With s > 1
+// each slice sums its own fp32 dk, dv partials and a second pass adds the s partials in a fixed
+// order (deterministic): more blocks of shorter chains, for grids too small to fill the GPU.
 struct LatentAttentionVariant {
   int fwd_mtiles = 0;
   int bwd_mtiles = 0;
   bool tiles_inner = false;
+  int bwd_head_split = 0;
 };
 
 // True when the kernels handle this head size.
@@ -59,16 +64,23 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
                               BshdConst v, BshdMut out, float* lse, cudaStream_t stream,
                               const LatentAttentionVariant& variant = {});
 
-// Bytes of device workspace the backward needs (fp32 dq accumulator and row sums).
-size_t latent_attention_backward_workspace(const LatentAttentionShape& shape);
+// The backward's head split on the current device when the variant leaves it open: the
+// smallest divisor s of G for which the longest block's chain of steps (key tile 0: S / 64
+// query tiles times G / s heads) is at most 1.25 times the steps an SM's block slot gets on
+// average (all steps over SMs x resident blocks). 1 whenever the grid is large enough.
+int latent_attention_backward_head_split(const LatentAttentionShape& shape, const LatentAttentionVariant& variant = {});
+
+// Bytes of device workspace the backward needs with this variant (fp32 dq accumulator, row
+// sums, and under a head split the slices' fp32 dk, dv partials).
+size_t latent_attention_backward_workspace(const LatentAttentionShape& shape, const LatentAttentionVariant& variant = {});
 
 // dq [B, S, H, D], dk and dv [B, S, H_kv, D] (dk, dv summed over the query heads of each
 // group) from the forward's inputs, out, lse and the output gradient dout. workspace holds
-// latent_attention_backward_workspace(shape) bytes, 16-byte aligned; its contents on entry
-// do not matter.
+// workspace_bytes >= latent_attention_backward_workspace(shape, variant) bytes (checked),
+// 16-byte aligned; its contents on entry do not matter.
 void latent_attention_backward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k,
                                BshdConst v, BshdConst out, BshdConst dout, const float* lse, BshdMut dq,
-                               BshdMut dk, BshdMut dv, void* workspace, cudaStream_t stream,
+                               BshdMut dk, BshdMut dv, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                                const LatentAttentionVariant& variant = {});
 
 }  // namespace hydra::kernels

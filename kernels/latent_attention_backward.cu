@@ -1,9 +1,11 @@
 // Latent flash attention, backward: dq, dk, dv from q, k, v, out, dout and the forward's lse.
 // The design invariants are stated at the top of latent_attention.cu; in short, a block owns
-// one key tile of one KV head and walks the query heads of its group, so dk and dv are summed
-// over the group in registers, and dq is summed over key tiles by fp32 atomics into a
-// workspace, then scaled and converted to bf16.
+// one key tile of one KV head and walks the query heads of its group (or of one slice of it,
+// under a head split), so dk and dv are summed over the group in registers, and dq is summed
+// over key tiles by fp32 atomics into a workspace, then scaled and converted to bf16.
 #include "kernels/latent_attention.h"
+
+#include <algorithm>
 
 #include "kernels/latent_attention_common.cuh"
 
@@ -42,8 +44,12 @@ struct BwdParams {
   const float *lse, *delta;  // [B, H, S]
   float* dq_acc;             // [B, S, H, D] fp32, zeroed
   bf16 *dk, *dv;
+  // Head split (slices > 1): each block's raw dk (unscaled) and dv (of the shifted values it
+  // read) go to fp32 [slices, B, S, H_kv, D] partials, which kv_sum_kernel finishes.
+  int slices;
+  float *dk_part, *dv_part;
   Strides qs, ks, vs, dos, dks, dvs;
-  int seq, heads, group;
+  int batch_size, seq, heads, group;
   float scale, scale_log2;
   bool tiles_inner;  // LatentAttentionVariant::tiles_inner
   bool value_shift;  // LatentAttentionShape::value_shift
@@ -61,12 +67,21 @@ struct BwdSmem {
   float delta[2][kTile];
 };
 
-// One block per (key tile, KV head, batch); each warp owns MT m-tiles of 16 keys, so that every
+// One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys, so that every
 // q and dout fragment read from shared memory feeds MT products. The k and v fragments of the
 // A operand are re-read from shared memory each step rather than held: registers go to the
 // score and gradient accumulators.
+// Blocks per SM the register allocation must leave room for (0: the compiler's choice). The
+// head split's epilogue made the compiler take registers enough to lose one resident block an
+// SM at D 32 (MT 1), D 64 and D 16 (MT 2) against the kernel before it; these bounds keep that
+// occupancy (nvcc 13, sm_90a: 123, 168 and 168 registers; D 64 and D 16 MT 2 spill 28 and 8
+// bytes, in the epilogue, once a block).
+__host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
+  return D == 64 ? 3 : D == 32 && MT == 1 ? 4 : D == 16 && MT == 2 ? 5 : 0;
+}
+
 template <int D, int MT>
-__global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdParams p) {
+__global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   BwdSmem<D>& sm = *reinterpret_cast<BwdSmem<D>*>(smem_raw);
@@ -77,17 +92,19 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
   const int n_kt = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_kt;
   const int id = static_cast<int>(blockIdx.x);
   const int kt = p.tiles_inner ? id % n_kt : id / per_tile, rest = p.tiles_inner ? id / n_kt : id % per_tile;
-  const int kv_heads = p.heads / p.group, hk = rest % kv_heads, b = rest / kv_heads;
+  const int kv_heads = p.heads / p.group, slice = rest % p.slices, hk = (rest / p.slices) % kv_heads,
+            b = rest / p.slices / kv_heads;
+  const int slice_heads = p.group / p.slices, h_first = hk * p.group + slice * slice_heads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k0 = kt * kTile;
   const int n_qtiles = (p.seq + kTile - 1) / kTile;
   const int per_head = n_qtiles - kt;  // query tiles kt .. n_qtiles - 1
-  const int total = per_head * p.group;
+  const int total = per_head * slice_heads;
   const int row_base = warp * 16 * MT;  // keys (and, for dq, queries) of this warp's m-tiles
 
   // Stage st <- (query head of the group, query tile) of step it.
   auto load_step = [&](int it, int st) {
-    const int h = hk * p.group + it / per_head, qt = kt + it % per_head;
+    const int h = h_first + it / per_head, qt = kt + it % per_head;
     load_tile<D, kT>(sm.q[st], p.q + b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq);
     load_tile<D, kT>(sm.dout[st], p.dout + b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq);
     const int64_t base = (static_cast<int64_t>(b) * p.heads + h) * p.seq;
@@ -115,7 +132,7 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
 
   for (int it = 0; it < total; ++it) {
     const int st = it & 1;
-    const int h = hk * p.group + it / per_head, qt = kt + it % per_head;
+    const int h = h_first + it / per_head, qt = kt + it % per_head;
     cp_async_wait_all();
     __syncthreads();  // step it visible; stage st ^ 1 and ds free
     if (it + 1 < total) load_step(it + 1, st ^ 1);
@@ -250,6 +267,26 @@ __global__ void __launch_bounds__(threads_for(MT)) backward_kernel(const BwdPara
     }
   }
 
+  if (p.slices > 1) {  // this slice's partials, as accumulated: kv_sum_kernel finishes them
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = k0 + row_base + 16 * mt + g + r * 8;
+        if (row >= p.seq) continue;
+        const int64_t at = (((static_cast<int64_t>(slice) * p.batch_size + b) * p.seq + row) * kv_heads + hk) * D + 2 * t;
+        float2* dkp = reinterpret_cast<float2*>(p.dk_part + at);
+        float2* dvp = reinterpret_cast<float2*>(p.dv_part + at);
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          dkp[4 * i] = make_float2(dk[mt][i][2 * r], dk[mt][i][2 * r + 1]);
+          dvp[4 * i] = make_float2(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
+        }
+      }
+    }
+    return;
+  }
+
   // dk (times scale) and dv, each key row written once. With the value shift, the second half
   // of key row j's dv is the gradient of row j - 1's unshifted values (dropped at j = 0), and
   // the last row's second half, which no later row reads, gets 0: every element of the
@@ -295,6 +332,46 @@ __global__ void dq_convert_kernel(const float* acc, bf16* dq, Strides s, int bat
   *reinterpret_cast<uint4*>(dq + b * s.b + i * s.s + h * s.h + c * 8) = *reinterpret_cast<const uint4*>(v);
 }
 
+__device__ __forceinline__ void add8(float (&acc)[8], const float* from) {  // from: 16-byte aligned
+  const float4 a = reinterpret_cast<const float4*>(from)[0], b = reinterpret_cast<const float4*>(from)[1];
+  acc[0] += a.x, acc[1] += a.y, acc[2] += a.z, acc[3] += a.w;
+  acc[4] += b.x, acc[5] += b.y, acc[6] += b.z, acc[7] += b.w;
+}
+
+// Under a head split: dk = scale * (sum of the slices' partials), dv = their sum moved back
+// through the value shift (the second half of row j's channels is the gradient of row j + 1's
+// read, 0 for the last row), both bf16 with their own strides. The slices are added in index
+// order, so the result does not depend on which block finished first. 8 channels per thread:
+// D / 2 is a multiple of 8, so a thread's channels lie in one half.
+template <int D>
+__global__ void kv_sum_kernel(const float* dk_part, const float* dv_part, int slices, bf16* dk, Strides dks, bf16* dv,
+                              Strides dvs, int batch, int seq, int kv_heads, float scale, bool value_shift) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // over [B, S, H_kv, D / 8]
+  const int64_t per_slice = static_cast<int64_t>(batch) * seq * kv_heads * D;
+  if (idx >= per_slice / 8) return;
+  const int c = idx % (D / 8);
+  const int64_t row = idx / (D / 8);  // (b S + i) H_kv + hk
+  const int hk = row % kv_heads, i = (row / kv_heads) % seq, b = row / (static_cast<int64_t>(kv_heads) * seq);
+  const bool from_next = value_shift && c * 8 >= D / 2;
+  float k8[8] = {}, v8[8] = {};
+  for (int sl = 0; sl < slices; ++sl) {
+    add8(k8, dk_part + sl * per_slice + row * D + c * 8);
+    if (!from_next) {
+      add8(v8, dv_part + sl * per_slice + row * D + c * 8);
+    } else if (i + 1 < seq) {
+      add8(v8, dv_part + sl * per_slice + (row + kv_heads) * D + c * 8);
+    }
+  }
+  __align__(16) __nv_bfloat162 ko[4], vo[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    ko[e] = __floats2bfloat162_rn(k8[2 * e] * scale, k8[2 * e + 1] * scale);
+    vo[e] = __floats2bfloat162_rn(v8[2 * e], v8[2 * e + 1]);
+  }
+  *reinterpret_cast<uint4*>(dk + b * dks.b + i * dks.s + hk * dks.h + c * 8) = *reinterpret_cast<const uint4*>(ko);
+  *reinterpret_cast<uint4*>(dv + b * dvs.b + i * dvs.s + hk * dvs.h + c * 8) = *reinterpret_cast<const uint4*>(vo);
+}
+
 // m-tiles per warp (asked: a LatentAttentionVariant's choice). 1 was the default everywhere
 // (fwd_mtiles in latent_attention.cu says why); with the blocks ordered longest first across the
 // grid, 2 became the faster backward at head size 16 at all nine E 768 shapes of `hydra bench
@@ -306,14 +383,77 @@ int bwd_mtiles(int D, int seq, int asked) {
   return D == 16 || seq >= 16384 ? 2 : 1;
 }
 
+// Byte offsets into the backward's workspace: dq accumulator, row sums, and (head split only)
+// the slices' dk and dv partials.
+struct WorkspaceLayout {
+  size_t dq_acc = 0, delta = 0, dk_part = 0, dv_part = 0, total = 0;
+};
+
+WorkspaceLayout workspace_layout(const LatentAttentionShape& x, int slices) {
+  const size_t rows = static_cast<size_t>(x.batch) * x.heads * x.seq;
+  const size_t part = slices > 1 ? align16(sizeof(float) * slices * x.batch * x.seq * x.kv_heads * x.head_dim) : 0;
+  WorkspaceLayout l;
+  l.delta = align16(sizeof(float) * rows * x.head_dim);
+  l.dk_part = l.delta + align16(sizeof(float) * rows);
+  l.dv_part = l.dk_part + part;
+  l.total = l.dv_part + part;
+  return l;
+}
+
+// Blocks of backward_kernel<D, MT> one SM holds at once (registers, shared memory, threads).
+template <int D, int MT>
+int resident_blocks() {
+  const int smem = static_cast<int>(sizeof(BwdSmem<D>));
+  HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int blocks = 0;
+  HYDRA_KERNEL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, backward_kernel<D, MT>, threads_for(MT), smem));
+  return std::max(blocks, 1);
+}
+
+int resident_blocks(int D, int mt) {
+  switch (D * 10 + mt) {
+    case 161: return resident_blocks<16, 1>();
+    case 162: return resident_blocks<16, 2>();
+    case 321: return resident_blocks<32, 1>();
+    case 322: return resident_blocks<32, 2>();
+    default: return resident_blocks<64, 1>();
+  }
+}
+
+// latent_attention_backward_head_split's rule. Blocks start longest first, so the grid ends
+// evenly when no block's chain is much longer than the mean work of a block slot; where the
+// longest chain (key tile 0 over every query tile of its heads) is longer, splitting the heads
+// shortens it at the price of the partials' extra pass.
+int head_split(const LatentAttentionShape& x, const LatentAttentionVariant& variant) {
+  const int group = x.heads / x.kv_heads;
+  HYDRA_CHECK(variant.bwd_head_split >= 0 && (variant.bwd_head_split == 0 || group % variant.bwd_head_split == 0),
+              "bwd_head_split " << variant.bwd_head_split << " does not divide the group of " << group << " query heads");
+  if (variant.bwd_head_split) return variant.bwd_head_split;
+  int device = 0, sms = 0;
+  HYDRA_KERNEL_CHECK(cudaGetDevice(&device));
+  HYDRA_KERNEL_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const double slots = static_cast<double>(sms) * resident_blocks(x.head_dim, bwd_mtiles(x.head_dim, x.seq, variant.bwd_mtiles));
+  const double tiles = (x.seq + kTile - 1) / kTile;
+  const double mean_steps = tiles * (tiles + 1) / 2 * x.heads * x.batch / slots;
+  for (int s = 1; s < group; ++s) {
+    if (group % s == 0 && tiles * (group / s) <= 1.25 * mean_steps) return s;
+  }
+  return group;
+}
+
 template <int D, int kMt>
-void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq,
-                   void* workspace, cudaStream_t stream) {
+void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq, BshdMut dk,
+                   BshdMut dv, void* workspace, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(x.batch) * x.heads * x.seq;
-  const size_t acc_bytes = align16(sizeof(float) * rows * D);
-  float* dq_acc = static_cast<float*>(workspace);
-  float* delta = reinterpret_cast<float*>(static_cast<char*>(workspace) + acc_bytes);
-  HYDRA_KERNEL_CHECK(cudaMemsetAsync(dq_acc, 0, acc_bytes, stream));
+  const WorkspaceLayout layout = workspace_layout(x, p.slices);
+  char* ws = static_cast<char*>(workspace);
+  float* dq_acc = reinterpret_cast<float*>(ws + layout.dq_acc);
+  float* delta = reinterpret_cast<float*>(ws + layout.delta);
+  if (p.slices > 1) {
+    p.dk_part = reinterpret_cast<float*>(ws + layout.dk_part);
+    p.dv_part = reinterpret_cast<float*>(ws + layout.dv_part);
+  }
+  HYDRA_KERNEL_CHECK(cudaMemsetAsync(dq_acc, 0, layout.delta - layout.dq_acc, stream));
   constexpr int kRowThreads = 256;
   row_dot_kernel<D><<<static_cast<unsigned>((rows + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(
       out.data, strides_of(out), dout.data, strides_of(dout), delta, x.batch, x.seq, x.heads);
@@ -324,10 +464,17 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   const int smem = static_cast<int>(sizeof(BwdSmem<D>));
   // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
   HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.kv_heads * x.batch;
+  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * p.slices * x.kv_heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
   backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
+  if (p.slices > 1) {
+    const int64_t pieces = static_cast<int64_t>(x.batch) * x.seq * x.kv_heads * (D / 8);
+    kv_sum_kernel<D><<<static_cast<unsigned>((pieces + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(
+        p.dk_part, p.dv_part, p.slices, dk.data, strides_of(dk), dv.data, strides_of(dv), x.batch, x.seq, x.kv_heads,
+        p.scale, p.value_shift);
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
+  }
 
   const int64_t pieces = rows * (D / 8);
   dq_convert_kernel<D><<<static_cast<unsigned>((pieces + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(
@@ -338,14 +485,20 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
 
 }  // namespace
 
-size_t latent_attention_backward_workspace(const LatentAttentionShape& shape) {
-  const size_t rows = static_cast<size_t>(shape.batch) * shape.heads * shape.seq;
-  return align16(sizeof(float) * rows * shape.head_dim) + align16(sizeof(float) * rows);
+int latent_attention_backward_head_split(const LatentAttentionShape& shape, const LatentAttentionVariant& variant) {
+  check_shape(shape);
+  return head_split(shape, variant);
+}
+
+size_t latent_attention_backward_workspace(const LatentAttentionShape& shape, const LatentAttentionVariant& variant) {
+  check_shape(shape);
+  return workspace_layout(shape, head_split(shape, variant)).total;
 }
 
 void latent_attention_backward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k, BshdConst v,
                                BshdConst out, BshdConst dout, const float* lse, BshdMut dq, BshdMut dk, BshdMut dv,
-                               void* workspace, cudaStream_t stream, const LatentAttentionVariant& variant) {
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                               const LatentAttentionVariant& variant) {
   check_shape(shape);
   check_view(q.data, strides_of(q), "q");
   check_view(k.data, strides_of(k), "k");
@@ -362,18 +515,22 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.dk = dk.data, p.dv = dv.data;
   p.qs = strides_of(q), p.ks = strides_of(k), p.vs = strides_of(v), p.dos = strides_of(dout);
   p.dks = strides_of(dk), p.dvs = strides_of(dv);
-  p.seq = shape.seq, p.heads = shape.heads, p.group = shape.heads / shape.kv_heads;
+  p.batch_size = shape.batch, p.seq = shape.seq, p.heads = shape.heads, p.group = shape.heads / shape.kv_heads;
   p.scale = scale, p.scale_log2 = scale * kLog2e;
   p.tiles_inner = variant.tiles_inner;
   p.value_shift = shape.value_shift;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
+  p.slices = head_split(shape, variant);
+  const size_t needed = workspace_layout(shape, p.slices).total;
+  HYDRA_CHECK(workspace_bytes >= needed, "latent attention backward: workspace of " << workspace_bytes << " bytes, "
+                                                                                    << needed << " needed");
   const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
   switch (shape.head_dim * 10 + mt) {
-    case 161: return backward_impl<16, 1>(shape, p, out, dout, dq, workspace, stream);
-    case 162: return backward_impl<16, 2>(shape, p, out, dout, dq, workspace, stream);
-    case 321: return backward_impl<32, 1>(shape, p, out, dout, dq, workspace, stream);
-    case 322: return backward_impl<32, 2>(shape, p, out, dout, dq, workspace, stream);
-    default: return backward_impl<64, 1>(shape, p, out, dout, dq, workspace, stream);
+    case 161: return backward_impl<16, 1>(shape, p, out, dout, dq, dk, dv, workspace, stream);
+    case 162: return backward_impl<16, 2>(shape, p, out, dout, dq, dk, dv, workspace, stream);
+    case 321: return backward_impl<32, 1>(shape, p, out, dout, dq, dk, dv, workspace, stream);
+    case 322: return backward_impl<32, 2>(shape, p, out, dout, dq, dk, dv, workspace, stream);
+    default: return backward_impl<64, 1>(shape, p, out, dout, dq, dk, dv, workspace, stream);
   }
 }
 

@@ -65,7 +65,7 @@ class LatentAttentionFunction : public torch::autograd::Function<LatentAttention
                                      q.options().dtype(at::kByte));
     kernels::latent_attention_backward(shape, static_cast<float>(ctx->saved_data["scale"].toDouble()), view(q), view(k),
                                        view(v), view(out), view(dout), lse.data_ptr<float>(), mut_view(dq),
-                                       mut_view(dk), mut_view(dv), workspace.data_ptr(),
+                                       mut_view(dk), mut_view(dv), workspace.data_ptr(), workspace.numel(),
                                        at::cuda::getCurrentCUDAStream());
     return {dq, dk, dv, at::Tensor(), at::Tensor()};
   }

@@ -80,6 +80,25 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
   return {q, k, v, dout};
 }
 
+// Every kernel variant worth checking for case c: rows per warp (0 = the default) without a head
+// split, then every head split of the group (by default rows, and by two rows a warp where built).
+std::vector<LatentAttentionVariant> variants_of(const Case& c) {
+  std::vector<LatentAttentionVariant> out;
+  for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
+  const int group = c.heads / c.kv_heads;
+  for (int split = 2; split <= group; ++split) {
+    if (group % split) continue;
+    out.push_back({0, 0, false, split});
+    if (c.dim != 64) out.push_back({2, 2, false, split});
+  }
+  out.push_back({0, 0, false, 0});  // the split the launcher picks
+  return out;
+}
+
+std::string variant_name(const LatentAttentionVariant& v) {
+  return " mtiles " + std::to_string(v.bwd_mtiles) + " head split " + std::to_string(v.bwd_head_split);
+}
+
 class LatentAttention : public ::testing::TestWithParam<Case> {};
 
 // The launchers directly: forward outputs and dq, dk, dv within 1e-2 relative L2 of float64.
@@ -103,21 +122,20 @@ TEST_P(LatentAttention, MatchesFloat64Reference) {
       scores.masked_fill(torch::ones({c.seq, c.seq}, scores.options().dtype(torch::kBool)).triu(1), -INFINITY)
           .logsumexp(-1);
 
-  // Every kernel variant (rows per warp; 0 = the default) on the same inputs.
-  for (const int mtiles : {0, 1, 2}) {
-    const LatentAttentionVariant variant{mtiles, mtiles};
+  // Every kernel variant on the same inputs.
+  for (const LatentAttentionVariant& variant : variants_of(c)) {
     torch::Tensor out = poisoned_like(q);
     torch::Tensor lse = torch::full({c.batch, c.heads, c.seq}, std::nan(""), bf.dtype(torch::kFloat));
     latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
                              lse.data_ptr<float>(), stream, variant);
     torch::Tensor dq = poisoned_like(q), dk = poisoned_like(k), dv = poisoned_like(v);
-    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape))}, 255,
+    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape, variant))}, 255,
                                    bf.dtype(torch::kByte));  // 0xff bytes: NaN floats
     latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(out),
-                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), stream,
+                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), ws.numel(), stream,
                               variant);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::string what = name(c) + " mtiles " + std::to_string(mtiles);
+    const std::string what = name(c) + variant_name(variant);
     for (const auto& [label, t] : {std::pair{"out", out}, {"dq", dq}, {"dk", dk}, {"dv", dv}, {"lse", lse}}) {
       ASSERT_TRUE(torch::isfinite(t).all().item<bool>()) << what << ": " << label << " has unwritten or non-finite elements";
     }
@@ -145,7 +163,7 @@ INSTANTIATE_TEST_SUITE_P(Sweep, LatentAttention, ::testing::ValuesIn(sweep()),
 // CCQA's value shift read by the kernels (LatentAttentionShape::value_shift): v unshifted in,
 // out and the gradients against the float64 reference over shift_values(v), dv being the
 // gradient of the unshifted v (so the shift's transpose, the last token's zero second half and
-// the first token's dropped one are checked), every m-tile variant; dv poisoned first, so an
+// the first token's dropped one are checked), every variant (variants_of); dv poisoned first, so an
 // element the shifted writes miss shows up as NaN.
 void check_value_shift(const Case& c) {
   torch::manual_seed(77 + c.seq + c.dim);
@@ -159,20 +177,19 @@ void check_value_shift(const Case& c) {
   const torch::Tensor ref = model::causal_attention_reference(qd, kd, model::shift_values(vd), scale);
   ref.backward(dout.to(torch::kDouble));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  for (const int mtiles : {0, 1, 2}) {
-    const LatentAttentionVariant variant{mtiles, mtiles};
+  for (const LatentAttentionVariant& variant : variants_of(c)) {
     torch::Tensor out = poisoned_like(q);
     torch::Tensor lse = torch::empty({c.batch, c.heads, c.seq}, bf.dtype(torch::kFloat));
     latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
                              lse.data_ptr<float>(), stream, variant);
     torch::Tensor dq = poisoned_like(q), dk = poisoned_like(k), dv = poisoned_like(v);
-    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape))}, 255,
+    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape, variant))}, 255,
                                    bf.dtype(torch::kByte));
     latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(out),
-                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(),
+                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), ws.numel(),
                               stream, variant);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::string what = name(c) + " mtiles " + std::to_string(mtiles);
+    const std::string what = name(c) + variant_name(variant);
     for (const auto& [label, t] : {std::pair{"out", out}, {"dq", dq}, {"dk", dk}, {"dv", dv}}) {
       ASSERT_TRUE(torch::isfinite(t).all().item<bool>()) << what << ": " << label << " has unwritten elements";
     }
@@ -196,6 +213,45 @@ TEST(LatentAttentionValueShift, MatchesShiftedFloat64Reference) {
 // writes stay inside their tensors.
 TEST(LatentAttentionValueShift, SanitizerCase) {
   for (const Case& c : std::vector<Case>{{2, 70, 4, 2, 16}, {1, 65, 2, 1, 32}}) check_value_shift(c);
+}
+
+// The launcher's head split: an asked split is kept, one that does not divide the group is
+// refused, and the default splits a grid too small for the GPU (one sequence of 4096 at 1b's
+// latent shape: a key tile 0 block walks 64 query tiles of 4 heads, 256 steps, while the GPU's
+// block slots get about 63 each on an H200) but not one that fills it (small at batch 64).
+TEST(LatentAttentionHeadSplit, DefaultSplitsOnlyGridsTooSmallForTheGpu) {
+  const LatentAttentionShape one_long{1, 4096, 16, 4, 32}, many_short{64, 1024, 12, 3, 16};
+  LatentAttentionVariant asked;
+  asked.bwd_head_split = 2;
+  EXPECT_EQ(latent_attention_backward_head_split(one_long, asked), 2);
+  asked.bwd_head_split = 3;
+  EXPECT_THROW(latent_attention_backward_head_split(one_long, asked), std::exception);
+  const int split = latent_attention_backward_head_split(one_long);
+  EXPECT_GT(split, 1);
+  EXPECT_EQ(4 % split, 0);
+  EXPECT_EQ(latent_attention_backward_head_split(many_short), 1);
+  // The workspace grows by the slices' fp32 dk and dv partials, and only under a split.
+  asked.bwd_head_split = 1;
+  const size_t whole = latent_attention_backward_workspace(one_long, asked);
+  asked.bwd_head_split = 4;
+  EXPECT_EQ(latent_attention_backward_workspace(one_long, asked), whole + 2 * 4 * size_t{4096} * 4 * 32 * sizeof(float));
+  EXPECT_EQ(latent_attention_backward_workspace(many_short), latent_attention_backward_workspace(many_short, {0, 0, false, 1}));
+}
+
+// A workspace smaller than the variant needs is refused before anything runs.
+TEST(LatentAttentionHeadSplit, SmallWorkspaceIsRefused) {
+  const Case c{1, 256, 4, 1, 16};
+  const auto [q, k, v, dout] = random_inputs(c);
+  const LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
+  const LatentAttentionVariant split4{0, 0, false, 4};
+  torch::Tensor out = torch::empty_like(q), dq = torch::empty_like(q), dk = torch::empty_like(k), dv = torch::empty_like(v);
+  torch::Tensor lse = torch::empty({c.batch, c.heads, c.seq}, q.options().dtype(torch::kFloat));
+  torch::Tensor ws = torch::empty({static_cast<int64_t>(latent_attention_backward_workspace(shape, {0, 0, false, 1}))},
+                                  q.options().dtype(torch::kByte));
+  EXPECT_THROW(latent_attention_backward(shape, 0.25f, cview(q), cview(k), cview(v), cview(out), cview(dout),
+                                         lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), ws.numel(),
+                                         at::cuda::getCurrentCUDAStream(), split4),
+               std::exception);
 }
 
 // Strided (non-contiguous) views as the CCQA layer produces them: q, k, v as slices of one
@@ -266,9 +322,10 @@ OrderRun run_order(const Case& c, bool tiles_inner, int repeats) {
   r.out = torch::empty_like(q), r.dq = torch::empty_like(q), r.dk = torch::empty_like(k), r.dv = torch::empty_like(v);
   r.lse = torch::empty({c.batch, c.heads, c.seq}, o.dtype(torch::kFloat));
   const LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
-  torch::Tensor ws = torch::empty({static_cast<int64_t>(latent_attention_backward_workspace(shape))}, o.dtype(torch::kByte));
   LatentAttentionVariant variant;
   variant.tiles_inner = tiles_inner;
+  torch::Tensor ws =
+      torch::empty({static_cast<int64_t>(latent_attention_backward_workspace(shape, variant))}, o.dtype(torch::kByte));
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.dim));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const auto fwd = [&] {
@@ -277,7 +334,7 @@ OrderRun run_order(const Case& c, bool tiles_inner, int repeats) {
   };
   const auto bwd = [&] {
     latent_attention_backward(shape, scale, cview(q), cview(k), cview(v), cview(r.out), cview(dout),
-                              r.lse.data_ptr<float>(), mview(r.dq), mview(r.dk), mview(r.dv), ws.data_ptr(), stream,
+                              r.lse.data_ptr<float>(), mview(r.dq), mview(r.dk), mview(r.dv), ws.data_ptr(), ws.numel(), stream,
                               variant);
   };
   r.fwd_ms = hydra::test::median_event_ms(fwd, repeats, 1, stream);
