@@ -123,6 +123,13 @@ torch::Tensor full_context_logits(model::HydraModel& m, const torch::Tensor& con
   return out.logits.select(0, 0).select(0, -1).narrow(0, 0, vocab_size);
 }
 
+double median_ms(std::vector<double> seconds) {
+  if (seconds.empty()) return 0.0;
+  const auto mid = seconds.begin() + static_cast<std::ptrdiff_t>(seconds.size() / 2);
+  std::nth_element(seconds.begin(), mid, seconds.end());
+  return *mid * 1e3;
+}
+
 // Where a run's wall time went (`timing` in the JSON): the host's clock around each phase. A
 // device's work shows where the host waits for it: in the copy of the step's logits.
 struct GenerateTiming {
@@ -133,6 +140,10 @@ struct GenerateTiming {
   double sampling_s = 0;     // drawing the next tokens (where the logits are) and copying the ids to the host
   double other_s = 0;        // the rest: bookkeeping, streaming the text, tp agreement
   int steps = 0;             // batched steps
+  // Each round's wall time after the prompt's (its step, draws and bookkeeping). Their median is
+  // the steady state, as a baseline times its steps after warm-up: the first step of each span
+  // (eager) and the second (captured) are a few outliers among them.
+  std::vector<double> round_s;
 
   common::Json json() const {
     common::Json j = common::Json::object();
@@ -143,6 +154,7 @@ struct GenerateTiming {
     j["sampling_s"] = sampling_s;
     j["other_s"] = other_s;
     j["steps"] = steps;
+    j["round_median_ms"] = median_ms(round_s);
     return j;
   }
 };
@@ -408,6 +420,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
       if (rows[i].stopped != "end_of_text") going.push_back(&rows[i]), going_rows.push_back(i);
     }
     if (going.empty()) break;
+    const auto round_start = std::chrono::steady_clock::now();
     std::vector<torch::Tensor> logits(going.size(), prompt_logits);
     if (round > 0) {
       std::vector<const std::vector<int32_t>*> contexts;
@@ -434,6 +447,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
         std::fflush(stdout);
       }
     }
+    if (round > 0) timing.round_s.push_back(seconds_since(round_start));
   }
   const double seconds = seconds_since(start);
   timing.other_s = std::max(0.0, seconds - timing.prompt_s - timing.step_submit_s - timing.step_wait_s -

@@ -100,6 +100,11 @@ def main():
         if (timing["steps"] != 97 or timing["anew_s"] <= 0 or abs(phases - cached["seconds"]) > 1e-3 or
                 min(timing.values()) < 0):
             fail(f"timing {timing} against seconds {cached['seconds']}")
+        # The median of the 99 rounds after the prompt's: at most twice their mean (half of them
+        # take at least the median), and the rounds fit in the time after the prompt.
+        after_prompt_ms = (cached["seconds"] - timing["prompt_s"]) * 1e3
+        if not 0 < timing["round_median_ms"] <= 2 * after_prompt_ms / 99:
+            fail(f"round_median_ms {timing['round_median_ms']} against {after_prompt_ms} ms for 99 rounds")
         if kv["bf16_bytes_per_token_per_layer"] != {"mqa": 64, "ccqa": 32, "mla": 80}:
             fail(f"bytes per token per layer {kv['bf16_bytes_per_token_per_layer']}")
         if uncached["kv_cache"]["prefills"] != 0 or "held_bytes" in uncached["kv_cache"]:
