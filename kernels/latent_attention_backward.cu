@@ -67,10 +67,6 @@ struct BwdSmem {
   float delta[2][kTile];
 };
 
-// One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys, so that every
-// q and dout fragment read from shared memory feeds MT products. The k and v fragments of the
-// A operand are re-read from shared memory each step rather than held: registers go to the
-// score and gradient accumulators.
 // Blocks per SM the register allocation must leave room for (0: the compiler's choice). The
 // head split's epilogue made the compiler take registers enough to lose one resident block an
 // SM at D 32 (MT 1), D 64 and D 16 (MT 2) against the kernel before it; these bounds keep that
@@ -80,6 +76,10 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
   return D == 64 ? 3 : D == 32 && MT == 1 ? 4 : D == 16 && MT == 2 ? 5 : 0;
 }
 
+// One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys,
+// so that every q and dout fragment read from shared memory feeds MT products. The k and v fragments of the
+// A operand are re-read from shared memory each step rather than held: registers go to the
+// score and gradient accumulators.
 template <int D, int MT>
 __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
