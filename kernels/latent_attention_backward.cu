@@ -77,9 +77,9 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
 }
 
 // One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys,
-// so that every q and dout fragment read from shared memory feeds MT products. The k and v fragments of the
-// A operand are re-read from shared memory each step rather than held: registers go to the
-// score and gradient accumulators.
+// so that every q and dout fragment read from shared memory feeds MT products. The k and v
+// fragments of the A operand are re-read from shared memory each step rather than held:
+// registers go to the score and gradient accumulators.
 template <int D, int MT>
 __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
