@@ -376,11 +376,14 @@ __global__ void kv_sum_kernel(const float* dk_part, const float* dv_part, int sl
 // (fwd_mtiles in latent_attention.cu says why); with the blocks ordered longest first across the
 // grid, 2 became the faster backward at head size 16 at all nine E 768 shapes of `hydra bench
 // attention` (H200, 2026-12-04: equal to 6% faster, 0.125 -> 0.117 ms at B 8, S 1024) and at
-// head size 32 at S 16384 (3.88 -> 3.41 ms), but not at 4096 or 8192 (4% and 8% slower).
+// head size 32 at S 16384 (3.88 -> 3.41 ms), but not at 4096 or 8192 (4% and 8% slower). Under
+// the head split (more blocks of shorter chains) 2 became the faster at head size 32 from S 4096
+// too: B 1, S 4096 0.275 -> 0.251 ms and S 8192 0.979 -> 0.897 ms (H100, 2026-12-05, the same in
+// two calls). S 1024 at head size 32 has not been compared: it keeps 1.
 int bwd_mtiles(int D, int seq, int asked) {
   if (D == 64) return 1;  // 2 spills: not built
   if (asked) return asked;
-  return D == 16 || seq >= 16384 ? 2 : 1;
+  return D == 16 || seq >= 4096 ? 2 : 1;
 }
 
 // Byte offsets into the backward's workspace: dq accumulator, row sums, and (head split only)
