@@ -66,8 +66,8 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
 
 // The backward's head split on the current device when the variant leaves it open: the
 // smallest divisor s of G for which the longest block's chain of steps (key tile 0: S / 64
-// query tiles times G / s heads) is at most 1.25 times the steps an SM's block slot gets on
-// average (all steps over SMs x resident blocks). 1 whenever the grid is large enough.
+// query tiles times G / s heads) is at most the steps an SM's block slot gets on average (all
+// steps over SMs x resident blocks). 1 whenever the grid is large enough.
 int latent_attention_backward_head_split(const LatentAttentionShape& shape, const LatentAttentionVariant& variant = {});
 
 // Bytes of device workspace the backward needs with this variant (fp32 dq accumulator, row
