@@ -35,9 +35,10 @@ const std::map<std::string, CommandSpec>& commands() {
       {"generate",
        {"continue a prompt with a checkpoint's model: sampled tokens, streamed as text (one process)",
         "hydra generate --config FILE --checkpoint DIR|FILE [--set key.path=value]... (--prompt TEXT | --prompt-file FILE) "
-        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--batch B] [--no-cache] [--json]",
+        "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--batch B] [--no-cache] [--json] "
+        "[--trace FILE]",
         {"--config", "--set", "--checkpoint", "--prompt", "--prompt-file", "--max-new", "--temperature", "--top-k",
-         "--top-p", "--seed", "--batch", "--no-cache", "--json"}}},
+         "--top-p", "--seed", "--batch", "--no-cache", "--json", "--trace"}}},
       {"data prepare",
        {"tokenize .txt/.jsonl files or directories into token shards and a manifest",
         "hydra data prepare --input PATH... --output DIR [--tokenizer gpt2|bytes] [--val-fraction F]",
@@ -206,6 +207,8 @@ std::string help_text(const std::string& command) {
     out += "  --no-cache             run the model over the whole context for every token (no KV cache):\n";
     out += "                         the same tokens, slower; for comparison\n";
     out += "  --json                 print one JSON object at the end instead of streaming text\n";
+    out += "  --trace FILE           profile the last 8 rounds into a Chrome trace (CUDA build, train.device\n";
+    out += "                         cuda; bench/trace_summary.py reads it)\n";
     out += "  --help                 this text\n";
     out += "\nOne process. The prompt is prefilled once, then each new token runs alone against the layers'\n";
     out += "KV caches; when the context exceeds train.seq_len it restarts from its last seq_len/2 tokens.\n";

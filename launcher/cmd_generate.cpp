@@ -39,6 +39,9 @@
 #include "parallel/parallel_context.h"
 #include "parallel/tensor_parallel.h"
 #include "train/decode_graphs.h"
+#ifdef HYDRA_CUDA
+#include "bench/kineto_trace.h"
+#endif
 
 namespace hydra::launcher {
 namespace {
@@ -380,8 +383,31 @@ std::vector<int32_t> next_tokens(const std::vector<torch::Tensor>& logits, const
   return ids;
 }
 
+#ifdef HYDRA_CUDA
+// --trace FILE profiles the run's last rounds (the spans' first steps and captures are behind
+// them by then): at most this many, never the first.
+constexpr int kTracedRounds = 8;
+#endif
+
+// Refuses --trace where it cannot run, before the model loads.
+void check_trace_option(const Config& config, const CliArgs& args) {
+  if (args.trace.empty()) return;
+#ifndef HYDRA_CUDA
+  HYDRA_FAIL(ConfigError, "--trace needs the CUDA build (LibTorch's Kineto profiler); this is the CPU build");
+#endif
+  if (config.train.device != "cuda") {
+    HYDRA_FAIL(ConfigError, "--trace profiles the GPU's decode steps: it needs train.device: cuda (it is "
+                                << config.train.device << ")");
+  }
+}
+
 int run_generate(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
   const GenerateOptions o = parse_generate_options(args);
+  check_trace_option(config, args);
+#ifdef HYDRA_CUDA
+  const int trace_from = args.trace.empty() ? -1 : std::max(1, o.max_new - kTracedRounds);
+  bool tracing = false;
+#endif
   const TensorParallelGroup group = make_group(config, launch, o.cache);
   const std::unique_ptr<data::Tokenizer> tokenizer = data::load_tokenizer(config.data.tokenizer);
   if (tokenizer->vocab_size() > config.model.vocab_size) {
@@ -420,6 +446,13 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
       if (rows[i].stopped != "end_of_text") going.push_back(&rows[i]), going_rows.push_back(i);
     }
     if (going.empty()) break;
+#ifdef HYDRA_CUDA
+    if (round == trace_from && group.speaks()) {
+      wait_for(device);
+      bench::start_kineto_trace();
+      tracing = true;
+    }
+#endif
     const auto round_start = std::chrono::steady_clock::now();
     std::vector<torch::Tensor> logits(going.size(), prompt_logits);
     if (round > 0) {
@@ -449,7 +482,14 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
     }
     if (round > 0) timing.round_s.push_back(seconds_since(round_start));
   }
-  const double seconds = seconds_since(start);
+  const double seconds = seconds_since(start);  // the trace's writing left out
+#ifdef HYDRA_CUDA
+  if (tracing) {
+    wait_for(device);
+    bench::stop_kineto_trace(args.trace);
+    std::fprintf(stderr, "hydra generate: trace of the last %d rounds: %s\n", o.max_new - trace_from, args.trace.c_str());
+  }
+#endif
   timing.other_s = std::max(0.0, seconds - timing.prompt_s - timing.step_submit_s - timing.step_wait_s -
                                      timing.anew_s - timing.sampling_s);
   const double tokens_per_s = seconds > 0 ? produced / seconds : 0.0;
