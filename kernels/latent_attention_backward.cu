@@ -6,6 +6,7 @@
 #include "kernels/latent_attention.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/latent_attention_common.cuh"
 
@@ -403,24 +404,34 @@ WorkspaceLayout workspace_layout(const LatentAttentionShape& x, int slices) {
   return l;
 }
 
-// Blocks of backward_kernel<D, MT> one SM holds at once (registers, shared memory, threads).
-template <int D, int MT>
-int resident_blocks() {
-  const int smem = static_cast<int>(sizeof(BwdSmem<D>));
-  HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  int blocks = 0;
-  HYDRA_KERNEL_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, backward_kernel<D, MT>, threads_for(MT), smem));
-  return std::max(blocks, 1);
+// f(std::integral_constant<int, D>, std::integral_constant<int, MT>) for the built backward
+// kernel of head size D and MT m-tiles a warp (D 64: one m-tile only): the one place that maps
+// the runtime choice onto the template instances.
+template <typename F>
+auto with_backward_instance(int D, int mt, F&& f) {
+  using Mt1 = std::integral_constant<int, 1>;
+  using Mt2 = std::integral_constant<int, 2>;
+  switch (D * 10 + mt) {
+    case 161: return f(std::integral_constant<int, 16>{}, Mt1{});
+    case 162: return f(std::integral_constant<int, 16>{}, Mt2{});
+    case 321: return f(std::integral_constant<int, 32>{}, Mt1{});
+    case 322: return f(std::integral_constant<int, 32>{}, Mt2{});
+    default: return f(std::integral_constant<int, 64>{}, Mt1{});
+  }
 }
 
+// Blocks of backward_kernel<D, MT> one SM holds at once (registers, shared memory, threads).
 int resident_blocks(int D, int mt) {
-  switch (D * 10 + mt) {
-    case 161: return resident_blocks<16, 1>();
-    case 162: return resident_blocks<16, 2>();
-    case 321: return resident_blocks<32, 1>();
-    case 322: return resident_blocks<32, 2>();
-    default: return resident_blocks<64, 1>();
-  }
+  return with_backward_instance(D, mt, [](auto d, auto m) {
+    constexpr int kD = decltype(d)::value, kMt = decltype(m)::value;
+    const int smem = static_cast<int>(sizeof(BwdSmem<kD>));
+    HYDRA_KERNEL_CHECK(
+        cudaFuncSetAttribute(backward_kernel<kD, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int blocks = 0;
+    HYDRA_KERNEL_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, backward_kernel<kD, kMt>, threads_for(kMt), smem));
+    return std::max(blocks, 1);
+  });
 }
 
 // latent_attention_backward_head_split's rule. Blocks start longest first, so the grid ends
@@ -532,13 +543,9 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   HYDRA_CHECK(workspace_bytes >= needed, "latent attention backward: workspace of " << workspace_bytes << " bytes, "
                                                                                     << needed << " needed");
   const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
-  switch (shape.head_dim * 10 + mt) {
-    case 161: return backward_impl<16, 1>(shape, p, out, dout, dq, dk, dv, workspace, stream);
-    case 162: return backward_impl<16, 2>(shape, p, out, dout, dq, dk, dv, workspace, stream);
-    case 321: return backward_impl<32, 1>(shape, p, out, dout, dq, dk, dv, workspace, stream);
-    case 322: return backward_impl<32, 2>(shape, p, out, dout, dq, dk, dv, workspace, stream);
-    default: return backward_impl<64, 1>(shape, p, out, dout, dq, dk, dv, workspace, stream);
-  }
+  with_backward_instance(shape.head_dim, mt, [&](auto d, auto m) {
+    backward_impl<decltype(d)::value, decltype(m)::value>(shape, p, out, dout, dq, dk, dv, workspace, stream);
+  });
 }
 
 }  // namespace hydra::kernels
