@@ -487,7 +487,7 @@ int run_generate(const Config& config, const CliArgs& args, const parallel::Laun
   if (tracing) {
     wait_for(device);
     bench::stop_kineto_trace(args.trace);
-    std::fprintf(stderr, "hydra generate: trace of the last %d rounds: %s\n", o.max_new - trace_from, args.trace.c_str());
+    std::fprintf(stderr, "hydra generate: trace of the rounds from %d on: %s\n", trace_from, args.trace.c_str());
   }
 #endif
   timing.other_s = std::max(0.0, seconds - timing.prompt_s - timing.step_submit_s - timing.step_wait_s -
