@@ -99,17 +99,39 @@ std::string variant_name(const LatentAttentionVariant& v) {
   return " mtiles " + std::to_string(v.bwd_mtiles) + " head split " + std::to_string(v.bwd_head_split);
 }
 
+// The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
+// every output poisoned (NaN) before the kernels run and the workspace filled with 0xff bytes
+// (NaN floats), so an element they leave unwritten shows up.
+struct KernelOutputs {
+  torch::Tensor out, lse, dq, dk, dv;
+};
+
+KernelOutputs run_kernels(const LatentAttentionShape& shape, double scale, const torch::Tensor& q, const torch::Tensor& k,
+                          const torch::Tensor& v, const torch::Tensor& dout, const LatentAttentionVariant& variant) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  KernelOutputs r;
+  r.out = poisoned_like(q);
+  r.lse = torch::full({shape.batch, shape.heads, shape.seq}, std::nan(""), q.options().dtype(torch::kFloat));
+  latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(r.out),
+                           r.lse.data_ptr<float>(), stream, variant);
+  r.dq = poisoned_like(q), r.dk = poisoned_like(k), r.dv = poisoned_like(v);
+  torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape, variant))}, 255,
+                                 q.options().dtype(torch::kByte));
+  latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(r.out), cview(dout),
+                            r.lse.data_ptr<float>(), mview(r.dq), mview(r.dk), mview(r.dv), ws.data_ptr(), ws.numel(),
+                            stream, variant);
+  return r;
+}
+
 class LatentAttention : public ::testing::TestWithParam<Case> {};
 
 // The launchers directly: forward outputs and dq, dk, dv within 1e-2 relative L2 of float64.
 TEST_P(LatentAttention, MatchesFloat64Reference) {
   const Case c = GetParam();
   torch::manual_seed(1000 + c.seq * 7 + c.dim * 3 + c.heads);
-  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
   const auto [q, k, v, dout] = random_inputs(c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
   const LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   torch::Tensor qd = q.to(torch::kDouble).requires_grad_(), kd = k.to(torch::kDouble).requires_grad_(),
                 vd = v.to(torch::kDouble).requires_grad_();
@@ -124,16 +146,7 @@ TEST_P(LatentAttention, MatchesFloat64Reference) {
 
   // Every kernel variant on the same inputs.
   for (const LatentAttentionVariant& variant : variants_of(c)) {
-    torch::Tensor out = poisoned_like(q);
-    torch::Tensor lse = torch::full({c.batch, c.heads, c.seq}, std::nan(""), bf.dtype(torch::kFloat));
-    latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
-                             lse.data_ptr<float>(), stream, variant);
-    torch::Tensor dq = poisoned_like(q), dk = poisoned_like(k), dv = poisoned_like(v);
-    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape, variant))}, 255,
-                                   bf.dtype(torch::kByte));  // 0xff bytes: NaN floats
-    latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(out),
-                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), ws.numel(), stream,
-                              variant);
+    const auto [out, lse, dq, dk, dv] = run_kernels(shape, scale, q, k, v, dout, variant);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::string what = name(c) + variant_name(variant);
     for (const auto& [label, t] : {std::pair{"out", out}, {"dq", dq}, {"dk", dk}, {"dv", dv}, {"lse", lse}}) {
@@ -167,7 +180,6 @@ INSTANTIATE_TEST_SUITE_P(Sweep, LatentAttention, ::testing::ValuesIn(sweep()),
 // element the shifted writes miss shows up as NaN.
 void check_value_shift(const Case& c) {
   torch::manual_seed(77 + c.seq + c.dim);
-  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
   const auto [q, k, v, dout] = random_inputs(c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.dim));
   LatentAttentionShape shape{c.batch, c.seq, c.heads, c.kv_heads, c.dim};
@@ -176,18 +188,8 @@ void check_value_shift(const Case& c) {
                 vd = v.to(torch::kDouble).requires_grad_();
   const torch::Tensor ref = model::causal_attention_reference(qd, kd, model::shift_values(vd), scale);
   ref.backward(dout.to(torch::kDouble));
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   for (const LatentAttentionVariant& variant : variants_of(c)) {
-    torch::Tensor out = poisoned_like(q);
-    torch::Tensor lse = torch::empty({c.batch, c.heads, c.seq}, bf.dtype(torch::kFloat));
-    latent_attention_forward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), mview(out),
-                             lse.data_ptr<float>(), stream, variant);
-    torch::Tensor dq = poisoned_like(q), dk = poisoned_like(k), dv = poisoned_like(v);
-    torch::Tensor ws = torch::full({static_cast<int64_t>(latent_attention_backward_workspace(shape, variant))}, 255,
-                                   bf.dtype(torch::kByte));
-    latent_attention_backward(shape, static_cast<float>(scale), cview(q), cview(k), cview(v), cview(out),
-                              cview(dout), lse.data_ptr<float>(), mview(dq), mview(dk), mview(dv), ws.data_ptr(), ws.numel(),
-                              stream, variant);
+    const auto [out, lse, dq, dk, dv] = run_kernels(shape, scale, q, k, v, dout, variant);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::string what = name(c) + variant_name(variant);
     for (const auto& [label, t] : {std::pair{"out", out}, {"dq", dq}, {"dk", dk}, {"dv", dv}}) {
