@@ -218,8 +218,11 @@ std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0
     k = k_norm->forward(k);
   }
   k = k * torch::exp(tau).view({1, 1, -1, 1});
-  // 7. RoPE over d_h.
-  return {apply_rope(q, positions, theta), apply_rope(k, positions, theta)};
+  // 7. RoPE over d_h: the reference formula for the reference implementation (the oracle of the
+  // fused prologue), else the fused op (one kernel on CUDA where apply_rope takes about a dozen:
+  // this is decoding's path, and it ran at batch 1 at the speed of its kernel launches).
+  if (impl == CcqaImpl::kReference) return {apply_rope(q, positions, theta), apply_rope(k, positions, theta)};
+  return {fused_rope(q, positions, theta), fused_rope(k, positions, theta)};
 }
 
 torch::Tensor CcqaAttention::kv_of_local_heads(int64_t heads, const torch::TensorOptions& options) const {

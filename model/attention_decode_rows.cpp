@@ -11,7 +11,7 @@
 
 #include "common/errors.h"
 #include "model/attention.h"
-#include "model/attention_core.h"
+#include "model/decode_attention.h"
 #include "model/fused_ops.h"
 #include "model/kv_cache.h"
 #include "model/same_input_projections.h"
@@ -19,16 +19,11 @@
 namespace hydra::model {
 namespace {
 
-// One token a row: [1, B, ...] (the rows as tokens) <-> [B, 1, ...] (the rows as sequences).
+// One token a row: [1, B, ...] (the rows as tokens) <-> [B, 1, ...] (the rows as sequences),
+// and [1, B, ...] <-> [B, ...] (the rows, as put_and_attend_rows takes them).
 torch::Tensor as_rows(const torch::Tensor& t) { return t.transpose(0, 1); }
-
-// Each row's query q [1, B, H, D] over the first `span` slots of its keys and values
-// [B, capacity, H_kv, ...] that the row's count makes visible: [1, B, H, Dv].
-torch::Tensor attend_rows(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const CacheRows& rows,
-                          int64_t span, double scale) {
-  return as_rows(attention_over_rows(as_rows(q), k.narrow(1, 0, span), v.narrow(1, 0, span), visible_slots(rows, span),
-                                     scale));
-}
+torch::Tensor rows_of(const torch::Tensor& t) { return t.select(0, 0); }
+torch::Tensor as_tokens(const torch::Tensor& t) { return t.unsqueeze(0); }
 
 }  // namespace
 
@@ -38,11 +33,10 @@ torch::Tensor GqaAttention::decode_rows(const torch::Tensor& x, const torch::Ten
                                         const torch::Tensor& write, int64_t span) {
   const std::vector<torch::Tensor> qkv = queries_keys_values(x, positions);
   GqaCache& c = std::get<GqaCache>(rows.tensors);
-  put_rows(c.k, rows, qkv[1].select(0, 0));
-  put_rows(c.v, rows, qkv[2].select(0, 0));
-  const torch::Tensor o = attend_rows(qkv[0], c.k, c.v, rows, span, 1.0 / std::sqrt(static_cast<double>(dims.d)));
+  const RowsToken token{rows_of(qkv[0]), rows_of(qkv[1]), rows_of(qkv[2])};
+  const torch::Tensor o = put_and_attend_rows(token, c.k, c.v, rows, span, 1.0 / std::sqrt(static_cast<double>(dims.d)));
   advance_rows(rows, write);
-  return output(o);
+  return output(as_tokens(o));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -83,13 +77,10 @@ torch::Tensor CcqaAttention::decode_rows(const torch::Tensor& x, const torch::Te
   }
   // 4-7. Per token, as in the forward.
   const std::vector<torch::Tensor> qk = mix_and_rotate(q0, k0, qc, kc, positions, kv_of_head);
-  put_rows(c.k, rows, qk[1].select(0, 0));
-  put_rows(c.v, rows, v.select(0, 0));
   // 7. Each row's query over its keys and values (every KV head cached under replicated tp).
-  const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
-  torch::Tensor keys = c.k.narrow(1, 0, span), vals = c.v.narrow(1, 0, span);
-  if (kv_of_head.defined()) keys = keys.index_select(2, kv_of_head), vals = vals.index_select(2, kv_of_head);
-  const torch::Tensor o = attend_rows(qk[0], keys, vals, rows, span, scale);
+  RowsToken token{rows_of(qk[0]), rows_of(qk[1]), rows_of(v)};
+  token.kv_of_head = kv_of_head;
+  const torch::Tensor o = put_and_attend_rows(token, c.k, c.v, rows, span, 1.0 / std::sqrt(static_cast<double>(dh)));
   advance_rows(rows, write);
   // 8. Per-head norm, W_o (the reference ops, as decode).
   return wo->forward(head_rms_norm(o.reshape({1, B, -1}), out_norm->weight, dh, eps));
@@ -102,11 +93,14 @@ torch::Tensor MlaAttention::decode_rows(const torch::Tensor& x, const torch::Ten
                                         const torch::Tensor& write, int64_t span) {
   const std::vector<torch::Tensor> q_entry = absorbed_query_and_entry(x, positions);
   MlaCache& c = std::get<MlaCache>(rows.tensors);
-  put_rows(c.latent, rows, q_entry[1].select(0, 0));  // [B, 1, d_c + d_r]
-  const torch::Tensor o_latent = attend_rows(q_entry[0], c.latent, c.latent.narrow(-1, 0, dims.dc), rows, span,
-                                             1.0 / std::sqrt(static_cast<double>(dims.d + dims.dr)));
+  // The entry [B, 1, d_c + d_r] is the key of one head; its first d_c channels are the value.
+  RowsToken token{rows_of(q_entry[0]), rows_of(q_entry[1]), torch::Tensor()};
+  token.value_size = dims.dc;
+  torch::Tensor no_value_slots;
+  const torch::Tensor o_latent = put_and_attend_rows(token, c.latent, no_value_slots, rows, span,
+                                                     1.0 / std::sqrt(static_cast<double>(dims.d + dims.dr)));
   advance_rows(rows, write);
-  return absorbed_output(o_latent);
+  return absorbed_output(as_tokens(o_latent));
 }
 
 }  // namespace hydra::model

@@ -72,10 +72,14 @@ int64_t bytes_per_slot(const CacheRows& rows) {
 
 }  // namespace
 
+void allocate_slots(at::Tensor& slots, const CacheRows& rows, const at::Tensor& fresh) {
+  if (!slots.defined()) slots = at::zeros(rows_shape({batch_rows(rows), rows.capacity}, fresh, 1), fresh.options());
+}
+
 void put_rows(at::Tensor& slots, const CacheRows& rows, const at::Tensor& fresh) {
   const int64_t B = batch_rows(rows);
   HYDRA_CHECK(fresh.size(0) == B, "put_rows: " << fresh.size(0) << " tokens for " << B << " rows");
-  if (!slots.defined()) slots = at::zeros(rows_shape({B, rows.capacity}, fresh, 1), fresh.options());
+  allocate_slots(slots, rows, fresh);
   // Slot count[b] of row b is entry b * capacity + count[b] of the rows flattened.
   const at::Tensor flat = at::arange(B, rows.count.options()) * rows.capacity + rows.count;
   slots.view({B * rows.capacity, -1}).index_copy_(0, flat, fresh.reshape({B, -1}).to(slots.scalar_type()));
@@ -97,7 +101,8 @@ at::Tensor visible_slots(const CacheRows& rows, int64_t span) {
   return at::arange(span, rows.count.options()).unsqueeze(0) <= rows.count.unsqueeze(1);
 }
 
-void advance_rows(CacheRows& rows, const at::Tensor& write) { rows.count.add_(write.to(at::kLong)); }
+// The bool mask adds as 0/1 inside the one kernel (no int64 copy of it first).
+void advance_rows(CacheRows& rows, const at::Tensor& write) { rows.count.add_(write); }
 
 void load_row(CacheRows& rows, int64_t row, const AttentionCache& one) {
   HYDRA_CHECK(rows.tensors.index() == one.index(), "load_row: a cache of another attention type");

@@ -66,6 +66,8 @@ struct CacheRows {
   int64_t capacity = 0;    // slots per row
 };
 
+// The slots for fresh [B, ...] (one token a row): [B, capacity, ...] zeros when undefined.
+void allocate_slots(at::Tensor& slots, const CacheRows& rows, const at::Tensor& fresh);
 // fresh [B, ...] (one token a row) into slot count[b] of each row of slots [B, capacity, ...]:
 // every row writes (a row whose count does not advance leaves a value that the next write
 // replaces and no read sees).

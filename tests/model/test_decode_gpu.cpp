@@ -4,6 +4,7 @@
 // decides (a score within rounding of 0 may route differently in the two orders of operations);
 // seen on an H200 (2026-12-04): float32 1.2e-6, bfloat16 3.3e-2 of the largest logit (a broken
 // cache gives 0.5 to 1).
+#include <optional>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -11,6 +12,7 @@
 #include <ATen/Context.h>
 
 #include "decode_test_util.h"
+#include "model/decode_attention_cuda.h"
 #include "model/decode_batch.h"
 #include "model/sampling.h"
 
@@ -86,6 +88,63 @@ TEST(SamplingGpu, RowsDrawnOnTheDeviceEqualTheHostsDraws) {
       EXPECT_EQ(sample_rows(logits.to(kCuda), o, uniforms), sample_rows(logits, o, uniforms))
           << torch::toString(dtype) << ", T " << t << ", top_k " << k << ", top_p " << p;
     }
+  }
+}
+
+// One decode step's put + attention (model/decode_attention.h) by the fused kernels against the
+// unfused ops on the CPU in float64 from the same numbers: the output within the storage type's
+// rounding, every slot bit-equal (the new token in slot count[b] of each row, nothing else
+// changed). Shapes: one row and key/value head split over many key ranges (and the combine),
+// rows at different counts incl. one past the span (an inactive row), MLA's values in its keys,
+// 32 query heads a key/value head, 64 rows.
+struct RowsCase {
+  int64_t B, H, Hkv, dk, dv, capacity, span;
+  bool values_in_keys;
+  std::vector<int64_t> counts;  // empty: random below span
+};
+
+void expect_fused_step_matches(const RowsCase& c, torch::Dtype dtype, double tol) {
+  torch::manual_seed(c.B * 7 + c.dk);
+  const auto in = [&](std::vector<int64_t> shape) { return torch::randn(shape).to(dtype).to(torch::kDouble); };
+  const torch::Tensor q = in({c.B, c.H, c.dk}), k_new = in({c.B, c.Hkv, c.dk});
+  const torch::Tensor v_new = c.values_in_keys ? torch::Tensor() : in({c.B, c.Hkv, c.dv});
+  const torch::Tensor k0 = in({c.B, c.capacity, c.Hkv, c.dk}), v0 = in({c.B, c.capacity, c.Hkv, c.dv});
+  torch::Tensor count = c.counts.empty() ? torch::randint(0, c.span, {c.B}, torch::kLong) : torch::tensor(c.counts);
+  const auto on = [&](const torch::Tensor& t, torch::Device d, torch::Dtype as) {
+    return t.defined() ? t.to(d, as) : torch::Tensor();
+  };
+  // The float64 reference on the CPU.
+  CacheRows cpu{GqaCache{}, count.clone(), c.capacity};
+  torch::Tensor k_ref = k0.clone(), v_ref = c.values_in_keys ? torch::Tensor() : v0.clone();
+  RowsToken token{q, k_new, v_new, c.dv};
+  const torch::Tensor ref = put_and_attend_rows(token, k_ref, v_ref, cpu, c.span, 0.125);
+  // The kernels.
+  CacheRows gpu{GqaCache{}, count.to(kCuda), c.capacity};
+  torch::Tensor k_gpu = on(k0, kCuda, dtype), v_gpu = c.values_in_keys ? torch::Tensor() : on(v0, kCuda, dtype);
+  const RowsToken token_gpu{on(q, kCuda, dtype), on(k_new, kCuda, dtype), on(v_new, kCuda, dtype), c.dv};
+  const std::optional<torch::Tensor> out = put_and_attend_rows_cuda(token_gpu, k_gpu, v_gpu, gpu, c.span, 0.125);
+  ASSERT_TRUE(out.has_value()) << "the kernels refused B " << c.B << " H " << c.H << "/" << c.Hkv;
+  const double err = (out->to(torch::kCPU, torch::kDouble) - ref).abs().max().item<double>();
+  std::printf("B %ld, H %ld/%ld, sizes %ld/%ld, span %ld, %s: largest difference %.2e\n", static_cast<long>(c.B),
+              static_cast<long>(c.H), static_cast<long>(c.Hkv), static_cast<long>(c.dk), static_cast<long>(c.dv),
+              static_cast<long>(c.span), torch::toString(dtype), err);
+  EXPECT_LT(err, tol);
+  EXPECT_TRUE(torch::equal(k_gpu.to(torch::kCPU, torch::kDouble), k_ref));
+  if (!c.values_in_keys) EXPECT_TRUE(torch::equal(v_gpu.to(torch::kCPU, torch::kDouble), v_ref));
+  EXPECT_TRUE(torch::equal(gpu.count.cpu(), count));
+}
+
+TEST(DecodeAttentionGpu, FusedStepEqualsTheUnfusedOpsInFloat64) {
+  const std::vector<RowsCase> cases = {
+      {1, 12, 1, 64, 64, 1025, 896, false, {700}},
+      {5, 8, 2, 16, 16, 200, 128, false, {0, 17, 127, 63, 150}},
+      {3, 12, 1, 416, 384, 300, 256, true, {5, 255, 100}},
+      {2, 32, 1, 32, 32, 130, 128, false, {3, 90}},
+      {64, 12, 3, 32, 32, 1100, 1024, false, {}},
+  };
+  for (const RowsCase& c : cases) {
+    expect_fused_step_matches(c, torch::kFloat, 1e-5);
+    expect_fused_step_matches(c, torch::kBFloat16, 2e-2);
   }
 }
 
