@@ -208,9 +208,10 @@ std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0
   } else if (cfg.qk_mean) {
     const torch::Tensor q0h = q0.view({B, S, heads, dh});
     const torch::Tensor k0h = k0.view({B, S, kv_heads, dh});
-    const torch::Tensor m = 0.5 * (q0h + k0h.repeat_interleave(group, /*dim=*/2));
-    q = q + cfg.qk_mean_gain * m;
-    k = k + cfg.qk_mean_gain * m.view({B, S, kv_heads, group, dh}).mean(3);
+    // Query head h = j G + i of KV head j: the KV head broadcasts over its group (no G-fold copy).
+    const torch::Tensor m = 0.5 * (q0h.view({B, S, kv_heads, group, dh}) + k0h.unsqueeze(3));
+    q = q + cfg.qk_mean_gain * m.view({B, S, heads, dh});
+    k = k + cfg.qk_mean_gain * m.mean(3);
   }
   // 5. Post-mix RMSNorm over d_h (unless switched off). 6. Key temperature per KV head.
   if (cfg.post_mix_norm) {

@@ -65,9 +65,16 @@ torch::Tensor CcqaAttention::decode_rows(const torch::Tensor& x, const torch::Te
   const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
   const torch::Tensor &q0 = qkv0[0], &k0 = qkv0[1], &v0 = qkv0[2];
   const torch::Tensor kv_of_head = kv_of_local_heads(q0.size(-1) / dh, x.options());
-  // 2. The value shift: the second half of each head from the row's previous token.
+  // 2. The value shift (shift_values on one token): each KV head's channels [d_h/2, d_h) come
+  // from the row's previous token, the first half from this one. One cat, where the sequence
+  // form would cat the previous token in, shift and cut this one out again.
   const torch::Tensor v0_row = as_rows(v0);  // [B, 1, H_kv d_h]
-  const torch::Tensor v = as_rows(values(torch::cat({state_or_zeros(c.v0_last, v0_row), v0_row}, 1)).narrow(1, 1, 1));
+  torch::Tensor v = v0.view({1, B, -1, dh});
+  if (cfg.value_shift) {
+    const int64_t half = dh / 2;
+    const torch::Tensor previous = as_rows(state_or_zeros(c.v0_last, v0_row)).view({1, B, -1, dh});
+    v = torch::cat({v.narrow(-1, 0, half), previous.narrow(-1, half, dh - half)}, -1);
+  }
   keep_where(c.v0_last, v0_row, write);
   // 3. The convolutions, continuing each row's history.
   torch::Tensor qc = q0, kc = k0;
@@ -82,8 +89,10 @@ torch::Tensor CcqaAttention::decode_rows(const torch::Tensor& x, const torch::Te
   token.kv_of_head = kv_of_head;
   const torch::Tensor o = put_and_attend_rows(token, c.k, c.v, rows, span, 1.0 / std::sqrt(static_cast<double>(dh)));
   advance_rows(rows, write);
-  // 8. Per-head norm, W_o (the reference ops, as decode).
-  return wo->forward(head_rms_norm(o.reshape({1, B, -1}), out_norm->weight, dh, eps));
+  // 8. Per-head norm (the forward's fused node unless the layer is the reference one), W_o.
+  const torch::Tensor flat = o.reshape({1, B, -1});
+  if (impl == CcqaImpl::kReference) return wo->forward(head_rms_norm(flat, out_norm->weight, dh, eps));
+  return wo->forward(fused_head_rms_norm(flat, out_norm->weight, dh, eps));
 }
 
 // ---------------------------------------------------------------------------------------------

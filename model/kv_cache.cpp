@@ -89,7 +89,7 @@ void keep_where(at::Tensor& state, const at::Tensor& fresh, const at::Tensor& wr
   if (!state.defined()) state = at::zeros_like(fresh);
   std::vector<int64_t> shape(static_cast<size_t>(fresh.dim()), 1);
   shape[0] = write.size(0);
-  state.copy_(at::where(write.view(shape), fresh, state));
+  at::where_out(state, write.view(shape), fresh, state);  // in place: one kernel, no temporary
 }
 
 const at::Tensor& state_or_zeros(at::Tensor& state, const at::Tensor& like) {
