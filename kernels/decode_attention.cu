@@ -334,8 +334,14 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
   }
 }
 
-bool vectors_aligned(const DecodeTokens& t, int elem_bytes) {
-  return vector_io::aligned16(t.data) && (t.row_stride * elem_bytes) % 16 == 0 && (t.head_stride * elem_bytes) % 16 == 0;
+bool vectors_aligned(const DecodeTokens& t, int elem) {
+  return vector_io::aligned16(t.data) && (t.row_stride * elem) % 16 == 0 && (t.head_stride * elem) % 16 == 0;
+}
+
+// The ranges' shares (combine_kernel's input) under `plan`; none with one range.
+size_t workspace_bytes_for(const DecodeAttentionShape& s, const Plan& plan) {
+  if (plan.splits == 1) return 0;
+  return sizeof(float) * static_cast<size_t>(s.rows) * s.kv_heads * plan.splits * group_of(s) * (s.value_size + 2);
 }
 
 template <typename T>
@@ -357,7 +363,7 @@ void launch(const Params& p, cudaStream_t stream) {
 
 bool decode_attention_supported(const DecodeAttentionShape& s, const DecodeAttentionTensors& t) {
   const int G = group_of(s);
-  const int elem = s.dtype == StorageType::kBFloat16 ? 2 : 4;
+  const int elem = elem_bytes(s.dtype);
   const bool sizes = s.rows >= 1 && s.kv_heads >= 1 && s.heads % s.kv_heads == 0 && G <= kMaxGroup &&
                      s.key_size > 0 && s.value_size > 0 && s.key_size % kSizeMultiple == 0 &&
                      s.value_size % kSizeMultiple == 0 && (!s.values_in_keys || s.value_size <= s.key_size) &&
@@ -369,11 +375,7 @@ bool decode_attention_supported(const DecodeAttentionShape& s, const DecodeAtten
   return aligned && shared_layout(s).bytes <= static_cast<size_t>(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
 }
 
-size_t decode_attention_workspace_bytes(const DecodeAttentionShape& s) {
-  const Plan plan = plan_for(s);
-  if (plan.splits == 1) return 0;
-  return sizeof(float) * static_cast<size_t>(s.rows) * s.kv_heads * plan.splits * group_of(s) * (s.value_size + 2);
-}
+size_t decode_attention_workspace_bytes(const DecodeAttentionShape& s) { return workspace_bytes_for(s, plan_for(s)); }
 
 void decode_attention(const DecodeAttentionShape& s, const DecodeAttentionTensors& t, void* workspace,
                       size_t workspace_bytes, cudaStream_t stream) {
@@ -386,7 +388,7 @@ void decode_attention(const DecodeAttentionShape& s, const DecodeAttentionTensor
   p.group = group_of(s);
   p.plan = plan_for(s);
   p.smem = shared_layout(s);
-  const size_t needed = decode_attention_workspace_bytes(s);
+  const size_t needed = workspace_bytes_for(s, p.plan);
   HYDRA_CHECK(workspace_bytes >= needed,
               "decode_attention: workspace of " << workspace_bytes << " bytes, " << needed << " needed");
   p.partial = static_cast<float*>(workspace);

@@ -48,7 +48,7 @@ std::optional<at::Tensor> put_and_attend_rows_cuda(const RowsToken& token, at::T
   s.capacity = static_cast<int>(rows.capacity);
   s.span = static_cast<int>(span);
   s.scale = static_cast<float>(scale);
-  s.dtype = q.scalar_type() == at::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
+  s.dtype = storage_of(q);
   s.values_in_keys = values_in_keys;
   const auto slots_shape = [&](int64_t size) {
     return std::vector<int64_t>{s.rows, rows.capacity, s.kv_heads, size};

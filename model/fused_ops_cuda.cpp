@@ -13,12 +13,6 @@
 namespace hydra::model {
 namespace {
 
-kernels::StorageType storage_of(const at::Tensor& t) {
-  HYDRA_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kFloat,
-              "fused kernels: dtype " << t.scalar_type() << " (want bfloat16 or float32)");
-  return t.scalar_type() == at::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
-}
-
 // The tensor in `like`'s dtype, contiguous (no copy when it already is both).
 at::Tensor as_contiguous(const at::Tensor& t, const at::Tensor& like) {
   return t.to(like.scalar_type()).contiguous();
@@ -62,6 +56,12 @@ WeightGradBuffers weight_grad_buffers(const kernels::RmsNormShape& s, const at::
 }
 
 }  // namespace
+
+kernels::StorageType storage_of(const at::Tensor& t) {
+  HYDRA_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kFloat,
+              "fused kernels: dtype " << t.scalar_type() << " (want bfloat16 or float32)");
+  return t.scalar_type() == at::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
+}
 
 bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors) {
   const at::Tensor* first = nullptr;

@@ -9,10 +9,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/storage_type.h"
+
 namespace hydra::model {
 
 // True when every tensor is a CUDA tensor on one device, all of one dtype, bfloat16 or float32.
 bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors);
+
+// The kernels' storage type of t (bfloat16 or float32; any other dtype is an error).
+kernels::StorageType storage_of(const at::Tensor& t);
 
 // x [..., n], weight groups * n. Returns {y (x's shape), rstd [rows] float32}.
 std::tuple<at::Tensor, at::Tensor> rms_norm_forward_cuda(const at::Tensor& x, const at::Tensor& weight, int64_t groups,
