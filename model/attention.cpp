@@ -4,7 +4,8 @@
 
 #include <cmath>
 
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
 
 #include "common/errors.h"
 #include "model/attention_core.h"

@@ -4,7 +4,8 @@
 // the full d with model.ccqa.compress: heads); W_o is the only up-projection.
 #include <cmath>
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "model/attention.h"
 #include "model/attention_core.h"

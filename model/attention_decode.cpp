@@ -5,7 +5,7 @@
 // earlier tokens (attention; CCQA's convolutions and value shift) by their cached form.
 #include <cmath>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "common/errors.h"
 #include "model/attention.h"

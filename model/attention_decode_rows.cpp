@@ -7,7 +7,7 @@
 // steps (projections, norms, RoPE, qk-mean), which are the forward's own.
 #include <cmath>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "common/errors.h"
 #include "model/attention.h"

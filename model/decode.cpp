@@ -2,7 +2,8 @@
 // only, each layer instance attending over its cache (docs/MODEL.md "Decoding with caches").
 #include "model/decode.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "common/errors.h"
 #include "model/hydra_model.h"

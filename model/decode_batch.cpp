@@ -5,7 +5,8 @@
 
 #include <algorithm>
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "common/errors.h"
 #include "model/hydra_model.h"

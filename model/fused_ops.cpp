@@ -3,7 +3,7 @@
 #include "model/fused_ops.h"
 
 #include <torch/csrc/autograd/custom_function.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "common/errors.h"
 #if HYDRA_CUDA

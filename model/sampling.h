@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 namespace hydra::model {
 

@@ -1,6 +1,6 @@
 // `hydra diagnose`'s gradients section: a short real training run, the gradient norm of every
 // parameter at every step, and the flags of train/diagnose.h.
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>

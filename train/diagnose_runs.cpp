@@ -1,7 +1,10 @@
 // The short training runs of `hydra diagnose` (diagnose_runs.h).
 #include "train/diagnose_runs.h"
 
-#include <torch/torch.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <chrono>

@@ -4,7 +4,8 @@ sequences, global batch 8), one thread per rank (OMP_NUM_THREADS=1, so a rank is
 
   check_plan.py [--strict] HYDRA_BIN SOURCE_DIR MPIEXEC [MPIEXEC_FLAGS...]
 
-1. calibrate: 1-rank `hydra bench step --json` runs at batches 2 and 8 (the achieved FLOP rate,
+1. calibrate (each run the fastest of two; again once if every miss below is a prediction slower
+   than its measurement): 1-rank `hydra bench step --json` runs at batches 2 and 8 (the achieved FLOP rate,
    the per-micro-batch overhead and the optimizer's time per parameter), one at batch 8 with
    `--tp-slice 2` (the work tp does not divide) and a 2-rank `hydra bench comm --json` (the links);
 2. predict with `hydra plan --cluster configs/clusters/cpu-2core.yaml --gpus 1|2 --calibration
@@ -65,6 +66,14 @@ ATTEMPTS = 4
 # Runs of each layout at least (the fastest counts): two for --strict, where a few percent
 # matter; one in CI while it is undisturbed and within the 50% (the suite's time).
 MIN_RUNS = 2 if STRICT else 1
+# Calibration runs: always the fastest of two. Every prediction scales with the calibration, and
+# nothing checks a calibration run against anything: one slow run (on 2026-12-05 a clean
+# clone's calibration came out ~1.6x slow with no other process running and equal cores)
+# made every layout's prediction 50-62% slower than its measurement. For the same reason, when
+# every layout outside its tolerance is predicted slower than measured (a slow calibration can
+# only inflate predictions), the calibration is run again, once, and the layouts are judged
+# against the new plan.
+CALIBRATION_RUNS = 2
 DISTURBED = 0.15  # cores used by other processes, averaged over a run
 SKIP = 77
 LAYOUTS = [  # name, ranks, dp, tp, pp, micro_batches
@@ -137,7 +146,7 @@ def main():
             "train.global_batch=8"]
     setargs = [w for s in sets for w in ("--set", s)]
 
-    def bench(name, ranks, dp, tp, pp, m, batch=8, predicted_ms=None, tp_slice=None):
+    def bench(name, ranks, dp, tp, pp, m, batch=8, predicted_ms=None, tp_slice=None, min_runs=MIN_RUNS):
         # The fastest undisturbed run of at least MIN_RUNS: on a shared 2-core machine a run's mean
         # step moves by up to 2x with what else runs. More runs (up to ATTEMPTS) while there is
         # no undisturbed one, or, with a prediction, while the best is outside the tolerance.
@@ -154,7 +163,7 @@ def main():
         while len(runs) < ATTEMPTS:
             runs.append(bench_once(name, ranks, dp, tp, pp, m, batch, len(runs) + 1, tp_slice))
             top, clean = best()
-            if len(runs) >= MIN_RUNS and clean and not (predicted_ms and tol and abs(predicted_ms / top["step_ms"] - 1) > tol):
+            if len(runs) >= min_runs and clean and not (predicted_ms and tol and abs(predicted_ms / top["step_ms"] - 1) > tol):
                 break
         top, clean = best()
         top["attempts"], top["undisturbed"] = len(runs), clean
@@ -178,11 +187,15 @@ def main():
         result["others_cores"], result["core_spread"] = others, spread
         return result
 
-    bench("calibration b2", 1, 1, 1, 1, 1, batch=2)
-    bench("calibration b8", 1, 1, 1, 1, 1)
-    tp_slice = bench("calibration tp-slice 2", 1, 1, 1, 1, 1, tp_slice=2)
-    if tp_slice.get("tp_slice") != 2 or tp_slice["world"] != 1:
-        fail(f"the --tp-slice 2 run's JSON: tp_slice {tp_slice.get('tp_slice')}, world {tp_slice['world']}")
+    def calibrate():
+        bench("calibration b2", 1, 1, 1, 1, 1, batch=2, min_runs=CALIBRATION_RUNS)
+        bench("calibration b8", 1, 1, 1, 1, 1, min_runs=CALIBRATION_RUNS)
+        tp_slice = bench("calibration tp-slice 2", 1, 1, 1, 1, 1, tp_slice=2, min_runs=CALIBRATION_RUNS)
+        if tp_slice.get("tp_slice") != 2 or tp_slice["world"] != 1:
+            fail(f"the --tp-slice 2 run's JSON: tp_slice {tp_slice.get('tp_slice')}, world {tp_slice['world']}")
+        return tp_slice
+
+    tp_slice = calibrate()
     cal_path = ",".join(os.path.join(root, f"calibration_{n}.json") for n in ("b2", "b8", "tp-slice_2"))
     alone = subprocess.run([HYDRA, "plan", "--config", CONFIG, *setargs, "--cluster", CLUSTER, "--calibration",
                             os.path.join(root, "calibration_tp-slice_2.json")], capture_output=True, text=True)
@@ -195,26 +208,43 @@ def main():
                                capture_output=True, text=True).stdout
     info = json.loads(info_json)
     info = info.get("model", info)
-    plans = {}
-    for gpus in (1, 2):
-        path = os.path.join(root, f"plan{gpus}.json")
-        run([HYDRA, "plan", "--config", CONFIG, *setargs, "--cluster", CLUSTER, "--gpus", str(gpus),
-             "--calibration", cal_path, "--comm", comm_path, "--json", path], f"plan --gpus {gpus}")
-        plans[gpus] = json.load(open(path))["layouts"]
+    def predict():
+        """Each layout's row of `hydra plan --json` for the current calibration."""
+        plans = {}
+        for gpus in (1, 2):
+            path = os.path.join(root, f"plan{gpus}.json")
+            run([HYDRA, "plan", "--config", CONFIG, *setargs, "--cluster", CLUSTER, "--gpus", str(gpus),
+                 "--calibration", cal_path, "--comm", comm_path, "--json", path], f"plan --gpus {gpus}")
+            plans[gpus] = json.load(open(path))["layouts"]
+        rows = {}
+        for name, ranks, dp, tp, pp, m in LAYOUTS:
+            mb = 8 // dp // m
+            match = [p for p in plans[ranks] if p["dp"] == dp and p["tp"] == tp and p["pp"] == pp and
+                     p["zero_stage"] == 0 and p["micro_batch"] == mb and p["micro_batches"] == m and
+                     p["recompute"] == "none"]
+            if len(match) != 1 or not match[0]["feasible"]:
+                fail(f"{name}: no feasible predicted layout in {match}")
+            rows[name] = match[0]
+        return rows
+
+    predicted = predict()
+    # The 1-rank row: a second run, not the calibration itself.
+    measured_by_layout = {layout[0]: bench(*layout, predicted_ms=predicted[layout[0]]["ms"]["step"])
+                          for layout in LAYOUTS}
+    time_misses = [name for name, m in measured_by_layout.items() if m["undisturbed"] and
+                   abs(predicted[name]["ms"]["step"] / m["step_ms"] - 1) > TOLERANCE[name]]
+    if time_misses and all(predicted[name]["ms"]["step"] > measured_by_layout[name]["step_ms"]
+                           for name in time_misses):
+        print("every layout outside its tolerance is predicted slower than measured: "
+              f"{', '.join(time_misses)}; calibrating again")
+        tp_slice = calibrate()
+        predicted = predict()
 
     failures, unjudged = [], []
     print(f"{'layout':8} {'measured ms':>12} {'predicted ms':>13} {'time err':>9} {'plan mem GB':>12} "
           f"{'info mem GB':>12} {'mem err':>8} {'runs':>5} {'others':>7} {'cores':>6}")
-    for layout in LAYOUTS:
-        name, ranks, dp, tp, pp, m = layout
-        mb = 8 // dp // m
-        match = [p for p in plans[ranks] if p["dp"] == dp and p["tp"] == tp and p["pp"] == pp and p["zero_stage"] == 0
-                 and p["micro_batch"] == mb and p["micro_batches"] == m and p["recompute"] == "none"]
-        if len(match) != 1 or not match[0]["feasible"]:
-            fail(f"{name}: no feasible predicted layout in {match}")
-        p = match[0]
-        # The 1-rank row: a second run, not the calibration itself.
-        measured = bench(*layout, predicted_ms=p["ms"]["step"])
+    for name, *_ in LAYOUTS:
+        p, measured = predicted[name], measured_by_layout[name]
         time_err = p["ms"]["step"] / measured["step_ms"] - 1
         plan_gb = p["memory_bytes"]["peak"] * 1e-9
         mem_err = plan_gb / measured["predicted_peak_gb"] - 1

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 #include <yaml-cpp/yaml.h>
 
 #include "model/config.h"

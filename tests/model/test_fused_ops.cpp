@@ -10,7 +10,10 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "model/fused_ops.h"
 #include "model/layers.h"

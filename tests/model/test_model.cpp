@@ -2,6 +2,8 @@
 // variant table and the analytic counts of compute_model_stats; check_model_config.
 #include <map>
 
+#include <torch/optim/adamw.h>
+
 #include "common/errors.h"
 #include "model/hydra_model.h"
 #include "model/model_checks.h"

@@ -4,7 +4,9 @@
 // in order gives the whole model's loss and, after backward through the chain, its gradients.
 // The stage plan (parallel/pipeline_plan.h) is tested with the parallel tests.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <map>
 #include <string>

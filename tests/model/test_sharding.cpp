@@ -3,7 +3,7 @@
 // one dimension is this rank's slice of it (offset: its size times the tp rank); any other is
 // held whole and stored by tp rank 0, except the last stage's copy of the tied embedding.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <string>
 #include <vector>

@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <memory>
 
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "common/errors.h"
 #include "model/hydra_model.h"

@@ -12,7 +12,8 @@
 #include <algorithm>
 #include <memory>
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "model/decode.h"
 #include "model/decode_batch.h"

@@ -3,7 +3,7 @@
 // group's communicator does (hydra bench step reports them; check_plan.py compares them with a
 // real tp2 rank's).
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "common/errors.h"
 #include "parallel/tp_slice.h"
