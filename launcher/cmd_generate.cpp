@@ -78,7 +78,7 @@ GenerateOptions parse_generate_options(const CliArgs& args) {
 
 // The model of `config` on its device and dtype (whole, or this rank's tensor-parallel slices
 // with `options` from the tp group), with the weights of `source` (a checkpoint directory or a
-// consolidated file); `loaded` receives what was read.
+// consolidated file), its same-input projections packed; `loaded` receives what was read.
 model::HydraModel load_model(const Config& config, const std::string& source, const model::ModelOptions& options,
                              checkpoint::LoadedCheckpoint& loaded) {
   torch::manual_seed(0);  // the initial values are overwritten; a fixed seed keeps builds alike
@@ -99,6 +99,7 @@ model::HydraModel load_model(const Config& config, const std::string& source, co
   const auto dtype = config.train.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   m->to(torch::Device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU), dtype);
   m->eval();
+  model::pack_same_input_weights(*m);  // after the last `to`: one product per group when decoding
   return m;
 }
 

@@ -44,6 +44,9 @@ struct AttentionImpl : torch::nn::Module {
   // shape depends on the tokens and nothing is read back to the host.
   virtual torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                                     const torch::Tensor& write, int64_t span) = 0;
+  // The projections that take one input, a group each, as the type hands them to
+  // project_same_input (pack_same_input_weights packs them for decoding).
+  virtual std::vector<std::vector<ProjectionImpl*>> same_input_groups() = 0;
 };
 using Attention = std::shared_ptr<AttentionImpl>;
 
@@ -60,6 +63,7 @@ struct GqaAttention : AttentionImpl {
   AttentionCache empty_cache() const override { return GqaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
+  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {{wq.get(), wk.get(), wv.get()}}; }
   // Tensor parallelism: the query heads split over tp; the KV heads split with them when tp
   // divides kv_heads (each rank's query heads then use its own KV heads only), a single KV head
   // (MQA) is replicated with gradients summed, and any other count is a ConfigError
@@ -137,6 +141,7 @@ struct CcqaAttention : AttentionImpl {
   AttentionCache empty_cache() const override { return CcqaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
+  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {{wq.get(), wk.get(), wv.get()}}; }
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
   static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
@@ -172,6 +177,9 @@ struct MlaAttention : AttentionImpl {
   torch::Tensor absorbed_output(const torch::Tensor& o_latent);
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
+  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override {
+    return {{w_dq.get(), w_dkv.get(), w_kr.get()}, {w_uq.get(), w_qr.get()}, {w_uk.get(), w_uv.get()}};
+  }
   static LayerSharding sharding(const Dims& dims, int tp = 1);
 
   Dims dims;

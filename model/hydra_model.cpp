@@ -4,7 +4,10 @@
 #include <cmath>
 #include <limits>
 
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "common/errors.h"
 #include "model/fused_ops.h"
@@ -12,6 +15,7 @@
 #include "model/model_checks.h"
 #include "model/model_info.h"
 #include "model/model_slice.h"
+#include "model/same_input_projections.h"
 
 namespace hydra::model {
 namespace {
@@ -339,6 +343,18 @@ torch::Tensor HydraModelImpl::lm_head(const torch::Tensor& h) {
     logits = logits + pad;
   }
   return logits;
+}
+
+int pack_same_input_weights(HydraModelImpl& model) {
+  int packed = 0;
+  for (const MacroBlock& block : model.blocks) {
+    for (const Layer& layer : block->layers) {
+      std::vector<std::vector<ProjectionImpl*>> groups = layer->attn->same_input_groups();
+      groups.push_back(layer->mlp->same_input_group());
+      for (const auto& group : groups) packed += pack_same_input_weights(group) ? 1 : 0;
+    }
+  }
+  return packed;
 }
 
 }  // namespace hydra::model

@@ -154,6 +154,12 @@ struct HydraModelImpl : torch::nn::Module {
 };
 using HydraModel = std::shared_ptr<HydraModelImpl>;
 
+// Every layer's groups of same-input projections packed for decoding (pack_same_input_weights,
+// model/same_input_projections.h): for a model that no longer trains, after its last
+// Module::to. Returns how many groups were packed (none under tensor parallelism, whose
+// projections are not plain).
+int pack_same_input_weights(HydraModelImpl& model);
+
 // The sharding spec of one layer of a type (names relative to the layer, e.g. "attn.wq"),
 // routers included when mod_routed.
 LayerSharding layer_sharding(const std::string& type, const ModelConfig& config, bool mod_routed, int tp = 1);

@@ -1,6 +1,6 @@
 #include "model/layers.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "model/fused_ops.h"
 #include "model/same_input_projections.h"
@@ -62,7 +62,7 @@ MlpImpl::MlpImpl(const Dims& dims, const ProjectionFactory& factory) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  const std::vector<torch::Tensor> gate_up = project_same_input(x, {w_gate.get(), w_up.get()});
+  const std::vector<torch::Tensor> gate_up = project_same_input(x, same_input_group());
   return w_down->forward(fused_swiglu(gate_up[0], gate_up[1]));
 }
 

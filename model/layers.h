@@ -41,6 +41,8 @@ struct MlpImpl : torch::nn::Module {
   MlpImpl(const Dims& dims, const ProjectionFactory& factory);
   torch::Tensor forward(const torch::Tensor& x);
   static LayerSharding sharding(const Dims& dims);
+  // W_gate and W_up take the same input (project_same_input; pack_same_input_weights).
+  std::vector<ProjectionImpl*> same_input_group() { return {w_gate.get(), w_up.get()}; }
   Projection w_gate, w_up, w_down;
 };
 using Mlp = std::shared_ptr<MlpImpl>;

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include <torch/csrc/autograd/custom_function.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 namespace hydra::model {
 namespace {
@@ -59,12 +59,61 @@ class SameInputLinear3 : public torch::autograd::Function<SameInputLinear3> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) { return same_input_backward(ctx, grads); }
 };
 
+// [W_1; W_2; ...] as a view of the storage the weights share when they are its consecutive row
+// blocks (pack_same_input_weights), else undefined.
+at::Tensor packed_weights(const variable_list& w) {
+  const at::Tensor& first = w.front();
+  if (!first.defined() || first.dim() != 2 || !first.is_contiguous()) return {};
+  int64_t rows = first.size(0);
+  for (size_t i = 1; i < w.size(); ++i) {
+    const at::Tensor& prev = w[i - 1];
+    if (!w[i].defined() || w[i].dim() != 2 || !w[i].is_contiguous() || w[i].size(1) != first.size(1) ||
+        w[i].scalar_type() != first.scalar_type() || !w[i].storage().is_alias_of(first.storage()) ||
+        w[i].storage_offset() != prev.storage_offset() + prev.numel()) {
+      return {};
+    }
+    rows += w[i].size(0);
+  }
+  return first.as_strided({rows, first.size(1)}, {first.size(1), 1}, first.storage_offset());
+}
+
 }  // namespace
+
+bool pack_same_input_weights(const std::vector<ProjectionImpl*>& projections) {
+  variable_list w;
+  for (ProjectionImpl* p : projections) w.push_back(p->plain_weight());
+  if (w.size() < 2) return false;
+  std::vector<int64_t> rows;
+  for (const at::Tensor& t : w) {
+    if (!t.defined() || t.dim() != 2 || t.size(1) != w[0].size(1) || t.scalar_type() != w[0].scalar_type() ||
+        t.device() != w[0].device()) {
+      return false;
+    }
+    rows.push_back(t.size(0));
+  }
+  at::NoGradGuard no_grad;
+  const at::Tensor packed = at::cat(w, 0);  // a new tensor: the weights' values, row blocks in order
+  int64_t offset = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    // set_data keeps the parameter object (its name, requires_grad, any reference to it) and
+    // swaps the storage under it for the block's view.
+    w[i].set_data(packed.narrow(0, offset, rows[i]));
+    offset += rows[i];
+  }
+  return true;
+}
 
 std::vector<torch::Tensor> project_same_input(const torch::Tensor& x, const std::vector<ProjectionImpl*>& projections) {
   variable_list w;
   for (ProjectionImpl* p : projections) w.push_back(p->plain_weight());
   const bool plain = std::all_of(w.begin(), w.end(), [](const at::Tensor& t) { return t.defined(); });
+  if (plain && !at::GradMode::is_enabled()) {
+    if (const at::Tensor packed = packed_weights(w); packed.defined()) {
+      std::vector<int64_t> sizes;
+      for (const at::Tensor& t : w) sizes.push_back(t.size(0));
+      return at::linear(x, packed).split_with_sizes(sizes, -1);
+    }
+  }
   if (plain && w.size() == 2) return SameInputLinear2::apply(x, w[0], w[1]);
   if (plain && w.size() == 3) return SameInputLinear3::apply(x, w[0], w[1], w[2]);
   std::vector<torch::Tensor> out;

@@ -18,7 +18,21 @@ namespace hydra::model {
 
 // {p->forward(x) for p in projections}. Fused as above for two or three projections that are
 // all a plain x W^T (ProjectionImpl::plain_weight); otherwise each runs its own forward and
-// autograd sums.
+// autograd sums. Where no gradient is recorded (decoding) and the weights are packed (below),
+// one product x [W_1; W_2; ...]^T, the outputs its column blocks (views of it).
 std::vector<torch::Tensor> project_same_input(const torch::Tensor& x, const std::vector<ProjectionImpl*>& projections);
+
+// Points the weights of `projections` at consecutive row blocks of one new tensor holding their
+// values, so that project_same_input computes them with one matrix product instead of one each
+// where no gradient is recorded. Why: a decoding step multiplies each layer's input by every
+// weight of a group, and at a few rows each product is a short kernel whose launch and tail
+// cost as much as its work (three products for q, k, v, two for the MLP's gate and up).
+// Nothing else changes: the parameters keep their names, values, dtype, device and
+// requires_grad, and the gradient path is the separate products. For a model whose weights no
+// longer move (hydra generate calls it after loading and converting the model): anything that
+// later gives a weight new storage (Module::to, a checkpoint load that replaces tensors)
+// unpacks it, and the products are then separate again. Returns false, changing nothing,
+// where a weight is not plain or the weights differ in input width, dtype or device.
+bool pack_same_input_weights(const std::vector<ProjectionImpl*>& projections);
 
 }  // namespace hydra::model

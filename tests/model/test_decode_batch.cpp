@@ -3,7 +3,8 @@
 // paused for a few steps, every attention type, CCQA's variants, MoD and MoR (whose routers
 // skip different tokens in different rows), in float64 (1e-10) and float32 (1e-5, relative to
 // the largest logit). Also: a row reloaded with another prompt, a full row left inactive
-// beside a growing one, the entries held against single-sequence decoding, the refusals.
+// beside a growing one, the entries held against single-sequence decoding, the refusals; and a
+// model whose same-input projections are packed.
 #include <functional>
 
 #include "common/errors.h"
@@ -105,6 +106,20 @@ TEST(DecodeBatch, CcqaVariantsMatchFullForward) {
 
 // A row loaded again (a new prompt, as generate's context restart does) drops what it held,
 // convolution histories and value shift included; the other row goes on undisturbed.
+// The same-input projections packed (hydra generate packs them, pack_same_input_weights): every
+// group of every layer packed, the full forward's logits those of the unpacked model, and
+// decoding against the full forward as above.
+TEST(DecodeBatch, PackedProjectionsMatchTheUnpackedModel) {
+  const Shape shape{{"mqa", "ccqa", "mla", "gqa"}, /*mod=*/true, 2};
+  HydraModel packed = random_model(shape, torch::kDouble), unpacked = random_model(shape, torch::kDouble);
+  // Per layer: mqa, ccqa and gqa one group (q, k, v), mla three, the MLP one.
+  const int groups_per_layer_set = 1 + 1 + 3 + 1 + 4;
+  EXPECT_EQ(pack_same_input_weights(*packed), groups_per_layer_set * static_cast<int>(packed->blocks.size()));
+  const torch::Tensor tokens = random_tokens(kTokens, 7);
+  EXPECT_LT((full_logits(packed, tokens) - full_logits(unpacked, tokens)).abs().max().item<double>(), 1e-12);
+  EXPECT_LT(three_rows_error(packed), 1e-10);
+}
+
 TEST(DecodeBatch, ReloadedRowStartsOver) {
   HydraModel m = random_model({ModelConfig{}.pattern, /*mod=*/true, /*recursions=*/2}, torch::kDouble);
   const torch::Tensor first = random_tokens(kTokens, 6), second = random_tokens(kTokens, 7), other = random_tokens(kTokens, 8);
