@@ -210,9 +210,11 @@ std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0
     const torch::Tensor q0h = q0.view({B, S, heads, dh});
     const torch::Tensor k0h = k0.view({B, S, kv_heads, dh});
     // Query head h = j G + i of KV head j: the KV head broadcasts over its group (no G-fold copy).
-    const torch::Tensor m = 0.5 * (q0h.view({B, S, kv_heads, group, dh}) + k0h.unsqueeze(3));
-    q = q + cfg.qk_mean_gain * m.view({B, S, heads, dh});
-    k = k + cfg.qk_mean_gain * m.mean(3);
+    // m = sum / 2, its factor folded into the adds' alpha: three kernels and a mean where the
+    // formula as written takes six (decoding runs them for one token, at launch speed).
+    const torch::Tensor sum = q0h.view({B, S, kv_heads, group, dh}) + k0h.unsqueeze(3);
+    q = q.add(sum.view({B, S, heads, dh}), cfg.qk_mean_gain * 0.5);
+    k = k.add(sum.mean(3), cfg.qk_mean_gain * 0.5);
   }
   // 5. Post-mix RMSNorm over d_h (unless switched off). 6. Key temperature per KV head.
   if (cfg.post_mix_norm) {
