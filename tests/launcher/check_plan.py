@@ -231,10 +231,14 @@ def main():
     # The 1-rank row: a second run, not the calibration itself.
     measured_by_layout = {layout[0]: bench(*layout, predicted_ms=predicted[layout[0]]["ms"]["step"])
                           for layout in LAYOUTS}
+
+    def time_error(name):
+        """predicted / measured - 1 for the layout, against the current plan."""
+        return predicted[name]["ms"]["step"] / measured_by_layout[name]["step_ms"] - 1
+
     time_misses = [name for name, m in measured_by_layout.items() if m["undisturbed"] and
-                   abs(predicted[name]["ms"]["step"] / m["step_ms"] - 1) > TOLERANCE[name]]
-    if time_misses and all(predicted[name]["ms"]["step"] > measured_by_layout[name]["step_ms"]
-                           for name in time_misses):
+                   abs(time_error(name)) > TOLERANCE[name]]
+    if time_misses and all(time_error(name) > 0 for name in time_misses):
         print("every layout outside its tolerance is predicted slower than measured: "
               f"{', '.join(time_misses)}; calibrating again")
         tp_slice = calibrate()
@@ -245,7 +249,7 @@ def main():
           f"{'info mem GB':>12} {'mem err':>8} {'runs':>5} {'others':>7} {'cores':>6}")
     for name, *_ in LAYOUTS:
         p, measured = predicted[name], measured_by_layout[name]
-        time_err = p["ms"]["step"] / measured["step_ms"] - 1
+        time_err = time_error(name)
         plan_gb = p["memory_bytes"]["peak"] * 1e-9
         mem_err = plan_gb / measured["predicted_peak_gb"] - 1
         print(f"{name:8} {measured['step_ms']:12.2f} {p['ms']['step']:13.2f} {time_err:+9.1%} {plan_gb:12.4f} "
