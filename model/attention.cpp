@@ -55,7 +55,7 @@ GqaAttention::GqaAttention(const ModelConfig& c, int64_t kv_heads_, const Projec
 
 std::vector<torch::Tensor> GqaAttention::queries_keys_values(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), d = dims.d;
-  const std::vector<torch::Tensor> qkv = project_same_input(x, {wq.get(), wk.get(), wv.get()});
+  const std::vector<torch::Tensor> qkv = project_same_input(x, qkv_projections());
   // QK-norm then RoPE, one node (and on CUDA one kernel) each. Head counts come from the
   // projections (this rank's heads under tp).
   const torch::Tensor q = fused_rms_norm_rope(qkv[0].view({B, S, -1, d}), q_norm->weight, positions, theta, eps);
@@ -112,16 +112,16 @@ MlaAttention::MlaAttention(const ModelConfig& c, const ProjectionFactory& factor
 torch::Tensor MlaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), d = dims.d, dr = dims.dr;
   // The three projections of x: the query latent, the key/value latent, the shared RoPE key.
-  const std::vector<torch::Tensor> from_x = project_same_input(x, {w_dq.get(), w_dkv.get(), w_kr.get()});
+  const std::vector<torch::Tensor> from_x = project_same_input(x, x_projections());
   // Queries: c_q = RMSNorm(x W_dq); q = [c_q W_uq ; RoPE(c_q W_qr)] per head.
   const torch::Tensor c_q = q_norm->forward(from_x[0]);
-  const std::vector<torch::Tensor> from_cq = project_same_input(c_q, {w_uq.get(), w_qr.get()});
+  const std::vector<torch::Tensor> from_cq = project_same_input(c_q, cq_projections());
   const torch::Tensor q = fused_rope_concat(from_cq[0].view({B, S, -1, d}), from_cq[1].view({B, S, -1, dr}),
                                             positions, theta);
   // Keys and values from the cached latent c_kv; every head's key ends in the one shared RoPE
   // key k_r = RoPE(x W_kr).
   const torch::Tensor c_kv = kv_norm->forward(from_x[1]);
-  const std::vector<torch::Tensor> from_ckv = project_same_input(c_kv, {w_uk.get(), w_uv.get()});
+  const std::vector<torch::Tensor> from_ckv = project_same_input(c_kv, ckv_projections());
   const torch::Tensor k = fused_rope_concat(from_ckv[0].view({B, S, -1, d}), from_x[2].view({B, S, 1, dr}),
                                             positions, theta);
   const torch::Tensor v = from_ckv[1].view({B, S, -1, d});

@@ -63,7 +63,9 @@ struct GqaAttention : AttentionImpl {
   AttentionCache empty_cache() const override { return GqaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
-  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {{wq.get(), wk.get(), wv.get()}}; }
+  // q, k and v of one input: the group every call site projects with project_same_input.
+  std::vector<ProjectionImpl*> qkv_projections() { return {wq.get(), wk.get(), wv.get()}; }
+  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {qkv_projections()}; }
   // Tensor parallelism: the query heads split over tp; the KV heads split with them when tp
   // divides kv_heads (each rank's query heads then use its own KV heads only), a single KV head
   // (MQA) is replicated with gradients summed, and any other count is a ConfigError
@@ -141,7 +143,9 @@ struct CcqaAttention : AttentionImpl {
   AttentionCache empty_cache() const override { return CcqaCache{}; }
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
-  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {{wq.get(), wk.get(), wv.get()}}; }
+  // q, k and v of one input: the group every call site projects with project_same_input.
+  std::vector<ProjectionImpl*> qkv_projections() { return {wq.get(), wk.get(), wv.get()}; }
+  std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {qkv_projections()}; }
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
   static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
@@ -177,8 +181,12 @@ struct MlaAttention : AttentionImpl {
   torch::Tensor absorbed_output(const torch::Tensor& o_latent);
   torch::Tensor decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                             const torch::Tensor& write, int64_t span) override;
+  // The projections of each of MLA's three inputs (x, c_q, c_kv), as every call site groups them.
+  std::vector<ProjectionImpl*> x_projections() { return {w_dq.get(), w_dkv.get(), w_kr.get()}; }
+  std::vector<ProjectionImpl*> cq_projections() { return {w_uq.get(), w_qr.get()}; }
+  std::vector<ProjectionImpl*> ckv_projections() { return {w_uk.get(), w_uv.get()}; }
   std::vector<std::vector<ProjectionImpl*>> same_input_groups() override {
-    return {{w_dq.get(), w_dkv.get(), w_kr.get()}, {w_uq.get(), w_qr.get()}, {w_uk.get(), w_uv.get()}};
+    return {x_projections(), cq_projections(), ckv_projections()};
   }
   static LayerSharding sharding(const Dims& dims, int tp = 1);
 

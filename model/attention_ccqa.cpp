@@ -237,7 +237,7 @@ torch::Tensor CcqaAttention::kv_of_local_heads(int64_t heads, const torch::Tenso
 torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor& positions) {
   const int64_t B = x.size(0), S = x.size(1), dh = dims.dh;
   // 1. Down-projections into the latent, and the values' projection (step 2).
-  const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
+  const std::vector<torch::Tensor> qkv0 = project_same_input(x, qkv_projections());
   const torch::Tensor& q0 = qkv0[0];  // [B, S, H d_h]
   const torch::Tensor& k0 = qkv0[1];  // [B, S, H_kv d_h]
   const torch::Tensor& v0 = qkv0[2];  // [B, S, H_kv d_h]

@@ -47,7 +47,7 @@ torch::Tensor CcqaAttention::decode(const torch::Tensor& x, const torch::Tensor&
   const int64_t T = x.size(1), dh = dims.dh;
   CcqaCache& c = std::get<CcqaCache>(cache);
   // 1. Down-projections and the values' projection, every token at once.
-  const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
+  const std::vector<torch::Tensor> qkv0 = project_same_input(x, qkv_projections());
   const torch::Tensor &q0 = qkv0[0], &k0 = qkv0[1], &v0 = qkv0[2];
   // Under tp with replicated KV heads: the KV head of each of this rank's query heads (the
   // cache then holds every KV head, as the forward computes them all).
@@ -84,10 +84,10 @@ std::vector<torch::Tensor> MlaAttention::absorbed_query_and_entry(const torch::T
   const int64_t B = x.size(0), T = x.size(1), d = dims.d, dr = dims.dr, dc = dims.dc;
   const torch::Tensor w_uk_heads = w_uk->plain_weight();
   HYDRA_CHECK(w_uk_heads.defined(), "MLA decoding needs plain W_uk, W_uv projections");
-  const std::vector<torch::Tensor> from_x = project_same_input(x, {w_dq.get(), w_dkv.get(), w_kr.get()});
+  const std::vector<torch::Tensor> from_x = project_same_input(x, x_projections());
   // Queries (steps 1-3): q_c, and q_r rotated.
   const torch::Tensor c_q = q_norm->forward(from_x[0]);
-  const std::vector<torch::Tensor> from_cq = project_same_input(c_q, {w_uq.get(), w_qr.get()});
+  const std::vector<torch::Tensor> from_cq = project_same_input(c_q, cq_projections());
   const torch::Tensor q_c = from_cq[0].view({B, T, -1, d});
   const torch::Tensor q_r = fused_rope(from_cq[1].view({B, T, -1, dr}), positions, theta);
   // The cached key (steps 4 and 6): [c_kv ; RoPE(x W_kr)], one head.

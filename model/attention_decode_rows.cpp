@@ -62,7 +62,7 @@ torch::Tensor CcqaAttention::decode_rows(const torch::Tensor& x, const torch::Te
   const int64_t B = x.size(1), dh = dims.dh;
   CcqaCache& c = std::get<CcqaCache>(rows.tensors);
   // 1. Down-projections and the values' projection.
-  const std::vector<torch::Tensor> qkv0 = project_same_input(x, {wq.get(), wk.get(), wv.get()});
+  const std::vector<torch::Tensor> qkv0 = project_same_input(x, qkv_projections());
   const torch::Tensor &q0 = qkv0[0], &k0 = qkv0[1], &v0 = qkv0[2];
   const torch::Tensor kv_of_head = kv_of_local_heads(q0.size(-1) / dh, x.options());
   // 2. The value shift (shift_values on one token): each KV head's channels [d_h/2, d_h) come
