@@ -3,7 +3,8 @@
 // Every run is a real `hydra` process (CPU, MPI backend, fp32); the reference is the
 // single-process run. Compared: the per-step losses of the metrics file and the final
 // weights in the step-5 checkpoint (rank_00000.h5 holds every weight at every ZeRO stage).
-// Each TEST runs in its own process (gtest_discover_tests), so each makes its own runs.
+// The binary runs as one process (ONE_PROCESS): run names are unique across its tests, and the
+// reference run that three tests compare against is trained once (train_once).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -91,7 +92,7 @@ struct ZeroTrain : hydra::test::SandboxTest<ZeroTrain> {
 };
 
 TEST_F(ZeroTrain, Dp2EveryStageMatchesOneProcess) {
-  expect_ok(train("ref", 0, {}));
+  expect_ok(sandbox()->train_once("ref", 0));
   for (int stage : {0, 1, 2}) {
     const std::string name = "dp2_zero" + std::to_string(stage);
     // Buckets of ~1k elements: many, reduced during the last micro-batch's backward.
@@ -118,7 +119,7 @@ TEST_F(ZeroTrain, Dp2EveryStageMatchesOneProcess) {
 // fires once per recomputed segment that uses the parameter (MoR's recursions reuse them):
 // the overlap learns the counts in step 1 and must not reduce a bucket before its last one.
 TEST_F(ZeroTrain, Dp2RecomputedLayersWithOverlapMatchOneProcess) {
-  expect_ok(train("ref", 0, {}));
+  expect_ok(sandbox()->train_once("ref", 0));
   const auto run = train("dp2_zero1_recompute", 2, {"parallel.dp=2", "parallel.zero_stage=1", "parallel.bucket_mb=0.004",
                                                      "train.activation_checkpointing=layer"});
   expect_ok(run);
@@ -128,7 +129,7 @@ TEST_F(ZeroTrain, Dp2RecomputedLayersWithOverlapMatchOneProcess) {
 }
 
 TEST_F(ZeroTrain, Dp4Zero1MatchesOneProcess) {
-  expect_ok(train("ref", 0, {}));
+  expect_ok(sandbox()->train_once("ref", 0));
   // Four ranks of one sequence each: the same global batch of 4.
   expect_ok(train("dp4_zero1", 4, {"parallel.dp=4", "parallel.zero_stage=1", "train.micro_batch=1"}));
   expect_same_losses("dp4_zero1", "ref");

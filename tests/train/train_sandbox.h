@@ -83,6 +83,21 @@ class TrainSandbox {
     return run_hydra(args, (root_ / name / "out.log").string(), np == 0 ? "" : mpirun_prefix(np));
   }
 
+  // `train(name, np, sets)` the first time `name` is asked for; its result again after. A
+  // reference run that several tests of one binary compare against is trained once (the
+  // binary's tests run in one process under ONE_PROCESS), and a second `train` into the same
+  // directory would resume or refuse instead of training afresh. Asking again with other `np`
+  // or settings is a test bug: it fails the test (and returns the first run).
+  const HydraRun& train_once(const std::string& name, int np, const std::vector<std::string>& sets = {}) {
+    auto found = once_.find(name);
+    if (found == once_.end()) {
+      found = once_.emplace(name, OnceRun{np, sets, train(name, np, sets)}).first;
+    }
+    const OnceRun& run = found->second;
+    EXPECT_TRUE(run.np == np && run.sets == sets) << "run " << name << " was first trained with other ranks or settings";
+    return run.result;
+  }
+
   // The command that starts `np` ranks on this machine (root, 2 cores, inside a container).
   static std::string mpirun_prefix(int np) {
     return "OMPI_MCA_btl_vader_single_copy_mechanism=none " HYDRA_MPIEXEC " --allow-run-as-root --oversubscribe -np " +
@@ -166,8 +181,14 @@ class TrainSandbox {
   }
 
  private:
+  struct OnceRun {
+    int np;
+    std::vector<std::string> sets;
+    HydraRun result;
+  };
   std::filesystem::path root_;
   HydraRun prepare_;
+  std::map<std::string, OnceRun> once_;  // train_once's runs by name
 };
 
 // A GoogleTest fixture whose test suite shares one sandbox: `Suite` names it with
