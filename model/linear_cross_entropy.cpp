@@ -4,6 +4,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard / GradMode: ATen.h does not bring them in LibTorch 2.x
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "common/errors.h"

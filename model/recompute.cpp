@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/core/grad_mode.h>
 #if HYDRA_CUDA
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #endif

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard / GradMode: ATen.h does not bring them in LibTorch 2.x
 
 #include "common/errors.h"
 

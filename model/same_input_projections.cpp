@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <ATen/core/grad_mode.h>  // at::NoGradGuard, at::GradMode (not from ATen.h in LibTorch 2.x)
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/types.h>
 
