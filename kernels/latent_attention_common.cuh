@@ -1,7 +1,7 @@
 // Private to kernels/: the mma.sync building blocks shared by the latent attention forward
 // (latent_attention.cu) and backward (latent_attention_backward.cu), and their host-side
-// argument checks. Included by those .cu files only; the design invariants are stated at the
-// top of latent_attention.cu.
+// argument checks. Included by those .cu files (and by decode_attention.cu for the PTX
+// wrappers) only; the design invariants are stated at the top of latent_attention.cu.
 #pragma once
 
 #include <cuda_bf16.h>
