@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "model/attention.h"
 #include "model/decode_attention.h"
+#include "model/decode_conv.h"
 #include "model/fused_ops.h"
 #include "model/kv_cache.h"
 #include "model/same_input_projections.h"
@@ -41,21 +42,6 @@ torch::Tensor GqaAttention::decode_rows(const torch::Tensor& x, const torch::Ten
 
 // ---------------------------------------------------------------------------------------------
 // CCQA.
-namespace {
-
-// conv on each row's K-1 previous inputs (history [B, K-1, C]) and its new one x [B, 1, C]; the
-// history moves on by one input where write. Returns the new outputs [B, 1, C].
-torch::Tensor convolve_rows(CausalConvImpl& conv, torch::Tensor& history, const torch::Tensor& x,
-                            const torch::Tensor& write) {
-  const int64_t K = conv.weight.size(2);
-  if (!history.defined()) history = torch::zeros({x.size(0), K - 1, x.size(2)}, x.options());
-  const torch::Tensor joined = torch::cat({history, x}, 1);
-  const torch::Tensor out = conv.forward_unpadded(joined);
-  keep_where(history, joined.narrow(1, 1, K - 1), write);
-  return out;
-}
-
-}  // namespace
 
 torch::Tensor CcqaAttention::decode_rows(const torch::Tensor& x, const torch::Tensor& positions, CacheRows& rows,
                                          const torch::Tensor& write, int64_t span) {

@@ -7,13 +7,17 @@
 #include <optional>
 #include <random>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <ATen/Context.h>
 
 #include "decode_test_util.h"
 #include "model/decode_attention_cuda.h"
+#include "model/attention.h"
 #include "model/decode_batch.h"
+#include "model/decode_conv.h"
+#include "model/decode_conv_cuda.h"
 #include "model/sampling.h"
 
 namespace hydra::model {
@@ -145,6 +149,45 @@ TEST(DecodeAttentionGpu, FusedStepEqualsTheUnfusedOpsInFloat64) {
   for (const RowsCase& c : cases) {
     expect_fused_step_matches(c, torch::kFloat, 1e-5);
     expect_fused_step_matches(c, torch::kBFloat16, 2e-2);
+  }
+}
+
+// CCQA's convolutions of one decode step (model/decode_conv.h) by the fused kernel against the
+// unfused ops on the CPU in float64 from the same numbers: outputs within the storage type's
+// rounding; the history bit-equal (shifted by one input on the rows that write, unchanged on
+// the others). Depthwise and grouped convolutions, K 3 and 4, with and without bias.
+TEST(DecodeConvGpu, FusedRowsEqualTheUnfusedOpsInFloat64) {
+  struct Case {
+    int64_t B, C, group_size, K;
+    bool bias;
+  };
+  for (const Case& c : {Case{5, 192, 1, 3, true}, Case{5, 192, 16, 3, true}, Case{64, 48, 16, 4, false}}) {
+    for (const auto& [dtype, tol] : {std::pair{torch::kFloat, 1e-5}, std::pair{torch::kBFloat16, 3e-2}}) {
+      torch::manual_seed(c.C + c.K);
+      const auto in = [&](std::vector<int64_t> shape) { return torch::randn(shape).to(dtype).to(torch::kDouble); };
+      CausalConvImpl conv(c.C, c.group_size, c.K);
+      {
+        torch::NoGradGuard no_grad;
+        conv.weight.copy_(in({c.C, c.group_size, c.K}));
+        if (c.bias) conv.bias.copy_(in({c.C}));
+        else conv.bias = torch::Tensor();
+      }
+      const torch::Tensor history0 = in({c.B, c.K - 1, c.C}), x = in({c.B, 1, c.C});
+      const torch::Tensor write = torch::arange(c.B) % 3 != 1;
+      torch::Tensor history_ref = history0.clone();
+      const torch::Tensor ref = convolve_rows(conv, history_ref, x, write);
+      const torch::Tensor bias = c.bias ? conv.bias.to(kCuda, dtype) : torch::Tensor();
+      torch::Tensor history = history0.to(kCuda, dtype);
+      const std::optional<torch::Tensor> out = convolve_rows_cuda(conv.weight.to(kCuda, dtype), bias, c.group_size,
+                                                                  history, x.to(kCuda, dtype), write.to(kCuda));
+      ASSERT_TRUE(out.has_value()) << "the kernel refused C " << c.C;
+      const double err = (out->to(torch::kCPU, torch::kDouble) - ref).abs().max().item<double>();
+      std::printf("B %ld, C %ld, groups of %ld, K %ld, %s: largest difference %.2e\n", static_cast<long>(c.B),
+                  static_cast<long>(c.C), static_cast<long>(c.group_size), static_cast<long>(c.K), torch::toString(dtype),
+                  err);
+      EXPECT_LT(err, tol * std::max(1.0, ref.abs().max().item<double>()));
+      EXPECT_TRUE(torch::equal(history.to(torch::kCPU, torch::kDouble), history_ref));
+    }
   }
 }
 
