@@ -9,7 +9,9 @@
 
 #include "common/errors.h"
 #include "decode_test_util.h"
+#include "model/attention.h"
 #include "model/decode_batch.h"
+#include "model/decode_conv.h"
 
 namespace hydra::model {
 namespace {
@@ -77,6 +79,38 @@ void expect_batch_matches(const Shape& s) {
   for (const auto& [dtype, tol] : {std::pair{torch::kDouble, 1e-10}, std::pair{torch::kFloat, 1e-5}}) {
     HydraModel m = random_model(s, dtype);
     EXPECT_LT(three_rows_error(m), tol) << torch::toString(dtype);
+  }
+}
+
+// convolve_rows (model/decode_conv.h; on the CPU the unfused ops) against the grouped causal
+// convolution written out as a sum, float64: output channel c of group g = c / group_size is
+// bias[c] + sum over i < group_size, k < K of w[c][i][k] * input[k][g group_size + i], the inputs
+// being the K-1 history rows and the new one; the history then holds the last K-1 inputs on the
+// rows that write and is unchanged on the others. The CUDA kernel computes the same sum
+// (test_decode_gpu.cpp compares it with this path).
+TEST(DecodeConv, RowsEqualTheConvolutionWrittenOut) {
+  torch::manual_seed(11);
+  const int64_t B = 3, C = 12, gs = 4, K = 3;
+  CausalConvImpl conv(C, gs, K);
+  conv.weight = torch::randn({C, gs, K}, torch::kDouble);
+  conv.bias = torch::randn({C}, torch::kDouble);
+  const torch::Tensor history0 = torch::randn({B, K - 1, C}, torch::kDouble), x = torch::randn({B, 1, C}, torch::kDouble);
+  const torch::Tensor write = torch::tensor({true, false, true});
+  torch::Tensor history = history0.clone();
+  const torch::Tensor out = convolve_rows(conv, history, x, write);
+  const torch::Tensor inputs = torch::cat({history0, x}, 1);  // [B, K, C]
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      double expected = conv.bias[c].item<double>();
+      for (int64_t i = 0; i < gs; ++i) {
+        for (int64_t k = 0; k < K; ++k) {
+          expected += conv.weight[c][i][k].item<double>() * inputs[b][k][(c / gs) * gs + i].item<double>();
+        }
+      }
+      EXPECT_NEAR(out[b][0][c].item<double>(), expected, 1e-12) << "row " << b << ", channel " << c;
+    }
+    const torch::Tensor kept = write[b].item<bool>() ? inputs[b].narrow(0, 1, K - 1) : history0[b];
+    EXPECT_TRUE(torch::equal(history[b], kept)) << "row " << b;
   }
 }
 

@@ -165,13 +165,10 @@ TEST(DecodeConvGpu, FusedRowsEqualTheUnfusedOpsInFloat64) {
     for (const auto& [dtype, tol] : {std::pair{torch::kFloat, 1e-5}, std::pair{torch::kBFloat16, 3e-2}}) {
       torch::manual_seed(c.C + c.K);
       const auto in = [&](std::vector<int64_t> shape) { return torch::randn(shape).to(dtype).to(torch::kDouble); };
+      // The module's tensors replaced by float64 ones (the reference runs in float64).
       CausalConvImpl conv(c.C, c.group_size, c.K);
-      {
-        torch::NoGradGuard no_grad;
-        conv.weight.copy_(in({c.C, c.group_size, c.K}));
-        if (c.bias) conv.bias.copy_(in({c.C}));
-        else conv.bias = torch::Tensor();
-      }
+      conv.weight = in({c.C, c.group_size, c.K});
+      conv.bias = c.bias ? in({c.C}) : torch::Tensor();
       const torch::Tensor history0 = in({c.B, c.K - 1, c.C}), x = in({c.B, 1, c.C});
       const torch::Tensor write = torch::arange(c.B) % 3 != 1;
       torch::Tensor history_ref = history0.clone();
