@@ -55,7 +55,8 @@ constexpr int kPad = 8;           // elements after each staged row (bank spread
 // How the keys of a row are split over blocks.
 struct Plan {
   int splits = 1;
-  int keys_per_split = 0;  // a multiple of kChunk
+  int keys_per_split = 0;  // a multiple of the step kernel's chunk
+  bool mma = false;        // mma_step_kernel (else step_kernel)
 };
 
 int group_of(const DecodeAttentionShape& s) { return s.kv_heads > 0 ? s.heads / s.kv_heads : 0; }
@@ -135,12 +136,14 @@ bool use_mma(const DecodeAttentionShape& s) {
 }
 
 Plan plan_for(const DecodeAttentionShape& s) {
-  const int chunk = use_mma(s) ? kMmaKeys : kChunk;
+  const bool mma = use_mma(s);
+  const int chunk = mma ? kMmaKeys : kChunk;
   const int chunks = (s.span + chunk - 1) / chunk;
   const int blocks = std::max(1, s.rows * s.kv_heads);
   const int wanted = (2 * device_attribute(cudaDevAttrMultiProcessorCount) + blocks - 1) / blocks;
   const int splits = std::max(1, std::min({chunks, wanted, kMaxSplits}));
   Plan plan;
+  plan.mma = mma;
   plan.keys_per_split = (chunks + splits - 1) / splits * chunk;
   plan.splits = (s.span + plan.keys_per_split - 1) / plan.keys_per_split;  // no range past the span
   return plan;
@@ -573,7 +576,7 @@ void launch(const Params& p, cudaStream_t stream) {
     }
     kernel<<<grid, kThreads, smem, stream>>>(p);
   };
-  if (use_mma(p.s)) {
+  if (p.plan.mma) {
     run(mma_step_kernel, mma_layout(p.s).bytes);
   } else {
     run(step_kernel<T>, p.smem.bytes);

@@ -24,7 +24,7 @@ std::optional<at::Tensor> convolve_rows_cuda(const at::Tensor& weight, const at:
   s.channels = static_cast<int>(x.size(2));
   s.group_size = static_cast<int>(group_size);
   s.kernel = static_cast<int>(weight.size(2));
-  s.dtype = x.scalar_type() == at::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
+  s.dtype = storage_of(x);
   if (!kernels::decode_conv_supported(s) || history.sizes() != at::IntArrayRef({s.rows, s.kernel - 1, s.channels}) ||
       weight.size(0) != s.channels || weight.size(1) != group_size || write.numel() != s.rows) {
     return std::nullopt;
