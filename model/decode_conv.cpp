@@ -1,7 +1,7 @@
 // convolve_rows (decode_conv.h): the fused kernel where it applies, else the unfused ops.
 #include "model/decode_conv.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "model/attention.h"
 #include "model/kv_cache.h"
