@@ -50,6 +50,7 @@ constexpr int kHeadsPerWarp = kMaxGroup / kWarps;
 constexpr int kMaxSplits = 64;
 constexpr int kSizeMultiple = 8;  // key and value sizes: whole 16-byte vectors of bfloat16
 constexpr int kInFlight = 4;      // 16-byte loads a thread issues before it uses the first
+constexpr int kCombineInFlight = 8;  // ranges whose partial outputs a combining thread loads at once
 constexpr int kPad = 8;           // elements after each staged row (bank spread)
 
 // How the keys of a row are split over blocks.
@@ -500,9 +501,12 @@ __global__ void __launch_bounds__(kThreads) mma_step_kernel(const Params p) {
   finish_block<bf16>(p, split, kvh, b, o_s, m_s, l_s);
 }
 
-// The ranges of one (row, key/value head) into its output, in range order. Every load that a
-// sum needs is issued before the sum uses it (the ranges' maxima and sums gathered into shared
-// memory by the whole block; the outputs kInFlight ranges at a time).
+// The ranges of one (row, key/value head) into its output, in range order: blockIdx.z takes
+// kThreads of the group's G x dv / VEC output vectors, one a thread (one block for them all
+// walked the ranges of MLA's 12 x 48 vectors four loads at a time, ~15 us a launch at batch 1,
+// as long as the step itself). Every load that a sum needs is issued before the sum uses it
+// (the ranges' maxima and sums gathered into shared memory by the whole block, which each
+// block of the row repeats; the outputs kCombineInFlight ranges at a time).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
   constexpr int VEC = vector_io::kMaxVec<T>;
@@ -534,27 +538,27 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const Params p) {
   __syncthreads();
   T* out = static_cast<T*>(p.t.out) + (static_cast<int64_t>(b) * s.heads + static_cast<int64_t>(kvh) * G) * dv;
   const int vecs = dv / VEC;
-  for (int item = threadIdx.x; item < G * vecs; item += kThreads) {
-    const int g = item / vecs, c = (item % vecs) * VEC;
-    float o[VEC];
+  const int item = blockIdx.z * kThreads + threadIdx.x;
+  if (item >= G * vecs) return;
+  const int g = item / vecs, c = (item % vecs) * VEC;
+  float o[VEC];
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) o[v] = 0.f;
-    for (int r0 = 0; r0 < splits; r0 += kInFlight) {
-      float part[kInFlight][VEC];
+  for (int v = 0; v < VEC; ++v) o[v] = 0.f;
+  for (int r0 = 0; r0 < splits; r0 += kCombineInFlight) {
+    float part[kCombineInFlight][VEC];
 #pragma unroll
-      for (int u = 0; u < kInFlight; ++u) {
+    for (int u = 0; u < kCombineInFlight; ++u) {
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) part[u][v] = r0 + u < splits ? base[(r0 + u) * stride + g * dv + c + v] : 0.f;
-      }
-#pragma unroll
-      for (int u = 0; u < kInFlight; ++u) {
-        const float w = r0 + u < splits ? weight_s[(r0 + u) * G + g] : 0.f;
-#pragma unroll
-        for (int v = 0; v < VEC; ++v) o[v] = fmaf(w, part[u][v], o[v]);
-      }
+      for (int v = 0; v < VEC; ++v) part[u][v] = r0 + u < splits ? base[(r0 + u) * stride + g * dv + c + v] : 0.f;
     }
-    store<T, VEC>(out + g * dv + c, o);
+#pragma unroll
+    for (int u = 0; u < kCombineInFlight; ++u) {
+      const float w = r0 + u < splits ? weight_s[(r0 + u) * G + g] : 0.f;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) o[v] = fmaf(w, part[u][v], o[v]);
+    }
   }
+  store<T, VEC>(out + g * dv + c, o);
 }
 
 bool vectors_aligned(const DecodeTokens& t, int elem) {
@@ -583,7 +587,10 @@ void launch(const Params& p, cudaStream_t stream) {
   }
   HYDRA_KERNEL_CHECK(cudaGetLastError());
   if (p.plan.splits > 1) {
-    combine_kernel<T><<<dim3(static_cast<unsigned>(p.s.kv_heads), static_cast<unsigned>(p.s.rows)), kThreads, 0, stream>>>(p);
+    const int vectors = p.group * (p.s.value_size / vector_io::kMaxVec<T>);
+    const dim3 combine_grid(static_cast<unsigned>(p.s.kv_heads), static_cast<unsigned>(p.s.rows),
+                            static_cast<unsigned>((vectors + kThreads - 1) / kThreads));
+    combine_kernel<T><<<combine_grid, kThreads, 0, stream>>>(p);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
   }
 }
