@@ -183,6 +183,18 @@ __device__ __forceinline__ void gather_rows(const T* from, int64_t from_step, in
   }
 }
 
+// The end of a key chunk for one query row of the online softmax: the row's running max moves
+// from m_old to m_new, its sum takes the chunk's `sum` (of exp(score - m_new)), and a_s keeps
+// the factor its output accumulators are rescaled by. A row that has seen only hidden keys
+// (m_new = -inf) keeps factor 1 and sum 0. Both step kernels end a chunk with it (lane 0).
+__device__ __forceinline__ void update_row_state(float* m_s, float* l_s, float* a_s, int row, float m_old, float m_new,
+                                                 float sum) {
+  const float alpha = m_new == -INFINITY ? 1.f : expf(m_old - m_new);
+  a_s[row] = alpha;
+  l_s[row] = l_s[row] * alpha + sum;
+  m_s[row] = m_new;
+}
+
 // What a block reads: its row's slots of its key/value head, its key range, and the end of the
 // visible keys in it; and the put of the new token (step 1 of both step kernels).
 template <typename T>
@@ -325,12 +337,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const Params p) {
       const float e = m_new == -INFINITY ? 0.f : expf(score - m_new);
       const float sum = vector_io::group_sum(e, 32);
       p_s[g * kChunk + lane] = e;
-      if (lane == 0) {
-        const float alpha = m_new == -INFINITY ? 1.f : expf(m_old - m_new);
-        a_s[g] = alpha;
-        l_s[g] = l_s[g] * alpha + sum;
-        m_s[g] = m_new;
-      }
+      if (lane == 0) update_row_state(m_s, l_s, a_s, g, m_old, m_new, sum);
     }
     __syncthreads();
     // 5. o = alpha o + p V over the chunk: thread = (head, VEC channels).
@@ -455,12 +462,7 @@ __global__ void __launch_bounds__(kThreads) mma_step_kernel(const Params p) {
       const float sum = vector_io::group_sum(e0 + e1, 32);
       probs[row * kProbPitch + lane] = __float2bfloat16_rn(e0);
       probs[row * kProbPitch + lane + 32] = __float2bfloat16_rn(e1);
-      if (lane == 0) {
-        const float alpha = m_new == -INFINITY ? 1.f : expf(m_old - m_new);
-        a_s[row] = alpha;
-        l_s[row] = l_s[row] * alpha + sum;
-        m_s[row] = m_new;
-      }
+      if (lane == 0) update_row_state(m_s, l_s, a_s, row, m_old, m_new, sum);
     }
     __syncthreads();
     // 5. o = alpha o + P V: warp w takes value columns 16 np .. 16 np + 15, np = w, w + 4, ...

@@ -103,17 +103,18 @@ __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, co
                                    int64_t end, bool aligned) {
   const T* grad = static_cast<const T*>(t.grad);
   T* value = static_cast<T*>(t.value);
+  const uint8_t decays = t.decays ? 1 : 0;
   const auto one = [&](int64_t i) {
     const int64_t k = t.offset + i;
     float p = a.master[k], m = a.exp_avg[k], v = a.exp_avg_sq[k];
     adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, grad ? vector_io::to_float(grad[i]) : 0.0f,
-                  a.decay_mask[k], p, m, v);
+                  decays, p, m, v);
     a.master[k] = p;
     a.exp_avg[k] = m;
     a.exp_avg_sq[k] = v;
     value[i] = vector_io::from_float<T>(p);
   };
-  // The fp32 state (24 of the 29 bytes an element moves) goes in 16-byte vectors aligned in the
+  // The fp32 state (24 of the 28 bytes an element moves) goes in 16-byte vectors aligned in the
   // flat layout. A tensor's offset there is any number, so its elements split into a head of
   // fewer than 4 before the first aligned one, whole vectors, and a tail; the parameter and its
   // gradient, at the same indices, go one element at a time (a warp's accesses still cover
@@ -129,16 +130,14 @@ __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, co
   float4* master = reinterpret_cast<float4*>(a.master) + first;
   float4* exp_avg = reinterpret_cast<float4*>(a.exp_avg) + first;
   float4* exp_avg_sq = reinterpret_cast<float4*>(a.exp_avg_sq) + first;
-  const uchar4* decay = reinterpret_cast<const uchar4*>(a.decay_mask) + first;
   for (int64_t base = threadIdx.x; base < vectors; base += int64_t{kUnroll} * blockDim.x) {
     float4 p[kUnroll], m[kUnroll], v[kUnroll];
-    uchar4 d[kUnroll];
     float g[kUnroll][4];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = base + int64_t{u} * blockDim.x;
       if (j < vectors) {
-        p[u] = master[j], m[u] = exp_avg[j], v[u] = exp_avg_sq[j], d[u] = decay[j];
+        p[u] = master[j], m[u] = exp_avg[j], v[u] = exp_avg_sq[j];
 #pragma unroll
         for (int e = 0; e < 4; ++e) g[u][e] = grad ? vector_io::to_float(grad[i0 + 4 * j + e]) : 0.0f;
       }
@@ -147,10 +146,10 @@ __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, co
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = base + int64_t{u} * blockDim.x;
       if (j < vectors) {
-        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][0], d[u].x, p[u].x, m[u].x, v[u].x);
-        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][1], d[u].y, p[u].y, m[u].y, v[u].y);
-        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][2], d[u].z, p[u].z, m[u].z, v[u].z);
-        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][3], d[u].w, p[u].w, m[u].w, v[u].w);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][0], decays, p[u].x, m[u].x, v[u].x);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][1], decays, p[u].y, m[u].y, v[u].y);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][2], decays, p[u].z, m[u].z, v[u].z);
+        adamw_element(s, a.one_minus_beta1, a.one_minus_beta2, a.eps, g[u][3], decays, p[u].w, m[u].w, v[u].w);
         master[j] = p[u];
         exp_avg[j] = m[u];
         exp_avg_sq[j] = v[u];
@@ -167,8 +166,7 @@ __device__ void adamw_tensor_chunk(const AdamWFlat& a, const AdamWScalars& s, co
 __global__ void adamw_tensors_kernel(const AdamWFlat a, const TensorBatch b) {
   const AdamWScalars s = read_scalars(a.scalars, a.finite);
   const bool aligned = (reinterpret_cast<uintptr_t>(a.master) | reinterpret_cast<uintptr_t>(a.exp_avg) |
-                        reinterpret_cast<uintptr_t>(a.exp_avg_sq)) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(a.decay_mask) % 4 == 0;
+                        reinterpret_cast<uintptr_t>(a.exp_avg_sq)) % 16 == 0;
   for (int64_t c = blockIdx.x; c < b.first_chunk[b.n]; c += gridDim.x) {
     int i = 0;
     while (c >= b.first_chunk[i + 1]) ++i;

@@ -130,8 +130,11 @@ struct CcqaAttention : AttentionImpl {
   // Steps 2-7 in plain LibTorch ops, the CPU path and the oracle of the fused prologue:
   // {q [B, S, heads, d_h], k [B, S, kv_heads, d_h], v}. kv_of_head: defined when this rank
   // holds every KV head under tp (replicated KV), the KV head of each local query head.
+  // conv_products: the convolutions as tensor products (model/causal_conv_products.h), as the
+  // fused path runs them where the prologue kernels do not take the head size.
   std::vector<torch::Tensor> reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
-                                                const torch::Tensor& positions, const torch::Tensor& kv_of_head);
+                                                const torch::Tensor& positions, const torch::Tensor& kv_of_head,
+                                                bool conv_products = false);
   // Steps 4-7 (qk-mean, post-mix norm, temperature, RoPE) given the latents before (q0, k0) and
   // after (qc, kc) the convolutions, [B, S, channels] each: {q [B, S, heads, d_h], k}. Each
   // token's result depends on that token's inputs only.

@@ -9,6 +9,7 @@
 
 #include "model/attention.h"
 #include "model/attention_core.h"
+#include "model/causal_conv_products.h"
 #include "model/fused_ops.h"
 #include "model/same_input_projections.h"
 #ifdef HYDRA_CUDA
@@ -173,14 +174,17 @@ torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, co
 
 std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0,
                                                              const torch::Tensor& v0, const torch::Tensor& positions,
-                                                             const torch::Tensor& kv_of_head) {
+                                                             const torch::Tensor& kv_of_head, bool conv_products) {
   // 2. Values, with the per-KV-head shift.
   const torch::Tensor v = values(v0);
   // 3. Two causal convolutions: depthwise, then grouped per head.
+  const auto conv = [conv_products](CausalConvImpl& c, const torch::Tensor& x) {
+    return conv_products ? causal_conv_products(x, c.weight, c.bias) : c.forward(x);
+  };
   torch::Tensor q = q0, k = k0;
   if (cfg.use_convs) {
-    q = conv2_q->forward(conv1_q->forward(q0));
-    k = conv2_k->forward(conv1_k->forward(k0));
+    q = conv(*conv2_q, conv(*conv1_q, q0));
+    k = conv(*conv2_k, conv(*conv1_k, k0));
   }
   const std::vector<torch::Tensor> qk = mix_and_rotate(q0, k0, q, k, positions, kv_of_head);
   return {qk[0], qk[1], v};
@@ -253,7 +257,7 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, v0, positions, q, k, v);
   const bool shift_in_attention = q.defined() && cfg.value_shift;
   if (!q.defined()) {  // not fused, or shapes the kernels do not take
-    const std::vector<torch::Tensor> qkv = reference_prologue(q0, k0, v0, positions, kv_of_head);
+    const std::vector<torch::Tensor> qkv = reference_prologue(q0, k0, v0, positions, kv_of_head, fused);
     q = qkv[0], k = qkv[1], v = qkv[2];
   }
   // 7. Causal GQA attention at the latent head size.

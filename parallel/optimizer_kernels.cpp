@@ -107,6 +107,7 @@ bool fused_adamw_params(AdamWState& s, const FlatLayout& layout, const NamedPara
     t.offset = layout.slots[piece.slot].offset + piece.elements.begin - s.range.begin;
     t.count = piece.elements.size();
     t.type = bf16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
+    t.decays = layout.slots[piece.slot].decay;  // the slot's group, as make_adamw_state's mask holds it
     tensors.push_back(t);
   }
   const c10::cuda::CUDAGuard guard(s.master.device());

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include <torch/csrc/autograd/autograd.h>
+
 #include "model/attention.h"
 #include "model/attention_core.h"
+#include "model/causal_conv_products.h"
 #include "model/layers.h"
 #include "model_test_util.h"
 
@@ -186,6 +189,51 @@ TEST(ModelCcqa, IdentityConvolutionsEqualNoConvolutions) {
   const torch::Tensor x = torch::randn({2, 9, with.dim}, torch::kDouble);
   const auto pos = positions_for(2, 9);
   EXPECT_TRUE(torch::allclose(a->forward(x, pos), b->forward(x, pos), 1e-12, 1e-12));
+}
+
+// The convolutions as tensor products (the fused path's form where the prologue kernels do not
+// take the head size) against docs/MODEL.md's sum written out, in float64, and their gradients
+// against conv1d's (CausalConvImpl::forward), for depthwise and grouped filters, kernels 1-3 and
+// sequences shorter than the kernel.
+TEST(ModelCcqa, ConvolutionAsProductsEqualsTheFormula) {
+  torch::manual_seed(11);
+  struct Case { int64_t B, S, C, g, K; };
+  for (const Case c : {Case{2, 7, 12, 1, 3}, Case{1, 9, 12, 4, 3}, Case{2, 2, 8, 8, 3}, Case{1, 1, 6, 3, 2},
+                       Case{3, 5, 16, 8, 1}, Case{1, 6, 256, 128, 3}}) {
+    SCOPED_TRACE("B " + std::to_string(c.B) + " S " + std::to_string(c.S) + " C " + std::to_string(c.C) + " g " +
+                 std::to_string(c.g) + " K " + std::to_string(c.K));
+    CausalConvImpl conv(c.C, c.g, c.K);
+    conv.to(torch::kDouble);
+    {
+      torch::NoGradGuard no_grad;
+      conv.weight.copy_(torch::randn_like(conv.weight));
+      conv.bias.copy_(torch::randn_like(conv.bias));
+    }
+    const torch::Tensor x = torch::randn({c.B, c.S, c.C}, torch::kDouble).requires_grad_(true);
+    const torch::Tensor y = causal_conv_products(x, conv.weight, conv.bias);
+    // conv(x)[t, c] = b[c] + sum_m sum_i W[c, i, m] x[t - (K-1) + m, g floor(c / g) + i], x[< 0] = 0.
+    const auto xa = x.accessor<double, 3>();
+    const auto w = conv.weight.accessor<double, 3>();
+    const auto bias = conv.bias.accessor<double, 1>();
+    const auto ya = y.accessor<double, 3>();
+    double worst = 0;
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t t = 0; t < c.S; ++t)
+        for (int64_t ch = 0; ch < c.C; ++ch) {
+          double expected = bias[ch];
+          for (int64_t m = 0; m < c.K; ++m) {
+            const int64_t src = t - (c.K - 1) + m;
+            if (src < 0) continue;
+            for (int64_t i = 0; i < c.g; ++i) expected += w[ch][i][m] * xa[b][src][c.g * (ch / c.g) + i];
+          }
+          worst = std::max(worst, std::abs(ya[b][t][ch] - expected));
+        }
+    EXPECT_LT(worst, 1e-12);
+    const torch::Tensor dy = torch::randn_like(y);
+    const auto grads = torch::autograd::grad({y}, {x, conv.weight, conv.bias}, {dy});
+    const auto ref = torch::autograd::grad({conv.forward(x)}, {x, conv.weight, conv.bias}, {dy});
+    for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(torch::allclose(grads[i], ref[i], 1e-10, 1e-12)) << "gradient " << i;
+  }
 }
 
 TEST(ModelCcqa, ValueShiftTakesTheSecondHalfFromThePreviousToken) {
