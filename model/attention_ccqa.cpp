@@ -14,6 +14,7 @@
 #include "model/same_input_projections.h"
 #ifdef HYDRA_CUDA
 #include "model/attention_fused.h"  // kernel: fused (CUDA build only)
+#include "model/ccqa_mix_cuda.h"  // kernel: fused, steps 4-7 after the convolutions (CUDA build only)
 #include "model/ccqa_prologue_fused.h"  // kernel: fused, steps 2-7 (CUDA build only)
 #endif
 
@@ -178,13 +179,14 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
   // 2. Values, with the per-KV-head shift.
   const torch::Tensor v = values(v0);
   // 3. Two causal convolutions: depthwise, then grouped per head.
-  const auto conv = [conv_products](CausalConvImpl& c, const torch::Tensor& x) {
-    return conv_products ? causal_conv_products(x, c.weight, c.bias) : c.forward(x);
+  const auto convs = [conv_products](CausalConvImpl& c1, CausalConvImpl& c2, const torch::Tensor& x) {
+    return conv_products ? causal_conv_pair_products(x, c1.weight, c1.bias, c2.weight, c2.bias)
+                         : c2.forward(c1.forward(x));
   };
   torch::Tensor q = q0, k = k0;
   if (cfg.use_convs) {
-    q = conv(*conv2_q, conv(*conv1_q, q0));
-    k = conv(*conv2_k, conv(*conv1_k, k0));
+    q = convs(*conv1_q, *conv2_q, q0);
+    k = convs(*conv1_k, *conv2_k, k0);
   }
   const std::vector<torch::Tensor> qk = mix_and_rotate(q0, k0, q, k, positions, kv_of_head);
   return {qk[0], qk[1], v};
@@ -199,6 +201,14 @@ std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0
   torch::Tensor k = kc.view({B, S, -1, dh});
   const int64_t heads = q.size(2), kv_heads = k.size(2);
   const bool kv_whole = kv_of_head.defined();
+#ifdef HYDRA_CUDA
+  // Steps 4-7 as one kernel each way where the fused prologue does not take the head size (the
+  // `heads` layout; decoding's single tokens too): about twenty ATen launches fewer.
+  if (impl != CcqaImpl::kReference && !kv_whole && cfg.post_mix_norm) {
+    const CcqaMixOptions o{dh, cfg.qk_mean ? cfg.qk_mean_gain : 0.0, q_norm->eps, theta};
+    if (auto qk = ccqa_mix_cuda(q0, k0, qc, kc, positions, q_norm->weight, k_norm->weight, tau, o)) return *qk;
+  }
+#endif
   const int64_t group = kv_whole ? dims.Hc / dims.Hkv : heads / kv_heads;
   // 4. qk-mean on the pre-convolution latents: m = (q0 + repeat_kv(k0)) / 2 per query head;
   //    a KV head adds the mean of m over its group of query heads.

@@ -3,25 +3,79 @@
 #include <ATen/ATen.h>
 
 #include "common/errors.h"
+#if HYDRA_CUDA
+#include "model/conv_windows_cuda.h"
+#endif
 
 namespace hydra::model {
+namespace {
 
-at::Tensor causal_conv_products(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  HYDRA_CHECK(x.dim() == 3 && weight.dim() == 3 && bias.dim() == 1, "causal_conv_products: x " << x.sizes()
-                                                                         << ", weight " << weight.sizes());
-  const int64_t B = x.size(0), S = x.size(1), C = x.size(2);
-  const int64_t g = weight.size(1), K = weight.size(2);
+void check_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  HYDRA_CHECK(x.dim() == 3 && weight.dim() == 3 && bias.dim() == 1, "causal convolution: x " << x.sizes()
+                                                                        << ", weight " << weight.sizes());
+  const int64_t C = x.size(2), g = weight.size(1);
   HYDRA_CHECK(weight.size(0) == C && bias.size(0) == C && C % g == 0,
-              "causal_conv_products: " << C << " channels, weight " << weight.sizes() << ", bias " << bias.sizes());
+              "causal convolution: " << C << " channels, weight " << weight.sizes() << ", bias " << bias.sizes());
+}
+
+// windows [B, S, C, K] (tap m of token t = input at t - K + 1 + m) through weight [C, g, K].
+at::Tensor windows_products(const at::Tensor& windows, const at::Tensor& weight, const at::Tensor& bias) {
+  const int64_t B = windows.size(0), S = windows.size(1), C = windows.size(2);
+  const int64_t g = weight.size(1), K = weight.size(2);
   const int64_t groups = C / g;
-  // windows[b, t, c, m] = x[b, t - (K-1) + m, c], zero before the first token: a view.
-  const at::Tensor windows = at::constant_pad_nd(x, {0, 0, K - 1, 0}).unfold(1, K, 1);  // [B, S, C, K]
   if (g == 1) return (windows * weight.view({C, K})).sum(-1) + bias;
   // Group j: rows (b, t), columns (i, m) for its input channel i and tap m, against weight
   // [j g + o, i, m] as [(i, m), o]: a batched product over the groups.
   const at::Tensor a = windows.reshape({B * S, groups, g * K}).transpose(0, 1);  // [groups, B S, g K]
   const at::Tensor w = weight.view({groups, g, g * K}).transpose(1, 2);           // [groups, g K, g]
   return at::bmm(a, w).transpose(0, 1).reshape({B, S, C}) + bias;
+}
+
+// windows[b, t, c, m] = x[b, t - (K-1) + m, c], zero before the first token: a view.
+at::Tensor unfold_causal(const at::Tensor& x, int64_t K) {
+  return at::constant_pad_nd(x, {0, 0, K - 1, 0}).unfold(1, K, 1);
+}
+
+}  // namespace
+
+at::Tensor causal_conv_products(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  check_conv(x, weight, bias);
+  return windows_products(unfold_causal(x, weight.size(2)), weight, bias);
+}
+
+at::Tensor conv2_operand(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, int64_t g,
+                         int64_t bias_columns) {
+  check_conv(x, w1, b1);
+  const int64_t B = x.size(0), S = x.size(1), C = x.size(2), K = w1.size(2);
+  HYDRA_CHECK(w1.size(1) == 1 && g >= 1 && C % g == 0 && (bias_columns == 0 || bias_columns == 8) &&
+                  bias_columns <= g,
+              "conv2_operand: weight " << w1.sizes() << ", " << C << " channels in groups of " << g << ", "
+                                       << bias_columns << " bias columns");
+#if HYDRA_CUDA
+  if (std::optional<at::Tensor> a = conv2_operand_cuda(x, w1, b1, g, bias_columns)) return *a;
+#endif
+  const at::Tensor windows = unfold_causal(causal_conv_products(x, w1, b1), K);  // [B, S, C, K]
+  const at::Tensor a = windows.reshape({B * S, C / g, g * K}).transpose(0, 1);     // [C / g, B S, g K]
+  if (bias_columns == 0) return a.contiguous();
+  return at::cat({a, at::full({C / g, B * S, bias_columns}, 1.0 / static_cast<double>(bias_columns), a.options())}, 2);
+}
+
+at::Tensor causal_conv_pair_products(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                                     const at::Tensor& w2, const at::Tensor& b2) {
+  check_conv(x, w2, b2);
+  const int64_t B = x.size(0), S = x.size(1), C = x.size(2), g = w2.size(1), K = w2.size(2);
+  HYDRA_CHECK(w1.size(2) == K, "causal convolution pair: kernels " << w1.size(2) << " and " << K);
+  const int64_t groups = C / g;
+  // conv2's bias as the product's last rows (against the operand's bias columns) where the
+  // groups are wide enough to hold the columns, else added after.
+  const int64_t cols = g >= 8 ? 8 : 0;
+  const at::Tensor a = conv2_operand(x, w1, b1, g, cols);  // [groups, B S, g K + cols]
+  at::Tensor w = w2.view({groups, g, g * K});
+  if (cols > 0) w = at::cat({w, b2.view({groups, g, 1}).expand({groups, g, cols})}, 2);
+  // (A float32 weight meets bf16 windows under autocast, which casts both; without it, the
+  // windows' type wins.)
+  const at::Tensor y = at::bmm(a, w.transpose(1, 2).to(a.scalar_type())).transpose(0, 1).reshape({B, S, C});
+  return cols > 0 ? y : y + b2;
 }
 
 }  // namespace hydra::model

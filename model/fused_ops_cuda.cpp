@@ -63,6 +63,12 @@ kernels::StorageType storage_of(const at::Tensor& t) {
   return t.scalar_type() == at::kBFloat16 ? kernels::StorageType::kBFloat16 : kernels::StorageType::kFloat32;
 }
 
+at::Tensor with_even_rows(const at::Tensor& x) {
+  const bool even =
+      x.dim() == 3 && x.stride(2) == 1 && x.stride(1) >= x.size(2) && x.stride(0) == x.size(1) * x.stride(1);
+  return even ? x : x.contiguous();
+}
+
 bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors) {
   const at::Tensor* first = nullptr;
   for (const at::Tensor& t : tensors) {

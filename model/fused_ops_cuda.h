@@ -16,6 +16,10 @@ namespace hydra::model {
 // True when every tensor is a CUDA tensor on one device, all of one dtype, bfloat16 or float32.
 bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors);
 
+// x [B, S, C] itself when token (b, s) starts at (b S + s) times one row stride with unit
+// channel stride (contiguous, or a column block of a wider tensor), else a contiguous copy.
+at::Tensor with_even_rows(const at::Tensor& x);
+
 // The kernels' storage type of t (bfloat16 or float32; any other dtype is an error).
 kernels::StorageType storage_of(const at::Tensor& t);
 

@@ -236,6 +236,58 @@ TEST(ModelCcqa, ConvolutionAsProductsEqualsTheFormula) {
   }
 }
 
+// CCQA's pair of convolutions through conv2_operand (the fused path's form at head size 128):
+// the operand against its definition (row (b S + t) of group j holds, at i K + m, conv1's output
+// for channel j g + i at token t - K + 1 + m, zero before the first token, not conv1's bias; then
+// the bias columns), and the pair's values and gradients against two conv1d layers, in float64,
+// with conv2's bias in the product (g >= 8) and added after (g < 8).
+TEST(ModelCcqa, ConvolutionPairThroughItsOperandEqualsTwoConvolutions) {
+  torch::manual_seed(12);
+  struct Case { int64_t B, S, C, g, K; };
+  for (const Case c : {Case{2, 7, 12, 4, 3}, Case{1, 2, 16, 8, 3}, Case{3, 5, 6, 3, 1}, Case{1, 9, 256, 128, 4}}) {
+    SCOPED_TRACE("B " + std::to_string(c.B) + " S " + std::to_string(c.S) + " C " + std::to_string(c.C) + " g " +
+                 std::to_string(c.g) + " K " + std::to_string(c.K));
+    CausalConvImpl conv1(c.C, 1, c.K), conv2(c.C, c.g, c.K);
+    conv1.to(torch::kDouble);
+    conv2.to(torch::kDouble);
+    {
+      torch::NoGradGuard no_grad;
+      for (CausalConvImpl* conv : {&conv1, &conv2}) {
+        conv->weight.copy_(torch::randn_like(conv->weight));
+        conv->bias.copy_(torch::randn_like(conv->bias));
+      }
+    }
+    const torch::Tensor x = torch::randn({c.B, c.S, c.C}, torch::kDouble).requires_grad_(true);
+    const int64_t cols = c.g >= 8 ? 8 : 0, groups = c.C / c.g;
+    const torch::Tensor a = conv2_operand(x, conv1.weight, conv1.bias, c.g, cols);
+    ASSERT_EQ(a.sizes(), at::IntArrayRef({groups, c.B * c.S, c.g * c.K + cols}));
+    const torch::Tensor taps = a.narrow(2, 0, c.g * c.K).reshape({groups, c.B, c.S, c.g, c.K});
+    const torch::Tensor y1 = conv1.forward(x).detach().view({c.B, c.S, groups, c.g});
+    for (int64_t t = 0; t < c.S; ++t)
+      for (int64_t m = 0; m < c.K; ++m) {
+        const int64_t src = t - (c.K - 1) + m;
+        const torch::Tensor expected =
+            src < 0 ? torch::zeros({c.B, groups, c.g}, torch::kDouble) : y1.select(1, src);  // [B, groups, g]
+        EXPECT_TRUE(torch::allclose(taps.select(2, t).select(-1, m).transpose(0, 1), expected, 1e-12, 1e-12))
+            << t << " " << m;
+      }
+    if (cols > 0) {
+      const torch::Tensor bias_columns = a.narrow(2, c.g * c.K, cols);
+      EXPECT_TRUE(torch::equal(bias_columns, torch::full_like(bias_columns, 0.125)));
+    }
+    const torch::Tensor y = causal_conv_pair_products(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias);
+    const torch::Tensor ref = conv2.forward(conv1.forward(x));
+    EXPECT_TRUE(torch::allclose(y, ref, 1e-10, 1e-12));
+    const torch::Tensor dy = torch::randn_like(y);
+    const std::vector<torch::Tensor> inputs = {x, conv1.weight, conv1.bias, conv2.weight, conv2.bias};
+    const auto grads = torch::autograd::grad({y}, inputs, {dy});
+    const auto expected = torch::autograd::grad({ref}, inputs, {dy});
+    for (size_t i = 0; i < grads.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(grads[i], expected[i], 1e-10, 1e-12)) << "gradient " << i;
+    }
+  }
+}
+
 TEST(ModelCcqa, ValueShiftTakesTheSecondHalfFromThePreviousToken) {
   const ModelConfig c = small_config();
   torch::manual_seed(9);
