@@ -79,6 +79,72 @@ __global__ void windows_forward_kernel(int S, int C, int bias_columns, const T* 
   }
 }
 
+// The same, 8 channels of one group a thread (groups of a multiple of 8 channels): its 8 K
+// window values are contiguous in a row, written as 16-byte stores; with X_VEC (bf16 x whose
+// rows are 16-byte aligned) the inputs come as 16-byte loads too.
+constexpr int kVec = 8;
+template <typename T, typename P, int K, bool X_VEC>
+__global__ void windows_forward_vec_kernel(int S, int C, int bias_columns, const T* x, int64_t x_stride, const P* w,
+                                           const P* bias, WindowsLayout L, T* out) {
+  constexpr int ST = 16 / sizeof(T);  // elements a 16-byte store
+  const int CV = C / kVec;
+  const int64_t n = L.tokens * CV;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t tok = i / CV;
+    const int c0 = static_cast<int>(i % CV) * kVec;
+    const int t = static_cast<int>(tok % S);
+    float xv[2 * K - 1][kVec];
+#pragma unroll
+    for (int j = 0; j < 2 * K - 1; ++j) {
+      const int back = 2 * (K - 1) - j;
+      const T* row = x + (tok - back) * x_stride + c0;
+      if (t < back) {
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) xv[j][v] = 0.f;
+      } else if constexpr (X_VEC) {
+        vector_io::load<T, kVec>(row, xv[j]);
+      } else {
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) xv[j][v] = to_float(row[v]);
+      }
+    }
+    float o[kVec * K];
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+      const int c = c0 + v;
+      float wc[K];
+#pragma unroll
+      for (int j = 0; j < K; ++j) wc[j] = to_float(w[c * K + j]);
+      const float b = to_float(bias[c]);
+#pragma unroll
+      for (int m = 0; m < K; ++m) {
+        float y = 0.f;
+        if (t - (K - 1) + m >= 0) {
+          y = b;
+#pragma unroll
+          for (int j = 0; j < K; ++j) y += wc[j] * xv[m + j][v];
+        }
+        o[v * K + m] = y;
+      }
+    }
+    T* dst = out + L.at(tok, c0, 0, K);
+#pragma unroll
+    for (int q = 0; q < kVec * K / ST; ++q) {
+      float chunk[ST];
+#pragma unroll
+      for (int e = 0; e < ST; ++e) chunk[e] = o[q * ST + e];
+      vector_io::store<T, ST>(dst + q * ST, chunk);
+    }
+    if (bias_columns > 0 && c0 % L.g == 0) {  // the group's first thread: its row's bias columns
+      float ones[ST];
+#pragma unroll
+      for (int e = 0; e < ST; ++e) ones[e] = 1.f / bias_columns;
+      for (int q = 0; q < bias_columns / ST; ++q) vector_io::store<T, ST>(dst + L.g * K + q * ST, ones);
+    }
+  }
+}
+
 template <typename T, typename P, int K>
 __global__ void __launch_bounds__(kBackwardThreads) windows_backward_kernel(int S, int C, int TT, int n_tiles,
                                                                             const T* dwin, WindowsLayout L, const T* x,
@@ -138,18 +204,28 @@ __global__ void __launch_bounds__(kBackwardThreads) windows_backward_kernel(int 
   out[K] = db;
 }
 
-// Sums the rows' partials in row order: dweight [C, K], dbias [C].
+// Sums the rows' partials: dweight [C, K], dbias [C]. A block takes 32 outputs (a warp's
+// coalesced loads along a row) and kSlices interleaved subsets of the rows; each thread sums
+// its subset in order, then the subsets are added in order: a fixed order for any grid.
+constexpr int kSlices = 16;
 template <typename P>
-__global__ void reduce_partials_kernel(const float* ws, int rows, int C, int K, P* dweight, P* dbias) {
+__global__ void __launch_bounds__(32 * kSlices) reduce_partials_kernel(const float* ws, int rows, int C, int K,
+                                                                       P* dweight, P* dbias) {
+  __shared__ float s_sum[kSlices][32];
   const int per = K + 1;
-  const int e = blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= C * per) return;
+  const int e = blockIdx.x * 32 + threadIdx.x;
   float s = 0.f;
-#pragma unroll 8
-  for (int r = 0; r < rows; ++r) s += ws[static_cast<int64_t>(r) * C * per + e];
+  if (e < C * per) {
+    for (int r = threadIdx.y; r < rows; r += kSlices) s += ws[static_cast<int64_t>(r) * C * per + e];
+  }
+  s_sum[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || e >= C * per) return;
+  float total = 0.f;
+  for (int y = 0; y < kSlices; ++y) total += s_sum[y][threadIdx.x];
   const int c = e / per, j = e % per;
-  if (j < K) dweight[c * K + j] = from_float<P>(s);
-  else dbias[c] = from_float<P>(s);
+  if (j < K) dweight[c * K + j] = from_float<P>(total);
+  else dbias[c] = from_float<P>(total);
 }
 
 // Tokens a backward thread walks: 8, doubled while there are more than 1024 tiles to reduce.
@@ -210,11 +286,23 @@ bool conv_windows_supported(const ConvWindowsShape& s) {
 void conv_windows_forward(const ConvWindowsShape& s, const void* x, int64_t x_row_stride, const void* weight,
                           const void* bias, void* windows, cudaStream_t stream) {
   HYDRA_CHECK(conv_windows_supported(s), "conv windows: unsupported shape");
-  const int64_t n = s.batch * s.seq * s.channels;
+  // 8 channels a thread where a group holds a multiple of 8 (rows then start 16-byte aligned).
+  const bool vec = s.group_size % kVec == 0 && vector_io::aligned16(windows);
+  const int64_t n = s.batch * s.seq * s.channels / (vec ? kVec : 1);
   const int blocks = static_cast<int>(std::min<int64_t>((n + 255) / 256, 1 << 16));
   dispatch(s, [&](auto k, auto t, auto p) {
     using T = typename decltype(t)::type;
     using P = typename decltype(p)::type;
+    if (vec) {
+      const bool x_vec = std::is_same_v<T, bf16> && vector_io::aligned16(x) && x_row_stride % kVec == 0;
+      auto kernel = x_vec ? windows_forward_vec_kernel<T, P, decltype(k)::value, true>
+                          : windows_forward_vec_kernel<T, P, decltype(k)::value, false>;
+      kernel<<<blocks, 256, 0, stream>>>(static_cast<int>(s.seq), s.channels, s.bias_columns, static_cast<const T*>(x),
+                                         x_row_stride, static_cast<const P*>(weight), static_cast<const P*>(bias),
+                                         layout_of(s), static_cast<T*>(windows));
+      HYDRA_KERNEL_CHECK(cudaGetLastError());
+      return;
+    }
     windows_forward_kernel<T, P, decltype(k)::value><<<blocks, 256, 0, stream>>>(
         static_cast<int>(s.seq), s.channels, s.bias_columns, static_cast<const T*>(x), x_row_stride,
         static_cast<const P*>(weight), static_cast<const P*>(bias), layout_of(s), static_cast<T*>(windows));
@@ -245,7 +333,7 @@ void conv_windows_backward(const ConvWindowsShape& s, const void* dwindows, cons
         static_cast<const T*>(x), x_row_stride, static_cast<const P*>(weight), static_cast<T*>(dx),
         static_cast<float*>(workspace));
     HYDRA_KERNEL_CHECK(cudaGetLastError());
-    reduce_partials_kernel<P><<<(per + 255) / 256, 256, 0, stream>>>(
+    reduce_partials_kernel<P><<<(per + 31) / 32, dim3(32, kSlices), 0, stream>>>(
         static_cast<const float*>(workspace), static_cast<int>(tiles.rows), s.channels, s.kernel,
         static_cast<P*>(dweight), static_cast<P*>(dbias));
     HYDRA_KERNEL_CHECK(cudaGetLastError());
