@@ -165,6 +165,15 @@ __device__ __forceinline__ Row<PAIRS> load_weights(const void* w) {
   return load_row<PAIRS>(static_cast<const P*>(w));
 }
 
+// pre_h = qc_h + gamma (q0_h + k0) / 2 of query head `head` at token tok; q0r gets q0_h.
+template <int PAIRS, typename T>
+__device__ __forceinline__ Row<PAIRS> query_pre(const T* q0, const T* qc, const CcqaMixInputs& in, int64_t tok,
+                                                int head, float half_gamma, const Row<PAIRS>& k0r, Row<PAIRS>& q0r) {
+  constexpr int DH = 64 * PAIRS;
+  q0r = load_row<PAIRS>(q0 + tok * in.q0_stride + head * DH);
+  return axpy(load_row<PAIRS>(qc + tok * in.qc_stride + head * DH), half_gamma, axpy(q0r, 1.f, k0r));
+}
+
 template <typename T, typename P, int PAIRS>
 __global__ void __launch_bounds__(kThreads) mix_forward_kernel(const MixArgs a, const CcqaMixInputs in, T* q, T* k) {
   constexpr int DH = 64 * PAIRS;
@@ -183,9 +192,8 @@ __global__ void __launch_bounds__(kThreads) mix_forward_kernel(const MixArgs a, 
     Row<PAIRS> qsum{};
     for (int h = 0; h < a.G; ++h) {
       const int head = j * a.G + h;
-      const Row<PAIRS> q0r = load_row<PAIRS>(q0 + tok * in.q0_stride + head * DH);
-      const Row<PAIRS> qcr = load_row<PAIRS>(qc + tok * in.qc_stride + head * DH);
-      const Row<PAIRS> pre = axpy(qcr, half_gamma, axpy(q0r, 1.f, k0r));
+      Row<PAIRS> q0r;
+      const Row<PAIRS> pre = query_pre<PAIRS>(q0, qc, in, tok, head, half_gamma, k0r, q0r);
       qsum = axpy(qsum, 1.f, q0r);
       store_row(q + (tok * a.H + head) * DH, norm_rope(pre, wq, 1.f, a.eps, ang));
     }
@@ -229,9 +237,8 @@ __global__ void __launch_bounds__(kThreads) mix_backward_kernel(const MixArgs a,
     Row<PAIRS> dsum{};
     for (int h = 0; h < a.G; ++h) {
       const int head = j * a.G + h;
-      const Row<PAIRS> q0r = load_row<PAIRS>(q0 + tok * in.q0_stride + head * DH);
-      const Row<PAIRS> qcr = load_row<PAIRS>(qc + tok * in.qc_stride + head * DH);
-      const Row<PAIRS> pre = axpy(qcr, half_gamma, axpy(q0r, 1.f, k0r));
+      Row<PAIRS> q0r;
+      const Row<PAIRS> pre = query_pre<PAIRS>(q0, qc, in, tok, head, half_gamma, k0r, q0r);
       const Row<PAIRS> d_q =
           norm_rope_backward(pre, load_row<PAIRS>(dq + (tok * a.H + head) * DH), wq, 1.f, a.eps, ang, dqn, nullptr);
       store_row(dqc + (tok * a.H + head) * DH, d_q);
@@ -309,23 +316,14 @@ MixArgs make_args(const CcqaMixShape& s) {
   return a;
 }
 
-template <typename T>
-struct Type {
-  using type = T;
-};
-template <typename T, typename P, typename F>
-void by_head_dim(int dh, F&& f) {
-  if (dh == 64) return f(std::integral_constant<int, 1>{}, Type<T>{}, Type<P>{});
-  if (dh == 128) return f(std::integral_constant<int, 2>{}, Type<T>{}, Type<P>{});
-  HYDRA_FAIL(common::RuntimeFailure, "ccqa mix: head size " << dh);
-}
+// f(PAIRS, TypeTag<T>, TypeTag<P>) for the shape's head size (64 PAIRS) and storage types.
 template <typename F>
 void dispatch(const CcqaMixShape& s, F&& f) {
-  const bool t32 = s.dtype == StorageType::kFloat32, p32 = s.param_dtype == StorageType::kFloat32;
-  if (t32 && p32) by_head_dim<float, float>(s.head_dim, f);
-  else if (t32) by_head_dim<float, bf16>(s.head_dim, f);
-  else if (p32) by_head_dim<bf16, float>(s.head_dim, f);
-  else by_head_dim<bf16, bf16>(s.head_dim, f);
+  vector_io::with_storage_types(s.dtype, s.param_dtype, [&](auto t, auto p) {
+    if (s.head_dim == 64) return f(std::integral_constant<int, 1>{}, t, p);
+    if (s.head_dim == 128) return f(std::integral_constant<int, 2>{}, t, p);
+    HYDRA_FAIL(common::RuntimeFailure, "ccqa mix: head size " << s.head_dim);
+  });
 }
 
 int warps_blocks(int64_t tokens) {

@@ -40,6 +40,27 @@ struct WindowsLayout {
   }
 };
 
+// conv1's output at the K window taps of token t (tap m is y at t - K + 1 + m) for channel c,
+// from the 2K-1 inputs x at t - 2(K-1) + j, found at xv[j STRIDE]; zero before the sequence.
+template <int K, int STRIDE, typename P>
+__device__ __forceinline__ void window_taps(const float* xv, const P* w, const P* bias, int c, int t,
+                                            float (&y)[K]) {
+  float wc[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) wc[j] = to_float(w[c * K + j]);
+  const float b = to_float(bias[c]);
+#pragma unroll
+  for (int m = 0; m < K; ++m) {
+    // y at s = t - K + 1 + m reads x at s - K + 1 + j, i.e. xv[m + j].
+    y[m] = 0.f;
+    if (t - (K - 1) + m >= 0) {
+      y[m] = b;
+#pragma unroll
+      for (int j = 0; j < K; ++j) y[m] += wc[j] * xv[(m + j) * STRIDE];
+    }
+  }
+}
+
 template <typename T, typename P, int K>
 __global__ void windows_forward_kernel(int S, int C, int bias_columns, const T* x, int64_t x_stride, const P* w,
                                        const P* bias, WindowsLayout L, T* out) {
@@ -56,22 +77,11 @@ __global__ void windows_forward_kernel(int S, int C, int bias_columns, const T* 
       const int back = 2 * (K - 1) - j;
       xv[j] = t >= back ? to_float(x[(tok - back) * x_stride + c]) : 0.f;
     }
-    float wc[K];
-#pragma unroll
-    for (int j = 0; j < K; ++j) wc[j] = to_float(w[c * K + j]);
-    const float b = to_float(bias[c]);
+    float y[K];
+    window_taps<K, 1>(xv, w, bias, c, t, y);
     T* o = out + L.at(tok, c, 0, K);
 #pragma unroll
-    for (int m = 0; m < K; ++m) {
-      // Window tap m is y at s = t - K + 1 + m, which reads x at s - K + 1 + j = xv[m + j].
-      float y = 0.f;
-      if (t - (K - 1) + m >= 0) {
-        y = b;
-#pragma unroll
-        for (int j = 0; j < K; ++j) y += wc[j] * xv[m + j];
-      }
-      o[m] = from_float<T>(y);
-    }
+    for (int m = 0; m < K; ++m) o[m] = from_float<T>(y[m]);
     const int i_in_group = c % L.g;
     if (i_in_group < bias_columns) {
       out[L.at(tok, c - i_in_group, 0, K) + L.g * K + i_in_group] = from_float<T>(1.f / bias_columns);
@@ -112,21 +122,10 @@ __global__ void windows_forward_vec_kernel(int S, int C, int bias_columns, const
     float o[kVec * K];
 #pragma unroll
     for (int v = 0; v < kVec; ++v) {
-      const int c = c0 + v;
-      float wc[K];
+      float y[K];
+      window_taps<K, kVec>(&xv[0][v], w, bias, c0 + v, t, y);
 #pragma unroll
-      for (int j = 0; j < K; ++j) wc[j] = to_float(w[c * K + j]);
-      const float b = to_float(bias[c]);
-#pragma unroll
-      for (int m = 0; m < K; ++m) {
-        float y = 0.f;
-        if (t - (K - 1) + m >= 0) {
-          y = b;
-#pragma unroll
-          for (int j = 0; j < K; ++j) y += wc[j] * xv[m + j][v];
-        }
-        o[v * K + m] = y;
-      }
+      for (int m = 0; m < K; ++m) o[v * K + m] = y[m];
     }
     T* dst = out + L.at(tok, c0, 0, K);
 #pragma unroll
@@ -247,27 +246,18 @@ BackwardTiles backward_tiles(const ConvWindowsShape& s) {
   return t;
 }
 
-template <typename T>
-struct Type {
-  using type = T;
-};
-template <typename T, typename P, typename F>
-void by_kernel_size(int K, F&& f) {
-  switch (K) {
-    case 1: return f(std::integral_constant<int, 1>{}, Type<T>{}, Type<P>{});
-    case 2: return f(std::integral_constant<int, 2>{}, Type<T>{}, Type<P>{});
-    case 3: return f(std::integral_constant<int, 3>{}, Type<T>{}, Type<P>{});
-    case 4: return f(std::integral_constant<int, 4>{}, Type<T>{}, Type<P>{});
-    default: HYDRA_FAIL(common::RuntimeFailure, "conv windows: kernel size " << K);
-  }
-}
+// f(K, TypeTag<T>, TypeTag<P>) for the shape's kernel size and storage types.
 template <typename F>
 void dispatch(const ConvWindowsShape& s, F&& f) {
-  const bool t32 = s.dtype == StorageType::kFloat32, p32 = s.param_dtype == StorageType::kFloat32;
-  if (t32 && p32) by_kernel_size<float, float>(s.kernel, f);
-  else if (t32) by_kernel_size<float, bf16>(s.kernel, f);
-  else if (p32) by_kernel_size<bf16, float>(s.kernel, f);
-  else by_kernel_size<bf16, bf16>(s.kernel, f);
+  vector_io::with_storage_types(s.dtype, s.param_dtype, [&](auto t, auto p) {
+    switch (s.kernel) {
+      case 1: return f(std::integral_constant<int, 1>{}, t, p);
+      case 2: return f(std::integral_constant<int, 2>{}, t, p);
+      case 3: return f(std::integral_constant<int, 3>{}, t, p);
+      case 4: return f(std::integral_constant<int, 4>{}, t, p);
+      default: HYDRA_FAIL(common::RuntimeFailure, "conv windows: kernel size " << s.kernel);
+    }
+  });
 }
 
 WindowsLayout layout_of(const ConvWindowsShape& s) {

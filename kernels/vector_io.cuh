@@ -71,6 +71,24 @@ __device__ __forceinline__ float group_sum(float v, int width) {
   return v;
 }
 
+// A type as a value, for generic lambdas: typename decltype(tag)::type.
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Host side: f(TypeTag<tensor type>{}, TypeTag<parameter type>{}) for kernels whose tensors and
+// parameters are each float32 or bf16 (four instantiations).
+template <typename F>
+void with_storage_types(StorageType tensors, StorageType params, F&& f) {
+  const auto with_params = [&](auto t) {
+    if (params == StorageType::kFloat32) f(t, TypeTag<float>{});
+    else f(t, TypeTag<bf16>{});
+  };
+  if (tensors == StorageType::kFloat32) with_params(TypeTag<float>{});
+  else with_params(TypeTag<bf16>{});
+}
+
 // Host side: the elements per vector access for T, or 1 when `count` elements per row or any
 // base pointer would break 16-byte alignment.
 template <typename T>
