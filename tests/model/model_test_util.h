@@ -45,6 +45,7 @@ inline ModelConfig load_variant(const std::string& name) {
   c.tie_embeddings = m["tie_embeddings"].as<bool>();
   const YAML::Node cc = m["ccqa"];
   c.ccqa.compression = cc["compression"].as<int>();
+  if (cc["compress"]) c.ccqa.compress = cc["compress"].as<std::string>();
   c.ccqa.conv_kernel = cc["conv_kernel"].as<int>();
   c.ccqa.use_convs = cc["use_convs"].as<bool>();
   c.ccqa.qk_mean = cc["qk_mean"].as<bool>();
