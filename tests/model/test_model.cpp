@@ -172,7 +172,7 @@ TEST(ModelStats, QualityComparisonConfigsHaveTheirHeadersCounts) {
   for (const auto& [name, total] :
        {std::pair{"100m-dense", 101187897}, std::pair{"100m-gqa", 101175040}, std::pair{"100m-mqa", 100781824},
         std::pair{"100m-dense-ccqa-as-mqa", 101520384}, std::pair{"100m-dense-mla-as-mqa", 101628985},
-        std::pair{"100m-dense-ccqa-heads", 101375043}}) {
+        std::pair{"100m-dense-ccqa-heads", 101375043}, std::pair{"100m-dense-residual-1", 101187897}}) {
     const ModelConfig c = load_variant(name);
     EXPECT_NO_THROW(check_model_config(c)) << name;
     EXPECT_EQ(compute_model_stats(c, 1024).params_total, total) << name;
