@@ -4,7 +4,8 @@
 // Forward: a thread per (token, channel) reads the 2K-1 inputs its K windows need (neighbouring
 // tokens' threads read the same ones: L1 serves them) and writes its K window values
 // contiguously, so a warp's stores cover one contiguous span of a row; the first bias_columns
-// threads of a group also write the row's bias columns.
+// threads of a group also write the row's bias columns. Where groups hold a multiple of 8
+// channels, a thread takes 8 of them instead and moves 16 bytes an access.
 //
 // Backward: a thread per (channel, tile of TT tokens of one sequence; TT small, so that there
 // are many threads to hide the loads' latency) walks its tokens in order
