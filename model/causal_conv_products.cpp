@@ -18,17 +18,18 @@ void check_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
               "causal convolution: " << C << " channels, weight " << weight.sizes() << ", bias " << bias.sizes());
 }
 
-// windows [B, S, C, K] (tap m of token t = input at t - K + 1 + m) through weight [C, g, K].
-at::Tensor windows_products(const at::Tensor& windows, const at::Tensor& weight, const at::Tensor& bias) {
-  const int64_t B = windows.size(0), S = windows.size(1), C = windows.size(2);
-  const int64_t g = weight.size(1), K = weight.size(2);
-  const int64_t groups = C / g;
-  if (g == 1) return (windows * weight.view({C, K})).sum(-1) + bias;
-  // Group j: rows (b, t), columns (i, m) for its input channel i and tap m, against weight
-  // [j g + o, i, m] as [(i, m), o]: a batched product over the groups.
-  const at::Tensor a = windows.reshape({B * S, groups, g * K}).transpose(0, 1);  // [groups, B S, g K]
-  const at::Tensor w = weight.view({groups, g, g * K}).transpose(1, 2);           // [groups, g K, g]
-  return at::bmm(a, w).transpose(0, 1).reshape({B, S, C}) + bias;
+// conv2's product: a [groups, B S, g K + cols] (a row: the (i, m) taps of its token and group,
+// then `cols` columns of 1 / cols) through weight [C, g, K] as [groups, (i, m), o], with the bias
+// as the product's last rows against the bias columns (cols > 0), else added after.
+at::Tensor grouped_product(const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias, int64_t cols,
+                           int64_t B, int64_t S) {
+  const int64_t C = weight.size(0), g = weight.size(1), K = weight.size(2), groups = C / g;
+  at::Tensor w = weight.view({groups, g, g * K});
+  if (cols > 0) w = at::cat({w, bias.view({groups, g, 1}).expand({groups, g, cols})}, 2);
+  // (A float32 weight meets bf16 windows under autocast, which casts both; without it, the
+  // windows' type wins.)
+  const at::Tensor y = at::bmm(a, w.transpose(1, 2).to(a.scalar_type())).transpose(0, 1).reshape({B, S, C});
+  return cols > 0 ? y : y + bias;
 }
 
 // windows[b, t, c, m] = x[b, t - (K-1) + m, c], zero before the first token: a view.
@@ -36,17 +37,27 @@ at::Tensor unfold_causal(const at::Tensor& x, int64_t K) {
   return at::constant_pad_nd(x, {0, 0, K - 1, 0}).unfold(1, K, 1);
 }
 
+// windows [B, S, C, K] as conv2's rows [C / g, B S, g K]: group j's tokens, each with (i, m) at
+// i K + m for the group's channel i (a copy unless already laid out so).
+at::Tensor group_rows(const at::Tensor& windows, int64_t g) {
+  const int64_t B = windows.size(0), S = windows.size(1), C = windows.size(2), K = windows.size(3);
+  return windows.reshape({B * S, C / g, g * K}).transpose(0, 1);
+}
+
 }  // namespace
 
 at::Tensor causal_conv_products(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   check_conv(x, weight, bias);
-  return windows_products(unfold_causal(x, weight.size(2)), weight, bias);
+  const int64_t B = x.size(0), S = x.size(1), C = x.size(2), g = weight.size(1), K = weight.size(2);
+  const at::Tensor windows = unfold_causal(x, K);  // [B, S, C, K]
+  if (g == 1) return (windows * weight.view({C, K})).sum(-1) + bias;
+  return grouped_product(group_rows(windows, g), weight, bias, 0, B, S);
 }
 
 at::Tensor conv2_operand(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, int64_t g,
                          int64_t bias_columns) {
   check_conv(x, w1, b1);
-  const int64_t B = x.size(0), S = x.size(1), C = x.size(2), K = w1.size(2);
+  const int64_t C = x.size(2);
   HYDRA_CHECK(w1.size(1) == 1 && g >= 1 && C % g == 0 && (bias_columns == 0 || bias_columns == 8) &&
                   bias_columns <= g,
               "conv2_operand: weight " << w1.sizes() << ", " << C << " channels in groups of " << g << ", "
@@ -54,28 +65,20 @@ at::Tensor conv2_operand(const at::Tensor& x, const at::Tensor& w1, const at::Te
 #if HYDRA_CUDA
   if (std::optional<at::Tensor> a = conv2_operand_cuda(x, w1, b1, g, bias_columns)) return *a;
 #endif
-  const at::Tensor windows = unfold_causal(causal_conv_products(x, w1, b1), K);  // [B, S, C, K]
-  const at::Tensor a = windows.reshape({B * S, C / g, g * K}).transpose(0, 1);     // [C / g, B S, g K]
+  const at::Tensor a = group_rows(unfold_causal(causal_conv_products(x, w1, b1), w1.size(2)), g);
   if (bias_columns == 0) return a.contiguous();
-  return at::cat({a, at::full({C / g, B * S, bias_columns}, 1.0 / static_cast<double>(bias_columns), a.options())}, 2);
+  const double column = 1.0 / static_cast<double>(bias_columns);
+  return at::cat({a, at::full({a.size(0), a.size(1), bias_columns}, column, a.options())}, 2);
 }
 
 at::Tensor causal_conv_pair_products(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
                                      const at::Tensor& w2, const at::Tensor& b2) {
   check_conv(x, w2, b2);
-  const int64_t B = x.size(0), S = x.size(1), C = x.size(2), g = w2.size(1), K = w2.size(2);
+  const int64_t g = w2.size(1), K = w2.size(2);
   HYDRA_CHECK(w1.size(2) == K, "causal convolution pair: kernels " << w1.size(2) << " and " << K);
-  const int64_t groups = C / g;
-  // conv2's bias as the product's last rows (against the operand's bias columns) where the
-  // groups are wide enough to hold the columns, else added after.
+  // conv2's bias rides in the product where the groups are wide enough to hold its columns.
   const int64_t cols = g >= 8 ? 8 : 0;
-  const at::Tensor a = conv2_operand(x, w1, b1, g, cols);  // [groups, B S, g K + cols]
-  at::Tensor w = w2.view({groups, g, g * K});
-  if (cols > 0) w = at::cat({w, b2.view({groups, g, 1}).expand({groups, g, cols})}, 2);
-  // (A float32 weight meets bf16 windows under autocast, which casts both; without it, the
-  // windows' type wins.)
-  const at::Tensor y = at::bmm(a, w.transpose(1, 2).to(a.scalar_type())).transpose(0, 1).reshape({B, S, C});
-  return cols > 0 ? y : y + b2;
+  return grouped_product(conv2_operand(x, w1, b1, g, cols), w2, b2, cols, x.size(0), x.size(1));
 }
 
 }  // namespace hydra::model
