@@ -88,12 +88,8 @@ class CcqaMixFunction : public torch::autograd::Function<CcqaMixFunction> {
     const at::Tensor &q0 = t[0], &k0 = t[1];
     const c10::cuda::CUDAGuard guard(q0.device());
     const kernels::CcqaMixShape s = shape_of(q0, k0, t[5], o);
-    // An output that did not reach the loss has an undefined gradient: zero.
-    const auto incoming = [&](const at::Tensor& g, int64_t heads) {
-      return g.defined() ? g.to(q0.scalar_type()).contiguous()
-                         : at::zeros({s.batch, s.seq, heads, s.head_dim}, q0.options());
-    };
-    const at::Tensor dq = incoming(grads[0], s.heads), dk = incoming(grads[1], s.kv_heads);
+    const at::Tensor dq = incoming_gradient(grads[0], {s.batch, s.seq, s.heads, s.head_dim}, q0);
+    const at::Tensor dk = incoming_gradient(grads[1], {s.batch, s.seq, s.kv_heads, s.head_dim}, q0);
     const auto rows = [&](int64_t heads) { return at::empty({s.batch, s.seq, heads * s.head_dim}, q0.options()); };
     at::Tensor dq0 = rows(s.heads), dk0 = rows(s.kv_heads), dqc = rows(s.heads), dkc = rows(s.kv_heads);
     at::Tensor dqn = at::empty_like(t[5]), dkn = at::empty_like(t[6]), dtau = at::empty_like(t[7]);

@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "kernels/ccqa_param_pack.h"
 #include "kernels/ccqa_prologue.h"
+#include "model/fused_ops_cuda.h"
 
 namespace hydra::model {
 namespace {
@@ -141,12 +142,8 @@ class PrologueFunction : public torch::autograd::Function<PrologueFunction> {
     const CcqaPrologueOptions o = load_options(ctx);
     const c10::cuda::CUDAGuard guard(q0.device());
     const auto s = shape_of(q0, k0, o);
-    // An output that did not reach the loss has an undefined gradient: zero.
-    const auto incoming = [&](const at::Tensor& g, int64_t heads) {
-      return g.defined() ? g.to(q0.scalar_type()).contiguous()
-                         : at::zeros({s.batch, s.seq, heads, s.head_dim}, q0.options());
-    };
-    const at::Tensor dq = incoming(grads[0], s.heads), dk = incoming(grads[1], s.kv_heads);
+    const at::Tensor dq = incoming_gradient(grads[0], {s.batch, s.seq, s.heads, s.head_dim}, q0);
+    const at::Tensor dk = incoming_gradient(grads[1], {s.batch, s.seq, s.kv_heads, s.head_dim}, q0);
     at::Tensor dq0 = at::empty_like(q0), dk0 = at::empty_like(k0);
     ParamLayout l = layout_of(params);
     variable_list dparams(kParams);

@@ -69,6 +69,10 @@ at::Tensor with_even_rows(const at::Tensor& x) {
   return even ? x : x.contiguous();
 }
 
+at::Tensor incoming_gradient(const at::Tensor& g, at::IntArrayRef sizes, const at::Tensor& like) {
+  return g.defined() ? g.to(like.scalar_type()).contiguous() : at::zeros(sizes, like.options());
+}
+
 bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors) {
   const at::Tensor* first = nullptr;
   for (const at::Tensor& t : tensors) {

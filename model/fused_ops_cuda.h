@@ -20,6 +20,10 @@ bool fused_kernels_apply(std::initializer_list<at::Tensor> tensors);
 // channel stride (contiguous, or a column block of a wider tensor), else a contiguous copy.
 at::Tensor with_even_rows(const at::Tensor& x);
 
+// A custom Function's incoming gradient g in like's dtype and contiguous, or zeros of `sizes`
+// where the output did not reach the loss (autograd then hands an undefined tensor).
+at::Tensor incoming_gradient(const at::Tensor& g, at::IntArrayRef sizes, const at::Tensor& like);
+
 // The kernels' storage type of t (bfloat16 or float32; any other dtype is an error).
 kernels::StorageType storage_of(const at::Tensor& t);
 
