@@ -70,8 +70,9 @@ struct AdamWTensor {
 // where autograd left it and the updated weight written straight into the parameter: with one
 // data-parallel rank there is no flat gradient, and this saves the gather into fp32 and the
 // scatter back (12 of 41 bytes per bf16 parameter); a whole tensor decays or does not, so its
-// flag replaces the mask's byte an element (28 bytes an element remain). Bitwise the same as gather, adamw_flat_update, scatter: the casts
-// are exact (bf16 -> fp32) and round to nearest even (fp32 -> bf16) as copy_ does.
+// flag replaces the mask's byte an element (28 bytes an element remain). Bitwise the same as
+// gather, adamw_flat_update, scatter: the casts are exact (bf16 -> fp32) and round to nearest
+// even (fp32 -> bf16) as copy_ does.
 void adamw_tensors_update(const AdamWFlat& state, const AdamWTensor* tensors, int n, cudaStream_t stream);
 
 }  // namespace hydra::kernels
