@@ -441,9 +441,10 @@ const DeviceLimits& device_limits() {
 
 int effective_kernel(const CcqaPrologueShape& s) { return s.use_convs ? s.conv_kernel : 1; }
 
-// Largest token tile (64, 32, 16; no larger than the sequence needs) whose shared memory
-// leaves room for two blocks per SM, else the largest that fits at all; 0 if none does.
-int pick_tile(const CcqaPrologueShape& s, bool backward) {
+// The forward's token tile: the largest of 64, 32, 16 (no larger than the sequence needs) whose
+// shared memory leaves room for two blocks per SM, else the largest that fits at all; 0 if none
+// does. (Its grid is one block a tile and group, so there are no rounds to balance.)
+int forward_tile(const CcqaPrologueShape& s) {
   const int optin = device_limits().smem_optin;
   const int G = s.heads / s.kv_heads, K = effective_kernel(s);
   int cap = 16;
@@ -451,12 +452,15 @@ int pick_tile(const CcqaPrologueShape& s, bool backward) {
   for (const int64_t limit : {static_cast<int64_t>(113 * 1024), static_cast<int64_t>(optin)}) {
     for (const int T : {64, 32, 16}) {
       if (T > cap) continue;
-      const int64_t floats = backward ? bwd_smem_floats(T, s.head_dim, K, s.use_convs, G)
-                                      : fwd_smem_floats(T, s.head_dim, K, s.use_convs, G);
-      if (floats * static_cast<int64_t>(sizeof(float)) <= limit) return T;
+      if (fwd_smem_floats(T, s.head_dim, K, s.use_convs, G) * static_cast<int64_t>(sizeof(float)) <= limit) return T;
     }
   }
   return 0;
+}
+
+bool backward_tile_fits(const CcqaPrologueShape& s, int T) {
+  const int64_t floats = bwd_smem_floats(T, s.head_dim, effective_kernel(s), s.use_convs, s.heads / s.kv_heads);
+  return floats * static_cast<int64_t>(sizeof(float)) <= device_limits().smem_optin;
 }
 
 struct BackwardPlan {
@@ -492,16 +496,76 @@ int backward_blocks_per_sm(const CcqaPrologueShape& s, int tile) {
   return std::max(blocks, 1);
 }
 
+// The persistent grid at tile T: its rounds (tiles a block takes, at most) and its blocks per
+// group, as many as those rounds need and no more (every block then takes `rounds` tiles or one
+// fewer, and there are fewer parameter-gradient slices to sum).
+struct BackwardGrid {
+  int64_t rounds = 0, blocks_per_group = 0;
+};
+
+BackwardGrid backward_grid(const CcqaPrologueShape& s, int T) {
+  const int64_t work = s.batch * ((s.seq + T - 1) / T);
+  const int64_t resident = static_cast<int64_t>(backward_blocks_per_sm(s, T)) * device_limits().sms;
+  const int64_t P = std::max<int64_t>(1, std::min(work, (resident + s.kv_heads - 1) / s.kv_heads));
+  BackwardGrid grid;
+  grid.rounds = (work + P - 1) / P;
+  grid.blocks_per_group = (work + grid.rounds - 1) / grid.rounds;
+  return grid;
+}
+
+// The backward's time at tile T, in token rows of the busiest SM: its blocks x the rounds x a
+// tile's rows (T, the halo of 2(K-1) the recomputed forward and the norm add, and a fixed part
+// worth kTileFixedRows), divided by how well that many blocks use an SM. The SM's throughput,
+// not a block's chain, is what binds from two blocks an SM on; one block alone is latency-bound.
+// Calibrated on an H100 (docs/PERF.md, 2026-12-06, session 27: the backward timed at tiles
+// 16..64 for d_h 16, 32 and 64, B 1..16, S 1024..16384): it picks the fastest timed tile at all
+// seven shapes, where "the largest tile that leaves room for two blocks" lost up to 7% (S 8192,
+// S 16384 and B 8 at d_h 32 want 28, not 32) and "the fewest rounds" lost 11% (S 4096).
+constexpr int kTileFixedRows = 4;
+constexpr double kSmUse[3] = {0.62, 0.92, 1.0};  // one, two, three or more blocks an SM
+
+double backward_cost(const CcqaPrologueShape& s, int T) {
+  const BackwardGrid grid = backward_grid(s, T);
+  const int sms = device_limits().sms;
+  const int64_t per_sm = (grid.blocks_per_group * s.kv_heads + sms - 1) / sms;
+  const int rows = T + 2 * (effective_kernel(s) - 1) + kTileFixedRows;
+  return static_cast<double>(per_sm * grid.rounds * rows) / kSmUse[std::min<int64_t>(per_sm, 3) - 1];
+}
+
+// The backward's token tile: the multiple of 4 in [16, 64] of least backward_cost (the larger
+// tile on a tie) among those whose shared memory fits; backward_tile where set. Remembered per
+// device and shape (a layer plans twice a backward).
+int backward_tile(const CcqaPrologueShape& s) {
+  if (s.backward_tile != 0) return backward_tile_fits(s, s.backward_tile) ? s.backward_tile : 0;
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int64_t, int64_t, int, int, int, int, bool, CcqaDtype>, int> known;
+  int dev = 0;
+  HYDRA_KERNEL_CHECK(cudaGetDevice(&dev));
+  const auto key = std::make_tuple(dev, s.batch, s.seq, s.heads, s.kv_heads, s.head_dim, effective_kernel(s),
+                                   s.use_convs, s.dtype);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (const auto it = known.find(key); it != known.end()) return it->second;
+  }
+  const int64_t cap = std::min<int64_t>(64, std::max<int64_t>(16, (s.seq + 3) / 4 * 4));
+  int best = 0;
+  double best_cost = 0;
+  for (int T = 16; T <= cap; T += 4) {
+    if (!backward_tile_fits(s, T)) continue;
+    const double cost = backward_cost(s, T);
+    if (best == 0 || cost <= best_cost) best = T, best_cost = cost;
+  }
+  const std::lock_guard<std::mutex> lock(mutex);
+  known[key] = best;
+  return best;
+}
+
 BackwardPlan backward_plan(const CcqaPrologueShape& s) {
   BackwardPlan plan;
-  plan.T = pick_tile(s, true);
+  plan.T = backward_tile(s);
   HYDRA_CHECK(plan.T > 0, "ccqa prologue backward: no tile fits in shared memory");
   plan.n_tiles = static_cast<int>((s.seq + plan.T - 1) / plan.T);
-  const int64_t work = s.batch * plan.n_tiles;
-  // A persistent grid: every block that fits at once, split over the KV groups.
-  const int64_t resident = static_cast<int64_t>(backward_blocks_per_sm(s, plan.T)) * device_limits().sms;
-  const int64_t target = (resident + s.kv_heads - 1) / s.kv_heads;
-  plan.P = static_cast<int>(std::max<int64_t>(1, std::min(work, target)));
+  plan.P = static_cast<int>(backward_grid(s, plan.T).blocks_per_group);
   plan.slice = slice_layout(s.heads / s.kv_heads, s.head_dim, effective_kernel(s)).size;
   plan.workspace_bytes = static_cast<size_t>(plan.P) * s.kv_heads * plan.slice * sizeof(float);
   return plan;
@@ -537,14 +601,15 @@ bool ccqa_prologue_supports(const CcqaPrologueShape& s) {
   if (s.heads % s.kv_heads != 0 || s.kv_heads > 65535) return false;
   if (s.head_dim != 16 && s.head_dim != 32 && s.head_dim != 64) return false;
   if (s.use_convs && (s.conv_kernel < 1 || s.conv_kernel > 3)) return false;
-  if (pick_tile(s, false) == 0 || pick_tile(s, true) == 0) return false;
+  if (s.backward_tile != 0 && (s.backward_tile < 16 || s.backward_tile > 64)) return false;
+  if (forward_tile(s) == 0 || backward_tile(s) == 0) return false;
   return s.batch * ((s.seq + 15) / 16) < (1LL << 31);
 }
 
 void ccqa_prologue_forward(const CcqaPrologueShape& s, const void* q0, const void* k0, const int64_t* positions,
                            const CcqaPrologueParams& params, void* q, void* k, cudaStream_t stream) {
   HYDRA_CHECK(ccqa_prologue_supports(s), "ccqa prologue: unsupported shape");
-  const int tile = pick_tile(s, false);
+  const int tile = forward_tile(s);
   dispatch(s, [&](auto cfg) {
     using C = decltype(cfg);
     using T = typename C::type;
@@ -557,6 +622,11 @@ void ccqa_prologue_forward(const CcqaPrologueShape& s, const void* q0, const voi
     kernel<<<dim3(a.B * a.n_tiles, a.Hkv), kThreads, bytes, stream>>>(a);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
   });
+}
+
+int ccqa_prologue_backward_tile(const CcqaPrologueShape& s) {
+  HYDRA_CHECK(ccqa_prologue_supports(s), "ccqa prologue: unsupported shape");
+  return backward_plan(s).T;
 }
 
 size_t ccqa_prologue_backward_workspace(const CcqaPrologueShape& s) {

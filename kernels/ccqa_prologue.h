@@ -31,6 +31,9 @@ struct CcqaPrologueShape {
   float eps = 1e-6f;    // post-mix RMSNorm epsilon
   double rope_theta = 10000.0;
   CcqaDtype dtype = CcqaDtype::kBFloat16;
+  // Tokens a backward block takes at a time, 16..64; 0: the launcher's choice (the fewest
+  // rounds of its persistent grid, ccqa_prologue_backward_tile). Tests and timings set it.
+  int backward_tile = 0;
 };
 
 // Parameters (device, float32). The conv pointers may be null when use_convs is false.
@@ -74,6 +77,10 @@ void ccqa_prologue_forward(const CcqaPrologueShape& shape, const void* q0, const
 
 // Step 2, the value shift, is not here: the latent attention applies it as it reads the values
 // (LatentAttentionShape::value_shift, kernels/latent_attention.h).
+
+// The backward's token tile for this shape on the current device (backward_tile, or the
+// launcher's choice where that is 0).
+int ccqa_prologue_backward_tile(const CcqaPrologueShape& shape);
 
 // Bytes of device workspace ccqa_prologue_backward needs (per-block parameter-gradient
 // partials); its contents on entry do not matter. Depends on the shape and the current device.

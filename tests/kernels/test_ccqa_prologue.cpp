@@ -32,6 +32,7 @@ struct Case {
   int64_t batch, seq;
   int heads, kv_heads, dh, K;
   bool convs, qk_mean, shift, bf16;
+  int tile = 0;  // CcqaPrologueShape::backward_tile (0: the launcher's choice)
 };
 
 std::string name(const Case& c) {
@@ -40,6 +41,7 @@ std::string name(const Case& c) {
   if (!c.convs) n += "_noconv";
   if (!c.qk_mean) n += "_nomean";
   if (!c.shift) n += "_noshift";
+  if (c.tile) n += "_tile" + std::to_string(c.tile);
   return n + (c.bf16 ? "_bf16" : "_fp32");
 }
 
@@ -56,6 +58,9 @@ std::vector<Case> cases() {
       {2, 129, 6, 2, 32, 3, false, true, true, true},   {2, 129, 6, 2, 32, 3, true, false, false, true},
       {3, 7, 4, 4, 16, 3, false, false, false, false},  {2, 1000, 8, 2, 64, 3, false, true, false, false},
       {1, 1000, 12, 3, 16, 3, true, false, true, false},
+      // Backward tiles that are not powers of two, a partial last tile, a tile past the sequence.
+      {2, 1000, 16, 4, 32, 3, true, true, true, true, 28}, {3, 129, 12, 3, 16, 3, true, true, true, false, 20},
+      {2, 7, 8, 2, 32, 2, true, true, true, true, 24},
   };
 }
 
@@ -137,6 +142,7 @@ CcqaPrologueShape shape_of(const Case& c) {
   s.eps = static_cast<float>(kEps);
   s.rope_theta = kTheta;
   s.dtype = c.bf16 ? CcqaDtype::kBFloat16 : CcqaDtype::kFloat32;
+  s.backward_tile = c.tile;
   return s;
 }
 
@@ -162,6 +168,7 @@ void check_case(const Case& c) {
                       gv = torch::randn({B, S, c.kv_heads, c.dh}, io);
   const CcqaPrologueShape s = shape_of(c);
   ASSERT_TRUE(ccqa_prologue_supports(s));
+  if (c.tile) ASSERT_EQ(ccqa_prologue_backward_tile(s), c.tile);
   const CcqaPrologueParams params = {fp(p[0]), fp(p[1]), fp(p[2]), fp(p[3]), fp(p[4]),  fp(p[5]),
                                      fp(p[6]), fp(p[7]), fp(p[8]), fp(p[9]), fp(p[10])};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -259,7 +266,8 @@ float median_ms(const std::function<void()>& fn) {
 TEST(CcqaPrologueTiming, DISABLED_SeedAndLong) {
   for (const Case& c : {Case{8, 1024, 12, 3, 16, 3, true, true, true, true}, Case{16, 1024, 12, 3, 16, 3, true, true, true, true},
                         Case{8, 1024, 16, 4, 32, 3, true, true, true, true}, Case{1, 16384, 16, 4, 32, 3, true, true, true, true},
-                        Case{8, 1024, 8, 2, 64, 3, true, true, true, true}}) {
+                        Case{8, 1024, 8, 2, 64, 3, true, true, true, true}, Case{1, 4096, 16, 4, 32, 3, true, true, true, true},
+                        Case{1, 8192, 16, 4, 32, 3, true, true, true, true}}) {
     const auto dev = torch::TensorOptions().device(torch::kCUDA);
     const auto io = dev.dtype(torch::kBFloat16), f32 = dev.dtype(torch::kFloat);
     const int64_t B = c.batch, S = c.seq, lq = c.heads * c.dh, lk = c.kv_heads * c.dh;
@@ -284,6 +292,23 @@ TEST(CcqaPrologueTiming, DISABLED_SeedAndLong) {
       ccqa_prologue_backward(s, q0.data_ptr(), k0.data_ptr(), pos.data_ptr<int64_t>(), params, q.data_ptr(), k.data_ptr(),
                              dq0.data_ptr(), dk0.data_ptr(), g, ws.data_ptr(), ws_bytes, st);
     });
+    // The backward at each tile that fits, beside the launcher's choice (the data its cost model,
+    // backward_cost in kernels/ccqa_prologue.cu, is calibrated on).
+    std::string tiles;
+    for (const int tile : {16, 20, 24, 28, 32, 40, 48, 64}) {
+      CcqaPrologueShape forced = s;
+      forced.backward_tile = tile;
+      if (!ccqa_prologue_supports(forced)) continue;
+      const size_t bytes = ccqa_prologue_backward_workspace(forced);
+      torch::Tensor wsf = torch::empty({static_cast<int64_t>(bytes)}, dev.dtype(torch::kByte));
+      const float ms = median_ms([&] {
+        ccqa_prologue_backward(forced, q0.data_ptr(), k0.data_ptr(), pos.data_ptr<int64_t>(), params, q.data_ptr(),
+                               k.data_ptr(), dq0.data_ptr(), dk0.data_ptr(), g, wsf.data_ptr(), bytes, st);
+      });
+      tiles += " " + std::to_string(tile) + ":" + std::to_string(ms);
+    }
+    std::printf("TIMING %s: backward tile %d (launcher's choice); by tile, ms:%s\n", name(c).c_str(),
+                ccqa_prologue_backward_tile(s), tiles.c_str());
     std::vector<torch::Tensor> pr;
     // The reference as autocast would run it: bf16 convolutions and norms.
     for (const auto& t : p) pr.push_back(t.to(torch::kBFloat16).detach().requires_grad_(true));
