@@ -111,6 +111,13 @@ void check_tensor_parallel(const ModelConfig& c, int tp) {
                                 << "that divides model.kv_heads, or model.kv_heads 1, which is mqa)");
   }
   // mha: H_kv = H, which tp divides (checked above).
+  const bool ccqa = std::find(c.pattern.begin(), c.pattern.end(), "ccqa") != c.pattern.end();
+  const int C = c.ccqa.compression;
+  if (ccqa && c.ccqa.compress == "heads" && C > 0 && (c.heads / C) % tp != 0) {
+    HYDRA_FAIL(ConfigError, "parallel.tp: " << tp << " does not divide CCQA's " << c.heads / C
+                                << " query heads (model.ccqa.compress: heads keeps model.heads / model.ccqa.compression = "
+                                << c.heads << " / " << C << "; a tp that divides them, or model.ccqa.compress: head_dim)");
+  }
 }
 
 }  // namespace hydra::model

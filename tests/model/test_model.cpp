@@ -328,5 +328,27 @@ TEST(ModelChecks, TensorParallelMustSplitGqaKeyValueHeads) {
   EXPECT_NO_THROW(GqaAttention::sharding(model_dims(c), 2, 2));
 }
 
+// CCQA's `heads` layout keeps model.heads / compression query heads: tp must divide those, and
+// the error names the keys (it used to come from the layer's sharding as "wq has 16 output
+// features in units of 16, which do not split evenly over parallel.tp = 2").
+TEST(ModelChecks, TensorParallelMustSplitCcqaHeadsLayoutQueryHeads) {
+  ModelConfig c = small_config();  // H 4, H_kv 2
+  c.pattern = {"mqa", "ccqa"};
+  c.ccqa.compress = "heads";
+  c.ccqa.compression = 2;  // 2 query heads, 1 KV head
+  EXPECT_NO_THROW(check_tensor_parallel(c, 2));
+  c.ccqa.compression = 4;  // 1 query head
+  try {
+    check_tensor_parallel(c, 2);
+    ADD_FAILURE() << "no error for tp 2 with CCQA's one query head";
+  } catch (const common::ConfigError& e) {
+    for (const char* key : {"parallel.tp", "model.ccqa.compress", "model.ccqa.compression"}) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << key << " missing from: " << e.what();
+    }
+  }
+  c.pattern = {"mqa", "gqa"};  // no CCQA layer: the layout does not matter
+  EXPECT_NO_THROW(check_tensor_parallel(c, 2));
+}
+
 }  // namespace
 }  // namespace hydra::model
