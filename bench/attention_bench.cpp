@@ -33,6 +33,7 @@
 #include "common/json.h"
 #include "kernels/latent_attention.h"
 #include "model/attention.h"
+#include "model/attention_core.h"
 #include "model/projection.h"
 #include "train/step_graph.h"
 
@@ -238,6 +239,14 @@ struct KernelFigures {
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
 };
 
+// A bf16 [B, S, heads, D] tensor as the latent attention launchers take it.
+kernels::BshdConst bshd_const(const torch::Tensor& t) {
+  return {reinterpret_cast<const __nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
+}
+kernels::BshdMut bshd_mut(torch::Tensor& t) {
+  return {reinterpret_cast<__nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
+}
+
 // The latent attention launchers alone on the CCQA latent shape (head size E / H / C).
 KernelFigures time_kernels(const Shape& s) {
   const int D = s.E / s.H / s.C;
@@ -254,12 +263,8 @@ KernelFigures time_kernels(const Shape& s) {
   torch::Tensor ws = torch::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape, largest))},
                                   bf.dtype(torch::kByte));
   const size_t ws_bytes = ws.numel();
-  auto cv = [](const torch::Tensor& t) {
-    return kernels::BshdConst{reinterpret_cast<const __nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
-  };
-  auto mv = [](torch::Tensor& t) {
-    return kernels::BshdMut{reinterpret_cast<__nv_bfloat16*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
-  };
+  const auto cv = bshd_const;
+  const auto mv = bshd_mut;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   KernelFigures f;
@@ -311,6 +316,67 @@ KernelFigures time_kernels(const Shape& s) {
   f.bytes_bwd = 4 * q_bytes + 4 * kv_bytes + lse_bytes;  // read q, k, v, out, dout, lse; write dq, dk, dv
   f.ex2 = scores;
   return f;
+}
+
+// The causal attention alone at one CCQA layout's latent shape (head_dim: H heads of E / H / C;
+// heads: H / C heads and ceil(H_kv / C) KV heads of E / H), random bf16 inputs: our latent kernel
+// (where it takes the head size) against PyTorch's SDPA (cuDNN or FlashAttention: what the GQA
+// baseline runs, and the `heads` layout at head size 128), forward and forward+backward. Which
+// of the two the layer should call at each head size.
+struct KernelVsSdpa {
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  double kernel_fwd_ms = std::nan(""), kernel_fwdbwd_ms = std::nan(""), sdpa_fwd_ms = 0, sdpa_fwdbwd_ms = 0;
+};
+
+KernelVsSdpa time_kernel_vs_sdpa(const Shape& s, bool heads_layout) {
+  KernelVsSdpa r;
+  r.heads = heads_layout ? s.H / s.C : s.H;
+  r.kv_heads = heads_layout ? (s.Hkv + s.C - 1) / s.C : s.Hkv;
+  r.head_dim = heads_layout ? s.E / s.H : s.E / s.H / s.C;
+  const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor q = torch::randn({s.B, s.S, r.heads, r.head_dim}, bf);
+  const torch::Tensor k = torch::randn({s.B, s.S, r.kv_heads, r.head_dim}, bf), v = torch::randn_like(k);
+  const torch::Tensor dout = torch::randn_like(q);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(r.head_dim));
+  if (kernels::latent_attention_supports(r.head_dim)) {
+    const kernels::LatentAttentionShape shape{s.B, s.S, r.heads, r.kv_heads, r.head_dim};
+    torch::Tensor out = torch::empty_like(q), dq = torch::empty_like(q), dk = torch::empty_like(k),
+                  dv = torch::empty_like(v);
+    torch::Tensor lse = torch::empty({s.B, r.heads, s.S}, bf.dtype(torch::kFloat));
+    torch::Tensor ws = torch::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape))},
+                                    bf.dtype(torch::kByte));
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    const auto forward = [&] {
+      kernels::latent_attention_forward(shape, static_cast<float>(scale), bshd_const(q), bshd_const(k), bshd_const(v),
+                                        bshd_mut(out), lse.data_ptr<float>(), stream);
+    };
+    r.kernel_fwd_ms = time_device(forward).median_ms;
+    r.kernel_fwdbwd_ms = time_device([&] {
+      forward();
+      kernels::latent_attention_backward(shape, static_cast<float>(scale), bshd_const(q), bshd_const(k), bshd_const(v),
+                                         bshd_const(out), bshd_const(dout), lse.data_ptr<float>(), bshd_mut(dq),
+                                         bshd_mut(dk), bshd_mut(dv), ws.data_ptr(), ws.numel(), stream);
+    }).median_ms;
+  }
+  r.sdpa_fwd_ms = time_device([&] {
+    const torch::NoGradGuard no_grad;
+    model::causal_attention(q, k, v, scale);
+  }).median_ms;
+  const torch::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(),
+                      vg = v.detach().requires_grad_();
+  r.sdpa_fwdbwd_ms = time_device([&] {
+    const torch::Tensor o = model::causal_attention(qg, kg, vg, scale);
+    torch::autograd::grad({o}, {qg, kg, vg}, {dout});
+  }).median_ms;
+  return r;
+}
+
+Json kernel_vs_sdpa_json(const KernelVsSdpa& r) {
+  Json j = Json::object();
+  j["heads"] = r.heads, j["kv_heads"] = r.kv_heads, j["head_dim"] = r.head_dim;
+  j["kernel_forward_ms"] = r.kernel_fwd_ms, j["kernel_forward_backward_ms"] = r.kernel_fwdbwd_ms;
+  j["sdpa_forward_ms"] = r.sdpa_fwd_ms, j["sdpa_forward_backward_ms"] = r.sdpa_fwdbwd_ms;
+  return j;
 }
 
 Json timing_json(const Timing& t) {
@@ -425,6 +491,7 @@ int run_attention_bench(const std::string& json_path) {
     const GqaLayer gqa(s.E, s.H, s.Hkv);
     const FwdBwd tg = time_layer([&](const torch::Tensor& in) { return gqa.forward(in); }, x, dy, gqa.parameters());
     const KernelFigures kf = time_kernels(s);
+    const KernelVsSdpa vs_head_dim = time_kernel_vs_sdpa(s, false), vs_heads = time_kernel_vs_sdpa(s, true);
 
     Json row = Json::object();
     row["E"] = s.E, row["H"] = s.H, row["H_kv"] = s.Hkv, row["C"] = s.C, row["B"] = s.B, row["S"] = s.S;
@@ -447,6 +514,9 @@ int run_attention_bench(const std::string& json_path) {
     row["graphed_speedup_fwd_heads_vs_gqa_flash"] = tg.graphed_fwd.median_ms / th.graphed_fwd.median_ms;
     row["graphed_speedup_fwdbwd_heads_vs_gqa_flash"] = tg.graphed_fwdbwd.median_ms / th.graphed_fwdbwd.median_ms;
     row["latent_kernels"] = kernel_json(kf, ceil);
+    Json& vs = row["attention_kernel_vs_sdpa"] = Json::object();
+    vs["head_dim"] = kernel_vs_sdpa_json(vs_head_dim);
+    vs["heads"] = kernel_vs_sdpa_json(vs_heads);
     rows.push(std::move(row));
     const double fwd_floor = std::max(kf.flops_fwd / (ceil.matmul_tflops * 1e12), kf.bytes_fwd / (ceil.copy_gbs * 1e9)) * 1e3;
     const double bwd_floor = std::max(kf.flops_bwd / (ceil.matmul_tflops * 1e12), kf.bytes_bwd / (ceil.copy_gbs * 1e9)) * 1e3;
@@ -460,6 +530,12 @@ int run_attention_bench(const std::string& json_path) {
                 tf.fwd.median_ms, tf.fwdbwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, tr.fwd.median_ms,
                 tr.fwdbwd.median_ms, tg.fwd.median_ms, tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.fwd_mt_ms[0],
                 kf.fwd_mt_ms[1], kf.bwd.median_ms, kf.bwd_mt_ms[0], kf.bwd_mt_ms[1]);
+    for (const KernelVsSdpa* r : {&vs_head_dim, &vs_heads}) {
+      std::printf("    attention alone, %d heads / %d KV heads of %d: latent kernel %.3f / %.3f ms, SDPA %.3f / %.3f ms "
+                  "(fwd / fwd+bwd)\n",
+                  r->heads, r->kv_heads, r->head_dim, r->kernel_fwd_ms, r->kernel_fwdbwd_ms, r->sdpa_fwd_ms,
+                  r->sdpa_fwdbwd_ms);
+    }
     std::printf("    backward by head split (default %d):", kf.bwd_split_default);
     for (const auto& [slices, ms] : kf.bwd_split_ms) std::printf(" %d: %.3f ms", slices, ms);
     std::printf("\n");
