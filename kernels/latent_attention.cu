@@ -42,17 +42,6 @@ using namespace detail;
 // Forward: one block per (query tile, head, batch); each warp owns MT m-tiles of 16 queries, so
 // that every K and V fragment read from shared memory feeds MT tensor-core products.
 
-struct FwdParams {
-  const bf16 *q, *k, *v;
-  bf16* out;
-  float* lse;
-  Strides qs, ks, vs, os;
-  int seq, heads, group;
-  float scale_log2;  // scale * log2 e
-  bool tiles_inner;  // LatentAttentionVariant::tiles_inner
-  bool value_shift;  // LatentAttentionShape::value_shift
-};
-
 template <int D, int MT>
 __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
@@ -247,6 +236,7 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
                     shape.seq,      shape.heads,    shape.heads / shape.kv_heads,
                     scale * kLog2e,   variant.tiles_inner, shape.value_shift};
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
+  if (variant.wgmma_forward) return forward_wgmma(shape, p, stream);
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
   switch (shape.head_dim * 10 + mt) {
     case 161: return forward_launch<16, 1>(shape, p, stream);

@@ -133,6 +133,21 @@ struct Strides {
   int64_t b, s, h;
 };
 
+// The forward's arguments (latent_attention.cu's mma.sync kernel, latent_attention_wgmma.cu's).
+struct FwdParams {
+  const bf16 *q, *k, *v;
+  bf16* out;
+  float* lse;
+  Strides qs, ks, vs, os;
+  int seq, heads, group;
+  float scale_log2;  // scale * log2 e
+  bool tiles_inner;  // LatentAttentionVariant::tiles_inner
+  bool value_shift;  // LatentAttentionShape::value_shift
+};
+
+// The forward on warpgroup MMAs (latent_attention_wgmma.cu; LatentAttentionVariant::wgmma_forward).
+void forward_wgmma(const LatentAttentionShape& shape, const FwdParams& p, cudaStream_t stream);
+
 // ---------------------------------------------------------------------------------------------
 // Host-side argument checks.
 
