@@ -49,15 +49,7 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
   __shared__ __align__(16) bf16 sk[2][kTile][W];
   __shared__ __align__(16) bf16 sv[2][kTile][W];
 
-  // One-dimensional grid, the longest blocks first across the whole grid (query tile qt does
-  // qt + 1 key tiles): blocks start in index order, so a long block should not be among the last
-  // to start. Ordered only within each (head, batch), as a 3-d grid did, the last (head, batch)
-  // started its longest tile near the end and ran alone.
-  const int n_tiles = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_tiles;
-  const int id = static_cast<int>(blockIdx.x);
-  const int qt = n_tiles - 1 - (p.tiles_inner ? id % n_tiles : id / per_tile);
-  const int rest = p.tiles_inner ? id / n_tiles : id % per_tile;
-  const int h = rest % p.heads, b = rest / p.heads, hk = h / p.group;
+  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;

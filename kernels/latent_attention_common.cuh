@@ -108,10 +108,10 @@ __device__ __forceinline__ void acc_as_a(uint32_t (&a)[4], const float (&s)[8][4
 
 // Rows row0 .. row0 + 63 of a [S, D] slab (row stride in elements) into shared memory,
 // asynchronously; rows at or past seq are zero-filled. shift (CCQA's value shift): the second
-// half of row r's channels comes from row r - 1 of the slab, zero for row 0.
-template <int D, int kT>
-__device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src, int64_t row_stride, int row0,
-                                          int seq, bool shift = false) {
+// half of row r's channels comes from row r - 1 of the slab, zero for row 0. at(r, c): where
+// the 16 bytes of row r from channel c go (the tile's layout).
+template <int D, int kT, typename At>
+__device__ __forceinline__ void load_rows(At at, const bf16* src, int64_t row_stride, int row0, int seq, bool shift) {
   constexpr int kChunks = D / 8;  // 16-byte pieces per row
   static_assert(kTile * kChunks % kT == 0, "every thread moves the same number of pieces");
   static_assert(kT % kChunks == 0, "a thread keeps one column: piece threadIdx.x % kChunks of its rows");
@@ -125,8 +125,35 @@ __device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src
     const int r = first + i * (kT / kChunks);
     const int from = row0 + r - back;
     const bool valid = row0 + r < seq && from >= 0;
-    cp_async16(&dst[r][col], src + (valid ? static_cast<int64_t>(from) * row_stride : 0) + col, valid);
+    cp_async16(at(r, col), src + (valid ? static_cast<int64_t>(from) * row_stride : 0) + col, valid);
   }
+}
+
+// load_rows into a padded [64][D + kPad] tile (the mma.sync kernels' layout).
+template <int D, int kT>
+__device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src, int64_t row_stride, int row0,
+                                          int seq, bool shift = false) {
+  load_rows<D, kT>([dst](int r, int c) { return &dst[r][c]; }, src, row_stride, row0, seq, shift);
+}
+
+// The forward's block: query tile qt of head h of sequence b (KV head hk). One-dimensional grid,
+// the longest tiles first across the whole grid (query tile qt does qt + 1 key tiles): blocks
+// start in index order, so a long block should not be among the last to start. Ordered only
+// within each (head, batch), as a 3-d grid did, the last (head, batch) started its longest tile
+// near the end and ran alone. tiles_inner: that older order.
+struct ForwardBlock {
+  int qt, h, b, hk;
+};
+__device__ __forceinline__ ForwardBlock forward_block(int seq, int heads, int group, bool tiles_inner) {
+  const int n_tiles = (seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_tiles;
+  const int id = static_cast<int>(blockIdx.x);
+  ForwardBlock f;
+  f.qt = n_tiles - 1 - (tiles_inner ? id % n_tiles : id / per_tile);
+  const int rest = tiles_inner ? id / n_tiles : id % per_tile;
+  f.h = rest % heads;
+  f.b = rest / heads;
+  f.hk = f.h / group;
+  return f;
 }
 
 struct Strides {

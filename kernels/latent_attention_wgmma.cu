@@ -101,23 +101,12 @@ __device__ __forceinline__ void mma_values(float (&d)[32], const uint32_t (&a)[4
 #undef HYDRA_ACC4
 #endif
 
-// Rows row0 .. row0 + 63 of a [S, D] slab into a blocked tile, asynchronously, as load_tile
-// (latent_attention_common.cuh) does for the padded layout: rows past seq zero-filled, and with
-// `shift` the second half of row r's channels read from row r - 1 (zero for row 0).
+// Rows row0 .. row0 + 63 of a [S, D] slab into a blocked tile (load_rows: zero-filled past seq,
+// the value shift where asked).
 template <int D>
 __device__ __forceinline__ void load_blocked(bf16* dst, const bf16* src, int64_t row_stride, int row0, int seq,
                                              bool shift = false) {
-  constexpr int kChunks = D / 8;
-  static_assert(kTile * kChunks % kWarpgroup == 0 && kWarpgroup % kChunks == 0, "a thread keeps one column");
-  const int col = (threadIdx.x % kChunks) * 8, first = threadIdx.x / kChunks;
-  const int back = shift && col >= D / 2 ? 1 : 0;
-#pragma unroll
-  for (int i = 0; i < kTile * kChunks / kWarpgroup; ++i) {
-    const int r = first + i * (kWarpgroup / kChunks);
-    const int from = row0 + r - back;
-    const bool valid = row0 + r < seq && from >= 0;
-    cp_async16(dst + blocked<D>(r, col), src + (valid ? static_cast<int64_t>(from) * row_stride : 0) + col, valid);
-  }
+  load_rows<D, kWarpgroup>([dst](int r, int c) { return dst + blocked<D>(r, c); }, src, row_stride, row0, seq, shift);
 }
 
 template <int D>
@@ -128,12 +117,7 @@ __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdPara
   __shared__ __align__(128) bf16 sk[2][kTile * D];
   __shared__ __align__(128) bf16 sv[2][kTile * D];
 
-  // Block order as forward_kernel's: the longest query tiles first across the whole grid.
-  const int n_tiles = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_tiles;
-  const int id = static_cast<int>(blockIdx.x);
-  const int qt = n_tiles - 1 - (p.tiles_inner ? id % n_tiles : id / per_tile);
-  const int rest = p.tiles_inner ? id / n_tiles : id % per_tile;
-  const int h = rest % p.heads, b = rest / p.heads, hk = h / p.group;
+  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
