@@ -164,6 +164,7 @@ std::vector<__nv_bfloat16> random_matrix(int rows, int cols, std::mt19937& rng) 
 double error(const std::vector<float>& got, const std::vector<__nv_bfloat16>& a, const std::vector<__nv_bfloat16>& b,
              int rows, int inner, int cols, bool b_kn) {
   double worst = 0, scale = 0;
+  int shown = 0;
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < cols; ++c) {
       double want = 0;
@@ -171,8 +172,15 @@ double error(const std::vector<float>& got, const std::vector<__nv_bfloat16>& a,
         const double bv = __bfloat162float(b_kn ? b[i * cols + c] : b[c * inner + i]);
         want += static_cast<double>(__bfloat162float(a[r * inner + i])) * bv;
       }
-      worst = std::fmax(worst, std::fabs(got[r * cols + c] - want));
+      const double diff = std::fabs(got[r * cols + c] - want);
+      worst = std::fmax(worst, diff);
       scale = std::fmax(scale, std::fabs(want));
+      // The first few mismatches, to tell a wrong descriptor (wrong values) from a wrong
+      // accumulator layout (right values in other places).
+      if (diff > 1e-3 * (1 + std::fabs(want)) && shown < 3) {
+        std::printf("    (%d, %d): got %.4f, want %.4f\n", r, c, got[r * cols + c], want);
+        ++shown;
+      }
     }
   }
   return worst / scale;
