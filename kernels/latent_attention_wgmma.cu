@@ -53,6 +53,13 @@ __device__ __forceinline__ void wgmma_commit_and_wait() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Pins accumulator registers at this point of the program: the compiler sees a wgmma's asm as
+// writing its accumulators at once, so without this it could move their use above the wait.
+template <int N>
+__device__ __forceinline__ void hold_registers(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
 // cp.async's stores to shared memory made visible to the tensor cores' (async proxy) reads.
 __device__ __forceinline__ void fence_async_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -158,6 +165,7 @@ __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdPara
                  descriptor(sk[st], at, Offsets::k_major_leading, Offsets::k_major_stride), kc);
     }
     wgmma_commit_and_wait();
+    hold_registers(s);
 
     // Online softmax as forward_kernel's (s[4 nb + e] is its s[nb][e]); only the diagonal tile is
     // masked, and the max is taken on raw scores.
@@ -211,6 +219,7 @@ __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdPara
                             Offsets::transposed_stride));
     }
     wgmma_commit_and_wait();
+    hold_registers(o);
   }
 
   // Epilogue: the quad's partial sums, normalise, write out and lse.

@@ -47,6 +47,12 @@ __device__ void commit_and_wait() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// The accumulators pinned after the wait: the compiler sees the wgmma asm as writing them at
+// once and could otherwise move their reads above the wait.
+template <int N>
+__device__ void hold_registers(float (&d)[N]) {
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
 // Generic-proxy stores to shared memory made visible to the wgmma's (async proxy) reads.
 __device__ void fence_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -132,6 +138,7 @@ __global__ void scores_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k, fl
     else mma_64x64_ss(d, descriptor(sq, kc * 2 * 128, lbo, sbo), bd, kc);
   }
   commit_and_wait();
+  hold_registers(d);
   store_acc(d, 64, s);
 }
 
@@ -149,6 +156,7 @@ __global__ void values_kernel(const __nv_bfloat16* p, const __nv_bfloat16* v, fl
   fence_operands();
   for (int kc = 0; kc < kRows / 16; ++kc) mma_64x32_rs_bt(d, a[kc], descriptor(sv, kc * 2 * (kD / 8) * 128, lbo, sbo), kc);
   commit_and_wait();
+  hold_registers(d);
   store_acc(d, kD, o);
 }
 
