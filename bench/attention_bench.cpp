@@ -234,7 +234,7 @@ struct KernelFigures {
   Timing fwd, bwd;               // the default variant (what the model runs)
   double fwd_mt_ms[2], bwd_mt_ms[2];  // medians of 1 and 2 rows of 16 per warp (NaN: not built)
   double fwd_tiles_inner_ms = 0, bwd_tiles_inner_ms = 0;  // medians with the old block order
-  double fwd_wgmma_ms = 0;  // the forward on warpgroup MMAs (LatentAttentionVariant::wgmma_forward)
+  double fwd_wgmma_ms = 0, bwd_wgmma_ms = 0;  // on warpgroup MMAs (LatentAttentionVariant::wgmma_*)
   std::vector<std::pair<int, double>> bwd_split_ms;  // backward median by head split (every divisor of G)
   int bwd_split_default = 0;                         // the launcher's choice
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
@@ -302,6 +302,12 @@ KernelFigures time_kernels(const Shape& s) {
   wgmma.wgmma_forward = true;
   f.fwd_wgmma_ms = time_device([&] {
     kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream, wgmma);
+  }).median_ms;
+  kernels::LatentAttentionVariant wgmma_bwd;
+  wgmma_bwd.wgmma_backward = true;
+  f.bwd_wgmma_ms = time_device([&] {
+    kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
+                                       mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, wgmma_bwd);
   }).median_ms;
   // The backward by head split (LatentAttentionVariant::bwd_head_split), beside the default's choice.
   f.bwd_split_default = kernels::latent_attention_backward_head_split(shape);
@@ -429,6 +435,7 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   v["forward_tiles_inner_ms"] = f.fwd_tiles_inner_ms;
   v["backward_tiles_inner_ms"] = f.bwd_tiles_inner_ms;
   v["forward_wgmma_ms"] = f.fwd_wgmma_ms;
+  v["backward_wgmma_ms"] = f.bwd_wgmma_ms;
   Json split = Json::object();
   for (const auto& [slices, ms] : f.bwd_split_ms) split[std::to_string(slices)] = ms;
   v["backward_head_split_ms"] = std::move(split);
@@ -543,7 +550,8 @@ int run_attention_bench(const std::string& json_path) {
                   r->heads, r->kv_heads, r->head_dim, r->kernel_fwd_ms, r->kernel_fwdbwd_ms, r->sdpa_fwd_ms,
                   r->sdpa_fwdbwd_ms);
     }
-    std::printf("    forward on warpgroup MMAs %.3f ms (default, mma.sync: %.3f)\n", kf.fwd_wgmma_ms, kf.fwd.median_ms);
+    std::printf("    on warpgroup MMAs: forward %.3f ms, backward %.3f ms (default, mma.sync: %.3f, %.3f)\n",
+                kf.fwd_wgmma_ms, kf.bwd_wgmma_ms, kf.fwd.median_ms, kf.bwd.median_ms);
     std::printf("    backward by head split (default %d):", kf.bwd_split_default);
     for (const auto& [slices, ms] : kf.bwd_split_ms) std::printf(" %d: %.3f ms", slices, ms);
     std::printf("\n");

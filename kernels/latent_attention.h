@@ -48,14 +48,17 @@ struct BshdMut {
 // slices (a divisor of G; 0 takes latent_attention_backward_head_split's choice). With s > 1
 // each slice sums its own fp32 dk, dv partials and a second pass adds the s partials in a fixed
 // order (deterministic): more blocks of shorter chains, for grids too small to fill the GPU.
-// wgmma_forward: the forward on Hopper's warpgroup MMA (latent_attention_wgmma.cu), the first
-// step of the move off mma.sync; not the default until the tests and the benchmark say so.
+// wgmma_forward, wgmma_backward: the forward, the backward's main kernel on Hopper's warpgroup MMA
+// (latent_attention_wgmma.cu), the first step of the move off mma.sync; not the default until
+// the tests and the benchmark say so. (The backward's head split is still chosen for the mma.sync
+// kernel's occupancy.)
 struct LatentAttentionVariant {
   int fwd_mtiles = 0;
   int bwd_mtiles = 0;
   bool tiles_inner = false;
   int bwd_head_split = 0;
   bool wgmma_forward = false;
+  bool wgmma_backward = false;
 };
 
 // True when the kernels handle this head size.

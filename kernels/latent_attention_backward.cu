@@ -40,22 +40,6 @@ __global__ void row_dot_kernel(const bf16* out, Strides os, const bf16* dout, St
   delta[idx] = acc;
 }
 
-struct BwdParams {
-  const bf16 *q, *k, *v, *dout;
-  const float *lse, *delta;  // [B, H, S]
-  float* dq_acc;             // [B, S, H, D] fp32, zeroed
-  bf16 *dk, *dv;
-  // Head split (slices > 1): each block's raw dk (unscaled) and dv (of the shifted values it
-  // read) go to fp32 [slices, B, S, H_kv, D] partials, which kv_sum_kernel finishes.
-  int slices;
-  float *dk_part, *dv_part;
-  Strides qs, ks, vs, dos, dks, dvs;
-  int batch_size, seq, heads, group;
-  float scale, scale_log2;
-  bool tiles_inner;  // LatentAttentionVariant::tiles_inner
-  bool value_shift;  // LatentAttentionShape::value_shift
-};
-
 template <int D>
 struct BwdSmem {
   static constexpr int W = D + kPad;
@@ -87,20 +71,10 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
   extern __shared__ __align__(16) unsigned char smem_raw[];
   BwdSmem<D>& sm = *reinterpret_cast<BwdSmem<D>*>(smem_raw);
 
-  // One-dimensional grid, key tile 0 (the most query tiles) first across the whole grid, as in
-  // the forward: a 3-d grid ordered the tiles only within each (KV head, batch), so the last
-  // ones to start included a longest tile (1.45 waves on small, ncu).
-  const int n_kt = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_kt;
-  const int id = static_cast<int>(blockIdx.x);
-  const int kt = p.tiles_inner ? id % n_kt : id / per_tile, rest = p.tiles_inner ? id / n_kt : id % per_tile;
-  const int kv_heads = p.heads / p.group, slice = rest % p.slices, hk = (rest / p.slices) % kv_heads,
-            b = rest / p.slices / kv_heads;
-  const int slice_heads = p.group / p.slices, h_first = hk * p.group + slice * slice_heads;
+  const BackwardBlock blk = backward_block(p);
+  const int kt = blk.kt, hk = blk.hk, b = blk.b, h_first = blk.h_first, per_head = blk.per_head, total = blk.total;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k0 = kt * kTile;
-  const int n_qtiles = (p.seq + kTile - 1) / kTile;
-  const int per_head = n_qtiles - kt;  // query tiles kt .. n_qtiles - 1
-  const int total = per_head * slice_heads;
   const int row_base = warp * 16 * MT;  // keys (and, for dq, queries) of this warp's m-tiles
 
   // Stage st <- (query head of the group, query tile) of step it.
@@ -268,52 +242,7 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
     }
   }
 
-  if (p.slices > 1) {  // this slice's partials, as accumulated: kv_sum_kernel finishes them
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = k0 + row_base + 16 * mt + g + r * 8;
-        if (row >= p.seq) continue;
-        const int64_t at = (((static_cast<int64_t>(slice) * p.batch_size + b) * p.seq + row) * kv_heads + hk) * D + 2 * t;
-        float2* dkp = reinterpret_cast<float2*>(p.dk_part + at);
-        float2* dvp = reinterpret_cast<float2*>(p.dv_part + at);
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          dkp[4 * i] = make_float2(dk[mt][i][2 * r], dk[mt][i][2 * r + 1]);
-          dvp[4 * i] = make_float2(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
-        }
-      }
-    }
-    return;
-  }
-
-  // dk (times scale) and dv, each key row written once. With the value shift, the second half
-  // of key row j's dv is the gradient of row j - 1's unshifted values (dropped at j = 0), and
-  // the last row's second half, which no later row reads, gets 0: every element of the
-  // unshifted dv is still written exactly once.
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = k0 + row_base + 16 * mt + g + r * 8;
-      if (row >= p.seq) continue;
-      bf16* dkp = p.dk + b * p.dks.b + row * p.dks.s + hk * p.dks.h;
-      bf16* dvp = p.dv + b * p.dvs.b + row * p.dvs.s + hk * p.dvs.h;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        *reinterpret_cast<__nv_bfloat162*>(dkp + i * 8 + 2 * t) =
-            __floats2bfloat162_rn(dk[mt][i][2 * r] * p.scale, dk[mt][i][2 * r + 1] * p.scale);
-        const __nv_bfloat162 value = __floats2bfloat162_rn(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
-        if (!p.value_shift || i * 8 < D / 2) {
-          *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) = value;
-          continue;
-        }
-        if (row > 0) *reinterpret_cast<__nv_bfloat162*>(dvp - p.dvs.s + i * 8 + 2 * t) = value;
-        if (row == p.seq - 1) *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) = __floats2bfloat162_rn(0.f, 0.f);
-      }
-    }
-  }
+  write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
 }
 
 // dq = scale * dq_acc, fp32 [B, S, H, D] -> bf16 with dq's strides; 8 elements per thread.
@@ -461,7 +390,7 @@ int head_split(const LatentAttentionShape& x, const LatentAttentionVariant& vari
 
 template <int D, int kMt>
 void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq, BshdMut dk,
-                   BshdMut dv, void* workspace, cudaStream_t stream) {
+                   BshdMut dv, void* workspace, cudaStream_t stream, bool wgmma) {
   const int64_t rows = static_cast<int64_t>(x.batch) * x.heads * x.seq;
   const WorkspaceLayout layout = workspace_layout(x, p.slices);
   char* ws = static_cast<char*>(workspace);
@@ -479,13 +408,17 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
 
   p.dq_acc = dq_acc;
   p.delta = delta;
-  const int smem = static_cast<int>(sizeof(BwdSmem<D>));
-  // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
-  HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * p.slices * x.kv_heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
-  backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
+  if (wgmma) {
+    backward_wgmma(x, p, blocks, stream);
+  } else {
+    const int smem = static_cast<int>(sizeof(BwdSmem<D>));
+    // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
+  }
   if (p.slices > 1) {
     const int64_t pieces = static_cast<int64_t>(x.batch) * x.seq * x.kv_heads * (D / 8);
     kv_sum_kernel<D><<<static_cast<unsigned>((pieces + kRowThreads - 1) / kRowThreads), kRowThreads, 0, stream>>>(
@@ -544,7 +477,8 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
                                                                                     << needed << " needed");
   const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
   with_backward_instance(shape.head_dim, mt, [&](auto d, auto m) {
-    backward_impl<decltype(d)::value, decltype(m)::value>(shape, p, out, dout, dq, dk, dv, workspace, stream);
+    backward_impl<decltype(d)::value, decltype(m)::value>(shape, p, out, dout, dq, dk, dv, workspace, stream,
+                                                          variant.wgmma_backward);
   });
 }
 

@@ -172,8 +172,108 @@ struct FwdParams {
   bool value_shift;  // LatentAttentionShape::value_shift
 };
 
-// The forward on warpgroup MMAs (latent_attention_wgmma.cu; LatentAttentionVariant::wgmma_forward).
+struct BwdParams {
+  const bf16 *q, *k, *v, *dout;
+  const float *lse, *delta;  // [B, H, S]
+  float* dq_acc;             // [B, S, H, D] fp32, zeroed
+  bf16 *dk, *dv;
+  // Head split (slices > 1): each block's raw dk (unscaled) and dv (of the shifted values it
+  // read) go to fp32 [slices, B, S, H_kv, D] partials, which kv_sum_kernel finishes.
+  int slices;
+  float *dk_part, *dv_part;
+  Strides qs, ks, vs, dos, dks, dvs;
+  int batch_size, seq, heads, group;
+  float scale, scale_log2;
+  bool tiles_inner;  // LatentAttentionVariant::tiles_inner
+  bool value_shift;  // LatentAttentionShape::value_shift
+};
+
+// The backward's block: key tile kt of KV head hk of sequence b, and the slice of that head's
+// query heads it walks (h_first and on, slice_heads of them) over per_head query tiles each:
+// `total` steps. One-dimensional grid, key tile 0 (the most query tiles) first across the whole
+// grid, as in the forward: a 3-d grid ordered the tiles only within each (KV head, batch), so the
+// last ones to start included a longest tile (1.45 waves on small, ncu).
+struct BackwardBlock {
+  int kt, slice, hk, b, kv_heads, h_first, per_head, total;
+};
+__device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p) {
+  const int n_kt = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_kt;
+  const int id = static_cast<int>(blockIdx.x);
+  BackwardBlock f;
+  f.kt = p.tiles_inner ? id % n_kt : id / per_tile;
+  const int rest = p.tiles_inner ? id / n_kt : id % per_tile;
+  f.kv_heads = p.heads / p.group;
+  f.slice = rest % p.slices;
+  f.hk = (rest / p.slices) % f.kv_heads;
+  f.b = rest / p.slices / f.kv_heads;
+  const int slice_heads = p.group / p.slices;
+  f.h_first = f.hk * p.group + f.slice * slice_heads;
+  f.per_head = n_kt - f.kt;  // query tiles kt .. n_kt - 1
+  f.total = f.per_head * slice_heads;
+  return f;
+}
+
+// The end of a backward block: its keys' dk and dv from the accumulators (MT m-tiles of 16 keys
+// from row_base, the m16n8 layout: n-block i of 8 channels, rows g and g + 8). Under a head split,
+// this slice's fp32 partials as accumulated (kv_sum_kernel finishes them).
+template <int D, int MT>
+__device__ __forceinline__ void write_key_gradients(const BwdParams& p, const BackwardBlock& blk, int row_base, int lane,
+                                                    const float (&dk)[MT][D / 8][4], const float (&dv)[MT][D / 8][4]) {
+  const int g = lane / 4, t = lane % 4, k0 = blk.kt * kTile, b = blk.b, hk = blk.hk, slice = blk.slice,
+            kv_heads = blk.kv_heads;
+  if (p.slices > 1) {  // this slice's partials, as accumulated: kv_sum_kernel finishes them
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = k0 + row_base + 16 * mt + g + r * 8;
+        if (row >= p.seq) continue;
+        const int64_t at = (((static_cast<int64_t>(slice) * p.batch_size + b) * p.seq + row) * kv_heads + hk) * D + 2 * t;
+        float2* dkp = reinterpret_cast<float2*>(p.dk_part + at);
+        float2* dvp = reinterpret_cast<float2*>(p.dv_part + at);
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          dkp[4 * i] = make_float2(dk[mt][i][2 * r], dk[mt][i][2 * r + 1]);
+          dvp[4 * i] = make_float2(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
+        }
+      }
+    }
+    return;
+  }
+
+  // dk (times scale) and dv, each key row written once. With the value shift, the second half
+  // of key row j's dv is the gradient of row j - 1's unshifted values (dropped at j = 0), and
+  // the last row's second half, which no later row reads, gets 0: every element of the
+  // unshifted dv is still written exactly once.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = k0 + row_base + 16 * mt + g + r * 8;
+      if (row >= p.seq) continue;
+      bf16* dkp = p.dk + b * p.dks.b + row * p.dks.s + hk * p.dks.h;
+      bf16* dvp = p.dv + b * p.dvs.b + row * p.dvs.s + hk * p.dvs.h;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        *reinterpret_cast<__nv_bfloat162*>(dkp + i * 8 + 2 * t) =
+            __floats2bfloat162_rn(dk[mt][i][2 * r] * p.scale, dk[mt][i][2 * r + 1] * p.scale);
+        const __nv_bfloat162 value = __floats2bfloat162_rn(dv[mt][i][2 * r], dv[mt][i][2 * r + 1]);
+        if (!p.value_shift || i * 8 < D / 2) {
+          *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) = value;
+          continue;
+        }
+        if (row > 0) *reinterpret_cast<__nv_bfloat162*>(dvp - p.dvs.s + i * 8 + 2 * t) = value;
+        if (row == p.seq - 1) *reinterpret_cast<__nv_bfloat162*>(dvp + i * 8 + 2 * t) = __floats2bfloat162_rn(0.f, 0.f);
+      }
+    }
+  }
+}
+
+// The forward and the backward on warpgroup MMAs (latent_attention_wgmma.cu;
+// LatentAttentionVariant::wgmma_forward, wgmma_backward). backward_wgmma launches backward_kernel's
+// grid (`blocks`) in its place; the caller does the rest of the backward as for that kernel.
 void forward_wgmma(const LatentAttentionShape& shape, const FwdParams& p, cudaStream_t stream);
+void backward_wgmma(const LatentAttentionShape& shape, const BwdParams& p, int64_t blocks, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // Host-side argument checks.

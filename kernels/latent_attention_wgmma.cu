@@ -1,21 +1,24 @@
-// Latent flash attention, forward, on Hopper's warpgroup MMA (wgmma, sm_90a): the first step of
-// moving the latent kernels off mma.sync (issue 15). Same arguments, outputs and block order as
-// latent_attention.cu's forward_kernel (whose design invariants hold here too); what differs:
-// - A block is one warpgroup (4 warps, 128 threads) and owns 64 queries of one head, as the
-//   mma.sync kernel's 4 warps do. S = q k^T is one m64n64 product per 16 channels, both operands
-//   read by the tensor cores straight from shared memory through matrix descriptors; o += p v takes
-//   p from registers (the packed probabilities, as before) and v from shared memory, transposed
-//   (v is stored [key][channel]: the product's N runs along the stored rows).
-// - Shared tiles use the no-swizzle canonical layout: 8-row x 16-byte core matrices, each 128
-//   contiguous bytes, a row's D / 8 core matrices side by side (blocked(r, c) below). The
-//   descriptor offsets are kCoreAlongRow and kRowBlock bytes; which of them the hardware reads as
-//   the "leading" and which as the "stride" offset, for K-major and for transposed operands, is
-//   what bench/probes/wgmma_probe.cu settles (kDescriptor* below must follow its result).
-// - The accumulators of an m64nN product hold, per warp, 16 rows in the layout of mma.sync's
-//   m16n8 tiles side by side, so the online softmax is the mma.sync kernel's, unchanged.
+// Latent flash attention on Hopper's warpgroup MMA (wgmma, sm_90a), forward and backward: the
+// first step of moving the latent kernels off mma.sync (issue 15). Both kernels take the mma.sync
+// kernels' arguments, grids, block order and outputs (latent_attention.cu states the invariants);
+// they are variants (LatentAttentionVariant::wgmma_forward, wgmma_backward) until the tests and
+// the benchmark say otherwise. What differs:
+// - A block is one warpgroup (4 warps, 128 threads) owning 64 rows (forward: queries; backward:
+//   keys), 16 a warp as before. Products whose operands both sit in shared memory (q k^T; the
+//   backward's dp = v dout^T and dq = ds k) read them through matrix descriptors; the products of
+//   probabilities or score gradients (p v, p^T dout, ds^T q) take them from registers, packed
+//   as for mma.sync.
+// - Shared tiles use the no-swizzle canonical layout: 8-row x 16-byte core matrices of 128
+//   contiguous bytes, a row's D / 8 of them side by side (blocked()). Tiles stored [row][channel]
+//   are K-major where the product's K runs along the channels (q, k, v, dout in s and dp) and
+//   transposed where K runs down the rows (v, dout, q, k and ds as the second factor of p v, dv,
+//   dk, dq). Which of the two byte offsets the hardware takes as "leading" and which as
+//   "stride" in each case is what bench/probes/wgmma_probe.cu settles; DescriptorOffsets must
+//   follow its result.
+// - An m64nN accumulator holds, per warp, 16 rows in the layout of mma.sync's m16n8 tiles side by
+//   side, so the softmax and the score gradients are the mma.sync kernels' code on flat arrays.
 // - Not yet here: overlap of one tile's softmax with the next tile's products (each product is
-//   waited for at once), two warpgroups ping-ponging, TMA loads. This kernel checks the building
-//   blocks against the float64 tests and gives the baseline those steps are measured against.
+//   waited for at once), two warpgroups ping-ponging, TMA loads, dq without per-thread atomics.
 #include "kernels/latent_attention_common.cuh"
 
 namespace hydra::kernels::detail {
@@ -103,6 +106,31 @@ __device__ __forceinline__ void mma_values(float (&d)[32], const uint32_t (&a)[4
       "%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
       : HYDRA_ACC8(0), HYDRA_ACC8(8), HYDRA_ACC8(16), HYDRA_ACC8(24)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1));
+}
+// dq (+)= a b: m64nDk16, A and B from descriptors, both transposed (A stored [K][M], B [K][N]).
+__device__ __forceinline__ void mma_transposed(float (&d)[8], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 1, 1;\n}\n"
+      : HYDRA_ACC8(0)
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void mma_transposed(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
+      "%16, %17, p, 1, 1, 1, 1;\n}\n"
+      : HYDRA_ACC8(0), HYDRA_ACC8(8)
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void mma_transposed(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
+      "%29,%30,%31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+      : HYDRA_ACC8(0), HYDRA_ACC8(8), HYDRA_ACC8(16), HYDRA_ACC8(24)
+      : "l"(a), "l"(b), "r"(accumulate));
 }
 #undef HYDRA_ACC8
 #undef HYDRA_ACC4
@@ -244,7 +272,181 @@ __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdPara
 #endif
 }
 
+template <int D>
+struct BackwardSmem {
+  bf16 k[kTile * D], v[kTile * D];         // this block's keys and (shifted) values, blocked
+  bf16 q[2][kTile * D], dout[2][kTile * D];  // the step's query tile and its output gradient
+  bf16 ds[kTile * kTile];                  // dS^T of the step, [key][query], blocked
+  float lse2[2][kTile];                    // lse in log2 units; +inf past S
+  float delta[2][kTile];
+};
+
+// The backward on warpgroup MMAs: backward_kernel's blocks, steps and outputs (one warpgroup,
+// 64 keys a block), its products as wgmma: s = k q^T and dp = v dout^T from shared memory (both
+// K-major); dv += p^T dout and dk += ds^T q with p^T, ds^T from registers and dout, q transposed;
+// dq = ds k with ds from shared memory ([key][query]: transposed) and k transposed, summed over
+// key tiles by fp32 atomics as before. Each product is waited for at once.
+template <int D>
+__global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Offsets = DescriptorOffsets<D>;
+  using DsOffsets = DescriptorOffsets<kTile>;  // ds rows hold 64 queries
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  BackwardSmem<D>& sm = *reinterpret_cast<BackwardSmem<D>*>(smem_raw);
+  const BackwardBlock blk = backward_block(p);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int k0 = blk.kt * kTile, row_base = 16 * warp;
+
+  // Stage st <- (query head of the slice, query tile) of step it.
+  auto load_step = [&](int it, int st) {
+    const int h = blk.h_first + it / blk.per_head, qt = blk.kt + it % blk.per_head;
+    load_blocked<D>(sm.q[st], p.q + blk.b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq);
+    load_blocked<D>(sm.dout[st], p.dout + blk.b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq);
+    const int64_t base = (static_cast<int64_t>(blk.b) * p.heads + h) * p.seq;
+    for (int i = threadIdx.x; i < kTile; i += kWarpgroup) {
+      const int row = qt * kTile + i;
+      sm.lse2[st][i] = row < p.seq ? p.lse[base + row] * kLog2e : INFINITY;
+      sm.delta[st][i] = row < p.seq ? p.delta[base + row] : 0.f;
+    }
+  };
+  load_blocked<D>(sm.k, p.k + blk.b * p.ks.b + blk.hk * p.ks.h, p.ks.s, k0, p.seq);
+  load_blocked<D>(sm.v, p.v + blk.b * p.vs.b + blk.hk * p.vs.h, p.vs.s, k0, p.seq, p.value_shift);
+  load_step(0, 0);
+  cp_async_commit();
+
+  // dk, dv in write_key_gradients' [m-tile][n-block][4] form; the m64nD products see them flat.
+  float dk[1][D / 8][4], dv[1][D / 8][4];
+  float(&dk_acc)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&dk[0][0][0]);
+  float(&dv_acc)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&dv[0][0][0]);
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) dk_acc[i] = dv_acc[i] = 0.f;
+
+  for (int it = 0; it < blk.total; ++it) {
+    const int st = it & 1;
+    const int h = blk.h_first + it / blk.per_head, qt = blk.kt + it % blk.per_head;
+    cp_async_wait_all();
+    fence_async_proxy();
+    __syncthreads();  // step it visible to the tensor cores; stage st ^ 1 and ds free
+    if (it + 1 < blk.total) load_step(it + 1, st ^ 1);
+    cp_async_commit();
+
+    // s = k q^T and dp = v dout^T: 64 keys x 64 queries each.
+    float s[32], dp[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s[i] = dp[i] = 0.f;
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+      const uint32_t at = kc * 2 * kCoreBytes;
+      mma_scores(s, descriptor(sm.k, at, Offsets::k_major_leading, Offsets::k_major_stride),
+                 descriptor(sm.q[st], at, Offsets::k_major_leading, Offsets::k_major_stride), kc);
+      mma_scores(dp, descriptor(sm.v, at, Offsets::k_major_leading, Offsets::k_major_stride),
+                 descriptor(sm.dout[st], at, Offsets::k_major_leading, Offsets::k_major_stride), kc);
+    }
+    wgmma_commit_and_wait();
+    hold_registers(s);
+    hold_registers(dp);
+
+    // p = exp2(s scale log2 e - lse2) with the causal mask; ds = p (dp - delta). s[4 nb + e] is
+    // key row_base + g + 8 (e >> 1), query 8 nb + 2 t + (e & 1).
+    const bool diag = qt == blk.kt;
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int cc = 0; cc < 2; ++cc) {
+        const int query = nb * 8 + 2 * t + cc;
+        const float lse2 = sm.lse2[st][query], delta = sm.delta[st][query];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int e = 4 * nb + 2 * r + cc, key = row_base + g + 8 * r;
+          float pr = exp2_approx(fmaf(s[e], p.scale_log2, -lse2));
+          if (diag && key > query) pr = 0.f;
+          s[e] = pr;
+          dp[e] = pr * (dp[e] - delta);
+        }
+      }
+    }
+
+    // p^T and ds^T as bf16 A operands by 16 queries; ds^T also to shared memory for the dq product.
+    uint32_t ap[4][4], ad[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        ap[kk][e] = pack_bf16(s[8 * kk + 2 * e], s[8 * kk + 2 * e + 1]);
+        ad[kk][e] = pack_bf16(dp[8 * kk + 2 * e], dp[8 * kk + 2 * e + 1]);
+      }
+      // ad[kk][e]: key row_base + g + 8 (e & 1), queries 16 kk + 8 (e >> 1) + 2 t and + 1.
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = row_base + g + 8 * (e & 1), query = 16 * kk + 8 * (e >> 1) + 2 * t;
+        *reinterpret_cast<uint32_t*>(&sm.ds[blocked<kTile>(key, query)]) = ad[kk][e];
+      }
+    }
+
+    // dv += p^T dout, dk += ds^T q (the scale is applied once at the end): queries 16 kk .. are
+    // row blocks 2 kk and 2 kk + 1 of dout and q.
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint32_t at = kk * 2 * Offsets::row_block;
+      mma_values(dv_acc, ap[kk], descriptor(sm.dout[st], at, Offsets::transposed_leading, Offsets::transposed_stride));
+      mma_values(dk_acc, ad[kk], descriptor(sm.q[st], at, Offsets::transposed_leading, Offsets::transposed_stride));
+    }
+    wgmma_commit_and_wait();
+    hold_registers(dk_acc);
+    hold_registers(dv_acc);
+    fence_async_proxy();  // ds's stores before the tensor cores read them
+    __syncthreads();      // ds complete
+
+    // dq (the tile's 64 queries; warp w holds 16 of them) = ds k: keys 16 kc .. are row blocks
+    // 2 kc and 2 kc + 1 of both ds and k.
+    float dq[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < 4; ++kc) {
+      mma_transposed(dq,
+                     descriptor(sm.ds, kc * 2 * DsOffsets::row_block, DsOffsets::transposed_leading,
+                                DsOffsets::transposed_stride),
+                     descriptor(sm.k, kc * 2 * Offsets::row_block, Offsets::transposed_leading, Offsets::transposed_stride),
+                     kc);
+    }
+    wgmma_commit_and_wait();
+    hold_registers(dq);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = qt * kTile + row_base + g + r * 8;
+      if (row >= p.seq) continue;
+      float* dst = p.dq_acc + ((static_cast<int64_t>(blk.b) * p.seq + row) * p.heads + h) * D;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[4 * i + 2 * r], dq[4 * i + 2 * r + 1]));
+      }
+    }
+  }
+  write_key_gradients<D, 1>(p, blk, row_base, lane, dk, dv);
+#else
+  __trap();  // built without sm_90a (kernels/CMakeLists.txt builds hydra_kernels for 90a)
+#endif
+}
+
 }  // namespace
+
+void backward_wgmma(const LatentAttentionShape& x, const BwdParams& p, int64_t blocks, cudaStream_t stream) {
+  const auto launch = [&](auto kernel, size_t smem) {
+    // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<static_cast<unsigned>(blocks), kWarpgroup, smem, stream>>>(p);
+  };
+  switch (x.head_dim) {
+    case 16: launch(backward_wgmma_kernel<16>, sizeof(BackwardSmem<16>)); break;
+    case 32: launch(backward_wgmma_kernel<32>, sizeof(BackwardSmem<32>)); break;
+    default: launch(backward_wgmma_kernel<64>, sizeof(BackwardSmem<64>)); break;
+  }
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
 
 void forward_wgmma(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
   const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;

@@ -88,6 +88,16 @@ __device__ void mma_64x32_rs_bt(float (&d)[16], const uint32_t (&a)[4], uint64_t
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
 }
 
+// d[16] (+)= A B for m64n32k16, both from descriptors and both transposed (A stored [K][M], B [K][N]).
+__device__ void mma_64x32_ss_tt(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
+      "%16, %17, p, 1, 1, 1, 1;\n}\n"
+      : ACC8(0), ACC8(8)
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+
 // A [64 x cols] row-major bf16 matrix from global memory into the blocked layout.
 __device__ void stage(const __nv_bfloat16* src, int cols, __nv_bfloat16* tile) {
   for (int i = threadIdx.x; i < kRows * cols; i += blockDim.x) tile[blocked(i / cols, i % cols, cols)] = src[i];
@@ -155,6 +165,27 @@ __global__ void values_kernel(const __nv_bfloat16* p, const __nv_bfloat16* v, fl
   for (int kc = 0; kc < kRows / 16; ++kc) a_fragment(p, kRows, kc, a[kc]);
   fence_operands();
   for (int kc = 0; kc < kRows / 16; ++kc) mma_64x32_rs_bt(d, a[kc], descriptor(sv, kc * 2 * (kD / 8) * 128, lbo, sbo), kc);
+  commit_and_wait();
+  hold_registers(d);
+  store_acc(d, kD, o);
+}
+
+// dQ = dS K as the backward needs it: A = dS stored [64 keys (K)][64 queries (M)] (transposed),
+// B = K [64 keys (K)][kD (N)] (transposed). K-chunk kc: row blocks 2 kc of both.
+__global__ void transposed_kernel(const __nv_bfloat16* a_km, const __nv_bfloat16* b_kn, float* o, uint32_t lbo_a,
+                                  uint32_t sbo_a, uint32_t lbo_b, uint32_t sbo_b) {
+  __shared__ __align__(128) __nv_bfloat16 sa[kRows * kRows], sb[kRows * kD];
+  stage(a_km, kRows, sa);
+  stage(b_kn, kD, sb);
+  fence_proxy();
+  __syncthreads();
+  float d[16];
+  for (float& x : d) x = 0.f;
+  fence_operands();
+  for (int kc = 0; kc < kRows / 16; ++kc) {
+    mma_64x32_ss_tt(d, descriptor(sa, kc * 2 * (kRows / 8) * 128, lbo_a, sbo_a),
+                    descriptor(sb, kc * 2 * (kD / 8) * 128, lbo_b, sbo_b), kc);
+  }
   commit_and_wait();
   hold_registers(d);
   store_acc(d, kD, o);
@@ -244,6 +275,27 @@ int main() {
                 e < 1e-5 ? "MATCH" : "no");
     values_ok = values_ok || e < 1e-5;
   }
-  std::printf("%s\n", scores_ok && values_ok ? "wgmma probe: every product matched" : "wgmma probe: MISMATCH");
-  return scores_ok && values_ok ? 0 : 1;
+  // ds k: A transposed from shared memory ([K][M], 64 columns a row), B transposed; the same two
+  // readings, taken alike for A and B.
+  bool transposed_ok = false;
+  std::vector<__nv_bfloat16> ds_t(kRows * kRows);  // ds^T [key][query]: A^T
+  for (const auto& [lbo_k, sbo_k] : {std::pair{along_k, row_block_d}, std::pair{row_block_d, along_k}}) {
+    const uint32_t row_block_q = (kRows / 8) * 128;
+    const uint32_t lbo_a = lbo_k == along_k ? along_k : row_block_q, sbo_a = lbo_k == along_k ? row_block_q : along_k;
+    CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
+    transposed_kernel<<<1, 128>>>(dp, dk, out, lbo_a, sbo_a, lbo_k, sbo_k);
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+    CHECK(cudaMemcpy(host.data(), out, kRows * kD * sizeof(float), cudaMemcpyDeviceToHost));
+    // Reference: out[m][n] = sum_k p[k][m] k[k][n] (p read as [K][M]).
+    for (int m = 0; m < kRows; ++m)
+      for (int kk = 0; kk < kRows; ++kk) ds_t[m * kRows + kk] = p[kk * kRows + m];
+    const double e = error(host, ds_t, k, kRows, kRows, kD, true);
+    std::printf("dQ = dS K, A and B transposed, A (LBO %u SBO %u), B (LBO %u SBO %u): relative error %.2e %s\n", lbo_a,
+                sbo_a, lbo_k, sbo_k, e, e < 1e-5 ? "MATCH" : "no");
+    transposed_ok = transposed_ok || e < 1e-5;
+  }
+  const bool ok = scores_ok && values_ok && transposed_ok;
+  std::printf("%s\n", ok ? "wgmma probe: every product matched" : "wgmma probe: MISMATCH");
+  return ok ? 0 : 1;
 }

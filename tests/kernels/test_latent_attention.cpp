@@ -82,7 +82,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 
 // Every kernel variant worth checking for case c: rows per warp (0 = the default) without a head
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
-// then the forward on warpgroup MMAs.
+// then the forward and the backward on warpgroup MMAs.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -93,13 +93,14 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     if (c.dim != 64) out.push_back({2, 2, false, split});
   }
   out.push_back({0, 0, false, 0});        // the split the launcher picks
-  out.push_back({0, 0, false, 0, true});  // the forward on warpgroup MMAs
+  out.push_back({0, 0, false, 0, true});         // the forward on warpgroup MMAs
+  out.push_back({0, 0, false, 0, false, true});  // the backward on warpgroup MMAs
   return out;
 }
 
 std::string variant_name(const LatentAttentionVariant& v) {
   return " mtiles " + std::to_string(v.bwd_mtiles) + " head split " + std::to_string(v.bwd_head_split) +
-         (v.wgmma_forward ? " wgmma forward" : "");
+         (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
