@@ -112,47 +112,7 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
       }
     }
 
-    // Online softmax. The max is taken on raw scores (scale > 0), so that each probability
-    // is one FFMA and one ex2: p = exp2(s c - m c). Only the diagonal tile is masked.
-    const bool diag = j == qt;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = nb * 8 + 2 * t + (e & 1), row = row_base + 16 * mt + g + (e >> 1) * 8;
-          if (diag && key > row) s[mt][nb][e] = -INFINITY;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nb][e]);
-        }
-      }
-      float neg[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        // Every row sees key 0 in tile 0, so the running max is finite from the first tile on.
-        const float m_new = fmaxf(m[mt][r], mx[r]);
-        const float alpha = exp2_approx((m[mt][r] - m_new) * c);
-        m[mt][r] = m_new;
-        neg[r] = -m_new * c;
-        l[mt][r] *= alpha;
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          o[mt][i][2 * r] *= alpha;
-          o[mt][i][2 * r + 1] *= alpha;
-        }
-      }
-#pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[mt][nb][e] = exp2_approx(fmaf(s[mt][nb][e], c, neg[e >> 1]));
-          l[mt][e >> 1] += s[mt][nb][e];
-        }
-      }
-    }
+    online_softmax<D, MT>(s, o, m, l, c, j == qt, row_base, lane);
 
     // o += p v.
 #pragma unroll

@@ -146,27 +146,7 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
       }
     }
 
-    // p = exp2(s * scale log2 e - lse2) with the causal mask; ds = p (dp - delta).
-    const bool diag = qt == kt;
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-      for (int cc = 0; cc < 2; ++cc) {
-        const int query = nb * 8 + 2 * t + cc;
-        const float lse2 = sm.lse2[st][query], delta = sm.delta[st][query];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int e = 2 * r + cc, key = row_base + 16 * mt + g + 8 * r;
-            float pr = exp2_approx(fmaf(s[mt][nb][e], p.scale_log2, -lse2));
-            if (diag && key > query) pr = 0.f;
-            s[mt][nb][e] = pr;
-            dp[mt][nb][e] = pr * (dp[mt][nb][e] - delta);
-          }
-        }
-      }
-    }
+    score_gradients<MT>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt == kt, row_base, lane);
 
     // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
 #pragma unroll

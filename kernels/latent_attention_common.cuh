@@ -213,6 +213,84 @@ __device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p) {
   return f;
 }
 
+// One key tile of the forward's online softmax, in place, for MT m-tiles of 16 queries from
+// row_base (m16n8 layout): s (raw q k^T of 64 keys) becomes exp2(s c - m c) with the running max
+// m (raw scores; c = scale log2 e > 0, so each probability is one FFMA and one ex2), and the
+// running sums l (this thread's part of each row) and the output o are rescaled to the new max.
+// Only the diagonal tile (diag) is masked; every row sees key 0 in tile 0, so m is finite from
+// the first tile on.
+template <int D, int MT>
+__device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2],
+                                               float (&l)[MT][2], float c, bool diag, int row_base, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = nb * 8 + 2 * t + (e & 1), row = row_base + 16 * mt + g + (e >> 1) * 8;
+        if (diag && key > row) s[mt][nb][e] = -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nb][e]);
+      }
+    }
+    float neg[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[mt][r], mx[r]);
+      const float alpha = exp2_approx((m[mt][r] - m_new) * c);
+      m[mt][r] = m_new;
+      neg[r] = -m_new * c;
+      l[mt][r] *= alpha;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        o[mt][i][2 * r] *= alpha;
+        o[mt][i][2 * r + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[mt][nb][e] = exp2_approx(fmaf(s[mt][nb][e], c, neg[e >> 1]));
+        l[mt][e >> 1] += s[mt][nb][e];
+      }
+    }
+  }
+}
+
+// In place: s (k q^T, raw) becomes p = exp2(s scale log2 e - lse2) with the causal mask, and dp
+// (v dout^T) becomes ds = p (dp - delta), for MT m-tiles of 16 keys from row_base against the
+// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked.
+template <int MT>
+__device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp)[MT][8][4], const float* lse2,
+                                                const float* delta, float scale_log2, bool diag, int row_base,
+                                                int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+    for (int cc = 0; cc < 2; ++cc) {
+      const int query = nb * 8 + 2 * t + cc;
+      const float l2 = lse2[query], dl = delta[query];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int e = 2 * r + cc, key = row_base + 16 * mt + g + 8 * r;
+          float pr = exp2_approx(fmaf(s[mt][nb][e], scale_log2, -l2));
+          if (diag && key > query) pr = 0.f;
+          s[mt][nb][e] = pr;
+          dp[mt][nb][e] = pr * (dp[mt][nb][e] - dl);
+        }
+      }
+    }
+  }
+}
+
 // The end of a backward block: its keys' dk and dv from the accumulators (MT m-tiles of 16 keys
 // from row_base, the m16n8 layout: n-block i of 8 channels, rows g and g + 8). Under a head split,
 // this slice's fp32 partials as accumulated (kv_sum_kernel finishes them).

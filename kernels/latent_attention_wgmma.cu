@@ -195,40 +195,9 @@ __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdPara
     wgmma_commit_and_wait();
     hold_registers(s);
 
-    // Online softmax as forward_kernel's (s[4 nb + e] is its s[nb][e]); only the diagonal tile is
-    // masked, and the max is taken on raw scores.
-    const bool diag = j == qt;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = nb * 8 + 2 * t + (e & 1), row = row_base + g + (e >> 1) * 8;
-        if (diag && key > row) s[4 * nb + e] = -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], s[4 * nb + e]);
-      }
-    }
-    float neg[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m[r], mx[r]);  // finite from tile 0 on: every row sees key 0
-      const float alpha = exp2_approx((m[r] - m_new) * c);
-      m[r] = m_new;
-      neg[r] = -m_new * c;
-      l[r] *= alpha;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        o[4 * i + 2 * r] *= alpha;
-        o[4 * i + 2 * r + 1] *= alpha;
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      s[i] = exp2_approx(fmaf(s[i], c, neg[(i >> 1) & 1]));
-      l[(i >> 1) & 1] += s[i];
-    }
+    online_softmax<D, 1>(reinterpret_cast<float(&)[1][8][4]>(s), reinterpret_cast<float(&)[1][D / 8][4]>(o),
+                         reinterpret_cast<float(&)[1][2]>(m), reinterpret_cast<float(&)[1][2]>(l), c, j == qt, row_base,
+                         lane);
 
     // o += p v: keys 16 kk .. 16 kk + 15 are row blocks 2 kk and 2 kk + 1 of v. All four A
     // fragments are packed before the fence: registers written between two wgmmas make the
@@ -347,25 +316,8 @@ __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdPar
     hold_registers(s);
     hold_registers(dp);
 
-    // p = exp2(s scale log2 e - lse2) with the causal mask; ds = p (dp - delta). s[4 nb + e] is
-    // key row_base + g + 8 (e >> 1), query 8 nb + 2 t + (e & 1).
-    const bool diag = qt == blk.kt;
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-      for (int cc = 0; cc < 2; ++cc) {
-        const int query = nb * 8 + 2 * t + cc;
-        const float lse2 = sm.lse2[st][query], delta = sm.delta[st][query];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int e = 4 * nb + 2 * r + cc, key = row_base + g + 8 * r;
-          float pr = exp2_approx(fmaf(s[e], p.scale_log2, -lse2));
-          if (diag && key > query) pr = 0.f;
-          s[e] = pr;
-          dp[e] = pr * (dp[e] - delta);
-        }
-      }
-    }
+    score_gradients<1>(reinterpret_cast<float(&)[1][8][4]>(s), reinterpret_cast<float(&)[1][8][4]>(dp), sm.lse2[st],
+                       sm.delta[st], p.scale_log2, qt == blk.kt, row_base, lane);
 
     // p^T and ds^T as bf16 A operands by 16 queries; ds^T also to shared memory for the dq product.
     uint32_t ap[4][4], ad[4][4];
