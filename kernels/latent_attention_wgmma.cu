@@ -33,10 +33,11 @@ __device__ __forceinline__ int blocked(int r, int c) {
   return ((r / 8) * (D / 8) + c / 8) * 64 + (r % 8) * 8 + c % 8;
 }
 
-// Descriptor byte offsets, (leading, stride), for an operand whose core matrices lie
+// Descriptor byte offsets, (leading, stride), for a blocked tile of D columns: core matrices lie
 // kCoreBytes apart along a stored row and D / 8 x kCoreBytes apart from one 8-row block to the
-// next. K-major: q and k (their rows hold the product's K). Transposed: v (its rows hold K, the
-// product's N runs along them). Each pair is one of the probe's two readings.
+// next. K-major: the product's K runs along the stored rows (q, k, v, dout as factors of s and
+// dp). Transposed: K runs down the rows (v in p v; dout, q in dv, dk; ds, k in dq). Each pair is
+// one of the probe's two readings.
 template <int D>
 struct DescriptorOffsets {
   static constexpr uint32_t along_row = kCoreBytes, row_block = D / 8 * kCoreBytes;
