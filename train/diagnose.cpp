@@ -233,17 +233,31 @@ void run_memory(const RunConfig& config, const Target& t, DiagnoseReport& report
   report.estimate = estimate_memory(config, one_rank());
 }
 
-// CCQA's C in {2, 4, 8}: a short run each, and one CCQA layer's forward+backward at the grid's
-// largest point (the latency a user trades for the loss).
+// CCQA's C in {2, 4, 8} in the configured layout, then the configured C in the other layout
+// (model.ccqa.compress: what C divides): a short run each, and one CCQA layer's forward+backward
+// at the grid's largest point (the latency a user trades for the loss). The layout's run is
+// there because the choice is about quality as much as speed (docs/QUALITY.md, 2026-12-06).
+struct CompressionPoint {
+  int C;
+  std::string compress;
+};
+
 void run_compression(const RunConfig& config, const DiagnoseOptions& o, const Target& t, const DiagnoseData& data,
                      DiagnoseReport& report) {
   CurveSet& set = report.compression;
   const int64_t B = o.batches.back(), S = o.seqs.back();
-  const std::vector<int> factors = {2, 4, 8};
-  for (int C : factors) {
+  const std::string layout = config.model.ccqa.compress, other = layout == "heads" ? "head_dim" : "heads";
+  const std::vector<CompressionPoint> points = {
+      {2, layout}, {4, layout}, {8, layout}, {config.model.ccqa.compression, other}};
+  for (const CompressionPoint& point : points) {
     model::ModelConfig v = config.model;
-    v.ccqa.compression = C;
-    const std::string name = "C " + std::to_string(C), change = "model.ccqa.compression=" + std::to_string(C);
+    v.ccqa.compression = point.C;
+    v.ccqa.compress = point.compress;
+    std::string name = "C " + std::to_string(point.C), change = "model.ccqa.compression=" + std::to_string(point.C);
+    if (point.compress != layout) {
+      name += ", compress " + point.compress;
+      change = "model.ccqa.compress=" + point.compress;
+    }
     RunCurve curve;
     try {
       model::check_model_config(v);
@@ -259,7 +273,7 @@ void run_compression(const RunConfig& config, const DiagnoseOptions& o, const Ta
     set.runs.push_back(curve);
     if (o.progress) {
       char buf[160];
-      std::snprintf(buf, sizeof buf, "compression [%zu/%zu] %s: %s", set.runs.size(), factors.size(), name.c_str(),
+      std::snprintf(buf, sizeof buf, "compression [%zu/%zu] %s: %s", set.runs.size(), points.size(), name.c_str(),
                     curve.error.empty() ? ("final loss " + std::to_string(curve.final_loss)).c_str()
                                         : ("skipped: " + curve.error).c_str());
       o.progress(buf);
@@ -318,6 +332,7 @@ DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& o) {
   report.date = utc_now();
   report.params_total = model::compute_model_stats(config.model, config.train.seq_len).params_total;
   report.configured_compression = config.model.ccqa.compression;
+  report.configured_compress = config.model.ccqa.compress;
   // Report order, whatever order --sections gave.
   for (const std::string& s : diagnose_sections()) {
     if (std::find(o.sections.begin(), o.sections.end(), s) != o.sections.end()) report.sections.push_back(s);

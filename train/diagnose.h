@@ -156,6 +156,7 @@ struct DiagnoseReport {
   std::vector<Recommendation> recommendations;
   int64_t params_total = 0;
   int configured_compression = 0;  // model.ccqa.compression
+  std::string configured_compress;  // model.ccqa.compress (the layout)
 };
 
 // Refuses (ConfigError naming the option) unknown sections and empty or non-positive grids;

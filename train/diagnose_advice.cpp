@@ -73,13 +73,14 @@ void component_rules(const CurveSet& set, double margin, std::vector<Recommendat
   }
 }
 
-void compression_rules(const CurveSet& set, int configured_c, double margin, std::vector<Recommendation>& out) {
+void compression_rules(const CurveSet& set, int configured_c, const std::string& configured_compress, double margin,
+                       std::vector<Recommendation>& out) {
   const RunCurve* best = nullptr;
   for (const RunCurve& r : set.runs) {
     if (r.error.empty() && (best == nullptr || r.final_loss < best->final_loss)) best = &r;
   }
   if (best == nullptr) return;
-  // The fastest compression whose loss is within the margin of the best.
+  // The fastest compression (factor or layout) whose loss is within the margin of the best.
   const RunCurve* pick = nullptr;
   for (const RunCurve& r : set.runs) {
     if (!r.error.empty() || r.final_loss > best->final_loss + margin) continue;
@@ -93,7 +94,8 @@ void compression_rules(const CurveSet& set, int configured_c, double margin, std
   out.push_back({"compression-choice",
                  pick->name + against + format(" at %.1f ms per step, the fastest within the margin; the configured ",
                                                pick->ms_per_step) +
-                     "C " + std::to_string(configured_c) + " is slower or worse: try " + pick->change});
+                     "C " + std::to_string(configured_c) + " (compress " + configured_compress +
+                     ") is slower or worse: try " + pick->change});
 }
 
 void learning_rules(const LearningReport& L, double margin, std::vector<Recommendation>& out) {
@@ -145,7 +147,9 @@ std::vector<Recommendation> recommendations(const DiagnoseReport& r) {
   if (ran("gradients")) gradient_rules(r.gradients, out);
   if (ran("learning")) learning_rules(r.learning, margin, out);
   if (ran("components")) component_rules(r.components, margin, out);
-  if (ran("compression")) compression_rules(r.compression, r.configured_compression, margin, out);
+  if (ran("compression")) {
+    compression_rules(r.compression, r.configured_compression, r.configured_compress, margin, out);
+  }
   return out;
 }
 

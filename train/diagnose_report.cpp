@@ -373,8 +373,9 @@ std::string diagnose_markdown(const DiagnoseReport& r, const std::vector<std::st
   }
   if (has(r, "compression") && !r.compression.runs.empty()) {
     md << "\n## Compression\n\n";
-    md << "CCQA's compression factor C (model.ccqa.compression; the configured one first), and one CCQA "
-          "layer's forward+backward at the speed grid's largest point. ";
+    md << "CCQA's compression factor C (model.ccqa.compression; the configured one first), then the configured C "
+          "in the other layout (model.ccqa.compress: what C divides, the head size or the number of heads), and "
+          "one CCQA layer's forward+backward at the speed grid's largest point. ";
     short_runs(r.compression);
     curves_markdown(md, r.compression, true);
     figures_markdown(md, figures, "compression");

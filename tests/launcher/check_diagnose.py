@@ -98,6 +98,14 @@ def check_curves(report, md):
             fail(f"learning {r['name']}: change {r['change']}")
     if not all("ccqa_layer_ms" in r for r in report["compression"]["runs"] if "error" not in r):
         fail("compression: a run without its CCQA layer time")
+    # C 2, 4, 8 in tiny's layout (head_dim), then C 4 in the other layout: trained (tiny's 4 heads
+    # over C 4 make 1 query head, a valid model), and a different model (its own parameter count).
+    runs = {r["name"]: r for r in report["compression"]["runs"]}
+    if sorted(runs) != ["C 2", "C 4", "C 4, compress heads", "C 8"]:
+        fail(f"compression runs {sorted(runs)}")
+    layout = runs["C 4, compress heads"]
+    if "error" in layout or layout["change"] != "model.ccqa.compress=heads" or layout["params"] == runs["C 4"]["params"]:
+        fail(f"compression: the heads layout's run {layout}")
     routers = report["learning"]["routers"]
     if not any(u["name"].endswith(".router") for u in routers) or not any(".mor_routers." in u["name"] for u in routers):
         fail(f"learning: the MoD and MoR routers of tiny are not all there: {[u['name'] for u in routers]}")
@@ -128,7 +136,7 @@ def main():
     try:
         out = os.path.join(root, "report")
         # data.path empty: the gradients section trains on its built-in sample (no corpus needed).
-        # Short runs of 2 sequences of 32 tokens: 15 of them (gradients, learning, components, compression).
+        # Short runs of 2 sequences of 32 tokens: 16 of them (gradients, learning, components, compression).
         grid = ["--batches", "1,2", "--seqs", "16,32", "--repeats", "1", "--steps", "2", "--set", "data.path=",
                 "--set", "train.global_batch=2", "--set", "train.seq_len=32"]
         run = hydra("diagnose", "--config", CONFIG, "--out", out, *grid)
