@@ -50,13 +50,12 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
   __shared__ __align__(16) bf16 sv[2][kTile][W];
 
   const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
   const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
   const int q0 = qt * kTile;
   const int row_base = warp * 16 * MT;  // m-tile mt holds rows row_base + 16 mt + g (+ 8)
-  const float c = p.scale_log2;
 
   load_tile<D, kT>(sq, q, p.qs.s, q0, p.seq);
   load_tile<D, kT>(sk[0], k, p.ks.s, 0, p.seq);
@@ -112,7 +111,7 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
       }
     }
 
-    online_softmax<D, MT>(s, o, m, l, c, j == qt, row_base, lane);
+    online_softmax<D, MT>(s, o, m, l, p.scale_log2, j == qt, row_base, lane);
 
     // o += p v.
 #pragma unroll
@@ -133,28 +132,7 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
     }
   }
 
-  // Epilogue: the quad's partial sums, normalise, write out and lse.
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = l[mt][r];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int row = q0 + row_base + 16 * mt + g + r * 8;
-      if (row >= p.seq) continue;
-      const float inv = 1.f / sum;
-      bf16* out = p.out + b * p.os.b + row * p.os.s + h * p.os.h;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        *reinterpret_cast<__nv_bfloat162*>(out + i * 8 + 2 * t) =
-            __floats2bfloat162_rn(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
-      }
-      if (t == 0) {
-        p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.seq + row] = (m[mt][r] * c + log2f(sum)) * kLn2;
-      }
-    }
-  }
+  write_rows_out<D, MT>(p, o, m, l, qt, h, b, row_base, lane);
 }
 
 // m-tiles per warp. 2 is built only where ptxas -v reports no spills (not at D = 64). The

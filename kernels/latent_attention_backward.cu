@@ -207,19 +207,7 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
         }
       }
     }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = qt * kTile + row_base + 16 * mt + g + r * 8;
-        if (row >= p.seq) continue;
-        float* dst = p.dq_acc + ((static_cast<int64_t>(b) * p.seq + row) * p.heads + h) * D;
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[mt][i][2 * r], dq[mt][i][2 * r + 1]));
-        }
-      }
-    }
+    add_query_gradients<D, MT>(p, dq, qt, h, b, row_base, lane);
   }
 
   write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
@@ -395,7 +383,8 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   } else {
     const int smem = static_cast<int>(sizeof(BwdSmem<D>));
     // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
-    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    HYDRA_KERNEL_CHECK(
+        cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
   }

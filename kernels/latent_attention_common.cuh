@@ -262,6 +262,57 @@ __device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[
   }
 }
 
+// The forward's end for MT m-tiles of 16 queries from row_base of query tile qt: each row's sum
+// (this thread's part of l, summed over the quad), out = o / sum, and lse (natural log).
+template <int D, int MT>
+__device__ __forceinline__ void write_rows_out(const FwdParams& p, const float (&o)[MT][D / 8][4],
+                                               const float (&m)[MT][2], const float (&l)[MT][2], int qt, int h, int b,
+                                               int row_base, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float sum = l[mt][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = qt * kTile + row_base + 16 * mt + g + r * 8;
+      if (row >= p.seq) continue;
+      const float inv = 1.f / sum;
+      bf16* out = p.out + b * p.os.b + row * p.os.s + h * p.os.h;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        *reinterpret_cast<__nv_bfloat162*>(out + i * 8 + 2 * t) =
+            __floats2bfloat162_rn(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
+      }
+      if (t == 0) {
+        p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.seq + row] = (m[mt][r] * p.scale_log2 + log2f(sum)) * kLn2;
+      }
+    }
+  }
+}
+
+// dq of query tile qt, head h (MT m-tiles of 16 queries from row_base) added to the fp32
+// workspace by atomics: the sum over key tiles.
+template <int D, int MT>
+__device__ __forceinline__ void add_query_gradients(const BwdParams& p, const float (&dq)[MT][D / 8][4], int qt,
+                                                    int h, int b, int row_base, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = qt * kTile + row_base + 16 * mt + g + r * 8;
+      if (row >= p.seq) continue;
+      float* dst = p.dq_acc + ((static_cast<int64_t>(b) * p.seq + row) * p.heads + h) * D;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[mt][i][2 * r], dq[mt][i][2 * r + 1]));
+      }
+    }
+  }
+}
+
 // In place: s (k q^T, raw) becomes p = exp2(s scale log2 e - lse2) with the causal mask, and dp
 // (v dout^T) becomes ds = p (dp - delta), for MT m-tiles of 16 keys from row_base against the
 // step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked.
@@ -295,8 +346,9 @@ __device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp
 // from row_base, the m16n8 layout: n-block i of 8 channels, rows g and g + 8). Under a head split,
 // this slice's fp32 partials as accumulated (kv_sum_kernel finishes them).
 template <int D, int MT>
-__device__ __forceinline__ void write_key_gradients(const BwdParams& p, const BackwardBlock& blk, int row_base, int lane,
-                                                    const float (&dk)[MT][D / 8][4], const float (&dv)[MT][D / 8][4]) {
+__device__ __forceinline__ void write_key_gradients(const BwdParams& p, const BackwardBlock& blk, int row_base,
+                                                    int lane, const float (&dk)[MT][D / 8][4],
+                                                    const float (&dv)[MT][D / 8][4]) {
   const int g = lane / 4, t = lane % 4, k0 = blk.kt * kTile, b = blk.b, hk = blk.hk, slice = blk.slice,
             kv_heads = blk.kv_heads;
   if (p.slices > 1) {  // this slice's partials, as accumulated: kv_sum_kernel finishes them
@@ -306,7 +358,8 @@ __device__ __forceinline__ void write_key_gradients(const BwdParams& p, const Ba
       for (int r = 0; r < 2; ++r) {
         const int row = k0 + row_base + 16 * mt + g + r * 8;
         if (row >= p.seq) continue;
-        const int64_t at = (((static_cast<int64_t>(slice) * p.batch_size + b) * p.seq + row) * kv_heads + hk) * D + 2 * t;
+        const int64_t at =
+            (((static_cast<int64_t>(slice) * p.batch_size + b) * p.seq + row) * kv_heads + hk) * D + 2 * t;
         float2* dkp = reinterpret_cast<float2*>(p.dk_part + at);
         float2* dvp = reinterpret_cast<float2*>(p.dv_part + at);
 #pragma unroll

@@ -13,8 +13,8 @@
 //   are K-major where the product's K runs along the channels (q, k, v, dout in s and dp) and
 //   transposed where K runs down the rows (v, dout, q, k and ds as the second factor of p v, dv,
 //   dk, dq). Which of the two byte offsets the hardware takes as "leading" and which as
-//   "stride" in each case is what bench/probes/wgmma_probe.cu settles; DescriptorOffsets must
-//   follow its result.
+//   "stride" in each case is what bench/probes/wgmma_probe.cu settles; Blocked must follow its
+//   result.
 // - An m64nN accumulator holds, per warp, 16 rows in the layout of mma.sync's m16n8 tiles side by
 //   side, so the softmax and the score gradients are the mma.sync kernels' code on flat arrays.
 // - Not yet here: overlap of one tile's softmax with the next tile's products (each product is
@@ -33,22 +33,33 @@ __device__ __forceinline__ int blocked(int r, int c) {
   return ((r / 8) * (D / 8) + c / 8) * 64 + (r % 8) * 8 + c % 8;
 }
 
-// Descriptor byte offsets, (leading, stride), for a blocked tile of D columns: core matrices lie
-// kCoreBytes apart along a stored row and D / 8 x kCoreBytes apart from one 8-row block to the
-// next. K-major: the product's K runs along the stored rows (q, k, v, dout as factors of s and
-// dp). Transposed: K runs down the rows (v in p v; dout, q in dv, dk; ds, k in dq). Each pair is
-// one of the probe's two readings.
-template <int D>
-struct DescriptorOffsets {
-  static constexpr uint32_t along_row = kCoreBytes, row_block = D / 8 * kCoreBytes;
-  static constexpr uint32_t k_major_leading = along_row, k_major_stride = row_block;
-  static constexpr uint32_t transposed_leading = row_block, transposed_stride = along_row;
-};
-
 __device__ __forceinline__ uint64_t descriptor(const void* tile, uint32_t byte_offset, uint32_t leading,
                                                uint32_t stride) {
   const uint64_t start = (smem_u32(tile) + byte_offset) & 0x3FFFF;
   return (start >> 4) | (static_cast<uint64_t>(leading >> 4) << 16) | (static_cast<uint64_t>(stride >> 4) << 32);
+}
+
+// Matrix descriptors of a blocked tile of D columns, from byte `at` (a k-chunk's start): core
+// matrices lie kCoreBytes apart along a stored row and D / 8 x kCoreBytes (row_block) apart from
+// one 8-row block to the next. K-major: the product's K runs along the stored rows (q, k, v, dout
+// as factors of s and dp). Transposed: K runs down the rows (v in p v; dout, q in dv, dk; ds, k in
+// dq). Which offset is "leading" and which "stride" in each is one of the probe's two readings.
+template <int D>
+struct Blocked {
+  static constexpr uint32_t along_row = kCoreBytes, row_block = D / 8 * kCoreBytes;
+  __device__ static uint64_t k_major(const bf16* tile, uint32_t at) {
+    return descriptor(tile, at, along_row, row_block);
+  }
+  __device__ static uint64_t transposed(const bf16* tile, uint32_t at) {
+    return descriptor(tile, at, row_block, along_row);
+  }
+};
+
+// An accumulator in the mma.sync kernels' [m-tile][n-block][4] form (one m-tile), seen flat as the
+// m64nN wgmma operand it is.
+template <int NB>
+__device__ __forceinline__ float (&flat(float (&x)[1][NB][4]))[NB * 4] {
+  return *reinterpret_cast<float(*)[NB * 4]>(&x[0][0][0]);
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -69,17 +80,6 @@ __device__ __forceinline__ void fence_async_proxy() { asm volatile("fence.proxy.
 
 #define HYDRA_ACC4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
 #define HYDRA_ACC8(i) HYDRA_ACC4(i), HYDRA_ACC4(i + 4)
-
-// s (+)= a b: m64n64k16, both operands from descriptors, B K-major.
-__device__ __forceinline__ void mma_scores(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
-      "%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : HYDRA_ACC8(0), HYDRA_ACC8(8), HYDRA_ACC8(16), HYDRA_ACC8(24)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
 
 // o += a b: m64nDk16, A from registers (mma.sync's A fragment of the warp's 16 rows), B transposed.
 // (scale-d is a predicate operand: set to true, the product accumulates.)
@@ -108,30 +108,34 @@ __device__ __forceinline__ void mma_values(float (&d)[32], const uint32_t (&a)[4
       : HYDRA_ACC8(0), HYDRA_ACC8(8), HYDRA_ACC8(16), HYDRA_ACC8(24)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(1));
 }
-// dq (+)= a b: m64nDk16, A and B from descriptors, both transposed (A stored [K][M], B [K][N]).
-__device__ __forceinline__ void mma_transposed(float (&d)[8], uint64_t a, uint64_t b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 1, 1;\n}\n"
-      : HYDRA_ACC8(0)
-      : "l"(a), "l"(b), "r"(accumulate));
-}
-__device__ __forceinline__ void mma_transposed(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+// d (+)= a b: m64nNk16, both operands from descriptors, each transposed or not (kTA: A stored
+// [K][M]; kTB: B stored [K][N]). accumulate 0 overwrites d.
+template <int kTA, int kTB>
+__device__ __forceinline__ void mma_shared(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
-      "%16, %17, p, 1, 1, 1, 1;\n}\n"
+      "%16, %17, p, 1, 1, %19, %20;\n}\n"
       : HYDRA_ACC8(0), HYDRA_ACC8(8)
-      : "l"(a), "l"(b), "r"(accumulate));
+      : "l"(a), "l"(b), "r"(accumulate), "n"(kTA), "n"(kTB));
 }
-__device__ __forceinline__ void mma_transposed(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+template <int kTA, int kTB>
+__device__ __forceinline__ void mma_shared(float (&d)[8], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, %11, %12;\n}\n"
+      : HYDRA_ACC8(0)
+      : "l"(a), "l"(b), "r"(accumulate), "n"(kTA), "n"(kTB));
+}
+template <int kTA, int kTB>
+__device__ __forceinline__ void mma_shared(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
       "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,"
-      "%29,%30,%31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+      "%29,%30,%31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
       : HYDRA_ACC8(0), HYDRA_ACC8(8), HYDRA_ACC8(16), HYDRA_ACC8(24)
-      : "l"(a), "l"(b), "r"(accumulate));
+      : "l"(a), "l"(b), "r"(accumulate), "n"(kTA), "n"(kTB));
 }
 #undef HYDRA_ACC8
 #undef HYDRA_ACC4
@@ -148,28 +152,25 @@ __device__ __forceinline__ void load_blocked(bf16* dst, const bf16* src, int64_t
 template <int D>
 __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Offsets = DescriptorOffsets<D>;
   __shared__ __align__(128) bf16 sq[kTile * D];
   __shared__ __align__(128) bf16 sk[2][kTile * D];
   __shared__ __align__(128) bf16 sv[2][kTile * D];
 
   const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int lane = threadIdx.x % 32, row_base = 16 * (threadIdx.x / 32);
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
   const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
-  const int q0 = qt * kTile, row_base = 16 * warp;
-  const float c = p.scale_log2;
 
-  load_blocked<D>(sq, q, p.qs.s, q0, p.seq);
+  load_blocked<D>(sq, q, p.qs.s, qt * kTile, p.seq);
   load_blocked<D>(sk[0], k, p.ks.s, 0, p.seq);
   load_blocked<D>(sv[0], v, p.vs.s, 0, p.seq, p.value_shift);
   cp_async_commit();
 
-  float o[D / 2];  // m64nD accumulator: n-block i of 8 channels is o[4 i .. 4 i + 3]
+  float o[1][D / 8][4];  // the m64nD accumulator
 #pragma unroll
-  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  for (float& x : flat(o)) x = 0.f;
+  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
 
   for (int j = 0; j <= qt; ++j) {
     const int st = j & 1;
@@ -183,60 +184,35 @@ __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdPara
     cp_async_commit();
 
     // Raw scores q k^T, 64 queries x 64 keys: 16 channels a product (2 core matrices along a row).
-    float s[32];
+    float s[1][8][4];
 #pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+    for (float& x : flat(s)) x = 0.f;
     wgmma_fence();
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
       const uint32_t at = kc * 2 * kCoreBytes;
-      mma_scores(s, descriptor(sq, at, Offsets::k_major_leading, Offsets::k_major_stride),
-                 descriptor(sk[st], at, Offsets::k_major_leading, Offsets::k_major_stride), kc);
+      mma_shared<0, 0>(flat(s), Blocked<D>::k_major(sq, at), Blocked<D>::k_major(sk[st], at), kc);
     }
     wgmma_commit_and_wait();
-    hold_registers(s);
+    hold_registers(flat(s));
 
-    online_softmax<D, 1>(reinterpret_cast<float(&)[1][8][4]>(s), reinterpret_cast<float(&)[1][D / 8][4]>(o),
-                         reinterpret_cast<float(&)[1][2]>(m), reinterpret_cast<float(&)[1][2]>(l), c, j == qt, row_base,
-                         lane);
+    online_softmax<D, 1>(s, o, m, l, p.scale_log2, j == qt, row_base, lane);
 
     // o += p v: keys 16 kk .. 16 kk + 15 are row blocks 2 kk and 2 kk + 1 of v. All four A
     // fragments are packed before the fence: registers written between two wgmmas make the
     // compiler wait for the first.
     uint32_t a[4][4];
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) a[kk][e] = pack_bf16(s[8 * kk + 2 * e], s[8 * kk + 2 * e + 1]);
-    }
+    for (int kk = 0; kk < 4; ++kk) acc_as_a(a[kk], s[0], kk);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      mma_values(o, a[kk],
-                 descriptor(sv[st], kk * 2 * Offsets::row_block, Offsets::transposed_leading,
-                            Offsets::transposed_stride));
+      mma_values(flat(o), a[kk], Blocked<D>::transposed(sv[st], kk * 2 * Blocked<D>::row_block));
     }
     wgmma_commit_and_wait();
-    hold_registers(o);
+    hold_registers(flat(o));
   }
-
-  // Epilogue: the quad's partial sums, normalise, write out and lse.
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int row = q0 + row_base + g + r * 8;
-    if (row >= p.seq) continue;
-    const float inv = 1.f / sum;
-    bf16* out = p.out + b * p.os.b + row * p.os.s + h * p.os.h;
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      *reinterpret_cast<__nv_bfloat162*>(out + i * 8 + 2 * t) =
-          __floats2bfloat162_rn(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
-    }
-    if (t == 0) p.lse[(static_cast<int64_t>(b) * p.heads + h) * p.seq + row] = (m[r] * c + log2f(sum)) * kLn2;
-  }
+  write_rows_out<D, 1>(p, o, m, l, qt, h, b, row_base, lane);
 #else
   __trap();  // built without sm_90a (kernels/CMakeLists.txt builds hydra_kernels for 90a)
 #endif
@@ -259,13 +235,10 @@ struct BackwardSmem {
 template <int D>
 __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Offsets = DescriptorOffsets<D>;
-  using DsOffsets = DescriptorOffsets<kTile>;  // ds rows hold 64 queries
   extern __shared__ __align__(128) unsigned char smem_raw[];
   BackwardSmem<D>& sm = *reinterpret_cast<BackwardSmem<D>*>(smem_raw);
   const BackwardBlock blk = backward_block(p);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int k0 = blk.kt * kTile, row_base = 16 * warp;
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, row_base = 16 * (threadIdx.x / 32);
 
   // Stage st <- (query head of the slice, query tile) of step it.
   auto load_step = [&](int it, int st) {
@@ -279,17 +252,14 @@ __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdPar
       sm.delta[st][i] = row < p.seq ? p.delta[base + row] : 0.f;
     }
   };
-  load_blocked<D>(sm.k, p.k + blk.b * p.ks.b + blk.hk * p.ks.h, p.ks.s, k0, p.seq);
-  load_blocked<D>(sm.v, p.v + blk.b * p.vs.b + blk.hk * p.vs.h, p.vs.s, k0, p.seq, p.value_shift);
+  load_blocked<D>(sm.k, p.k + blk.b * p.ks.b + blk.hk * p.ks.h, p.ks.s, blk.kt * kTile, p.seq);
+  load_blocked<D>(sm.v, p.v + blk.b * p.vs.b + blk.hk * p.vs.h, p.vs.s, blk.kt * kTile, p.seq, p.value_shift);
   load_step(0, 0);
   cp_async_commit();
 
-  // dk, dv in write_key_gradients' [m-tile][n-block][4] form; the m64nD products see them flat.
-  float dk[1][D / 8][4], dv[1][D / 8][4];
-  float(&dk_acc)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&dk[0][0][0]);
-  float(&dv_acc)[D / 2] = *reinterpret_cast<float(*)[D / 2]>(&dv[0][0][0]);
+  float dk[1][D / 8][4], dv[1][D / 8][4];  // m64nD accumulators
 #pragma unroll
-  for (int i = 0; i < D / 2; ++i) dk_acc[i] = dv_acc[i] = 0.f;
+  for (int i = 0; i < D / 2; ++i) flat(dk)[i] = flat(dv)[i] = 0.f;
 
   for (int it = 0; it < blk.total; ++it) {
     const int st = it & 1;
@@ -301,34 +271,28 @@ __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdPar
     cp_async_commit();
 
     // s = k q^T and dp = v dout^T: 64 keys x 64 queries each.
-    float s[32], dp[32];
+    float s[1][8][4], dp[1][8][4];
 #pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = dp[i] = 0.f;
+    for (int i = 0; i < 32; ++i) flat(s)[i] = flat(dp)[i] = 0.f;
     wgmma_fence();
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
       const uint32_t at = kc * 2 * kCoreBytes;
-      mma_scores(s, descriptor(sm.k, at, Offsets::k_major_leading, Offsets::k_major_stride),
-                 descriptor(sm.q[st], at, Offsets::k_major_leading, Offsets::k_major_stride), kc);
-      mma_scores(dp, descriptor(sm.v, at, Offsets::k_major_leading, Offsets::k_major_stride),
-                 descriptor(sm.dout[st], at, Offsets::k_major_leading, Offsets::k_major_stride), kc);
+      mma_shared<0, 0>(flat(s), Blocked<D>::k_major(sm.k, at), Blocked<D>::k_major(sm.q[st], at), kc);
+      mma_shared<0, 0>(flat(dp), Blocked<D>::k_major(sm.v, at), Blocked<D>::k_major(sm.dout[st], at), kc);
     }
     wgmma_commit_and_wait();
-    hold_registers(s);
-    hold_registers(dp);
+    hold_registers(flat(s));
+    hold_registers(flat(dp));
 
-    score_gradients<1>(reinterpret_cast<float(&)[1][8][4]>(s), reinterpret_cast<float(&)[1][8][4]>(dp), sm.lse2[st],
-                       sm.delta[st], p.scale_log2, qt == blk.kt, row_base, lane);
+    score_gradients<1>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt == blk.kt, row_base, lane);
 
     // p^T and ds^T as bf16 A operands by 16 queries; ds^T also to shared memory for the dq product.
     uint32_t ap[4][4], ad[4][4];
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        ap[kk][e] = pack_bf16(s[8 * kk + 2 * e], s[8 * kk + 2 * e + 1]);
-        ad[kk][e] = pack_bf16(dp[8 * kk + 2 * e], dp[8 * kk + 2 * e + 1]);
-      }
+      acc_as_a(ap[kk], s[0], kk);
+      acc_as_a(ad[kk], dp[0], kk);
       // ad[kk][e]: key row_base + g + 8 (e & 1), queries 16 kk + 8 (e >> 1) + 2 t and + 1.
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
@@ -342,42 +306,30 @@ __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdPar
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint32_t at = kk * 2 * Offsets::row_block;
-      mma_values(dv_acc, ap[kk], descriptor(sm.dout[st], at, Offsets::transposed_leading, Offsets::transposed_stride));
-      mma_values(dk_acc, ad[kk], descriptor(sm.q[st], at, Offsets::transposed_leading, Offsets::transposed_stride));
+      const uint32_t at = kk * 2 * Blocked<D>::row_block;
+      mma_values(flat(dv), ap[kk], Blocked<D>::transposed(sm.dout[st], at));
+      mma_values(flat(dk), ad[kk], Blocked<D>::transposed(sm.q[st], at));
     }
     wgmma_commit_and_wait();
-    hold_registers(dk_acc);
-    hold_registers(dv_acc);
+    hold_registers(flat(dk));
+    hold_registers(flat(dv));
     fence_async_proxy();  // ds's stores before the tensor cores read them
     __syncthreads();      // ds complete
 
     // dq (the tile's 64 queries; warp w holds 16 of them) = ds k: keys 16 kc .. are row blocks
-    // 2 kc and 2 kc + 1 of both ds and k.
-    float dq[D / 2];
+    // 2 kc and 2 kc + 1 of both ds (64 columns: queries) and k.
+    float dq[1][D / 8][4];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+    for (float& x : flat(dq)) x = 0.f;
     wgmma_fence();
 #pragma unroll
     for (int kc = 0; kc < 4; ++kc) {
-      mma_transposed(dq,
-                     descriptor(sm.ds, kc * 2 * DsOffsets::row_block, DsOffsets::transposed_leading,
-                                DsOffsets::transposed_stride),
-                     descriptor(sm.k, kc * 2 * Offsets::row_block, Offsets::transposed_leading, Offsets::transposed_stride),
-                     kc);
+      mma_shared<1, 1>(flat(dq), Blocked<kTile>::transposed(sm.ds, kc * 2 * Blocked<kTile>::row_block),
+                       Blocked<D>::transposed(sm.k, kc * 2 * Blocked<D>::row_block), kc);
     }
     wgmma_commit_and_wait();
-    hold_registers(dq);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = qt * kTile + row_base + g + r * 8;
-      if (row >= p.seq) continue;
-      float* dst = p.dq_acc + ((static_cast<int64_t>(blk.b) * p.seq + row) * p.heads + h) * D;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[4 * i + 2 * r], dq[4 * i + 2 * r + 1]));
-      }
-    }
+    hold_registers(flat(dq));
+    add_query_gradients<D, 1>(p, dq, qt, h, blk.b, row_base, lane);
   }
   write_key_gradients<D, 1>(p, blk, row_base, lane, dk, dv);
 #else
@@ -390,7 +342,8 @@ __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdPar
 void backward_wgmma(const LatentAttentionShape& x, const BwdParams& p, int64_t blocks, cudaStream_t stream) {
   const auto launch = [&](auto kernel, size_t smem) {
     // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
-    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    HYDRA_KERNEL_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     kernel<<<static_cast<unsigned>(blocks), kWarpgroup, smem, stream>>>(p);
   };
   switch (x.head_dim) {
