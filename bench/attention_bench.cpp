@@ -14,6 +14,7 @@
 // HYDRA_BENCH_SHAPES=8x1024,1x4096 keeps the rows of those B x S (for a profiler run).
 #include "bench/attention_bench.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -65,7 +66,28 @@ std::vector<Shape> shapes() {
 
 struct Ceilings {
   double matmul_tflops = 0, copy_gbs = 0, ex2_per_s = 0;
+  double sm_clocks_per_s = 0;  // multiprocessors x clock: the SFU and FMA peaks are per SM clock
 };
+
+// Scores a second the softmax can take at best when its exponentials are split between the
+// special-function units (16 ex2 a clock an SM) and a polynomial exp2 on the FMA pipes (128 lanes
+// a clock an SM; 4 FMA-pipe instructions an exponential, as FlashAttention-4's degree-3
+// polynomial with its range reduction), and every score also costs `fma_ops` FMA-pipe operations
+// of its own (forward 2: the scale-and-subtract FFMA and the row sum; backward 3: the
+// probability's FFMA, dp - delta and the product). A fraction f of the exponentials on the FMA
+// pipes balances both units where (1 - f) / 16 = (fma_ops + 4 f) / 128, so f = (8 - fma_ops) / 12.
+constexpr double kForwardFmaOps = 2, kBackwardFmaOps = 3;
+double softmax_scores_per_s(const Ceilings& c, double fma_ops) {
+  const double f = (8.0 - fma_ops) / 12.0;
+  return 16.0 / (1.0 - f) * c.sm_clocks_per_s;
+}
+
+// The floor of a latent attention pass: the largest of its matrix products at the measured
+// matmul ceiling, its bytes at the copy ceiling and its softmax at the SFU and FMA peaks.
+double kernel_floor_ms(const Ceilings& c, double flops, double bytes, double scores, double fma_ops) {
+  return std::max({flops / (c.matmul_tflops * 1e12), bytes / (c.copy_gbs * 1e9),
+                   scores / softmax_scores_per_s(c, fma_ops)}) * 1e3;
+}
 
 Ceilings measure_ceilings() {
   const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
@@ -90,7 +112,8 @@ Ceilings measure_ceilings() {
   HYDRA_BENCH_CUDA(cudaGetDevice(&dev));
   HYDRA_BENCH_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   HYDRA_BENCH_CUDA(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
-  c.ex2_per_s = 16.0 * sms * khz * 1e3;
+  c.sm_clocks_per_s = static_cast<double>(sms) * khz * 1e3;
+  c.ex2_per_s = 16.0 * c.sm_clocks_per_s;
   return c;
 }
 
@@ -235,6 +258,7 @@ struct KernelFigures {
   double fwd_mt_ms[2], bwd_mt_ms[2];  // medians of 1 and 2 rows of 16 per warp (NaN: not built)
   double fwd_tiles_inner_ms = 0, bwd_tiles_inner_ms = 0;  // medians with the old block order
   double fwd_wgmma_ms = 0, bwd_wgmma_ms = 0;  // on warpgroup MMAs (LatentAttentionVariant::wgmma_*)
+  std::vector<std::pair<std::string, double>> fwd_variants_ms;  // the forward's other variants by name
   std::vector<std::pair<int, double>> bwd_split_ms;  // backward median by head split (every divisor of G)
   int bwd_split_default = 0;                         // the launcher's choice
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
@@ -309,6 +333,21 @@ KernelFigures time_kernels(const Shape& s) {
     kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
                                        mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, wgmma_bwd);
   }).median_ms;
+  // The forward with its registers left to the compiler and capped for 5 and 6 resident blocks.
+  std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> forward_variants;
+  for (const int min_blocks : {-1, 5, 6}) {
+    if (D > 32) break;
+    kernels::LatentAttentionVariant capped;
+    capped.fwd_min_blocks = min_blocks;
+    forward_variants.emplace_back(min_blocks < 0 ? "registers uncapped" : "min blocks " + std::to_string(min_blocks),
+                                  capped);
+  }
+  for (const auto& [label, variant] : forward_variants) {
+    f.fwd_variants_ms.emplace_back(label, time_device([&] {
+      kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream,
+                                        variant);
+    }).median_ms);
+  }
   // The backward by head split (LatentAttentionVariant::bwd_head_split), beside the default's choice.
   f.bwd_split_default = kernels::latent_attention_backward_head_split(shape);
   for (int split = 1; split <= group; ++split) {
@@ -414,19 +453,21 @@ Json layer_json(const FwdBwd& t) {
 
 Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   Json j = Json::object();
-  auto pass = [&](const char* name, const Timing& t, double flops, double bytes) {
+  auto pass = [&](const char* name, const Timing& t, double flops, double bytes, double fma_ops) {
     const double s = t.median_ms * 1e-3;
-    const double floor_ms = std::max(flops / (c.matmul_tflops * 1e12), bytes / (c.copy_gbs * 1e9)) * 1e3;
+    const double floor_ms = kernel_floor_ms(c, flops, bytes, f.ex2, fma_ops);
     Json p = timing_json(t);
     p["tflops"] = flops / s / 1e12;
     p["gbs"] = bytes / s / 1e9;
     p["floor_ms"] = floor_ms;
     p["of_floor"] = floor_ms / t.median_ms;  // 1.0 = at the floor the ceilings set
-    p["ex2_floor_ms"] = f.ex2 / c.ex2_per_s * 1e3;
+    p["ex2_floor_ms"] = f.ex2 / c.ex2_per_s * 1e3;  // the exponentials on the SFU alone
+    p["softmax_floor_ms"] = f.ex2 / softmax_scores_per_s(c, fma_ops) * 1e3;
+    p["matmul_floor_ms"] = flops / (c.matmul_tflops * 1e12) * 1e3;
     j[name] = std::move(p);
   };
-  pass("forward", f.fwd, f.flops_fwd, f.bytes_fwd);
-  pass("backward", f.bwd, f.flops_bwd, f.bytes_bwd);
+  pass("forward", f.fwd, f.flops_fwd, f.bytes_fwd, kForwardFmaOps);
+  pass("backward", f.bwd, f.flops_bwd, f.bytes_bwd, kBackwardFmaOps);
   Json v = Json::object();
   v["forward_mtiles1_ms"] = f.fwd_mt_ms[0];
   v["forward_mtiles2_ms"] = f.fwd_mt_ms[1];
@@ -436,6 +477,11 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   v["backward_tiles_inner_ms"] = f.bwd_tiles_inner_ms;
   v["forward_wgmma_ms"] = f.fwd_wgmma_ms;
   v["backward_wgmma_ms"] = f.bwd_wgmma_ms;
+  for (const auto& [label, ms] : f.fwd_variants_ms) {
+    std::string key = "forward_" + label + "_ms";
+    std::replace(key.begin(), key.end(), ' ', '_');
+    v[key] = ms;
+  }
   Json split = Json::object();
   for (const auto& [slices, ms] : f.bwd_split_ms) split[std::to_string(slices)] = ms;
   v["backward_head_split_ms"] = std::move(split);
@@ -532,8 +578,8 @@ int run_attention_bench(const std::string& json_path) {
     vs["head_dim"] = kernel_vs_sdpa_json(vs_head_dim);
     vs["heads"] = kernel_vs_sdpa_json(vs_heads);
     rows.push(std::move(row));
-    const double fwd_floor = std::max(kf.flops_fwd / (ceil.matmul_tflops * 1e12), kf.bytes_fwd / (ceil.copy_gbs * 1e9)) * 1e3;
-    const double bwd_floor = std::max(kf.flops_bwd / (ceil.matmul_tflops * 1e12), kf.bytes_bwd / (ceil.copy_gbs * 1e9)) * 1e3;
+    const double fwd_floor = kernel_floor_ms(ceil, kf.flops_fwd, kf.bytes_fwd, kf.ex2, kForwardFmaOps);
+    const double bwd_floor = kernel_floor_ms(ceil, kf.flops_bwd, kf.bytes_bwd, kf.ex2, kBackwardFmaOps);
     table.push_back({tf.fwd.median_ms, tf.fwdbwd.median_ms, tr.fwd.median_ms, tr.fwdbwd.median_ms, tg.fwd.median_ms,
                      tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.bwd.median_ms, fwd_floor / kf.fwd.median_ms,
                      bwd_floor / kf.bwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, heads_fwd, heads_fwdbwd,
@@ -552,6 +598,9 @@ int run_attention_bench(const std::string& json_path) {
     }
     std::printf("    on warpgroup MMAs: forward %.3f ms, backward %.3f ms (default, mma.sync: %.3f, %.3f)\n",
                 kf.fwd_wgmma_ms, kf.bwd_wgmma_ms, kf.fwd.median_ms, kf.bwd.median_ms);
+    std::printf("    forward variants:");
+    for (const auto& [label, ms] : kf.fwd_variants_ms) std::printf(" %s %.3f ms,", label.c_str(), ms);
+    std::printf(" default %.3f ms\n", kf.fwd.median_ms);
     std::printf("    backward by head split (default %d):", kf.bwd_split_default);
     for (const auto& [slices, ms] : kf.bwd_split_ms) std::printf(" %d: %.3f ms", slices, ms);
     std::printf("\n");

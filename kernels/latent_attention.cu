@@ -42,8 +42,8 @@ using namespace detail;
 // Forward: one block per (query tile, head, batch); each warp owns MT m-tiles of 16 queries, so
 // that every K and V fragment read from shared memory feeds MT tensor-core products.
 
-template <int D, int MT>
-__global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParams p) {
+template <int D, int MT, int kMinBlocks>
+__global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(const FwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
   __shared__ __align__(16) bf16 sq[kTile][W];
   __shared__ __align__(16) bf16 sk[2][kTile][W];
@@ -54,10 +54,11 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
   const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
-  const int q0 = qt * kTile;
   const int row_base = warp * 16 * MT;  // m-tile mt holds rows row_base + 16 mt + g (+ 8)
+  int pos[MT][2];
+  row_positions<MT>(pos, qt, row_base, lane);
 
-  load_tile<D, kT>(sq, q, p.qs.s, q0, p.seq);
+  load_tile<D, kT>(sq, q, p.qs.s, qt * kTile, p.seq);
   load_tile<D, kT>(sk[0], k, p.ks.s, 0, p.seq);
   load_tile<D, kT>(sv[0], v, p.vs.s, 0, p.seq, p.value_shift);
   cp_async_commit();
@@ -111,7 +112,16 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
       }
     }
 
-    online_softmax<D, MT>(s, o, m, l, p.scale_log2, j == qt, row_base, lane);
+    int lim[MT][2];
+    tile_limits<MT>(lim, pos, j);
+    // Tiles below the diagonal skip the mask's compares and selects. At D 64 the second copy of
+    // the softmax cost registers (139 against 128: a block less an SM), and the masked copy is
+    // right for every tile (lim >= 64 below the diagonal).
+    if (D < 64 && j < qt) {
+      online_softmax<D, MT, false>(s, o, m, l, p.scale_log2, lim, lane);
+    } else {
+      online_softmax<D, MT, true>(s, o, m, l, p.scale_log2, lim, lane);
+    }
 
     // o += p v.
 #pragma unroll
@@ -141,11 +151,25 @@ __global__ void __launch_bounds__(threads_for(MT)) forward_kernel(const FwdParam
 // which these latency-bound kernels need more than the halved shared-memory reads of 2.
 int fwd_mtiles(int D, int asked) { return D == 64 ? 1 : asked ? asked : 1; }
 
-template <int D, int MT>
+// The forward's register cap (LatentAttentionVariant::fwd_min_blocks) for head size D at mt rows
+// of 16 a warp; 0 = none. The default 5 at D 32 (one row tile a warp): on an H100 at E 2048 it
+// took the forward from 0.365 to 0.322 ms at S 8192 and from 0.112 to 0.100 at S 4096, measured
+// beside a block layout since dropped (docs/PERF.md, 2026-12-06, session 28; not yet timed on
+// this tree); at D 16 the compiler's choice already fits 5 blocks.
+int fwd_min_blocks(int D, int mt, int asked) {
+  HYDRA_CHECK(asked == 0 || asked == -1 || (mt == 1 && D <= 32 && (asked == 5 || asked == 6)),
+              "fwd_min_blocks " << asked << " (built: 5, 6 at one row tile a warp, d 16 and 32)");
+  if (asked == -1) return 0;
+  if (asked == 0) return D == 32 && mt == 1 ? 5 : 0;
+  return asked;
+}
+
+// kMinBlocks 0: no minimum (the compiler's register choice; 1 would change it).
+template <int D, int MT, int kMinBlocks = 0>
 void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
   const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
-  forward_kernel<D, MT><<<static_cast<unsigned>(blocks), threads_for(MT), 0, stream>>>(p);
+  forward_kernel<D, MT, kMinBlocks><<<static_cast<unsigned>(blocks), threads_for(MT), 0, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -168,6 +192,13 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
   if (variant.wgmma_forward) return forward_wgmma(shape, p, stream);
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
+  const int min_blocks = fwd_min_blocks(shape.head_dim, mt, variant.fwd_min_blocks);
+  switch (shape.head_dim * 100 + mt * 10 + min_blocks) {
+    case 1615: return forward_launch<16, 1, 5>(shape, p, stream);
+    case 1616: return forward_launch<16, 1, 6>(shape, p, stream);
+    case 3215: return forward_launch<32, 1, 5>(shape, p, stream);
+    case 3216: return forward_launch<32, 1, 6>(shape, p, stream);
+  }
   switch (shape.head_dim * 10 + mt) {
     case 161: return forward_launch<16, 1>(shape, p, stream);
     case 162: return forward_launch<16, 2>(shape, p, stream);

@@ -59,6 +59,11 @@ struct LatentAttentionVariant {
   int bwd_head_split = 0;
   bool wgmma_forward = false;
   bool wgmma_backward = false;
+  // The forward's registers capped for this many resident blocks a multiprocessor, at one row
+  // tile a warp and d 16 or 32 (5 or 6 built): occupancy against spills. 0 takes the default for
+  // the head size (5 at d 32, where the compiler chose up to 128 registers; at d 16 none), -1 the
+  // compiler's own choice.
+  int fwd_min_blocks = 0;
 };
 
 // True when the kernels handle this head size.

@@ -41,6 +41,8 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+// All but the most recently committed group complete.
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -109,23 +111,27 @@ __device__ __forceinline__ void acc_as_a(uint32_t (&a)[4], const float (&s)[8][4
 // Rows row0 .. row0 + 63 of a [S, D] slab (row stride in elements) into shared memory,
 // asynchronously; rows at or past seq are zero-filled. shift (CCQA's value shift): the second
 // half of row r's channels comes from row r - 1 of the slab, zero for row 0. at(r, c): where
-// the 16 bytes of row r from channel c go (the tile's layout).
+// the 16 bytes of row r from channel c go (the tile's layout). Called for every key or query
+// tile, so the addresses are one 64-bit offset stepped by a constant and two 32-bit compares a
+// piece (ncu, session 28: a per-piece address computation had cost the forward about 115
+// instructions a tile, a quarter of its instructions; this form about 30).
 template <int D, int kT, typename At>
 __device__ __forceinline__ void load_rows(At at, const bf16* src, int64_t row_stride, int row0, int seq, bool shift) {
-  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+  constexpr int kChunks = D / 8, kRowStep = kT / kChunks;  // 16-byte pieces per row; a thread's row step
   static_assert(kTile * kChunks % kT == 0, "every thread moves the same number of pieces");
   static_assert(kT % kChunks == 0, "a thread keeps one column: piece threadIdx.x % kChunks of its rows");
   static_assert(D % 16 == 0, "the shift moves whole 16-byte pieces");
   // Piece c = threadIdx.x + i kT is row c / kChunks, column c % kChunks: the column is the
   // thread's own for every i, so its shift is worked out once.
   const int col = (threadIdx.x % kChunks) * 8, first = threadIdx.x / kChunks;
-  const int back = shift && col >= D / 2 ? 1 : 0;
+  const int from0 = row0 + first - (shift && col >= D / 2 ? 1 : 0);  // source row of the first piece
+  int64_t off = static_cast<int64_t>(from0) * row_stride + col;
+  const int64_t step = static_cast<int64_t>(kRowStep) * row_stride;
 #pragma unroll
-  for (int i = 0; i < kTile * kChunks / kT; ++i) {
-    const int r = first + i * (kT / kChunks);
-    const int from = row0 + r - back;
-    const bool valid = row0 + r < seq && from >= 0;
-    cp_async16(at(r, col), src + (valid ? static_cast<int64_t>(from) * row_stride : 0) + col, valid);
+  for (int i = 0; i < kTile * kChunks / kT; ++i, off += step) {
+    const int r = first + i * kRowStep;
+    const bool valid = row0 + r < seq && from0 + i * kRowStep >= 0;
+    cp_async16(at(r, col), src + (valid ? off : 0), valid);
   }
 }
 
@@ -213,16 +219,21 @@ __device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p) {
   return f;
 }
 
-// One key tile of the forward's online softmax, in place, for MT m-tiles of 16 queries from
-// row_base (m16n8 layout): s (raw q k^T of 64 keys) becomes exp2(s c - m c) with the running max
-// m (raw scores; c = scale log2 e > 0, so each probability is one FFMA and one ex2), and the
-// running sums l (this thread's part of each row) and the output o are rescaled to the new max.
-// Only the diagonal tile (diag) is masked; every row sees key 0 in tile 0, so m is finite from
-// the first tile on.
-template <int D, int MT>
-__device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2],
-                                               float (&l)[MT][2], float c, bool diag, int row_base, int lane) {
-  const int g = lane / 4, t = lane % 4;
+// One key tile of the forward's online softmax, in two halves, for MT m-tiles of 16 query rows
+// (m16n8 layout) with s the raw q k^T of 64 keys. running_max: the running max m (raw scores)
+// takes the tile's, the running sums l (this thread's part of each row) are rescaled to it, alpha
+// receives each row's rescale factor (the output owes it: rescale_rows) and neg = -m c.
+// exponentiate: s becomes exp2(s c - m c) (c = scale log2 e > 0: one FFMA and one ex2 a score)
+// and l takes the tile's probabilities. Where masked, a row's keys past lim (its position minus
+// the tile's first key) are left out; only tiles that cross some row's position are masked, and
+// every row sees key 0 in tile 0, so m is finite from the first tile on. Masking is a template
+// argument: as a run-time flag its compares and selects ran on every tile (ncu: a sixth of the
+// forward's instructions).
+template <int MT, bool kMasked>
+__device__ __forceinline__ void running_max(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+                                            float (&alpha)[MT][2], float (&neg)[MT][2], float c,
+                                            const int (&lim)[MT][2], int lane) {
+  const int t = lane % 4;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     float mx[2] = {-INFINITY, -INFINITY};
@@ -230,36 +241,61 @@ __device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[
     for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int key = nb * 8 + 2 * t + (e & 1), row = row_base + 16 * mt + g + (e >> 1) * 8;
-        if (diag && key > row) s[mt][nb][e] = -INFINITY;
+        const int key = nb * 8 + 2 * t + (e & 1);
+        if (kMasked && key > lim[mt][e >> 1]) s[mt][nb][e] = -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nb][e]);
       }
     }
-    float neg[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
       const float m_new = fmaxf(m[mt][r], mx[r]);
-      const float alpha = exp2_approx((m[mt][r] - m_new) * c);
+      alpha[mt][r] = exp2_approx((m[mt][r] - m_new) * c);
       m[mt][r] = m_new;
-      neg[r] = -m_new * c;
-      l[mt][r] *= alpha;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        o[mt][i][2 * r] *= alpha;
-        o[mt][i][2 * r + 1] *= alpha;
-      }
+      neg[mt][r] = -m_new * c;
+      l[mt][r] *= alpha[mt][r];
     }
+  }
+}
+template <int MT>
+__device__ __forceinline__ void exponentiate(float (&s)[MT][8][4], float (&l)[MT][2], const float (&neg)[MT][2],
+                                             float c) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[mt][nb][e] = exp2_approx(fmaf(s[mt][nb][e], c, neg[e >> 1]));
+        s[mt][nb][e] = exp2_approx(fmaf(s[mt][nb][e], c, neg[mt][e >> 1]));
         l[mt][e >> 1] += s[mt][nb][e];
       }
     }
   }
+}
+
+// The output rows times their rescale factors (running_max's alpha).
+template <int D, int MT>
+__device__ __forceinline__ void rescale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT][2]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      o[mt][i][0] *= alpha[mt][0], o[mt][i][1] *= alpha[mt][0];
+      o[mt][i][2] *= alpha[mt][1], o[mt][i][3] *= alpha[mt][1];
+    }
+  }
+}
+
+// The whole step where the output can be rescaled at once (the mma.sync forward): s becomes the
+// tile's probabilities, m, l and o move to the new max.
+template <int D, int MT, bool kMasked>
+__device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2],
+                                               float (&l)[MT][2], float c, const int (&lim)[MT][2], int lane) {
+  float alpha[MT][2], neg[MT][2];
+  running_max<MT, kMasked>(s, m, l, alpha, neg, c, lim, lane);
+  rescale_rows<D, MT>(o, alpha);
+  exponentiate<MT>(s, l, neg, c);
 }
 
 // The forward's end for MT m-tiles of 16 queries from row_base of query tile qt: each row's sum
@@ -292,6 +328,24 @@ __device__ __forceinline__ void write_rows_out(const FwdParams& p, const float (
   }
 }
 
+// The positions of this thread's query rows (MT m-tiles of 16 from row_base of query tile qt,
+// rows g and g + 8).
+template <int MT>
+__device__ __forceinline__ void row_positions(int (&pos)[MT][2], int qt, int row_base, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) pos[mt][r] = qt * kTile + row_base + 16 * mt + lane / 4 + 8 * r;
+  }
+}
+
+// The causal limits of key tile j for those rows (online_softmax's lim).
+template <int MT>
+__device__ __forceinline__ void tile_limits(int (&lim)[MT][2], const int (&pos)[MT][2], int j) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) lim[mt][0] = pos[mt][0] - j * kTile, lim[mt][1] = pos[mt][1] - j * kTile;
+}
+
 // dq of query tile qt, head h (MT m-tiles of 16 queries from row_base) added to the fp32
 // workspace by atomics: the sum over key tiles.
 template <int D, int MT>
@@ -315,7 +369,9 @@ __device__ __forceinline__ void add_query_gradients(const BwdParams& p, const fl
 
 // In place: s (k q^T, raw) becomes p = exp2(s scale log2 e - lse2) with the causal mask, and dp
 // (v dout^T) becomes ds = p (dp - delta), for MT m-tiles of 16 keys from row_base against the
-// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked.
+// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked (a
+// run-time flag: a second copy of the step for it, or a compare against the tiles' distance,
+// cost the mma.sync backward registers or spills).
 template <int MT>
 __device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp)[MT][8][4], const float* lse2,
                                                 const float* delta, float scale_log2, bool diag, int row_base,

@@ -13,12 +13,13 @@
 //   are K-major where the product's K runs along the channels (q, k, v, dout in s and dp) and
 //   transposed where K runs down the rows (v, dout, q, k and ds as the second factor of p v, dv,
 //   dk, dq). Which of the two byte offsets the hardware takes as "leading" and which as
-//   "stride" in each case is what bench/probes/wgmma_probe.cu settles; Blocked must follow its
-//   result.
+//   "stride" in each case bench/probes/wgmma_probe.cu settled on an H100 (Blocked's reading).
 // - An m64nN accumulator holds, per warp, 16 rows in the layout of mma.sync's m16n8 tiles side by
 //   side, so the softmax and the score gradients are the mma.sync kernels' code on flat arrays.
-// - Not yet here: overlap of one tile's softmax with the next tile's products (each product is
-//   waited for at once), two warpgroups ping-ponging, TMA loads, dq without per-thread atomics.
+// - The forward overlaps the next tile's softmax with this tile's p v (forward_tile); the backward
+//   still waits for each product at once. Not yet here: two warpgroups ping-ponging, TMA loads,
+//   dq without per-thread atomics. On an H100 (session 28) both are slower than the mma.sync
+//   kernels at d 32: forward 0.49 against 0.34-0.37 ms, backward 0.99 against 0.88 at S 8192.
 #include "kernels/latent_attention_common.cuh"
 
 namespace hydra::kernels::detail {
@@ -64,9 +65,15 @@ __device__ __forceinline__ float (&flat(float (&x)[1][NB][4]))[NB * 4] {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Waits until at most N of this warpgroup's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 __device__ __forceinline__ void wgmma_commit_and_wait() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  wgmma_commit();
+  wgmma_wait<0>();
 }
 // Pins accumulator registers at this point of the program: the compiler sees a wgmma's asm as
 // writing its accumulators at once, so without this it could move their use above the wait.
@@ -149,70 +156,139 @@ __device__ __forceinline__ void load_blocked(bf16* dst, const bf16* src, int64_t
   load_rows<D, kWarpgroup>([dst](int r, int c) { return dst + blocked<D>(r, c); }, src, row_stride, row0, seq, shift);
 }
 
+// The forward's shared memory: the query tile and three stages of key and value tiles (tile t in
+// stage t % 3: while tile j's p v reads its stage, tile j + 1's stage holds keys for the next
+// scores and tile j + 2 loads into the stage of tile j - 1, whose p v every warp has waited for).
+template <int D>
+struct ForwardSmem {
+  static constexpr int kStages = 3;
+  bf16 q[kTile * D];
+  bf16 k[kStages][kTile * D], v[kStages][kTile * D];
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// One key tile j of the pipelined forward (forward_wgmma_kernel), in FlashAttention-3's order:
+// on entry tile j's probabilities are packed in `a` and alpha holds the rescale that o still
+// owes (running_max's); nothing is in flight. With a next tile (kMore), its scores q k^T are
+// issued into s first (after its keys landed) and tile j + 2's loads start; then o is rescaled,
+// tile j's p v issued, and the next tile's softmax runs on the ALUs while p v runs on the tensor
+// cores. At the end p v is waited for and the next tile's probabilities packed into `a`. kMore
+// is a compile-time branch, and the wait before a register read retires the product issued
+// first in the same call: otherwise ptxas (C7514) serialises every wgmma, as it did for an order
+// that read o after a wait for the previous call's p v.
+template <int D, bool kMore>
+__device__ __forceinline__ void forward_tile(const FwdParams& p, ForwardSmem<D>& sm, const ForwardBlock& blk,
+                                             const bf16* k, const bf16* v, int j, float (&s)[1][8][4],
+                                             float (&o)[1][D / 8][4], float (&m)[1][2], float (&l)[1][2],
+                                             float (&alpha)[1][2], uint32_t (&a)[4][4], const int (&pos)[1][2],
+                                             int lane) {
+  constexpr int kStages = ForwardSmem<D>::kStages;
+  if constexpr (kMore) {
+    cp_async_wait_all();
+    fence_async_proxy();
+    __syncthreads();  // tile j + 1 visible to the tensor cores; tile j - 1's p v done in every warp
+    if (j + 2 <= blk.qt) {
+      load_blocked<D>(sm.k[(j + 2) % kStages], k, p.ks.s, (j + 2) * kTile, p.seq);
+      load_blocked<D>(sm.v[(j + 2) % kStages], v, p.vs.s, (j + 2) * kTile, p.seq, p.value_shift);
+    }
+    cp_async_commit();
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+      const uint32_t at = kc * 2 * kCoreBytes;
+      mma_shared<0, 0>(flat(s), Blocked<D>::k_major(sm.q, at), Blocked<D>::k_major(sm.k[(j + 1) % kStages], at), kc);
+    }
+    wgmma_commit();
+  }
+  rescale_rows<D, 1>(o, alpha);
+  // o += p v: keys 16 kk .. 16 kk + 15 are row blocks 2 kk and 2 kk + 1 of v.
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    mma_values(flat(o), a[kk], Blocked<D>::transposed(sm.v[j % kStages], kk * 2 * Blocked<D>::row_block));
+  }
+  wgmma_commit();
+  if constexpr (kMore) {
+    wgmma_wait<1>();  // the next tile's scores (p v still running)
+    hold_registers(flat(s));
+    int lim[1][2];
+    tile_limits<1>(lim, pos, j + 1);
+    float neg[1][2];
+    if (j + 1 == blk.qt) {
+      running_max<1, true>(s, m, l, alpha, neg, p.scale_log2, lim, lane);
+    } else {
+      running_max<1, false>(s, m, l, alpha, neg, p.scale_log2, lim, lane);
+    }
+    exponentiate<1>(s, l, neg, p.scale_log2);
+  }
+  wgmma_wait<0>();  // p v: o and the registers of `a` are free again
+  hold_registers(flat(o));
+  if constexpr (kMore) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) acc_as_a(a[kk], s[0], kk);
+  }
+}
+#endif
+
+// The forward on wgmma, pipelined as FlashAttention-3 does within a warpgroup (forward_tile):
+// tile j + 1's softmax on the ALUs while tile j's p v runs on the tensor cores.
 template <int D>
 __global__ void __launch_bounds__(kWarpgroup) forward_wgmma_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  __shared__ __align__(128) bf16 sq[kTile * D];
-  __shared__ __align__(128) bf16 sk[2][kTile * D];
-  __shared__ __align__(128) bf16 sv[2][kTile * D];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  ForwardSmem<D>& sm = *reinterpret_cast<ForwardSmem<D>*>(smem_raw);
 
-  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
+  const ForwardBlock blk = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
   const int lane = threadIdx.x % 32, row_base = 16 * (threadIdx.x / 32);
-  const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
-  const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
-  const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
+  const bf16* q = p.q + blk.b * p.qs.b + blk.h * p.qs.h;
+  const bf16* k = p.k + blk.b * p.ks.b + blk.hk * p.ks.h;
+  const bf16* v = p.v + blk.b * p.vs.b + blk.hk * p.vs.h;
+  int pos[1][2];
+  row_positions<1>(pos, blk.qt, row_base, lane);
 
-  load_blocked<D>(sq, q, p.qs.s, qt * kTile, p.seq);
-  load_blocked<D>(sk[0], k, p.ks.s, 0, p.seq);
-  load_blocked<D>(sv[0], v, p.vs.s, 0, p.seq, p.value_shift);
+  // The query tile and key tile 0, then key tile 1 (its own group, so tile 0 need not wait for it).
+  load_blocked<D>(sm.q, q, p.qs.s, blk.qt * kTile, p.seq);
+  load_blocked<D>(sm.k[0], k, p.ks.s, 0, p.seq);
+  load_blocked<D>(sm.v[0], v, p.vs.s, 0, p.seq, p.value_shift);
+  cp_async_commit();
+  if (blk.qt >= 1) {
+    load_blocked<D>(sm.k[1], k, p.ks.s, kTile, p.seq);
+    load_blocked<D>(sm.v[1], v, p.vs.s, kTile, p.seq, p.value_shift);
+  }
   cp_async_commit();
 
   float o[1][D / 8][4];  // the m64nD accumulator
 #pragma unroll
   for (float& x : flat(o)) x = 0.f;
-  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
+  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}}, alpha[1][2];
+  float s[1][8][4];  // raw scores of the next key tile, then its probabilities
+  uint32_t a[4][4];  // the current tile's probabilities as p v's A operand
 
-  for (int j = 0; j <= qt; ++j) {
-    const int st = j & 1;
-    cp_async_wait_all();
-    fence_async_proxy();
-    __syncthreads();  // tile j visible to the tensor cores; everyone is done with stage st ^ 1
-    if (j < qt) {
-      load_blocked<D>(sk[st ^ 1], k, p.ks.s, (j + 1) * kTile, p.seq);
-      load_blocked<D>(sv[st ^ 1], v, p.vs.s, (j + 1) * kTile, p.seq, p.value_shift);
-    }
-    cp_async_commit();
-
-    // Raw scores q k^T, 64 queries x 64 keys: 16 channels a product (2 core matrices along a row).
-    float s[1][8][4];
+  // Tile 0's scores and softmax before the loop.
+  cp_async_wait_one();
+  fence_async_proxy();
+  __syncthreads();  // the query tile and key tile 0 visible to the tensor cores
+  wgmma_fence();
 #pragma unroll
-    for (float& x : flat(s)) x = 0.f;
-    wgmma_fence();
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
-      const uint32_t at = kc * 2 * kCoreBytes;
-      mma_shared<0, 0>(flat(s), Blocked<D>::k_major(sq, at), Blocked<D>::k_major(sk[st], at), kc);
-    }
-    wgmma_commit_and_wait();
-    hold_registers(flat(s));
-
-    online_softmax<D, 1>(s, o, m, l, p.scale_log2, j == qt, row_base, lane);
-
-    // o += p v: keys 16 kk .. 16 kk + 15 are row blocks 2 kk and 2 kk + 1 of v. All four A
-    // fragments are packed before the fence: registers written between two wgmmas make the
-    // compiler wait for the first.
-    uint32_t a[4][4];
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) acc_as_a(a[kk], s[0], kk);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      mma_values(flat(o), a[kk], Blocked<D>::transposed(sv[st], kk * 2 * Blocked<D>::row_block));
-    }
-    wgmma_commit_and_wait();
-    hold_registers(flat(o));
+  for (int kc = 0; kc < D / 16; ++kc) {
+    const uint32_t at = kc * 2 * kCoreBytes;
+    mma_shared<0, 0>(flat(s), Blocked<D>::k_major(sm.q, at), Blocked<D>::k_major(sm.k[0], at), kc);
   }
-  write_rows_out<D, 1>(p, o, m, l, qt, h, b, row_base, lane);
+  wgmma_commit_and_wait();
+  hold_registers(flat(s));
+  {
+    int lim[1][2];
+    tile_limits<1>(lim, pos, 0);
+    float neg[1][2];
+    running_max<1, true>(s, m, l, alpha, neg, p.scale_log2, lim, lane);  // masked or not: once a block
+    exponentiate<1>(s, l, neg, p.scale_log2);
+  }
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) acc_as_a(a[kk], s[0], kk);
+
+  for (int j = 0; j < blk.qt; ++j) forward_tile<D, true>(p, sm, blk, k, v, j, s, o, m, l, alpha, a, pos, lane);
+  forward_tile<D, false>(p, sm, blk, k, v, blk.qt, s, o, m, l, alpha, a, pos, lane);
+  write_rows_out<D, 1>(p, o, m, l, blk.qt, blk.h, blk.b, row_base, lane);
 #else
   __trap();  // built without sm_90a (kernels/CMakeLists.txt builds hydra_kernels for 90a)
 #endif
@@ -357,10 +433,15 @@ void backward_wgmma(const LatentAttentionShape& x, const BwdParams& p, int64_t b
 void forward_wgmma(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
   const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
+  const auto launch = [&](auto kernel, size_t smem) {
+    HYDRA_KERNEL_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<static_cast<unsigned>(blocks), kWarpgroup, smem, stream>>>(p);
+  };
   switch (x.head_dim) {
-    case 16: forward_wgmma_kernel<16><<<static_cast<unsigned>(blocks), kWarpgroup, 0, stream>>>(p); break;
-    case 32: forward_wgmma_kernel<32><<<static_cast<unsigned>(blocks), kWarpgroup, 0, stream>>>(p); break;
-    default: forward_wgmma_kernel<64><<<static_cast<unsigned>(blocks), kWarpgroup, 0, stream>>>(p); break;
+    case 16: launch(forward_wgmma_kernel<16>, sizeof(ForwardSmem<16>)); break;
+    case 32: launch(forward_wgmma_kernel<32>, sizeof(ForwardSmem<32>)); break;
+    default: launch(forward_wgmma_kernel<64>, sizeof(ForwardSmem<64>)); break;
   }
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }

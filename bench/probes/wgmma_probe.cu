@@ -2,11 +2,14 @@
 // from us before the latent attention kernels move onto it (issue 15): the no-swizzle
 // ("interleaved") shared-memory layout, the meaning of the descriptor's two byte offsets for
 // K-major and MN-major operands, the A operand from registers, and the accumulator layout. Each
-// product is run under both readings of the offsets; the one that matches a float64 reference is
-// the one the kernels will use.
+// product runs under the reading of the offsets that the kernels take, against a float64
+// reference, then under the opposite one. On an H100 (2026-12-06) the kernels' reading matched
+// for S from shared memory and from registers; the opposite one mismatched for S and faulted at
+// P V (an illegal address: a wrong reading can reach past the tile), which is why the kernels'
+// reading now runs first for every product.
 //
 //   nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -o /tmp/wgmma_probe bench/probes/wgmma_probe.cu
-//   /tmp/wgmma_probe        (exit 0: every product matched under one reading)
+//   /tmp/wgmma_probe        (exit 0: every product matched under the kernels' reading)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -233,6 +236,63 @@ T* to_device(const std::vector<T>& h) {
   return d;
 }
 
+// Every product under one reading of the offsets. as_kernels: (LBO, SBO) = (next core matrix
+// along K, next 8-row block) for K-major operands and the reverse for transposed (MN-major) ones,
+// the reading kernels/latent_attention_wgmma.cu's Blocked takes; otherwise the opposite for both.
+// A wrong reading can address past the tile and fault, which ends the process: main runs the
+// kernels' reading first so that its results are printed whatever the other does.
+bool run_reading(bool as_kernels, const std::vector<__nv_bfloat16>& q, const std::vector<__nv_bfloat16>& k,
+                 const std::vector<__nv_bfloat16>& v, const std::vector<__nv_bfloat16>& p, __nv_bfloat16* dq,
+                 __nv_bfloat16* dk, __nv_bfloat16* dv, __nv_bfloat16* dp, float* out) {
+  std::vector<float> host(kRows * kRows);
+  const uint32_t along_k = 128, row_block_d = (kD / 8) * 128, row_block_q = (kRows / 8) * 128;
+  // K-major operands (q, k of S): (along_k, row block) as the kernels read them.
+  const uint32_t lbo = as_kernels ? along_k : row_block_d, sbo = as_kernels ? row_block_d : along_k;
+  bool ok = true;
+  for (int regs = 0; regs <= 1; ++regs) {
+    CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
+    scores_kernel<<<1, 128>>>(dq, dk, out, lbo, sbo, regs);
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+    CHECK(cudaMemcpy(host.data(), out, kRows * kRows * sizeof(float), cudaMemcpyDeviceToHost));
+    const double e = error(host, q, k, kRows, kD, kRows, false);
+    std::printf("S = Q K^T, A from %s, LBO %u SBO %u: relative error %.2e %s\n", regs ? "registers" : "shared memory",
+                lbo, sbo, e, e < 1e-5 ? "MATCH" : "no");
+    ok = ok && e < 1e-5;
+  }
+  // P V: B is [keys][d] with d contiguous (transposed): the kernels read (row block, along K).
+  const uint32_t lbo_t = as_kernels ? row_block_d : along_k, sbo_t = as_kernels ? along_k : row_block_d;
+  {
+    CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
+    values_kernel<<<1, 128>>>(dp, dv, out, lbo_t, sbo_t);
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+    CHECK(cudaMemcpy(host.data(), out, kRows * kD * sizeof(float), cudaMemcpyDeviceToHost));
+    const double e = error(host, p, v, kRows, kRows, kD, true);
+    std::printf("O = P V, V transposed (MN-major), LBO %u SBO %u: relative error %.2e %s\n", lbo_t, sbo_t, e,
+                e < 1e-5 ? "MATCH" : "no");
+    ok = ok && e < 1e-5;
+  }
+  // ds k: A transposed from shared memory ([K][M], 64 columns a row), B transposed, both read alike.
+  {
+    const uint32_t lbo_a = as_kernels ? row_block_q : along_k, sbo_a = as_kernels ? along_k : row_block_q;
+    CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
+    transposed_kernel<<<1, 128>>>(dp, dk, out, lbo_a, sbo_a, lbo_t, sbo_t);
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+    CHECK(cudaMemcpy(host.data(), out, kRows * kD * sizeof(float), cudaMemcpyDeviceToHost));
+    // Reference: out[m][n] = sum_k p[k][m] k[k][n] (p read as [K][M]).
+    std::vector<__nv_bfloat16> ds_t(kRows * kRows);  // ds^T [key][query]: A^T
+    for (int m = 0; m < kRows; ++m)
+      for (int kk = 0; kk < kRows; ++kk) ds_t[m * kRows + kk] = p[kk * kRows + m];
+    const double e = error(host, ds_t, k, kRows, kRows, kD, true);
+    std::printf("dQ = dS K, A and B transposed, A (LBO %u SBO %u), B (LBO %u SBO %u): relative error %.2e %s\n", lbo_a,
+                sbo_a, lbo_t, sbo_t, e, e < 1e-5 ? "MATCH" : "no");
+    ok = ok && e < 1e-5;
+  }
+  return ok;
+}
+
 }  // namespace
 
 int main() {
@@ -242,60 +302,12 @@ int main() {
   __nv_bfloat16 *dq = to_device(q), *dk = to_device(k), *dv = to_device(v), *dp = to_device(p);
   float* out = nullptr;
   CHECK(cudaMalloc(&out, kRows * kRows * sizeof(float)));
-  std::vector<float> host(kRows * kRows);
-  // The two readings of the offsets: (LBO, SBO) = (next core matrix along K, next 8-row block)
-  // and the reverse. In the blocked layout the first is 128 bytes, the second cols / 8 x 128.
-  const uint32_t along_k = 128, row_block_d = (kD / 8) * 128;
-  bool scores_ok = false, values_ok = false;
-  for (int regs = 0; regs <= 1; ++regs) {
-    bool ok = false;
-    for (const auto& [lbo, sbo] : {std::pair{along_k, row_block_d}, std::pair{row_block_d, along_k}}) {
-      CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
-      scores_kernel<<<1, 128>>>(dq, dk, out, lbo, sbo, regs);
-      CHECK(cudaGetLastError());
-      CHECK(cudaDeviceSynchronize());
-      CHECK(cudaMemcpy(host.data(), out, kRows * kRows * sizeof(float), cudaMemcpyDeviceToHost));
-      const double e = error(host, q, k, kRows, kD, kRows, false);
-      std::printf("S = Q K^T, A from %s, LBO %u SBO %u: relative error %.2e %s\n", regs ? "registers" : "shared memory",
-                  lbo, sbo, e, e < 1e-5 ? "MATCH" : "no");
-      ok = ok || e < 1e-5;
-    }
-    scores_ok = (regs == 0 || scores_ok) && ok;
-  }
-  // P V: B is [keys][d] with d contiguous; a row block of V is kD / 8 core matrices, a k-chunk
-  // two row blocks. The readings: LBO/SBO = (next core matrix along d, next 8 keys) or reverse.
-  for (const auto& [lbo, sbo] : {std::pair{along_k, row_block_d}, std::pair{row_block_d, along_k}}) {
-    CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
-    values_kernel<<<1, 128>>>(dp, dv, out, lbo, sbo);
-    CHECK(cudaGetLastError());
-    CHECK(cudaDeviceSynchronize());
-    CHECK(cudaMemcpy(host.data(), out, kRows * kD * sizeof(float), cudaMemcpyDeviceToHost));
-    const double e = error(host, p, v, kRows, kRows, kD, true);
-    std::printf("O = P V, V transposed (MN-major), LBO %u SBO %u: relative error %.2e %s\n", lbo, sbo, e,
-                e < 1e-5 ? "MATCH" : "no");
-    values_ok = values_ok || e < 1e-5;
-  }
-  // ds k: A transposed from shared memory ([K][M], 64 columns a row), B transposed; the same two
-  // readings, taken alike for A and B.
-  bool transposed_ok = false;
-  std::vector<__nv_bfloat16> ds_t(kRows * kRows);  // ds^T [key][query]: A^T
-  for (const auto& [lbo_k, sbo_k] : {std::pair{along_k, row_block_d}, std::pair{row_block_d, along_k}}) {
-    const uint32_t row_block_q = (kRows / 8) * 128;
-    const uint32_t lbo_a = lbo_k == along_k ? along_k : row_block_q, sbo_a = lbo_k == along_k ? row_block_q : along_k;
-    CHECK(cudaMemset(out, 0xff, kRows * kRows * sizeof(float)));
-    transposed_kernel<<<1, 128>>>(dp, dk, out, lbo_a, sbo_a, lbo_k, sbo_k);
-    CHECK(cudaGetLastError());
-    CHECK(cudaDeviceSynchronize());
-    CHECK(cudaMemcpy(host.data(), out, kRows * kD * sizeof(float), cudaMemcpyDeviceToHost));
-    // Reference: out[m][n] = sum_k p[k][m] k[k][n] (p read as [K][M]).
-    for (int m = 0; m < kRows; ++m)
-      for (int kk = 0; kk < kRows; ++kk) ds_t[m * kRows + kk] = p[kk * kRows + m];
-    const double e = error(host, ds_t, k, kRows, kRows, kD, true);
-    std::printf("dQ = dS K, A and B transposed, A (LBO %u SBO %u), B (LBO %u SBO %u): relative error %.2e %s\n", lbo_a,
-                sbo_a, lbo_k, sbo_k, e, e < 1e-5 ? "MATCH" : "no");
-    transposed_ok = transposed_ok || e < 1e-5;
-  }
-  const bool ok = scores_ok && values_ok && transposed_ok;
-  std::printf("%s\n", ok ? "wgmma probe: every product matched" : "wgmma probe: MISMATCH");
+  std::printf("The kernels' reading:\n");
+  const bool ok = run_reading(true, q, k, v, p, dq, dk, dv, dp, out);
+  std::printf("%s\n", ok ? "wgmma probe: every product matched under the kernels' reading"
+                          : "wgmma probe: MISMATCH under the kernels' reading");
+  std::printf("The opposite reading (expected to mismatch, and it may fault):\n");
+  std::fflush(stdout);
+  run_reading(false, q, k, v, p, dq, dk, dv, dp, out);
   return ok ? 0 : 1;
 }
