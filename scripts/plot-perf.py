@@ -6,7 +6,8 @@ them): what people would rather see than read.
                                     # or one run's metrics file (*.jsonl: loss, learning rate,
                                     # gradient norm, throughput; docs/INTERFACE.md lists its fields)
 
-Each FILE.json gives FILE.png. Needs matplotlib (Debian: python3-matplotlib; the GPU
+Each FILE.json gives FILE.png (a bench-attention JSON also FILE-kernels.png: the latent
+attention kernels and their variants against the floor). Needs matplotlib (Debian: python3-matplotlib; the GPU
 machine's python3 has it).
 """
 import json
@@ -57,6 +58,38 @@ def plot_attention(data, out):
     fig.suptitle(f'CCQA layer, {data.get("device", "")}, {data.get("date", "")}')
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(out, dpi=110)
+
+
+def plot_latent_kernels(data, out):
+    """The latent attention kernels alone: forward and backward medians of the default and of every
+    variant the benchmark timed, per shape, with the floor the ceilings set."""
+    rows = [r for r in data["rows"] if "latent_kernels" in r]
+    if not rows:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
+    for ax, pass_name in zip(axes, ("forward", "backward")):
+        labels = [f'E{r["E"]} B{r["B"]} S{r["S"]}' for r in rows]
+        series = {"default": [r["latent_kernels"][pass_name]["median_ms"] for r in rows]}
+        for r_i, r in enumerate(rows):
+            for key, ms in r["latent_kernels"].get("variants", {}).items():
+                if key.startswith(pass_name) and key[-3:] in ("_ms", " ms") and isinstance(ms, (int, float)):
+                    name = key[len(pass_name):].strip(" _").removesuffix("_ms").removesuffix(" ms").replace("_", " ")
+                    series.setdefault(name, [float("nan")] * len(rows))[r_i] = ms
+        width = 0.8 / len(series)
+        for i, (name, values) in enumerate(series.items()):
+            ax.bar([x + i * width for x in range(len(rows))], values, width, label=name)
+        floors = [r["latent_kernels"][pass_name]["floor_ms"] for r in rows]
+        ax.scatter([x + 0.4 - width / 2 for x in range(len(rows))], floors, marker="_", s=600, color="black",
+                   label="floor (matmul, bytes, softmax at SFU+FMA peaks)", zorder=3)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(rows))], labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (median, log scale)")
+        ax.set_title(f"latent attention {pass_name} kernel, {data.get('device', '')}")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def plot_training(runs, out):
@@ -259,6 +292,9 @@ def main(paths):
             data = json.load(open(path))
             if "rows" in data and "ceilings" in data:
                 plot_attention(data, out)
+                kernels_out = os.path.splitext(path)[0] + "-kernels.png"
+                if plot_latent_kernels(data, kernels_out):
+                    print(kernels_out)
             elif "sync_save_ms" in data:
                 plot_checkpoint(data, out)
             elif "hydra" in data and "torch" in data:
