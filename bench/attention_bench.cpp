@@ -333,14 +333,19 @@ KernelFigures time_kernels(const Shape& s) {
     kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
                                        mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, wgmma_bwd);
   }).median_ms;
-  // The forward with its registers left to the compiler and capped for 5 and 6 resident blocks.
+  // The forward with its registers left to the compiler, capped for 5 and 6 resident blocks, and
+  // with 128 queries a block.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> forward_variants;
-  for (const int min_blocks : {-1, 5, 6}) {
-    if (D > 32) break;
-    kernels::LatentAttentionVariant capped;
-    capped.fwd_min_blocks = min_blocks;
-    forward_variants.emplace_back(min_blocks < 0 ? "registers uncapped" : "min blocks " + std::to_string(min_blocks),
-                                  capped);
+  if (D <= 32) {
+    for (const int min_blocks : {-1, 5, 6}) {
+      kernels::LatentAttentionVariant capped;
+      capped.fwd_min_blocks = min_blocks;
+      forward_variants.emplace_back(min_blocks < 0 ? "registers uncapped" : "min blocks " + std::to_string(min_blocks),
+                                    capped);
+    }
+    kernels::LatentAttentionVariant rows128;
+    rows128.fwd_rows = 128;
+    forward_variants.emplace_back("128 rows", rows128);
   }
   for (const auto& [label, variant] : forward_variants) {
     f.fwd_variants_ms.emplace_back(label, time_device([&] {

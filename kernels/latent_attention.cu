@@ -9,7 +9,8 @@
 //   log2 domain (scale * log2 e folded into one multiply) so that each exp is one ex2.approx.
 // - Tiles of 64 queries x 64 keys; each warp owns MT m-tiles of 16 rows (forward: queries;
 //   backward: keys), so a block has 4 / MT warps. Equal tile sizes make the causal diagonal
-//   exactly one tile, the only one that is masked.
+//   exactly one tile, the only one that is masked. (The forward's 128-query blocks, a variant,
+//   are two query tiles over the same key tiles: two diagonal tiles, each masked for its half.)
 // - Shared rows are padded by 8 elements (16 bytes): ldmatrix rows then fall in distinct banks.
 // - Rows past S are zero-filled on load, never left as garbage (0 * NaN would leak into valid
 //   rows); in the backward, query rows past S get lse = +inf so that their P is exactly 0.
@@ -40,27 +41,50 @@ using namespace detail;
 
 // ---------------------------------------------------------------------------------------------
 // Forward: one block per (query tile, head, batch); each warp owns MT m-tiles of 16 queries, so
-// that every K and V fragment read from shared memory feeds MT tensor-core products.
+// that every K and V fragment read from shared memory feeds MT tensor-core products. kR query
+// tiles of 64 a block (1 or 2): with 2, 128 queries share every key and value tile a block
+// loads, half the L2 reads a score (ncu: L2 throughput 65-74% at S 8192 with 64), and the
+// diagonal spans two key tiles, the second of which the first half's warps skip.
 
-template <int D, int MT, int kMinBlocks>
-__global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(const FwdParams p) {
-  constexpr int W = D + kPad, kT = threads_for(MT);
-  __shared__ __align__(16) bf16 sq[kTile][W];
+template <int D, int MT, int kMinBlocks, int kR>
+__global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kernel(const FwdParams p) {
+  constexpr int W = D + kPad, kT = threads_for(MT);  // kT: the threads of one 64-row tile
+  __shared__ __align__(16) bf16 sq[kR * kTile][W];
   __shared__ __align__(16) bf16 sk[2][kTile][W];
   __shared__ __align__(16) bf16 sv[2][kTile][W];
 
-  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
+  // qt counts blocks of kR x 64 queries; t0 is the block's first 64-query tile.
+  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner, kR * kTile);
+  const int t0 = qt * kR, last = kR == 1 ? qt : min(t0 + kR - 1, (p.seq - 1) / kTile);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
   const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
   const int row_base = warp * 16 * MT;  // m-tile mt holds rows row_base + 16 mt + g (+ 8)
   int pos[MT][2];
-  row_positions<MT>(pos, qt, row_base, lane);
+  row_positions<MT>(pos, t0, row_base, lane);
+  // The key tiles past this warp's last query: none of its rows sees them.
+  const int warp_last = (t0 * kTile + row_base + 16 * MT - 1) / kTile;
 
-  load_tile<D, kT>(sq, q, p.qs.s, qt * kTile, p.seq);
-  load_tile<D, kT>(sk[0], k, p.ks.s, 0, p.seq);
-  load_tile<D, kT>(sv[0], v, p.vs.s, 0, p.seq, p.value_shift);
+  // Each 64-row tile is loaded by kT threads: with two, the block's halves take one each (the
+  // queries), then the keys and the values.
+  const int part = static_cast<int>(threadIdx.x) / kT, tid = static_cast<int>(threadIdx.x) % kT;
+  const auto load_keys_values = [&](int stage, int tile) {
+    if constexpr (kR == 1) {
+      load_tile<D, kT>(sk[stage], k, p.ks.s, tile * kTile, p.seq);
+      load_tile<D, kT>(sv[stage], v, p.vs.s, tile * kTile, p.seq, p.value_shift);
+    } else if (part == 0) {
+      load_tile<D, kT>(sk[stage], k, p.ks.s, tile * kTile, p.seq, false, tid);
+    } else {
+      load_tile<D, kT>(sv[stage], v, p.vs.s, tile * kTile, p.seq, p.value_shift, tid);
+    }
+  };
+  if constexpr (kR == 1) {
+    load_tile<D, kT>(sq, q, p.qs.s, qt * kTile, p.seq);
+  } else {
+    load_tile<D, kT>(sq + part * kTile, q, p.qs.s, (t0 + part) * kTile, p.seq, false, tid);
+  }
+  load_keys_values(0, 0);
   cp_async_commit();
 
   uint32_t qf[MT][D / 16][4];
@@ -74,15 +98,13 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
     l[mt][0] = l[mt][1] = 0.f;
   }
 
-  for (int j = 0; j <= qt; ++j) {
+  for (int j = 0; j <= last; ++j) {
     const int st = j & 1;
     cp_async_wait_all();
     __syncthreads();  // tile j visible; everyone is done with stage st ^ 1
-    if (j < qt) {
-      load_tile<D, kT>(sk[st ^ 1], k, p.ks.s, (j + 1) * kTile, p.seq);
-      load_tile<D, kT>(sv[st ^ 1], v, p.vs.s, (j + 1) * kTile, p.seq, p.value_shift);
-    }
+    if (j < last) load_keys_values(st ^ 1, j + 1);
     cp_async_commit();
+    if (kR > 1 && j > warp_last) continue;  // every row of this warp masked (warp-uniform)
     if (j == 0) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -117,7 +139,7 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
     // Tiles below the diagonal skip the mask's compares and selects. At D 64 the second copy of
     // the softmax cost registers (139 against 128: a block less an SM), and the masked copy is
     // right for every tile (lim >= 64 below the diagonal).
-    if (D < 64 && j < qt) {
+    if (D < 64 && j < t0) {
       online_softmax<D, MT, false>(s, o, m, l, p.scale_log2, lim, lane);
     } else {
       online_softmax<D, MT, true>(s, o, m, l, p.scale_log2, lim, lane);
@@ -142,7 +164,7 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
     }
   }
 
-  write_rows_out<D, MT>(p, o, m, l, qt, h, b, row_base, lane);
+  write_rows_out<D, MT>(p, o, m, l, t0, h, b, row_base, lane);
 }
 
 // m-tiles per warp. 2 is built only where ptxas -v reports no spills (not at D = 64). The
@@ -155,21 +177,23 @@ int fwd_mtiles(int D, int asked) { return D == 64 ? 1 : asked ? asked : 1; }
 // of 16 a warp; 0 = none. The default 5 at D 32 (one row tile a warp): on an H100 at E 2048 it
 // took the forward from 0.365 to 0.322 ms at S 8192 and from 0.112 to 0.100 at S 4096, measured
 // beside a block layout since dropped (docs/PERF.md, 2026-12-06, session 28; not yet timed on
-// this tree); at D 16 the compiler's choice already fits 5 blocks.
+// this tree); at D 16 the compiler's choice already fits 5 blocks. At D 64 4, the blocks its
+// shared memory allows: ptxas's own choice moves between 128 and 139 registers with small
+// changes to the kernel, and above 128 a block an SM is lost.
 int fwd_min_blocks(int D, int mt, int asked) {
   HYDRA_CHECK(asked == 0 || asked == -1 || (mt == 1 && D <= 32 && (asked == 5 || asked == 6)),
               "fwd_min_blocks " << asked << " (built: 5, 6 at one row tile a warp, d 16 and 32)");
   if (asked == -1) return 0;
-  if (asked == 0) return D == 32 && mt == 1 ? 5 : 0;
+  if (asked == 0) return D == 32 && mt == 1 ? 5 : D == 64 ? 4 : 0;
   return asked;
 }
 
 // kMinBlocks 0: no minimum (the compiler's register choice; 1 would change it).
-template <int D, int MT, int kMinBlocks = 0>
+template <int D, int MT, int kMinBlocks = 0, int kR = 1>
 void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
-  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
+  const int64_t blocks = static_cast<int64_t>((x.seq + kR * kTile - 1) / (kR * kTile)) * x.heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
-  forward_kernel<D, MT, kMinBlocks><<<static_cast<unsigned>(blocks), threads_for(MT), 0, stream>>>(p);
+  forward_kernel<D, MT, kMinBlocks, kR><<<static_cast<unsigned>(blocks), threads_for(MT) * kR, 0, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -192,12 +216,21 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
   if (variant.wgmma_forward) return forward_wgmma(shape, p, stream);
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
+  HYDRA_CHECK(variant.fwd_rows == 0 || variant.fwd_rows == kTile ||
+                  (variant.fwd_rows == 2 * kTile && mt == 1 && shape.head_dim <= 32 && variant.fwd_min_blocks == 0),
+              "fwd_rows " << variant.fwd_rows << " (built: 64; 128 at one row tile a warp, d 16 and 32)");
+  if (variant.fwd_rows == 2 * kTile) {
+    // 256 threads; registers capped for 2 blocks an SM (128), as the 64-row default's 4-5.
+    return shape.head_dim == 16 ? forward_launch<16, 1, 2, 2>(shape, p, stream)
+                                : forward_launch<32, 1, 2, 2>(shape, p, stream);
+  }
   const int min_blocks = fwd_min_blocks(shape.head_dim, mt, variant.fwd_min_blocks);
   switch (shape.head_dim * 100 + mt * 10 + min_blocks) {
     case 1615: return forward_launch<16, 1, 5>(shape, p, stream);
     case 1616: return forward_launch<16, 1, 6>(shape, p, stream);
     case 3215: return forward_launch<32, 1, 5>(shape, p, stream);
     case 3216: return forward_launch<32, 1, 6>(shape, p, stream);
+    case 6414: return forward_launch<64, 1, 4>(shape, p, stream);
   }
   switch (shape.head_dim * 10 + mt) {
     case 161: return forward_launch<16, 1>(shape, p, stream);

@@ -61,9 +61,13 @@ struct LatentAttentionVariant {
   bool wgmma_backward = false;
   // The forward's registers capped for this many resident blocks a multiprocessor, at one row
   // tile a warp and d 16 or 32 (5 or 6 built): occupancy against spills. 0 takes the default for
-  // the head size (5 at d 32, where the compiler chose up to 128 registers; at d 16 none), -1 the
-  // compiler's own choice.
+  // the head size (5 at d 32, where the compiler chose up to 128 registers; 4 at d 64, what its
+  // shared memory allows; at d 16 none), -1 the compiler's own choice.
   int fwd_min_blocks = 0;
+  // Queries a forward block (0 = 64): 128 (two 64-row tiles, 8 warps) shares each key and value
+  // tile between twice the rows, half the L2 reads a score; built at one row tile a warp, d 16
+  // and 32, registers capped for 2 blocks of 256 threads an SM (128).
+  int fwd_rows = 0;
 };
 
 // True when the kernels handle this head size.
