@@ -68,6 +68,10 @@ struct LatentAttentionVariant {
   // tile between twice the rows, half the L2 reads a score; built at one row tile a warp, d 16
   // and 32, registers capped for 2 blocks of 256 threads an SM (128).
   int fwd_rows = 0;
+  // Keys a backward block (0 = 64): 128 (two 64-key tiles, 8 warps at one row tile a warp) shares
+  // each query and output-gradient tile between twice the keys, half the L2 reads a score; built
+  // at d 16 and 32 on mma.sync, registers capped for 2 blocks of 256 threads an SM (128).
+  int bwd_rows = 0;
 };
 
 // True when the kernels handle this head size.
