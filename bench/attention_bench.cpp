@@ -347,6 +347,11 @@ KernelFigures time_kernels(const Shape& s) {
     kernels::LatentAttentionVariant rows128;
     rows128.fwd_rows = 128;
     forward_variants.emplace_back("128 rows", rows128);
+    for (const int poly : {1, 2}) {
+      kernels::LatentAttentionVariant fma_exp;
+      fma_exp.fwd_poly_exp = poly;
+      forward_variants.emplace_back(poly == 1 ? "an eighth of exp2 on FMA" : "a quarter of exp2 on FMA", fma_exp);
+    }
   }
   for (const auto& [label, variant] : forward_variants) {
     f.fwd_variants_ms.emplace_back(label, time_device([&] {
@@ -478,6 +483,10 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
     p["of_floor"] = floor_ms / t.median_ms;  // 1.0 = at the floor the ceilings set
     p["ex2_floor_ms"] = f.ex2 / c.ex2_per_s * 1e3;  // the exponentials on the SFU alone
     p["softmax_floor_ms"] = f.ex2 / softmax_scores_per_s(c, fma_ops) * 1e3;
+    // Exponentials a second achieved, against the SFU's peak and the SFU and FMA pipes' joint one.
+    p["exponentials_per_s"] = f.ex2 / s;
+    p["exponentials_of_sfu_peak"] = f.ex2 / s / c.ex2_per_s;
+    p["exponentials_of_joint_peak"] = f.ex2 / s / softmax_scores_per_s(c, fma_ops);
     p["matmul_floor_ms"] = flops / (c.matmul_tflops * 1e12) * 1e3;
     j[name] = std::move(p);
   };

@@ -46,7 +46,7 @@ using namespace detail;
 // loads, half the L2 reads a score (ncu: L2 throughput 65-74% at S 8192 with 64), and the
 // diagonal spans two key tiles, the second of which the first half's warps skip.
 
-template <int D, int MT, int kMinBlocks, int kR>
+template <int D, int MT, int kMinBlocks, int kR, int kPoly>
 __global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kernel(const FwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);  // kT: the threads of one 64-row tile
   __shared__ __align__(16) bf16 sq[kR * kTile][W];
@@ -140,9 +140,9 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kern
     // the softmax cost registers (139 against 128: a block less an SM), and the masked copy is
     // right for every tile (lim >= 64 below the diagonal).
     if (D < 64 && j < t0) {
-      online_softmax<D, MT, false>(s, o, m, l, p.scale_log2, lim, lane);
+      online_softmax<D, MT, false, kPoly>(s, o, m, l, p.scale_log2, lim, lane);
     } else {
-      online_softmax<D, MT, true>(s, o, m, l, p.scale_log2, lim, lane);
+      online_softmax<D, MT, true, kPoly>(s, o, m, l, p.scale_log2, lim, lane);
     }
 
     // o += p v.
@@ -189,11 +189,11 @@ int fwd_min_blocks(int D, int mt, int asked) {
 }
 
 // kMinBlocks 0: no minimum (the compiler's register choice; 1 would change it).
-template <int D, int MT, int kMinBlocks = 0, int kR = 1>
+template <int D, int MT, int kMinBlocks = 0, int kR = 1, int kPoly = 0>
 void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
   const int64_t blocks = static_cast<int64_t>((x.seq + kR * kTile - 1) / (kR * kTile)) * x.heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
-  forward_kernel<D, MT, kMinBlocks, kR><<<static_cast<unsigned>(blocks), threads_for(MT) * kR, 0, stream>>>(p);
+  forward_kernel<D, MT, kMinBlocks, kR, kPoly><<<static_cast<unsigned>(blocks), threads_for(MT) * kR, 0, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -219,6 +219,20 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   HYDRA_CHECK(variant.fwd_rows == 0 || variant.fwd_rows == kTile ||
                   (variant.fwd_rows == 2 * kTile && mt == 1 && shape.head_dim <= 32 && variant.fwd_min_blocks == 0),
               "fwd_rows " << variant.fwd_rows << " (built: 64; 128 at one row tile a warp, d 16 and 32)");
+  HYDRA_CHECK(variant.fwd_poly_exp == 0 ||
+                  ((variant.fwd_poly_exp == 1 || variant.fwd_poly_exp == 2) && mt == 1 && shape.head_dim <= 32 &&
+                   variant.fwd_min_blocks == 0 && variant.fwd_rows == 0),
+              "fwd_poly_exp " << variant.fwd_poly_exp << " (built: 1, 2 at d 16 and 32 with the default blocks)");
+  if (variant.fwd_poly_exp) {
+    const int min_blocks = fwd_min_blocks(shape.head_dim, mt, 0);
+    if (shape.head_dim == 16) {
+      return variant.fwd_poly_exp == 1 ? forward_launch<16, 1, 0, 1, 1>(shape, p, stream)
+                                       : forward_launch<16, 1, 0, 1, 2>(shape, p, stream);
+    }
+    HYDRA_CHECK(min_blocks == 5, "fwd_poly_exp: d 32's default register cap changed to " << min_blocks);
+    return variant.fwd_poly_exp == 1 ? forward_launch<32, 1, 5, 1, 1>(shape, p, stream)
+                                     : forward_launch<32, 1, 5, 1, 2>(shape, p, stream);
+  }
   if (variant.fwd_rows == 2 * kTile) {
     // 256 threads; registers capped for 2 blocks an SM (128), as the 64-row default's 4-5.
     return shape.head_dim == 16 ? forward_launch<16, 1, 2, 2>(shape, p, stream)

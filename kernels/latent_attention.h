@@ -72,6 +72,10 @@ struct LatentAttentionVariant {
   // each query and output-gradient tile between twice the keys, half the L2 reads a score; built
   // at d 16 and 32 on mma.sync, registers capped for 2 blocks of 256 threads an SM (128).
   int bwd_rows = 0;
+  // The forward's exponentials on the FMA pipes for this many of a key tile's 8 groups of 8 keys
+  // (1: an eighth, 2: a quarter), the rest on the special-function unit: issue 15's softmax past
+  // the SFU's peak. Built at d 16 and 32 with the default blocks; 0: none.
+  int fwd_poly_exp = 0;
 };
 
 // True when the kernels handle this head size.

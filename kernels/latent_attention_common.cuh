@@ -75,6 +75,24 @@ __device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = +0
   return y;
 }
 
+// 2^x for x <= 0 on the FMA and integer pipes instead of the special-function unit (issue 15: the
+// softmax past the SFU's 16 exponentials a clock an SM, as FlashAttention-4 does). x = n + f with
+// n = round(x), f in [-0.5, 0.5]: adding 1.5 x 2^23 leaves n in the sum's low mantissa bits (and
+// (sum's bits << 23) is n << 23 modulo 2^32), 2^f is a cubic fitted here for least maximum
+// relative error (8.3e-5 on [-0.5, 0.5]; 1.6e-4 through this float32 evaluation over [-126, 0],
+// against bf16's 3.9e-3), and n goes into the exponent bits by an integer add. x is clamped to
+// -126 so that the exponent cannot wrap: a masked score (-inf) gives about 1e-38, not 0, which a
+// row sum of at least 1 does not see. 3 FADD, 3 FFMA, a max, a shift and an add.
+__device__ __forceinline__ float exp2_poly(float x) {
+  constexpr float kRound = 12582912.f;  // 1.5 x 2^23
+  constexpr float kC0 = 0.9999196f, kC1 = 0.69326216f, kC2 = 0.24271414f, kC3 = 0.05521299f;
+  x = fmaxf(x, -126.f);
+  const float t = x + kRound;
+  const float f = x - (t - kRound);
+  const float p = fmaf(fmaf(fmaf(kC3, f, kC2), f, kC1), f, kC0);
+  return __int_as_float(__float_as_int(p) + static_cast<int>(static_cast<unsigned>(__float_as_int(t)) << 23));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fragment helpers. Lane l = 4 g + t. An m16n8 accumulator holds rows g and g + 8, columns 2t
 // and 2t + 1. A 16-row slab stored [row][col] in shared memory gives:
@@ -266,7 +284,9 @@ __device__ __forceinline__ void running_max(float (&s)[MT][8][4], float (&m)[MT]
     }
   }
 }
-template <int MT>
+// kPoly of the 8 n-blocks (8 keys each) take their exponentials from exp2_poly, the rest from the
+// special-function unit.
+template <int MT, int kPoly = 0>
 __device__ __forceinline__ void exponentiate(float (&s)[MT][8][4], float (&l)[MT][2], const float (&neg)[MT][2],
                                              float c) {
 #pragma unroll
@@ -275,7 +295,8 @@ __device__ __forceinline__ void exponentiate(float (&s)[MT][8][4], float (&l)[MT
     for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        s[mt][nb][e] = exp2_approx(fmaf(s[mt][nb][e], c, neg[mt][e >> 1]));
+        const float x = fmaf(s[mt][nb][e], c, neg[mt][e >> 1]);
+        s[mt][nb][e] = nb < kPoly ? exp2_poly(x) : exp2_approx(x);
         l[mt][e >> 1] += s[mt][nb][e];
       }
     }
@@ -297,13 +318,13 @@ __device__ __forceinline__ void rescale_rows(float (&o)[MT][D / 8][4], const flo
 
 // The whole step where the output can be rescaled at once (the mma.sync forward): s becomes the
 // tile's probabilities, m, l and o move to the new max.
-template <int D, int MT, bool kMasked>
+template <int D, int MT, bool kMasked, int kPoly = 0>
 __device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2],
                                                float (&l)[MT][2], float c, const int (&lim)[MT][2], int lane) {
   float alpha[MT][2], neg[MT][2];
   running_max<MT, kMasked>(s, m, l, alpha, neg, c, lim, lane);
   rescale_rows<D, MT>(o, alpha);
-  exponentiate<MT>(s, l, neg, c);
+  exponentiate<MT, kPoly>(s, l, neg, c);
 }
 
 // The forward's end for MT m-tiles of 16 queries from row_base of query tile qt: each row's sum
