@@ -13,6 +13,7 @@
 
 #include "common/errors.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/exp2_poly.h"
 #include "kernels/latent_attention.h"
 
 
@@ -73,24 +74,6 @@ __device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = +0
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-
-// 2^x for x <= 0 on the FMA and integer pipes instead of the special-function unit (issue 15: the
-// softmax past the SFU's 16 exponentials a clock an SM, as FlashAttention-4 does). x = n + f with
-// n = round(x), f in [-0.5, 0.5]: adding 1.5 x 2^23 leaves n in the sum's low mantissa bits (and
-// (sum's bits << 23) is n << 23 modulo 2^32), 2^f is a cubic fitted here for least maximum
-// relative error (8.3e-5 on [-0.5, 0.5]; 1.6e-4 through this float32 evaluation over [-126, 0],
-// against bf16's 3.9e-3), and n goes into the exponent bits by an integer add. x is clamped to
-// -126 so that the exponent cannot wrap: a masked score (-inf) gives about 1e-38, not 0, which a
-// row sum of at least 1 does not see. 3 FADD, 3 FFMA, a max, a shift and an add.
-__device__ __forceinline__ float exp2_poly(float x) {
-  constexpr float kRound = 12582912.f;  // 1.5 x 2^23
-  constexpr float kC0 = 0.9999196f, kC1 = 0.69326216f, kC2 = 0.24271414f, kC3 = 0.05521299f;
-  x = fmaxf(x, -126.f);
-  const float t = x + kRound;
-  const float f = x - (t - kRound);
-  const float p = fmaf(fmaf(fmaf(kC3, f, kC2), f, kC1), f, kC0);
-  return __int_as_float(__float_as_int(p) + static_cast<int>(static_cast<unsigned>(__float_as_int(t)) << 23));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,8 +267,8 @@ __device__ __forceinline__ void running_max(float (&s)[MT][8][4], float (&m)[MT]
     }
   }
 }
-// kPoly of the 8 n-blocks (8 keys each) take their exponentials from exp2_poly, the rest from the
-// special-function unit.
+// kPoly of the 8 n-blocks (8 keys each) take their exponentials from exp2_poly (exp2_poly.h), the
+// rest from the special-function unit.
 template <int MT, int kPoly = 0>
 __device__ __forceinline__ void exponentiate(float (&s)[MT][8][4], float (&l)[MT][2], const float (&neg)[MT][2],
                                              float c) {
