@@ -414,37 +414,33 @@ __global__ void __launch_bounds__(kWarpgroup) backward_wgmma_kernel(const BwdPar
 #endif
 }
 
+// One warpgroup a block, `smem` bytes of dynamic shared memory (above 48 KB a block needs an
+// explicit opt-in; setting it every call is cheap and thread-safe).
+template <typename Params>
+void launch_warpgroups(void (*kernel)(Params), size_t smem, int64_t blocks, const Params& p, cudaStream_t stream) {
+  HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<static_cast<unsigned>(blocks), kWarpgroup, smem, stream>>>(p);
+  HYDRA_KERNEL_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 void backward_wgmma(const LatentAttentionShape& x, const BwdParams& p, int64_t blocks, cudaStream_t stream) {
-  const auto launch = [&](auto kernel, size_t smem) {
-    // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
-    HYDRA_KERNEL_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    kernel<<<static_cast<unsigned>(blocks), kWarpgroup, smem, stream>>>(p);
-  };
   switch (x.head_dim) {
-    case 16: launch(backward_wgmma_kernel<16>, sizeof(BackwardSmem<16>)); break;
-    case 32: launch(backward_wgmma_kernel<32>, sizeof(BackwardSmem<32>)); break;
-    default: launch(backward_wgmma_kernel<64>, sizeof(BackwardSmem<64>)); break;
+    case 16: return launch_warpgroups(backward_wgmma_kernel<16>, sizeof(BackwardSmem<16>), blocks, p, stream);
+    case 32: return launch_warpgroups(backward_wgmma_kernel<32>, sizeof(BackwardSmem<32>), blocks, p, stream);
+    default: return launch_warpgroups(backward_wgmma_kernel<64>, sizeof(BackwardSmem<64>), blocks, p, stream);
   }
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 void forward_wgmma(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
   const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
-  const auto launch = [&](auto kernel, size_t smem) {
-    HYDRA_KERNEL_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    kernel<<<static_cast<unsigned>(blocks), kWarpgroup, smem, stream>>>(p);
-  };
   switch (x.head_dim) {
-    case 16: launch(forward_wgmma_kernel<16>, sizeof(ForwardSmem<16>)); break;
-    case 32: launch(forward_wgmma_kernel<32>, sizeof(ForwardSmem<32>)); break;
-    default: launch(forward_wgmma_kernel<64>, sizeof(ForwardSmem<64>)); break;
+    case 16: return launch_warpgroups(forward_wgmma_kernel<16>, sizeof(ForwardSmem<16>), blocks, p, stream);
+    case 32: return launch_warpgroups(forward_wgmma_kernel<32>, sizeof(ForwardSmem<32>), blocks, p, stream);
+    default: return launch_warpgroups(forward_wgmma_kernel<64>, sizeof(ForwardSmem<64>), blocks, p, stream);
   }
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
 }  // namespace hydra::kernels::detail
