@@ -579,11 +579,6 @@ int run_attention_bench(const std::string& json_path) {
     auto heads = make_ccqa(s, model::CcqaImpl::kFused, "heads");
     const FwdBwd th = time_layer([&](const torch::Tensor& in) { return heads->forward(in, pos); }, x, dy, heads->parameters());
     heads.reset();
-    // The same with steps 3-7 as products and the mix kernel instead of the fused prologue.
-    auto heads_products = make_ccqa(s, model::CcqaImpl::kFusedProducts, "heads");
-    const FwdBwd thp = time_layer([&](const torch::Tensor& in) { return heads_products->forward(in, pos); }, x, dy,
-                                  heads_products->parameters());
-    heads_products.reset();
     auto heads_ref = make_ccqa(s, model::CcqaImpl::kReference, "heads");
     const FwdBwd thr =
         time_layer([&](const torch::Tensor& in) { return heads_ref->forward(in, pos); }, x, dy, heads_ref->parameters());
@@ -601,7 +596,6 @@ int run_attention_bench(const std::string& json_path) {
     row["gqa_flash"] = layer_json(tg);
     row["ccqa_heads_fused"] = layer_json(th);
     row["ccqa_heads_reference"] = layer_json(thr);
-    row["ccqa_heads_products"] = layer_json(thp);
     const double heads_fwdbwd = std::min(th.fwdbwd.median_ms, thr.fwdbwd.median_ms);
     const double heads_fwd = std::min(th.fwd.median_ms, thr.fwd.median_ms);
     row["speedup_fwdbwd_heads_vs_gqa_flash"] = tg.fwdbwd.median_ms / heads_fwdbwd;
@@ -661,7 +655,6 @@ int run_attention_bench(const std::string& json_path) {
     host("reference", tr);
     host("gqa", tg);
     host("heads fused", th);
-    host("heads products", thp);
     host("heads ref", thr);
     std::fflush(stdout);
   }

@@ -109,10 +109,6 @@ enum class CcqaImpl {
   // each parameter cast to float32 outside the prologue's autograd Function, the output norm
   // as head_rms_norm's eleven nodes. Only for bench/'s before/after columns and a kernel test.
   kFusedBaseline,
-  // kFused with steps 3-7 as the convolutions' products and the mix kernel (the path of head
-  // sizes the fused prologue does not take) instead of the fused prologue: bench/ times both
-  // where the prologue takes the head size, to choose between them.
-  kFusedProducts,
 };
 // model.ccqa.kernel: kFused for "fused", else kReference.
 CcqaImpl ccqa_impl(const CcqaConfig& config);

@@ -264,9 +264,7 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   // The fused prologue (kernels/ccqa_prologue.h) only when this rank holds whole KV groups:
   // replicated KV heads under tp need the cross-rank qk-mean sum and keep the reference path.
   // Its v is unshifted: the shift then happens as the fused attention reads v.
-  if (fused && !kv_of_head.defined() && impl != CcqaImpl::kFusedProducts) {
-    fused_prologue(*this, q0, k0, v0, positions, q, k, v);
-  }
+  if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, v0, positions, q, k, v);
   const bool shift_in_attention = q.defined() && cfg.value_shift;
   if (!q.defined()) {  // not fused, or shapes the kernels do not take
     const std::vector<torch::Tensor> qkv = reference_prologue(q0, k0, v0, positions, kv_of_head, fused);
