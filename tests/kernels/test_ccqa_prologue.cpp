@@ -401,10 +401,10 @@ TEST(CcqaPrologueLayer, FusedMatchesReference) {
   ASSERT_TRUE(torch::cuda::is_available());
   const std::vector<model::ModelConfig> configs = {
       layer_config(384, 12, 3, 2, 3, true),              // d_h 16, G 4
-      layer_config(512, 4, 4, 2, 2, true),               // d_h 64, G 1
+      layer_config(512, 4, 4, 2, 2, true),               // d_h 64, G 1 (products and mix kernel)
       layer_config(512, 8, 2, 2, 1, false),              // d_h 32, options off
       layer_config(768, 12, 3, 4, 3, true, "heads"),     // small's `heads` layout: 3 heads of 64, 1 KV head
-      layer_config(1024, 8, 4, 2, 3, true, "heads")};    // 4 heads of 128 (kernels fall back), 2 KV heads
+      layer_config(1024, 8, 4, 2, 3, true, "heads")};    // 4 heads of 128, 2 KV heads
   for (const auto& c : configs) {
     const std::string what = "E" + std::to_string(c.dim) + " H" + std::to_string(c.heads) + " " + c.ccqa.compress;
     const int64_t B = 3, S = 77;
@@ -416,12 +416,12 @@ TEST(CcqaPrologueLayer, FusedMatchesReference) {
     auto exact = make_layer(c, "reference", torch::kDouble);
     const LayerRun truth = run_layer(*exact, x.to(torch::kDouble), pos, w, false);
     // float32: the fused path against the reference path in float64 (not against the float32
-    // reference path, whose cuDNN convolutions may run in TF32). Where the kernels do not take
-    // the head size (128) the fused layer runs the reference ops with its convolutions as
-    // batched products (model/causal_conv_products.h): the tolerance of that case stays TF32's
-    // (4e-4 to 8e-4 measured on an H200 with conv1d, 2026-12-02; passed with the products on an
-    // H200, 2026-12-06).
-    const bool kernels_apply = model::model_dims(c).dh <= 64;
+    // reference path, whose cuDNN convolutions may run in TF32). Where the layer does not take
+    // the fused prologue (head sizes 64 and 128: ccqa_prologue_fused_applies) it runs its
+    // convolutions as batched products (model/causal_conv_products.h) and steps 4-7 as the mix
+    // kernel: the tolerance of that case stays TF32's (4e-4 to 8e-4 measured on an H200 with
+    // conv1d, 2026-12-02; passed with the products on an H200, 2026-12-06).
+    const bool kernels_apply = model::model_dims(c).dh <= 32;
     compare(run_layer(*fused, x, pos, w, false), truth, kernels_apply ? 1e-4 : 3e-3, what + " fp32");
     // bf16 autocast: the fused path no less accurate than the reference path, both against
     // the float64 reference.
