@@ -361,20 +361,13 @@ KernelFigures time_kernels(const Shape& s) {
                                         variant);
     }).median_ms);
   }
-  // The backward with 128 keys a block (the launcher's head split), and with dq added by float4
-  // atomics.
-  std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> backward_variants;
-  for (const bool vec4 : {false, true}) {
-    kernels::LatentAttentionVariant variant;
-    variant.bwd_dq_vec4 = vec4;
-    if (vec4) backward_variants.emplace_back("dq float4 atomics", variant);
-    variant.bwd_rows = 128;
-    if (D <= 32) backward_variants.emplace_back(vec4 ? "128 rows, dq float4 atomics" : "128 rows", variant);
-  }
-  for (const auto& [label, variant] : backward_variants) {
-    f.bwd_variants_ms.emplace_back(label, time_device([&] {
+  // The backward with 128 keys a block (the launcher's head split).
+  if (D <= 32) {
+    kernels::LatentAttentionVariant rows128;
+    rows128.bwd_rows = 128;
+    f.bwd_variants_ms.emplace_back("128 rows", time_device([&] {
       kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
-                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, variant);
+                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, rows128);
     }).median_ms);
   }
   // The backward by head split (LatentAttentionVariant::bwd_head_split), beside the default's choice.

@@ -76,9 +76,6 @@ struct LatentAttentionVariant {
   // (1: an eighth, 2: a quarter), the rest on the special-function unit: issue 15's softmax past
   // the SFU's peak. Built at d 16 and 32 with the default blocks, of 64 or 128 rows; 0: none.
   int fwd_poly_exp = 0;
-  // The backward's dq added to its fp32 workspace four columns an atomic (float4) instead of two:
-  // half the atomic requests to L2, for two shuffles between lane pairs.
-  bool bwd_dq_vec4 = false;
 };
 
 // True when the kernels handle this head size.

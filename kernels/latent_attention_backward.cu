@@ -474,7 +474,6 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.scale = scale, p.scale_log2 = scale * kLog2e;
   p.tiles_inner = variant.tiles_inner;
   p.value_shift = shape.value_shift;
-  p.dq_vec4 = variant.bwd_dq_vec4;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
   p.slices = head_split(shape, variant);
   const size_t needed = workspace_layout(shape, p.slices).total;

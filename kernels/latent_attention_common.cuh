@@ -183,7 +183,6 @@ struct FwdParams {
   float scale_log2;  // scale * log2 e
   bool tiles_inner;  // LatentAttentionVariant::tiles_inner
   bool value_shift;  // LatentAttentionShape::value_shift
-  bool dq_vec4;      // LatentAttentionVariant::bwd_dq_vec4
 };
 
 struct BwdParams {
@@ -200,7 +199,6 @@ struct BwdParams {
   float scale, scale_log2;
   bool tiles_inner;  // LatentAttentionVariant::tiles_inner
   bool value_shift;  // LatentAttentionShape::value_shift
-  bool dq_vec4;      // LatentAttentionVariant::bwd_dq_vec4
 };
 
 // The backward's block: key tile kt of KV head hk of sequence b, and the slice of that head's
@@ -361,40 +359,18 @@ __device__ __forceinline__ void tile_limits(int (&lim)[MT][2], const int (&pos)[
 }
 
 // dq of query tile qt, head h (MT m-tiles of 16 queries from row_base) added to the fp32
-// workspace by atomics: the sum over key tiles. A thread holds two columns of rows g and g + 8;
-// with dq_vec4, lanes t and t ^ 1 swap halves first, so each adds four columns of one row: half
-// the atomic requests to L2 (sm_90's float4 atomicAdd), for two shuffles a pair.
+// workspace by atomics: the sum over key tiles.
 template <int D, int MT>
 __device__ __forceinline__ void add_query_gradients(const BwdParams& p, const float (&dq)[MT][D / 8][4], int qt,
                                                     int h, int b, int row_base, int lane) {
   const int g = lane / 4, t = lane % 4;
-  const auto row_of = [&](int row) {
-    return p.dq_acc + ((static_cast<int64_t>(b) * p.seq + row) * p.heads + h) * D;
-  };
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    const int row0 = qt * kTile + row_base + 16 * mt + g;
-    if (p.dq_vec4) {
-      // Even t keeps row g and takes its partner's two columns of it; odd t row g + 8.
-      const bool odd = t & 1;
-      const int row = row0 + (odd ? 8 : 0);
-      float* dst = row < p.seq ? row_of(row) + 2 * (t & ~1) : nullptr;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        const float* mine = dq[mt][i];
-        const float got0 = __shfl_xor_sync(0xffffffffu, odd ? mine[0] : mine[2], 1);
-        const float got1 = __shfl_xor_sync(0xffffffffu, odd ? mine[1] : mine[3], 1);
-        if (dst == nullptr) continue;
-        atomicAdd(reinterpret_cast<float4*>(dst + i * 8), odd ? make_float4(got0, got1, mine[2], mine[3])
-                                                               : make_float4(mine[0], mine[1], got0, got1));
-      }
-      continue;
-    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int row = row0 + r * 8;
+      const int row = qt * kTile + row_base + 16 * mt + g + r * 8;
       if (row >= p.seq) continue;
-      float* dst = row_of(row);
+      float* dst = p.dq_acc + ((static_cast<int64_t>(b) * p.seq + row) * p.heads + h) * D;
 #pragma unroll
       for (int i = 0; i < D / 8; ++i) {
         atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[mt][i][2 * r], dq[mt][i][2 * r + 1]));

@@ -84,7 +84,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
 // then the forward and the backward on warpgroup MMAs, and the forward with its registers left to
 // the compiler, capped for 5 and 6 resident blocks, both passes with 128 rows a block, and the
-// forward with part of its exponentials on the FMA pipes, and the backward's dq by float4 atomics.
+// forward with part of its exponentials on the FMA pipes.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -97,17 +97,12 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   out.push_back({0, 0, false, 0});        // the split the launcher picks
   out.push_back({0, 0, false, 0, true});         // the forward on warpgroup MMAs
   out.push_back({0, 0, false, 0, false, true});  // the backward on warpgroup MMAs
-  // dq added four columns an atomic: by default, under the whole group's split, on warpgroup MMAs.
-  out.push_back({0, 0, false, 0, false, false, 0, 0, 0, 0, true});
-  out.push_back({0, 0, false, group, false, false, 0, 0, 0, 0, true});
-  out.push_back({0, 0, false, 0, false, true, 0, 0, 0, 0, true});
   if (c.dim <= 32) {
     for (const int min_blocks : {-1, 5, 6}) out.push_back({0, 0, false, 0, false, false, min_blocks});
     // 128 queries a forward block and 128 keys a backward block, without a head split and, for
     // the backward, with the whole group split (the partials' path).
     out.push_back({0, 0, false, 1, false, false, 0, 128, 128});
     if (group > 1) out.push_back({0, 0, false, group, false, false, 0, 0, 128});
-    out.push_back({0, 0, false, 1, false, false, 0, 0, 128, 0, true});
     // An eighth and a quarter of the forward's exponentials on the FMA pipes.
     for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, 0, 0, poly});
     out.push_back({0, 0, false, 1, false, false, 0, 128, 0, 1});  // both: 128 rows, an eighth on FMA
@@ -122,7 +117,7 @@ std::string variant_name(const LatentAttentionVariant& v) {
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
          (v.fwd_rows ? " forward rows " + std::to_string(v.fwd_rows) : "") +
          (v.bwd_rows ? " backward rows " + std::to_string(v.bwd_rows) : "") +
-         (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "") + (v.bwd_dq_vec4 ? " dq vec4" : "");
+         (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
