@@ -351,8 +351,6 @@ KernelFigures time_kernels(const Shape& s) {
       kernels::LatentAttentionVariant fma_exp;
       fma_exp.fwd_poly_exp = poly;
       forward_variants.emplace_back(poly == 1 ? "an eighth of exp2 on FMA" : "a quarter of exp2 on FMA", fma_exp);
-      fma_exp.fwd_rows = 128;
-      forward_variants.emplace_back(poly == 1 ? "128 rows, an eighth on FMA" : "128 rows, a quarter on FMA", fma_exp);
     }
   }
   for (const auto& [label, variant] : forward_variants) {

@@ -221,19 +221,8 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
               "fwd_rows " << variant.fwd_rows << " (built: 64; 128 at one row tile a warp, d 16 and 32)");
   HYDRA_CHECK(variant.fwd_poly_exp == 0 ||
                   ((variant.fwd_poly_exp == 1 || variant.fwd_poly_exp == 2) && mt == 1 && shape.head_dim <= 32 &&
-                   variant.fwd_min_blocks == 0),
-              "fwd_poly_exp " << variant.fwd_poly_exp << " (built: 1, 2 at d 16 and 32 with the default register cap)");
-  if (variant.fwd_rows == 2 * kTile) {
-    // 256 threads; registers capped for 2 blocks an SM (128), as the 64-row default's 4-5.
-    switch (shape.head_dim * 10 + variant.fwd_poly_exp) {
-      case 160: return forward_launch<16, 1, 2, 2, 0>(shape, p, stream);
-      case 161: return forward_launch<16, 1, 2, 2, 1>(shape, p, stream);
-      case 162: return forward_launch<16, 1, 2, 2, 2>(shape, p, stream);
-      case 320: return forward_launch<32, 1, 2, 2, 0>(shape, p, stream);
-      case 321: return forward_launch<32, 1, 2, 2, 1>(shape, p, stream);
-      default: return forward_launch<32, 1, 2, 2, 2>(shape, p, stream);
-    }
-  }
+                   variant.fwd_min_blocks == 0 && variant.fwd_rows == 0),
+              "fwd_poly_exp " << variant.fwd_poly_exp << " (built: 1, 2 at d 16 and 32 with the default blocks)");
   if (variant.fwd_poly_exp) {
     const int min_blocks = fwd_min_blocks(shape.head_dim, mt, 0);
     if (shape.head_dim == 16) {
@@ -243,6 +232,11 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
     HYDRA_CHECK(min_blocks == 5, "fwd_poly_exp: d 32's default register cap changed to " << min_blocks);
     return variant.fwd_poly_exp == 1 ? forward_launch<32, 1, 5, 1, 1>(shape, p, stream)
                                      : forward_launch<32, 1, 5, 1, 2>(shape, p, stream);
+  }
+  if (variant.fwd_rows == 2 * kTile) {
+    // 256 threads; registers capped for 2 blocks an SM (128), as the 64-row default's 4-5.
+    return shape.head_dim == 16 ? forward_launch<16, 1, 2, 2>(shape, p, stream)
+                                : forward_launch<32, 1, 2, 2>(shape, p, stream);
   }
   const int min_blocks = fwd_min_blocks(shape.head_dim, mt, variant.fwd_min_blocks);
   switch (shape.head_dim * 100 + mt * 10 + min_blocks) {

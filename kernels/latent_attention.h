@@ -74,7 +74,7 @@ struct LatentAttentionVariant {
   int bwd_rows = 0;
   // The forward's exponentials on the FMA pipes for this many of a key tile's 8 groups of 8 keys
   // (1: an eighth, 2: a quarter), the rest on the special-function unit: issue 15's softmax past
-  // the SFU's peak. Built at d 16 and 32 with the default blocks, of 64 or 128 rows; 0: none.
+  // the SFU's peak. Built at d 16 and 32 with the default blocks; 0: none.
   int fwd_poly_exp = 0;
 };
 

@@ -105,8 +105,6 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     if (group > 1) out.push_back({0, 0, false, group, false, false, 0, 0, 128});
     // An eighth and a quarter of the forward's exponentials on the FMA pipes.
     for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, 0, 0, poly});
-    out.push_back({0, 0, false, 1, false, false, 0, 128, 0, 1});  // both: 128 rows, an eighth on FMA
-    out.push_back({0, 0, false, 1, false, false, 0, 128, 0, 2});
   }
   return out;
 }
