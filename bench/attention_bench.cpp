@@ -259,7 +259,6 @@ struct KernelFigures {
   double fwd_tiles_inner_ms = 0, bwd_tiles_inner_ms = 0;  // medians with the old block order
   double fwd_wgmma_ms = 0, bwd_wgmma_ms = 0;  // on warpgroup MMAs (LatentAttentionVariant::wgmma_*)
   std::vector<std::pair<std::string, double>> fwd_variants_ms;  // the forward's other variants by name
-  std::vector<std::pair<std::string, double>> bwd_variants_ms;  // the backward's, likewise
   std::vector<std::pair<int, double>> bwd_split_ms;  // backward median by head split (every divisor of G)
   int bwd_split_default = 0;                         // the launcher's choice
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
@@ -335,7 +334,7 @@ KernelFigures time_kernels(const Shape& s) {
                                        mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, wgmma_bwd);
   }).median_ms;
   // The forward with its registers left to the compiler, capped for 5 and 6 resident blocks, and
-  // with 128 queries a block.
+  // with part of its exponentials on the FMA pipes.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> forward_variants;
   if (D <= 32) {
     for (const int min_blocks : {-1, 5, 6}) {
@@ -344,9 +343,6 @@ KernelFigures time_kernels(const Shape& s) {
       forward_variants.emplace_back(min_blocks < 0 ? "registers uncapped" : "min blocks " + std::to_string(min_blocks),
                                     capped);
     }
-    kernels::LatentAttentionVariant rows128;
-    rows128.fwd_rows = 128;
-    forward_variants.emplace_back("128 rows", rows128);
     for (const int poly : {1, 2}) {
       kernels::LatentAttentionVariant fma_exp;
       fma_exp.fwd_poly_exp = poly;
@@ -357,15 +353,6 @@ KernelFigures time_kernels(const Shape& s) {
     f.fwd_variants_ms.emplace_back(label, time_device([&] {
       kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream,
                                         variant);
-    }).median_ms);
-  }
-  // The backward with 128 keys a block (the launcher's head split).
-  if (D <= 32) {
-    kernels::LatentAttentionVariant rows128;
-    rows128.bwd_rows = 128;
-    f.bwd_variants_ms.emplace_back("128 rows", time_device([&] {
-      kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
-                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, rows128);
     }).median_ms);
   }
   // The backward by head split (LatentAttentionVariant::bwd_head_split), beside the default's choice.
@@ -501,12 +488,10 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   v["backward_tiles_inner_ms"] = f.bwd_tiles_inner_ms;
   v["forward_wgmma_ms"] = f.fwd_wgmma_ms;
   v["backward_wgmma_ms"] = f.bwd_wgmma_ms;
-  for (const auto& [pass_name, list] : {std::pair{"forward_", &f.fwd_variants_ms}, {"backward_", &f.bwd_variants_ms}}) {
-    for (const auto& [label, ms] : *list) {
-      std::string key = pass_name + label + "_ms";
-      std::replace(key.begin(), key.end(), ' ', '_');
-      v[key] = ms;
-    }
+  for (const auto& [label, ms] : f.fwd_variants_ms) {
+    std::string key = "forward_" + label + "_ms";
+    std::replace(key.begin(), key.end(), ' ', '_');
+    v[key] = ms;
   }
   Json split = Json::object();
   for (const auto& [slices, ms] : f.bwd_split_ms) split[std::to_string(slices)] = ms;
@@ -627,9 +612,6 @@ int run_attention_bench(const std::string& json_path) {
     std::printf("    forward variants:");
     for (const auto& [label, ms] : kf.fwd_variants_ms) std::printf(" %s %.3f ms,", label.c_str(), ms);
     std::printf(" default %.3f ms\n", kf.fwd.median_ms);
-    std::printf("    backward variants:");
-    for (const auto& [label, ms] : kf.bwd_variants_ms) std::printf(" %s %.3f ms,", label.c_str(), ms);
-    std::printf(" default %.3f ms\n", kf.bwd.median_ms);
     std::printf("    backward by head split (default %d):", kf.bwd_split_default);
     for (const auto& [slices, ms] : kf.bwd_split_ms) std::printf(" %d: %.3f ms", slices, ms);
     std::printf("\n");

@@ -9,8 +9,7 @@
 //   log2 domain (scale * log2 e folded into one multiply) so that each exp is one ex2.approx.
 // - Tiles of 64 queries x 64 keys; each warp owns MT m-tiles of 16 rows (forward: queries;
 //   backward: keys), so a block has 4 / MT warps. Equal tile sizes make the causal diagonal
-//   exactly one tile, the only one that is masked. (The forward's 128-query blocks, a variant,
-//   are two query tiles over the same key tiles: two diagonal tiles, each masked for its half.)
+//   exactly one tile, the only one that is masked.
 // - Shared rows are padded by 8 elements (16 bytes): ldmatrix rows then fall in distinct banks.
 // - Rows past S are zero-filled on load, never left as garbage (0 * NaN would leak into valid
 //   rows); in the backward, query rows past S get lse = +inf so that their P is exactly 0.
@@ -41,49 +40,32 @@ using namespace detail;
 
 // ---------------------------------------------------------------------------------------------
 // Forward: one block per (query tile, head, batch); each warp owns MT m-tiles of 16 queries, so
-// that every K and V fragment read from shared memory feeds MT tensor-core products. kR query
-// tiles of 64 a block (1 or 2): with 2, 128 queries share every key and value tile a block
-// loads, half the L2 reads a score (ncu: L2 throughput 65-74% at S 8192 with 64), and the
-// diagonal spans two key tiles, the second of which the first half's warps skip.
+// that every K and V fragment read from shared memory feeds MT tensor-core products. (Blocks of
+// 128 queries, two tiles sharing each key and value tile, halve the L2 reads a score but ran 7-20%
+// slower at S >= 8192 on an H100: two blocks of 256 threads an SM hide less latency than four or
+// five of 128; docs/PERF.md, 2026-12-06, session 29.)
 
-template <int D, int MT, int kMinBlocks, int kR, int kPoly>
-__global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kernel(const FwdParams p) {
-  constexpr int W = D + kPad, kT = threads_for(MT);  // kT: the threads of one 64-row tile
-  __shared__ __align__(16) bf16 sq[kR * kTile][W];
+template <int D, int MT, int kMinBlocks, int kPoly>
+__global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(const FwdParams p) {
+  constexpr int W = D + kPad, kT = threads_for(MT);
+  __shared__ __align__(16) bf16 sq[kTile][W];
   __shared__ __align__(16) bf16 sk[2][kTile][W];
   __shared__ __align__(16) bf16 sv[2][kTile][W];
 
-  // qt counts blocks of kR x 64 queries; t0 is the block's first 64-query tile.
-  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner, kR * kTile);
-  const int t0 = qt * kR, last = kR == 1 ? qt : min(t0 + kR - 1, (p.seq - 1) / kTile);
+  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner, kTile);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
   const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
   const int row_base = warp * 16 * MT;  // m-tile mt holds rows row_base + 16 mt + g (+ 8)
   int pos[MT][2];
-  row_positions<MT>(pos, t0, row_base, lane);
-  // The key tiles past this warp's last query: none of its rows sees them.
-  const int warp_last = (t0 * kTile + row_base + 16 * MT - 1) / kTile;
+  row_positions<MT>(pos, qt, row_base, lane);
 
-  // Each 64-row tile is loaded by kT threads: with two, the block's halves take one each (the
-  // queries), then the keys and the values.
-  const int part = static_cast<int>(threadIdx.x) / kT, tid = static_cast<int>(threadIdx.x) % kT;
   const auto load_keys_values = [&](int stage, int tile) {
-    if constexpr (kR == 1) {
-      load_tile<D, kT>(sk[stage], k, p.ks.s, tile * kTile, p.seq);
-      load_tile<D, kT>(sv[stage], v, p.vs.s, tile * kTile, p.seq, p.value_shift);
-    } else if (part == 0) {
-      load_tile<D, kT>(sk[stage], k, p.ks.s, tile * kTile, p.seq, false, tid);
-    } else {
-      load_tile<D, kT>(sv[stage], v, p.vs.s, tile * kTile, p.seq, p.value_shift, tid);
-    }
+    load_tile<D, kT>(sk[stage], k, p.ks.s, tile * kTile, p.seq);
+    load_tile<D, kT>(sv[stage], v, p.vs.s, tile * kTile, p.seq, p.value_shift);
   };
-  if constexpr (kR == 1) {
-    load_tile<D, kT>(sq, q, p.qs.s, qt * kTile, p.seq);
-  } else {
-    load_tile<D, kT>(sq + part * kTile, q, p.qs.s, (t0 + part) * kTile, p.seq, false, tid);
-  }
+  load_tile<D, kT>(sq, q, p.qs.s, qt * kTile, p.seq);
   load_keys_values(0, 0);
   cp_async_commit();
 
@@ -98,13 +80,12 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kern
     l[mt][0] = l[mt][1] = 0.f;
   }
 
-  for (int j = 0; j <= last; ++j) {
+  for (int j = 0; j <= qt; ++j) {
     const int st = j & 1;
     cp_async_wait_all();
     __syncthreads();  // tile j visible; everyone is done with stage st ^ 1
-    if (j < last) load_keys_values(st ^ 1, j + 1);
+    if (j < qt) load_keys_values(st ^ 1, j + 1);
     cp_async_commit();
-    if (kR > 1 && j > warp_last) continue;  // every row of this warp masked (warp-uniform)
     if (j == 0) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -139,7 +120,7 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kern
     // Tiles below the diagonal skip the mask's compares and selects. At D 64 the second copy of
     // the softmax cost registers (139 against 128: a block less an SM), and the masked copy is
     // right for every tile (lim >= 64 below the diagonal).
-    if (D < 64 && j < t0) {
+    if (D < 64 && j < qt) {
       online_softmax<D, MT, false, kPoly>(s, o, m, l, p.scale_log2, lim, lane);
     } else {
       online_softmax<D, MT, true, kPoly>(s, o, m, l, p.scale_log2, lim, lane);
@@ -164,7 +145,7 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kMinBlocks) forward_kern
     }
   }
 
-  write_rows_out<D, MT>(p, o, m, l, t0, h, b, row_base, lane);
+  write_rows_out<D, MT>(p, o, m, l, qt, h, b, row_base, lane);
 }
 
 // m-tiles per warp. 2 is built only where ptxas -v reports no spills (not at D = 64). The
@@ -189,11 +170,11 @@ int fwd_min_blocks(int D, int mt, int asked) {
 }
 
 // kMinBlocks 0: no minimum (the compiler's register choice; 1 would change it).
-template <int D, int MT, int kMinBlocks = 0, int kR = 1, int kPoly = 0>
+template <int D, int MT, int kMinBlocks = 0, int kPoly = 0>
 void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
-  const int64_t blocks = static_cast<int64_t>((x.seq + kR * kTile - 1) / (kR * kTile)) * x.heads * x.batch;
+  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
-  forward_kernel<D, MT, kMinBlocks, kR, kPoly><<<static_cast<unsigned>(blocks), threads_for(MT) * kR, 0, stream>>>(p);
+  forward_kernel<D, MT, kMinBlocks, kPoly><<<static_cast<unsigned>(blocks), threads_for(MT), 0, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -216,43 +197,29 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
   if (variant.wgmma_forward) return forward_wgmma(shape, p, stream);
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
-  HYDRA_CHECK(variant.fwd_rows == 0 || variant.fwd_rows == kTile ||
-                  (variant.fwd_rows == 2 * kTile && mt == 1 && shape.head_dim <= 32 && variant.fwd_min_blocks == 0),
-              "fwd_rows " << variant.fwd_rows << " (built: 64; 128 at one row tile a warp, d 16 and 32)");
-  HYDRA_CHECK(variant.fwd_poly_exp == 0 ||
-                  ((variant.fwd_poly_exp == 1 || variant.fwd_poly_exp == 2) && mt == 1 && shape.head_dim <= 32 &&
-                   variant.fwd_min_blocks == 0 && variant.fwd_rows == 0),
-              "fwd_poly_exp " << variant.fwd_poly_exp << " (built: 1, 2 at d 16 and 32 with the default blocks)");
-  if (variant.fwd_poly_exp) {
-    const int min_blocks = fwd_min_blocks(shape.head_dim, mt, 0);
-    if (shape.head_dim == 16) {
-      return variant.fwd_poly_exp == 1 ? forward_launch<16, 1, 0, 1, 1>(shape, p, stream)
-                                       : forward_launch<16, 1, 0, 1, 2>(shape, p, stream);
-    }
-    HYDRA_CHECK(min_blocks == 5, "fwd_poly_exp: d 32's default register cap changed to " << min_blocks);
-    return variant.fwd_poly_exp == 1 ? forward_launch<32, 1, 5, 1, 1>(shape, p, stream)
-                                     : forward_launch<32, 1, 5, 1, 2>(shape, p, stream);
-  }
-  if (variant.fwd_rows == 2 * kTile) {
-    // 256 threads; registers capped for 2 blocks an SM (128), as the 64-row default's 4-5.
-    return shape.head_dim == 16 ? forward_launch<16, 1, 2, 2>(shape, p, stream)
-                                : forward_launch<32, 1, 2, 2>(shape, p, stream);
-  }
+  HYDRA_CHECK(variant.fwd_poly_exp == 0 || ((variant.fwd_poly_exp == 1 || variant.fwd_poly_exp == 2) && mt == 1 &&
+                                               shape.head_dim <= 32 && variant.fwd_min_blocks == 0),
+              "fwd_poly_exp " << variant.fwd_poly_exp << " (built: 1, 2 at d 16 and 32 with the default register cap)");
   const int min_blocks = fwd_min_blocks(shape.head_dim, mt, variant.fwd_min_blocks);
-  switch (shape.head_dim * 100 + mt * 10 + min_blocks) {
-    case 1615: return forward_launch<16, 1, 5>(shape, p, stream);
-    case 1616: return forward_launch<16, 1, 6>(shape, p, stream);
-    case 3215: return forward_launch<32, 1, 5>(shape, p, stream);
-    case 3216: return forward_launch<32, 1, 6>(shape, p, stream);
-    case 6414: return forward_launch<64, 1, 4>(shape, p, stream);
+  switch (shape.head_dim * 1000 + mt * 100 + min_blocks * 10 + variant.fwd_poly_exp) {
+    case 16100: return forward_launch<16, 1>(shape, p, stream);
+    case 16101: return forward_launch<16, 1, 0, 1>(shape, p, stream);
+    case 16102: return forward_launch<16, 1, 0, 2>(shape, p, stream);
+    case 16150: return forward_launch<16, 1, 5>(shape, p, stream);
+    case 16160: return forward_launch<16, 1, 6>(shape, p, stream);
+    case 16200: return forward_launch<16, 2>(shape, p, stream);
+    case 32100: return forward_launch<32, 1>(shape, p, stream);
+    case 32150: return forward_launch<32, 1, 5>(shape, p, stream);
+    case 32151: return forward_launch<32, 1, 5, 1>(shape, p, stream);
+    case 32152: return forward_launch<32, 1, 5, 2>(shape, p, stream);
+    case 32160: return forward_launch<32, 1, 6>(shape, p, stream);
+    case 32200: return forward_launch<32, 2>(shape, p, stream);
+    case 64100: return forward_launch<64, 1>(shape, p, stream);
+    case 64140: return forward_launch<64, 1, 4>(shape, p, stream);
   }
-  switch (shape.head_dim * 10 + mt) {
-    case 161: return forward_launch<16, 1>(shape, p, stream);
-    case 162: return forward_launch<16, 2>(shape, p, stream);
-    case 321: return forward_launch<32, 1>(shape, p, stream);
-    case 322: return forward_launch<32, 2>(shape, p, stream);
-    default: return forward_launch<64, 1>(shape, p, stream);
-  }
+  HYDRA_FAIL(::hydra::common::RuntimeFailure, "latent attention forward: no kernel built for d "
+                                                  << shape.head_dim << ", " << mt << " row tiles a warp, register cap "
+                                                  << min_blocks);
 }
 
 

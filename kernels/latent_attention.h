@@ -49,9 +49,9 @@ struct BshdMut {
 // each slice sums its own fp32 dk, dv partials and a second pass adds the s partials in a fixed
 // order (deterministic): more blocks of shorter chains, for grids too small to fill the GPU.
 // wgmma_forward, wgmma_backward: the forward, the backward's main kernel on Hopper's warpgroup MMA
-// (latent_attention_wgmma.cu), the first step of the move off mma.sync; not the default until
-// the tests and the benchmark say so. (The backward's head split is still chosen for the mma.sync
-// kernel's occupancy.)
+// (latent_attention_wgmma.cu), the first step of the move off mma.sync; right, but slower than
+// the mma.sync kernels on an H100 (docs/PERF.md, sessions 28 and 29), so not the default. (The
+// backward's head split is still chosen for the mma.sync kernel's occupancy.)
 struct LatentAttentionVariant {
   int fwd_mtiles = 0;
   int bwd_mtiles = 0;
@@ -64,17 +64,11 @@ struct LatentAttentionVariant {
   // the head size (5 at d 32, where the compiler chose up to 128 registers; 4 at d 64, what its
   // shared memory allows; at d 16 none), -1 the compiler's own choice.
   int fwd_min_blocks = 0;
-  // Queries a forward block (0 = 64): 128 (two 64-row tiles, 8 warps) shares each key and value
-  // tile between twice the rows, half the L2 reads a score; built at one row tile a warp, d 16
-  // and 32, registers capped for 2 blocks of 256 threads an SM (128).
-  int fwd_rows = 0;
-  // Keys a backward block (0 = 64): 128 (two 64-key tiles, 8 warps at one row tile a warp) shares
-  // each query and output-gradient tile between twice the keys, half the L2 reads a score; built
-  // at d 16 and 32 on mma.sync, registers capped for 2 blocks of 256 threads an SM (128).
-  int bwd_rows = 0;
   // The forward's exponentials on the FMA pipes for this many of a key tile's 8 groups of 8 keys
   // (1: an eighth, 2: a quarter), the rest on the special-function unit: issue 15's softmax past
-  // the SFU's peak. Built at d 16 and 32 with the default blocks; 0: none.
+  // the SFU's peak. Built at d 16 and 32 with the default blocks; 0: none. No faster on an H100
+  // (docs/PERF.md, 2026-12-06, session 29): the SFU pipe is 37-43% busy there, not what binds;
+  // kept for a kernel whose exponentials do bind.
   int fwd_poly_exp = 0;
 };
 

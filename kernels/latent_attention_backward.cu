@@ -40,14 +40,14 @@ __global__ void row_dot_kernel(const bf16* out, Strides os, const bf16* dout, St
   delta[idx] = acc;
 }
 
-template <int D, int kR = 1>
+template <int D>
 struct BwdSmem {
   static constexpr int W = D + kPad;
-  bf16 k[kR * kTile][W];  // the block's keys and (shifted) values: kR key tiles
-  bf16 v[kR * kTile][W];
+  bf16 k[kTile][W];
+  bf16 v[kTile][W];
   bf16 q[2][kTile][W];
   bf16 dout[2][kTile][W];
-  bf16 ds[kR * kTile][kTile + kPad];  // dS^T of the current step: [key][query]
+  bf16 ds[kTile][kTile + kPad];  // dS^T of the current tile pair: [key][query]
   float lse2[2][kTile];          // lse in log2 units; +inf past S
   float delta[2][kTile];
 };
@@ -64,58 +64,34 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
 // One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys,
 // so that every q and dout fragment read from shared memory feeds MT products. The k and v
 // fragments of the A operand are re-read from shared memory each step rather than held:
-// registers go to the score and gradient accumulators. kR key tiles a block (1, or 2 at MT 1):
-// with 2, 128 keys share every query and output-gradient tile the block loads, half the L2
-// reads a score (ncu: L2 throughput 82-84% at S 8192 with 64); the second half's warps have no
-// work at the block's first query tile (every query before their keys), and the dq product
-// splits the block's keys between its halves, each adding its part by atomics.
-template <int D, int MT, int kR = 1>
-__global__ void __launch_bounds__(threads_for(MT) * kR, kR == 1 ? min_resident_blocks(D, MT) : 2)
-    backward_kernel(const BwdParams p) {
-  constexpr int W = D + kPad, kT = threads_for(MT);  // kT: the threads of one 64-key tile
+// registers go to the score and gradient accumulators.
+template <int D, int MT>
+__global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
+  constexpr int W = D + kPad, kT = threads_for(MT);
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  BwdSmem<D, kR>& sm = *reinterpret_cast<BwdSmem<D, kR>*>(smem_raw);
+  BwdSmem<D>& sm = *reinterpret_cast<BwdSmem<D>*>(smem_raw);
 
-  const BackwardBlock blk = backward_block(p, kR * kTile);
+  const BackwardBlock blk = backward_block(p);
   const int kt = blk.kt, hk = blk.hk, b = blk.b, h_first = blk.h_first, per_head = blk.per_head, total = blk.total;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int k0 = kt * kTile;
   const int row_base = warp * 16 * MT;  // keys (and, for dq, queries) of this warp's m-tiles
-  const int warp_kt = kt + row_base / kTile;  // this warp's key tile
-  // The dq product's share of this warp: 16 MT queries from dq_rows against 64 keys from dq_keys.
-  constexpr int kWarpsPerTile = 4 / MT;
-  const int dq_rows = (warp % kWarpsPerTile) * 16 * MT, dq_keys = (warp / kWarpsPerTile) * kTile;
-  // With two key tiles the block's halves (kT threads each) load one tile each.
-  const int part = static_cast<int>(threadIdx.x) / kT, tid = static_cast<int>(threadIdx.x) % kT;
 
   // Stage st <- (query head of the group, query tile) of step it.
   auto load_step = [&](int it, int st) {
     const int h = h_first + it / per_head, qt = kt + it % per_head;
-    if constexpr (kR == 1) {
-      load_tile<D, kT>(sm.q[st], p.q + b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq);
-      load_tile<D, kT>(sm.dout[st], p.dout + b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq);
-    } else if (part == 0) {
-      load_tile<D, kT>(sm.q[st], p.q + b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq, false, tid);
-    } else {
-      load_tile<D, kT>(sm.dout[st], p.dout + b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq, false, tid);
-    }
+    load_tile<D, kT>(sm.q[st], p.q + b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq);
+    load_tile<D, kT>(sm.dout[st], p.dout + b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq);
     const int64_t base = (static_cast<int64_t>(b) * p.heads + h) * p.seq;
-    for (int i = threadIdx.x; i < kTile; i += kT * kR) {
+    for (int i = threadIdx.x; i < kTile; i += kT) {
       const int row = qt * kTile + i;
       sm.lse2[st][i] = row < p.seq ? p.lse[base + row] * kLog2e : INFINITY;
       sm.delta[st][i] = row < p.seq ? p.delta[base + row] : 0.f;
     }
   };
 
-  if constexpr (kR == 1) {
-    load_tile<D, kT>(sm.k, p.k + b * p.ks.b + hk * p.ks.h, p.ks.s, k0, p.seq);
-    load_tile<D, kT>(sm.v, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0, p.seq, p.value_shift);
-  } else {
-    load_tile<D, kT>(sm.k + part * kTile, p.k + b * p.ks.b + hk * p.ks.h, p.ks.s, k0 + part * kTile, p.seq, false,
-                     tid);
-    load_tile<D, kT>(sm.v + part * kTile, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0 + part * kTile, p.seq,
-                     p.value_shift, tid);
-  }
+  load_tile<D, kT>(sm.k, p.k + b * p.ks.b + hk * p.ks.h, p.ks.s, k0, p.seq);
+  load_tile<D, kT>(sm.v, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0, p.seq, p.value_shift);
   load_step(0, 0);
   cp_async_commit();
 
@@ -137,10 +113,7 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kR == 1 ? min_resident_b
     if (it + 1 < total) load_step(it + 1, st ^ 1);
     cp_async_commit();
 
-    // s = k q^T and dp = v dout^T: MT x 16 keys x 64 queries each. A warp whose keys all come
-    // after the step's queries (the second key tile of a two-tile block at its first query tile)
-    // has p = ds = 0: it skips the products and stores zeros for the dq product.
-    const bool no_work = kR > 1 && qt < warp_kt;
+    // s = k q^T and dp = v dout^T: MT x 16 keys x 64 queries each.
     float s[MT][8][4], dp[MT][8][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -150,63 +123,56 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kR == 1 ? min_resident_b
         for (int e = 0; e < 4; ++e) s[mt][i][e] = dp[mt][i][e] = 0.f;
       }
     }
-    if (!no_work) {
 #pragma unroll
-      for (int kc = 0; kc < D / 16; ++kc) {
-        uint32_t kf[MT][4], vf[MT][4];
+    for (int kc = 0; kc < D / 16; ++kc) {
+      uint32_t kf[MT][4], vf[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        a_frag<W>(kf[mt], sm.k, row_base + 16 * mt, kc * 16, lane);
+        a_frag<W>(vf[mt], sm.v, row_base + 16 * mt, kc * 16, lane);
+      }
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t bq[4], bd[4];
+        b_pair<W>(bq, sm.q[st], np * 16, kc * 16, lane);
+        b_pair<W>(bd, sm.dout[st], np * 16, kc * 16, lane);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          a_frag<W>(kf[mt], sm.k, row_base + 16 * mt, kc * 16, lane);
-          a_frag<W>(vf[mt], sm.v, row_base + 16 * mt, kc * 16, lane);
-        }
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t bq[4], bd[4];
-          b_pair<W>(bq, sm.q[st], np * 16, kc * 16, lane);
-          b_pair<W>(bd, sm.dout[st], np * 16, kc * 16, lane);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma(s[mt][2 * np], kf[mt], bq[0], bq[1]);
-            mma(s[mt][2 * np + 1], kf[mt], bq[2], bq[3]);
-            mma(dp[mt][2 * np], vf[mt], bd[0], bd[1]);
-            mma(dp[mt][2 * np + 1], vf[mt], bd[2], bd[3]);
-          }
+          mma(s[mt][2 * np], kf[mt], bq[0], bq[1]);
+          mma(s[mt][2 * np + 1], kf[mt], bq[2], bq[3]);
+          mma(dp[mt][2 * np], vf[mt], bd[0], bd[1]);
+          mma(dp[mt][2 * np + 1], vf[mt], bd[2], bd[3]);
         }
       }
     }
 
-    // A warp with no work masks every key (its keys counted a tile later than they are), so its
-    // p and ds are 0 for the dq product below.
-    score_gradients<MT>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt <= warp_kt,
-                        row_base % kTile + (no_work ? kTile : 0), lane);
+    score_gradients<MT>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt == kt, row_base, lane);
 
-    if (!no_work) {
-      // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
+    // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t ap[MT][4], ad[MT][4];
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t ap[MT][4], ad[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        acc_as_a(ap[mt], s[mt], kk);
+        acc_as_a(ad[mt], dp[mt], kk);
+      }
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        uint32_t bd[4], bq[4];
+        bt_pair<W>(bd, sm.dout[st], kk * 16, np * 16, lane);
+        bt_pair<W>(bq, sm.q[st], kk * 16, np * 16, lane);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          acc_as_a(ap[mt], s[mt], kk);
-          acc_as_a(ad[mt], dp[mt], kk);
-        }
-#pragma unroll
-        for (int np = 0; np < D / 16; ++np) {
-          uint32_t bd[4], bq[4];
-          bt_pair<W>(bd, sm.dout[st], kk * 16, np * 16, lane);
-          bt_pair<W>(bq, sm.q[st], kk * 16, np * 16, lane);
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma(dv[mt][2 * np], ap[mt], bd[0], bd[1]);
-            mma(dv[mt][2 * np + 1], ap[mt], bd[2], bd[3]);
-            mma(dk[mt][2 * np], ad[mt], bq[0], bq[1]);
-            mma(dk[mt][2 * np + 1], ad[mt], bq[2], bq[3]);
-          }
+          mma(dv[mt][2 * np], ap[mt], bd[0], bd[1]);
+          mma(dv[mt][2 * np + 1], ap[mt], bd[2], bd[3]);
+          mma(dk[mt][2 * np], ad[mt], bq[0], bq[1]);
+          mma(dk[mt][2 * np + 1], ad[mt], bq[2], bq[3]);
         }
       }
     }
 
-    // ds^T to shared memory: the dq product needs all the block's keys, held by all warps.
+    // ds^T to shared memory: the dq product needs all 64 keys of the tile, held by all warps.
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int key = row_base + 16 * mt + g;
@@ -229,11 +195,11 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kR == 1 ? min_resident_b
     for (int kk = 0; kk < 4; ++kk) {
       uint32_t a[MT][4];
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) at_frag<kTile + kPad>(a[mt], sm.ds, dq_keys + kk * 16, dq_rows + 16 * mt, lane);
+      for (int mt = 0; mt < MT; ++mt) at_frag<kTile + kPad>(a[mt], sm.ds, kk * 16, row_base + 16 * mt, lane);
 #pragma unroll
       for (int np = 0; np < D / 16; ++np) {
         uint32_t bb[4];
-        bt_pair<W>(bb, sm.k, dq_keys + kk * 16, np * 16, lane);
+        bt_pair<W>(bb, sm.k, kk * 16, np * 16, lane);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           mma(dq[mt][2 * np], a[mt], bb[0], bb[1]);
@@ -241,7 +207,7 @@ __global__ void __launch_bounds__(threads_for(MT) * kR, kR == 1 ? min_resident_b
         }
       }
     }
-    add_query_gradients<D, MT>(p, dq, qt, h, b, dq_rows, lane);
+    add_query_gradients<D, MT>(p, dq, qt, h, b, row_base, lane);
   }
 
   write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
@@ -390,7 +356,7 @@ int head_split(const LatentAttentionShape& x, const LatentAttentionVariant& vari
   return group;
 }
 
-template <int D, int kMt, int kR = 1>
+template <int D, int kMt>
 void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq, BshdMut dk,
                    BshdMut dv, void* workspace, cudaStream_t stream, bool wgmma) {
   const int64_t rows = static_cast<int64_t>(x.batch) * x.heads * x.seq;
@@ -410,17 +376,16 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
 
   p.dq_acc = dq_acc;
   p.delta = delta;
-  const int64_t blocks =
-      static_cast<int64_t>((x.seq + kR * kTile - 1) / (kR * kTile)) * p.slices * x.kv_heads * x.batch;
+  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * p.slices * x.kv_heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
   if (wgmma) {
     backward_wgmma(x, p, blocks, stream);
   } else {
-    const int smem = static_cast<int>(sizeof(BwdSmem<D, kR>));
+    const int smem = static_cast<int>(sizeof(BwdSmem<D>));
     // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
     HYDRA_KERNEL_CHECK(
-        cudaFuncSetAttribute(backward_kernel<D, kMt, kR>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    backward_kernel<D, kMt, kR><<<static_cast<unsigned>(blocks), threads_for(kMt) * kR, smem, stream>>>(p);
+        cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
   }
   if (p.slices > 1) {
@@ -479,14 +444,6 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   const size_t needed = workspace_layout(shape, p.slices).total;
   HYDRA_CHECK(workspace_bytes >= needed, "latent attention backward: workspace of " << workspace_bytes << " bytes, "
                                                                                     << needed << " needed");
-  HYDRA_CHECK(variant.bwd_rows == 0 || variant.bwd_rows == kTile ||
-                  (variant.bwd_rows == 2 * kTile && shape.head_dim <= 32 && variant.bwd_mtiles <= 1 &&
-                   !variant.wgmma_backward),
-              "bwd_rows " << variant.bwd_rows << " (built: 64; 128 at one row tile a warp, d 16 and 32, mma.sync)");
-  if (variant.bwd_rows == 2 * kTile) {
-    if (shape.head_dim == 16) return backward_impl<16, 1, 2>(shape, p, out, dout, dq, dk, dv, workspace, stream, false);
-    return backward_impl<32, 1, 2>(shape, p, out, dout, dq, dk, dv, workspace, stream, false);
-  }
   const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
   with_backward_instance(shape.head_dim, mt, [&](auto d, auto m) {
     backward_impl<decltype(d)::value, decltype(m)::value>(shape, p, out, dout, dq, dk, dv, workspace, stream,

@@ -209,14 +209,12 @@ struct BwdParams {
 struct BackwardBlock {
   int kt, slice, hk, b, kv_heads, h_first, per_head, total;
 };
-// rows: the keys a block owns (64, or 128 for the mma.sync backward's two-tile blocks); kt is
-// then the first of its key tiles.
-__device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p, int rows = kTile) {
-  const int n_kt = (p.seq + kTile - 1) / kTile, n_blocks = (p.seq + rows - 1) / rows;
-  const int per_tile = static_cast<int>(gridDim.x) / n_blocks, id = static_cast<int>(blockIdx.x);
+__device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p) {
+  const int n_kt = (p.seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_kt;
+  const int id = static_cast<int>(blockIdx.x);
   BackwardBlock f;
-  f.kt = (p.tiles_inner ? id % n_blocks : id / per_tile) * (rows / kTile);
-  const int rest = p.tiles_inner ? id / n_blocks : id % per_tile;
+  f.kt = p.tiles_inner ? id % n_kt : id / per_tile;
+  const int rest = p.tiles_inner ? id / n_kt : id % per_tile;
   f.kv_heads = p.heads / p.group;
   f.slice = rest % p.slices;
   f.hk = (rest / p.slices) % f.kv_heads;

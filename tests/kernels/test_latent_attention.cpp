@@ -83,8 +83,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 // Every kernel variant worth checking for case c: rows per warp (0 = the default) without a head
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
 // then the forward and the backward on warpgroup MMAs, and the forward with its registers left to
-// the compiler, capped for 5 and 6 resident blocks, both passes with 128 rows a block, and the
-// forward with part of its exponentials on the FMA pipes.
+// the compiler, capped for 5 and 6 resident blocks, and with part of its exponentials on the FMA
+// pipes.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -99,12 +99,8 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   out.push_back({0, 0, false, 0, false, true});  // the backward on warpgroup MMAs
   if (c.dim <= 32) {
     for (const int min_blocks : {-1, 5, 6}) out.push_back({0, 0, false, 0, false, false, min_blocks});
-    // 128 queries a forward block and 128 keys a backward block, without a head split and, for
-    // the backward, with the whole group split (the partials' path).
-    out.push_back({0, 0, false, 1, false, false, 0, 128, 128});
-    if (group > 1) out.push_back({0, 0, false, group, false, false, 0, 0, 128});
     // An eighth and a quarter of the forward's exponentials on the FMA pipes.
-    for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, 0, 0, poly});
+    for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, poly});
   }
   return out;
 }
@@ -113,8 +109,6 @@ std::string variant_name(const LatentAttentionVariant& v) {
   return " mtiles " + std::to_string(v.bwd_mtiles) + " head split " + std::to_string(v.bwd_head_split) +
          (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "") +
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
-         (v.fwd_rows ? " forward rows " + std::to_string(v.fwd_rows) : "") +
-         (v.bwd_rows ? " backward rows " + std::to_string(v.bwd_rows) : "") +
          (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "");
 }
 
