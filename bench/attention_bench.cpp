@@ -333,8 +333,8 @@ KernelFigures time_kernels(const Shape& s) {
     kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
                                        mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, wgmma_bwd);
   }).median_ms;
-  // The forward with its registers left to the compiler, capped for 5 and 6 resident blocks, and
-  // with part of its exponentials on the FMA pipes.
+  // The forward with its registers left to the compiler, capped for 5 and 6 resident blocks, with
+  // part of its exponentials on the FMA pipes, and with the next tile's scores computed ahead.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> forward_variants;
   if (D <= 32) {
     for (const int min_blocks : {-1, 5, 6}) {
@@ -347,6 +347,12 @@ KernelFigures time_kernels(const Shape& s) {
       kernels::LatentAttentionVariant fma_exp;
       fma_exp.fwd_poly_exp = poly;
       forward_variants.emplace_back(poly == 1 ? "an eighth of exp2 on FMA" : "a quarter of exp2 on FMA", fma_exp);
+    }
+    for (const int min_blocks : {0, -1}) {
+      kernels::LatentAttentionVariant pipelined;
+      pipelined.fwd_pipelined = true;
+      pipelined.fwd_min_blocks = min_blocks;
+      forward_variants.emplace_back(min_blocks == 0 ? "pipelined" : "pipelined uncapped", pipelined);
     }
   }
   for (const auto& [label, variant] : forward_variants) {

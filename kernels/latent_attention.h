@@ -70,6 +70,10 @@ struct LatentAttentionVariant {
   // (docs/PERF.md, 2026-12-06, session 29): the SFU pipe is 37-43% busy there, not what binds;
   // kept for a kernel whose exponentials do bind.
   int fwd_poly_exp = 0;
+  // The forward with the next key tile's scores computed before this tile's softmax (their
+  // tensor-core latency under its dependent chain), three key/value stages; built at d 16 and
+  // 32, one row tile a warp, registers capped for 4 blocks (fwd_min_blocks 0) or not (-1).
+  bool fwd_pipelined = false;
 };
 
 // True when the kernels handle this head size.
