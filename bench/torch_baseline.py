@@ -2,11 +2,13 @@
 """The baseline for `hydra train`'s speed: the same dense HYDRA model in plain PyTorch.
 
 A user choosing a trainer compares hydra with what a few hundred lines of PyTorch give. This
-file is those lines, written from docs/MODEL.md: the MQA/GQA/MHA, CCQA and MLA layers of the pattern,
-SwiGLU, pre-norm residuals with the per-type scale, the padded vocabulary, mean cross entropy.
-Dense only (MoD off, one recursion): the configs the speed targets name. Parameter names and
-shapes are hydra's, so a consolidated hydra checkpoint loads into it (load_hydra_h5) and the
-equivalence test (tests/bench/test_torch_baseline.py) checks the loss against hydra's.
+file is those lines, written from docs/MODEL.md: the MQA/GQA/MHA, CCQA (either layout:
+model.ccqa.compress) and MLA layers of the pattern, SwiGLU, pre-norm residuals with the
+per-type scale, the padded vocabulary, mean cross entropy. Dense only (MoD off, one recursion):
+the configs the speed targets name. Parameter names and shapes are hydra's, so a consolidated
+hydra checkpoint loads into it (load_hydra_h5) and the equivalence tests (ctest
+model_matches_torch_reference and model_matches_torch-heads_reference:
+tests/model/check_spec_reference.py) check the loss against hydra's.
 
 The timed step is what a PyTorch user writes: fp32 parameters, autocast to bf16, fused AdamW
 (decay on matrices and embeddings), global-norm clipping at 1.0, in three modes run in the
@@ -50,8 +52,9 @@ def model_config(path, overrides=()):
             node[part] = dict(node.get(part) or {})
             node = node[part]
         node[leaf] = yaml.safe_load(value)
-    ccqa = {"compression": 4, "conv_kernel": 3, "use_convs": True, "qk_mean": True, "qk_mean_gain": 0.25,
-            "value_shift": True, "post_mix_norm": True, "residual_scale": 0.5, **m.get("ccqa", {})}
+    ccqa = {"compression": 4, "compress": "head_dim", "conv_kernel": 3, "use_convs": True, "qk_mean": True,
+            "qk_mean_gain": 0.25, "value_shift": True, "post_mix_norm": True, "residual_scale": 0.5,
+            **m.get("ccqa", {})}
     mla = {"latent_ratio": 0.5, "residual_scale": 0.5, **m.get("mla", {})}
     mqa = {"residual_scale": 1.0, **m.get("mqa", {})}
     gqa = {"residual_scale": 1.0, **m.get("gqa", {})}  # gqa and mha layers
@@ -184,17 +187,22 @@ class Ccqa(nn.Module):
     def __init__(self, c):
         super().__init__()
         cc = c["ccqa"]
-        E, H, Hkv = c["dim"], c["heads"], c["kv_heads"]
+        E, H, Hkv, C = c["dim"], c["heads"], c["kv_heads"], cc["compression"]
         self.cfg, self.eps, self.theta = cc, c["norm_eps"], c["rope_theta"]
-        self.dh = E // H // cc["compression"]
-        Lq, Lk, K = H * self.dh, Hkv * self.dh, cc["conv_kernel"]
+        # The layout (docs/MODEL.md, "Layout"): head_dim keeps H and H_kv heads of d / C; heads
+        # keeps the head size d for H / C query heads and ceil(H_kv / C) key/value heads.
+        if cc["compress"] == "heads":
+            Hc, Hkc, self.dh = H // C, -(-Hkv // C), E // H
+        else:
+            Hc, Hkc, self.dh = H, Hkv, E // H // C
+        Lq, Lk, K = Hc * self.dh, Hkc * self.dh, cc["conv_kernel"]
         self.wq, self.wk, self.wv, self.wo = linear(E, Lq), linear(E, Lk), linear(E, Lk), linear(Lq, E)
         if cc["use_convs"]:
             self.conv1_q, self.conv1_k = CausalConv(Lq, 1, K), CausalConv(Lk, 1, K)
             self.conv2_q, self.conv2_k = CausalConv(Lq, self.dh, K), CausalConv(Lk, self.dh, K)
         if cc["post_mix_norm"]:
             self.q_norm, self.k_norm = RMSNorm(self.dh, self.eps), RMSNorm(self.dh, self.eps)
-        self.tau = nn.Parameter(torch.zeros(Hkv))
+        self.tau = nn.Parameter(torch.zeros(Hkc))
         self.out_norm = RMSNorm(Lq, self.eps)
 
     def mix(self, q0, k0, q, k):

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Independent implementations of the model against hydra, through the real binary.
 
-  check_spec_reference.py HYDRA_BIN SOURCE_DIR spec|spec-heads|torch
+  check_spec_reference.py HYDRA_BIN SOURCE_DIR spec|spec-heads|torch|torch-heads
 
 spec:  tests/model/spec_reference.py (NumPy, float64, written from docs/MODEL.md alone) on a
        model with all three attention types, MoD and MoR (3 recursions), untied embeddings.
@@ -12,6 +12,8 @@ spec-heads: the same with 8 heads and CCQA's `compress: heads` layout (2 query h
 torch: bench/torch_baseline.py (the PyTorch baseline of the speed benchmarks, float64) on the
        dense model it times (MoD off, one recursion), read from `hydra ckpt consolidate`; its
        pattern has a gqa and an mha layer too.
+torch-heads: the same with 8 heads and CCQA's `heads` layout (the speed benchmarks' baseline of
+       that layout), the post-mix norm on.
 
 Both train a few fp32 steps on a small byte-level corpus with a global batch of exactly
 every training window, so the step's loss is the mean over all windows whatever the shuffle,
@@ -53,11 +55,13 @@ ROUTED = """  mlp_ratio: 2.7
   mor: {recursions: 3, aux_weight: 0.01}
 """
 SPEC = WHICH.startswith("spec")
-# spec-heads and torch put the grouped-query kinds gqa (H_kv 2) and mha in place of two MQA layers.
+# spec-heads, torch and torch-heads put the grouped-query kinds gqa (H_kv 2) and mha in place of
+# two MQA layers.
 GROUPED = "[mqa, gqa, ccqa, ccqa, ccqa, mla, mha, mla]"
-MODEL = "model:\n" + COMMON.format(heads=8 if WHICH == "spec-heads" else 4,
+HEADS = WHICH.endswith("-heads")
+MODEL = "model:\n" + COMMON.format(heads=8 if HEADS else 4,
                                    pattern=GROUPED if WHICH != "spec" else "[mqa, mqa, ccqa, ccqa, ccqa, mla, mqa, mla]",
-                                   compress="heads" if WHICH == "spec-heads" else "head_dim",
+                                   compress="heads" if HEADS else "head_dim",
                                    post_mix_norm="false" if WHICH == "spec-heads" else "true") + {
     "spec": ROUTED,
     "spec-heads": ROUTED,
@@ -66,7 +70,7 @@ MODEL = "model:\n" + COMMON.format(heads=8 if WHICH == "spec-heads" else 4,
   mod: {enabled: false}
   mor: {recursions: 1}
 """,
-}[WHICH]
+}["torch" if WHICH == "torch-heads" else WHICH]
 
 
 def run(args, **kw):
