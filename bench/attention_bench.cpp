@@ -353,6 +353,9 @@ KernelFigures time_kernels(const Shape& s) {
       pipelined.fwd_pipelined = true;
       pipelined.fwd_min_blocks = min_blocks;
       forward_variants.emplace_back(min_blocks == 0 ? "pipelined" : "pipelined uncapped", pipelined);
+      if (min_blocks != 0) continue;
+      pipelined.fwd_lazy_rescale = true;
+      forward_variants.emplace_back("pipelined, lazy rescale", pipelined);
     }
   }
   for (const auto& [label, variant] : forward_variants) {

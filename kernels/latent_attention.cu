@@ -167,8 +167,9 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
 // softmax's dependent chain (ncu, session 28: the default forward's top stalls are fixed-latency
 // waits, 26%, and short scoreboard, 18%). Three key/value stages: tile j's values are still read
 // while tile j + 1's keys are in use and tile j + 2 loads. One m-tile a warp, two score buffers
-// in registers that trade roles each tile (no copies). Otherwise as forward_kernel.
-template <int D, int kMinBlocks>
+// in registers that trade roles each tile (no copies). kLazy: the conditional rescale
+// (running_max). Otherwise as forward_kernel.
+template <int D, int kMinBlocks, bool kLazy>
 __global__ void __launch_bounds__(threads_for(1), kMinBlocks) forward_pipelined_kernel(const FwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(1), kStages = 3;
   __shared__ __align__(16) bf16 sq[kTile][W];
@@ -217,9 +218,9 @@ __global__ void __launch_bounds__(threads_for(1), kMinBlocks) forward_pipelined_
     int lim[1][2];
     tile_limits<1>(lim, pos, j);
     if (j < qt) {
-      online_softmax<D, 1, false>(cur, o, m, l, p.scale_log2, lim, lane);
+      online_softmax<D, 1, false, 0, kLazy>(cur, o, m, l, p.scale_log2, lim, lane);
     } else {
-      online_softmax<D, 1, true>(cur, o, m, l, p.scale_log2, lim, lane);
+      online_softmax<D, 1, true, 0, kLazy>(cur, o, m, l, p.scale_log2, lim, lane);
     }
     add_probs_times_values<D, 1>(o, cur, sv[j % kStages], lane);
   };
@@ -266,9 +267,9 @@ void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStrea
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
-template <int D, int kMinBlocks>
+template <int D, int kMinBlocks, bool kLazy = false>
 void forward_pipelined_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
-  forward_pipelined_kernel<D, kMinBlocks><<<forward_grid(x), threads_for(1), 0, stream>>>(p);
+  forward_pipelined_kernel<D, kMinBlocks, kLazy><<<forward_grid(x), threads_for(1), 0, stream>>>(p);
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
@@ -297,12 +298,18 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   HYDRA_CHECK(!variant.fwd_pipelined || (mt == 1 && shape.head_dim <= 32 && variant.fwd_poly_exp == 0 &&
                                           (variant.fwd_min_blocks == 0 || variant.fwd_min_blocks == -1)),
               "fwd_pipelined (built: d 16 and 32, one row tile a warp, the default or no register cap)");
+  HYDRA_CHECK(!variant.fwd_lazy_rescale || (variant.fwd_pipelined && variant.fwd_min_blocks == 0),
+              "fwd_lazy_rescale (built: with fwd_pipelined and its register cap)");
   if (variant.fwd_pipelined) {
-    const bool capped = variant.fwd_min_blocks == 0;
+    const bool capped = variant.fwd_min_blocks == 0, lazy = variant.fwd_lazy_rescale;
     if (shape.head_dim == 16) {
-      return capped ? forward_pipelined_launch<16, 4>(shape, p, stream) : forward_pipelined_launch<16, 0>(shape, p, stream);
+      return lazy     ? forward_pipelined_launch<16, 4, true>(shape, p, stream)
+             : capped ? forward_pipelined_launch<16, 4>(shape, p, stream)
+                      : forward_pipelined_launch<16, 0>(shape, p, stream);
     }
-    return capped ? forward_pipelined_launch<32, 4>(shape, p, stream) : forward_pipelined_launch<32, 0>(shape, p, stream);
+    return lazy     ? forward_pipelined_launch<32, 4, true>(shape, p, stream)
+           : capped ? forward_pipelined_launch<32, 4>(shape, p, stream)
+                    : forward_pipelined_launch<32, 0>(shape, p, stream);
   }
   const int min_blocks = fwd_min_blocks(shape.head_dim, mt, variant.fwd_min_blocks);
   switch (shape.head_dim * 1000 + mt * 100 + min_blocks * 10 + variant.fwd_poly_exp) {

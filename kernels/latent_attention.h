@@ -74,6 +74,10 @@ struct LatentAttentionVariant {
   // tensor-core latency under its dependent chain), three key/value stages; built at d 16 and
   // 32, one row tile a warp, registers capped for 4 blocks (fwd_min_blocks 0) or not (-1).
   bool fwd_pipelined = false;
+  // With fwd_pipelined (and its register cap): the running max moves only when a row's tile max
+  // exceeds it by more than 2^8 (FlashAttention-4's conditional rescale), so most tiles skip the
+  // output's rescale and its exponentials.
+  bool fwd_lazy_rescale = false;
 };
 
 // True when the kernels handle this head size.

@@ -235,35 +235,64 @@ __device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p) {
 // the tile's first key) are left out; only tiles that cross some row's position are masked, and
 // every row sees key 0 in tile 0, so m is finite from the first tile on. Masking is a template
 // argument: as a run-time flag its compares and selects ran on every tile (ncu: a sixth of the
-// forward's instructions).
-template <int MT, bool kMasked>
-__device__ __forceinline__ void running_max(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+// forward's instructions). With kLazy (FlashAttention-4's conditional rescale) the running max
+// moves only when some row of the warp's tile exceeds it by more than kLazyRescaleLog2 (scaled,
+// log2 units); otherwise m, l stay, alpha is 1 and the caller may skip the rescale: the tile's
+// probabilities are then up to 2^kLazyRescaleLog2, exact in the end since o and l share the max.
+// Returns false when it left the max (and so every alpha) unchanged.
+constexpr float kLazyRescaleLog2 = 8.f;
+template <int MT, bool kMasked, bool kLazy = false>
+__device__ __forceinline__ bool running_max(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                             float (&alpha)[MT][2], float (&neg)[MT][2], float c,
                                             const int (&lim)[MT][2], int lane) {
   const int t = lane % 4;
+  float mx[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    float mx[2] = {-INFINITY, -INFINITY};
+    mx[mt][0] = mx[mt][1] = -INFINITY;
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int key = nb * 8 + 2 * t + (e & 1);
         if (kMasked && key > lim[mt][e >> 1]) s[mt][nb][e] = -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nb][e]);
+        mx[mt][e >> 1] = fmaxf(mx[mt][e >> 1], s[mt][nb][e]);
       }
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float m_new = fmaxf(m[mt][r], mx[r]);
+      mx[mt][r] = fmaxf(mx[mt][r], __shfl_xor_sync(0xffffffffu, mx[mt][r], 1));
+      mx[mt][r] = fmaxf(mx[mt][r], __shfl_xor_sync(0xffffffffu, mx[mt][r], 2));
+    }
+  }
+  if constexpr (kLazy) {
+    bool grow = false;  // m = -inf (the first tile): (mx - m) c = +inf, so it grows
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) grow = grow || (mx[mt][r] - m[mt][r]) * c > kLazyRescaleLog2;
+    }
+    if (!__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) alpha[mt][r] = 1.f, neg[mt][r] = -m[mt][r] * c;
+      }
+      return false;
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float m_new = fmaxf(m[mt][r], mx[mt][r]);
       alpha[mt][r] = exp2_approx((m[mt][r] - m_new) * c);
       m[mt][r] = m_new;
       neg[mt][r] = -m_new * c;
       l[mt][r] *= alpha[mt][r];
     }
   }
+  return true;
 }
 // kPoly of the 8 n-blocks (8 keys each) take their exponentials from exp2_poly (exp2_poly.h), the
 // rest from the special-function unit.
@@ -299,12 +328,11 @@ __device__ __forceinline__ void rescale_rows(float (&o)[MT][D / 8][4], const flo
 
 // The whole step where the output can be rescaled at once (the mma.sync forward): s becomes the
 // tile's probabilities, m, l and o move to the new max.
-template <int D, int MT, bool kMasked, int kPoly = 0>
+template <int D, int MT, bool kMasked, int kPoly = 0, bool kLazy = false>
 __device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2],
                                                float (&l)[MT][2], float c, const int (&lim)[MT][2], int lane) {
   float alpha[MT][2], neg[MT][2];
-  running_max<MT, kMasked>(s, m, l, alpha, neg, c, lim, lane);
-  rescale_rows<D, MT>(o, alpha);
+  if (running_max<MT, kMasked, kLazy>(s, m, l, alpha, neg, c, lim, lane)) rescale_rows<D, MT>(o, alpha);
   exponentiate<MT, kPoly>(s, l, neg, c);
 }
 

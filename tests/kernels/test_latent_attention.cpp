@@ -103,6 +103,7 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, poly});
     // The next tile's scores ahead of this tile's softmax, with and without the register cap.
     for (const int min_blocks : {0, -1}) out.push_back({0, 0, false, 1, false, false, min_blocks, 0, true});
+    out.push_back({0, 0, false, 1, false, false, 0, 0, true, true});  // and the conditional rescale
   }
   return out;
 }
@@ -112,7 +113,7 @@ std::string variant_name(const LatentAttentionVariant& v) {
          (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "") +
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
          (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "") +
-         (v.fwd_pipelined ? " pipelined" : "");
+         (v.fwd_pipelined ? " pipelined" : "") + (v.fwd_lazy_rescale ? " lazy rescale" : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
