@@ -355,7 +355,7 @@ KernelFigures time_kernels(const Shape& s) {
       forward_variants.emplace_back(min_blocks == 0 ? "pipelined" : "pipelined uncapped", pipelined);
       if (min_blocks != 0) continue;
       pipelined.fwd_lazy_rescale = true;
-      forward_variants.emplace_back("pipelined, lazy rescale", pipelined);
+      forward_variants.emplace_back("pipelined with lazy rescale", pipelined);
     }
   }
   for (const auto& [label, variant] : forward_variants) {
