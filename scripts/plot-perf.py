@@ -68,7 +68,7 @@ def plot_latent_kernels(data, out):
         return False
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     for ax, pass_name in zip(axes, ("forward", "backward")):
-        labels = [f'E{r["E"]} B{r["B"]} S{r["S"]}' for r in rows]
+        labels = [f'E{r["E"]} B{r["B"]}\nS{r["S"]}' for r in rows]  # two lines: four shapes fit
         series = {"default": [r["latent_kernels"][pass_name]["median_ms"] for r in rows]}
         for r_i, r in enumerate(rows):
             for key, ms in r["latent_kernels"].get("variants", {}).items():
@@ -76,8 +76,9 @@ def plot_latent_kernels(data, out):
                     name = key[len(pass_name):].strip(" _").removesuffix("_ms").removesuffix(" ms").replace("_", " ")
                     series.setdefault(name, [float("nan")] * len(rows))[r_i] = ms
         width = 0.8 / len(series)
+        colours = plt.cm.tab20.colors  # more variants than tab10's ten colours
         for i, (name, values) in enumerate(series.items()):
-            ax.bar([x + i * width for x in range(len(rows))], values, width, label=name)
+            ax.bar([x + i * width for x in range(len(rows))], values, width, label=name, color=colours[i % len(colours)])
         floors = [r["latent_kernels"][pass_name]["floor_ms"] for r in rows]
         ax.scatter([x + 0.4 - width / 2 for x in range(len(rows))], floors, marker="_", s=600, color="black",
                    label="floor (matmul, bytes, softmax at SFU+FMA peaks)", zorder=3)
@@ -85,7 +86,7 @@ def plot_latent_kernels(data, out):
         ax.set_yscale("log")
         ax.set_ylabel("ms (median, log scale)")
         ax.set_title(f"latent attention {pass_name} kernel, {data.get('device', '')}")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
