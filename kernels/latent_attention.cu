@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
   __shared__ __align__(16) bf16 sk[2][kTile][W];
   __shared__ __align__(16) bf16 sv[2][kTile][W];
 
-  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner, kTile);
+  const auto [qt, h, b, hk] = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
   const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(threads_for(1), kMinBlocks) forward_pipelined_
   __shared__ __align__(16) bf16 sk[kStages][kTile][W];
   __shared__ __align__(16) bf16 sv[kStages][kTile][W];
 
-  const ForwardBlock blk = forward_block(p.seq, p.heads, p.group, p.tiles_inner, kTile);
+  const ForwardBlock blk = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
   const int qt = blk.qt, h = blk.h, b = blk.b, hk = blk.hk;  // plain ints: the lambdas capture qt
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const bf16* q = p.q + b * p.qs.b + h * p.qs.h;

@@ -115,17 +115,17 @@ __device__ __forceinline__ void acc_as_a(uint32_t (&a)[4], const float (&s)[8][4
 // the 16 bytes of row r from channel c go (the tile's layout). Called for every key or query
 // tile, so the addresses are one 64-bit offset stepped by a constant and two 32-bit compares a
 // piece (ncu, session 28: a per-piece address computation had cost the forward about 115
-// instructions a tile, a quarter of its instructions; this form about 30). kT threads load the
-// tile; tid is this thread's index among them (threadIdx.x where the whole block loads).
+// instructions a tile, a quarter of its instructions; this form about 30). The block's first kT
+// threads load the tile.
 template <int D, int kT, typename At>
-__device__ __forceinline__ void load_rows(At at, const bf16* src, int64_t row_stride, int row0, int seq, bool shift,
-                                          int tid) {
+__device__ __forceinline__ void load_rows(At at, const bf16* src, int64_t row_stride, int row0, int seq, bool shift) {
   constexpr int kChunks = D / 8, kRowStep = kT / kChunks;  // 16-byte pieces per row; a thread's row step
   static_assert(kTile * kChunks % kT == 0, "every thread moves the same number of pieces");
   static_assert(kT % kChunks == 0, "a thread keeps one column: piece threadIdx.x % kChunks of its rows");
   static_assert(D % 16 == 0, "the shift moves whole 16-byte pieces");
   // Piece c = threadIdx.x + i kT is row c / kChunks, column c % kChunks: the column is the
   // thread's own for every i, so its shift is worked out once.
+  const int tid = static_cast<int>(threadIdx.x);
   const int col = (tid % kChunks) * 8, first = tid / kChunks;
   const int from0 = row0 + first - (shift && col >= D / 2 ? 1 : 0);  // source row of the first piece
   int64_t off = static_cast<int64_t>(from0) * row_stride + col;
@@ -138,17 +138,14 @@ __device__ __forceinline__ void load_rows(At at, const bf16* src, int64_t row_st
   }
 }
 
-// load_rows into a padded [64][D + kPad] tile (the mma.sync kernels' layout), by the block's
-// first kT threads unless tid says otherwise.
+// load_rows into a padded [64][D + kPad] tile (the mma.sync kernels' layout).
 template <int D, int kT>
 __device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src, int64_t row_stride, int row0,
-                                          int seq, bool shift = false, int tid = -1) {
-  load_rows<D, kT>([dst](int r, int c) { return &dst[r][c]; }, src, row_stride, row0, seq, shift,
-                   tid < 0 ? static_cast<int>(threadIdx.x) : tid);
+                                          int seq, bool shift = false) {
+  load_rows<D, kT>([dst](int r, int c) { return &dst[r][c]; }, src, row_stride, row0, seq, shift);
 }
 
-// The forward's block: query tile qt (of `rows` queries: 64, or 128 for the mma.sync forward's
-// two-tile blocks) of head h of sequence b (KV head hk). One-dimensional grid,
+// The forward's block: query tile qt of head h of sequence b (KV head hk). One-dimensional grid,
 // the longest tiles first across the whole grid (query tile qt does qt + 1 key tiles): blocks
 // start in index order, so a long block should not be among the last to start. Ordered only
 // within each (head, batch), as a 3-d grid did, the last (head, batch) started its longest tile
@@ -156,9 +153,8 @@ __device__ __forceinline__ void load_tile(bf16 (*dst)[D + kPad], const bf16* src
 struct ForwardBlock {
   int qt, h, b, hk;
 };
-__device__ __forceinline__ ForwardBlock forward_block(int seq, int heads, int group, bool tiles_inner,
-                                                     int rows = kTile) {
-  const int n_tiles = (seq + rows - 1) / rows, per_tile = static_cast<int>(gridDim.x) / n_tiles;
+__device__ __forceinline__ ForwardBlock forward_block(int seq, int heads, int group, bool tiles_inner) {
+  const int n_tiles = (seq + kTile - 1) / kTile, per_tile = static_cast<int>(gridDim.x) / n_tiles;
   const int id = static_cast<int>(blockIdx.x);
   ForwardBlock f;
   f.qt = n_tiles - 1 - (tiles_inner ? id % n_tiles : id / per_tile);

@@ -153,8 +153,7 @@ __device__ __forceinline__ void mma_shared(float (&d)[32], uint64_t a, uint64_t 
 template <int D>
 __device__ __forceinline__ void load_blocked(bf16* dst, const bf16* src, int64_t row_stride, int row0, int seq,
                                              bool shift = false) {
-  load_rows<D, kWarpgroup>([dst](int r, int c) { return dst + blocked<D>(r, c); }, src, row_stride, row0, seq, shift,
-                           threadIdx.x);
+  load_rows<D, kWarpgroup>([dst](int r, int c) { return dst + blocked<D>(r, c); }, src, row_stride, row0, seq, shift);
 }
 
 // The forward's shared memory: the query tile and three stages of key and value tiles (tile t in
