@@ -253,13 +253,6 @@ int fwd_min_blocks(int D, int mt, int asked) {
   return asked;
 }
 
-// The forward's grid: one block a (query tile, head, batch).
-unsigned forward_grid(const LatentAttentionShape& x) {
-  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
-  HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
-  return static_cast<unsigned>(blocks);
-}
-
 // kMinBlocks 0: no minimum (the compiler's register choice; 1 would change it).
 template <int D, int MT, int kMinBlocks = 0, int kPoly = 0>
 void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {

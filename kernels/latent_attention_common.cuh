@@ -518,4 +518,11 @@ inline void check_shape(const LatentAttentionShape& x) {
 
 inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
+// The forward's grid (every forward kernel): one block a (query tile, head, batch).
+inline unsigned forward_grid(const LatentAttentionShape& x) {
+  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
+  HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
+  return static_cast<unsigned>(blocks);
+}
+
 }  // namespace hydra::kernels::detail

@@ -433,8 +433,7 @@ void backward_wgmma(const LatentAttentionShape& x, const BwdParams& p, int64_t b
 }
 
 void forward_wgmma(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
-  const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * x.heads * x.batch;
-  HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention forward: grid of " << blocks << " blocks");
+  const unsigned blocks = forward_grid(x);
   switch (x.head_dim) {
     case 16: return launch_warpgroups(forward_wgmma_kernel<16>, sizeof(ForwardSmem<16>), blocks, p, stream);
     case 32: return launch_warpgroups(forward_wgmma_kernel<32>, sizeof(ForwardSmem<32>), blocks, p, stream);
