@@ -259,6 +259,7 @@ struct KernelFigures {
   double fwd_tiles_inner_ms = 0, bwd_tiles_inner_ms = 0;  // medians with the old block order
   double fwd_wgmma_ms = 0, bwd_wgmma_ms = 0;  // on warpgroup MMAs (LatentAttentionVariant::wgmma_*)
   std::vector<std::pair<std::string, double>> fwd_variants_ms;  // the forward's other variants by name
+  std::vector<std::pair<std::string, double>> bwd_variants_ms;  // the backward's, by name
   std::vector<std::pair<int, double>> bwd_split_ms;  // backward median by head split (every divisor of G)
   int bwd_split_default = 0;                         // the launcher's choice
   double flops_fwd, flops_bwd, bytes_fwd, bytes_bwd, ex2;  // ex2: exponentials per pass
@@ -358,10 +359,25 @@ KernelFigures time_kernels(const Shape& s) {
       forward_variants.emplace_back("pipelined with lazy rescale", pipelined);
     }
   }
+  // The default once more, last: how far one kernel's median moves between two timings in a run.
+  forward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : forward_variants) {
     f.fwd_variants_ms.emplace_back(label, time_device([&] {
       kernels::latent_attention_forward(shape, scale, cv(q), cv(k), cv(v), mv(out), lse.data_ptr<float>(), stream,
                                         variant);
+    }).median_ms);
+  }
+  // The backward with the causal mask's test on every step (its form before 2026-12-06), and the
+  // default timed again.
+  std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> backward_variants;
+  kernels::LatentAttentionVariant every_step;
+  every_step.bwd_mask_every_step = true;
+  backward_variants.emplace_back("mask every step", every_step);
+  backward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
+  for (const auto& [label, variant] : backward_variants) {
+    f.bwd_variants_ms.emplace_back(label, time_device([&] {
+      kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
+                                         mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, variant);
     }).median_ms);
   }
   // The backward by head split (LatentAttentionVariant::bwd_head_split), beside the default's choice.
@@ -497,10 +513,12 @@ Json kernel_json(const KernelFigures& f, const Ceilings& c) {
   v["backward_tiles_inner_ms"] = f.bwd_tiles_inner_ms;
   v["forward_wgmma_ms"] = f.fwd_wgmma_ms;
   v["backward_wgmma_ms"] = f.bwd_wgmma_ms;
-  for (const auto& [label, ms] : f.fwd_variants_ms) {
-    std::string key = "forward_" + label + "_ms";
-    std::replace(key.begin(), key.end(), ' ', '_');
-    v[key] = ms;
+  for (const auto& [pass_name, variants] : {std::pair{"forward_", &f.fwd_variants_ms}, {"backward_", &f.bwd_variants_ms}}) {
+    for (const auto& [label, ms] : *variants) {
+      std::string key = pass_name + label + "_ms";
+      std::replace(key.begin(), key.end(), ' ', '_');
+      v[key] = ms;
+    }
   }
   Json split = Json::object();
   for (const auto& [slices, ms] : f.bwd_split_ms) split[std::to_string(slices)] = ms;
@@ -621,6 +639,9 @@ int run_attention_bench(const std::string& json_path) {
     std::printf("    forward variants:");
     for (const auto& [label, ms] : kf.fwd_variants_ms) std::printf(" %s %.3f ms,", label.c_str(), ms);
     std::printf(" default %.3f ms\n", kf.fwd.median_ms);
+    std::printf("    backward variants:");
+    for (const auto& [label, ms] : kf.bwd_variants_ms) std::printf(" %s %.3f ms,", label.c_str(), ms);
+    std::printf(" default %.3f ms\n", kf.bwd.median_ms);
     std::printf("    backward by head split (default %d):", kf.bwd_split_default);
     for (const auto& [slices, ms] : kf.bwd_split_ms) std::printf(" %d: %.3f ms", slices, ms);
     std::printf("\n");

@@ -78,6 +78,9 @@ struct LatentAttentionVariant {
   // exceeds it by more than 2^8 (FlashAttention-4's conditional rescale), so most tiles skip the
   // output's rescale and its exponentials.
   bool fwd_lazy_rescale = false;
+  // The backward's causal mask tested at run time on every step's scores, as before 2026-12-06
+  // (the default compiles it out of every step but the diagonal one); mma.sync only.
+  bool bwd_mask_every_step = false;
 };
 
 // True when the kernels handle this head size.

@@ -403,10 +403,12 @@ __device__ __forceinline__ void add_query_gradients(const BwdParams& p, const fl
 
 // In place: s (k q^T, raw) becomes p = exp2(s scale log2 e - lse2) with the causal mask, and dp
 // (v dout^T) becomes ds = p (dp - delta), for MT m-tiles of 16 keys from row_base against the
-// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked (a
-// run-time flag: a second copy of the step for it, or a compare against the tiles' distance,
-// cost the mma.sync backward registers or spills).
-template <int MT>
+// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked: kMaybeDiag
+// true tests the run-time flag `diag` on every element; false leaves the mask to
+// mask_future_keys, on the diagonal step's accumulators before the product (a second copy of
+// this loop for the diagonal, like a second copy of the whole step, made ptxas spill in the
+// mma.sync backward).
+template <int MT, bool kMaybeDiag = true>
 __device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp)[MT][8][4], const float* lse2,
                                                 const float* delta, float scale_log2, bool diag, int row_base,
                                                 int lane) {
@@ -423,10 +425,30 @@ __device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp
         for (int r = 0; r < 2; ++r) {
           const int e = 2 * r + cc, key = row_base + 16 * mt + g + 8 * r;
           float pr = exp2_approx(fmaf(s[mt][nb][e], scale_log2, -l2));
-          if (diag && key > query) pr = 0.f;
+          if (kMaybeDiag && diag && key > query) pr = 0.f;
           s[mt][nb][e] = pr;
           dp[mt][nb][e] = pr * (dp[mt][nb][e] - dl);
         }
+      }
+    }
+  }
+}
+
+// The causal mask of the diagonal step, set before its k q^T product: the score accumulators of
+// keys after their query start at -inf instead of 0, so that score_gradients<MT, false> turns
+// them into p = 0 and ds = 0 with no test of its own. (A select after score_gradients, in a
+// branch of the diagonal step, made ptxas spill 40 to 80 bytes at d 16 and 32; this form 4.)
+template <int MT>
+__device__ __forceinline__ void mask_future_keys(float (&s)[MT][8][4], int row_base, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int query = nb * 8 + 2 * t + (e & 1), key = row_base + 16 * mt + g + 8 * (e >> 1);
+        if (key > query) s[mt][nb][e] = -INFINITY;
       }
     }
   }

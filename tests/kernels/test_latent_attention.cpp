@@ -84,7 +84,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
 // then the forward and the backward on warpgroup MMAs, and the forward with its registers left to
 // the compiler, capped for 5 and 6 resident blocks, with part of its exponentials on the FMA pipes,
-// and with the next tile's scores computed ahead.
+// and with the next tile's scores computed ahead; last the backward with its causal mask tested
+// on every step.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -105,6 +106,12 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     for (const int min_blocks : {0, -1}) out.push_back({0, 0, false, 1, false, false, min_blocks, 0, true});
     out.push_back({0, 0, false, 1, false, false, 0, 0, true, true});  // and the conditional rescale
   }
+  for (const int mtiles : {0, 2}) {  // the backward's causal mask tested on every step
+    if (mtiles == 2 && c.dim == 64) continue;
+    LatentAttentionVariant every_step{mtiles, mtiles, false, 0};
+    every_step.bwd_mask_every_step = true;
+    out.push_back(every_step);
+  }
   return out;
 }
 
@@ -113,7 +120,8 @@ std::string variant_name(const LatentAttentionVariant& v) {
          (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "") +
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
          (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "") +
-         (v.fwd_pipelined ? " pipelined" : "") + (v.fwd_lazy_rescale ? " lazy rescale" : "");
+         (v.fwd_pipelined ? " pipelined" : "") + (v.fwd_lazy_rescale ? " lazy rescale" : "") +
+         (v.bwd_mask_every_step ? " mask every step" : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
