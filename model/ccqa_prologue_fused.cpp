@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "kernels/ccqa_param_pack.h"
 #include "kernels/ccqa_prologue.h"
+#include "model/dims.h"
 #include "model/fused_ops_cuda.h"
 
 namespace hydra::model {
@@ -189,7 +190,7 @@ at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat)
 // 0.30 ms (docs/PERF.md, 2026-12-06, session 29, H100).
 bool ccqa_prologue_fused_applies(const at::Tensor& q0, const at::Tensor& k0, const CcqaPrologueOptions& o) {
   if (!q0.is_cuda() || !k0.is_cuda() || q0.dim() != 3 || k0.dim() != 3 || o.head_dim <= 0) return false;
-  if (o.head_dim > 32) return false;
+  if (o.head_dim > kCcqaFusedPrologueMaxHeadDim) return false;
   if (q0.scalar_type() != at::kFloat && q0.scalar_type() != at::kBFloat16) return false;
   if (q0.size(0) != k0.size(0) || q0.size(1) != k0.size(1)) return false;
   if (q0.size(2) % o.head_dim != 0 || k0.size(2) % o.head_dim != 0) return false;

@@ -36,6 +36,11 @@ struct Dims {
   double out_std = 0.02;         // W_o and W_down: init_std / sqrt(2 L)
 };
 
+// The largest CCQA head size the fused prologue kernel takes in the model: above it the layer
+// runs its convolutions as cuBLAS products and steps 4-7 as the mix kernel (model/
+// ccqa_prologue_fused.cpp says why), which saves more for the backward (activation_memory.cpp).
+inline constexpr int64_t kCcqaFusedPrologueMaxHeadDim = 32;
+
 // Every value model.pattern takes, as error messages list them.
 inline constexpr const char* kAttentionTypes = "mqa|gqa|mha|ccqa|mla";
 

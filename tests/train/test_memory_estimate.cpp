@@ -78,6 +78,34 @@ TEST(MemoryEstimate, OneMqaLayerMatchesTheHandCountedInventory) {
   EXPECT_EQ(r.buffers, std::max<int64_t>(m.buffers, tokens * ((3 * 128 + 2 * 64) * 2 + 3 * 128 * 2)));
 }
 
+// One CCQA layer, the same width in both layouts (E 256, H 4, H_kv 4, C 4, K 3: latents Lq =
+// Lk = 64). head_dim: 4 heads of 16, the fused prologue, which saves q0, k0, v, q, k, the
+// attention's output and its norm's output: 7 x 64 bf16 a token, plus a count of v the inventory
+// has always made (8 x 64 in all); fp32: the log-sum-exp and the output norm's rstd, 4 heads
+// each. heads: 1 head of 64, above kCcqaFusedPrologueMaxHeadDim, so the products path: q0, k0
+// (128), each convolution pair's windows (3 x 64 + a bias block of 8, twice: 400), the
+// convolutions' outputs (128), the shifted v (64), the mix's q and k (128), the output and its
+// norm's output (128) = 976; fp32: 1 head each. (Before the products path was counted, both
+// layouts gave 512 elements.)
+TEST(MemoryEstimate, CcqaAboveTheFusedPrologueCountsTheProductsPath) {
+  RunConfig c = one_mqa_layer();
+  c.model.dim = 256;
+  c.model.heads = 4;
+  c.model.kv_heads = 4;
+  c.model.mlp_ratio = 2.0;  // F 512: the MLP's backward stays the widest transient in both
+  c.model.pattern = {"ccqa"};
+  const int64_t tokens = 2 * 32, norms_and_mlp = (4 * 256 + 3 * 512) * 2 + 2 * 4;
+  const auto activations = [&](const char* compress) {
+    RunConfig r = c;
+    r.model.ccqa.compress = compress;
+    const auto e = hydra::train::estimate_memory(r, grid());
+    const int64_t head = 2 * 256 * 2 + 4, head_weight_grad = 256 * 256 * 4;
+    return (e.stages[0].activations - head_weight_grad) / tokens - head;
+  };
+  EXPECT_EQ(activations("head_dim"), norms_and_mlp + 512 * 2 + 2 * 4 * 4);
+  EXPECT_EQ(activations("heads"), norms_and_mlp + 976 * 2 + 2 * 1 * 4);
+}
+
 // Tied embeddings on one stage: the head is the embedding, held once (the estimate counted a
 // second copy of it, V x E elements of weights and optimizer state, as if a last pipeline stage
 // held one); under pp 2 the last stage does hold its copy.
