@@ -334,8 +334,8 @@ KernelFigures time_kernels(const Shape& s) {
     kernels::latent_attention_backward(shape, scale, cv(q), cv(k), cv(v), cv(out), cv(dout), lse.data_ptr<float>(),
                                        mv(dq), mv(dk), mv(dv), ws.data_ptr(), ws_bytes, stream, wgmma_bwd);
   }).median_ms;
-  // The forward with its registers left to the compiler, capped for 5 and 6 resident blocks, with
-  // part of its exponentials on the FMA pipes, and with the next tile's scores computed ahead.
+  // The forward with its registers left to the compiler, capped for 5 and 6 resident blocks, and
+  // with part of its exponentials on the FMA pipes.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> forward_variants;
   if (D <= 32) {
     for (const int min_blocks : {-1, 5, 6}) {
@@ -349,15 +349,6 @@ KernelFigures time_kernels(const Shape& s) {
       fma_exp.fwd_poly_exp = poly;
       forward_variants.emplace_back(poly == 1 ? "an eighth of exp2 on FMA" : "a quarter of exp2 on FMA", fma_exp);
     }
-    for (const int min_blocks : {0, -1}) {
-      kernels::LatentAttentionVariant pipelined;
-      pipelined.fwd_pipelined = true;
-      pipelined.fwd_min_blocks = min_blocks;
-      forward_variants.emplace_back(min_blocks == 0 ? "pipelined" : "pipelined uncapped", pipelined);
-      if (min_blocks != 0) continue;
-      pipelined.fwd_lazy_rescale = true;
-      forward_variants.emplace_back("pipelined with lazy rescale", pipelined);
-    }
   }
   // The default once more, last: how far one kernel's median moves between two timings in a run.
   forward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
@@ -367,12 +358,8 @@ KernelFigures time_kernels(const Shape& s) {
                                         variant);
     }).median_ms);
   }
-  // The backward with the causal mask's test on every step (its form before 2026-12-06), and the
-  // default timed again.
+  // The backward's variants (none at present) and the default timed again.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> backward_variants;
-  kernels::LatentAttentionVariant every_step;
-  every_step.bwd_mask_every_step = true;
-  backward_variants.emplace_back("mask every step", every_step);
   backward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : backward_variants) {
     f.bwd_variants_ms.emplace_back(label, time_device([&] {

@@ -43,7 +43,10 @@ using namespace detail;
 // that every K and V fragment read from shared memory feeds MT tensor-core products. (Blocks of
 // 128 queries, two tiles sharing each key and value tile, halve the L2 reads a score but ran 7-20%
 // slower at S >= 8192 on an H100: two blocks of 256 threads an SM hide less latency than four or
-// five of 128; docs/PERF.md, 2026-12-06, session 29.)
+// five of 128; docs/PERF.md, 2026-12-06, session 29. Issuing tile j + 1's q k^T before tile j's
+// softmax, over three key/value stages, with or without FlashAttention-4's conditional rescale,
+// ran 4-15% slower at S 4096-16384: 128 registers and 25% occupancy against the default's 96 and
+// 31%; session 30.)
 
 // Raw scores q k^T of MT m-tiles of 16 queries (their fragments qf) against a 64-key tile.
 template <int D, int MT>
@@ -162,76 +165,6 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
   write_rows_out<D, MT>(p, o, m, l, qt, h, b, row_base, lane);
 }
 
-// The forward with the next tile's scores computed ahead (LatentAttentionVariant::fwd_pipelined):
-// tile j + 1's q k^T is issued before tile j's softmax, so its tensor-core latency overlaps the
-// softmax's dependent chain (ncu, session 28: the default forward's top stalls are fixed-latency
-// waits, 26%, and short scoreboard, 18%). Three key/value stages: tile j's values are still read
-// while tile j + 1's keys are in use and tile j + 2 loads. One m-tile a warp, two score buffers
-// in registers that trade roles each tile (no copies). kLazy: the conditional rescale
-// (running_max). Otherwise as forward_kernel.
-template <int D, int kMinBlocks, bool kLazy>
-__global__ void __launch_bounds__(threads_for(1), kMinBlocks) forward_pipelined_kernel(const FwdParams p) {
-  constexpr int W = D + kPad, kT = threads_for(1), kStages = 3;
-  __shared__ __align__(16) bf16 sq[kTile][W];
-  __shared__ __align__(16) bf16 sk[kStages][kTile][W];
-  __shared__ __align__(16) bf16 sv[kStages][kTile][W];
-
-  const ForwardBlock blk = forward_block(p.seq, p.heads, p.group, p.tiles_inner);
-  const int qt = blk.qt, h = blk.h, b = blk.b, hk = blk.hk;  // plain ints: the lambdas capture qt
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const bf16* q = p.q + b * p.qs.b + h * p.qs.h;
-  const bf16* k = p.k + b * p.ks.b + hk * p.ks.h;
-  const bf16* v = p.v + b * p.vs.b + hk * p.vs.h;
-  const int row_base = warp * 16;
-  int pos[1][2];
-  row_positions<1>(pos, qt, row_base, lane);
-  const auto load_keys_values = [&](int tile) {
-    load_tile<D, kT>(sk[tile % kStages], k, p.ks.s, tile * kTile, p.seq);
-    load_tile<D, kT>(sv[tile % kStages], v, p.vs.s, tile * kTile, p.seq, p.value_shift);
-  };
-  // Groups: (q, tile 0), then tile 1 (empty at qt 0).
-  load_tile<D, kT>(sq, q, p.qs.s, qt * kTile, p.seq);
-  load_keys_values(0);
-  cp_async_commit();
-  if (qt >= 1) load_keys_values(1);
-  cp_async_commit();
-  cp_async_wait_one();
-  __syncthreads();
-
-  uint32_t qf[1][D / 16][4];
-#pragma unroll
-  for (int kc = 0; kc < D / 16; ++kc) a_frag<W>(qf[0][kc], sq, row_base, kc * 16, lane);
-  float o[1][D / 8][4];
-  float m[1][2] = {{-INFINITY, -INFINITY}}, l[1][2] = {{0.f, 0.f}};
-#pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[0][i][0] = o[0][i][1] = o[0][i][2] = o[0][i][3] = 0.f;
-
-  float sa[1][8][4], sb[1][8][4];
-  raw_scores<D, 1>(sa, qf, sk[0], lane);
-  // Tile j: its scores in cur (computed a step ago), the next tile's into next.
-  const auto step = [&](float (&cur)[1][8][4], float (&next)[1][8][4], int j) {
-    cp_async_wait_all();
-    __syncthreads();  // tile j + 1 visible; everyone is done with tile j - 1's stage
-    if (j + 2 <= qt) load_keys_values(j + 2);
-    cp_async_commit();
-    if (j + 1 <= qt) raw_scores<D, 1>(next, qf, sk[(j + 1) % kStages], lane);
-    int lim[1][2];
-    tile_limits<1>(lim, pos, j);
-    if (j < qt) {
-      online_softmax<D, 1, false, 0, kLazy>(cur, o, m, l, p.scale_log2, lim, lane);
-    } else {
-      online_softmax<D, 1, true, 0, kLazy>(cur, o, m, l, p.scale_log2, lim, lane);
-    }
-    add_probs_times_values<D, 1>(o, cur, sv[j % kStages], lane);
-  };
-  for (int j = 0; j <= qt; j += 2) {
-    step(sa, sb, j);
-    if (j + 1 <= qt) step(sb, sa, j + 1);
-  }
-
-  write_rows_out<D, 1>(p, o, m, l, qt, h, b, row_base, lane);
-}
-
 // m-tiles per warp. 2 is built only where ptxas -v reports no spills (not at D = 64). The
 // default is 1: on an H100 it was faster at all 12 benchmark shapes in the forward and at 10
 // of 12 in the backward (docs/PERF.md, 2026-11-23): fewer registers, more warps in flight,
@@ -260,12 +193,6 @@ void forward_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStrea
   HYDRA_KERNEL_CHECK(cudaGetLastError());
 }
 
-template <int D, int kMinBlocks, bool kLazy = false>
-void forward_pipelined_launch(const LatentAttentionShape& x, const FwdParams& p, cudaStream_t stream) {
-  forward_pipelined_kernel<D, kMinBlocks, kLazy><<<forward_grid(x), threads_for(1), 0, stream>>>(p);
-  HYDRA_KERNEL_CHECK(cudaGetLastError());
-}
-
 }  // namespace
 
 bool latent_attention_supports(int head_dim) { return head_dim == 16 || head_dim == 32 || head_dim == 64; }
@@ -288,22 +215,6 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
   HYDRA_CHECK(variant.fwd_poly_exp == 0 || ((variant.fwd_poly_exp == 1 || variant.fwd_poly_exp == 2) && mt == 1 &&
                                                shape.head_dim <= 32 && variant.fwd_min_blocks == 0),
               "fwd_poly_exp " << variant.fwd_poly_exp << " (built: 1, 2 at d 16 and 32 with the default register cap)");
-  HYDRA_CHECK(!variant.fwd_pipelined || (mt == 1 && shape.head_dim <= 32 && variant.fwd_poly_exp == 0 &&
-                                          (variant.fwd_min_blocks == 0 || variant.fwd_min_blocks == -1)),
-              "fwd_pipelined (built: d 16 and 32, one row tile a warp, the default or no register cap)");
-  HYDRA_CHECK(!variant.fwd_lazy_rescale || (variant.fwd_pipelined && variant.fwd_min_blocks == 0),
-              "fwd_lazy_rescale (built: with fwd_pipelined and its register cap)");
-  if (variant.fwd_pipelined) {
-    const bool capped = variant.fwd_min_blocks == 0, lazy = variant.fwd_lazy_rescale;
-    if (shape.head_dim == 16) {
-      return lazy     ? forward_pipelined_launch<16, 4, true>(shape, p, stream)
-             : capped ? forward_pipelined_launch<16, 4>(shape, p, stream)
-                      : forward_pipelined_launch<16, 0>(shape, p, stream);
-    }
-    return lazy     ? forward_pipelined_launch<32, 4, true>(shape, p, stream)
-           : capped ? forward_pipelined_launch<32, 4>(shape, p, stream)
-                    : forward_pipelined_launch<32, 0>(shape, p, stream);
-  }
   const int min_blocks = fwd_min_blocks(shape.head_dim, mt, variant.fwd_min_blocks);
   switch (shape.head_dim * 1000 + mt * 100 + min_blocks * 10 + variant.fwd_poly_exp) {
     case 16100: return forward_launch<16, 1>(shape, p, stream);

@@ -70,17 +70,6 @@ struct LatentAttentionVariant {
   // (docs/PERF.md, 2026-12-06, session 29): the SFU pipe is 37-43% busy there, not what binds;
   // kept for a kernel whose exponentials do bind.
   int fwd_poly_exp = 0;
-  // The forward with the next key tile's scores computed before this tile's softmax (their
-  // tensor-core latency under its dependent chain), three key/value stages; built at d 16 and
-  // 32, one row tile a warp, registers capped for 4 blocks (fwd_min_blocks 0) or not (-1).
-  bool fwd_pipelined = false;
-  // With fwd_pipelined (and its register cap): the running max moves only when a row's tile max
-  // exceeds it by more than 2^8 (FlashAttention-4's conditional rescale), so most tiles skip the
-  // output's rescale and its exponentials.
-  bool fwd_lazy_rescale = false;
-  // The backward's causal mask tested at run time on every step's scores, as before 2026-12-06
-  // (the default compiles it out of every step but the diagonal one); mma.sync only.
-  bool bwd_mask_every_step = false;
 };
 
 // True when the kernels handle this head size.

@@ -64,11 +64,8 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
 // One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys,
 // so that every q and dout fragment read from shared memory feeds MT products. The k and v
 // fragments of the A operand are re-read from shared memory each step rather than held:
-// registers go to the score and gradient accumulators. kMaskEveryStep: the causal mask's
-// run-time test on every step's scores (the form before 2026-12-06, a variant until measured);
-// otherwise only the diagonal step's scores carry it (ncu, 2026-12-06: the test's ISETP and
-// FSEL were 86 of a step's 897 instructions at d 32, MT 2).
-template <int D, int MT, bool kMaskEveryStep>
+// registers go to the score and gradient accumulators.
+template <int D, int MT>
 __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -126,7 +123,6 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
         for (int e = 0; e < 4; ++e) s[mt][i][e] = dp[mt][i][e] = 0.f;
       }
     }
-    if (!kMaskEveryStep && qt == kt) mask_future_keys<MT>(s, row_base, lane);
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
       uint32_t kf[MT][4], vf[MT][4];
@@ -150,7 +146,7 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
       }
     }
 
-    score_gradients<MT, kMaskEveryStep>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt == kt, row_base, lane);
+    score_gradients<MT>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt == kt, row_base, lane);
 
     // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
 #pragma unroll
@@ -321,17 +317,16 @@ auto with_backward_instance(int D, int mt, F&& f) {
   }
 }
 
-// Blocks of backward_kernel<D, MT, ...> one SM holds at once (registers, shared memory, threads;
-// both mask forms have the same bounds).
+// Blocks of backward_kernel<D, MT> one SM holds at once (registers, shared memory, threads).
 int resident_blocks(int D, int mt) {
   return with_backward_instance(D, mt, [](auto d, auto m) {
     constexpr int kD = decltype(d)::value, kMt = decltype(m)::value;
     const int smem = static_cast<int>(sizeof(BwdSmem<kD>));
     HYDRA_KERNEL_CHECK(
-        cudaFuncSetAttribute(backward_kernel<kD, kMt, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        cudaFuncSetAttribute(backward_kernel<kD, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     int blocks = 0;
     HYDRA_KERNEL_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, backward_kernel<kD, kMt, false>, threads_for(kMt), smem));
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, backward_kernel<kD, kMt>, threads_for(kMt), smem));
     return std::max(blocks, 1);
   });
 }
@@ -363,7 +358,7 @@ int head_split(const LatentAttentionShape& x, const LatentAttentionVariant& vari
 
 template <int D, int kMt>
 void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, BshdConst dout, BshdMut dq, BshdMut dk,
-                   BshdMut dv, void* workspace, cudaStream_t stream, const LatentAttentionVariant& variant) {
+                   BshdMut dv, void* workspace, cudaStream_t stream, bool wgmma) {
   const int64_t rows = static_cast<int64_t>(x.batch) * x.heads * x.seq;
   const WorkspaceLayout layout = workspace_layout(x, p.slices);
   char* ws = static_cast<char*>(workspace);
@@ -383,15 +378,14 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   p.delta = delta;
   const int64_t blocks = static_cast<int64_t>((x.seq + kTile - 1) / kTile) * p.slices * x.kv_heads * x.batch;
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
-  if (variant.wgmma_backward) {
+  if (wgmma) {
     backward_wgmma(x, p, blocks, stream);
   } else {
-    const auto kernel =
-        variant.bwd_mask_every_step ? backward_kernel<D, kMt, true> : backward_kernel<D, kMt, false>;
     const int smem = static_cast<int>(sizeof(BwdSmem<D>));
     // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
-    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    kernel<<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
+    HYDRA_KERNEL_CHECK(
+        cudaFuncSetAttribute(backward_kernel<D, kMt>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    backward_kernel<D, kMt><<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
     HYDRA_KERNEL_CHECK(cudaGetLastError());
   }
   if (p.slices > 1) {
@@ -452,7 +446,8 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
                                                                                     << needed << " needed");
   const int mt = bwd_mtiles(shape.head_dim, shape.seq, variant.bwd_mtiles);
   with_backward_instance(shape.head_dim, mt, [&](auto d, auto m) {
-    backward_impl<decltype(d)::value, decltype(m)::value>(shape, p, out, dout, dq, dk, dv, workspace, stream, variant);
+    backward_impl<decltype(d)::value, decltype(m)::value>(shape, p, out, dout, dq, dk, dv, workspace, stream,
+                                                          variant.wgmma_backward);
   });
 }
 

@@ -231,64 +231,35 @@ __device__ __forceinline__ BackwardBlock backward_block(const BwdParams& p) {
 // the tile's first key) are left out; only tiles that cross some row's position are masked, and
 // every row sees key 0 in tile 0, so m is finite from the first tile on. Masking is a template
 // argument: as a run-time flag its compares and selects ran on every tile (ncu: a sixth of the
-// forward's instructions). With kLazy (FlashAttention-4's conditional rescale) the running max
-// moves only when some row of the warp's tile exceeds it by more than kLazyRescaleLog2 (scaled,
-// log2 units); otherwise m, l stay, alpha is 1 and the caller may skip the rescale: the tile's
-// probabilities are then up to 2^kLazyRescaleLog2, exact in the end since o and l share the max.
-// Returns false when it left the max (and so every alpha) unchanged.
-constexpr float kLazyRescaleLog2 = 8.f;
-template <int MT, bool kMasked, bool kLazy = false>
-__device__ __forceinline__ bool running_max(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
+// forward's instructions).
+template <int MT, bool kMasked>
+__device__ __forceinline__ void running_max(float (&s)[MT][8][4], float (&m)[MT][2], float (&l)[MT][2],
                                             float (&alpha)[MT][2], float (&neg)[MT][2], float c,
                                             const int (&lim)[MT][2], int lane) {
   const int t = lane % 4;
-  float mx[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    mx[mt][0] = mx[mt][1] = -INFINITY;
+    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int key = nb * 8 + 2 * t + (e & 1);
         if (kMasked && key > lim[mt][e >> 1]) s[mt][nb][e] = -INFINITY;
-        mx[mt][e >> 1] = fmaxf(mx[mt][e >> 1], s[mt][nb][e]);
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][nb][e]);
       }
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      mx[mt][r] = fmaxf(mx[mt][r], __shfl_xor_sync(0xffffffffu, mx[mt][r], 1));
-      mx[mt][r] = fmaxf(mx[mt][r], __shfl_xor_sync(0xffffffffu, mx[mt][r], 2));
-    }
-  }
-  if constexpr (kLazy) {
-    bool grow = false;  // m = -inf (the first tile): (mx - m) c = +inf, so it grows
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) grow = grow || (mx[mt][r] - m[mt][r]) * c > kLazyRescaleLog2;
-    }
-    if (!__any_sync(0xffffffffu, grow)) {
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) alpha[mt][r] = 1.f, neg[mt][r] = -m[mt][r] * c;
-      }
-      return false;
-    }
-  }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const float m_new = fmaxf(m[mt][r], mx[mt][r]);
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[mt][r], mx[r]);
       alpha[mt][r] = exp2_approx((m[mt][r] - m_new) * c);
       m[mt][r] = m_new;
       neg[mt][r] = -m_new * c;
       l[mt][r] *= alpha[mt][r];
     }
   }
-  return true;
 }
 // kPoly of the 8 n-blocks (8 keys each) take their exponentials from exp2_poly (exp2_poly.h), the
 // rest from the special-function unit.
@@ -324,11 +295,12 @@ __device__ __forceinline__ void rescale_rows(float (&o)[MT][D / 8][4], const flo
 
 // The whole step where the output can be rescaled at once (the mma.sync forward): s becomes the
 // tile's probabilities, m, l and o move to the new max.
-template <int D, int MT, bool kMasked, int kPoly = 0, bool kLazy = false>
+template <int D, int MT, bool kMasked, int kPoly = 0>
 __device__ __forceinline__ void online_softmax(float (&s)[MT][8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2],
                                                float (&l)[MT][2], float c, const int (&lim)[MT][2], int lane) {
   float alpha[MT][2], neg[MT][2];
-  if (running_max<MT, kMasked, kLazy>(s, m, l, alpha, neg, c, lim, lane)) rescale_rows<D, MT>(o, alpha);
+  running_max<MT, kMasked>(s, m, l, alpha, neg, c, lim, lane);
+  rescale_rows<D, MT>(o, alpha);
   exponentiate<MT, kPoly>(s, l, neg, c);
 }
 
@@ -403,12 +375,13 @@ __device__ __forceinline__ void add_query_gradients(const BwdParams& p, const fl
 
 // In place: s (k q^T, raw) becomes p = exp2(s scale log2 e - lse2) with the causal mask, and dp
 // (v dout^T) becomes ds = p (dp - delta), for MT m-tiles of 16 keys from row_base against the
-// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked: kMaybeDiag
-// true tests the run-time flag `diag` on every element; false leaves the mask to
-// mask_future_keys, on the diagonal step's accumulators before the product (a second copy of
-// this loop for the diagonal, like a second copy of the whole step, made ptxas spill in the
-// mma.sync backward).
-template <int MT, bool kMaybeDiag = true>
+// step's 64 queries (lse2, delta: the queries' values). Only the diagonal tile is masked (a
+// run-time flag: a second copy of the step for it, or a compare against the tiles' distance,
+// cost the mma.sync backward registers or spills). The flag's compare and select run on every
+// step (ncu: 86 of a step's 897 instructions at d 32, MT 2); moving the mask into the diagonal
+// step's accumulators (-inf before k q^T, no test elsewhere) measured no faster at S 1k-16k
+// (H100, docs/PERF.md, 2026-12-06, session 30): the backward is not bound by its issue rate.
+template <int MT>
 __device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp)[MT][8][4], const float* lse2,
                                                 const float* delta, float scale_log2, bool diag, int row_base,
                                                 int lane) {
@@ -425,30 +398,10 @@ __device__ __forceinline__ void score_gradients(float (&s)[MT][8][4], float (&dp
         for (int r = 0; r < 2; ++r) {
           const int e = 2 * r + cc, key = row_base + 16 * mt + g + 8 * r;
           float pr = exp2_approx(fmaf(s[mt][nb][e], scale_log2, -l2));
-          if (kMaybeDiag && diag && key > query) pr = 0.f;
+          if (diag && key > query) pr = 0.f;
           s[mt][nb][e] = pr;
           dp[mt][nb][e] = pr * (dp[mt][nb][e] - dl);
         }
-      }
-    }
-  }
-}
-
-// The causal mask of the diagonal step, set before its k q^T product: the score accumulators of
-// keys after their query start at -inf instead of 0, so that score_gradients<MT, false> turns
-// them into p = 0 and ds = 0 with no test of its own. (A select after score_gradients, in a
-// branch of the diagonal step, made ptxas spill 40 to 80 bytes at d 16 and 32; this form 4.)
-template <int MT>
-__device__ __forceinline__ void mask_future_keys(float (&s)[MT][8][4], int row_base, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int query = nb * 8 + 2 * t + (e & 1), key = row_base + 16 * mt + g + 8 * (e >> 1);
-        if (key > query) s[mt][nb][e] = -INFINITY;
       }
     }
   }

@@ -83,9 +83,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 // Every kernel variant worth checking for case c: rows per warp (0 = the default) without a head
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
 // then the forward and the backward on warpgroup MMAs, and the forward with its registers left to
-// the compiler, capped for 5 and 6 resident blocks, with part of its exponentials on the FMA pipes,
-// and with the next tile's scores computed ahead; last the backward with its causal mask tested
-// on every step.
+// the compiler, capped for 5 and 6 resident blocks, and with part of its exponentials on the FMA
+// pipes.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -102,15 +101,6 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     for (const int min_blocks : {-1, 5, 6}) out.push_back({0, 0, false, 0, false, false, min_blocks});
     // An eighth and a quarter of the forward's exponentials on the FMA pipes.
     for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, poly});
-    // The next tile's scores ahead of this tile's softmax, with and without the register cap.
-    for (const int min_blocks : {0, -1}) out.push_back({0, 0, false, 1, false, false, min_blocks, 0, true});
-    out.push_back({0, 0, false, 1, false, false, 0, 0, true, true});  // and the conditional rescale
-  }
-  for (const int mtiles : {0, 2}) {  // the backward's causal mask tested on every step
-    if (mtiles == 2 && c.dim == 64) continue;
-    LatentAttentionVariant every_step{mtiles, mtiles, false, 0};
-    every_step.bwd_mask_every_step = true;
-    out.push_back(every_step);
   }
   return out;
 }
@@ -119,9 +109,7 @@ std::string variant_name(const LatentAttentionVariant& v) {
   return " mtiles " + std::to_string(v.bwd_mtiles) + " head split " + std::to_string(v.bwd_head_split) +
          (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "") +
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
-         (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "") +
-         (v.fwd_pipelined ? " pipelined" : "") + (v.fwd_lazy_rescale ? " lazy rescale" : "") +
-         (v.bwd_mask_every_step ? " mask every step" : "");
+         (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
