@@ -45,8 +45,8 @@ using namespace detail;
 // slower at S >= 8192 on an H100: two blocks of 256 threads an SM hide less latency than four or
 // five of 128; docs/PERF.md, 2026-12-06, session 29. Issuing tile j + 1's q k^T before tile j's
 // softmax, over three key/value stages, with or without FlashAttention-4's conditional rescale,
-// ran 4-15% slower at S 4096-16384: 128 registers and 25% occupancy against the default's 96 and
-// 31%; session 30.)
+// tied at S 4096 and ran 4-20% slower at 8192-16384: 128 registers and 25% occupancy against
+// the default's 96 and 31%; session 30.)
 
 // Raw scores q k^T of MT m-tiles of 16 queries (their fragments qf) against a 64-key tile.
 template <int D, int MT>
