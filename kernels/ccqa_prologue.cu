@@ -409,7 +409,6 @@ void by_head_dim(const CcqaPrologueShape& s, F&& f) {
   switch (s.head_dim) {
     case 16: return by_kernel<T, 16>(s, f);
     case 32: return by_kernel<T, 32>(s, f);
-    case 64: return by_kernel<T, 64>(s, f);
     default: HYDRA_FAIL(common::RuntimeFailure, "ccqa prologue: unsupported head size " << s.head_dim);
   }
 }
@@ -599,7 +598,7 @@ int elementwise_blocks(int64_t n) { return static_cast<int>(std::min<int64_t>((n
 bool ccqa_prologue_supports(const CcqaPrologueShape& s) {
   if (s.batch <= 0 || s.seq <= 0 || s.seq > (1LL << 30) || s.heads <= 0 || s.kv_heads <= 0) return false;
   if (s.heads % s.kv_heads != 0 || s.kv_heads > 65535) return false;
-  if (s.head_dim != 16 && s.head_dim != 32 && s.head_dim != 64) return false;
+  if (s.head_dim != 16 && s.head_dim != 32) return false;
   if (s.use_convs && (s.conv_kernel < 1 || s.conv_kernel > 3)) return false;
   if (s.backward_tile != 0 && (s.backward_tile < 16 || s.backward_tile > 64)) return false;
   if (forward_tile(s) == 0 || backward_tile(s) == 0) return false;

@@ -24,7 +24,7 @@ struct CcqaPrologueShape {
   int64_t seq = 0;
   int heads = 0;        // H (local)
   int kv_heads = 0;     // H_kv (local), divides H
-  int head_dim = 0;     // d_h: 16, 32 or 64
+  int head_dim = 0;     // d_h: 16 or 32 (larger heads: model/causal_conv_products.h, kernels/ccqa_mix.h)
   int conv_kernel = 1;  // K: 1, 2 or 3 (ignored without convolutions)
   bool use_convs = true;
   float qk_gain = 0.f;  // gamma of the qk-mean; 0 turns the qk-mean off

@@ -182,12 +182,12 @@ at::Tensor as_float(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat)
 
 }  // namespace
 
-// Head sizes 16 and 32 only, though the kernels take 64: there the layer's other path (the
-// convolutions as cuBLAS products, steps 4-7 as one mix kernel each way) is faster. The
-// prologue keeps G + 1 heads of a token tile in fp32 shared memory, 166 KB at d_h 64 and G 3,
-// so one block an SM runs latency-bound: small's `heads` layer (E 768, B 8, S 1024) took 0.622
-// ms graphed f+b with it and 0.427 ms with the products (GQA 0.421), its backward kernel alone
-// 0.30 ms (docs/PERF.md, 2026-12-06, session 29, H100).
+// Head sizes 16 and 32 only (kCcqaFusedPrologueMaxHeadDim; the kernels took 64 until session 30):
+// above them the layer's other path (the convolutions as cuBLAS products, steps 4-7 as one mix
+// kernel each way) is faster. The prologue keeps G + 1 heads of a token tile in fp32 shared
+// memory, 166 KB at d_h 64 and G 3, so one block an SM ran latency-bound: small's `heads` layer
+// (E 768, B 8, S 1024) took 0.622 ms graphed f+b with it and 0.427 ms with the products (GQA
+// 0.421), its backward kernel alone 0.30 ms (docs/PERF.md, 2026-12-06, session 29, H100).
 bool ccqa_prologue_fused_applies(const at::Tensor& q0, const at::Tensor& k0, const CcqaPrologueOptions& o) {
   if (!q0.is_cuda() || !k0.is_cuda() || q0.dim() != 3 || k0.dim() != 3 || o.head_dim <= 0) return false;
   if (o.head_dim > kCcqaFusedPrologueMaxHeadDim) return false;
