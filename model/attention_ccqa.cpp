@@ -120,7 +120,7 @@ constexpr bool kFusedKernels = true;
 // Steps 3-7 through the fused prologue (every combination of use_convs and qk_mean); v is
 // v0 per head, unshifted: the fused attention applies step 2's shift as it reads the values
 // (the caller passes cfg.value_shift on). q, k, v stay undefined (the caller runs the reference
-// path) when the kernels do not take the shapes or dtypes (d_h not 16/32/64, K > 3,
+// path) when the kernels do not take the shapes or dtypes (d_h above 32, K > 3,
 // float16/float64, CPU) or the post-mix norm is off (an ablation: the kernels always normalise).
 void fused_prologue(CcqaAttention& a, const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
                     const torch::Tensor& positions, torch::Tensor& q, torch::Tensor& k, torch::Tensor& v) {
