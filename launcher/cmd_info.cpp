@@ -65,6 +65,7 @@ common::Json model_json(const model::ModelStats& s, const train::FreezeCounts& f
   common::Json m = common::Json::object();
   m["vocab_padded"] = s.vocab_padded;
   m["params_total"] = s.params_total;
+  m["params_stored"] = s.params_stored;
   m["params_non_embedding"] = s.params_non_embedding;
   m["params_frozen"] = freeze.frozen_elements;  // train.freeze (of the model at tp 1: the vocabulary padded to 128)
   common::Json by_type = common::Json::object();
@@ -134,8 +135,10 @@ void print_text(const model::ModelStats& s, const train::FreezeCounts& freeze, c
   std::printf("model       E %d, H %d, H_kv %d, %d macro-blocks x %zu layers x %d recursions = %d layers\n",
               config.model.dim, config.model.heads, config.model.kv_heads, config.model.macro_blocks,
               config.model.pattern.size(), config.model.mor.recursions, s.effective_layers);
-  std::printf("params      %.2fM total, %.2fM non-embedding\n", s.params_total / 1e6,
-              s.params_non_embedding / 1e6);
+  std::printf("params      %.2fM total, %.2fM non-embedding (%lld as checkpoints store them and hydra train "
+              "counts them, without the vocabulary's padding to %lld rows)\n",
+              s.params_total / 1e6, s.params_non_embedding / 1e6, static_cast<long long>(s.params_stored),
+              static_cast<long long>(s.vocab_padded));
   if (freeze.frozen_tensors > 0) {
     std::printf("freeze      %.2fM frozen in %lld tensors, %.2fM trainable (train.freeze: no gradient or optimizer "
                 "state for the frozen; memory below counts them so)\n",

@@ -103,6 +103,7 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   by["norms"] += m.E;  // final norm
   by["embedding"] = s.vocab_padded * m.E * (c.tie_embeddings ? 1 : 2);
   for (const auto& [key, count] : by) s.params_total += count;
+  s.params_stored = s.params_total - (s.vocab_padded - c.vocab_size) * m.E * (c.tie_embeddings ? 1 : 2);
   s.params_non_embedding = s.params_total - by["embedding"];
 
   // Forward FLOPs of one sequence, then per token, then x3 for forward + backward.

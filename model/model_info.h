@@ -12,7 +12,8 @@ namespace hydra::model {
 
 struct ModelStats {
   int64_t vocab_padded = 0;
-  int64_t params_total = 0;
+  int64_t params_total = 0;  // as the model holds them: the vocabulary padded to vocab_padded rows
+  int64_t params_stored = 0;  // without the padding rows: what checkpoints store and hydra train logs
   int64_t params_non_embedding = 0;
   std::map<std::string, int64_t> params_by_type;  // mqa, gqa, mha, ccqa, mla, mlp, embedding, routers, norms
   int effective_layers = 0;

@@ -155,6 +155,15 @@ void expect_exact_count(const ModelConfig& c) {
 
 TEST(ModelStats, AnalyticCountEqualsTheBuiltTiny) { expect_exact_count(load_variant("tiny")); }
 
+// Without the vocabulary's padding rows: the values a checkpoint of tiny holds, as h5py counted
+// them in scripts/demo.sh's read-back (2026-12-06: "284 parameters, 3,759,478 values"), against
+// 3,762,486 in the model (50,257 rows padded to 50,304, tied: 47 x 64 more).
+TEST(ModelStats, StoredCountIsWhatTinysCheckpointHolds) {
+  const ModelStats s = compute_model_stats(load_variant("tiny"), 256);
+  EXPECT_EQ(s.params_total, 3762486);
+  EXPECT_EQ(s.params_stored, 3759478);
+}
+
 // The baselines (configs/tiny-gqa.yaml, tiny-mha.yaml): their header's counts.
 TEST(ModelStats, AnalyticCountEqualsTheBuiltTinyBaselines) {
   for (const auto& [name, total] : {std::pair{"tiny-gqa", 3813578}, std::pair{"tiny-mha", 3879114}}) {
