@@ -101,10 +101,11 @@ ModelStats compute_model_stats(const ModelConfig& config, int seq_len, int tp) {
   }
   by["routers"] += static_cast<int64_t>(c.macro_blocks) * (c.mor.recursions - 1) * (m.E + 1);
   by["norms"] += m.E;  // final norm
-  by["embedding"] = s.vocab_padded * m.E * (c.tie_embeddings ? 1 : 2);
+  const int64_t vocab_tables = c.tie_embeddings ? 1 : 2;  // the embedding, and the head unless tied
+  by["embedding"] = s.vocab_padded * m.E * vocab_tables;
   for (const auto& [key, count] : by) s.params_total += count;
-  s.params_stored = s.params_total - (s.vocab_padded - c.vocab_size) * m.E * (c.tie_embeddings ? 1 : 2);
   s.params_non_embedding = s.params_total - by["embedding"];
+  s.params_stored = s.params_non_embedding + c.vocab_size * m.E * vocab_tables;
 
   // Forward FLOPs of one sequence, then per token, then x3 for forward + backward.
   const int64_t S = seq_len > 0 ? seq_len : 1;
