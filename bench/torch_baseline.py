@@ -52,7 +52,7 @@ def model_config(path, overrides=()):
             node[part] = dict(node.get(part) or {})
             node = node[part]
         node[leaf] = yaml.safe_load(value)
-    ccqa = {"compression": 4, "compress": "head_dim", "conv_kernel": 3, "use_convs": True, "qk_mean": True,
+    ccqa = {"compression": 4, "compress": "heads", "conv_kernel": 3, "use_convs": True, "qk_mean": True,
             "qk_mean_gain": 0.25, "value_shift": True, "post_mix_norm": True, "residual_scale": 0.5,
             **m.get("ccqa", {})}
     mla = {"latent_ratio": 0.5, "residual_scale": 0.5, **m.get("mla", {})}

@@ -36,14 +36,17 @@ int64_t attention_saved(const std::string& type, const ModelConfig& c, const Dim
     // The fused prologue (d_h <= kCcqaFusedPrologueMaxHeadDim) keeps its inputs q0, k0 and v (it
     // recomputes the rest per tile); the latent attention keeps q, k, v and its output; the
     // output norm's output feeds W_o.
-    const int64_t heads = m.Hc / tp, Lq = m.Lq / tp, Lk = m.Lk / tp;
+    // Under tp the query heads split; the key/value heads split with them when tp divides H_kc,
+    // else every rank holds all of them (CcqaAttention::kv_split).
+    const int64_t heads = m.Hc / tp, kv = m.Hkv % tp == 0 ? m.Hkv / tp : m.Hkv;
+    const int64_t Lq = heads * m.dh, Lk = kv * m.dh;
     const int64_t fp32 = 2 * heads * kFp32;
     if (m.dh <= kCcqaFusedPrologueMaxHeadDim) return (4 * Lq + 4 * Lk) * dtype_bytes + fp32;
     // Above it, the products path: q0 and k0 (the convolutions' and the mix's input), each
     // convolution pair's K-tap windows with a bias column block of 8 a head (saved by its batched
     // product) and its output (by the mix), the shifted v, the mix's q and k, the attention's
     // output and the norm's output.
-    const int64_t windows = c.ccqa.use_convs ? m.K * (Lq + Lk) + 8 * (heads + m.Hkv) : 0;
+    const int64_t windows = c.ccqa.use_convs ? m.K * (Lq + Lk) + 8 * (heads + kv) : 0;
     const int64_t conv_out = c.ccqa.use_convs ? Lq + Lk : 0;
     return ((Lq + Lk) + windows + conv_out + Lk + (Lq + Lk) + Lq + Lq) * dtype_bytes + fp32;
   }

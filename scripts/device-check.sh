@@ -102,7 +102,9 @@ if [ -f "$DATA/manifest.json" ] && [ "${HYDRA_TRAIN_BENCH:-1}" != 0 ]; then
     for zero in 0 1 2; do bench_run "dp${ngpu}_zero$zero" "$ngpu" --set parallel.zero_stage=$zero; done
     # The baseline of the gradient-reduction overlap (on in the runs above): all buckets after backward.
     bench_run "dp${ngpu}_zero1_no_overlap" "$ngpu" --set parallel.zero_stage=1 --set parallel.overlap_grad_reduce=false
-    bench_run tp2 "$ngpu" --set parallel.tp=2                       # dp = GPUs / 2
+    # dp = GPUs / 2. small's CCQA layers have 3 query heads under the default `heads` layout,
+    # which tp 2 cannot split: this run uses `head_dim` (12 heads of 16).
+    bench_run tp2 "$ngpu" --set parallel.tp=2 --set model.ccqa.compress=head_dim
     bench_run pp2 "$ngpu" --set parallel.pp=2 --set train.micro_batch=2  # micro-batches of 2: several in flight
   fi
   python3 - "$runs" > "$OUT/train-small.json" <<'PY'

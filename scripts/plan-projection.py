@@ -19,7 +19,10 @@ HYDRA, CLUSTER, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPUS = [8, 16, 32, 64, 128, 256, 512, 1024]
 SEQ, STRONG_BATCH, WEAK_PER_GPU = 1024, 1024, 8
-DENSE = ["model.mod.enabled=false", "model.mor.recursions=1"]
+# head_dim: the CCQA layout of the 2026-12-04 projection (docs/SCALING.md) and of 1b's calibration
+# runs, made before `heads` became the default; a `heads` projection needs calibration runs of
+# that model (bench/plan_validate_gpu.py), since hydra plan refuses another model's.
+DENSE = ["model.mod.enabled=false", "model.mor.recursions=1", "model.ccqa.compress=head_dim"]
 CALIBRATION = {"1b": ",".join(os.path.join(ROOT, "docs", "perf", f"plan-calibration-1b-dense-h200-2026-12-04-b{b}.json")
                               for b in (4, 8))}
 

@@ -36,6 +36,16 @@ std::map<std::string, std::string> flat_config(const std::string& json, const st
   return out;
 }
 
+// Keys added after checkpoints were already being written, whose value in those checkpoints is
+// not today's default: such a checkpoint is compared as if it held the value it was made with.
+// model.ccqa.compress (2026-12-02) had one layout before it existed, head_dim, and its default
+// became heads on 2026-12-06.
+void add_values_older_checkpoints_imply(std::map<std::string, std::string>& stored) {
+  if (stored.count("model.ccqa.compression") && !stored.count("model.ccqa.compress")) {
+    stored["model.ccqa.compress"] = "head_dim";
+  }
+}
+
 }  // namespace
 
 const std::vector<ResumeRule>& resume_rules() {
@@ -81,7 +91,8 @@ const ResumeRule& resume_rule(const std::string& key) {
 void check_resume_config(const std::string& stored_json, const std::string& current_json,
                          const std::string& checkpoint_dir) {
   if (stored_json.empty()) return;  // written without a config: nothing to compare
-  const auto stored = flat_config(stored_json, checkpoint_dir + "/index.h5");
+  auto stored = flat_config(stored_json, checkpoint_dir + "/index.h5");
+  add_values_older_checkpoints_imply(stored);
   const auto current = flat_config(current_json, "this run's config");
   std::ostringstream changed;
   for (const auto& [key, now] : current) {

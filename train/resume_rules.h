@@ -23,7 +23,8 @@ const ResumeRule& resume_rule(const std::string& key);
 
 // Compares the config stored in `checkpoint_dir` (stored_json) with this run's
 // (current_json): throws ConfigError naming every key that must not change, with both
-// values. Keys absent from the stored config (older checkpoints) are not compared.
+// values. Keys absent from the stored config (older checkpoints) are not compared, except
+// those whose value then was not today's default (model.ccqa.compress: head_dim).
 void check_resume_config(const std::string& stored_json, const std::string& current_json,
                          const std::string& checkpoint_dir);
 

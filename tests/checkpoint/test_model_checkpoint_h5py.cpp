@@ -25,6 +25,7 @@ model::ModelConfig small_model() {
   c.vocab_size = 300;
   c.mod.enabled = true;
   c.mor.recursions = 2;
+  c.ccqa.compress = "head_dim";  // heads needs C to divide the 2 heads
   return c;
 }
 

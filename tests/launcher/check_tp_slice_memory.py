@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A tensor-parallel rank's peak memory on the GPU against hydra info's prediction: `hydra bench
-step --tp-slice 2` (one process computing what a rank of tp 2 computes) and the whole model, on
+step --tp-slice 3` (one process computing what a rank of tp 3 computes) and the whole model, on
 `small` in bf16 at batch 8 x 1024 with the GPT-2 vocabulary, each within 10% of the prediction.
+tp 3: `small`'s CCQA layers have 3 query heads (the `heads` layout: 12 heads / C 4), one a rank,
+and their one key/value head is replicated.
 
   check_tp_slice_memory.py HYDRA_BIN SOURCE_DIR
 
@@ -36,7 +38,7 @@ with tempfile.TemporaryDirectory() as tmp:
     run(["data", "prepare", "--input", os.path.join(tmp, "text"), "--output", os.path.join(tmp, "tokens"),
          "--val-fraction", "0.2"], "data prepare")
     failures = []
-    for name, extra in (("whole model", []), ("tp-slice 2", ["--tp-slice", "2"])):
+    for name, extra in (("whole model", []), ("tp-slice 3", ["--tp-slice", "3"])):
         out = os.path.join(tmp, "bench.json")
         run(["bench", "step", "--config", os.path.join(SOURCE, "configs", "small.yaml"),
              "--set", f"data.path={tmp}/tokens", "--set", "train.device=cuda", "--set", "train.dtype=bf16",

@@ -56,7 +56,9 @@ std::vector<BadCase> bad_cases() {
       {"set_bad_list", m, {"model.pattern=[mqa, xyz]"}, {"--set", "model.pattern", "'xyz'"}},
       {"set_bad_preset", m, {"model.preset=huge"}, {"--set", "model.preset", "huge"}},
       {"world_mismatch", m + "parallel:\n  dp: 2\n", {}, {"parallel.dp", "world size is 1"}},
-      {"tp_does_not_divide_world", m, {"parallel.tp=2"}, {"parallel.tp", "world size 1"}},
+      // (head_dim: under the default heads layout the model's one CCQA query head would be refused first)
+      {"tp_does_not_divide_world", m, {"parallel.tp=2", "model.ccqa.compress=head_dim"}, {"parallel.tp", "world size 1"}},
+      {"tp_does_not_divide_ccqa_query_heads", m, {"parallel.tp=2"}, {"parallel.tp", "CCQA's 1 query heads", "model.ccqa.compress: head_dim"}},
 #ifndef HYDRA_CUDA
       {"cuda_on_cpu_build", m + "train:\n  device: cuda\n", {}, {"train.device", "CUDA build"}},
 #endif

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <unistd.h>
 
@@ -73,6 +74,30 @@ TEST_F(ConfigLoad, ListsAndBoolsFromFileAndSet) {
   EXPECT_TRUE(c.model.mod.enabled);
   EXPECT_TRUE(c.model.tie_embeddings);
   EXPECT_EQ(c.model.mod.layers, (std::vector<int>{0, 1}));
+}
+
+// CCQA's layout defaults to heads (docs/MODEL.md, "Layout"; it was head_dim until 2026-12-06).
+TEST_F(ConfigLoad, CcqaLayoutDefaultsToHeads) {
+  const Config c = load_config(write("g.yaml", "model:\n  preset: mypreset\n"), {});
+  EXPECT_EQ(c.model.ccqa.compress, "heads");
+}
+
+// Every shipped config with a CCQA layer names its layout, so that a change of the default never
+// silently changes a shipped model (its parameter count, its checkpoints' shapes).
+TEST_F(ConfigLoad, ShippedConfigsNameTheirCcqaLayout) {
+  int with_ccqa = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(HYDRA_SOURCE_DIR) / "configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    std::ifstream in(entry.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string yaml = text.str();
+    const std::string pattern = yaml.substr(yaml.find("pattern:"), yaml.find('\n', yaml.find("pattern:")) - yaml.find("pattern:"));
+    if (pattern.find("ccqa") == std::string::npos) continue;
+    ++with_ccqa;
+    EXPECT_NE(yaml.find("    compress: "), std::string::npos) << entry.path() << " has a ccqa layer and no model.ccqa.compress";
+  }
+  EXPECT_GT(with_ccqa, 10);
 }
 
 TEST_F(ConfigLoad, PresetBySetAlone) {

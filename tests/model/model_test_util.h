@@ -27,6 +27,7 @@ inline ModelConfig small_config(int vocab = 97) {
   c.macro_blocks = 1;
   c.vocab_size = vocab;
   c.ccqa.compression = 2;  // d_h = 4
+  c.ccqa.compress = "head_dim";  // the layout these shapes were chosen for; heads has its own cases
   return c;
 }
 

@@ -16,7 +16,7 @@ class Model:
         m = cfg['model']; self.m = m; self.P = params
         self.E = m['dim']; self.H = m['heads']; self.d = self.E // self.H; self.Hkv = m['kv_heads']
         cc = m['ccqa']; self.C = cc['compression']
-        if cc.get('compress', 'head_dim') == 'heads':  # H/C query heads, ceil(H_kv/C) KV heads, of size d
+        if cc.get('compress', 'heads') == 'heads':  # H/C query heads, ceil(H_kv/C) KV heads, of size d
             self.Hc = self.H // self.C; self.Hkc = -(-self.Hkv // self.C); self.dh = self.d
         else:  # every head, of size d/C
             self.Hc = self.H; self.Hkc = self.Hkv; self.dh = self.d // self.C

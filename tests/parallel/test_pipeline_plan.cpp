@@ -25,6 +25,7 @@ model::ModelConfig config(int blocks, int recursions, bool tied) {
   c.tie_embeddings = tied;
   c.mod.enabled = true;
   c.mor.recursions = recursions;
+  c.ccqa.compress = "head_dim";  // the layout the expected counts were worked out for
   return c;
 }
 

@@ -37,6 +37,7 @@ model::ModelConfig config(int kv_heads) {
   c.macro_blocks = 1;
   c.vocab_size = 200;
   c.ccqa.compression = 2;  // d_h = 4
+  c.ccqa.compress = "head_dim";  // heads would leave 2 query heads, which tp 4 cannot split
   return c;
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "model/activation_memory.h"
 #include "model/model_info.h"
 #include "train/memory_estimate.h"
 
@@ -26,6 +27,7 @@ RunConfig one_mqa_layer() {
   c.model.tie_embeddings = false;
   c.model.mod.enabled = false;
   c.model.mor.recursions = 1;
+  c.model.ccqa.compress = "head_dim";  // the layout of the counts below (one test sets both)
   c.train.dtype = "bf16";
   c.train.global_batch = 2;
   c.train.micro_batch = 2;
@@ -104,6 +106,24 @@ TEST(MemoryEstimate, CcqaAboveTheFusedPrologueCountsTheProductsPath) {
   };
   EXPECT_EQ(activations("head_dim"), norms_and_mlp + 512 * 2 + 2 * 4 * 4);
   EXPECT_EQ(activations("heads"), norms_and_mlp + 976 * 2 + 2 * 1 * 4);
+}
+
+// A tp rank's CCQA layer when tp does not divide the key/value heads: each rank keeps all of
+// them (small under `heads`: 3 query heads, 1 key/value head, at tp 3). E 512, H 8, H_kv 2,
+// C 4, heads: H_c 2, H_kc 1, d_h 64 (the products path). tp 2: 1 query head (Lq 64) and the
+// whole key/value latent (Lk 64): q0, k0 (128), windows 3 x 128 + 8 x (1 + 1) = 400, the
+// convolutions' outputs (128), the shifted v (64), the mix's q and k (128), the output and its
+// norm's output (128) = 976; fp32: 1 head, twice. The pre-norms and the MLP: 4 E + 3 F / tp,
+// F 1024, and two rstd. (Before, the key/value latent was divided by tp: 64 / 2.)
+TEST(MemoryEstimate, CcqaTpRankKeepsReplicatedKeyValueHeadsWhole) {
+  hydra::model::ModelConfig c = one_mqa_layer().model;
+  c.dim = 512;
+  c.heads = 8;
+  c.kv_heads = 2;
+  c.pattern = {"ccqa"};
+  c.ccqa.compress = "heads";
+  const auto a = hydra::model::layer_activation_bytes(c, 0, 2, 2);
+  EXPECT_EQ(a.saved, (4 * 512 + 3 * 1024 / 2) * 2 + 2 * 4 + 976 * 2 + 2 * 1 * 4);
 }
 
 // Tied embeddings on one stage: the head is the embedding, held once (the estimate counted a

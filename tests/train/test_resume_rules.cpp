@@ -82,6 +82,18 @@ TEST(ResumeRules, KeysMissingFromTheCheckpointAreNotCompared) {
   EXPECT_EQ(refusal("", config()), "");
 }
 
+// model.ccqa.compress came after checkpoints were written, and its default changed from head_dim
+// to heads: a checkpoint without the key was made under head_dim, and a run that now means heads
+// is refused (its weights have other shapes) rather than failing at load.
+TEST(ResumeRules, CheckpointsBeforeTheLayoutKeyAreHeadDim) {
+  const std::string before = config();  // "ccqa": {"compression": 4, "kernel": ...}: no compress
+  const std::string heads = config("\"compression\": 4", "\"compression\": 4, \"compress\": \"heads\"");
+  const std::string head_dim = config("\"compression\": 4", "\"compression\": 4, \"compress\": \"head_dim\"");
+  const std::string said = refusal(before, heads);
+  EXPECT_NE(said.find("model.ccqa.compress: head_dim in the checkpoint, heads now"), std::string::npos) << said;
+  EXPECT_EQ(refusal(before, head_dim), "");
+}
+
 TEST(ResumeRules, MostSpecificRuleWins) {
   EXPECT_TRUE(resume_rule("model.ccqa.kernel").may_change);
   EXPECT_FALSE(resume_rule("model.ccqa.compression").may_change);

@@ -32,6 +32,7 @@ inline const char* kSmallRunConfig = R"(model:
   pattern: [mqa, ccqa, mla, ccqa]
   vocab_size: 256
   tie_embeddings: false
+  ccqa: {compress: head_dim}  # heads needs C (4) to divide the 2 heads
   mod: {enabled: true, capacity: 0.5, layers: [1, 3]}
   mor: {recursions: 2}
 log:
