@@ -395,7 +395,7 @@ TEST(LatentAttentionCcqa, FusedLayerMatchesReferenceLayer) {
   model::ModelConfig c;
   c.dim = 768, c.heads = 12, c.kv_heads = 3, c.mlp_ratio = 3.0, c.macro_blocks = 1, c.vocab_size = 128;
   c.ccqa.compression = 4;
-  c.ccqa.compress = "head_dim";  // the latent kernel at d_h 16 (heads at d 64 goes through SDPA)
+  c.ccqa.compress = "head_dim";  // the latent kernel at d_h 16 (the heads layout has cases of its own)
   model::ModelConfig cf = c;
   c.ccqa.kernel = "reference";
   cf.ccqa.kernel = "fused";
