@@ -1,6 +1,7 @@
 // `hydra info`: the resolved config, the process grid with every rank's coordinates and
 // groups, and the model's sizes. Rank 0 prints; every rank resolves the grid, so a world
 // size that does not fit the config fails the same way everywhere.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "common/torch_compat.h"
 #include "launcher/commands.h"
 #include "launcher/config_load.h"
+#include "model/dims.h"
 #include "model/model_info.h"
 #include "model/parameter_inventory.h"
 #include "parallel/pipeline_plan.h"
@@ -99,6 +101,35 @@ void print_memory(const train::MemoryEstimate& e, const Config& config) {
               m.gradients * gb, m.optimizer * gb, m.activations * gb, m.buffers * gb);
 }
 
+bool has_ccqa(const Config& config) {
+  const auto& p = config.model.pattern;
+  return std::find(p.begin(), p.end(), "ccqa") != p.end();
+}
+
+// CCQA's layout as the model builds it (model/dims.h): what model.ccqa.compress and C resolve to,
+// so that a user sees the heads a config gets (the default layout changed on 2026-12-06).
+common::Json ccqa_json(const Config& config) {
+  const model::Dims m = model::model_dims(config.model);
+  common::Json c = common::Json::object();
+  c["compress"] = config.model.ccqa.compress;
+  c["compression"] = config.model.ccqa.compression;
+  c["query_heads"] = m.Hc;
+  c["kv_heads"] = m.Hkv;
+  c["head_dim"] = m.dh;
+  c["query_latent"] = m.Lq;
+  c["kv_latent"] = m.Lk;
+  return c;
+}
+
+void print_ccqa(const Config& config) {
+  const model::Dims m = model::model_dims(config.model);
+  std::printf("ccqa        compress %s, C %d: %lld query heads and %lld key/value heads of %lld (latents Lq %lld, "
+              "Lk %lld)\n",
+              config.model.ccqa.compress.c_str(), config.model.ccqa.compression, static_cast<long long>(m.Hc),
+              static_cast<long long>(m.Hkv), static_cast<long long>(m.dh), static_cast<long long>(m.Lq),
+              static_cast<long long>(m.Lk));
+}
+
 // The layers and parameters of each pipeline stage (parallel/pipeline_plan.h).
 common::Json pipeline_json(const Config& config, const std::vector<model::StageLayers>& plan) {
   const std::vector<int64_t> params = parallel::stage_params(config.model, plan);
@@ -167,6 +198,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
   const train::FreezeCounts freeze = count_freeze(config);
   info["model"] = model_json(stats, freeze);
+  if (has_ccqa(config)) info["model"]["ccqa"] = ccqa_json(config);
   // Planned here too, so that an impossible split fails before a job is launched.
   const auto plan = parallel::plan_pipeline_stages(config.model, shape.pp, config.parallel.pp_layers);
   info["pipeline"] = pipeline_json(config, plan);
@@ -176,6 +208,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
     std::printf("%s\n", info.dump(2).c_str());
   } else {
     print_text(stats, freeze, config, shape);
+    if (has_ccqa(config)) print_ccqa(config);
     print_pipeline(config, plan);
     print_memory(memory, config);
     print_memory_by_recompute(config, shape);
