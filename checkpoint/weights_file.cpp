@@ -39,9 +39,9 @@ void load_from_file(const H5File& file, const std::string& name, const at::Tenso
   param.detach().copy_(assembler.result(0).view(param.sizes()));
 }
 
-LoadedCheckpoint load_file(const std::string& path, const parallel::NamedParams& params,
-                           const std::vector<model::ShardInfo>& placements) {
-  const H5File file = H5File::open_read(path);
+// The consolidated file at `path`, opened and its format and version checked.
+H5File open_weights_file(const std::string& path) {
+  H5File file = H5File::open_read(path);
   const std::string format = file.has_attr("/", "format") ? file.attr_string("/", "format") : "";
   if (format != kWeightsFormat) {
     HYDRA_FAIL(InputError, path << ": not a consolidated weights file (format '" << format
@@ -52,6 +52,12 @@ LoadedCheckpoint load_file(const std::string& path, const parallel::NamedParams&
     HYDRA_FAIL(InputError, path << ": weights file version " << file.attr_int("/", "version") << ", this build reads "
                                 << kWeightsVersion);
   }
+  return file;
+}
+
+LoadedCheckpoint load_file(const std::string& path, const parallel::NamedParams& params,
+                           const std::vector<model::ShardInfo>& placements) {
+  const H5File file = open_weights_file(path);
   LoadedCheckpoint out;
   out.dir = path;
   out.progress.step = file.attr_int("/", "step");
@@ -69,6 +75,12 @@ LoadedCheckpoint load_file(const std::string& path, const parallel::NamedParams&
 }  // namespace
 
 bool is_weights_file(const std::string& path) { return std::filesystem::is_regular_file(path); }
+
+std::string stored_config(const std::string& path) {
+  if (!is_weights_file(path)) return read_index(path).config_json;
+  const H5File file = open_weights_file(path);
+  return file.has_attr("/", "config") ? file.attr_string("/", "config") : "";
+}
 
 LoadedCheckpoint load_weights(const std::string& path, const parallel::NamedParams& params,
                               const std::vector<model::ShardInfo>& placements) {

@@ -26,4 +26,9 @@ bool is_weights_file(const std::string& path);
 LoadedCheckpoint load_weights(const std::string& path, const parallel::NamedParams& params,
                               const std::vector<model::ShardInfo>& placements = {});
 
+// The config stored with the weights at `path` (a checkpoint directory's index or a consolidated
+// file's attribute; "" when it holds none), read without loading any weights. InputError as
+// load_weights for a path that is neither.
+std::string stored_config(const std::string& path);
+
 }  // namespace hydra::checkpoint

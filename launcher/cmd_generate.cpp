@@ -28,6 +28,7 @@
 #include "common/json.h"
 #include "data/tokenizer.h"
 #include "launcher/commands.h"
+#include "launcher/config_load.h"
 #include "launcher/option_values.h"
 #include "model/decode.h"
 #include "model/decode_batch.h"
@@ -39,6 +40,7 @@
 #include "parallel/parallel_context.h"
 #include "parallel/tensor_parallel.h"
 #include "train/decode_graphs.h"
+#include "train/run_checkpoints.h"
 #ifdef HYDRA_CUDA
 #include "bench/kineto_trace.h"
 #endif
@@ -94,7 +96,7 @@ model::HydraModel load_model(const Config& config, const std::string& source, co
   }
   {
     torch::NoGradGuard no_grad;
-    loaded = checkpoint::load_weights(source, params, placements);
+    loaded = train::load_weights_explained(source, params, placements, config_to_json(config).dump());
   }
   const auto dtype = config.train.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
   m->to(torch::Device(config.train.device == "cuda" ? torch::kCUDA : torch::kCPU), dtype);

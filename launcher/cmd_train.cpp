@@ -67,7 +67,7 @@ int run_train(const Config& config, const CliArgs& args, const parallel::LaunchI
 
 int run_eval(const Config& config, const CliArgs& args, const parallel::LaunchInfo& launch) {
   auto ctx = build_context(config, launch);
-  const train::EvalResult result = train::run_evaluation(config, *ctx, args.checkpoint);
+  const train::EvalResult result = train::run_evaluation(config, *ctx, args.checkpoint, config_to_json(config).dump());
   if (launch.rank != 0) return 0;
   if (args.json) {
     std::printf("%s\n", eval_json(config, args.checkpoint, result).dump().c_str());

@@ -88,25 +88,44 @@ const ResumeRule& resume_rule(const std::string& key) {
   return *best;
 }
 
-void check_resume_config(const std::string& stored_json, const std::string& current_json,
-                         const std::string& checkpoint_dir) {
-  if (stored_json.empty()) return;  // written without a config: nothing to compare
-  auto stored = flat_config(stored_json, checkpoint_dir + "/index.h5");
+namespace {
+
+// "\n  key: then in the checkpoint, now now (why)" for each key under `prefix` that may not
+// change and differs; keys absent from the stored config are skipped (older checkpoints).
+std::string fixed_differences(const std::string& stored_json, const std::string& current_json, const std::string& what,
+                              const std::string& prefix) {
+  auto stored = flat_config(stored_json, what);
   add_values_older_checkpoints_imply(stored);
   const auto current = flat_config(current_json, "this run's config");
   std::ostringstream changed;
   for (const auto& [key, now] : current) {
+    if (key.rfind(prefix, 0) != 0) continue;
     const auto then = stored.find(key);
     if (then == stored.end() || then->second == now || resume_rule(key).may_change) continue;
     changed << "\n  " << key << ": " << then->second << " in the checkpoint, " << now << " now ("
             << resume_rule(key).why << ")";
   }
-  if (changed.tellp() == 0) return;
+  return changed.str();
+}
+
+}  // namespace
+
+void check_resume_config(const std::string& stored_json, const std::string& current_json,
+                         const std::string& checkpoint_dir) {
+  if (stored_json.empty()) return;  // written without a config: nothing to compare
+  const std::string changed = fixed_differences(stored_json, current_json, checkpoint_dir + "/index.h5", "");
+  if (changed.empty()) return;
   HYDRA_FAIL(common::ConfigError, "--resume: " << checkpoint_dir << " was written with settings a resumed run must keep:"
-                                      << changed.str()
+                                      << changed
                                       << "\nSet them back (docs/INTERFACE.md lists what may change), or start a new run"
                                          " from its weights with --init-from "
                                       << checkpoint_dir);
+}
+
+std::string model_differences(const std::string& stored_json, const std::string& current_json,
+                              const std::string& source) {
+  if (stored_json.empty()) return "";
+  return fixed_differences(stored_json, current_json, source, "model.");
 }
 
 }  // namespace hydra::train

@@ -28,4 +28,12 @@ const ResumeRule& resume_rule(const std::string& key);
 void check_resume_config(const std::string& stored_json, const std::string& current_json,
                          const std::string& checkpoint_dir);
 
+// The model.* keys that differ between a checkpoint's stored config and this run's (fixed ones
+// only, as check_resume_config judges them), one "\n  key: X in the checkpoint, Y now (why)"
+// each; "" when none differ or nothing is stored. --init-from and `hydra generate` add it to a
+// failed weight load, so that "another model shape" names the setting behind it (for example
+// model.ccqa.compress, whose default changed). `source` names the checkpoint in read errors.
+std::string model_differences(const std::string& stored_json, const std::string& current_json,
+                              const std::string& source);
+
 }  // namespace hydra::train

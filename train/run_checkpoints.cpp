@@ -10,6 +10,7 @@
 #include "common/errors.h"
 #include "common/logging.h"
 #include "model/sharding.h"
+#include "train/resume_rules.h"
 
 namespace hydra::train {
 namespace {
@@ -120,8 +121,26 @@ bool load_everywhere(Run& run, const std::string& dir, checkpoint::LoadedCheckpo
 
 }  // namespace
 
-checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& source) {
-  return checkpoint::load_weights(source, all_params(run), placements(run));
+checkpoint::LoadedCheckpoint load_weights_explained(const std::string& source, const parallel::NamedParams& params,
+                                                    const std::vector<model::ShardInfo>& placements,
+                                                    const std::string& config_json) {
+  try {
+    return checkpoint::load_weights(source, params, placements);
+  } catch (const common::InputError& e) {
+    std::string differences;
+    try {
+      differences = model_differences(checkpoint::stored_config(source), config_json, source);
+    } catch (const common::HydraError&) {
+      throw e;  // the stored config cannot be read either: the load's own error says what is wrong
+    }
+    if (differences.empty()) throw;
+    HYDRA_FAIL(common::InputError, e.what() << "\n" << source << " was written with other model settings than this run's:"
+                                            << differences << "\nSet them back (--set key=value) to load its weights");
+  }
+}
+
+checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& source, const std::string& config_json) {
+  return load_weights_explained(source, all_params(run), placements(run), config_json);
 }
 
 void restore(Run& run, const RunRequest& request) {
@@ -154,7 +173,7 @@ void restore(Run& run, const RunRequest& request) {
     // A new run from these weights: run.progress stays at step 0, so the step counter, the
     // schedule (warmup, then the cosine over train.steps), the data order and AdamW's bias
     // corrections all start afresh; the checkpoint's position and optimizer state are not read.
-    const checkpoint::LoadedCheckpoint source = load_weights(run, *request.init_from);
+    const checkpoint::LoadedCheckpoint source = load_weights(run, *request.init_from, request.config_json);
     run.optim.reload_master_from_params();
     common::log_info("init-from: weights of %s (its step %lld); a new run from step 0: fresh optimizer, schedule "
                      "and data position", request.init_from->c_str(), static_cast<long long>(source.progress.step));

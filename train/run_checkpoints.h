@@ -4,7 +4,9 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
+#include "checkpoint/weights_file.h"
 #include "train/run.h"
 #include "train/trainer.h"
 
@@ -25,7 +27,17 @@ void restore(Run& run, const RunRequest& request);
 
 // Weights only (hydra eval, --init-from), frozen parameters included, from a checkpoint
 // directory or a consolidated file (checkpoint/weights_file.h); returns the source's step.
-checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& source);
+// `config_json`: this run's resolved config, which a failed load compares with the source's
+// (load_weights_explained).
+checkpoint::LoadedCheckpoint load_weights(Run& run, const std::string& source, const std::string& config_json);
+
+// checkpoint::load_weights, and when it fails (a checkpoint of another model shape, say) the
+// model settings in which `source`'s stored config differs from `config_json` (this run's)
+// added to the error: the setting behind the shapes, for example model.ccqa.compress, whose
+// default changed on 2026-12-06. (hydra generate loads through it as well.)
+checkpoint::LoadedCheckpoint load_weights_explained(const std::string& source, const parallel::NamedParams& params,
+                                                    const std::vector<model::ShardInfo>& placements,
+                                                    const std::string& config_json);
 
 // The world communicator, null for one process.
 parallel::Communicator* world_of(Run& run);

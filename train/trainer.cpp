@@ -415,9 +415,10 @@ RunResult run_training(const RunConfig& config, parallel::ParallelContext& ctx, 
   }
 }
 
-EvalResult run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& dir) {
+EvalResult run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& dir,
+                          const std::string& config_json) {
   Run run = build_run(config, ctx);
-  const checkpoint::LoadedCheckpoint source = load_weights(run, dir);
+  const checkpoint::LoadedCheckpoint source = load_weights(run, dir, config_json);
   const double loss = evaluate(run);
   common::log_info("eval: %s val_loss %.4f perplexity %.2f (%d batches)", dir.c_str(), loss, std::exp(loss),
                    static_cast<int>(run.batches.val_batches));

@@ -53,6 +53,8 @@ struct EvalResult {
 
 // Evaluates the weights of a checkpoint directory or a consolidated file: validation loss (and
 // so perplexity) in causal routing mode.
-EvalResult run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& checkpoint);
+// `config_json`: the resolved config, named against the checkpoint's when the weights do not load.
+EvalResult run_evaluation(const RunConfig& config, parallel::ParallelContext& ctx, const std::string& checkpoint,
+                          const std::string& config_json);
 
 }  // namespace hydra::train

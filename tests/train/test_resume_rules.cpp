@@ -94,6 +94,23 @@ TEST(ResumeRules, CheckpointsBeforeTheLayoutKeyAreHeadDim) {
   EXPECT_EQ(refusal(before, head_dim), "");
 }
 
+// What a failed weight load (--init-from, eval, generate) adds: the fixed model.* keys alone,
+// with both values; train.* and changeable model keys are not the weights' business.
+TEST(ResumeRules, ModelDifferencesNameOnlyFixedModelKeys) {
+  using hydra::train::model_differences;
+  std::string changed = config("\"dim\": 32", "\"dim\": 64");
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"\"seed\": 1234", "\"seed\": 7"}, {"\"kernel\": \"reference\"", "\"kernel\": \"fused\""}}) {
+    changed.replace(changed.find(from), from.size(), to);
+  }
+  const std::string said = model_differences(config(), changed, "ckpt");
+  EXPECT_NE(said.find("model.dim: 32 in the checkpoint, 64 now"), std::string::npos) << said;
+  EXPECT_EQ(said.find("train.seed"), std::string::npos) << said;
+  EXPECT_EQ(said.find("model.ccqa.kernel"), std::string::npos) << said;
+  EXPECT_EQ(model_differences(config(), config(), "ckpt"), "");
+  EXPECT_EQ(model_differences("", changed, "ckpt"), "");
+}
+
 TEST(ResumeRules, MostSpecificRuleWins) {
   EXPECT_TRUE(resume_rule("model.ccqa.kernel").may_change);
   EXPECT_FALSE(resume_rule("model.ccqa.compression").may_change);

@@ -101,6 +101,22 @@ TEST_F(TrainCli, BadInputsExitThreeNamingTheCulprit) {
   run = train("other_shape", {"--init-from", ckpt.string(), "--set", "model.dim=64"});
   EXPECT_EQ(run.exit_code, 3) << run.output;
   EXPECT_NE(run.output.find("another model shape"), std::string::npos) << run.output;
+  // ... naming the setting behind the shapes, from the checkpoint's stored config.
+  EXPECT_NE(run.output.find("model.dim: 32 in the checkpoint, 64 now"), std::string::npos) << run.output;
+  // CCQA's layout, whose default changed: a head_dim checkpoint (the sandbox names it) under heads.
+  run = train("other_layout", {"--init-from", ckpt.string(), "--set", "model.ccqa.compress=heads", "--set",
+                               "model.ccqa.compression=2"});
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find("model.ccqa.compress: head_dim in the checkpoint, heads now"), std::string::npos)
+      << run.output;
+  // hydra eval and hydra generate load weights the same way.
+  run = run_hydra({"eval", "--config", (root() / "run.yaml").string(), "--set",
+                   "data.path=" + (root() / "tokens").string(), "--set", "model.ccqa.compress=heads", "--set",
+                   "model.ccqa.compression=2", "--checkpoint", ckpt.string()},
+                  (root() / "other_layout_eval.log").string());
+  EXPECT_EQ(run.exit_code, 3) << run.output;
+  EXPECT_NE(run.output.find("model.ccqa.compress: head_dim in the checkpoint, heads now"), std::string::npos)
+      << run.output;
   fs::resize_file(ckpt / "rank_00000.h5", fs::file_size(ckpt / "rank_00000.h5") / 2);
   run = train("truncated", {"--init-from", ckpt.string()});
   EXPECT_EQ(run.exit_code, 3) << run.output;
