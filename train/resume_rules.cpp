@@ -46,6 +46,24 @@ void add_values_older_checkpoints_imply(std::map<std::string, std::string>& stor
   }
 }
 
+// "\n  key: <stored> in the checkpoint, <current> now (why)" for each key under `prefix` that may not
+// change and differs; keys absent from the stored config are skipped (older checkpoints).
+std::string fixed_differences(const std::string& stored_json, const std::string& current_json, const std::string& what,
+                              const std::string& prefix) {
+  auto stored = flat_config(stored_json, what);
+  add_values_older_checkpoints_imply(stored);
+  const auto current = flat_config(current_json, "this run's config");
+  std::ostringstream changed;
+  for (const auto& [key, now] : current) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    const auto then = stored.find(key);
+    if (then == stored.end() || then->second == now || resume_rule(key).may_change) continue;
+    changed << "\n  " << key << ": " << then->second << " in the checkpoint, " << now << " now ("
+            << resume_rule(key).why << ")";
+  }
+  return changed.str();
+}
+
 }  // namespace
 
 const std::vector<ResumeRule>& resume_rules() {
@@ -87,28 +105,6 @@ const ResumeRule& resume_rule(const std::string& key) {
   }
   return *best;
 }
-
-namespace {
-
-// "\n  key: then in the checkpoint, now now (why)" for each key under `prefix` that may not
-// change and differs; keys absent from the stored config are skipped (older checkpoints).
-std::string fixed_differences(const std::string& stored_json, const std::string& current_json, const std::string& what,
-                              const std::string& prefix) {
-  auto stored = flat_config(stored_json, what);
-  add_values_older_checkpoints_imply(stored);
-  const auto current = flat_config(current_json, "this run's config");
-  std::ostringstream changed;
-  for (const auto& [key, now] : current) {
-    if (key.rfind(prefix, 0) != 0) continue;
-    const auto then = stored.find(key);
-    if (then == stored.end() || then->second == now || resume_rule(key).may_change) continue;
-    changed << "\n  " << key << ": " << then->second << " in the checkpoint, " << now << " now ("
-            << resume_rule(key).why << ")";
-  }
-  return changed.str();
-}
-
-}  // namespace
 
 void check_resume_config(const std::string& stored_json, const std::string& current_json,
                          const std::string& checkpoint_dir) {
