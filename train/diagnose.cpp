@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <functional>
+#include <optional>
 #include <set>
 
 #include "common/errors.h"
@@ -233,8 +235,8 @@ void run_memory(const RunConfig& config, const Target& t, DiagnoseReport& report
   report.estimate = estimate_memory(config, one_rank());
 }
 
-// CCQA's C in {2, 4, 8} in the configured layout, then the configured C in the other layout
-// (model.ccqa.compress: what C divides): a short run each, and one CCQA layer's forward+backward
+// CCQA's C of compression_sweep in the configured layout, then the configured C in the other
+// layout (model.ccqa.compress: what C divides): a short run each, and one CCQA layer's forward+backward
 // at the grid's largest point (the latency a user trades for the loss). The layout's run is
 // there because the choice is about quality as much as speed (docs/QUALITY.md, 2026-12-06).
 struct CompressionPoint {
@@ -247,8 +249,9 @@ void run_compression(const RunConfig& config, const DiagnoseOptions& o, const Ta
   CurveSet& set = report.compression;
   const int64_t B = o.batches.back(), S = o.seqs.back();
   const std::string layout = config.model.ccqa.compress, other = layout == "heads" ? "head_dim" : "heads";
-  const std::vector<CompressionPoint> points = {
-      {2, layout}, {4, layout}, {8, layout}, {config.model.ccqa.compression, other}};
+  std::vector<CompressionPoint> points;
+  for (int C : compression_sweep(config.model)) points.push_back({C, layout});
+  points.push_back({config.model.ccqa.compression, other});
   for (const CompressionPoint& point : points) {
     model::ModelConfig v = config.model;
     v.ccqa.compression = point.C;
@@ -279,13 +282,37 @@ void run_compression(const RunConfig& config, const DiagnoseOptions& o, const Ta
       o.progress(buf);
     }
   }
-  // runs[0] must be the configured model for the rules; the configured C first.
-  std::stable_partition(set.runs.begin(), set.runs.end(),
-                        [&](const RunCurve& r) { return r.name == "C " + std::to_string(config.model.ccqa.compression); });
-  set_thresholds(set);
+  set_thresholds(set);  // runs[0] is the configured model, as the rules need (compression_sweep's order)
 }
 
 }  // namespace
+
+std::vector<int> compression_sweep(const model::ModelConfig& model) {
+  constexpr int kLowest = 2, kHighest = 8;  // model.ccqa.compression's range (launcher/config_schema.cpp)
+  const int configured = model.ccqa.compression;
+  const auto valid = [&](int C) {
+    model::ModelConfig v = model;
+    v.ccqa.compression = C;
+    try {
+      model::check_model_config(v);
+      return true;
+    } catch (const common::ConfigError&) {
+      return false;
+    }
+  };
+  // The valid C in [from, to] nearest to `want` (the smaller on a tie), if any.
+  const auto nearest = [&](int want, int from, int to) {
+    std::optional<int> best;
+    for (int C = from; C <= to; ++C) {
+      if (valid(C) && (!best || std::abs(C - want) < std::abs(*best - want))) best = C;
+    }
+    return best;
+  };
+  std::vector<int> sweep = {configured};
+  if (const auto half = nearest(configured / 2, kLowest, configured - 1)) sweep.push_back(*half);
+  if (const auto twice = nearest(2 * configured, configured + 1, kHighest)) sweep.push_back(*twice);
+  return sweep;
+}
 
 const std::vector<std::string>& diagnose_sections() {
   static const std::vector<std::string> all = {"speed", "memory", "gradients", "learning", "components", "compression"};

@@ -16,7 +16,8 @@
 //   learning   loss curves of the same short run for the configured model and for a stack of
 //           each attention type alone at about the same parameter count; the routers' use.
 //   components CCQA's parts switched off or changed one at a time, each a short run.
-//   compression  CCQA's C in {2, 4, 8}: short runs and one CCQA layer's time.
+//   compression  CCQA's C at the configured value, half and double it (compression_sweep), and
+//           the configured C in the other layout: short runs and one CCQA layer's time.
 // Then recommendations: documented rules over what was measured (diagnose_advice.cpp).
 // The launcher writes the report (launcher/cmd_diagnose.cpp); this is the measuring.
 #pragma once
@@ -163,6 +164,12 @@ struct DiagnoseReport {
 // with a config, also sections it cannot run (components and compression without a ccqa layer).
 void check_diagnose_options(const DiagnoseOptions& options);
 void check_diagnose_options(const DiagnoseOptions& options, const model::ModelConfig& model);
+
+// The compression section's values of C in the configured layout: the configured C first, then
+// half and double it, each replaced by the valid C in [2, 8] nearest to it on its side of the
+// configured one where the layout refuses it (under `heads` C must divide H: `small`, H 12, C 4
+// gives 4, 2, 6), and left out where that side has none.
+std::vector<int> compression_sweep(const model::ModelConfig& model);
 
 DiagnoseReport run_diagnose(const RunConfig& config, const DiagnoseOptions& options);
 

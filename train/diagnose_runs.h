@@ -54,7 +54,7 @@ void set_thresholds(CurveSet& set);
 // The sections made of short runs. gradients: every parameter's gradient norm at every step of
 // the configured model's run. learning: the configured model, then a stack of each attention
 // type alone at about its parameter count (MoD and MoR off). components: CCQA's parts switched
-// off or changed one at a time. compression: CCQA's C in {2, 4, 8}.
+// off or changed one at a time. compression: CCQA's C of compression_sweep (diagnose.h).
 void run_gradients(const RunConfig& config, const DiagnoseOptions& options, const DiagnoseData& data,
                    DiagnoseReport& report);
 void run_learning(const RunConfig& config, const DiagnoseOptions& options, const DiagnoseData& data,
