@@ -39,11 +39,14 @@ void expect_close_on_cuda(const Shape& s, torch::Dtype dtype, double tol) {
   EXPECT_LT(prefilled, tol);
 }
 
-// E 128, 4 heads: d 32, CCQA d_h 16 (head_dim) or 32 (heads), shapes the fused kernels take.
+// E 128, 4 heads: d 32, CCQA d_h 16 (head_dim) or 32 (heads), shapes the fused kernels take;
+// E 256: d_h 64 under heads, the head size of `small` under the default layout (its prologue
+// on the products path, docs/MODEL.md "Layout").
 TEST(DecodeGpu, Float32MatchesFusedForward) {
   expect_close_on_cuda({ModelConfig{}.pattern, /*mod=*/true, /*recursions=*/2, "head_dim", 128, "fused"}, torch::kFloat,
                        1e-4);
   expect_close_on_cuda({{"ccqa"}, false, 1, "heads", 128, "fused"}, torch::kFloat, 1e-4);
+  expect_close_on_cuda({{"ccqa", "mqa"}, false, 1, "heads", 256, "fused"}, torch::kFloat, 1e-4);
 }
 
 // Rows decoded together on CUDA (model/decode_batch.h: masks, no host reads) equal their single
