@@ -1,7 +1,6 @@
 // `hydra info`: the resolved config, the process grid with every rank's coordinates and
 // groups, and the model's sizes. Rank 0 prints; every rank resolves the grid, so a world
 // size that does not fit the config fails the same way everywhere.
-#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -101,11 +100,6 @@ void print_memory(const train::MemoryEstimate& e, const Config& config) {
               m.gradients * gb, m.optimizer * gb, m.activations * gb, m.buffers * gb);
 }
 
-bool has_ccqa(const Config& config) {
-  const auto& p = config.model.pattern;
-  return std::find(p.begin(), p.end(), "ccqa") != p.end();
-}
-
 // CCQA's layout as the model builds it (model/dims.h): what model.ccqa.compress and C resolve to,
 // so that a user sees the heads a config gets (the default layout changed on 2026-12-06).
 common::Json ccqa_json(const Config& config) {
@@ -198,7 +192,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
   const model::ModelStats stats = model::compute_model_stats(config.model, config.train.seq_len, shape.tp);
   const train::FreezeCounts freeze = count_freeze(config);
   info["model"] = model_json(stats, freeze);
-  if (has_ccqa(config)) info["model"]["ccqa"] = ccqa_json(config);
+  if (model::has_layer_type(config.model, "ccqa")) info["model"]["ccqa"] = ccqa_json(config);
   // Planned here too, so that an impossible split fails before a job is launched.
   const auto plan = parallel::plan_pipeline_stages(config.model, shape.pp, config.parallel.pp_layers);
   info["pipeline"] = pipeline_json(config, plan);
@@ -208,7 +202,7 @@ int run_info(const Config& config, const CliArgs& args, const parallel::LaunchIn
     std::printf("%s\n", info.dump(2).c_str());
   } else {
     print_text(stats, freeze, config, shape);
-    if (has_ccqa(config)) print_ccqa(config);
+    if (model::has_layer_type(config.model, "ccqa")) print_ccqa(config);
     print_pipeline(config, plan);
     print_memory(memory, config);
     print_memory_by_recompute(config, shape);

@@ -29,7 +29,7 @@ int64_t attention_saved(const std::string& type, const ModelConfig& c, const Dim
     // (split over tp); the key/value heads: k before and after, v (split with the query heads,
     // MQA's one head replicated). rstd of q and k, log-sum-exp, rstd of the output norm.
     const int64_t heads = m.H / tp, kv_all = grouped_kv_heads(type, c);
-    const int64_t kv = kv_all % tp == 0 ? kv_all / tp : kv_all;
+    const int64_t kv = kv_heads_per_rank(kv_all, tp);
     return (4 * heads * m.d + 3 * kv * m.d) * dtype_bytes + (3 * heads + kv) * kFp32;
   }
   if (type == "ccqa") {
@@ -38,7 +38,7 @@ int64_t attention_saved(const std::string& type, const ModelConfig& c, const Dim
     // output norm's output feeds W_o.
     // Under tp the query heads split; the key/value heads split with them when tp divides H_kc,
     // else every rank holds all of them (CcqaAttention::kv_split).
-    const int64_t heads = m.Hc / tp, kv = m.Hkv % tp == 0 ? m.Hkv / tp : m.Hkv;
+    const int64_t heads = m.Hc / tp, kv = kv_heads_per_rank(m.Hkv, tp);
     const int64_t Lq = heads * m.dh, Lk = kv * m.dh;
     const int64_t fp32 = 2 * heads * kFp32;
     if (m.dh <= kCcqaFusedPrologueMaxHeadDim) return (4 * Lq + 4 * Lk) * dtype_bytes + fp32;

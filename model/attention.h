@@ -151,7 +151,7 @@ struct CcqaAttention : AttentionImpl {
   std::vector<std::vector<ProjectionImpl*>> same_input_groups() override { return {qkv_projections()}; }
   // KV heads split over tp when tp divides H_kv; otherwise every rank holds all of them (and
   // their convolution channels and temperatures), with gradients summed over tp.
-  static bool kv_split(const Dims& dims, int tp) { return dims.Hkv % tp == 0; }
+  static bool kv_split(const Dims& dims, int tp) { return kv_heads_split(dims.Hkv, tp); }
   // Replicated KV heads under tp: [heads] int64 on `options`' device, the (global) KV head of
   // each of this rank's `heads` query heads; undefined when this rank holds whole KV groups.
   torch::Tensor kv_of_local_heads(int64_t heads, const torch::TensorOptions& options) const;

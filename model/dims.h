@@ -3,6 +3,7 @@
 // cannot disagree. Header-only and torch-free: model_info.cpp and the launcher use it cheaply.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -10,6 +11,19 @@
 #include "model/config.h"
 
 namespace hydra::model {
+
+// Whether model.pattern has a layer of `type` ("ccqa", "gqa", ...).
+inline bool has_layer_type(const ModelConfig& c, const std::string& type) {
+  return std::find(c.pattern.begin(), c.pattern.end(), type) != c.pattern.end();
+}
+
+// Key/value heads under tensor parallelism of `tp` ranks: split with the query heads when tp
+// divides them, else whole (replicated) on every rank. The layers follow it (CcqaAttention::
+// kv_split, the grouped kinds' mqa head) and so does the memory estimate.
+inline bool kv_heads_split(int64_t kv_heads, int tp) { return kv_heads % tp == 0; }
+inline int64_t kv_heads_per_rank(int64_t kv_heads, int tp) {
+  return kv_heads_split(kv_heads, tp) ? kv_heads / tp : kv_heads;
+}
 
 struct Dims {
   int64_t E = 0;       // model width

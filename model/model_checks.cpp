@@ -1,6 +1,5 @@
 #include "model/model_checks.h"
 
-#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -104,14 +103,14 @@ void check_tensor_parallel(const ModelConfig& c, int tp) {
     HYDRA_FAIL(ConfigError, "parallel.tp: " << tp << " does not divide model.heads " << c.heads
                                 << " (tensor parallelism splits the query heads)");
   }
-  const bool gqa = std::find(c.pattern.begin(), c.pattern.end(), "gqa") != c.pattern.end();
+  const bool gqa = has_layer_type(c, "gqa");
   if (gqa && c.kv_heads > 1 && c.kv_heads % tp != 0) {
     HYDRA_FAIL(ConfigError, "parallel.tp: " << tp << " does not divide model.kv_heads " << c.kv_heads
                                 << ": a gqa layer splits its key/value heads with the query heads over tp (a tp "
                                 << "that divides model.kv_heads, or model.kv_heads 1, which is mqa)");
   }
   // mha: H_kv = H, which tp divides (checked above).
-  const bool ccqa = std::find(c.pattern.begin(), c.pattern.end(), "ccqa") != c.pattern.end();
+  const bool ccqa = has_layer_type(c, "ccqa");
   const int C = c.ccqa.compression;
   if (ccqa && c.ccqa.compress == "heads" && C > 0 && (c.heads / C) % tp != 0) {
     HYDRA_FAIL(ConfigError, "parallel.tp: " << tp << " does not divide CCQA's " << c.heads / C

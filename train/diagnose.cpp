@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "model/activation_memory.h"
+#include "model/dims.h"
 #include "model/model_checks.h"
 #include "model/hydra_model.h"
 #include "model/model_info.h"
@@ -341,7 +342,7 @@ void check_diagnose_options(const DiagnoseOptions& o) {
 
 void check_diagnose_options(const DiagnoseOptions& o, const model::ModelConfig& c) {
   check_diagnose_options(o);
-  const bool ccqa = std::find(c.pattern.begin(), c.pattern.end(), "ccqa") != c.pattern.end();
+  const bool ccqa = model::has_layer_type(c, "ccqa");
   for (const char* s : {"components", "compression"}) {
     if (!ccqa && std::find(o.sections.begin(), o.sections.end(), s) != o.sections.end()) {
       HYDRA_FAIL(common::ConfigError, "--sections: " << s << " varies CCQA, and model.pattern has no ccqa layer; "

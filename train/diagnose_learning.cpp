@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "common/errors.h"
+#include "model/dims.h"
 #include "model/model_checks.h"
 #include "model/model_info.h"
 #include "train/diagnose_runs.h"
@@ -134,7 +135,7 @@ void run_components(const RunConfig& rc, const DiagnoseOptions& o, const Diagnos
     edit(v.ccqa);
     variants.push_back({name, change, v});
   };
-  if (std::find(c.pattern.begin(), c.pattern.end(), "ccqa") == c.pattern.end()) {
+  if (!model::has_layer_type(c, "ccqa")) {
     HYDRA_FAIL(common::ConfigError, "hydra diagnose --sections components: model.pattern has no ccqa layer, whose "
                                         "parts the section switches off; leave the section out");
   }
