@@ -127,12 +127,12 @@ struct CcqaAttention : AttentionImpl {
   // last d_h/2 channels of each KV head come from the previous token (zero at t = 0). Public
   // for the tests.
   torch::Tensor values(const torch::Tensor& v0);
-  // Steps 2-7 in plain LibTorch ops, the CPU path and the oracle of the fused prologue:
-  // {q [B, S, heads, d_h], k [B, S, kv_heads, d_h], v}. kv_of_head: defined when this rank
-  // holds every KV head under tp (replicated KV), the KV head of each local query head.
+  // Steps 3-7 in plain LibTorch ops, the CPU path and the oracle of the fused prologue:
+  // {q [B, S, heads, d_h], k [B, S, kv_heads, d_h]}. kv_of_head: defined when this rank holds
+  // every KV head under tp (replicated KV), the KV head of each local query head.
   // conv_products: the convolutions as tensor products (model/causal_conv_products.h), as the
   // fused path runs them where the prologue kernels do not take the head size.
-  std::vector<torch::Tensor> reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0, const torch::Tensor& v0,
+  std::vector<torch::Tensor> reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0,
                                                 const torch::Tensor& positions, const torch::Tensor& kv_of_head,
                                                 bool conv_products = false);
   // Steps 4-7 (qk-mean, post-mix norm, temperature, RoPE) given the latents before (q0, k0) and

@@ -174,10 +174,8 @@ torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k, co
 }  // namespace
 
 std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor& q0, const torch::Tensor& k0,
-                                                             const torch::Tensor& v0, const torch::Tensor& positions,
+                                                             const torch::Tensor& positions,
                                                              const torch::Tensor& kv_of_head, bool conv_products) {
-  // 2. Values, with the per-KV-head shift.
-  const torch::Tensor v = values(v0);
   // 3. Two causal convolutions: depthwise, then grouped per head.
   const auto convs = [conv_products](CausalConvImpl& c1, CausalConvImpl& c2, const torch::Tensor& x) {
     return conv_products ? causal_conv_pair_products(x, c1.weight, c1.bias, c2.weight, c2.bias)
@@ -188,8 +186,7 @@ std::vector<torch::Tensor> CcqaAttention::reference_prologue(const torch::Tensor
     q = convs(*conv1_q, *conv2_q, q0);
     k = convs(*conv1_k, *conv2_k, k0);
   }
-  const std::vector<torch::Tensor> qk = mix_and_rotate(q0, k0, q, k, positions, kv_of_head);
-  return {qk[0], qk[1], v};
+  return mix_and_rotate(q0, k0, q, k, positions, kv_of_head);
 }
 
 std::vector<torch::Tensor> CcqaAttention::mix_and_rotate(const torch::Tensor& q0, const torch::Tensor& k0,
@@ -263,13 +260,15 @@ torch::Tensor CcqaAttention::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor q, k, v;
   // The fused prologue (kernels/ccqa_prologue.h) only when this rank holds whole KV groups:
   // replicated KV heads under tp need the cross-rank qk-mean sum and keep the reference path.
-  // Its v is unshifted: the shift then happens as the fused attention reads v.
   if (fused && !kv_of_head.defined()) fused_prologue(*this, q0, k0, v0, positions, q, k, v);
-  const bool shift_in_attention = q.defined() && cfg.value_shift;
   if (!q.defined()) {  // not fused, or shapes the kernels do not take
-    const std::vector<torch::Tensor> qkv = reference_prologue(q0, k0, v0, positions, kv_of_head, fused);
-    q = qkv[0], k = qkv[1], v = qkv[2];
+    const std::vector<torch::Tensor> qk = reference_prologue(q0, k0, positions, kv_of_head, fused);
+    q = qk[0], k = qk[1];
+    // 2. Values: the fused attention reads them unshifted and applies the shift itself (one
+    // copy each way fewer); the reference ops shift here.
+    v = fused ? v0.view({B, S, -1, dh}) : values(v0);
   }
+  const bool shift_in_attention = fused && cfg.value_shift;
   // 7. Causal GQA attention at the latent head size.
   const double scale = 1.0 / std::sqrt(static_cast<double>(dh));
   const auto attend = [&](const torch::Tensor& qa, const torch::Tensor& ka, const torch::Tensor& va) {

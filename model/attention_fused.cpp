@@ -1,6 +1,8 @@
 // Autograd glue between LibTorch tensors and the latent flash attention launchers.
 #include "model/attention_fused.h"
 
+#include <cstdint>
+
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -27,7 +29,16 @@ kernels::LatentAttentionShape shape_of(const at::Tensor& q, const at::Tensor& k)
   return s;
 }
 
-// The tensors below are contiguous bf16 [B, S, heads, D] (the Function makes them so).
+// x as the kernels read it (kernels/latent_attention.h): D contiguous, the other strides
+// multiples of 8 elements, 16-byte aligned; a column block of a wider projection's output (CCQA's
+// values) qualifies without a copy, anything else is made contiguous.
+at::Tensor kernel_layout(const at::Tensor& x) {
+  const bool ok = x.stride(3) == 1 && x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0 &&
+                  reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  return ok ? x : x.contiguous();
+}
+
+// The tensors below are bf16 [B, S, heads, D] in kernel_layout.
 kernels::BshdConst view(const at::Tensor& x) {
   return {reinterpret_cast<const __nv_bfloat16*>(x.data_ptr<at::BFloat16>()), x.stride(0), x.stride(1), x.stride(2)};
 }
@@ -40,10 +51,10 @@ class LatentAttentionFunction : public torch::autograd::Function<LatentAttention
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in,
                             const at::Tensor& v_in, double scale, bool value_shift) {
     const c10::cuda::CUDAGuard guard(q_in.device());
-    const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    const at::Tensor q = kernel_layout(q_in), k = kernel_layout(k_in), v = kernel_layout(v_in);
     auto shape = shape_of(q, k);
     shape.value_shift = value_shift;
-    at::Tensor out = at::empty_like(q);
+    at::Tensor out = at::empty(q.sizes(), q.options());
     at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
     kernels::latent_attention_forward(shape, static_cast<float>(scale), view(q), view(k), view(v), mut_view(out),
                                       lse.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
@@ -60,7 +71,9 @@ class LatentAttentionFunction : public torch::autograd::Function<LatentAttention
     const at::Tensor dout = grads[0].to(at::kBFloat16).contiguous();
     auto shape = shape_of(q, k);
     shape.value_shift = ctx->saved_data["value_shift"].toBool();
-    at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+    // Gradients contiguous whatever the inputs' strides.
+    at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(k.sizes(), k.options()),
+               dv = at::empty(v.sizes(), v.options());
     at::Tensor workspace = at::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape))},
                                      q.options().dtype(at::kByte));
     kernels::latent_attention_backward(shape, static_cast<float>(ctx->saved_data["scale"].toDouble()), view(q), view(k),
