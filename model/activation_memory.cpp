@@ -44,8 +44,8 @@ int64_t attention_saved(const std::string& type, const ModelConfig& c, const Dim
     if (m.dh <= kCcqaFusedPrologueMaxHeadDim) return (4 * Lq + 4 * Lk) * dtype_bytes + fp32;
     // Above it, the products path: q0 and k0 (the convolutions' and the mix's input), each
     // convolution pair's K-tap windows with a bias column block of 8 a head (saved by its batched
-    // product) and its output (by the mix), the shifted v, the mix's q and k, the attention's
-    // output and the norm's output.
+    // product) and its output (by the mix), v (unshifted: the attention shifts it as it reads),
+    // the mix's q and k, the attention's output and the norm's output.
     const int64_t windows = c.ccqa.use_convs ? m.K * (Lq + Lk) + 8 * (heads + kv) : 0;
     const int64_t conv_out = c.ccqa.use_convs ? Lq + Lk : 0;
     return ((Lq + Lk) + windows + conv_out + Lk + (Lq + Lk) + Lq + Lq) * dtype_bytes + fp32;
