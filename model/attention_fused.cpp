@@ -30,8 +30,8 @@ kernels::LatentAttentionShape shape_of(const at::Tensor& q, const at::Tensor& k)
 }
 
 // x as the kernels read it (kernels/latent_attention.h): D contiguous, the other strides
-// multiples of 8 elements, 16-byte aligned; a column block of a wider projection's output (CCQA's
-// values) qualifies without a copy, anything else is made contiguous.
+// multiples of 8 elements, 16-byte aligned. Contiguous tensors and column blocks of wider ones
+// qualify without a copy; anything else is made contiguous.
 at::Tensor kernel_layout(const at::Tensor& x) {
   const bool ok = x.stride(3) == 1 && x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0 &&
                   reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
