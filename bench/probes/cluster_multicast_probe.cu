@@ -23,20 +23,13 @@
 #include <cstdlib>
 #include <vector>
 
+#include "probe_check.cuh"
+
 namespace {
 
 constexpr int kRows = 64;     // rows a tile (the kernels' kTile)
 constexpr int kStages = 2;
 constexpr int kThreads = 128;
-
-#define CHECK(x)                                                                           \
-  do {                                                                                     \
-    const cudaError_t e = (x);                                                             \
-    if (e != cudaSuccess) {                                                                \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(2);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 __device__ uint32_t smem_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 

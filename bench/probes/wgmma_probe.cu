@@ -19,19 +19,12 @@
 #include <random>
 #include <vector>
 
+#include "probe_check.cuh"
+
 namespace {
 
 constexpr int kRows = 64;  // queries of S and O (wgmma's M), keys of S (its N) and of P V (its K)
 constexpr int kD = 32;     // head size: S's K, O's N
-
-#define CHECK(x)                                                                 \
-  do {                                                                           \
-    const cudaError_t e = (x);                                                   \
-    if (e != cudaSuccess) {                                                      \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(2);                                                              \
-    }                                                                            \
-  } while (0)
 
 // Core matrices of 8 rows x 16 bytes (8 bf16), each stored as 128 contiguous bytes, row blocks
 // of `cols / 8` core matrices one after another: element (r, c) of a [rows][cols] tile.
