@@ -80,6 +80,14 @@ struct LatentAttentionVariant {
 // True when the kernels handle this head size.
 bool latent_attention_supports(int head_dim);
 
+// The layout rule above, for a caller that would rather pass a tensor as it is than copy it (the
+// launchers check the same): the base pointer 16-byte aligned, the batch, sequence and head
+// strides multiples of 8 elements.
+inline bool latent_attention_aligned(const void* data) { return reinterpret_cast<uintptr_t>(data) % 16 == 0; }
+inline bool latent_attention_strides_ok(int64_t batch_stride, int64_t seq_stride, int64_t head_stride) {
+  return batch_stride % 8 == 0 && seq_stride % 8 == 0 && head_stride % 8 == 0;
+}
+
 // out = softmax(scale * q k^T, causal) v per head; lse [B, H, S] fp32 (contiguous) receives the
 // natural log of each query row's softmax denominator, the state the backward needs.
 void latent_attention_forward(const LatentAttentionShape& shape, float scale, BshdConst q, BshdConst k,

@@ -516,8 +516,8 @@ inline Strides strides_of(const BshdMut& x) { return {x.batch_stride, x.seq_stri
 
 inline void check_view(const void* data, Strides s, const char* name) {
   HYDRA_CHECK(data != nullptr, name << " is null");
-  HYDRA_CHECK(reinterpret_cast<uintptr_t>(data) % 16 == 0, name << " is not 16-byte aligned");
-  HYDRA_CHECK(s.b % 8 == 0 && s.s % 8 == 0 && s.h % 8 == 0,
+  HYDRA_CHECK(latent_attention_aligned(data), name << " is not 16-byte aligned");
+  HYDRA_CHECK(latent_attention_strides_ok(s.b, s.s, s.h),
               name << " strides (" << s.b << ", " << s.s << ", " << s.h << ") are not multiples of 8 elements");
 }
 

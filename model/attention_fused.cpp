@@ -1,8 +1,6 @@
 // Autograd glue between LibTorch tensors and the latent flash attention launchers.
 #include "model/attention_fused.h"
 
-#include <cstdint>
-
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -29,12 +27,11 @@ kernels::LatentAttentionShape shape_of(const at::Tensor& q, const at::Tensor& k)
   return s;
 }
 
-// x as the kernels read it (kernels/latent_attention.h): D contiguous, the other strides
-// multiples of 8 elements, 16-byte aligned. Contiguous tensors and column blocks of wider ones
-// qualify without a copy; anything else is made contiguous.
+// x as the kernels read it (kernels/latent_attention.h's layout rule, D contiguous). Contiguous
+// tensors and column blocks of wider ones qualify without a copy; anything else is made contiguous.
 at::Tensor kernel_layout(const at::Tensor& x) {
-  const bool ok = x.stride(3) == 1 && x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0 &&
-                  reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  const bool ok = x.stride(3) == 1 && kernels::latent_attention_strides_ok(x.stride(0), x.stride(1), x.stride(2)) &&
+                  kernels::latent_attention_aligned(x.data_ptr());
   return ok ? x : x.contiguous();
 }
 
