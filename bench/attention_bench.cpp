@@ -350,6 +350,15 @@ KernelFigures time_kernels(const Shape& s) {
       forward_variants.emplace_back(poly == 1 ? "an eighth of exp2 on FMA" : "a quarter of exp2 on FMA", fma_exp);
     }
   }
+  // Key/value tiles multicast to the two query heads of a 2-block cluster (even groups).
+  if (group % 2 == 0) {
+    for (const int stages : {2, 3}) {
+      if (stages == 3 && D == 64) continue;
+      kernels::LatentAttentionVariant cluster;
+      cluster.fwd_cluster = stages;
+      forward_variants.emplace_back("cluster pair, " + std::to_string(stages) + " stages", cluster);
+    }
+  }
   // The default once more, last: how far one kernel's median moves between two timings in a run.
   forward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : forward_variants) {
