@@ -367,11 +367,15 @@ KernelFigures time_kernels(const Shape& s) {
                                         variant);
     }).median_ms);
   }
-  // The backward with dq added by the bulk reduction, and the default timed again.
+  // The backward with dq added by the bulk reduction, on key-tile pairs of 2-block clusters, and
+  // the default timed again.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> backward_variants;
   kernels::LatentAttentionVariant dq_bulk;
   dq_bulk.bwd_dq_bulk = true;
   backward_variants.emplace_back("dq bulk", dq_bulk);
+  kernels::LatentAttentionVariant pair;
+  pair.bwd_cluster = true;
+  backward_variants.emplace_back("cluster pair", pair);
   backward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : backward_variants) {
     f.bwd_variants_ms.emplace_back(label, time_device([&] {

@@ -80,6 +80,9 @@ struct LatentAttentionVariant {
   // key/value buffers (2 or 3 at d 16 and 32, 2 at d 64). Needs an even group H / H_kv and the
   // default block order; the other forward options at their defaults.
   int fwd_cluster = 0;
+  // The backward's q and dout tiles shared by the blocks of key tiles kt and kt + 1 (a 2-block
+  // cluster walking kt's steps), multicast as in fwd_cluster: each read from L2 once a pair.
+  bool bwd_cluster = false;
 };
 
 // True when the kernels handle this head size.

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "kernels/cluster_copy.cuh"
 #include "kernels/latent_attention_common.cuh"
 
 namespace hydra::kernels {
@@ -67,6 +68,136 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
   return D == 64 ? 3 : D == 32 && MT == 1 ? 4 : D == 16 && MT == 2 ? 5 : 0;
 }
 
+// MT m-tiles of D / 8 accumulators set to zero.
+template <int D, int MT>
+__device__ __forceinline__ void zero_rows(float (&x)[MT][D / 8][4]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) x[mt][i][0] = x[mt][i][1] = x[mt][i][2] = x[mt][i][3] = 0.f;
+  }
+}
+
+// A step's lse (in log2 units; +inf past S, so those queries' probabilities are exactly 0) and
+// delta for query tile qt of head h, by the block's kT threads.
+template <int kT>
+__device__ __forceinline__ void load_row_sums(float* lse2, float* delta, const BwdParams& p, int b, int h, int qt) {
+  const int64_t base = (static_cast<int64_t>(b) * p.heads + h) * p.seq;
+  for (int i = threadIdx.x; i < kTile; i += kT) {
+    const int row = qt * kTile + i;
+    lse2[i] = row < p.seq ? p.lse[base + row] * kLog2e : INFINITY;
+    delta[i] = row < p.seq ? p.delta[base + row] : 0.f;
+  }
+}
+
+// The block's key and value tiles (the value shift applied), asynchronously.
+template <int D, int kT, typename Smem>
+__device__ __forceinline__ void load_key_tile(Smem& sm, const BwdParams& p, const BackwardBlock& blk) {
+  load_tile<D, kT>(sm.k, p.k + blk.b * p.ks.b + blk.hk * p.ks.h, p.ks.s, blk.kt * kTile, p.seq);
+  load_tile<D, kT>(sm.v, p.v + blk.b * p.vs.b + blk.hk * p.vs.h, p.vs.s, blk.kt * kTile, p.seq, p.value_shift);
+}
+
+// One step of the backward: the key tile (sm.k, sm.v) against the query tile in stage st (q,
+// dout, lse2, delta): dk and dv accumulate, dq receives this tile's ds k for the warp's MT x 16
+// queries. diag: the causal diagonal (query tile == key tile). Synchronises the block once (ds^T
+// goes through shared memory: the dq product needs all 64 keys of the tile, held by all warps).
+template <int D, int MT, typename Smem>
+__device__ __forceinline__ void backward_step(Smem& sm, int st, bool diag, float scale_log2, int row_base, int lane,
+                                              float (&dk)[MT][D / 8][4], float (&dv)[MT][D / 8][4],
+                                              float (&dq)[MT][D / 8][4]) {
+  constexpr int W = D + kPad;
+  const int g = lane / 4, t = lane % 4;
+  // s = k q^T and dp = v dout^T: MT x 16 keys x 64 queries each.
+  float s[MT][8][4], dp[MT][8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][i][e] = dp[mt][i][e] = 0.f;
+    }
+  }
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+    uint32_t kf[MT][4], vf[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      a_frag<W>(kf[mt], sm.k, row_base + 16 * mt, kc * 16, lane);
+      a_frag<W>(vf[mt], sm.v, row_base + 16 * mt, kc * 16, lane);
+    }
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t bq[4], bd[4];
+      b_pair<W>(bq, sm.q[st], np * 16, kc * 16, lane);
+      b_pair<W>(bd, sm.dout[st], np * 16, kc * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma(s[mt][2 * np], kf[mt], bq[0], bq[1]);
+        mma(s[mt][2 * np + 1], kf[mt], bq[2], bq[3]);
+        mma(dp[mt][2 * np], vf[mt], bd[0], bd[1]);
+        mma(dp[mt][2 * np + 1], vf[mt], bd[2], bd[3]);
+      }
+    }
+  }
+
+  score_gradients<MT>(s, dp, sm.lse2[st], sm.delta[st], scale_log2, diag, row_base, lane);
+
+  // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    uint32_t ap[MT][4], ad[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      acc_as_a(ap[mt], s[mt], kk);
+      acc_as_a(ad[mt], dp[mt], kk);
+    }
+#pragma unroll
+    for (int np = 0; np < D / 16; ++np) {
+      uint32_t bd[4], bq[4];
+      bt_pair<W>(bd, sm.dout[st], kk * 16, np * 16, lane);
+      bt_pair<W>(bq, sm.q[st], kk * 16, np * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma(dv[mt][2 * np], ap[mt], bd[0], bd[1]);
+        mma(dv[mt][2 * np + 1], ap[mt], bd[2], bd[3]);
+        mma(dk[mt][2 * np], ad[mt], bq[0], bq[1]);
+        mma(dk[mt][2 * np + 1], ad[mt], bq[2], bq[3]);
+      }
+    }
+  }
+
+  // ds^T to shared memory: the dq product needs all 64 keys of the tile, held by all warps.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const int key = row_base + 16 * mt + g;
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+      *reinterpret_cast<uint32_t*>(&sm.ds[key][nb * 8 + 2 * t]) = pack_bf16(dp[mt][nb][0], dp[mt][nb][1]);
+      *reinterpret_cast<uint32_t*>(&sm.ds[key + 8][nb * 8 + 2 * t]) = pack_bf16(dp[mt][nb][2], dp[mt][nb][3]);
+    }
+  }
+  __syncthreads();
+
+  // dq (this warp's MT x 16 queries) = ds k: the caller adds it to the sum over key tiles.
+  zero_rows<D, MT>(dq);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) at_frag<kTile + kPad>(a[mt], sm.ds, kk * 16, row_base + 16 * mt, lane);
+#pragma unroll
+    for (int np = 0; np < D / 16; ++np) {
+      uint32_t bb[4];
+      bt_pair<W>(bb, sm.k, kk * 16, np * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma(dq[mt][2 * np], a[mt], bb[0], bb[1]);
+        mma(dq[mt][2 * np + 1], a[mt], bb[2], bb[3]);
+      }
+    }
+  }
+}
+
 // One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys,
 // so that every q and dout fragment read from shared memory feeds MT products. The k and v
 // fragments of the A operand are re-read from shared memory each step rather than held:
@@ -74,15 +205,14 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
 // reduction, a row a request (LatentAttentionVariant::bwd_dq_bulk), instead of float2 atomics.
 template <int D, int MT, bool kDqBulk = false>
 __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
-  constexpr int W = D + kPad, kT = threads_for(MT);
+  constexpr int kT = threads_for(MT);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   using Smem = std::conditional_t<kDqBulk, BwdSmemDqTile<D>, BwdSmem<D>>;
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
 
   const BackwardBlock blk = backward_block(p);
-  const int kt = blk.kt, hk = blk.hk, b = blk.b, h_first = blk.h_first, per_head = blk.per_head, total = blk.total;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int k0 = kt * kTile;
+  const int kt = blk.kt, b = blk.b, h_first = blk.h_first, per_head = blk.per_head, total = blk.total;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row_base = warp * 16 * MT;  // keys (and, for dq, queries) of this warp's m-tiles
 
   // Stage st <- (query head of the group, query tile) of step it.
@@ -90,28 +220,16 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
     const int h = h_first + it / per_head, qt = kt + it % per_head;
     load_tile<D, kT>(sm.q[st], p.q + b * p.qs.b + h * p.qs.h, p.qs.s, qt * kTile, p.seq);
     load_tile<D, kT>(sm.dout[st], p.dout + b * p.dos.b + h * p.dos.h, p.dos.s, qt * kTile, p.seq);
-    const int64_t base = (static_cast<int64_t>(b) * p.heads + h) * p.seq;
-    for (int i = threadIdx.x; i < kTile; i += kT) {
-      const int row = qt * kTile + i;
-      sm.lse2[st][i] = row < p.seq ? p.lse[base + row] * kLog2e : INFINITY;
-      sm.delta[st][i] = row < p.seq ? p.delta[base + row] : 0.f;
-    }
+    load_row_sums<kT>(sm.lse2[st], sm.delta[st], p, b, h, qt);
   };
 
-  load_tile<D, kT>(sm.k, p.k + b * p.ks.b + hk * p.ks.h, p.ks.s, k0, p.seq);
-  load_tile<D, kT>(sm.v, p.v + b * p.vs.b + hk * p.vs.h, p.vs.s, k0, p.seq, p.value_shift);
+  load_key_tile<D, kT>(sm, p, blk);
   load_step(0, 0);
   cp_async_commit();
 
   float dk[MT][D / 8][4], dv[MT][D / 8][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) dk[mt][i][e] = dv[mt][i][e] = 0.f;
-    }
-  }
+  zero_rows<D, MT>(dk);
+  zero_rows<D, MT>(dv);
 
   for (int it = 0; it < total; ++it) {
     const int st = it & 1;
@@ -122,100 +240,8 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
     if (it + 1 < total) load_step(it + 1, st ^ 1);
     cp_async_commit();
 
-    // s = k q^T and dp = v dout^T: MT x 16 keys x 64 queries each.
-    float s[MT][8][4], dp[MT][8][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][i][e] = dp[mt][i][e] = 0.f;
-      }
-    }
-#pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc) {
-      uint32_t kf[MT][4], vf[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        a_frag<W>(kf[mt], sm.k, row_base + 16 * mt, kc * 16, lane);
-        a_frag<W>(vf[mt], sm.v, row_base + 16 * mt, kc * 16, lane);
-      }
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        uint32_t bq[4], bd[4];
-        b_pair<W>(bq, sm.q[st], np * 16, kc * 16, lane);
-        b_pair<W>(bd, sm.dout[st], np * 16, kc * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma(s[mt][2 * np], kf[mt], bq[0], bq[1]);
-          mma(s[mt][2 * np + 1], kf[mt], bq[2], bq[3]);
-          mma(dp[mt][2 * np], vf[mt], bd[0], bd[1]);
-          mma(dp[mt][2 * np + 1], vf[mt], bd[2], bd[3]);
-        }
-      }
-    }
-
-    score_gradients<MT>(s, dp, sm.lse2[st], sm.delta[st], p.scale_log2, qt == kt, row_base, lane);
-
-    // dv += p^T dout, dk += ds^T q (the scale is applied once at the end).
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      uint32_t ap[MT][4], ad[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        acc_as_a(ap[mt], s[mt], kk);
-        acc_as_a(ad[mt], dp[mt], kk);
-      }
-#pragma unroll
-      for (int np = 0; np < D / 16; ++np) {
-        uint32_t bd[4], bq[4];
-        bt_pair<W>(bd, sm.dout[st], kk * 16, np * 16, lane);
-        bt_pair<W>(bq, sm.q[st], kk * 16, np * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma(dv[mt][2 * np], ap[mt], bd[0], bd[1]);
-          mma(dv[mt][2 * np + 1], ap[mt], bd[2], bd[3]);
-          mma(dk[mt][2 * np], ad[mt], bq[0], bq[1]);
-          mma(dk[mt][2 * np + 1], ad[mt], bq[2], bq[3]);
-        }
-      }
-    }
-
-    // ds^T to shared memory: the dq product needs all 64 keys of the tile, held by all warps.
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int key = row_base + 16 * mt + g;
-#pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-        *reinterpret_cast<uint32_t*>(&sm.ds[key][nb * 8 + 2 * t]) = pack_bf16(dp[mt][nb][0], dp[mt][nb][1]);
-        *reinterpret_cast<uint32_t*>(&sm.ds[key + 8][nb * 8 + 2 * t]) = pack_bf16(dp[mt][nb][2], dp[mt][nb][3]);
-      }
-    }
-    __syncthreads();
-
-    // dq (this warp's MT x 16 queries) += ds k, summed over key tiles by atomic adds.
     float dq[MT][D / 8][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) dq[mt][i][0] = dq[mt][i][1] = dq[mt][i][2] = dq[mt][i][3] = 0.f;
-    }
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      uint32_t a[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) at_frag<kTile + kPad>(a[mt], sm.ds, kk * 16, row_base + 16 * mt, lane);
-#pragma unroll
-      for (int np = 0; np < D / 16; ++np) {
-        uint32_t bb[4];
-        bt_pair<W>(bb, sm.k, kk * 16, np * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma(dq[mt][2 * np], a[mt], bb[0], bb[1]);
-          mma(dq[mt][2 * np + 1], a[mt], bb[2], bb[3]);
-        }
-      }
-    }
+    backward_step<D, MT>(sm, st, qt == kt, p.scale_log2, row_base, lane, dk, dv, dq);
     if constexpr (kDqBulk) {
       stage_query_gradients<D, MT>(sm.dq, dq, row_base, lane);
       fence_proxy_async_shared();
@@ -233,6 +259,107 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
 
   if constexpr (kDqBulk) bulk_wait_done();  // every reduction landed before the block ends
   write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
+}
+
+// The backward with the query-side tiles shared by a 2-block cluster (LatentAttentionVariant::
+// bwd_cluster). A step reads q and dout tiles of 64 queries (8 KB at d 32) for one 64 x 64 tile of
+// scores, and the blocks of key tiles kt and kt + 1 (same head slice, KV head and sequence) walk
+// the same (query head, query tile) steps but for one: the diagonal of kt, where every key of
+// kt + 1 comes after every query, so its contribution is exactly 0. Paired in a cluster, both walk
+// kt's steps (kt + 1 computes nothing on the one it does not share); block 0 issues each step's q
+// rows and block 1 its dout rows as bulk copies multicast into both, so each tile crosses from
+// L2 once a pair. Stage protocol as the cluster forward (latent_attention_cluster.cu): full
+// barriers with this block's expect_tx, empty barriers that each block's thread 0 arrives on
+// (after the block barrier that ends its use of the stage), rows past S copied from row S - 1
+// (their lse is +inf: probability 0). lse and delta stay per block (4-byte rows of [B, H, S]). An
+// odd number of key tiles leaves the last pair's second block without keys: it takes part in the
+// protocol and writes nothing. dq as the default (float2 atomics; both blocks add theirs).
+template <int D>
+struct BwdClusterSmem : BwdSmem<D> {
+  uint64_t full[2];
+  uint64_t empty[2];
+};
+
+template <int D, int MT>
+__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT))
+    backward_cluster_kernel(const BwdParams p) {
+  constexpr int kT = threads_for(MT);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  BwdClusterSmem<D>& sm = *reinterpret_cast<BwdClusterSmem<D>*>(smem_raw);
+
+  // The pair's block: key tiles 2 c and 2 c + 1 of cluster c's (slice, KV head, sequence), in
+  // backward_block's order (the longest chains first).
+  const uint32_t rank = cluster_rank();
+  const int n_kt = (p.seq + kTile - 1) / kTile, per_pair = static_cast<int>(gridDim.x) / 2 / ((n_kt + 1) / 2);
+  const int cluster = static_cast<int>(blockIdx.x) / 2, rest = cluster % per_pair;
+  BackwardBlock blk;
+  const int kt0 = 2 * (cluster / per_pair);
+  blk.kt = kt0 + static_cast<int>(rank);
+  blk.kv_heads = p.heads / p.group;
+  blk.slice = rest % p.slices;
+  blk.hk = (rest / p.slices) % blk.kv_heads;
+  blk.b = rest / p.slices / blk.kv_heads;
+  blk.h_first = blk.hk * p.group + blk.slice * (p.group / p.slices);
+  blk.per_head = n_kt - kt0;  // the pair walks kt0's query tiles
+  blk.total = blk.per_head * (p.group / p.slices);
+  const bool has_keys = blk.kt < n_kt;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row_base = warp * 16 * MT;
+
+  // Warp 0: this block's half of step it's rows (rank 0 q, rank 1 dout) into stage st of both.
+  const auto issue = [&](int it, int st) {
+    const int h = blk.h_first + it / blk.per_head, qt = kt0 + it % blk.per_head;
+    if (lane == 0) mbar_arrive_expect(&sm.full[st], 2u * kTile * D * sizeof(bf16));
+    __syncwarp();
+    const bf16* src = rank == 0 ? p.q + blk.b * p.qs.b + h * p.qs.h : p.dout + blk.b * p.dos.b + h * p.dos.h;
+    const int64_t stride = rank == 0 ? p.qs.s : p.dos.s;
+    bf16 (*dst)[D + kPad] = rank == 0 ? sm.q[st] : sm.dout[st];
+    for (int r = lane; r < kTile; r += 32) {
+      const int row = min(qt * kTile + r, p.seq - 1);
+      bulk_copy_to_pair(dst[r], src + static_cast<int64_t>(row) * stride, D * sizeof(bf16), &sm.full[st]);
+    }
+  };
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < 2; ++s) {
+      mbar_init(&sm.full[s], 1);
+      mbar_init(&sm.empty[s], 2);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  load_key_tile<D, kT>(sm, p, blk);  // rows past S zero-filled: a block without keys loads zeros
+  cp_async_commit();
+  load_row_sums<kT>(sm.lse2[0], sm.delta[0], p, blk.b, blk.h_first, kt0);
+  cluster_sync();
+  if (warp == 0) issue(0, 0);
+
+  float dk[MT][D / 8][4], dv[MT][D / 8][4];
+  zero_rows<D, MT>(dk);
+  zero_rows<D, MT>(dv);
+  for (int it = 0; it < blk.total; ++it) {
+    const int st = it & 1;
+    const int h = blk.h_first + it / blk.per_head, qt = kt0 + it % blk.per_head;
+    cp_async_wait_all();
+    mbar_wait(&sm.full[st], (it >> 1) & 1);
+    __syncthreads();  // step it's rows and row sums visible; this block is done with step it - 1
+    if (it + 1 < blk.total) {
+      // Step it + 1 goes where step it - 1 was, once both blocks are done with that.
+      if (it > 0 && threadIdx.x < 2) mbar_arrive_in(&sm.empty[st ^ 1], threadIdx.x);
+      if (warp == 0) {
+        if (it > 0) mbar_wait(&sm.empty[st ^ 1], ((it - 1) >> 1) & 1);
+        issue(it + 1, st ^ 1);
+      }
+      const int h1 = blk.h_first + (it + 1) / blk.per_head, qt1 = kt0 + (it + 1) % blk.per_head;
+      load_row_sums<kT>(sm.lse2[st ^ 1], sm.delta[st ^ 1], p, blk.b, h1, qt1);
+    }
+    if (has_keys && qt >= blk.kt) {
+      float dq[MT][D / 8][4];
+      backward_step<D, MT>(sm, st, qt == blk.kt, p.scale_log2, row_base, lane, dk, dv, dq);
+      add_query_gradients<D, MT>(p, dq, qt, h, blk.b, row_base, lane);
+    }
+  }
+  if (has_keys) write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
+  cluster_sync();  // neither block leaves while the other may still arrive on its barriers
 }
 
 // dq = scale * dq_acc, fp32 [B, S, H, D] -> bf16 with dq's strides; 8 elements per thread.
@@ -402,6 +529,13 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
   if (variant.wgmma_backward) {
     backward_wgmma(x, p, blocks, stream);
+  } else if (variant.bwd_cluster) {
+    const int64_t pairs = static_cast<int64_t>((x.seq + 2 * kTile - 1) / (2 * kTile)) * p.slices * x.kv_heads * x.batch;
+    const auto kernel = backward_cluster_kernel<D, kMt>;
+    const int smem = static_cast<int>(sizeof(BwdClusterSmem<D>));
+    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kernel<<<static_cast<unsigned>(2 * pairs), threads_for(kMt), smem, stream>>>(p);
+    HYDRA_KERNEL_CHECK(cudaGetLastError());
   } else {
     const bool bulk = variant.bwd_dq_bulk;
     const auto kernel = bulk ? backward_kernel<D, kMt, true> : backward_kernel<D, kMt, false>;
@@ -464,6 +598,8 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.value_shift = shape.value_shift;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
   HYDRA_CHECK(!(variant.bwd_dq_bulk && variant.wgmma_backward), "bwd_dq_bulk (built: the mma.sync backward)");
+  HYDRA_CHECK(!variant.bwd_cluster || (!variant.bwd_dq_bulk && !variant.wgmma_backward && !variant.tiles_inner),
+              "bwd_cluster with bwd_dq_bulk, wgmma_backward or tiles_inner (built: alone)");
   p.slices = head_split(shape, variant);
   const size_t needed = workspace_layout(shape, p.slices).total;
   HYDRA_CHECK(workspace_bytes >= needed, "latent attention backward: workspace of " << workspace_bytes << " bytes, "
