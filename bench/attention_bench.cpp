@@ -350,15 +350,6 @@ KernelFigures time_kernels(const Shape& s) {
       forward_variants.emplace_back(poly == 1 ? "an eighth of exp2 on FMA" : "a quarter of exp2 on FMA", fma_exp);
     }
   }
-  // Key/value tiles multicast to the two query heads of a 2-block cluster (even groups).
-  if (group % 2 == 0) {
-    for (const int stages : {2, 3}) {
-      if (stages == 3 && D == 64) continue;
-      kernels::LatentAttentionVariant cluster;
-      cluster.fwd_cluster = stages;
-      forward_variants.emplace_back("cluster pair, " + std::to_string(stages) + " stages", cluster);
-    }
-  }
   // The default once more, last: how far one kernel's median moves between two timings in a run.
   forward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : forward_variants) {
@@ -367,15 +358,11 @@ KernelFigures time_kernels(const Shape& s) {
                                         variant);
     }).median_ms);
   }
-  // The backward with dq added by the bulk reduction, on key-tile pairs of 2-block clusters, and
-  // the default timed again.
+  // The backward with dq added by the bulk reduction, and the default timed again.
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> backward_variants;
   kernels::LatentAttentionVariant dq_bulk;
   dq_bulk.bwd_dq_bulk = true;
   backward_variants.emplace_back("dq bulk", dq_bulk);
-  kernels::LatentAttentionVariant pair;
-  pair.bwd_cluster = true;
-  backward_variants.emplace_back("cluster pair", pair);
   backward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : backward_variants) {
     f.bwd_variants_ms.emplace_back(label, time_device([&] {

@@ -48,6 +48,54 @@ using namespace detail;
 // tied at S 4096 and ran 4-20% slower at 8192-16384: 128 registers and 25% occupancy against
 // the default's 96 and 31%; session 30.)
 
+// Raw scores q k^T of MT m-tiles of 16 queries (their fragments qf) against a 64-key tile.
+template <int D, int MT>
+__device__ __forceinline__ void raw_scores(float (&s)[MT][8][4], const uint32_t (&qf)[MT][D / 16][4],
+                                           const bf16 (*sk)[D + kPad], int lane) {
+  constexpr int W = D + kPad;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+  }
+#pragma unroll
+  for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t bb[4];
+      b_pair<W>(bb, sk, np * 16, kc * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma(s[mt][2 * np], qf[mt][kc], bb[0], bb[1]);
+        mma(s[mt][2 * np + 1], qf[mt][kc], bb[2], bb[3]);
+      }
+    }
+  }
+}
+
+// o += p v for the tile's probabilities s (as bf16 A fragments) and its 64 value rows.
+template <int D, int MT>
+__device__ __forceinline__ void add_probs_times_values(float (&o)[MT][D / 8][4], const float (&s)[MT][8][4],
+                                                       const bf16 (*sv)[D + kPad], int lane) {
+  constexpr int W = D + kPad;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) acc_as_a(a[mt], s[mt], kk);
+#pragma unroll
+    for (int np = 0; np < D / 16; ++np) {
+      uint32_t bb[4];
+      bt_pair<W>(bb, sv, kk * 16, np * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma(o[mt][2 * np], a[mt], bb[0], bb[1]);
+        mma(o[mt][2 * np + 1], a[mt], bb[2], bb[3]);
+      }
+    }
+  }
+}
+
 template <int D, int MT, int kMinBlocks, int kPoly>
 __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(const FwdParams p) {
   constexpr int W = D + kPad, kT = threads_for(MT);
@@ -163,12 +211,6 @@ void latent_attention_forward(const LatentAttentionShape& shape, float scale, Bs
                     scale * kLog2e,   variant.tiles_inner, shape.value_shift};
   HYDRA_CHECK(variant.fwd_mtiles >= 0 && variant.fwd_mtiles <= 2, "fwd_mtiles " << variant.fwd_mtiles);
   if (variant.wgmma_forward) return forward_wgmma(shape, p, stream);
-  if (variant.fwd_cluster) {
-    HYDRA_CHECK(!variant.wgmma_forward && variant.fwd_mtiles == 0 && variant.fwd_min_blocks == 0 &&
-                    variant.fwd_poly_exp == 0,
-                "fwd_cluster with other forward options (built: the defaults only)");
-    return forward_cluster(shape, p, variant.fwd_cluster, stream);
-  }
   const int mt = fwd_mtiles(shape.head_dim, variant.fwd_mtiles);
   HYDRA_CHECK(variant.fwd_poly_exp == 0 || ((variant.fwd_poly_exp == 1 || variant.fwd_poly_exp == 2) && mt == 1 &&
                                                shape.head_dim <= 32 && variant.fwd_min_blocks == 0),

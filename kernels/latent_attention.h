@@ -75,14 +75,6 @@ struct LatentAttentionVariant {
   // atomics from registers (64 x D / 2 a step): ncu found the backward's L2 82-84% busy; mma.sync
   // backward only, every head size (d 64: 16 KB more shared memory a block).
   bool bwd_dq_bulk = false;
-  // The forward's key and value tiles shared by the two query heads of a 2-block cluster, each
-  // tile read from L2 once a pair (bulk copies multicast into both blocks): 0 off, else the
-  // key/value buffers (2 or 3 at d 16 and 32, 2 at d 64). Needs an even group H / H_kv and the
-  // default block order; the other forward options at their defaults.
-  int fwd_cluster = 0;
-  // The backward's q and dout tiles shared by the blocks of key tiles kt and kt + 1 (a 2-block
-  // cluster walking kt's steps), multicast as in fwd_cluster: each read from L2 once a pair.
-  bool bwd_cluster = false;
 };
 
 // True when the kernels handle this head size.

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "kernels/cluster_copy.cuh"
 #include "kernels/latent_attention_common.cuh"
 
 namespace hydra::kernels {
@@ -261,107 +260,6 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
   write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
 }
 
-// The backward with the query-side tiles shared by a 2-block cluster (LatentAttentionVariant::
-// bwd_cluster). A step reads q and dout tiles of 64 queries (8 KB at d 32) for one 64 x 64 tile of
-// scores, and the blocks of key tiles kt and kt + 1 (same head slice, KV head and sequence) walk
-// the same (query head, query tile) steps but for one: the diagonal of kt, where every key of
-// kt + 1 comes after every query, so its contribution is exactly 0. Paired in a cluster, both walk
-// kt's steps (kt + 1 computes nothing on the one it does not share); block 0 issues each step's q
-// rows and block 1 its dout rows as bulk copies multicast into both, so each tile crosses from
-// L2 once a pair. Stage protocol as the cluster forward (latent_attention_cluster.cu): full
-// barriers with this block's expect_tx, empty barriers that each block's thread 0 arrives on
-// (after the block barrier that ends its use of the stage), rows past S copied from row S - 1
-// (their lse is +inf: probability 0). lse and delta stay per block (4-byte rows of [B, H, S]). An
-// odd number of key tiles leaves the last pair's second block without keys: it takes part in the
-// protocol and writes nothing. dq as the default (float2 atomics; both blocks add theirs).
-template <int D>
-struct BwdClusterSmem : BwdSmem<D> {
-  uint64_t full[2];
-  uint64_t empty[2];
-};
-
-template <int D, int MT>
-__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT))
-    backward_cluster_kernel(const BwdParams p) {
-  constexpr int kT = threads_for(MT);
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  BwdClusterSmem<D>& sm = *reinterpret_cast<BwdClusterSmem<D>*>(smem_raw);
-
-  // The pair's block: key tiles 2 c and 2 c + 1 of cluster c's (slice, KV head, sequence), in
-  // backward_block's order (the longest chains first).
-  const uint32_t rank = cluster_rank();
-  const int n_kt = (p.seq + kTile - 1) / kTile, per_pair = static_cast<int>(gridDim.x) / 2 / ((n_kt + 1) / 2);
-  const int cluster = static_cast<int>(blockIdx.x) / 2, rest = cluster % per_pair;
-  BackwardBlock blk;
-  const int kt0 = 2 * (cluster / per_pair);
-  blk.kt = kt0 + static_cast<int>(rank);
-  blk.kv_heads = p.heads / p.group;
-  blk.slice = rest % p.slices;
-  blk.hk = (rest / p.slices) % blk.kv_heads;
-  blk.b = rest / p.slices / blk.kv_heads;
-  blk.h_first = blk.hk * p.group + blk.slice * (p.group / p.slices);
-  blk.per_head = n_kt - kt0;  // the pair walks kt0's query tiles
-  blk.total = blk.per_head * (p.group / p.slices);
-  const bool has_keys = blk.kt < n_kt;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row_base = warp * 16 * MT;
-
-  // Warp 0: this block's half of step it's rows (rank 0 q, rank 1 dout) into stage st of both.
-  const auto issue = [&](int it, int st) {
-    const int h = blk.h_first + it / blk.per_head, qt = kt0 + it % blk.per_head;
-    if (lane == 0) mbar_arrive_expect(&sm.full[st], 2u * kTile * D * sizeof(bf16));
-    __syncwarp();
-    const bf16* src = rank == 0 ? p.q + blk.b * p.qs.b + h * p.qs.h : p.dout + blk.b * p.dos.b + h * p.dos.h;
-    const int64_t stride = rank == 0 ? p.qs.s : p.dos.s;
-    bf16 (*dst)[D + kPad] = rank == 0 ? sm.q[st] : sm.dout[st];
-    for (int r = lane; r < kTile; r += 32) {
-      const int row = min(qt * kTile + r, p.seq - 1);
-      bulk_copy_to_pair(dst[r], src + static_cast<int64_t>(row) * stride, D * sizeof(bf16), &sm.full[st]);
-    }
-  };
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < 2; ++s) {
-      mbar_init(&sm.full[s], 1);
-      mbar_init(&sm.empty[s], 2);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  load_key_tile<D, kT>(sm, p, blk);  // rows past S zero-filled: a block without keys loads zeros
-  cp_async_commit();
-  load_row_sums<kT>(sm.lse2[0], sm.delta[0], p, blk.b, blk.h_first, kt0);
-  cluster_sync();
-  if (warp == 0) issue(0, 0);
-
-  float dk[MT][D / 8][4], dv[MT][D / 8][4];
-  zero_rows<D, MT>(dk);
-  zero_rows<D, MT>(dv);
-  for (int it = 0; it < blk.total; ++it) {
-    const int st = it & 1;
-    const int h = blk.h_first + it / blk.per_head, qt = kt0 + it % blk.per_head;
-    cp_async_wait_all();
-    mbar_wait(&sm.full[st], (it >> 1) & 1);
-    __syncthreads();  // step it's rows and row sums visible; this block is done with step it - 1
-    if (it + 1 < blk.total) {
-      // Step it + 1 goes where step it - 1 was, once both blocks are done with that.
-      if (it > 0 && threadIdx.x < 2) mbar_arrive_in(&sm.empty[st ^ 1], threadIdx.x);
-      if (warp == 0) {
-        if (it > 0) mbar_wait(&sm.empty[st ^ 1], ((it - 1) >> 1) & 1);
-        issue(it + 1, st ^ 1);
-      }
-      const int h1 = blk.h_first + (it + 1) / blk.per_head, qt1 = kt0 + (it + 1) % blk.per_head;
-      load_row_sums<kT>(sm.lse2[st ^ 1], sm.delta[st ^ 1], p, blk.b, h1, qt1);
-    }
-    if (has_keys && qt >= blk.kt) {
-      float dq[MT][D / 8][4];
-      backward_step<D, MT>(sm, st, qt == blk.kt, p.scale_log2, row_base, lane, dk, dv, dq);
-      add_query_gradients<D, MT>(p, dq, qt, h, blk.b, row_base, lane);
-    }
-  }
-  if (has_keys) write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
-  cluster_sync();  // neither block leaves while the other may still arrive on its barriers
-}
-
 // dq = scale * dq_acc, fp32 [B, S, H, D] -> bf16 with dq's strides; 8 elements per thread.
 template <int D>
 __global__ void dq_convert_kernel(const float* acc, bf16* dq, Strides s, int batch, int seq, int heads, float scale) {
@@ -529,13 +427,6 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   HYDRA_CHECK(blocks < (int64_t{1} << 31), "latent attention backward: grid of " << blocks << " blocks");
   if (variant.wgmma_backward) {
     backward_wgmma(x, p, blocks, stream);
-  } else if (variant.bwd_cluster) {
-    const int64_t pairs = static_cast<int64_t>((x.seq + 2 * kTile - 1) / (2 * kTile)) * p.slices * x.kv_heads * x.batch;
-    const auto kernel = backward_cluster_kernel<D, kMt>;
-    const int smem = static_cast<int>(sizeof(BwdClusterSmem<D>));
-    HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    kernel<<<static_cast<unsigned>(2 * pairs), threads_for(kMt), smem, stream>>>(p);
-    HYDRA_KERNEL_CHECK(cudaGetLastError());
   } else {
     const bool bulk = variant.bwd_dq_bulk;
     const auto kernel = bulk ? backward_kernel<D, kMt, true> : backward_kernel<D, kMt, false>;
@@ -598,8 +489,6 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.value_shift = shape.value_shift;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
   HYDRA_CHECK(!(variant.bwd_dq_bulk && variant.wgmma_backward), "bwd_dq_bulk (built: the mma.sync backward)");
-  HYDRA_CHECK(!variant.bwd_cluster || (!variant.bwd_dq_bulk && !variant.wgmma_backward && !variant.tiles_inner),
-              "bwd_cluster with bwd_dq_bulk, wgmma_backward or tiles_inner (built: alone)");
   p.slices = head_split(shape, variant);
   const size_t needed = workspace_layout(shape, p.slices).total;
   HYDRA_CHECK(workspace_bytes >= needed, "latent attention backward: workspace of " << workspace_bytes << " bytes, "

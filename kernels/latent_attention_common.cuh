@@ -295,56 +295,6 @@ __device__ __forceinline__ void exponentiate(float (&s)[MT][8][4], float (&l)[MT
   }
 }
 
-// The forward's two products (the mma.sync forward kernels: latent_attention.cu, latent_attention_cluster.cu).
-
-// Raw scores q k^T of MT m-tiles of 16 queries (their fragments qf) against a 64-key tile.
-template <int D, int MT>
-__device__ __forceinline__ void raw_scores(float (&s)[MT][8][4], const uint32_t (&qf)[MT][D / 16][4],
-                                           const bf16 (*sk)[D + kPad], int lane) {
-  constexpr int W = D + kPad;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
-  }
-#pragma unroll
-  for (int kc = 0; kc < D / 16; ++kc) {
-#pragma unroll
-    for (int np = 0; np < 4; ++np) {
-      uint32_t bb[4];
-      b_pair<W>(bb, sk, np * 16, kc * 16, lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma(s[mt][2 * np], qf[mt][kc], bb[0], bb[1]);
-        mma(s[mt][2 * np + 1], qf[mt][kc], bb[2], bb[3]);
-      }
-    }
-  }
-}
-
-// o += p v for the tile's probabilities s (as bf16 A fragments) and its 64 value rows.
-template <int D, int MT>
-__device__ __forceinline__ void add_probs_times_values(float (&o)[MT][D / 8][4], const float (&s)[MT][8][4],
-                                                       const bf16 (*sv)[D + kPad], int lane) {
-  constexpr int W = D + kPad;
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    uint32_t a[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) acc_as_a(a[mt], s[mt], kk);
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t bb[4];
-      bt_pair<W>(bb, sv, kk * 16, np * 16, lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma(o[mt][2 * np], a[mt], bb[0], bb[1]);
-        mma(o[mt][2 * np + 1], a[mt], bb[2], bb[3]);
-      }
-    }
-  }
-}
-
 // The output rows times their rescale factors (running_max's alpha).
 template <int D, int MT>
 __device__ __forceinline__ void rescale_rows(float (&o)[MT][D / 8][4], const float (&alpha)[MT][2]) {
@@ -557,12 +507,6 @@ __device__ __forceinline__ void write_key_gradients(const BwdParams& p, const Ba
 // grid (`blocks`) in its place; the caller does the rest of the backward as for that kernel.
 void forward_wgmma(const LatentAttentionShape& shape, const FwdParams& p, cudaStream_t stream);
 void backward_wgmma(const LatentAttentionShape& shape, const BwdParams& p, int64_t blocks, cudaStream_t stream);
-
-// The forward with key/value tiles shared by a 2-block cluster (latent_attention_cluster.cu;
-// LatentAttentionVariant::fwd_cluster, `stages` key/value buffers). fits: the shape and block
-// order pair the query heads of a KV group (H / H_kv even, tiles_inner off).
-bool forward_cluster_fits(const LatentAttentionShape& shape, bool tiles_inner);
-void forward_cluster(const LatentAttentionShape& shape, const FwdParams& p, int stages, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // Host-side argument checks.

@@ -84,8 +84,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
 // then the forward and the backward on warpgroup MMAs, and the forward with its registers left to
 // the compiler, capped for 5 and 6 resident blocks, and with part of its exponentials on the FMA
-// pipes; then the backward's dq by the bulk reduction; last the forward and the backward on
-// 2-block clusters.
+// pipes; last the backward's dq by the bulk reduction.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -111,24 +110,6 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     bulk.bwd_dq_bulk = true;
     out.push_back(bulk);
   }
-  // The forward with key/value tiles multicast to a 2-block cluster, where the group pairs its
-  // query heads: two and three buffers (three built at d 16 and 32).
-  if (group % 2 == 0) {
-    for (const int stages : {2, 3}) {
-      if (stages == 3 && c.dim == 64) continue;
-      LatentAttentionVariant cluster;
-      cluster.fwd_cluster = stages;
-      out.push_back(cluster);
-    }
-  }
-  // The backward with q and dout tiles shared by the key-tile pairs of a 2-block cluster: one and
-  // two m-tiles a warp (where built), and under the whole group's head split.
-  for (const int mtiles : {1, 2, 0}) {
-    if ((mtiles == 2 && c.dim == 64) || (mtiles == 0 && group == 1)) continue;
-    LatentAttentionVariant pair{mtiles, mtiles, false, mtiles == 0 ? group : 1};
-    pair.bwd_cluster = true;
-    out.push_back(pair);
-  }
   return out;
 }
 
@@ -137,7 +118,7 @@ std::string variant_name(const LatentAttentionVariant& v) {
          (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "") +
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
          (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "") +
-         (v.bwd_dq_bulk ? " dq bulk" : "") + (v.fwd_cluster ? " cluster " + std::to_string(v.fwd_cluster) : "") + (v.bwd_cluster ? " backward cluster" : "");
+         (v.bwd_dq_bulk ? " dq bulk" : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
