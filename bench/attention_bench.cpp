@@ -358,11 +358,8 @@ KernelFigures time_kernels(const Shape& s) {
                                         variant);
     }).median_ms);
   }
-  // The backward with dq added by the bulk reduction, and the default timed again.
+  // The backward's default timed again (its variants: rows per warp and head splits, above and below).
   std::vector<std::pair<std::string, kernels::LatentAttentionVariant>> backward_variants;
-  kernels::LatentAttentionVariant dq_bulk;
-  dq_bulk.bwd_dq_bulk = true;
-  backward_variants.emplace_back("dq bulk", dq_bulk);
   backward_variants.emplace_back("default timed again", kernels::LatentAttentionVariant{});
   for (const auto& [label, variant] : backward_variants) {
     f.bwd_variants_ms.emplace_back(label, time_device([&] {

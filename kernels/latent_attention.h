@@ -70,11 +70,6 @@ struct LatentAttentionVariant {
   // (docs/PERF.md, 2026-12-06, session 29): the SFU pipe is 37-43% busy there, not what binds;
   // kept for a kernel whose exponentials do bind.
   int fwd_poly_exp = 0;
-  // The backward's dq added a query row at a time by the TMA unit's bulk reduction
-  // (cp.reduce.async.bulk .add.f32 from a staged fp32 tile: 64 requests a step) instead of float2
-  // atomics from registers (64 x D / 2 a step): ncu found the backward's L2 82-84% busy; mma.sync
-  // backward only, every head size (d 64: 16 KB more shared memory a block).
-  bool bwd_dq_bulk = false;
 };
 
 // True when the kernels handle this head size.

@@ -52,12 +52,6 @@ struct BwdSmem {
   float delta[2][kTile];
 };
 
-// With the step's dq tile in fp32 for the bulk reduction (bwd_dq_bulk).
-template <int D>
-struct BwdSmemDqTile : BwdSmem<D> {
-  alignas(16) float dq[kTile][D + 8];
-};
-
 // Blocks per SM the register allocation must leave room for (0: the compiler's choice). The
 // head split's epilogue made the compiler take registers enough to lose one resident block an
 // SM at D 32 (MT 1), D 64 and D 16 (MT 2) against the kernel before it; these bounds keep that
@@ -200,14 +194,13 @@ __device__ __forceinline__ void backward_step(Smem& sm, int st, bool diag, float
 // One block per (key tile, head slice, KV head, batch); each warp owns MT m-tiles of 16 keys,
 // so that every q and dout fragment read from shared memory feeds MT products. The k and v
 // fragments of the A operand are re-read from shared memory each step rather than held:
-// registers go to the score and gradient accumulators. kDqBulk: dq added by the TMA unit's bulk
-// reduction, a row a request (LatentAttentionVariant::bwd_dq_bulk), instead of float2 atomics.
-template <int D, int MT, bool kDqBulk = false>
+// registers go to the score and gradient accumulators. (dq by the TMA unit's bulk reduction, a
+// row a request, instead of float2 atomics ran 6-16% slower: H100, docs/PERF.md, session 33.)
+template <int D, int MT>
 __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) backward_kernel(const BwdParams p) {
   constexpr int kT = threads_for(MT);
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  using Smem = std::conditional_t<kDqBulk, BwdSmemDqTile<D>, BwdSmem<D>>;
-  Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
+  BwdSmem<D>& sm = *reinterpret_cast<BwdSmem<D>*>(smem_raw);
 
   const BackwardBlock blk = backward_block(p);
   const int kt = blk.kt, b = blk.b, h_first = blk.h_first, per_head = blk.per_head, total = blk.total;
@@ -234,29 +227,15 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
     const int st = it & 1;
     const int h = h_first + it / per_head, qt = kt + it % per_head;
     cp_async_wait_all();
-    if constexpr (kDqBulk) bulk_wait_read();  // the last step's dq rows read: sm.dq free after the barrier
     __syncthreads();  // step it visible; stage st ^ 1 and ds free
     if (it + 1 < total) load_step(it + 1, st ^ 1);
     cp_async_commit();
 
     float dq[MT][D / 8][4];
     backward_step<D, MT>(sm, st, qt == kt, p.scale_log2, row_base, lane, dk, dv, dq);
-    if constexpr (kDqBulk) {
-      stage_query_gradients<D, MT>(sm.dq, dq, row_base, lane);
-      fence_proxy_async_shared();
-      __syncthreads();
-      const int row = qt * kTile + threadIdx.x;
-      if (threadIdx.x < kTile && row < p.seq) {
-        bulk_reduce_add_f32(p.dq_acc + ((static_cast<int64_t>(b) * p.seq + row) * p.heads + h) * D, sm.dq[threadIdx.x],
-                            D * sizeof(float));
-      }
-      bulk_commit();
-    } else {
-      add_query_gradients<D, MT>(p, dq, qt, h, b, row_base, lane);
-    }
+    add_query_gradients<D, MT>(p, dq, qt, h, b, row_base, lane);
   }
 
-  if constexpr (kDqBulk) bulk_wait_done();  // every reduction landed before the block ends
   write_key_gradients<D, MT>(p, blk, row_base, lane, dk, dv);
 }
 
@@ -428,9 +407,8 @@ void backward_impl(const LatentAttentionShape& x, BwdParams p, BshdConst out, Bs
   if (variant.wgmma_backward) {
     backward_wgmma(x, p, blocks, stream);
   } else {
-    const bool bulk = variant.bwd_dq_bulk;
-    const auto kernel = bulk ? backward_kernel<D, kMt, true> : backward_kernel<D, kMt, false>;
-    const int smem = static_cast<int>(bulk ? sizeof(BwdSmemDqTile<D>) : sizeof(BwdSmem<D>));
+    const auto kernel = backward_kernel<D, kMt>;
+    const int smem = static_cast<int>(sizeof(BwdSmem<D>));
     // Above 48 KB a block needs an explicit opt-in; setting it every call is cheap and thread-safe.
     HYDRA_KERNEL_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     kernel<<<static_cast<unsigned>(blocks), threads_for(kMt), smem, stream>>>(p);
@@ -488,7 +466,6 @@ void latent_attention_backward(const LatentAttentionShape& shape, float scale, B
   p.tiles_inner = variant.tiles_inner;
   p.value_shift = shape.value_shift;
   HYDRA_CHECK(variant.bwd_mtiles >= 0 && variant.bwd_mtiles <= 2, "bwd_mtiles " << variant.bwd_mtiles);
-  HYDRA_CHECK(!(variant.bwd_dq_bulk && variant.wgmma_backward), "bwd_dq_bulk (built: the mma.sync backward)");
   p.slices = head_split(shape, variant);
   const size_t needed = workspace_layout(shape, p.slices).total;
   HYDRA_CHECK(workspace_bytes >= needed, "latent attention backward: workspace of " << workspace_bytes << " bytes, "

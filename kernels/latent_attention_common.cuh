@@ -45,21 +45,6 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // All but the most recently committed group complete.
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
-// Bulk asynchronous reduction on the TMA unit (sm_90): gmem[0 .. bytes) += smem[0 .. bytes) as
-// fp32, atomically per element, one request for the whole range (bytes: a multiple of 16, both
-// addresses 16-byte aligned). Then commit, and wait until this thread's reductions have read
-// their source (.read: the shared memory may be written again) or completed.
-__device__ __forceinline__ void bulk_reduce_add_f32(float* gmem, const float* smem, uint32_t bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gmem),
-               "r"(smem_u32(smem)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_done() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-// This thread's ordinary shared-memory writes made visible to the async proxy (the bulk unit).
-__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -383,28 +368,6 @@ __device__ __forceinline__ void add_query_gradients(const BwdParams& p, const fl
 #pragma unroll
       for (int i = 0; i < D / 8; ++i) {
         atomicAdd(reinterpret_cast<float2*>(dst + i * 8 + 2 * t), make_float2(dq[mt][i][2 * r], dq[mt][i][2 * r + 1]));
-      }
-    }
-  }
-}
-
-// The bulk form of add_query_gradients (LatentAttentionVariant::bwd_dq_bulk), first half: this
-// warp's dq fragments into the block's fp32 tile of the step's 64 queries (rows padded by 8
-// floats: a half-warp's float2 stores then meet distinct banks, and each row stays 16-byte
-// aligned for the bulk unit). The caller fences, synchronises, and adds each row with
-// bulk_reduce_add_f32: 64 requests a step instead of 64 x D / 2 float2 atomics.
-template <int D, int MT>
-__device__ __forceinline__ void stage_query_gradients(float (*tile)[D + 8], const float (&dq)[MT][D / 8][4],
-                                                      int row_base, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float* row = tile[row_base + 16 * mt + g + r * 8];
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        *reinterpret_cast<float2*>(row + i * 8 + 2 * t) = make_float2(dq[mt][i][2 * r], dq[mt][i][2 * r + 1]);
       }
     }
   }

@@ -84,7 +84,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> random_in
 // split, then every head split of the group (by default rows, and by two rows a warp where built),
 // then the forward and the backward on warpgroup MMAs, and the forward with its registers left to
 // the compiler, capped for 5 and 6 resident blocks, and with part of its exponentials on the FMA
-// pipes; last the backward's dq by the bulk reduction.
+// pipes.
 std::vector<LatentAttentionVariant> variants_of(const Case& c) {
   std::vector<LatentAttentionVariant> out;
   for (const int mtiles : {0, 1, 2}) out.push_back({mtiles, mtiles, false, 1});
@@ -102,14 +102,6 @@ std::vector<LatentAttentionVariant> variants_of(const Case& c) {
     // An eighth and a quarter of the forward's exponentials on the FMA pipes.
     for (const int poly : {1, 2}) out.push_back({0, 0, false, 1, false, false, 0, poly});
   }
-  // dq by the bulk reduction: one and two m-tiles a warp (where built), and under the whole
-  // group's head split.
-  for (const int mtiles : {1, 2, 0}) {
-    if (mtiles == 2 && c.dim == 64) continue;
-    LatentAttentionVariant bulk{mtiles, mtiles, false, mtiles == 0 ? c.heads / c.kv_heads : 1};
-    bulk.bwd_dq_bulk = true;
-    out.push_back(bulk);
-  }
   return out;
 }
 
@@ -117,8 +109,7 @@ std::string variant_name(const LatentAttentionVariant& v) {
   return " mtiles " + std::to_string(v.bwd_mtiles) + " head split " + std::to_string(v.bwd_head_split) +
          (v.wgmma_forward ? " wgmma forward" : "") + (v.wgmma_backward ? " wgmma backward" : "") +
          (v.fwd_min_blocks ? " min blocks " + std::to_string(v.fwd_min_blocks) : "") +
-         (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "") +
-         (v.bwd_dq_bulk ? " dq bulk" : "");
+         (v.fwd_poly_exp ? " poly exp " + std::to_string(v.fwd_poly_exp) : "");
 }
 
 // The launchers' outputs for one variant, queued on the current stream (the caller synchronises):
