@@ -84,8 +84,8 @@ __device__ __forceinline__ void load_row_sums(float* lse2, float* delta, const B
 }
 
 // The block's key and value tiles (the value shift applied), asynchronously.
-template <int D, int kT, typename Smem>
-__device__ __forceinline__ void load_key_tile(Smem& sm, const BwdParams& p, const BackwardBlock& blk) {
+template <int D, int kT>
+__device__ __forceinline__ void load_key_tile(BwdSmem<D>& sm, const BwdParams& p, const BackwardBlock& blk) {
   load_tile<D, kT>(sm.k, p.k + blk.b * p.ks.b + blk.hk * p.ks.h, p.ks.s, blk.kt * kTile, p.seq);
   load_tile<D, kT>(sm.v, p.v + blk.b * p.vs.b + blk.hk * p.vs.h, p.vs.s, blk.kt * kTile, p.seq, p.value_shift);
 }
@@ -94,9 +94,9 @@ __device__ __forceinline__ void load_key_tile(Smem& sm, const BwdParams& p, cons
 // dout, lse2, delta): dk and dv accumulate, dq receives this tile's ds k for the warp's MT x 16
 // queries. diag: the causal diagonal (query tile == key tile). Synchronises the block once (ds^T
 // goes through shared memory: the dq product needs all 64 keys of the tile, held by all warps).
-template <int D, int MT, typename Smem>
-__device__ __forceinline__ void backward_step(Smem& sm, int st, bool diag, float scale_log2, int row_base, int lane,
-                                              float (&dk)[MT][D / 8][4], float (&dv)[MT][D / 8][4],
+template <int D, int MT>
+__device__ __forceinline__ void backward_step(BwdSmem<D>& sm, int st, bool diag, float scale_log2, int row_base,
+                                              int lane, float (&dk)[MT][D / 8][4], float (&dv)[MT][D / 8][4],
                                               float (&dq)[MT][D / 8][4]) {
   constexpr int W = D + kPad;
   const int g = lane / 4, t = lane % 4;
