@@ -388,31 +388,37 @@ KernelFigures time_kernels(const Shape& s) {
   return f;
 }
 
-// The causal attention alone at one CCQA layout's latent shape (head_dim: H heads of E / H / C;
-// heads: H / C heads and ceil(H_kv / C) KV heads of E / H), random bf16 inputs: our latent kernel
-// (where it takes the head size) against PyTorch's SDPA (cuDNN or FlashAttention: what the GQA
-// baseline runs, and the `heads` layout at head size 128), forward and forward+backward. Which
-// of the two the layer should call at each head size.
-struct KernelVsSdpa {
+// The heads of one causal attention: CCQA's latent shape in either layout (head_dim: H heads of
+// E / H / C; heads: H / C heads and ceil(H_kv / C) KV heads of E / H), or a plain layer's.
+struct AttentionHeads {
   int heads = 0, kv_heads = 0, head_dim = 0;
+};
+AttentionHeads ccqa_latent_heads(const Shape& s, bool heads_layout) {
+  if (heads_layout) return {s.H / s.C, (s.Hkv + s.C - 1) / s.C, s.E / s.H};
+  return {s.H, s.Hkv, s.E / s.H / s.C};
+}
+
+// The causal attention alone at those heads, random bf16 inputs: our latent kernel (where it
+// takes the head size) against PyTorch's SDPA (cuDNN or FlashAttention: what the GQA baseline and
+// the model's MQA layers run, and the `heads` layout at head size 128), forward and
+// forward+backward. Which of the two a layer should call at each head size.
+struct KernelVsSdpa {
+  AttentionHeads a;
   double kernel_fwd_ms = std::nan(""), kernel_fwdbwd_ms = std::nan(""), sdpa_fwd_ms = 0, sdpa_fwdbwd_ms = 0;
 };
 
-KernelVsSdpa time_kernel_vs_sdpa(const Shape& s, bool heads_layout) {
-  KernelVsSdpa r;
-  r.heads = heads_layout ? s.H / s.C : s.H;
-  r.kv_heads = heads_layout ? (s.Hkv + s.C - 1) / s.C : s.Hkv;
-  r.head_dim = heads_layout ? s.E / s.H : s.E / s.H / s.C;
+KernelVsSdpa time_kernel_vs_sdpa(const Shape& s, const AttentionHeads& a) {
+  KernelVsSdpa r{a};
   const auto bf = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
-  const torch::Tensor q = torch::randn({s.B, s.S, r.heads, r.head_dim}, bf);
-  const torch::Tensor k = torch::randn({s.B, s.S, r.kv_heads, r.head_dim}, bf), v = torch::randn_like(k);
+  const torch::Tensor q = torch::randn({s.B, s.S, a.heads, a.head_dim}, bf);
+  const torch::Tensor k = torch::randn({s.B, s.S, a.kv_heads, a.head_dim}, bf), v = torch::randn_like(k);
   const torch::Tensor dout = torch::randn_like(q);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(r.head_dim));
-  if (kernels::latent_attention_supports(r.head_dim)) {
-    const kernels::LatentAttentionShape shape{s.B, s.S, r.heads, r.kv_heads, r.head_dim};
+  const double scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
+  if (kernels::latent_attention_supports(a.head_dim)) {
+    const kernels::LatentAttentionShape shape{s.B, s.S, a.heads, a.kv_heads, a.head_dim};
     torch::Tensor out = torch::empty_like(q), dq = torch::empty_like(q), dk = torch::empty_like(k),
                   dv = torch::empty_like(v);
-    torch::Tensor lse = torch::empty({s.B, r.heads, s.S}, bf.dtype(torch::kFloat));
+    torch::Tensor lse = torch::empty({s.B, a.heads, s.S}, bf.dtype(torch::kFloat));
     torch::Tensor ws = torch::empty({static_cast<int64_t>(kernels::latent_attention_backward_workspace(shape))},
                                     bf.dtype(torch::kByte));
     const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -443,7 +449,7 @@ KernelVsSdpa time_kernel_vs_sdpa(const Shape& s, bool heads_layout) {
 
 Json kernel_vs_sdpa_json(const KernelVsSdpa& r) {
   Json j = Json::object();
-  j["heads"] = r.heads, j["kv_heads"] = r.kv_heads, j["head_dim"] = r.head_dim;
+  j["heads"] = r.a.heads, j["kv_heads"] = r.a.kv_heads, j["head_dim"] = r.a.head_dim;
   j["kernel_forward_ms"] = r.kernel_fwd_ms, j["kernel_forward_backward_ms"] = r.kernel_fwdbwd_ms;
   j["sdpa_forward_ms"] = r.sdpa_fwd_ms, j["sdpa_forward_backward_ms"] = r.sdpa_fwdbwd_ms;
   return j;
@@ -576,7 +582,9 @@ int run_attention_bench(const std::string& json_path) {
     const GqaLayer gqa(s.E, s.H, s.Hkv);
     const FwdBwd tg = time_layer([&](const torch::Tensor& in) { return gqa.forward(in); }, x, dy, gqa.parameters());
     const KernelFigures kf = time_kernels(s);
-    const KernelVsSdpa vs_head_dim = time_kernel_vs_sdpa(s, false), vs_heads = time_kernel_vs_sdpa(s, true);
+    const KernelVsSdpa vs_head_dim = time_kernel_vs_sdpa(s, ccqa_latent_heads(s, false)),
+                       vs_heads = time_kernel_vs_sdpa(s, ccqa_latent_heads(s, true)),
+                       vs_mqa = time_kernel_vs_sdpa(s, {s.H, 1, s.E / s.H});  // the pattern's MQA layers
 
     Json row = Json::object();
     row["E"] = s.E, row["H"] = s.H, row["H_kv"] = s.Hkv, row["C"] = s.C, row["B"] = s.B, row["S"] = s.S;
@@ -602,6 +610,7 @@ int run_attention_bench(const std::string& json_path) {
     Json& vs = row["attention_kernel_vs_sdpa"] = Json::object();
     vs["head_dim"] = kernel_vs_sdpa_json(vs_head_dim);
     vs["heads"] = kernel_vs_sdpa_json(vs_heads);
+    vs["mqa"] = kernel_vs_sdpa_json(vs_mqa);
     rows.push(std::move(row));
     const double fwd_floor = kernel_floor_ms(ceil, kf.flops_fwd, kf.bytes_fwd, kf.ex2, kForwardFmaOps);
     const double bwd_floor = kernel_floor_ms(ceil, kf.flops_bwd, kf.bytes_bwd, kf.ex2, kBackwardFmaOps);
@@ -615,10 +624,10 @@ int run_attention_bench(const std::string& json_path) {
                 tf.fwd.median_ms, tf.fwdbwd.median_ms, tb.fwd.median_ms, tb.fwdbwd.median_ms, tr.fwd.median_ms,
                 tr.fwdbwd.median_ms, tg.fwd.median_ms, tg.fwdbwd.median_ms, kf.fwd.median_ms, kf.fwd_mt_ms[0],
                 kf.fwd_mt_ms[1], kf.bwd.median_ms, kf.bwd_mt_ms[0], kf.bwd_mt_ms[1]);
-    for (const KernelVsSdpa* r : {&vs_head_dim, &vs_heads}) {
+    for (const KernelVsSdpa* r : {&vs_head_dim, &vs_heads, &vs_mqa}) {
       std::printf("    attention alone, %d heads / %d KV heads of %d: latent kernel %.3f / %.3f ms, SDPA %.3f / %.3f ms "
                   "(fwd / fwd+bwd)\n",
-                  r->heads, r->kv_heads, r->head_dim, r->kernel_fwd_ms, r->kernel_fwdbwd_ms, r->sdpa_fwd_ms,
+                  r->a.heads, r->a.kv_heads, r->a.head_dim, r->kernel_fwd_ms, r->kernel_fwdbwd_ms, r->sdpa_fwd_ms,
                   r->sdpa_fwdbwd_ms);
     }
     std::printf("    on warpgroup MMAs: forward %.3f ms, backward %.3f ms (default, mma.sync: %.3f, %.3f)\n",
