@@ -53,11 +53,7 @@ template <int D, int MT>
 __device__ __forceinline__ void raw_scores(float (&s)[MT][8][4], const uint32_t (&qf)[MT][D / 16][4],
                                            const bf16 (*sk)[D + kPad], int lane) {
   constexpr int W = D + kPad;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
-  }
+  zero_fragments(s);
 #pragma unroll
   for (int kc = 0; kc < D / 16; ++kc) {
 #pragma unroll
@@ -123,10 +119,9 @@ __global__ void __launch_bounds__(threads_for(MT), kMinBlocks) forward_kernel(co
   uint32_t qf[MT][D / 16][4];
   float o[MT][D / 8][4];
   float m[MT][2], l[MT][2];  // running max (raw scores) and this thread's part of the row sum
+  zero_fragments(o);
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
     m[mt][0] = m[mt][1] = -INFINITY;
     l[mt][0] = l[mt][1] = 0.f;
   }

@@ -61,16 +61,6 @@ __host__ __device__ constexpr int min_resident_blocks(int D, int MT) {
   return D == 64 ? 3 : D == 32 && MT == 1 ? 4 : D == 16 && MT == 2 ? 5 : 0;
 }
 
-// MT m-tiles of D / 8 accumulators set to zero.
-template <int D, int MT>
-__device__ __forceinline__ void zero_rows(float (&x)[MT][D / 8][4]) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) x[mt][i][0] = x[mt][i][1] = x[mt][i][2] = x[mt][i][3] = 0.f;
-  }
-}
-
 // A step's lse (in log2 units; +inf past S, so those queries' probabilities are exactly 0) and
 // delta for query tile qt of head h, by the block's kT threads.
 template <int kT>
@@ -102,14 +92,8 @@ __device__ __forceinline__ void backward_step(BwdSmem<D>& sm, int st, bool diag,
   const int g = lane / 4, t = lane % 4;
   // s = k q^T and dp = v dout^T: MT x 16 keys x 64 queries each.
   float s[MT][8][4], dp[MT][8][4];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[mt][i][e] = dp[mt][i][e] = 0.f;
-    }
-  }
+  zero_fragments(s);
+  zero_fragments(dp);
 #pragma unroll
   for (int kc = 0; kc < D / 16; ++kc) {
     uint32_t kf[MT][4], vf[MT][4];
@@ -172,7 +156,7 @@ __device__ __forceinline__ void backward_step(BwdSmem<D>& sm, int st, bool diag,
   __syncthreads();
 
   // dq (this warp's MT x 16 queries) = ds k: the caller adds it to the sum over key tiles.
-  zero_rows<D, MT>(dq);
+  zero_fragments(dq);
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
     uint32_t a[MT][4];
@@ -220,8 +204,8 @@ __global__ void __launch_bounds__(threads_for(MT), min_resident_blocks(D, MT)) b
   cp_async_commit();
 
   float dk[MT][D / 8][4], dv[MT][D / 8][4];
-  zero_rows<D, MT>(dk);
-  zero_rows<D, MT>(dv);
+  zero_fragments(dk);
+  zero_fragments(dv);
 
   for (int it = 0; it < total; ++it) {
     const int st = it & 1;

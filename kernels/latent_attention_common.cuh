@@ -101,6 +101,16 @@ __device__ __forceinline__ void at_frag(uint32_t (&r)[4], const bf16 (*m)[W], in
   ldsm_x4_t(r, &m[k0 + (lane >> 4) * 8 + (lane & 7)][row0 + ((lane >> 3) & 1) * 8]);
 }
 
+// MT m-tiles of N n-block accumulators (mma.sync's m16n8 C fragments) set to zero.
+template <int MT, int N>
+__device__ __forceinline__ void zero_fragments(float (&x)[MT][N][4]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[mt][i][0] = x[mt][i][1] = x[mt][i][2] = x[mt][i][3] = 0.f;
+  }
+}
+
 // Accumulators of 8 n-blocks (64 columns) as the A operand of k-chunk kk (columns 16 kk ..).
 __device__ __forceinline__ void acc_as_a(uint32_t (&a)[4], const float (&s)[8][4], int kk) {
   a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
