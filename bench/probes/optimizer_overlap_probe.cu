@@ -58,35 +58,28 @@ constexpr int kVocab = 50304;  // 50257 rounded up to a multiple of 64, as a pad
 constexpr int kLayers = 24;
 constexpr int64_t kParams = 1464413342;
 
-__device__ float silu(float x) { return x / (1.f + __expf(-x)); }
+struct SiluTimes {  // the forward's SwiGLU: h = silu(a) * b
+  __device__ float operator()(float a, float b) const { return a / (1.f + __expf(-a)) * b; }
+};
+struct Plus {  // the residual add beside the norm
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
 
-// h = silu(a) * b over n bf16 elements, 8 at a time (the forward's SwiGLU: two reads, one write).
-__global__ void swiglu_like(int64_t n8, const uint4* a, const uint4* b, uint4* h) {
+// out = op(a, b) over n bf16 elements, 8 a thread: two reads and one write, as the forward's
+// row kernels move (one thread a vector and as many blocks as that takes, so tails balance).
+template <typename Op>
+__global__ void pairwise(int64_t n8, const uint4* a, const uint4* b, uint4* out) {
   const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (i < n8) {
-    uint4 va = a[i], vb = b[i], vh;
-    const __nv_bfloat162* pa = reinterpret_cast<const __nv_bfloat162*>(&va);
-    const __nv_bfloat162* pb = reinterpret_cast<const __nv_bfloat162*>(&vb);
-    __nv_bfloat162* ph = reinterpret_cast<__nv_bfloat162*>(&vh);
-    for (int k = 0; k < 4; ++k) {
-      const float2 fa = __bfloat1622float2(pa[k]), fb = __bfloat1622float2(pb[k]);
-      ph[k] = __floats2bfloat162_rn(silu(fa.x) * fb.x, silu(fa.y) * fb.y);
-    }
-    h[i] = vh;
+  if (i >= n8) return;
+  uint4 va = a[i], vb = b[i], vo;
+  const __nv_bfloat162* pa = reinterpret_cast<const __nv_bfloat162*>(&va);
+  const __nv_bfloat162* pb = reinterpret_cast<const __nv_bfloat162*>(&vb);
+  __nv_bfloat162* po = reinterpret_cast<__nv_bfloat162*>(&vo);
+  for (int k = 0; k < 4; ++k) {
+    const float2 fa = __bfloat1622float2(pa[k]), fb = __bfloat1622float2(pb[k]);
+    po[k] = __floats2bfloat162_rn(Op{}(fa.x, fb.x), Op{}(fa.y, fb.y));
   }
-}
-
-// out = x + y (the residual add and norm: two reads, one write, as the fused norm moves).
-__global__ void residual_like(int64_t n8, const uint4* x, const uint4* y, uint4* out) {
-  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (i < n8) {
-    uint4 vx = x[i], vy = y[i], vo;
-    const __nv_bfloat162* px = reinterpret_cast<const __nv_bfloat162*>(&vx);
-    const __nv_bfloat162* py = reinterpret_cast<const __nv_bfloat162*>(&vy);
-    __nv_bfloat162* po = reinterpret_cast<__nv_bfloat162*>(&vo);
-    for (int k = 0; k < 4; ++k) po[k] = __hadd2(px[k], py[k]);
-    out[i] = vo;
-  }
+  out[i] = vo;
 }
 
 struct Adam {
@@ -172,11 +165,11 @@ struct Forward {
     for (int l = 0; l < kLayers; ++l) {
       product(w_qkv, x, qkv, kQkv, kTokens, kDim);
       product(w_o, attn, y, kDim, kTokens, kDim);  // attention itself left out: SDPA is not the question
-      rows(int64_t{kTokens} * kDim, residual_like, x, y, x, s);
+      rows(int64_t{kTokens} * kDim, pairwise<Plus>, x, y, x, s);
       product(w_up, x, up, 2 * kHidden, kTokens, kDim);
-      rows(int64_t{kTokens} * kHidden, swiglu_like, up, up + int64_t{kTokens} * kHidden, h, s);
+      rows(int64_t{kTokens} * kHidden, pairwise<SiluTimes>, up, up + int64_t{kTokens} * kHidden, h, s);
       product(w_down, h, y, kDim, kTokens, kHidden);
-      rows(int64_t{kTokens} * kDim, residual_like, x, y, x, s);
+      rows(int64_t{kTokens} * kDim, pairwise<Plus>, x, y, x, s);
     }
     product(w_head, x, logits, kVocab, kTokens, kDim);
     CHECK_BLAS(cublasSetSmCountTarget(blas, 0));
