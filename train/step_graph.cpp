@@ -38,10 +38,6 @@ std::vector<std::string> cuda_graph_blockers(const RunConfig& config, const para
   if (config.train.inject_nonfinite_step > 0) {
     why.push_back("train.inject_nonfinite_step poisons one chosen step, which a replayed graph cannot single out");
   }
-  if (config.train.activation_checkpointing != "none") {
-    why.push_back("train.activation_checkpointing " + config.train.activation_checkpointing +
-                  ": a captured recompute drifts from the eager one (not yet found why; docs/PERF.md 2026-12-05)");
-  }
   return why;
 }
 

@@ -9,16 +9,17 @@
 // rate), and the gradients are dropped before the capture, so that the captured backward
 // makes them in the graph's own memory pool and every replay writes them afresh.
 //
+// train.activation_checkpointing is captured too: the recompute (a forward and a backward inside
+// the backward, model/recompute.h) does not read the CUDA generator's state while capturing,
+// and its replays equal its eager steps to the bit (test CudaGraphTrain.CapturedRecompute*,
+// H100 2026-12-07; the "drift" refused on 2026-12-05 was recompute against no recompute on a
+// sandbox model whose loss spikes at step 14, which any rounding difference moves).
+//
 // What is not captured yet falls back to the eager step (auto) or refuses to start (on):
 // several processes (the collectives and the gradient overlap, which reads on the host, have
 // not been captured and run on several GPUs; `hydra bench step --tp-slice`, one process whose
-// tp group has no peers, is captured) and train.inject_nonfinite_step
-// (a testing aid that poisons one chosen step), and train.activation_checkpointing: the
-// recompute (a backward inside the backward, written to be capturable: the CUDA generator's
-// state is not read while capturing) was captured on a GPU on 2026-12-05 and its replays
-// drifted from the eager run within 15 steps (gradient norm 12.9 against 1.03 on the sandbox
-// model; test CudaGraphTrain.DISABLED_CapturedRecomputeEqualsTheEagerRecompute), for a gain of
-// 2-3% on `small` (docs/PERF.md). Evaluation, logging, checkpoints and the preemption check run
+// tp group has no peers, is captured) and train.inject_nonfinite_step (a testing aid that
+// poisons one chosen step). Evaluation, logging, checkpoints and the preemption check run
 // eagerly between replays.
 #pragma once
 

@@ -38,11 +38,12 @@ struct CudaGraphTrain : hydra::test::SandboxTest<CudaGraphTrain> {
     return out;
   }
 
-  // Bitwise where `exact`, else loss and gradient norm within bf16 tolerance, at every step.
-  static void expect_same_steps(const std::string& want_run, const std::string& got_run, bool exact, int from = 1) {
+  // Bitwise where `exact`, else loss and gradient norm within bf16 tolerance, at steps from..to.
+  static void expect_same_steps(const std::string& want_run, const std::string& got_run, bool exact, int from = 1,
+                                int to = kSteps) {
     const auto want = rows(want_run), got = rows(got_run);
     const auto want_numbers = sandbox()->loss_and_grad_norm(want_run), got_numbers = sandbox()->loss_and_grad_norm(got_run);
-    for (int step = from; step <= kSteps; ++step) {
+    for (int step = from; step <= to; ++step) {
       ASSERT_TRUE(want.count(step) && got.count(step)) << "step " << step;
       if (exact) {
         EXPECT_EQ(got.at(step), want.at(step)) << got_run << " against " << want_run << ", step " << step;
@@ -82,13 +83,16 @@ TEST_F(CudaGraphTrain, CapturedStepEqualsTheEagerStep) {
   expect_same_steps("graph", "resumed", deterministic, 11);
 }
 
-// With activation checkpointing the recompute (a forward and a backward inside the backward)
-// would be captured with the step: every mode must train as its eager run does, and as the run
-// without recompute does (recomputation changes nothing but time and memory). Disabled with
-// the capture itself (train/step_graph.h): on 2026-12-05 the captured runs drifted from the
-// eager ones at steps 14-18 (gradient norm 12.9 against 1.03). Run it with
-// --gtest_also_run_disabled_tests and train.cuda_graphs's refusal lifted while finding why.
-TEST_F(CudaGraphTrain, DISABLED_CapturedRecomputeEqualsTheEagerRecompute) {
+// With activation checkpointing the recompute (a forward and a backward inside the backward) is
+// captured with the step: every mode's captured run must train as its eager run does, to the
+// bit where two eager runs agree to the bit (on an H100 on 2026-12-07 all of them did). Against
+// the run without recompute only up to step 12: recomputed runs differ from it in the last bits
+// from step 1 (their gradients come through the recompute's own backward), and the sandbox's
+// loss spikes at steps 14-15, where differences of that size send runs apart (gradient norm 7.9 without recompute, 3.1 with `mlp`,
+// eager or captured alike). Read as a capture fault on 2026-12-05, that spike kept recompute
+// out of the graph until this test was run with it allowed (docs/PERF.md, session 35).
+TEST_F(CudaGraphTrain, CapturedRecomputeEqualsTheEagerRecompute) {
+  constexpr int kBeforeTheSpike = 12;
   const auto plain = sandbox()->train("plain", 0, sets("off"));
   ASSERT_EQ(plain.exit_code, 0) << plain.output;
   for (const std::string mode : {"mlp", "layer", "block"}) {
@@ -105,7 +109,8 @@ TEST_F(CudaGraphTrain, DISABLED_CapturedRecomputeEqualsTheEagerRecompute) {
     EXPECT_NE(graph.output.find("cuda graphs: the training step captured"), std::string::npos) << graph.output;
     ASSERT_EQ(rows("graph_" + mode).size(), static_cast<size_t>(kSteps)) << mode;
     expect_same_steps("eager_" + mode, "graph_" + mode, deterministic);
-    expect_same_steps("plain", "graph_" + mode, false);
+    expect_same_steps("plain", "graph_" + mode, false, 1, kBeforeTheSpike);
+    if (!deterministic) std::printf("note: %s's eager step is not bitwise deterministic; compared within tolerance\n", mode.c_str());
   }
 }
 
