@@ -150,13 +150,14 @@ struct Forward {
   // D[m, n] = W[k, m]^T X[k, n] (column-major): m output features, n tokens, k input features.
   void product(const __nv_bfloat16* w, const __nv_bfloat16* x, __nv_bfloat16* d, int m, int n, int k) {
     const float one = 1.f, zero = 0.f;
-    CHECK_BLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_16BF, k, x, CUDA_R_16BF, k, &zero, d,
-                            CUDA_R_16BF, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CHECK_BLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_16BF, k, x, CUDA_R_16BF, k,
+                            &zero, d, CUDA_R_16BF, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   void rows(int64_t elements, void (*kernel)(int64_t, const uint4*, const uint4*, uint4*), const void* a, const void* b,
             void* out, cudaStream_t s) {
-    kernel<<<static_cast<unsigned>((elements / 8 + 255) / 256), 256, 0, s>>>(elements / 8, static_cast<const uint4*>(a), static_cast<const uint4*>(b),
-                                   static_cast<uint4*>(out));
+    const int64_t vectors = elements / 8;
+    kernel<<<static_cast<unsigned>((vectors + 255) / 256), 256, 0, s>>>(
+        vectors, static_cast<const uint4*>(a), static_cast<const uint4*>(b), static_cast<uint4*>(out));
     CHECK(cudaGetLastError());
   }
   void run(cudaStream_t s, int sm_target) {

@@ -88,9 +88,10 @@ TEST_F(CudaGraphTrain, CapturedStepEqualsTheEagerStep) {
 // bit where two eager runs agree to the bit (on an H100 on 2026-12-07 all of them did). Against
 // the run without recompute only up to step 12: recomputed runs differ from it in the last bits
 // from step 1 (their gradients come through the recompute's own backward), and the sandbox's
-// loss spikes at steps 14-15, where differences of that size send runs apart (gradient norm 7.9 without recompute, 3.1 with `mlp`,
-// eager or captured alike). Read as a capture fault on 2026-12-05, that spike kept recompute
-// out of the graph until this test was run with it allowed (docs/PERF.md, session 35).
+// loss spikes at steps 14-15, where differences of that size send runs apart (gradient norm 7.9
+// without recompute, 3.1 with `mlp`, eager or captured alike). Read as a capture fault on
+// 2026-12-05, that spike kept recompute out of the graph until this test was run with it
+// allowed (docs/PERF.md, session 35).
 TEST_F(CudaGraphTrain, CapturedRecomputeEqualsTheEagerRecompute) {
   constexpr int kBeforeTheSpike = 12;
   const auto plain = sandbox()->train("plain", 0, sets("off"));
@@ -110,7 +111,9 @@ TEST_F(CudaGraphTrain, CapturedRecomputeEqualsTheEagerRecompute) {
     ASSERT_EQ(rows("graph_" + mode).size(), static_cast<size_t>(kSteps)) << mode;
     expect_same_steps("eager_" + mode, "graph_" + mode, deterministic);
     expect_same_steps("plain", "graph_" + mode, false, 1, kBeforeTheSpike);
-    if (!deterministic) std::printf("note: %s's eager step is not bitwise deterministic; compared within tolerance\n", mode.c_str());
+    if (!deterministic) {
+      std::printf("note: %s's eager step is not bitwise deterministic; compared within tolerance\n", mode.c_str());
+    }
   }
 }
 
