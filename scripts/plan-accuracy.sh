@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# hydra plan's step-time predictions on this CPU machine judged by issue 18's tolerances (15% at
-# 1 rank, 20% at dp2, tp2, pp2), RUNS times (default 3), each a full tests/launcher/check_plan.py
+# hydra plan's step-time predictions on this CPU machine judged by issue 18's tolerance (15% at
+# every layout: 1 rank, dp2, tp2, pp2), RUNS times (default 3), each a full tests/launcher/check_plan.py
 # --strict run (calibrate, predict, measure; the ctest hydra_plan_validate_np2 is the same
 # script with a 50% smoke bound, docs/SCALING.md says why). Prints every run's table and how
 # many runs passed, missed or could not be judged (the machine disturbed: check_plan.py's exit
