@@ -259,11 +259,11 @@ int main() {
   const int repeats = 3;
   const float forward_all = best_ms(t, main_stream, repeats, [&] { f.run(main_stream, 0); });
   const float update_all = best_ms(t, main_stream, repeats, [&] { update(main_stream, 2 * sms, 1); });
-  const float update_all4 = best_ms(t, main_stream, repeats, [&] { update(main_stream, 2 * sms, 2); });
-  const float serial = forward_all + std::min(update_all, update_all4);
+  const float update_all2 = best_ms(t, main_stream, repeats, [&] { update(main_stream, 2 * sms, 2); });
+  const float serial = forward_all + std::min(update_all, update_all2);
   std::printf("forward alone, all SMs: %.2f ms\n", forward_all);
   std::printf("update alone, all SMs: %.2f ms (%.2f TB/s); 2 groups a thread: %.2f ms (%.2f TB/s)\n", update_all,
-              adam_bytes / update_all / 1e9, update_all4, adam_bytes / update_all4 / 1e9);
+              adam_bytes / update_all / 1e9, update_all2, adam_bytes / update_all2 / 1e9);
   std::printf("one after the other: %.2f ms\n\n", serial);
   std::printf("%4s %7s %13s %12s %8s %18s %19s %9s\n", "c", "unroll", "fwd SMs-c ms", "update c ms", "TB/s",
               "both, target c ms", "both, no target ms", "saved ms");
